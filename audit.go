@@ -1,0 +1,74 @@
+package latchkey
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Audit event kinds.
+const (
+	KindVerify = "verify" // a verification attempt (POST /v1/verify, admin auth)
+	KindAdmin  = "admin"  // a change made through the admin API
+)
+
+// Audit actions.
+const (
+	ActionVerify      = "verify"       // POST /v1/verify
+	ActionAdminAuth   = "admin_auth"   // authenticating an admin API call
+	ActionTokenCreate = "token.create" // a token was issued
+	ActionTokenRevoke = "token.revoke" // a token was revoked
+)
+
+// AuditEvent is one record of the audit trail (DESIGN.md §5). It never
+// holds a secret: TokenID is the public id only.
+type AuditEvent struct {
+	// Seq is assigned by the store: increasing, unique per store.
+	Seq       int64     `json:"seq"`
+	Time      time.Time `json:"time"`
+	Node      string    `json:"node,omitempty"`
+	RequestID string    `json:"request_id,omitempty"`
+	Kind      string    `json:"kind"`
+	Action    string    `json:"action"`
+	// Actor is the id of the token that made an admin change.
+	Actor   string `json:"actor,omitempty"`
+	TokenID string `json:"token_id,omitempty"`
+	Subject string `json:"subject,omitempty"`
+	// Outcome is a verification Code's name, or "OK" for an admin change.
+	Outcome string `json:"outcome"`
+	// Reason is the internal reason (e.g. "secret_mismatch", "missing_scope").
+	Reason    string        `json:"reason,omitempty"`
+	Scopes    []string      `json:"scopes,omitempty"`
+	ClientIP  string        `json:"client_ip,omitempty"`
+	UserAgent string        `json:"user_agent,omitempty"`
+	Method    string        `json:"method,omitempty"`
+	Path      string        `json:"path,omitempty"`
+	Latency   time.Duration `json:"latency_ns"`
+	// Detail holds action-specific facts as a JSON object (for example the
+	// grants of a created token). Never a secret.
+	Detail json.RawMessage `json:"detail,omitempty"`
+}
+
+// OutcomeOK is the outcome of a successful admin change.
+const OutcomeOK = "OK"
+
+// AuditFilter selects audit events. Zero fields match all.
+type AuditFilter struct {
+	TokenID string
+	Subject string
+	Outcome string
+	Kind    string
+	Since   time.Time // inclusive
+	Until   time.Time // exclusive
+	// After returns events with Seq > After in ascending order (for
+	// following the log). When zero, pages run newest first.
+	After int64
+	// Cursor continues a newest-first listing (opaque, from AuditPage.Next).
+	Cursor string
+	Limit  int
+}
+
+// AuditPage is one page of audit events.
+type AuditPage struct {
+	Events []AuditEvent
+	Next   string
+}

@@ -1,0 +1,91 @@
+package latchkey
+
+import "time"
+
+// Code is the outcome of one verification, in the order of DESIGN.md §2.
+// The zero value is Malformed, so a forgotten assignment never reads as valid.
+type Code uint8
+
+// Verification outcomes. Their string forms are the public contract.
+const (
+	Malformed         Code = iota // not a latchkey token: bad shape or checksum
+	Blocked                       // the source is blocked by the detector
+	NotFound                      // unknown id, or a secret that does not match
+	Revoked                       // revoked: final
+	Suspended                     // suspended: may be resumed
+	Expired                       // past expires_at (or idle, or rotated)
+	NotYetValid                   // before not_before
+	IPNotAllowed                  // client IP outside the token's CIDR allowlist
+	Forbidden                     // method, path or resource not allowed
+	InsufficientScope             // a required scope is not covered
+	RateLimited                   // over the token's rate limit
+	UsageExceeded                 // the token's usage budget is spent
+	Valid                         // every check passed
+	numCodes
+)
+
+var codeNames = [numCodes]string{
+	Malformed:         "MALFORMED",
+	Blocked:           "BLOCKED",
+	NotFound:          "NOT_FOUND",
+	Revoked:           "REVOKED",
+	Suspended:         "SUSPENDED",
+	Expired:           "EXPIRED",
+	NotYetValid:       "NOT_YET_VALID",
+	IPNotAllowed:      "IP_NOT_ALLOWED",
+	Forbidden:         "FORBIDDEN",
+	InsufficientScope: "INSUFFICIENT_SCOPE",
+	RateLimited:       "RATE_LIMITED",
+	UsageExceeded:     "USAGE_EXCEEDED",
+	Valid:             "VALID",
+}
+
+// String returns the public name, e.g. "NOT_FOUND".
+func (c Code) String() string {
+	if c < numCodes {
+		return codeNames[c]
+	}
+	return "UNKNOWN"
+}
+
+// ParseCode returns the Code named s (e.g. "REVOKED") and whether it exists.
+func ParseCode(s string) (Code, bool) {
+	for i, n := range codeNames {
+		if n == s {
+			return Code(i), true
+		}
+	}
+	return 0, false
+}
+
+// MarshalText encodes the code as its public name.
+func (c Code) MarshalText() ([]byte, error) { return []byte(c.String()), nil }
+
+// UnmarshalText decodes a public name.
+func (c *Code) UnmarshalText(b []byte) error {
+	v, ok := ParseCode(string(b))
+	if !ok {
+		return Errorf(EInvalid, "unknown outcome code %q", b)
+	}
+	*c = v
+	return nil
+}
+
+// Decision is the result of verifying one presented token. A refused
+// token is a Decision with Code != Valid, never a Go error.
+type Decision struct {
+	Code Code
+	// Reason is the internal reason, for the audit record only (for example
+	// "secret_mismatch" behind a public NOT_FOUND). Never shown to end clients.
+	Reason string
+	// TokenID is the parsed id, when the token parsed.
+	TokenID string
+	// Token is the stored record when one was found. It is shared with the
+	// cache and must be treated as read-only.
+	Token *Token
+	// Latency is how long the decision took.
+	Latency time.Duration
+}
+
+// Valid reports whether every check passed.
+func (d Decision) Valid() bool { return d.Code == Valid }

@@ -1,0 +1,36 @@
+package secret
+
+import (
+	"testing"
+)
+
+// FuzzParse checks that Parse never panics, that whatever it accepts is
+// canonical (re-encoding the parts gives back the input), and that every
+// one-character change to an accepted token is refused. Seeds live in
+// testdata/fuzz/FuzzParse.
+func FuzzParse(f *testing.F) {
+	f.Add("")
+	f.Add("lk_")
+	for i := uint64(0); i < 4; i++ {
+		pt, _, _ := Generate([]string{"lk", "acme_live", "x", "a1_b2"}[i], seeded(100+i))
+		f.Add(pt.Reveal())
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		p, err := Parse(s)
+		if err != nil {
+			return
+		}
+		var enc [SecretLen]byte
+		encode256(&enc, &p.Secret)
+		if got := p.Prefix + "_" + p.ID + "_" + string(enc[:]) + s[len(s)-ChecksumLen:]; got != s {
+			t.Fatalf("Parse(%q) accepted a non-canonical token; parts re-encode to %q", s, got)
+		}
+		for pos := 0; pos < len(s); pos++ {
+			b := []byte(s)
+			b[pos] ^= 0x01
+			if _, err := Parse(string(b)); err == nil {
+				t.Fatalf("Parse accepted %q with byte %d flipped", s, pos)
+			}
+		}
+	})
+}

@@ -1,0 +1,48 @@
+package latchkey
+
+import (
+	"context"
+	"io"
+)
+
+// Store is the persistence contract every backend implements (sqlite/,
+// later postgres/). The conformance suite in storetest/ defines its exact
+// behaviour; every store runs it unchanged.
+//
+// Errors: a missing token is an *Error with code ENotFound; anything else
+// is an infrastructure failure.
+type Store interface {
+	// CreateToken inserts t (t.Version must be 1) and appends ev in the same
+	// transaction. A duplicate id is EConflict.
+	CreateToken(ctx context.Context, t *Token, ev *AuditEvent) error
+
+	// GetToken returns the token with the given id.
+	GetToken(ctx context.Context, id string) (*Token, error)
+
+	// ListTokens returns one page of tokens matching f, newest first.
+	ListTokens(ctx context.Context, f TokenFilter) (TokenPage, error)
+
+	// UpdateToken loads the token, calls fn on a private copy, and when fn
+	// returns nil stores the result with Version incremented and appends the
+	// audit event fn returned (if not nil), all in one transaction. It
+	// returns the stored token. fn's error is returned unchanged.
+	UpdateToken(ctx context.Context, id string, fn func(t *Token) (*AuditEvent, error)) (*Token, error)
+
+	// AppendAudit stores a batch of events in one transaction, assigning Seq.
+	AppendAudit(ctx context.Context, evs []AuditEvent) error
+
+	// ListAudit returns one page of events matching f.
+	ListAudit(ctx context.Context, f AuditFilter) (AuditPage, error)
+
+	// GetSetting and PutSetting keep small server facts (such as the server
+	// key's fingerprint). GetSetting returns ok=false when key is unset.
+	GetSetting(ctx context.Context, key string) (value string, ok bool, err error)
+	// PutSettingIfAbsent stores value unless key is set; it returns the value
+	// now stored, so concurrent first starts agree on one.
+	PutSettingIfAbsent(ctx context.Context, key, value string) (string, error)
+
+	// Ping checks that the store is reachable (for /readyz).
+	Ping(ctx context.Context) error
+
+	io.Closer
+}
