@@ -80,6 +80,8 @@ type Decision struct {
 	Reason string
 	// TokenID is the parsed id, when the token parsed.
 	TokenID string
+	// Subject is the token's subject, when a token was found.
+	Subject string
 	// Token is the stored record when one was found. It is shared with the
 	// cache and must be treated as read-only.
 	Token *Token

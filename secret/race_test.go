@@ -1,0 +1,5 @@
+//go:build race
+
+package secret
+
+func init() { raceEnabled = true }

@@ -1,0 +1,144 @@
+package verify
+
+import (
+	"context"
+	"crypto/rand"
+	mrand "math/rand/v2"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/audit"
+	"github.com/latchkeyhq/latchkey/secret"
+)
+
+// discardSink accepts audit batches and keeps nothing: the benchmarks
+// measure the enqueue on the hot path, not the database.
+type discardSink struct{}
+
+func (discardSink) AppendAudit(context.Context, []latchkey.AuditEvent) error { return nil }
+
+func benchVerifier(b *testing.B) (*fixture, *audit.Pipeline) {
+	f := newFixture(b)
+	p := &audit.Pipeline{Sink: discardSink{}}
+	p.Start()
+	b.Cleanup(func() { p.Close(context.Background()) })
+	f.v = New(f.loader, f.hasher, p, Config{PositiveTTL: time.Hour})
+	return f, p
+}
+
+// BenchmarkVerify: a cache hit on a valid token with one required scope,
+// audit enqueue included.
+func BenchmarkVerify(b *testing.B) {
+	f, _ := benchVerifier(b)
+	tok, _ := f.issue(b)
+	req := &Request{Token: tok, Scopes: []string{"invoices:read"}, ClientIP: "203.0.113.9", UserAgent: "bench"}
+	ctx := context.Background()
+	if d, _ := f.v.Verify(ctx, req); d.Code != latchkey.Valid {
+		b.Fatal(d.Code)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if d, _ := f.v.Verify(ctx, req); d.Code != latchkey.Valid {
+			b.Fatal(d.Code)
+		}
+	}
+}
+
+// million is the 1M-token fixture, built once: the benchmark function runs
+// several times with growing b.N and must not rebuild it each time.
+var million struct {
+	once sync.Once
+	f    *fixture
+	p    *audit.Pipeline
+	toks []string
+}
+
+// BenchmarkVerifyParallel: 1M cached tokens, random access from every
+// core, audit enqueue included.
+func BenchmarkVerifyParallel(b *testing.B) {
+	const n = 1 << 20
+	million.once.Do(func() {
+		f := newFixture(b)
+		p := &audit.Pipeline{Sink: discardSink{}}
+		p.Start() // lives for the test binary, like a server's
+		f.v = New(f.loader, f.hasher, p, Config{PositiveTTL: time.Hour})
+		toks := make([]string, n)
+		for i := range toks {
+			pt, parts, err := secret.Generate("lk", rand.Reader)
+			if err != nil {
+				b.Fatal(err)
+			}
+			f.loader.toks[parts.ID] = &latchkey.Token{ID: parts.ID, Prefix: "lk", Scopes: []string{"invoices:read"},
+				Status: latchkey.StatusActive, Version: 1, Hash: f.hasher.Sum(parts.ID, &parts.Secret)}
+			toks[i] = pt.Reveal()
+		}
+		for _, tok := range toks { // warm the cache
+			if d, _ := f.v.Verify(context.Background(), &Request{Token: tok}); d.Code != latchkey.Valid {
+				b.Fatal(d.Code)
+			}
+		}
+		million.f, million.p, million.toks = f, p, toks
+	})
+	f, toks := million.f, million.toks
+	if got := f.v.CacheLen(); got != n {
+		b.Fatalf("cache holds %d of %d tokens", got, n)
+	}
+	ctx := context.Background()
+	loads := f.loader.loads.Load()
+	runtime.GC() // finish marking the fixture before timing
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		r := mrand.New(mrand.NewPCG(mrand.Uint64(), 1))
+		req := Request{Scopes: []string{"invoices:read"}, ClientIP: "203.0.113.9"}
+		for pb.Next() {
+			req.Token = toks[r.IntN(n)]
+			if d, _ := f.v.Verify(ctx, &req); d.Code != latchkey.Valid {
+				b.Error(d.Code)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	if extra := f.loader.loads.Load() - loads; extra != 0 {
+		b.Errorf("%d store loads during the run: the cache did not hold", extra)
+	}
+}
+
+// BenchmarkVerifyMalformed: a token with a bad checksum, refused before
+// any lookup, audit enqueue included.
+func BenchmarkVerifyMalformed(b *testing.B) {
+	f, _ := benchVerifier(b)
+	tok, _ := f.issue(b)
+	bad := tok[:len(tok)-6] + "AAAAAA"
+	req := &Request{Token: bad, ClientIP: "203.0.113.9"}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if d, _ := f.v.Verify(ctx, req); d.Code != latchkey.Malformed {
+			b.Fatal(d.Code)
+		}
+	}
+	if f.loader.loads.Load() != 0 {
+		b.Error("a malformed token reached the store")
+	}
+}
+
+// BenchmarkVerifyNoAudit is BenchmarkVerify without the audit enqueue: the
+// difference between the two is what recording costs the hot path.
+func BenchmarkVerifyNoAudit(b *testing.B) {
+	f := newFixture(b)
+	f.v = New(f.loader, f.hasher, nil, Config{})
+	tok, _ := f.issue(b)
+	req := &Request{Token: tok, Scopes: []string{"invoices:read"}, ClientIP: "203.0.113.9", UserAgent: "bench"}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if d, _ := f.v.Verify(ctx, req); d.Code != latchkey.Valid {
+			b.Fatal(d.Code)
+		}
+	}
+}

@@ -1,0 +1,391 @@
+package verify
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"hash/crc32"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/secret"
+)
+
+// memLoader is a token table in memory, counting reads.
+type memLoader struct {
+	mu    sync.Mutex
+	toks  map[string]*latchkey.Token
+	loads atomic.Int64
+	gate  chan struct{} // when set, each load waits for it
+	err   error
+}
+
+func (m *memLoader) GetToken(ctx context.Context, id string) (*latchkey.Token, error) {
+	m.loads.Add(1)
+	if m.gate != nil {
+		<-m.gate
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.err != nil {
+		return nil, m.err
+	}
+	t, ok := m.toks[id]
+	if !ok {
+		return nil, latchkey.ErrNotFound
+	}
+	return t.Clone(), nil
+}
+
+func (m *memLoader) put(t *latchkey.Token) {
+	m.mu.Lock()
+	m.toks[t.ID] = t
+	m.mu.Unlock()
+}
+
+// recorder keeps audit events in memory.
+type recorder struct {
+	mu  sync.Mutex
+	evs []latchkey.AuditEvent
+}
+
+func (r *recorder) Record(ev latchkey.AuditEvent) {
+	r.mu.Lock()
+	r.evs = append(r.evs, ev)
+	r.mu.Unlock()
+}
+
+func (r *recorder) last() latchkey.AuditEvent {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.evs[len(r.evs)-1]
+}
+
+type fixture struct {
+	v      *Verifier
+	loader *memLoader
+	rec    *recorder
+	hasher *secret.Hasher
+	now    time.Time
+	nowMu  sync.Mutex
+}
+
+func newFixture(t testing.TB) *fixture {
+	h, err := secret.NewHasher(make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{loader: &memLoader{toks: map[string]*latchkey.Token{}}, rec: &recorder{}, hasher: h,
+		now: time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)}
+	f.v = New(f.loader, h, f.rec, Config{Now: f.clock, Node: "n1"})
+	return f
+}
+
+func (f *fixture) clock() time.Time {
+	f.nowMu.Lock()
+	defer f.nowMu.Unlock()
+	return f.now
+}
+
+func (f *fixture) advance(d time.Duration) {
+	f.nowMu.Lock()
+	f.now = f.now.Add(d)
+	f.nowMu.Unlock()
+}
+
+// issue stores a token and returns its plaintext.
+func (f *fixture) issue(t testing.TB, mutate ...func(*latchkey.Token)) (string, *latchkey.Token) {
+	pt, parts, err := secret.Generate("lk", rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := &latchkey.Token{ID: parts.ID, Prefix: parts.Prefix, Subject: "svc", Scopes: []string{"invoices:read", "billing.*:write"},
+		Status: latchkey.StatusActive, Version: 1, CreatedAt: f.now, Hash: f.hasher.Sum(parts.ID, &parts.Secret)}
+	for _, m := range mutate {
+		m(tok)
+	}
+	f.loader.put(tok)
+	return pt.Reveal(), tok
+}
+
+func (f *fixture) verify(t testing.TB, tok string, scopes ...string) latchkey.Decision {
+	t.Helper()
+	d, err := f.v.Verify(context.Background(), &Request{Token: tok, Scopes: scopes, ClientIP: "198.51.100.4", UserAgent: "test"})
+	if err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+	return d
+}
+
+// secretWithChecksum appends a valid checksum to body, so a token changed
+// on purpose still parses.
+func secretWithChecksum(body string) string {
+	v := crc32.Checksum([]byte(body), crc32.MakeTable(crc32.Castagnoli))
+	var sum [secret.ChecksumLen]byte
+	for i := len(sum) - 1; i >= 0; i-- {
+		sum[i] = secret.Alphabet[v%62]
+		v /= 62
+	}
+	return body + string(sum[:])
+}
+
+func TestDecisions(t *testing.T) {
+	f := newFixture(t)
+	valid, _ := f.issue(t)
+	revoked, _ := f.issue(t, func(tk *latchkey.Token) { tk.Status = latchkey.StatusRevoked })
+	suspended, _ := f.issue(t, func(tk *latchkey.Token) { tk.Status = latchkey.StatusSuspended })
+	expired, _ := f.issue(t, func(tk *latchkey.Token) { tk.ExpiresAt = f.now.Add(-time.Second) })
+	expiresNow, _ := f.issue(t, func(tk *latchkey.Token) { tk.ExpiresAt = f.now })
+	future, _ := f.issue(t, func(tk *latchkey.Token) { tk.NotBefore = f.now.Add(time.Hour) })
+	everything, _ := f.issue(t, func(tk *latchkey.Token) { tk.Scopes = []string{"*"} })
+
+	pt, parts, _ := secret.Generate("lk", rand.Reader)
+	unknown := pt.Reveal()
+	_ = parts
+	// Same id as valid, different secret, valid checksum.
+	other, _, _ := secret.Generate("lk", rand.Reader)
+	mismatch := secretWithChecksum(valid[:20] + other.Reveal()[20:63])
+	wrongPrefix := secretWithChecksum("acme" + valid[2:63])
+	oneChar := valid[:30] + string(rune(valid[30]^1)) + valid[31:]
+
+	tests := []struct {
+		name   string
+		token  string
+		scopes []string
+		code   latchkey.Code
+		reason string
+	}{
+		{"valid", valid, []string{"invoices:read"}, latchkey.Valid, ""},
+		{"valid no scopes", valid, nil, latchkey.Valid, ""},
+		{"wildcard scope", valid, []string{"billing.payouts:write"}, latchkey.Valid, ""},
+		{"star covers all", everything, []string{"anything:at.all"}, latchkey.Valid, ""},
+		{"star does not cover admin", everything, []string{"latchkey:admin"}, latchkey.InsufficientScope, "missing_scope"},
+		{"one char changed", oneChar, nil, latchkey.Malformed, "bad_checksum"},
+		{"garbage", "hello", nil, latchkey.Malformed, "bad_length"},
+		{"unknown id", unknown, nil, latchkey.NotFound, "unknown_id"},
+		{"secret mismatch", mismatch, nil, latchkey.NotFound, "secret_mismatch"},
+		{"prefix mismatch", wrongPrefix, nil, latchkey.NotFound, "prefix_mismatch"},
+		{"revoked", revoked, nil, latchkey.Revoked, "revoked"},
+		{"suspended", suspended, nil, latchkey.Suspended, "suspended"},
+		{"expired", expired, nil, latchkey.Expired, "expired"},
+		{"expires exactly now", expiresNow, nil, latchkey.Expired, "expired"},
+		{"not yet valid", future, nil, latchkey.NotYetValid, "not_yet_valid"},
+		{"missing scope", valid, []string{"invoices:read", "invoices:write"}, latchkey.InsufficientScope, "missing_scope"},
+		{"revoked beats scope", revoked, []string{"nope:nope"}, latchkey.Revoked, "revoked"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := f.verify(t, tt.token, tt.scopes...)
+			if d.Code != tt.code || d.Reason != tt.reason {
+				t.Fatalf("Verify = %v (%q), want %v (%q)", d.Code, d.Reason, tt.code, tt.reason)
+			}
+			ev := f.rec.last()
+			if ev.Outcome != tt.code.String() || ev.Reason != tt.reason || ev.ClientIP != "198.51.100.4" ||
+				ev.Kind != latchkey.KindVerify || ev.Action != latchkey.ActionVerify || ev.Node != "n1" || ev.Latency <= 0 {
+				t.Errorf("audit event = %+v", ev)
+			}
+			if tt.code != latchkey.Malformed && ev.TokenID == "" {
+				t.Errorf("audit event lacks the token id")
+			}
+			if tt.code == latchkey.Valid && ev.Subject != "svc" {
+				t.Errorf("audit subject = %q, want svc", ev.Subject)
+			}
+		})
+	}
+}
+
+func TestExpiryIsLive(t *testing.T) {
+	f := newFixture(t)
+	tok, _ := f.issue(t, func(tk *latchkey.Token) { tk.ExpiresAt = f.now.Add(time.Minute) })
+	if d := f.verify(t, tok); d.Code != latchkey.Valid {
+		t.Fatalf("before expiry: %v", d.Code)
+	}
+	f.advance(time.Minute) // cached entry, but the clock has passed expires_at
+	if d := f.verify(t, tok); d.Code != latchkey.Expired {
+		t.Fatalf("after expiry: %v, want EXPIRED", d.Code)
+	}
+}
+
+func TestInvalidate(t *testing.T) {
+	f := newFixture(t)
+	tok, rec := f.issue(t)
+	f.verify(t, tok)
+	changed := rec.Clone()
+	changed.Status, changed.Version = latchkey.StatusRevoked, 2
+	f.loader.put(changed)
+	if d := f.verify(t, tok); d.Code != latchkey.Valid {
+		t.Fatalf("cached entry not served before invalidation: %v", d.Code)
+	}
+	f.v.Invalidate(rec.ID)
+	if d := f.verify(t, tok); d.Code != latchkey.Revoked {
+		t.Fatalf("after Invalidate: %v, want REVOKED", d.Code)
+	}
+}
+
+func TestPositiveTTL(t *testing.T) {
+	f := newFixture(t)
+	tok, rec := f.issue(t)
+	f.verify(t, tok)
+	changed := rec.Clone()
+	changed.Status = latchkey.StatusSuspended
+	f.loader.put(changed)
+	f.advance(31 * time.Second) // past the default PositiveTTL: reload
+	if d := f.verify(t, tok); d.Code != latchkey.Suspended {
+		t.Fatalf("entry served past its staleness bound: %v", d.Code)
+	}
+}
+
+func TestNegativeCache(t *testing.T) {
+	f := newFixture(t)
+	pt, _, _ := secret.Generate("lk", rand.Reader)
+	for i := 0; i < 5; i++ {
+		f.verify(t, pt.Reveal())
+	}
+	if n := f.loader.loads.Load(); n != 1 {
+		t.Errorf("5 verifications of an unknown id loaded %d times, want 1", n)
+	}
+	f.advance(3 * time.Second)
+	f.verify(t, pt.Reveal())
+	if n := f.loader.loads.Load(); n != 2 {
+		t.Errorf("after the negative TTL: %d loads, want 2", n)
+	}
+}
+
+func TestNegativeEntryInvalidated(t *testing.T) {
+	f := newFixture(t)
+	pt, parts, _ := secret.Generate("lk", rand.Reader)
+	if d := f.verify(t, pt.Reveal()); d.Code != latchkey.NotFound {
+		t.Fatal(d.Code)
+	}
+	f.loader.put(&latchkey.Token{ID: parts.ID, Prefix: "lk", Status: latchkey.StatusActive, Version: 1,
+		Hash: f.hasher.Sum(parts.ID, &parts.Secret)})
+	f.v.Invalidate(parts.ID) // what creating a token does
+	if d := f.verify(t, pt.Reveal()); d.Code != latchkey.Valid {
+		t.Fatalf("after create+invalidate: %v, want VALID", d.Code)
+	}
+}
+
+func TestSingleflight(t *testing.T) {
+	f := newFixture(t)
+	tok, _ := f.issue(t)
+	f.loader.gate = make(chan struct{})
+	var wg sync.WaitGroup
+	codes := make(chan latchkey.Code, 50)
+	for i := 0; i < 50; i++ {
+		wg.Go(func() {
+			d, _ := f.v.Verify(context.Background(), &Request{Token: tok})
+			codes <- d.Code
+		})
+	}
+	for f.loader.loads.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(20 * time.Millisecond) // let the others pile up on the flight
+	close(f.loader.gate)
+	wg.Wait()
+	close(codes)
+	for c := range codes {
+		if c != latchkey.Valid {
+			t.Fatalf("concurrent miss answered %v", c)
+		}
+	}
+	if n := f.loader.loads.Load(); n != 1 {
+		t.Errorf("50 concurrent misses made %d loads, want 1", n)
+	}
+}
+
+// A load that read the old record must not be cached if the token changed
+// (and was invalidated) while the load was in flight.
+func TestLoadRacingInvalidation(t *testing.T) {
+	f := newFixture(t)
+	tok, rec := f.issue(t)
+	f.loader.gate = make(chan struct{})
+	done := make(chan latchkey.Code)
+	go func() {
+		d, _ := f.v.Verify(context.Background(), &Request{Token: tok})
+		done <- d.Code
+	}()
+	for f.loader.loads.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	// The load is in flight and will return... whatever the table holds
+	// when the gate opens. Simulate it having read the old row: change the
+	// table only after releasing, but invalidate now.
+	f.v.Invalidate(rec.ID)
+	close(f.loader.gate)
+	<-done
+	f.loader.gate = nil
+	changed := rec.Clone()
+	changed.Status = latchkey.StatusRevoked
+	f.loader.put(changed)
+	if d := f.verify(t, tok); d.Code != latchkey.Revoked {
+		t.Fatalf("a load racing an invalidation was cached: %v", d.Code)
+	}
+}
+
+func TestStoreError(t *testing.T) {
+	f := newFixture(t)
+	tok, _ := f.issue(t)
+	f.loader.err = errors.New("disk on fire")
+	_, err := f.v.Verify(context.Background(), &Request{Token: tok})
+	if err == nil {
+		t.Fatal("Verify with a failing store returned no error")
+	}
+	if ev := f.rec.last(); ev.Outcome != "ERROR" || ev.Reason != "store_unavailable" {
+		t.Errorf("audit = %+v", ev)
+	}
+	f.loader.err = nil
+	if d := f.verify(t, tok); d.Code != latchkey.Valid {
+		t.Errorf("after the store recovered: %v (the error must not be cached)", d.Code)
+	}
+}
+
+func TestAuditFailuresOnly(t *testing.T) {
+	f := newFixture(t)
+	tok, _ := f.issue(t)
+	n := len(f.rec.evs)
+	f.v.Verify(context.Background(), &Request{Token: tok, AuditFailuresOnly: true, Action: latchkey.ActionAdminAuth})
+	if len(f.rec.evs) != n {
+		t.Error("a valid admin auth was recorded")
+	}
+	f.v.Verify(context.Background(), &Request{Token: tok + "x", AuditFailuresOnly: true, Action: latchkey.ActionAdminAuth})
+	if len(f.rec.evs) != n+1 || f.rec.last().Action != latchkey.ActionAdminAuth {
+		t.Error("a failed admin auth was not recorded")
+	}
+}
+
+func TestCacheBounded(t *testing.T) {
+	f := newFixture(t)
+	f.v = New(f.loader, f.hasher, nil, Config{Now: f.clock, MaxEntries: 1024})
+	for i := 0; i < 5000; i++ {
+		pt, _, _ := secret.Generate("lk", rand.Reader)
+		f.verify(t, pt.Reveal())
+	}
+	if n := f.v.CacheLen(); n > 1024+numShards {
+		t.Errorf("cache holds %d entries, cap 1024", n)
+	}
+}
+
+// raceEnabled is set under -race, which instruments (and allocates) more.
+var raceEnabled bool
+
+func TestVerifyHitDoesNotAllocate(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates; allocation counts are checked without -race")
+	}
+	f := newFixture(t)
+	f.v = New(f.loader, f.hasher, discard{}, Config{})
+	tok, _ := f.issue(t)
+	req := &Request{Token: tok, Scopes: []string{"invoices:read"}, ClientIP: "203.0.113.9"}
+	f.v.Verify(context.Background(), req)
+	if n := testing.AllocsPerRun(1000, func() { f.v.Verify(context.Background(), req) }); n != 0 {
+		t.Errorf("a cache hit allocates %v times, want 0", n)
+	}
+}
+
+type discard struct{}
+
+func (discard) Record(latchkey.AuditEvent) {}
