@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/secret"
 )
 
 // Sink stores a batch of events in one transaction. latchkey.Store
@@ -267,6 +268,9 @@ func (p *Pipeline) run() {
 			taken := st.buf
 			st.buf = spare[i][:0]
 			st.mu.Unlock()
+			for i := range taken {
+				redact(&taken[i])
+			}
 			for rest := taken; len(rest) > 0; {
 				n := min(len(rest), p.BatchSize-len(batch))
 				batch = append(batch, rest[:n]...)
@@ -322,4 +326,13 @@ func (p *Pipeline) write(batch []latchkey.AuditEvent, draining bool) []latchkey.
 		}
 		backoff = min(2*backoff, time.Second)
 	}
+}
+
+// redact scrubs the free-text fields of a record, which echo request input
+// (a path or user agent could carry a token by mistake). It runs in the
+// writer goroutine, off the verification path.
+func redact(ev *latchkey.AuditEvent) {
+	ev.Path = secret.Redact(ev.Path)
+	ev.UserAgent = secret.Redact(ev.UserAgent)
+	ev.Method = secret.Redact(ev.Method)
 }

@@ -90,10 +90,8 @@ func Parse(s string) (Parts, error) {
 		return p, ErrChecksum
 	}
 	id := s[n-fixedLen+1 : n-SecretLen-ChecksumLen-1]
-	for i := 0; i < len(id); i++ {
-		if digitOf[id[i]] == 0xff {
-			return p, ErrCharset
-		}
+	if !isBase62(id) {
+		return p, ErrCharset
 	}
 	if !decode256(s[n-SecretLen-ChecksumLen:n-ChecksumLen], &p.Secret) {
 		return p, ErrRange
@@ -127,15 +125,24 @@ func ValidPrefix(p string) bool {
 // Generate returns a new token with the given prefix (DefaultPrefix when
 // empty), drawing the id and secret from rand (use crypto/rand.Reader).
 func Generate(prefix string, rand io.Reader) (Plaintext, Parts, error) {
+	id, err := NewID(rand)
+	if err != nil {
+		return Plaintext{}, Parts{}, err
+	}
+	return GenerateWithID(prefix, id, rand)
+}
+
+// GenerateWithID is Generate with a given id (IDLen base62 characters),
+// for an id that was reserved before its secret was drawn.
+func GenerateWithID(prefix, id string, rand io.Reader) (Plaintext, Parts, error) {
 	if prefix == "" {
 		prefix = DefaultPrefix
 	}
 	if !ValidPrefix(prefix) {
 		return Plaintext{}, Parts{}, fmt.Errorf("secret: invalid prefix %q: want lowercase segments like \"lk\" or \"acme_live\", at most %d bytes", prefix, MaxPrefixLen)
 	}
-	var id [IDLen]byte
-	if err := randomBase62(id[:], rand); err != nil {
-		return Plaintext{}, Parts{}, err
+	if len(id) != IDLen || !isBase62(id) {
+		return Plaintext{}, Parts{}, fmt.Errorf("secret: an id must be %d base62 characters", IDLen)
 	}
 	var raw [32]byte
 	if _, err := io.ReadFull(rand, raw[:]); err != nil {
@@ -144,7 +151,7 @@ func Generate(prefix string, rand io.Reader) (Plaintext, Parts, error) {
 	buf := make([]byte, 0, len(prefix)+fixedLen)
 	buf = append(buf, prefix...)
 	buf = append(buf, '_')
-	buf = append(buf, id[:]...)
+	buf = append(buf, id...)
 	buf = append(buf, '_')
 	var enc [SecretLen]byte
 	encode256(&enc, &raw)
@@ -155,6 +162,15 @@ func Generate(prefix string, rand io.Reader) (Plaintext, Parts, error) {
 	s := string(buf)
 	parts := Parts{Prefix: s[:len(prefix)], ID: s[len(prefix)+1 : len(prefix)+1+IDLen], Secret: raw}
 	return NewPlaintext(s), parts, nil
+}
+
+func isBase62(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if digitOf[s[i]] == 0xff {
+			return false
+		}
+	}
+	return true
 }
 
 // NewID returns a random base62 id of IDLen characters, for callers that
@@ -201,4 +217,23 @@ func FindAll(s string) []string {
 		}
 	}
 	return out
+}
+
+// LooksLikeToken reports whether s contains something shaped like a token
+// (any prefix, checksum not checked: a mistyped token is still a secret).
+func LooksLikeToken(s string) bool {
+	return len(s) >= fixedLen+1 && anyPrefixRe.MatchString(s)
+}
+
+// Redact replaces everything in s shaped like a token with its redacted
+// form ("lk_4uW9…[redacted]"), for text that echoes input: error
+// messages, logged paths, audit fields.
+func Redact(s string) string {
+	if !LooksLikeToken(s) {
+		return s
+	}
+	return anyPrefixRe.ReplaceAllStringFunc(s, func(m string) string {
+		i := len(m) - fixedLen
+		return m[:i] + "_" + m[i+1:i+5] + "…[redacted]"
+	})
 }

@@ -206,3 +206,16 @@ func TestGenerateFailsOnShortRandom(t *testing.T) {
 		t.Error("Generate with an exhausted random source succeeded")
 	}
 }
+
+func TestRedact(t *testing.T) {
+	pt, _, _ := Generate("acme_live", rand.Reader)
+	s := pt.Reveal()
+	in := "path /v1/tokens/" + s + "?x and " + s[:len(s)-1] + "Z"
+	out := Redact(in)
+	if strings.Contains(out, s[20:60]) || strings.Count(out, "[redacted]") != 2 {
+		t.Errorf("Redact(%q) = %q", in, out)
+	}
+	if Redact("nothing here") != "nothing here" || LooksLikeToken("lk_short") {
+		t.Error("Redact changed innocent text")
+	}
+}

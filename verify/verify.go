@@ -142,7 +142,7 @@ func (v *Verifier) CacheLen() int { return v.cache.len() }
 // must not be used.
 func (v *Verifier) Verify(ctx context.Context, req *Request) (latchkey.Decision, error) {
 	now, ep, mono := v.clock()
-		d, err := v.decide(ctx, req, now.UnixNano())
+	d, err := v.decide(ctx, req, now.UnixNano())
 	d.Latency = time.Since(ep.mono) - mono
 	if v.rec != nil && !(req.AuditFailuresOnly && d.Code == latchkey.Valid) {
 		ev := latchkey.AuditEvent{

@@ -1,0 +1,165 @@
+package audit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/latchkeyhq/latchkey"
+)
+
+type memSink struct {
+	mu      sync.Mutex
+	evs     []latchkey.AuditEvent
+	batches int
+	fail    atomic.Int32 // fail this many calls first
+	gate    chan struct{}
+}
+
+func (m *memSink) AppendAudit(ctx context.Context, evs []latchkey.AuditEvent) error {
+	if m.gate != nil {
+		<-m.gate
+	}
+	if m.fail.Load() > 0 {
+		m.fail.Add(-1)
+		return errors.New("disk full")
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.evs = append(m.evs, evs...)
+	m.batches++
+	return nil
+}
+
+func (m *memSink) len() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.evs)
+}
+
+func ev(i int) latchkey.AuditEvent {
+	return latchkey.AuditEvent{RequestID: fmt.Sprint(i), Kind: latchkey.KindVerify, Outcome: "VALID"}
+}
+
+func TestBatchesAndFlush(t *testing.T) {
+	s := &memSink{}
+	p := &Pipeline{Sink: s, BatchSize: 100, FlushInterval: time.Hour}
+	p.Start()
+	defer p.Close(context.Background())
+	for i := 0; i < 1000; i++ {
+		p.Record(ev(i))
+	}
+	if err := p.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if s.len() != 1000 {
+		t.Fatalf("after Flush %d of 1000 events written", s.len())
+	}
+	if s.batches > 20 {
+		t.Errorf("1000 events took %d transactions; batching is not working", s.batches)
+	}
+	seen := map[string]bool{}
+	for _, e := range s.evs {
+		seen[e.RequestID] = true
+	}
+	if len(seen) != 1000 {
+		t.Errorf("%d distinct events written, want 1000 (duplicates or losses)", len(seen))
+	}
+}
+
+func TestFlushInterval(t *testing.T) {
+	s := &memSink{}
+	p := &Pipeline{Sink: s, FlushInterval: 10 * time.Millisecond}
+	p.Start()
+	defer p.Close(context.Background())
+	p.Record(ev(1))
+	deadline := time.Now().Add(2 * time.Second)
+	for s.len() == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if s.len() != 1 {
+		t.Error("a lone event was not written within the flush interval")
+	}
+}
+
+func TestCloseDrains(t *testing.T) {
+	s := &memSink{}
+	p := &Pipeline{Sink: s, FlushInterval: time.Hour}
+	p.Start()
+	for i := 0; i < 5000; i++ {
+		p.Record(ev(i))
+	}
+	if err := p.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if s.len() != 5000 {
+		t.Fatalf("Close wrote %d of 5000 queued events", s.len())
+	}
+	p.Record(ev(5000)) // after Close: written directly, not lost
+	if s.len() != 5001 {
+		t.Error("an event recorded after Close was lost")
+	}
+	if st := p.Stats(); st.Written != 5001 || st.Lost != 0 {
+		t.Errorf("stats = %+v", st)
+	}
+}
+
+func TestBackpressureCounted(t *testing.T) {
+	s := &memSink{gate: make(chan struct{})}
+	p := &Pipeline{Sink: s, QueueSize: 64, BatchSize: 8, FlushInterval: time.Millisecond}
+	p.Start()
+	done := make(chan struct{})
+	go func() {
+		for i := 0; i < 500; i++ {
+			p.Record(ev(i))
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+		t.Fatal("500 events were accepted by a 64-event queue whose sink is stuck: no backpressure")
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(s.gate)
+	<-done
+	p.Close(context.Background())
+	if s.len() != 500 {
+		t.Errorf("%d of 500 written", s.len())
+	}
+	if p.Stats().Stalls == 0 {
+		t.Error("stalls were not counted")
+	}
+}
+
+func TestRetriesFailingSink(t *testing.T) {
+	s := &memSink{}
+	s.fail.Store(3)
+	p := &Pipeline{Sink: s, FlushInterval: time.Millisecond}
+	p.Start()
+	p.Record(ev(1))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := p.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	p.Close(context.Background())
+	if s.len() != 1 || p.Stats().Retries != 3 {
+		t.Errorf("written %d, retries %d; want 1 and 3", s.len(), p.Stats().Retries)
+	}
+}
+
+func TestRedactsFreeText(t *testing.T) {
+	s := &memSink{}
+	p := &Pipeline{Sink: s}
+	p.Start()
+	tok := "lk_0123456789ABCDEF_" + "0123456789012345678901234567890123456789012" + "ABCDEF"
+	p.Record(latchkey.AuditEvent{Path: "/x/" + tok, UserAgent: "ua " + tok})
+	p.Close(context.Background())
+	if e := s.evs[0]; e.Path == "/x/"+tok || e.UserAgent == "ua "+tok {
+		t.Errorf("a token in path or user agent reached the sink: %+v", e)
+	}
+}

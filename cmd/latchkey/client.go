@@ -1,0 +1,401 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/httpapi"
+	"github.com/latchkeyhq/latchkey/tokens"
+)
+
+// newClient builds the API client from the environment: LATCHKEY_ADDR,
+// then LATCHKEY_TOKEN, falling back to the root-token file when the server
+// is on this machine.
+func newClient(getenv env) (*httpapi.Client, error) {
+	addr := envOr(getenv, "LATCHKEY_ADDR", "http://127.0.0.1:7480")
+	if !strings.Contains(addr, "://") {
+		addr = "http://" + addr
+	}
+	tok := getenv("LATCHKEY_TOKEN")
+	if tok == "" && isLoopbackURL(addr) {
+		path := filepath.Join(envOr(getenv, "LATCHKEY_DATA_DIR", "./latchkey-data"), "root-token")
+		if b, err := os.ReadFile(path); err == nil {
+			tok = strings.TrimSpace(string(b))
+		}
+	}
+	if tok == "" {
+		return nil, fmt.Errorf("no credentials: set LATCHKEY_TOKEN to an admin token")
+	}
+	return &httpapi.Client{BaseURL: addr, Token: tok}, nil
+}
+
+func printJSON(w io.Writer, v any) {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	enc.Encode(v)
+}
+
+func fmtTime(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Local().Format("2006-01-02 15:04:05")
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+const createDoc = `
+Issue a token. The plaintext is printed once and is not stored anywhere:
+keep it now. Durations take s, m, h, d and w units ("30d", "1h30m").
+You may grant only scopes your own token holds (latchkey:admin may grant any).`
+
+func cmdTokenCreate(ctx context.Context, args []string, stdout, stderr io.Writer, getenv env) int {
+	var (
+		req                      tokens.CreateRequest
+		scopes, tags             strs
+		expires, notBefore, meta string
+		quiet, asJSON            bool
+	)
+	fs := newFlags("token create", "token create [flags]", createDoc, stdout, stderr)
+	fs.StringVar(&req.Name, "name", "", "a name for people")
+	fs.StringVar(&req.Subject, "subject", "", "who or what the token acts for (a user, service or team id)")
+	fs.Var(&scopes, "scope", "grant a scope, e.g. invoices:read or billing.*:write (repeatable)")
+	fs.StringVar(&req.TTL, "ttl", "", "lifetime, e.g. 30d or 12h")
+	fs.StringVar(&expires, "expires-at", "", "expiry as an RFC 3339 time (instead of --ttl)")
+	fs.StringVar(&notBefore, "not-before", "", "the token is not valid before this RFC 3339 time")
+	fs.Var(&tags, "tag", "a tag for grouping and bulk actions (repeatable)")
+	fs.StringVar(&meta, "meta", "", "a JSON object returned with every successful verification")
+	fs.StringVar(&req.Prefix, "prefix", "", "token prefix, e.g. acme_live (default lk)")
+	fs.BoolVar(&quiet, "quiet", false, "print only the token's plaintext")
+	fs.BoolVar(&asJSON, "json", false, "print the API response as JSON")
+	if _, code := parse(fs, args, 0); code >= 0 {
+		return code
+	}
+	req.Scopes, req.Tags = scopes, tags
+	for _, tv := range []struct {
+		flag string
+		s    string
+		dst  **time.Time
+	}{{"--expires-at", expires, &req.ExpiresAt}, {"--not-before", notBefore, &req.NotBefore}} {
+		if tv.s == "" {
+			continue
+		}
+		t, err := time.Parse(time.RFC3339, tv.s)
+		if err != nil {
+			fmt.Fprintf(stderr, "latchkey token create: %s must be an RFC 3339 time, e.g. 2026-12-31T23:59:59Z\n", tv.flag)
+			return exitUsage
+		}
+		*tv.dst = &t
+	}
+	if meta != "" {
+		req.Meta = json.RawMessage(meta)
+		if !json.Valid(req.Meta) {
+			fmt.Fprintln(stderr, "latchkey token create: --meta must be a JSON object")
+			return exitUsage
+		}
+	}
+	c, err := newClient(getenv)
+	if err != nil {
+		fmt.Fprintln(stderr, "latchkey token create:", err)
+		return exitUsage
+	}
+	out, err := c.CreateToken(ctx, req)
+	if err != nil {
+		return apiExit(stderr, "token create", err)
+	}
+	switch {
+	case quiet:
+		fmt.Fprintln(stdout, out.Plaintext)
+	case asJSON:
+		printJSON(stdout, out)
+	default:
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintf(tw, "token\t%s\n", out.Plaintext)
+		fmt.Fprintf(tw, "\t(shown once: store it now)\n")
+		printTokenFields(tw, out.Token)
+		tw.Flush()
+	}
+	return exitOK
+}
+
+func printTokenFields(tw *tabwriter.Writer, t *latchkey.Token) {
+	fmt.Fprintf(tw, "id\t%s\n", t.ID)
+	fmt.Fprintf(tw, "name\t%s\n", orDash(t.Name))
+	fmt.Fprintf(tw, "subject\t%s\n", orDash(t.Subject))
+	fmt.Fprintf(tw, "status\t%s\n", t.Status)
+	fmt.Fprintf(tw, "scopes\t%s\n", orDash(strings.Join(t.Scopes, " ")))
+	fmt.Fprintf(tw, "tags\t%s\n", orDash(strings.Join(t.Tags, " ")))
+	fmt.Fprintf(tw, "created\t%s by %s\n", fmtTime(t.CreatedAt), t.CreatedBy)
+	fmt.Fprintf(tw, "expires\t%s\n", fmtTime(t.ExpiresAt))
+	if !t.NotBefore.IsZero() {
+		fmt.Fprintf(tw, "not before\t%s\n", fmtTime(t.NotBefore))
+	}
+	if t.Status == latchkey.StatusRevoked {
+		fmt.Fprintf(tw, "revoked\t%s by %s: %s\n", fmtTime(t.RevokedAt), t.RevokedBy, orDash(t.RevokedReason))
+	}
+	if len(t.Meta) > 0 && string(t.Meta) != "{}" {
+		fmt.Fprintf(tw, "meta\t%s\n", t.Meta)
+	}
+}
+
+func cmdTokenList(ctx context.Context, args []string, stdout, stderr io.Writer, getenv env) int {
+	var (
+		f      latchkey.TokenFilter
+		status string
+		asJSON bool
+	)
+	fs := newFlags("token list", "token list [flags]", "List tokens, newest first. Filters combine.", stdout, stderr)
+	fs.StringVar(&f.Subject, "subject", "", "only tokens of this subject")
+	fs.StringVar(&status, "status", "", "only active, suspended or revoked tokens")
+	fs.StringVar(&f.Tag, "tag", "", "only tokens with this tag")
+	fs.StringVar(&f.Prefix, "prefix", "", "only tokens with this prefix")
+	fs.IntVar(&f.Limit, "limit", 50, "page size (1-1000)")
+	fs.StringVar(&f.Cursor, "cursor", "", "continue from a previous page's cursor")
+	fs.BoolVar(&asJSON, "json", false, "print the API response as JSON")
+	if _, code := parse(fs, args, 0); code >= 0 {
+		return code
+	}
+	f.Status = latchkey.Status(status)
+	c, err := newClient(getenv)
+	if err != nil {
+		fmt.Fprintln(stderr, "latchkey token list:", err)
+		return exitUsage
+	}
+	out, err := c.ListTokens(ctx, f)
+	if err != nil {
+		return apiExit(stderr, "token list", err)
+	}
+	if asJSON {
+		printJSON(stdout, out)
+		return exitOK
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNAME\tSUBJECT\tSTATUS\tSCOPES\tEXPIRES")
+	for _, t := range out.Tokens {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, orDash(t.Name), orDash(t.Subject), t.Status,
+			orDash(strings.Join(t.Scopes, " ")), fmtTime(t.ExpiresAt))
+	}
+	tw.Flush()
+	if out.NextCursor != "" {
+		fmt.Fprintf(stdout, "\nmore: latchkey token list --cursor %s\n", out.NextCursor)
+	}
+	return exitOK
+}
+
+func cmdTokenShow(ctx context.Context, args []string, stdout, stderr io.Writer, getenv env) int {
+	var asJSON bool
+	fs := newFlags("token show", "token show ID [flags]", "Show one token's record (never its secret).", stdout, stderr)
+	fs.BoolVar(&asJSON, "json", false, "print the API response as JSON")
+	pos, code := parse(fs, args, 1)
+	if code >= 0 {
+		return code
+	}
+	c, err := newClient(getenv)
+	if err != nil {
+		fmt.Fprintln(stderr, "latchkey token show:", err)
+		return exitUsage
+	}
+	t, err := c.GetToken(ctx, pos[0])
+	if err != nil {
+		return apiExit(stderr, "token show", err)
+	}
+	if asJSON {
+		printJSON(stdout, t)
+		return exitOK
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	printTokenFields(tw, t)
+	tw.Flush()
+	return exitOK
+}
+
+func cmdTokenRevoke(ctx context.Context, args []string, stdout, stderr io.Writer, getenv env) int {
+	var (
+		reason string
+		asJSON bool
+	)
+	fs := newFlags("token revoke", "token revoke ID [flags]", "Revoke a token for good. Every later verification answers REVOKED.", stdout, stderr)
+	fs.StringVar(&reason, "reason", "", "why, for the audit log")
+	fs.BoolVar(&asJSON, "json", false, "print the API response as JSON")
+	pos, code := parse(fs, args, 1)
+	if code >= 0 {
+		return code
+	}
+	c, err := newClient(getenv)
+	if err != nil {
+		fmt.Fprintln(stderr, "latchkey token revoke:", err)
+		return exitUsage
+	}
+	t, err := c.RevokeToken(ctx, pos[0], reason)
+	if err != nil {
+		return apiExit(stderr, "token revoke", err)
+	}
+	if asJSON {
+		printJSON(stdout, t)
+		return exitOK
+	}
+	fmt.Fprintf(stdout, "revoked %s\n", t.ID)
+	return exitOK
+}
+
+const verifyDoc = `
+Verify a token against the server, as a backend would. Prints the code
+(VALID, MALFORMED, NOT_FOUND, REVOKED, EXPIRED, INSUFFICIENT_SCOPE, ...) and
+exits 0 only for VALID. Pass "-" as TOKEN to read it from standard input,
+which keeps it out of your shell history.`
+
+func cmdVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv env) int {
+	var (
+		scopes strs
+		ip     string
+		asJSON bool
+	)
+	fs := newFlags("verify", "verify TOKEN [flags]", verifyDoc, stdout, stderr)
+	fs.Var(&scopes, "scope", "a scope the token must cover (repeatable)")
+	fs.StringVar(&ip, "ip", "", "the end client's IP address, for the audit log")
+	fs.BoolVar(&asJSON, "json", false, "print the API response as JSON")
+	pos, code := parse(fs, args, 1)
+	if code >= 0 {
+		return code
+	}
+	tok := pos[0]
+	if tok == "-" {
+		line, err := bufio.NewReader(stdin).ReadString('\n')
+		if err != nil && line == "" {
+			fmt.Fprintln(stderr, "latchkey verify: no token on standard input")
+			return exitUsage
+		}
+		tok = strings.TrimSpace(line)
+	}
+	c, err := newClient(getenv)
+	if err != nil {
+		fmt.Fprintln(stderr, "latchkey verify:", err)
+		return exitUsage
+	}
+	res, err := c.Verify(ctx, httpapi.VerifyRequest{Token: tok, Scopes: scopes, IP: ip})
+	if err != nil {
+		return apiExit(stderr, "verify", err)
+	}
+	if asJSON {
+		printJSON(stdout, res)
+	} else if res.Valid {
+		fmt.Fprintf(stdout, "VALID  token=%s subject=%s scopes=%s expires=%s\n", res.TokenID, orDash(res.Subject),
+			orDash(strings.Join(res.Scopes, ",")), expiresText(res.ExpiresAt))
+	} else {
+		fmt.Fprintln(stdout, res.Code)
+	}
+	if !res.Valid {
+		return exitRefused
+	}
+	return exitOK
+}
+
+func expiresText(t *time.Time) string {
+	if t == nil {
+		return "never"
+	}
+	return t.Format(time.RFC3339)
+}
+
+const tailDoc = `
+Show the latest audit records, oldest first: every verification attempt
+(valid or not, with its reason and client IP) and every admin change.
+With -f, keep printing new records as they arrive.`
+
+func cmdAuditTail(ctx context.Context, args []string, stdout, stderr io.Writer, getenv env) int {
+	var (
+		f      latchkey.AuditFilter
+		n      int
+		follow bool
+		asJSON bool
+		every  time.Duration
+	)
+	fs := newFlags("audit tail", "audit tail [flags]", tailDoc, stdout, stderr)
+	fs.IntVar(&n, "n", 20, "how many recent records to show (1-1000)")
+	fs.BoolVar(&follow, "f", false, "follow: keep printing new records until interrupted")
+	fs.DurationVar(&every, "interval", time.Second, "with -f, how often to poll")
+	fs.StringVar(&f.TokenID, "token-id", "", "only records about this token id")
+	fs.StringVar(&f.Subject, "subject", "", "only records about this subject")
+	fs.StringVar(&f.Outcome, "outcome", "", "only this outcome, e.g. VALID, NOT_FOUND, REVOKED, OK")
+	fs.StringVar(&f.Kind, "kind", "", "only verify or admin records")
+	fs.BoolVar(&asJSON, "json", false, "print one JSON object per line")
+	if _, code := parse(fs, args, 0); code >= 0 {
+		return code
+	}
+	if n < 1 || n > latchkey.MaxPageLimit {
+		fmt.Fprintf(stderr, "latchkey audit tail: -n must be between 1 and %d\n", latchkey.MaxPageLimit)
+		return exitUsage
+	}
+	c, err := newClient(getenv)
+	if err != nil {
+		fmt.Fprintln(stderr, "latchkey audit tail:", err)
+		return exitUsage
+	}
+	f.Limit = n
+	page, err := c.ListAudit(ctx, f)
+	if err != nil {
+		return apiExit(stderr, "audit tail", err)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	if !asJSON {
+		fmt.Fprintln(tw, "TIME\tACTION\tOUTCOME\tREASON\tTOKEN\tSUBJECT\tCLIENT IP\tSCOPES")
+	}
+	// Seq is commit order: an admin change commits at once, verification
+	// records in batches a few milliseconds later. Show the page by time.
+	evs := page.Events
+	sort.SliceStable(evs, func(i, j int) bool { return evs[i].Time.Before(evs[j].Time) })
+	var last int64
+	for i := range evs {
+		printEvent(tw, stdout, &evs[i], asJSON)
+		last = max(last, evs[i].Seq)
+	}
+	tw.Flush()
+	for follow {
+		select {
+		case <-ctx.Done():
+			return exitOK
+		case <-time.After(every):
+		}
+		f.After, f.Limit = last, latchkey.MaxPageLimit
+		page, err := c.ListAudit(ctx, f)
+		if err != nil {
+			if ctx.Err() != nil {
+				return exitOK
+			}
+			return apiExit(stderr, "audit tail", err)
+		}
+		for i := range page.Events { // oldest first with After
+			printEvent(tw, stdout, &page.Events[i], asJSON)
+			last = page.Events[i].Seq
+		}
+		tw.Flush()
+	}
+	return exitOK
+}
+
+func printEvent(tw *tabwriter.Writer, stdout io.Writer, ev *latchkey.AuditEvent, asJSON bool) {
+	if asJSON {
+		b, _ := json.Marshal(ev)
+		fmt.Fprintf(stdout, "%s\n", b)
+		return
+	}
+	fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ev.Time.Local().Format("2006-01-02 15:04:05.000"), ev.Action,
+		ev.Outcome, orDash(ev.Reason), orDash(ev.TokenID), orDash(ev.Subject), orDash(ev.ClientIP),
+		orDash(strings.Join(ev.Scopes, ",")))
+}

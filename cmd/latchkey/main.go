@@ -1,0 +1,173 @@
+// Command latchkey is the latchkey server and its command-line client, in
+// one binary. Run "latchkey help" for the commands.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/latchkeyhq/latchkey"
+)
+
+// Exit statuses.
+const (
+	exitOK          = 0 // success; for verify, the token is VALID
+	exitRefused     = 1 // verify: the token was refused (any code but VALID)
+	exitUsage       = 2 // bad command line
+	exitAPIError    = 3 // the server answered with an error (not found, permission denied, ...)
+	exitUnreachable = 4 // the server could not be reached
+)
+
+const usage = `latchkey: API tokens, issued, verified, limited, revoked and audited.
+
+Usage:
+  latchkey <command> [arguments]
+
+Server:
+  serve                 run the server (embedded SQLite in --data-dir)
+
+Client (talks to the server at $LATCHKEY_ADDR with $LATCHKEY_TOKEN):
+  token create          issue a token; its plaintext is printed once
+  token list            list tokens, newest first
+  token show ID         show one token
+  token revoke ID       revoke a token for good
+  verify TOKEN          verify a token; exit status 0 only if it is VALID
+  audit tail            show the latest audit records (-f to follow)
+
+  version               print the version
+  help [command]        explain a command
+
+Environment:
+  LATCHKEY_ADDR         server address for client commands (default http://127.0.0.1:7480)
+  LATCHKEY_TOKEN        admin token for client commands; on a loopback address the
+                        client falls back to <data dir>/root-token
+  LATCHKEY_DATA_DIR     data directory (default ./latchkey-data)
+
+Exit status: 0 success, 1 token refused (verify), 2 usage error,
+3 error reported by the server, 4 server unreachable.
+
+Run "latchkey <command> --help" for a command's flags.
+`
+
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.Getenv))
+}
+
+// env is how commands read the environment; tests pass their own.
+type env func(string) string
+
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv env) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "help", "-h", "--help":
+		if len(rest) > 0 {
+			return run(ctx, append(rest, "--help"), stdin, stdout, stderr, getenv)
+		}
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	case "version", "--version":
+		fmt.Fprintln(stdout, "latchkey", version)
+		return exitOK
+	case "serve":
+		return cmdServe(ctx, rest, stderr, getenv)
+	case "verify":
+		return cmdVerify(ctx, rest, stdin, stdout, stderr, getenv)
+	case "token":
+		if len(rest) == 0 {
+			fmt.Fprintln(stderr, "latchkey token: expected create, list, show or revoke")
+			return exitUsage
+		}
+		switch rest[0] {
+		case "create":
+			return cmdTokenCreate(ctx, rest[1:], stdout, stderr, getenv)
+		case "list":
+			return cmdTokenList(ctx, rest[1:], stdout, stderr, getenv)
+		case "show":
+			return cmdTokenShow(ctx, rest[1:], stdout, stderr, getenv)
+		case "revoke":
+			return cmdTokenRevoke(ctx, rest[1:], stdout, stderr, getenv)
+		}
+		fmt.Fprintf(stderr, "latchkey token: unknown command %q; expected create, list, show or revoke\n", rest[0])
+		return exitUsage
+	case "audit":
+		if len(rest) == 0 || rest[0] != "tail" {
+			fmt.Fprintln(stderr, "latchkey audit: expected tail")
+			return exitUsage
+		}
+		return cmdAuditTail(ctx, rest[1:], stdout, stderr, getenv)
+	}
+	fmt.Fprintf(stderr, "latchkey: unknown command %q\n\n%s", cmd, usage)
+	return exitUsage
+}
+
+// strs is a repeatable string flag.
+type strs []string
+
+func (s *strs) String() string     { return strings.Join(*s, ",") }
+func (s *strs) Set(v string) error { *s = append(*s, v); return nil }
+
+// newFlags returns a FlagSet that prints help to stdout on --help.
+func newFlags(name, synopsis, doc string, stdout, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stdout, "Usage: latchkey %s\n\n%s\n\nFlags:\n", synopsis, strings.TrimSpace(doc))
+		fs.SetOutput(stdout)
+		fs.PrintDefaults()
+		fs.SetOutput(stderr)
+	}
+	return fs
+}
+
+// parse parses flags and positional arguments in any order ("verify TOKEN
+// --scope a" and "verify --scope a TOKEN" alike). It returns the positional
+// arguments, or a non-negative exit status when parsing should stop.
+func parse(fs *flag.FlagSet, args []string, wantPos int) ([]string, int) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, exitOK
+			}
+			return nil, exitUsage
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			break
+		}
+		if args[0] == "--" {
+			pos = append(pos, args[1:]...)
+			break
+		}
+		pos, args = append(pos, args[0]), args[1:]
+	}
+	if wantPos >= 0 && len(pos) != wantPos {
+		fmt.Fprintf(fs.Output(), "latchkey %s: expected %d argument(s), got %d\n", fs.Name(), wantPos, len(pos))
+		return nil, exitUsage
+	}
+	return pos, -1
+}
+
+// apiExit reports err and returns the exit status for it.
+func apiExit(stderr io.Writer, cmd string, err error) int {
+	fmt.Fprintf(stderr, "latchkey %s: %s\n", cmd, latchkey.ErrorMessage(err))
+	if latchkey.ErrorCode(err) == latchkey.EUnavailable {
+		return exitUnreachable
+	}
+	return exitAPIError
+}

@@ -1,0 +1,268 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/latchkeyhq/latchkey/audit"
+	"github.com/latchkeyhq/latchkey/httpapi"
+	"github.com/latchkeyhq/latchkey/secret"
+	"github.com/latchkeyhq/latchkey/sqlite"
+	"github.com/latchkeyhq/latchkey/tokens"
+	"github.com/latchkeyhq/latchkey/verify"
+)
+
+// serveConfig is everything serve reads from flags and the environment.
+type serveConfig struct {
+	Listen    string
+	DataDir   string
+	LogLevel  string
+	TLSCert   string
+	TLSKey    string
+	ServerKey string // LATCHKEY_SERVER_KEY; empty: use the key file
+}
+
+const serveDoc = `
+Run the latchkey server: the REST API on --listen, tokens and the audit
+log in an embedded SQLite database in --data-dir.
+
+On first start with an empty data directory it creates the server key
+(<data-dir>/server.key, mode 0600) and a root token with scope
+latchkey:admin. The root token is printed once on standard error and saved
+to <data-dir>/root-token (mode 0600); client commands on this machine use
+it when LATCHKEY_TOKEN is not set.
+
+Each flag has an environment twin; the flag wins. LATCHKEY_SERVER_KEY
+(base64 or hex, at least 32 bytes) replaces the key file.
+
+SIGINT or SIGTERM stops accepting requests, finishes those in flight and
+writes every queued audit record before exiting.`
+
+func cmdServe(ctx context.Context, args []string, stderr io.Writer, getenv env) int {
+	cfg := serveConfig{ServerKey: getenv("LATCHKEY_SERVER_KEY")}
+	fs := newFlags("serve", "serve [flags]", serveDoc, stderr, stderr)
+	fs.StringVar(&cfg.Listen, "listen", envOr(getenv, "LATCHKEY_LISTEN", "127.0.0.1:7480"), "address to listen on (`host:port`) [LATCHKEY_LISTEN]")
+	fs.StringVar(&cfg.DataDir, "data-dir", envOr(getenv, "LATCHKEY_DATA_DIR", "./latchkey-data"), "data directory: database, server key, root token [LATCHKEY_DATA_DIR]")
+	fs.StringVar(&cfg.LogLevel, "log-level", envOr(getenv, "LATCHKEY_LOG_LEVEL", "info"), "debug, info, warn or error [LATCHKEY_LOG_LEVEL]")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", getenv("LATCHKEY_TLS_CERT"), "TLS certificate `file` (PEM); serve HTTPS with --tls-key [LATCHKEY_TLS_CERT]")
+	fs.StringVar(&cfg.TLSKey, "tls-key", getenv("LATCHKEY_TLS_KEY"), "TLS private key `file` (PEM) [LATCHKEY_TLS_KEY]")
+	if _, code := parse(fs, args, 0); code >= 0 {
+		return code
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		fmt.Fprintf(stderr, "latchkey serve: --log-level %q: want debug, info, warn or error\n", cfg.LogLevel)
+		return exitUsage
+	}
+	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
+		fmt.Fprintln(stderr, "latchkey serve: --tls-cert and --tls-key go together")
+		return exitUsage
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	d, err := startDaemon(ctx, cfg, logger, stderr)
+	if err != nil {
+		logger.Error("cannot start", "err", err)
+		return 1
+	}
+	<-ctx.Done()
+	logger.Info("shutting down: draining requests and the audit queue")
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := d.Shutdown(sctx); err != nil {
+		logger.Error("shutdown", "err", err)
+		return 1
+	}
+	logger.Info("stopped")
+	return 0
+}
+
+func envOr(getenv env, name, def string) string {
+	if v := getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+// daemon is a running server.
+type daemon struct {
+	addr   string
+	srv    *http.Server
+	api    *httpapi.Server
+	pipe   *audit.Pipeline
+	db     *sqlite.DB
+	ver    *verify.Verifier
+	logger *slog.Logger
+	served chan error
+}
+
+// startDaemon opens the data directory, bootstraps it if new, and starts
+// serving. The returned daemon's addr is the bound address.
+func startDaemon(ctx context.Context, cfg serveConfig, logger *slog.Logger, stderr io.Writer) (*daemon, error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	key, err := loadKey(cfg, logger)
+	if err != nil {
+		return nil, err
+	}
+	hasher, err := secret.NewHasher(key)
+	if err != nil {
+		return nil, err
+	}
+	db, err := sqlite.Open(ctx, filepath.Join(cfg.DataDir, "latchkey.db"))
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			db.Close()
+		}
+	}()
+	// The database remembers which key it was created with: a different
+	// key would make every token NOT_FOUND, which must not pass silently.
+	fp := secret.Fingerprint(key)
+	stored, err := db.PutSettingIfAbsent(ctx, tokens.SettingKeyFingerprint, fp)
+	if err != nil {
+		return nil, err
+	}
+	if stored != fp {
+		return nil, fmt.Errorf("the server key does not match this database (key fingerprint %s, database expects %s): "+
+			"start with the key the database was created with (%s or LATCHKEY_SERVER_KEY)", fp, stored,
+			filepath.Join(cfg.DataDir, secret.KeyFileName))
+	}
+	node, _ := os.Hostname()
+	pipe := &audit.Pipeline{Sink: db, Logger: logger}
+	pipe.Start()
+	ver := verify.New(db, hasher, pipe, verify.Config{Node: node})
+	svc := &tokens.Service{Store: db, Hasher: hasher, Invalidate: ver.Invalidate, Node: node}
+	api := &httpapi.Server{Verifier: ver, Tokens: svc, Audit: db, Ready: db.Ping, Logger: logger,
+		FlushAudit: pipe.Flush}
+
+	pt, created, err := svc.Bootstrap(ctx)
+	if err != nil {
+		pipe.Close(context.Background())
+		return nil, err
+	}
+	if created {
+		path := filepath.Join(cfg.DataDir, "root-token")
+		if err := writeSecretFile(path, pt.Reveal()+"\n"); err != nil {
+			pipe.Close(context.Background())
+			return nil, err
+		}
+		fmt.Fprintf(stderr, "\nlatchkey: created the root token (scope latchkey:admin).\n"+
+			"It is shown once here and saved to %s (mode 0600):\n\n    %s\n\n", path, pt.Reveal())
+	}
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		pipe.Close(context.Background())
+		return nil, err
+	}
+	srv := &http.Server{
+		Handler:           api.Handler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	d := &daemon{addr: ln.Addr().String(), srv: srv, api: api, pipe: pipe, db: db, ver: ver, logger: logger, served: make(chan error, 1)}
+	scheme := "http"
+	if cfg.TLSCert != "" {
+		scheme = "https"
+		go func() { d.served <- srv.ServeTLS(ln, cfg.TLSCert, cfg.TLSKey) }()
+	} else {
+		if !isLoopback(ln.Addr()) {
+			logger.Warn("serving plain HTTP on a non-loopback address: tokens will cross the network in clear text; use --tls-cert and --tls-key",
+				"listen", d.addr)
+		}
+		go func() { d.served <- srv.Serve(ln) }()
+	}
+	logger.Info("latchkey listening", "addr", scheme+"://"+d.addr, "data_dir", cfg.DataDir)
+	ok = true
+	return d, nil
+}
+
+// Shutdown stops the server gracefully: readiness fails first, in-flight
+// requests finish, then the audit queue is written out and the store closed.
+func (d *daemon) Shutdown(ctx context.Context) error {
+	d.api.Drain()
+	err := d.srv.Shutdown(ctx)
+	if serr := <-d.served; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+		err = errors.Join(err, serr)
+	}
+	err = errors.Join(err, d.pipe.Close(ctx))
+	st := d.pipe.Stats()
+	d.logger.Info("audit queue drained", "written", st.Written, "lost", st.Lost)
+	return errors.Join(err, d.db.Close())
+}
+
+func loadKey(cfg serveConfig, logger *slog.Logger) ([]byte, error) {
+	if cfg.ServerKey != "" {
+		k, err := secret.ParseKey(cfg.ServerKey)
+		if err != nil {
+			return nil, fmt.Errorf("LATCHKEY_SERVER_KEY: %w", err)
+		}
+		return k, nil
+	}
+	path := filepath.Join(cfg.DataDir, secret.KeyFileName)
+	k, created, err := secret.LoadOrCreateKeyFile(path, rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		logger.Info("created the server key; back it up: without it no token can be verified", "path", path)
+	}
+	return k, nil
+}
+
+// writeSecretFile writes data readable by the owner only.
+func writeSecretFile(path, data string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.WriteString(data); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func isLoopback(a net.Addr) bool {
+	ta, ok := a.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
+}
+
+// isLoopbackURL reports whether a client address points at this machine.
+func isLoopbackURL(addr string) bool {
+	host := addr
+	if i := strings.Index(host, "://"); i >= 0 {
+		host = host[i+3:]
+	}
+	host = strings.SplitN(host, "/", 2)[0]
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
+}

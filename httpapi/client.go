@@ -1,0 +1,170 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/tokens"
+)
+
+// Client calls the latchkey API. BaseURL is required (e.g.
+// "http://127.0.0.1:7480"); Token is sent as a bearer credential; HTTP
+// defaults to a client with a 30s timeout.
+//
+// API errors come back as *latchkey.Error with the server's code and
+// message; transport failures as wrapped errors with code EUnavailable.
+type Client struct {
+	BaseURL string
+	Token   string
+	HTTP    *http.Client
+}
+
+func (c *Client) httpClient() *http.Client {
+	if c.HTTP != nil {
+		return c.HTTP
+	}
+	return &http.Client{Timeout: 30 * time.Second}
+}
+
+func (c *Client) do(ctx context.Context, method, path string, q url.Values, body, out any) error {
+	u := strings.TrimRight(c.BaseURL, "/") + path
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return fmt.Errorf("latchkey client: %w", err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return fmt.Errorf("latchkey client: %w", err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	req.Header.Set("User-Agent", "latchkey-cli")
+	resp, err := c.httpClient().Do(req)
+	if err != nil {
+		return &latchkey.Error{Code: latchkey.EUnavailable, Message: "cannot reach " + c.BaseURL + ": " + err.Error()}
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return &latchkey.Error{Code: latchkey.EUnavailable, Message: "reading response: " + err.Error()}
+	}
+	if resp.StatusCode >= 400 {
+		var eb ErrorBody
+		if json.Unmarshal(data, &eb) == nil && eb.Error.Code != "" {
+			return &latchkey.Error{Code: eb.Error.Code, Message: eb.Error.Message}
+		}
+		return &latchkey.Error{Code: latchkey.EInternal, Message: fmt.Sprintf("unexpected HTTP %d from server", resp.StatusCode)}
+	}
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			return fmt.Errorf("latchkey client: decoding response: %w", err)
+		}
+	}
+	return nil
+}
+
+// CreateToken issues a token. The plaintext is in the result's Plaintext.
+func (c *Client) CreateToken(ctx context.Context, req tokens.CreateRequest) (*CreatedToken, error) {
+	var out CreatedToken
+	if err := c.do(ctx, "POST", "/v1/tokens", nil, req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// ListTokens returns one page of tokens.
+func (c *Client) ListTokens(ctx context.Context, f latchkey.TokenFilter) (*TokenList, error) {
+	q := url.Values{}
+	set(q, "subject", f.Subject)
+	set(q, "status", string(f.Status))
+	set(q, "tag", f.Tag)
+	set(q, "prefix", f.Prefix)
+	set(q, "cursor", f.Cursor)
+	if f.Limit > 0 {
+		q.Set("limit", fmt.Sprint(f.Limit))
+	}
+	var out TokenList
+	if err := c.do(ctx, "GET", "/v1/tokens", q, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// GetToken returns one token's record.
+func (c *Client) GetToken(ctx context.Context, id string) (*latchkey.Token, error) {
+	var out latchkey.Token
+	if err := c.do(ctx, "GET", "/v1/tokens/"+url.PathEscape(id), nil, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// RevokeToken revokes a token.
+func (c *Client) RevokeToken(ctx context.Context, id, reason string) (*latchkey.Token, error) {
+	var out latchkey.Token
+	if err := c.do(ctx, "POST", "/v1/tokens/"+url.PathEscape(id)+"/revoke", nil, RevokeRequest{Reason: reason}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Verify asks the server for a decision on a token.
+func (c *Client) Verify(ctx context.Context, req VerifyRequest) (*VerifyResponse, error) {
+	var out VerifyResponse
+	if err := c.do(ctx, "POST", "/v1/verify", nil, req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// ListAudit returns one page of audit events.
+func (c *Client) ListAudit(ctx context.Context, f latchkey.AuditFilter) (*AuditList, error) {
+	q := url.Values{}
+	set(q, "token_id", f.TokenID)
+	set(q, "subject", f.Subject)
+	set(q, "outcome", f.Outcome)
+	set(q, "kind", f.Kind)
+	set(q, "cursor", f.Cursor)
+	if !f.Since.IsZero() {
+		q.Set("since", f.Since.Format(time.RFC3339Nano))
+	}
+	if !f.Until.IsZero() {
+		q.Set("until", f.Until.Format(time.RFC3339Nano))
+	}
+	if f.After > 0 {
+		q.Set("after", fmt.Sprint(f.After))
+	}
+	if f.Limit > 0 {
+		q.Set("limit", fmt.Sprint(f.Limit))
+	}
+	var out AuditList
+	if err := c.do(ctx, "GET", "/v1/audit", q, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+func set(q url.Values, k, v string) {
+	if v != "" {
+		q.Set(k, v)
+	}
+}

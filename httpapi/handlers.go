@@ -1,0 +1,288 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/secret"
+	"github.com/latchkeyhq/latchkey/tokens"
+	"github.com/latchkeyhq/latchkey/verify"
+)
+
+// CreatedToken is the response to POST /v1/tokens: the record plus the
+// plaintext, which is shown this once and never again.
+type CreatedToken struct {
+	Plaintext string `json:"token"`
+	*latchkey.Token
+}
+
+// TokenList is the response to GET /v1/tokens.
+type TokenList struct {
+	Tokens     []*latchkey.Token `json:"tokens"`
+	NextCursor string            `json:"next_cursor,omitempty"`
+}
+
+// AuditList is the response to GET /v1/audit.
+type AuditList struct {
+	Events     []latchkey.AuditEvent `json:"events"`
+	NextCursor string                `json:"next_cursor,omitempty"`
+}
+
+// RevokeRequest is the body of POST /v1/tokens/{id}/revoke.
+type RevokeRequest struct {
+	Reason string `json:"reason"`
+}
+
+// VerifyRequest is the body of POST /v1/verify.
+type VerifyRequest struct {
+	Token  string   `json:"token"`
+	Scopes []string `json:"scopes,omitempty"`
+	// IP is the end client's address, as seen by the calling backend.
+	IP     string `json:"ip,omitempty"`
+	Method string `json:"method,omitempty"`
+	Path   string `json:"path,omitempty"`
+}
+
+// VerifyResponse is the answer of POST /v1/verify. A refused token is a
+// 200 with valid=false and a code; only the token's public facts are
+// returned, and only when it is valid.
+type VerifyResponse struct {
+	Valid     bool            `json:"valid"`
+	Code      latchkey.Code   `json:"code"`
+	TokenID   string          `json:"token_id,omitempty"`
+	Subject   string          `json:"subject,omitempty"`
+	Scopes    []string        `json:"scopes,omitempty"`
+	ExpiresAt *time.Time      `json:"expires_at,omitempty"`
+	Meta      json.RawMessage `json:"meta,omitempty"`
+}
+
+func (s *Server) createToken(w http.ResponseWriter, r *http.Request, a tokens.Actor) error {
+	var req tokens.CreateRequest
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	t, pt, err := s.Tokens.Create(r.Context(), a, req)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Location", "/v1/tokens/"+t.ID)
+	writeJSON(w, http.StatusCreated, CreatedToken{Plaintext: pt.Reveal(), Token: t})
+	return nil
+}
+
+func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, _ tokens.Actor) error {
+	q := r.URL.Query()
+	if err := onlyParams(q, "subject", "status", "tag", "prefix", "cursor", "limit"); err != nil {
+		return err
+	}
+	limit, err := limitParam(q)
+	if err != nil {
+		return err
+	}
+	page, err := s.Tokens.List(r.Context(), latchkey.TokenFilter{
+		Subject: q.Get("subject"), Status: latchkey.Status(q.Get("status")), Tag: q.Get("tag"),
+		Prefix: q.Get("prefix"), Cursor: q.Get("cursor"), Limit: limit,
+	})
+	if err != nil {
+		return err
+	}
+	if page.Tokens == nil {
+		page.Tokens = []*latchkey.Token{}
+	}
+	writeJSON(w, http.StatusOK, TokenList{Tokens: page.Tokens, NextCursor: page.Next})
+	return nil
+}
+
+func validID(id string) error {
+	if len(id) != secret.IDLen {
+		return latchkey.Errorf(latchkey.ENotFound, "token not found")
+	}
+	return nil
+}
+
+func (s *Server) getToken(w http.ResponseWriter, r *http.Request, _ tokens.Actor) error {
+	id := r.PathValue("id")
+	if err := validID(id); err != nil {
+		return err
+	}
+	t, err := s.Tokens.Get(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, t)
+	return nil
+}
+
+func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, a tokens.Actor) error {
+	id := r.PathValue("id")
+	var req RevokeRequest
+	if r.ContentLength != 0 {
+		if err := decode(w, r, &req); err != nil {
+			return err
+		}
+	}
+	if err := validID(id); err != nil {
+		return err
+	}
+	t, err := s.Tokens.Revoke(r.Context(), a, id, req.Reason)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, t)
+	return nil
+}
+
+func (s *Server) verify(w http.ResponseWriter, r *http.Request, a tokens.Actor) error {
+	var req VerifyRequest
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	if req.Token == "" {
+		return latchkey.Errorf(latchkey.EInvalid, "token is required")
+	}
+	if len(req.Scopes) > latchkey.MaxScopes {
+		return latchkey.Errorf(latchkey.EInvalid, "at most %d scopes may be required", latchkey.MaxScopes)
+	}
+	for _, sc := range req.Scopes {
+		if err := latchkey.ValidateScope(sc); err != nil {
+			return err
+		}
+		if secret.LooksLikeToken(sc) {
+			return latchkey.Errorf(latchkey.EInvalid, "scopes must not contain a token")
+		}
+	}
+	if secret.LooksLikeToken(req.Path) || secret.LooksLikeToken(req.Method) {
+		return latchkey.Errorf(latchkey.EInvalid, "method and path must not contain a token")
+	}
+	ip := a.ClientIP
+	if req.IP != "" {
+		addr, err := netip.ParseAddr(req.IP)
+		if err != nil {
+			return latchkey.Errorf(latchkey.EInvalid, "ip is not an IP address")
+		}
+		ip = addr.Unmap().String()
+	}
+	if len(req.Method) > 16 || len(req.Path) > 2048 {
+		return latchkey.Errorf(latchkey.EInvalid, "method or path is too long")
+	}
+	d, err := s.Verifier.Verify(r.Context(), &verify.Request{
+		Token: req.Token, Scopes: req.Scopes, ClientIP: ip, UserAgent: a.UserAgent,
+		Method: req.Method, Path: req.Path, RequestID: a.RequestID,
+	})
+	if err != nil {
+		return latchkey.Errorf(latchkey.EUnavailable, "cannot verify right now")
+	}
+	resp := VerifyResponse{Valid: d.Valid(), Code: d.Code}
+	if d.Valid() {
+		t := d.Token
+		resp.TokenID, resp.Subject, resp.Scopes, resp.Meta = t.ID, t.Subject, t.Scopes, t.Meta
+		if !t.ExpiresAt.IsZero() {
+			resp.ExpiresAt = &t.ExpiresAt
+		}
+	} else if d.Code != latchkey.Malformed && d.Code != latchkey.NotFound {
+		// Real but refused: the id helps the caller's logs; nothing else.
+		resp.TokenID = d.TokenID
+	}
+	writeJSON(w, http.StatusOK, resp)
+	return nil
+}
+
+func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, _ tokens.Actor) error {
+	q := r.URL.Query()
+	if err := onlyParams(q, "token_id", "subject", "outcome", "kind", "since", "until", "after", "cursor", "limit"); err != nil {
+		return err
+	}
+	f := latchkey.AuditFilter{TokenID: q.Get("token_id"), Subject: q.Get("subject"), Outcome: q.Get("outcome"),
+		Kind: q.Get("kind"), Cursor: q.Get("cursor")}
+	if o := f.Outcome; o != "" && o != latchkey.OutcomeOK && o != "ERROR" {
+		if _, ok := latchkey.ParseCode(o); !ok {
+			return latchkey.Errorf(latchkey.EInvalid, "outcome %q is not a known code (e.g. VALID, NOT_FOUND, REVOKED, OK)", o)
+		}
+	}
+	if k := f.Kind; k != "" && k != latchkey.KindVerify && k != latchkey.KindAdmin {
+		return latchkey.Errorf(latchkey.EInvalid, "kind must be verify or admin")
+	}
+	var err error
+	if f.Since, err = timeParam(q, "since"); err != nil {
+		return err
+	}
+	if f.Until, err = timeParam(q, "until"); err != nil {
+		return err
+	}
+	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Since.Before(f.Until) {
+		return latchkey.Errorf(latchkey.EInvalid, "since must be earlier than until")
+	}
+	if v := q.Get("after"); v != "" {
+		if f.After, err = strconv.ParseInt(v, 10, 64); err != nil || f.After < 0 {
+			return latchkey.Errorf(latchkey.EInvalid, "after must be a sequence number")
+		}
+		if f.Cursor != "" {
+			return latchkey.Errorf(latchkey.EInvalid, "give after or cursor, not both")
+		}
+	}
+	if f.Limit, err = limitParam(q); err != nil {
+		return err
+	}
+	if s.FlushAudit != nil {
+		fctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		err := s.FlushAudit(fctx)
+		cancel()
+		if err != nil && r.Context().Err() != nil {
+			return r.Context().Err()
+		}
+	}
+	page, err := s.Audit.ListAudit(r.Context(), f)
+	if err != nil {
+		return err
+	}
+	if page.Events == nil {
+		page.Events = []latchkey.AuditEvent{}
+	}
+	writeJSON(w, http.StatusOK, AuditList{Events: page.Events, NextCursor: page.Next})
+	return nil
+}
+
+// onlyParams refuses query parameters the endpoint does not know, so a
+// typo ("subjet=") is an error rather than a silently unfiltered answer.
+func onlyParams(q url.Values, known ...string) error {
+	for k := range q {
+		ok := false
+		for _, n := range known {
+			ok = ok || k == n
+		}
+		if !ok {
+			return latchkey.Errorf(latchkey.EInvalid, "unknown query parameter %q", k)
+		}
+	}
+	return nil
+}
+
+func limitParam(q url.Values) (int, error) {
+	v := q.Get("limit")
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > latchkey.MaxPageLimit {
+		return 0, latchkey.Errorf(latchkey.EInvalid, "limit must be between 1 and %d", latchkey.MaxPageLimit)
+	}
+	return n, nil
+}
+
+func timeParam(q url.Values, name string) (time.Time, error) {
+	v := q.Get(name)
+	if v == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return time.Time{}, latchkey.Errorf(latchkey.EInvalid, "%s must be an RFC 3339 time, e.g. 2026-11-29T08:00:00Z", name)
+	}
+	return t, nil
+}

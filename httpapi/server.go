@@ -1,0 +1,285 @@
+// Package httpapi is latchkey's JSON REST API (DESIGN.md §8) and a Go
+// client for it. Handlers return errors; one renderer turns them into the
+// {"error":{"code","message"}} shape, and one function maps codes to HTTP
+// statuses.
+//
+// The package depends on the verifier and the token service through small
+// interfaces, never on a store or database driver, so the CLI can use the
+// client without linking one (a test in the root package enforces it).
+package httpapi
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/secret"
+	"github.com/latchkeyhq/latchkey/tokens"
+	"github.com/latchkeyhq/latchkey/verify"
+)
+
+// Verifier decides on a presented token. *verify.Verifier satisfies it.
+type Verifier interface {
+	Verify(ctx context.Context, req *verify.Request) (latchkey.Decision, error)
+}
+
+// TokenService performs admin operations. *tokens.Service satisfies it.
+type TokenService interface {
+	Create(ctx context.Context, a tokens.Actor, req tokens.CreateRequest) (*latchkey.Token, secret.Plaintext, error)
+	Revoke(ctx context.Context, a tokens.Actor, id, reason string) (*latchkey.Token, error)
+	Get(ctx context.Context, id string) (*latchkey.Token, error)
+	List(ctx context.Context, f latchkey.TokenFilter) (latchkey.TokenPage, error)
+}
+
+// AuditReader lists audit events. latchkey.Store satisfies it.
+type AuditReader interface {
+	ListAudit(ctx context.Context, f latchkey.AuditFilter) (latchkey.AuditPage, error)
+}
+
+// Server serves the API. Verifier, Tokens and Audit are required.
+type Server struct {
+	Verifier Verifier
+	Tokens   TokenService
+	Audit    AuditReader
+	// FlushAudit, when set, is called before audit records are listed, so a
+	// reader sees every attempt made before its request (read your writes).
+	FlushAudit func(ctx context.Context) error
+	// Ready reports whether dependencies are reachable (for /readyz); nil
+	// means always ready.
+	Ready func(ctx context.Context) error
+	// Logger receives request logs and internal errors (default slog.Default()).
+	Logger *slog.Logger
+
+	draining atomic.Bool
+}
+
+// Route is one registered endpoint.
+type Route struct {
+	Method, Path string
+	// Scope is the admin scope required, "" for none.
+	Scope string
+}
+
+// Routes lists every endpoint. The OpenAPI document in docs/ is checked
+// against it by a test.
+func Routes() []Route {
+	return []Route{
+		{"POST", "/v1/tokens", latchkey.ScopeTokensWrite},
+		{"GET", "/v1/tokens", latchkey.ScopeTokensRead},
+		{"GET", "/v1/tokens/{id}", latchkey.ScopeTokensRead},
+		{"POST", "/v1/tokens/{id}/revoke", latchkey.ScopeTokensWrite},
+		{"POST", "/v1/verify", latchkey.ScopeVerify},
+		{"GET", "/v1/audit", latchkey.ScopeAuditRead},
+		{"GET", "/healthz", ""},
+		{"GET", "/readyz", ""},
+	}
+}
+
+type handlerFunc func(w http.ResponseWriter, r *http.Request, a tokens.Actor) error
+
+// Handler returns the API's http.Handler.
+func (s *Server) Handler() http.Handler {
+	h := map[string]handlerFunc{
+		"POST /v1/tokens":             s.createToken,
+		"GET /v1/tokens":              s.listTokens,
+		"GET /v1/tokens/{id}":         s.getToken,
+		"POST /v1/tokens/{id}/revoke": s.revokeToken,
+		"POST /v1/verify":             s.verify,
+		"GET /v1/audit":               s.listAudit,
+		"GET /healthz":                s.healthz,
+		"GET /readyz":                 s.readyz,
+	}
+	mux := http.NewServeMux()
+	paths := map[string][]string{}
+	for _, rt := range Routes() {
+		fn := h[rt.Method+" "+rt.Path]
+		if fn == nil {
+			panic("httpapi: no handler for " + rt.Method + " " + rt.Path)
+		}
+		mux.Handle(rt.Method+" "+rt.Path, s.endpoint(rt.Scope, fn))
+		paths[rt.Path] = append(paths[rt.Path], rt.Method)
+	}
+	// Same path, other method: a 405 in the one error shape.
+	for path, methods := range paths {
+		allow := strings.Join(methods, ", ")
+		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", allow)
+			s.writeError(w, r, &latchkey.Error{Code: "method_not_allowed", Message: "method " + r.Method + " is not allowed here; use " + allow})
+		})
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, latchkey.Errorf(latchkey.ENotFound, "no such endpoint: %s", r.URL.Path))
+	})
+	return s.middleware(mux)
+}
+
+// Drain makes /readyz fail, so load balancers stop sending traffic before
+// shutdown.
+func (s *Server) Drain() { s.draining.Store(true) }
+
+// endpoint wraps a handler with authentication (when scope is set) and
+// error rendering.
+func (s *Server) endpoint(scope string, fn handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a := tokens.Actor{ClientIP: remoteIP(r), UserAgent: r.UserAgent(), RequestID: requestID(r)}
+		if scope != "" {
+			d, err := s.authenticate(r, scope, &a)
+			if err != nil {
+				s.writeError(w, r, err)
+				return
+			}
+			a.TokenID, a.Scopes = d.TokenID, d.Token.Scopes
+		}
+		if err := fn(w, r, a); err != nil {
+			s.writeError(w, r, err)
+		}
+	})
+}
+
+// authenticate verifies the bearer token for an admin call. Refusals are
+// recorded in the audit log (admin_auth); successful reads are not, so
+// that following the log does not fill it.
+func (s *Server) authenticate(r *http.Request, scope string, a *tokens.Actor) (latchkey.Decision, error) {
+	tok, ok := bearer(r)
+	if !ok {
+		return latchkey.Decision{}, latchkey.Errorf(latchkey.EUnauthenticated, "missing credentials: send Authorization: Bearer <token>")
+	}
+	d, err := s.Verifier.Verify(r.Context(), &verify.Request{
+		Token: tok, Scopes: []string{scope}, ClientIP: a.ClientIP, UserAgent: a.UserAgent,
+		Method: r.Method, Path: secret.Redact(r.URL.Path), RequestID: a.RequestID,
+		Action: latchkey.ActionAdminAuth, AuditFailuresOnly: true,
+	})
+	if err != nil {
+		return d, latchkey.Errorf(latchkey.EUnavailable, "cannot verify credentials right now")
+	}
+	switch d.Code {
+	case latchkey.Valid:
+		return d, nil
+	case latchkey.InsufficientScope:
+		return d, latchkey.Errorf(latchkey.EPermissionDenied, "this token lacks the scope %s", scope)
+	}
+	return d, latchkey.Errorf(latchkey.EUnauthenticated, "invalid credentials")
+}
+
+// bearer extracts the token from "Authorization: Bearer <token>".
+func bearer(r *http.Request) (string, bool) {
+	h := r.Header.Get("Authorization")
+	const p = "bearer "
+	if len(h) <= len(p) || !strings.EqualFold(h[:len(p)], p) {
+		return "", false
+	}
+	return strings.TrimSpace(h[len(p):]), true
+}
+
+func remoteIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+type ctxKey struct{}
+
+func requestID(r *http.Request) string {
+	id, _ := r.Context().Value(ctxKey{}).(string)
+	return id
+}
+
+// validRequestID accepts a caller's X-Request-Id if it is short and plain.
+func validRequestID(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// middleware assigns a request id, logs each request (method, path and
+// status; never the query string or headers, where credentials travel),
+// and turns a panic into a 500 without logging the panic's value.
+func (s *Server) middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		id := r.Header.Get("X-Request-Id")
+		if !validRequestID(id) {
+			var b [8]byte
+			rand.Read(b[:])
+			id = hex.EncodeToString(b[:])
+		}
+		w.Header().Set("X-Request-Id", id)
+		r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, id))
+		sw := &statusWriter{ResponseWriter: w}
+		defer func() {
+			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler {
+					panic(p)
+				}
+				// The value may hold request data; its type is enough to debug.
+				s.logger().Error("panic serving request", "method", r.Method, "path", secret.Redact(r.URL.Path),
+					"request_id", id, "panic_type", fmt.Sprintf("%T", p))
+				if sw.status == 0 {
+					s.writeError(sw, r, latchkey.Errorf(latchkey.EInternal, "internal error"))
+				}
+			}
+			s.logger().Debug("request", "method", r.Method, "path", secret.Redact(r.URL.Path), "status", sw.status,
+				"duration", time.Since(start), "request_id", id, "remote", remoteIP(r))
+		}()
+		next.ServeHTTP(sw, r)
+	})
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request, _ tokens.Actor) error {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request, _ tokens.Actor) error {
+	if s.draining.Load() {
+		return latchkey.Errorf(latchkey.EUnavailable, "shutting down")
+	}
+	if s.Ready != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := s.Ready(ctx); err != nil {
+			s.logger().Warn("not ready", "err", err)
+			return latchkey.Errorf(latchkey.EUnavailable, "store unreachable")
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	return nil
+}

@@ -1,0 +1,369 @@
+// Package tokens holds the admin operations on tokens: issue, revoke,
+// read. It enforces the rules a request must meet (valid scopes, sane
+// times, no privilege escalation), writes each change with its audit event
+// in one transaction, and invalidates caches after every change.
+//
+// It sits between the HTTP API and the store so that every front end (the
+// REST API today; the gateway and dashboard later) applies the same rules.
+package tokens
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/secret"
+)
+
+// Limits on what one token may carry.
+const (
+	MaxNameLen    = 200
+	MaxSubjectLen = 200
+	MaxTags       = 32
+	MaxTagLen     = 64
+	MaxMetaBytes  = 4096
+	MaxReasonLen  = 500
+)
+
+// Service performs admin operations. Store and Hasher are required; the
+// other fields have working zero values.
+type Service struct {
+	Store  latchkey.Store
+	Hasher *secret.Hasher
+	// Rand is the source of token ids and secrets (default crypto/rand).
+	Rand io.Reader
+	// Now returns the current time (default time.Now).
+	Now func() time.Time
+	// Invalidate is called with a token's id after every change, to evict
+	// it from verification caches.
+	Invalidate func(id string)
+	// Node names this server in audit records.
+	Node string
+}
+
+// Actor is who is making a change, for permission checks and the audit
+// record. TokenID is "" for the server itself (bootstrap).
+type Actor struct {
+	TokenID   string
+	Scopes    []string
+	ClientIP  string
+	UserAgent string
+	RequestID string
+}
+
+// CreateRequest is the body of POST /v1/tokens (DESIGN.md §8, the parts
+// that exist so far).
+type CreateRequest struct {
+	Name      string          `json:"name"`
+	Subject   string          `json:"subject"`
+	Scopes    []string        `json:"scopes"`
+	TTL       string          `json:"ttl,omitempty"`
+	ExpiresAt *time.Time      `json:"expires_at,omitempty"`
+	NotBefore *time.Time      `json:"not_before,omitempty"`
+	Tags      []string        `json:"tags,omitempty"`
+	Meta      json.RawMessage `json:"meta,omitempty"`
+	Prefix    string          `json:"prefix,omitempty"`
+}
+
+func (s *Service) now() time.Time {
+	if s.Now != nil {
+		return latchkey.TimeOf(s.Now())
+	}
+	return latchkey.TimeOf(time.Now())
+}
+
+func (s *Service) rand() io.Reader {
+	if s.Rand != nil {
+		return s.Rand
+	}
+	return rand.Reader
+}
+
+func (s *Service) invalidate(id string) {
+	if s.Invalidate != nil {
+		s.Invalidate(id)
+	}
+}
+
+// CanGrant reports whether a caller holding granted may issue a token with
+// scope. latchkey:admin may grant anything; anyone else only what their own
+// grants cover, so a token limited to latchkey:tokens:write cannot mint
+// latchkey:admin or any scope beyond its own.
+func CanGrant(granted []string, scope string) bool {
+	return latchkey.ScopesCover(granted, latchkey.AdminScope) || latchkey.ScopesCover(granted, scope)
+}
+
+// Create validates req, issues a token and stores it with its audit event.
+// It returns the record and the plaintext, which exists nowhere else.
+func (s *Service) Create(ctx context.Context, a Actor, req CreateRequest) (*latchkey.Token, secret.Plaintext, error) {
+	now := s.now()
+	t, err := s.validate(a, req, now)
+	if err != nil {
+		return nil, secret.Plaintext{}, err
+	}
+	pt, parts, err := secret.Generate(t.Prefix, s.rand())
+	if err != nil {
+		return nil, secret.Plaintext{}, fmt.Errorf("tokens: generate: %w", err)
+	}
+	t.ID = parts.ID
+	t.Hash = s.Hasher.Sum(parts.ID, &parts.Secret)
+	ev := s.event(a, latchkey.ActionTokenCreate, t, now, map[string]any{
+		"name": t.Name, "scopes": t.Scopes, "tags": t.Tags, "prefix": t.Prefix,
+		"expires_at": optTime(t.ExpiresAt), "not_before": optTime(t.NotBefore),
+	})
+	if err := s.Store.CreateToken(ctx, t, ev); err != nil {
+		return nil, secret.Plaintext{}, err
+	}
+	// A negative cache entry for this id (a guess that happened to hit it)
+	// must not outlive the token's creation.
+	s.invalidate(t.ID)
+	return t, pt, nil
+}
+
+func (s *Service) validate(a Actor, req CreateRequest, now time.Time) (*latchkey.Token, error) {
+	if len(req.Name) > MaxNameLen {
+		return nil, latchkey.Errorf(latchkey.EInvalid, "name is longer than %d bytes", MaxNameLen)
+	}
+	if len(req.Subject) > MaxSubjectLen {
+		return nil, latchkey.Errorf(latchkey.EInvalid, "subject is longer than %d bytes", MaxSubjectLen)
+	}
+	// A token pasted into the wrong field would be stored, listed and
+	// audited in clear: refuse it (without quoting it back).
+	for _, f := range []struct{ name, v string }{{"name", req.Name}, {"subject", req.Subject}, {"meta", string(req.Meta)}} {
+		if secret.LooksLikeToken(f.v) {
+			return nil, latchkey.Errorf(latchkey.EInvalid, "%s must not contain a token", f.name)
+		}
+	}
+	for _, sc := range req.Scopes {
+		if secret.LooksLikeToken(sc) {
+			return nil, latchkey.Errorf(latchkey.EInvalid, "scopes must not contain a token")
+		}
+	}
+	if len(req.Scopes) > latchkey.MaxScopes {
+		return nil, latchkey.Errorf(latchkey.EInvalid, "a token may hold at most %d scopes", latchkey.MaxScopes)
+	}
+	scopes := make([]string, 0, len(req.Scopes))
+	for _, sc := range req.Scopes {
+		if err := latchkey.ValidateScope(sc); err != nil {
+			return nil, err
+		}
+		if !CanGrant(a.Scopes, sc) {
+			return nil, latchkey.Errorf(latchkey.EPermissionDenied, "you cannot grant scope %q: your token does not hold it", sc)
+		}
+		if !slices.Contains(scopes, sc) {
+			scopes = append(scopes, sc)
+		}
+	}
+	if len(req.Tags) > MaxTags {
+		return nil, latchkey.Errorf(latchkey.EInvalid, "a token may carry at most %d tags", MaxTags)
+	}
+	tags := make([]string, 0, len(req.Tags))
+	for _, tag := range req.Tags {
+		if err := ValidateTag(tag); err != nil {
+			return nil, err
+		}
+		if !slices.Contains(tags, tag) {
+			tags = append(tags, tag)
+		}
+	}
+	meta, err := validateMeta(req.Meta)
+	if err != nil {
+		return nil, err
+	}
+	prefix := req.Prefix
+	if prefix == "" {
+		prefix = secret.DefaultPrefix
+	}
+	if !secret.ValidPrefix(prefix) {
+		return nil, latchkey.Errorf(latchkey.EInvalid, "prefix %q is invalid: use lowercase segments joined by '_' (e.g. \"acme_live\"), at most %d bytes", prefix, secret.MaxPrefixLen)
+	}
+	var expires time.Time
+	switch {
+	case req.TTL != "" && req.ExpiresAt != nil:
+		return nil, latchkey.Errorf(latchkey.EInvalid, "give ttl or expires_at, not both")
+	case req.TTL != "":
+		d, err := latchkey.ParseDuration(req.TTL)
+		if err != nil {
+			return nil, latchkey.Errorf(latchkey.EInvalid, "ttl: %s", latchkey.ErrorMessage(err))
+		}
+		if d <= 0 {
+			return nil, latchkey.Errorf(latchkey.EInvalid, "ttl must be positive")
+		}
+		expires = now.Add(d)
+	case req.ExpiresAt != nil:
+		expires = latchkey.TimeOf(*req.ExpiresAt)
+		if !expires.After(now) {
+			return nil, latchkey.Errorf(latchkey.EInvalid, "expires_at %s is not in the future", expires.Format(time.RFC3339))
+		}
+	}
+	var notBefore time.Time
+	if req.NotBefore != nil {
+		notBefore = latchkey.TimeOf(*req.NotBefore)
+		if !expires.IsZero() && !notBefore.Before(expires) {
+			return nil, latchkey.Errorf(latchkey.EInvalid, "not_before must be earlier than the expiry")
+		}
+	}
+	return &latchkey.Token{
+		Prefix: prefix, Name: req.Name, Subject: req.Subject, Scopes: scopes, Tags: tags, Meta: meta,
+		CreatedAt: now, CreatedBy: createdBy(a), ExpiresAt: expires, NotBefore: notBefore,
+		Status: latchkey.StatusActive, Version: 1,
+	}, nil
+}
+
+// ValidateTag checks one tag: 1 to MaxTagLen characters of
+// [A-Za-z0-9_.:-].
+func ValidateTag(tag string) error {
+	if tag == "" || len(tag) > MaxTagLen {
+		return latchkey.Errorf(latchkey.EInvalid, "tag %q must be 1 to %d characters", tag, MaxTagLen)
+	}
+	for i := 0; i < len(tag); i++ {
+		c := tag[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-' || c == '.' || c == ':') {
+			return latchkey.Errorf(latchkey.EInvalid, "tag %q contains %q; allowed are letters, digits and _ - . :", tag, c)
+		}
+	}
+	return nil
+}
+
+func validateMeta(m json.RawMessage) (json.RawMessage, error) {
+	m = bytes.TrimSpace(m)
+	if len(m) == 0 || string(m) == "null" {
+		return json.RawMessage(`{}`), nil
+	}
+	if len(m) > MaxMetaBytes {
+		return nil, latchkey.Errorf(latchkey.EInvalid, "meta is larger than %d bytes", MaxMetaBytes)
+	}
+	var obj map[string]any
+	if m[0] != '{' || json.Unmarshal(m, &obj) != nil {
+		return nil, latchkey.Errorf(latchkey.EInvalid, "meta must be a JSON object")
+	}
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, m); err != nil {
+		return nil, latchkey.Errorf(latchkey.EInvalid, "meta must be a JSON object")
+	}
+	return json.RawMessage(buf.Bytes()), nil
+}
+
+func createdBy(a Actor) string {
+	if a.TokenID == "" {
+		return "latchkey"
+	}
+	return a.TokenID
+}
+
+func optTime(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t
+}
+
+// event builds the audit record of an admin change.
+func (s *Service) event(a Actor, action string, t *latchkey.Token, now time.Time, detail map[string]any) *latchkey.AuditEvent {
+	var raw json.RawMessage
+	if detail != nil {
+		raw, _ = json.Marshal(detail) // plain values only: cannot fail
+	}
+	return &latchkey.AuditEvent{
+		Time: now, Node: s.Node, RequestID: a.RequestID, Kind: latchkey.KindAdmin, Action: action,
+		Actor: createdBy(a), TokenID: t.ID, Subject: t.Subject, Outcome: latchkey.OutcomeOK,
+		ClientIP: a.ClientIP, UserAgent: a.UserAgent, Detail: raw,
+	}
+}
+
+// Revoke revokes a token for good. Revoking a revoked token is EConflict.
+func (s *Service) Revoke(ctx context.Context, a Actor, id, reason string) (*latchkey.Token, error) {
+	if len(reason) > MaxReasonLen {
+		return nil, latchkey.Errorf(latchkey.EInvalid, "reason is longer than %d bytes", MaxReasonLen)
+	}
+	if secret.LooksLikeToken(reason) {
+		return nil, latchkey.Errorf(latchkey.EInvalid, "reason must not contain a token")
+	}
+	now := s.now()
+	t, err := s.Store.UpdateToken(ctx, id, func(t *latchkey.Token) (*latchkey.AuditEvent, error) {
+		if t.Status == latchkey.StatusRevoked {
+			return nil, latchkey.Errorf(latchkey.EConflict, "token %s is already revoked", id)
+		}
+		t.Status = latchkey.StatusRevoked
+		t.RevokedAt, t.RevokedBy, t.RevokedReason = now, createdBy(a), reason
+		ev := s.event(a, latchkey.ActionTokenRevoke, t, now, nil)
+		ev.Reason = reason
+		return ev, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.invalidate(id)
+	return t, nil
+}
+
+// Get returns one token.
+func (s *Service) Get(ctx context.Context, id string) (*latchkey.Token, error) {
+	return s.Store.GetToken(ctx, id)
+}
+
+// List returns a page of tokens.
+func (s *Service) List(ctx context.Context, f latchkey.TokenFilter) (latchkey.TokenPage, error) {
+	if f.Status != "" && f.Status != latchkey.StatusActive && f.Status != latchkey.StatusSuspended && f.Status != latchkey.StatusRevoked {
+		return latchkey.TokenPage{}, latchkey.Errorf(latchkey.EInvalid, "status must be active, suspended or revoked")
+	}
+	return s.Store.ListTokens(ctx, f)
+}
+
+// Settings keys kept in the store.
+const (
+	settingRootTokenID    = "root_token_id"
+	SettingKeyFingerprint = "server_key_fingerprint"
+)
+
+// Bootstrap creates the root token (scope latchkey:admin) the first time
+// a database is used, and returns its plaintext with created=true. Later
+// calls, on this or any node sharing the database, return created=false.
+//
+// The root token's id is claimed in the settings table before the token is
+// written: a crash in between leaves a claim without a token, which the
+// next start completes; two nodes starting at once agree on one claim.
+func (s *Service) Bootstrap(ctx context.Context) (pt secret.Plaintext, created bool, err error) {
+	id, err := secret.NewID(s.rand())
+	if err != nil {
+		return pt, false, err
+	}
+	claimed, err := s.Store.PutSettingIfAbsent(ctx, settingRootTokenID, id)
+	if err != nil {
+		return pt, false, fmt.Errorf("tokens: bootstrap: %w", err)
+	}
+	if claimed != id {
+		if _, err := s.Store.GetToken(ctx, claimed); err == nil {
+			return pt, false, nil
+		} else if latchkey.ErrorCode(err) != latchkey.ENotFound {
+			return pt, false, fmt.Errorf("tokens: bootstrap: %w", err)
+		}
+		id = claimed // a previous start claimed the id but did not finish
+	}
+	pt, parts, err := secret.GenerateWithID(secret.DefaultPrefix, id, s.rand())
+	if err != nil {
+		return pt, false, err
+	}
+	now := s.now()
+	t := &latchkey.Token{
+		ID: id, Prefix: secret.DefaultPrefix, Name: "root", Subject: "latchkey-root",
+		Scopes: []string{latchkey.AdminScope}, Tags: []string{}, Meta: json.RawMessage(`{}`),
+		CreatedAt: now, CreatedBy: "latchkey", Status: latchkey.StatusActive, Version: 1,
+		Hash: s.Hasher.Sum(parts.ID, &parts.Secret),
+	}
+	ev := s.event(Actor{}, latchkey.ActionTokenCreate, t, now, map[string]any{"name": "root", "scopes": t.Scopes, "bootstrap": true})
+	if err := s.Store.CreateToken(ctx, t, ev); err != nil {
+		if latchkey.ErrorCode(err) == latchkey.EConflict {
+			return secret.Plaintext{}, false, nil // another node finished it
+		}
+		return secret.Plaintext{}, false, fmt.Errorf("tokens: bootstrap: %w", err)
+	}
+	s.invalidate(id)
+	return pt, true, nil
+}
