@@ -1,0 +1,87 @@
+package latchkey
+
+import (
+	"testing"
+	"time"
+)
+
+func TestScopeCovers(t *testing.T) {
+	tests := []struct {
+		granted, required string
+		want              bool
+	}{
+		{"invoices:read", "invoices:read", true},
+		{"invoices:read", "invoices:write", false},
+		{"invoices:*", "invoices:write", true},
+		{"invoices:*", "payments:write", false},
+		{"billing.*:read", "billing.invoices:read", true},
+		{"billing.*:read", "billing.invoices:write", false},
+		{"billing.*:read", "billing:read", false},
+		{"billing.*", "billing.invoices:read", true},
+		{"billing.*", "billing.invoices.2024:read", true},
+		{"billing.invoices:read", "billing.*:read", false},
+		{"projects.42:*", "projects.42:read", true},
+		{"projects.42:*", "projects.43:read", false},
+		{"*", "anything:at.all", true},
+		{"*:read", "invoices:read", true},
+		{"*:read", "invoices:write", false},
+		{"invoices:read", "invoices:read:extra", false},
+		{"invoices.read", "invoices:read", false}, // separators must agree
+		{"*", "latchkey:admin", false},            // application wildcards never reach latchkey's scopes
+		{"*:*", "latchkey:verify", false},
+		{"latchkey:admin", "latchkey:tokens:write", true},
+		{"latchkey:admin", "invoices:read", false},
+		{"latchkey:*", "latchkey:audit:read", true},
+		{"latchkey:tokens:write", "latchkey:admin", false},
+		{"latchkey:tokens:*", "latchkey:tokens:read", true},
+		{"latchkey:tokens:*", "latchkey:audit:read", false},
+	}
+	for _, tt := range tests {
+		if got := ScopeCovers(tt.granted, tt.required); got != tt.want {
+			t.Errorf("ScopeCovers(%q, %q) = %v, want %v", tt.granted, tt.required, got, tt.want)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { ScopeCovers("billing.*:read", "billing.invoices:read") }); n != 0 {
+		t.Errorf("ScopeCovers allocates %v times", n)
+	}
+}
+
+func TestValidateScope(t *testing.T) {
+	for _, s := range []string{"invoices:read", "billing.*:write", "projects.42:*", "*", "latchkey:tokens:read", "a-b_c:d"} {
+		if err := ValidateScope(s); err != nil {
+			t.Errorf("ValidateScope(%q) = %v", s, err)
+		}
+	}
+	for _, s := range []string{"", ":", "a:", ":a", "a::b", "a..b", "inv*:read", "*a", "a b", "a/b", "é:x", string(make([]byte, 129))} {
+		if err := ValidateScope(s); ErrorCode(err) != EInvalid {
+			t.Errorf("ValidateScope(%q) = %v, want %s", s, err, EInvalid)
+		}
+	}
+}
+
+func TestParseDuration(t *testing.T) {
+	day := 24 * time.Hour
+	for in, want := range map[string]time.Duration{"30d": 30 * day, "2w": 14 * day, "1h30m": 90 * time.Minute, "1d12h": 36 * time.Hour, "90s": 90 * time.Second} {
+		if got, err := ParseDuration(in); err != nil || got != want {
+			t.Errorf("ParseDuration(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "soon", "-5m", "5", "d", "99999999999999999999d"} {
+		if _, err := ParseDuration(in); err == nil {
+			t.Errorf("ParseDuration(%q) succeeded", in)
+		}
+	}
+}
+
+func TestCodeNames(t *testing.T) {
+	for c := Code(0); c < numCodes; c++ {
+		back, ok := ParseCode(c.String())
+		if !ok || back != c {
+			t.Errorf("code %d: %q does not round-trip", c, c.String())
+		}
+	}
+	var zero Code
+	if zero == Valid {
+		t.Error("the zero Code must not be Valid")
+	}
+}
