@@ -250,6 +250,9 @@ func (p *Pipeline) run() {
 	defer close(p.done)
 	batch := make([]latchkey.AuditEvent, 0, p.BatchSize)
 	var spare [numStripes][]latchkey.AuditEvent
+	for i := range spare { // swapped in for the stripes' buffers: no growth on the hot path
+		spare[i] = make([]latchkey.AuditEvent, 0, p.perStripe)
+	}
 	ticker := time.NewTicker(p.FlushInterval)
 	defer ticker.Stop()
 	for {
