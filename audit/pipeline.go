@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/secret"
@@ -29,11 +30,13 @@ type Sink interface {
 // Start; zero values take the defaults given. Record is safe for
 // concurrent use.
 //
-// Record appends to one of several mutex-striped buffers and wakes the
-// writer only when a stripe holds a batch's worth; otherwise the writer
-// collects on its FlushInterval tick. (A channel send per event would wake
-// the writer goroutine for every verification, which costs more than the
-// verification itself.)
+// Record appends to a small buffer (a chunk of chunkLen events) owned by
+// one of several mutex-striped slots; a full chunk goes to the writer on a
+// channel and the slot takes an empty one from a free list. Chunks are
+// recycled, so the memory Record writes stays in cache, and the writer
+// goroutine wakes once per chunk, not once per event. When every chunk is
+// waiting to be written, Record blocks: that is the backpressure, and it is
+// counted.
 type Pipeline struct {
 	Sink Sink
 	// BatchSize is the most events written in one transaction (default 512).
@@ -41,24 +44,24 @@ type Pipeline struct {
 	// FlushInterval is the longest an event waits before it is written
 	// (default 50ms); it bounds the loss window on a hard crash.
 	FlushInterval time.Duration
-	// QueueSize is how many events may wait (default 16384). When full,
-	// Record blocks until the writer catches up.
+	// QueueSize is how many events may wait (default 16384; rounded up to
+	// whole chunks of 128, at least 10 chunks). When full, Record blocks
+	// until the writer catches up.
 	QueueSize int
 	// Logger receives write failures (default slog.Default()).
 	Logger *slog.Logger
 
-	stripes   [numStripes]stripe
-	perStripe int           // QueueSize / numStripes
-	wakeAt    int           // stripe length that wakes the writer
-	next      atomic.Uint32 // round-robin stripe choice
-	wake      chan struct{} // capacity 1: "there is work"
-	stop      chan struct{}
-	done      chan struct{}
-	started   sync.Once
-	closing   sync.Once
+	stripes [numStripes]stripe
+	free    chan *chunk // empty chunks
+	full    chan *chunk // chunks waiting for the writer
+	wake    chan struct{}
+	stop    chan struct{}
+	done    chan struct{}
+	started sync.Once
+	closing sync.Once
 
 	mu      sync.Mutex
-	cond    *sync.Cond // broadcast when events are written or space frees
+	cond    *sync.Cond // broadcast when events are written
 	written uint64     // guarded by mu
 
 	stalls  atomic.Uint64
@@ -66,14 +69,21 @@ type Pipeline struct {
 	retries atomic.Uint64
 }
 
-const numStripes = 8
+const (
+	numStripes = 8
+	chunkLen   = 128
+)
+
+type chunk struct {
+	evs []latchkey.AuditEvent // cap chunkLen
+}
 
 type stripe struct {
 	mu       sync.Mutex
-	buf      []latchkey.AuditEvent
+	cur      *chunk // nil until Record takes one from the free list
 	enqueued uint64 // events ever appended here
 	closed   bool   // after Close, Record writes directly
-	_        [32]byte
+	_        [40]byte
 }
 
 // Stats are the pipeline's counters.
@@ -119,10 +129,11 @@ func (p *Pipeline) Start() {
 		if p.Logger == nil {
 			p.Logger = slog.Default()
 		}
-		p.perStripe = max(1, p.QueueSize/numStripes)
-		p.wakeAt = max(1, p.perStripe/2)
-		for i := range p.stripes {
-			p.stripes[i].buf = make([]latchkey.AuditEvent, 0, p.perStripe)
+		n := max(numStripes+2, (p.QueueSize+chunkLen-1)/chunkLen)
+		p.free = make(chan *chunk, n)
+		p.full = make(chan *chunk, n)
+		for range n {
+			p.free <- &chunk{evs: make([]latchkey.AuditEvent, 0, chunkLen)}
 		}
 		p.wake = make(chan struct{}, 1)
 		p.stop = make(chan struct{})
@@ -132,6 +143,53 @@ func (p *Pipeline) Start() {
 	})
 }
 
+// stripeOf picks a stripe from the address of the caller's event, which
+// normally lives on the calling goroutine's stack: each goroutine keeps to one
+// stripe, so concurrent callers rarely share a lock or a cache line, and no
+// shared counter is touched.
+func stripeOf(ev *latchkey.AuditEvent) int {
+	return int(uintptr(unsafe.Pointer(ev))>>13) % numStripes
+}
+
+// Record enqueues ev without waiting for the store. When the queue is full
+// it blocks until the writer catches up, and counts the stall. After Close
+// it writes ev directly, so a straggler is never lost.
+func (p *Pipeline) Record(ev *latchkey.AuditEvent) {
+	st := &p.stripes[stripeOf(ev)]
+	st.mu.Lock()
+	for st.cur == nil && !st.closed {
+		select {
+		case st.cur = <-p.free:
+		default:
+			// Backpressure. Wait without the stripe lock: the writer takes
+			// that lock to collect partial chunks, and must not be stuck.
+			st.mu.Unlock()
+			p.stalls.Add(1)
+			p.poke()
+			c := <-p.free
+			st.mu.Lock()
+			if st.cur == nil && !st.closed {
+				st.cur = c
+			} else {
+				p.free <- c // never blocks: the channel holds every chunk there is
+			}
+		}
+	}
+	if st.closed {
+		st.mu.Unlock()
+		p.writeDirect(*ev)
+		return
+	}
+	c := st.cur
+	c.evs = append(c.evs, *ev)
+	st.enqueued++
+	if len(c.evs) == chunkLen {
+		st.cur = nil
+		p.full <- c // never blocks: the channel holds every chunk there is
+	}
+	st.mu.Unlock()
+}
+
 func (p *Pipeline) poke() {
 	select {
 	case p.wake <- struct{}{}:
@@ -139,50 +197,10 @@ func (p *Pipeline) poke() {
 	}
 }
 
-// Record enqueues ev without waiting for the store. When the queue is full
-// it blocks until the writer catches up, and counts the stall. After Close
-// it writes ev directly, so a straggler is never lost.
-func (p *Pipeline) Record(ev latchkey.AuditEvent) {
-	st := &p.stripes[p.next.Add(1)%numStripes]
-	st.mu.Lock()
-	for len(st.buf) >= p.perStripe && !st.closed {
-		st.mu.Unlock()
-		p.waitForSpace(st)
-		st.mu.Lock()
-	}
-	if st.closed {
-		st.mu.Unlock()
-		p.writeDirect(ev)
-		return
-	}
-	st.buf = append(st.buf, ev)
-	st.enqueued++
-	full := len(st.buf) >= p.wakeAt
-	st.mu.Unlock()
-	if full {
-		p.poke()
-	}
-}
-
-func (p *Pipeline) waitForSpace(st *stripe) {
-	p.stalls.Add(1)
-	p.poke()
-	p.mu.Lock()
-	for {
-		st.mu.Lock()
-		ok := len(st.buf) < p.perStripe || st.closed
-		st.mu.Unlock()
-		if ok {
-			break
-		}
-		p.cond.Wait()
-	}
-	p.mu.Unlock()
-}
-
 func (p *Pipeline) writeDirect(ev latchkey.AuditEvent) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	redact(&ev)
 	if err := p.Sink.AppendAudit(ctx, []latchkey.AuditEvent{ev}); err != nil {
 		p.failed.Add(1)
 		p.Logger.Error("audit: writing an event after shutdown failed; one event lost", "err", err)
@@ -224,17 +242,7 @@ func (p *Pipeline) Flush(ctx context.Context) error {
 // ends. Events recorded afterwards are written directly. Events the sink
 // still refuses at shutdown are counted as lost and logged.
 func (p *Pipeline) Close(ctx context.Context) error {
-	p.closing.Do(func() {
-		// Closing each stripe under its lock leaves no window in which an
-		// event could land in a buffer nobody will drain.
-		for i := range p.stripes {
-			st := &p.stripes[i]
-			st.mu.Lock()
-			st.closed = true
-			st.mu.Unlock()
-		}
-		close(p.stop)
-	})
+	p.closing.Do(func() { close(p.stop) })
 	select {
 	case <-p.done:
 	case <-ctx.Done():
@@ -246,52 +254,95 @@ func (p *Pipeline) Close(ctx context.Context) error {
 	return nil
 }
 
+// writer state: the batch being assembled.
+type writer struct {
+	p     *Pipeline
+	batch []latchkey.AuditEvent
+}
+
+// add appends a chunk's events to the batch, writing whenever it fills,
+// and returns the chunk to the free list.
+func (w *writer) add(c *chunk, draining bool) {
+	for i := range c.evs {
+		redact(&c.evs[i])
+	}
+	for rest := c.evs; len(rest) > 0; {
+		n := min(len(rest), w.p.BatchSize-len(w.batch))
+		w.batch = append(w.batch, rest[:n]...)
+		rest = rest[n:]
+		if len(w.batch) == w.p.BatchSize {
+			w.batch = w.p.write(w.batch, draining)
+		}
+	}
+	c.evs = c.evs[:0]
+	w.p.free <- c
+}
+
+func (w *writer) flush(draining bool) {
+	if len(w.batch) > 0 {
+		w.batch = w.p.write(w.batch, draining)
+	}
+}
+
+// takeFull moves every chunk already waiting into the batch.
+func (w *writer) takeFull(draining bool) {
+	for {
+		select {
+		case c := <-w.p.full:
+			w.add(c, draining)
+		default:
+			return
+		}
+	}
+}
+
+// takePartial takes the stripes' partly filled chunks; when closing, it
+// also marks each stripe closed under its lock, so no event can land in a
+// chunk nobody will drain.
+func (w *writer) takePartial(closing bool) {
+	for i := range w.p.stripes {
+		st := &w.p.stripes[i]
+		st.mu.Lock()
+		c := st.cur
+		if c != nil && (len(c.evs) > 0 || closing) {
+			st.cur = nil
+		} else {
+			c = nil
+		}
+		if closing {
+			st.closed = true
+		}
+		st.mu.Unlock()
+		if c != nil {
+			w.add(c, closing)
+		}
+	}
+}
+
 func (p *Pipeline) run() {
 	defer close(p.done)
-	batch := make([]latchkey.AuditEvent, 0, p.BatchSize)
-	var spare [numStripes][]latchkey.AuditEvent
-	for i := range spare { // swapped in for the stripes' buffers: no growth on the hot path
-		spare[i] = make([]latchkey.AuditEvent, 0, p.perStripe)
-	}
+	w := &writer{p: p, batch: make([]latchkey.AuditEvent, 0, p.BatchSize)}
 	ticker := time.NewTicker(p.FlushInterval)
 	defer ticker.Stop()
 	for {
-		draining := false
 		select {
-		case <-p.wake:
+		case c := <-p.full:
+			w.add(c, false)
+			w.takeFull(false)
+			w.flush(false)
 		case <-ticker.C:
+			w.takeFull(false)
+			w.takePartial(false)
+			w.flush(false)
+		case <-p.wake:
+			w.takeFull(false)
+			w.takePartial(false)
+			w.flush(false)
 		case <-p.stop:
-			draining = true
-		}
-		// Swap each stripe's buffer for an empty one, then write what was
-		// taken in full batches; the last partial batch goes out now too.
-		for i := range p.stripes {
-			st := &p.stripes[i]
-			st.mu.Lock()
-			taken := st.buf
-			st.buf = spare[i][:0]
-			st.mu.Unlock()
-			for i := range taken {
-				redact(&taken[i])
-			}
-			for rest := taken; len(rest) > 0; {
-				n := min(len(rest), p.BatchSize-len(batch))
-				batch = append(batch, rest[:n]...)
-				rest = rest[n:]
-				if len(batch) == p.BatchSize {
-					batch = p.write(batch, draining)
-				}
-			}
-			clear(taken) // drop references to request strings
-			spare[i] = taken[:0]
-		}
-		if len(batch) > 0 {
-			batch = p.write(batch, draining)
-		}
-		p.mu.Lock()
-		p.cond.Broadcast() // space freed for stalled Record calls
-		p.mu.Unlock()
-		if draining {
+			w.takeFull(true)
+			w.takePartial(true)
+			w.takeFull(true) // chunks filled while the stripes were closing
+			w.flush(true)
 			return
 		}
 	}
@@ -307,8 +358,7 @@ func (p *Pipeline) write(batch []latchkey.AuditEvent, draining bool) []latchkey.
 		cancel()
 		if err == nil {
 			p.markWritten(len(batch))
-			clear(batch)
-			return batch[:0]
+			return batch[:0] // stale references are overwritten by the next batch
 		}
 		p.retries.Add(1)
 		p.Logger.Error("audit: writing a batch failed; retrying", "events", len(batch), "attempt", attempt, "err", err)

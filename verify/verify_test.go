@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/audit"
 	"github.com/latchkeyhq/latchkey/secret"
 )
 
@@ -46,22 +47,45 @@ func (m *memLoader) put(t *latchkey.Token) {
 	m.mu.Unlock()
 }
 
-// recorder keeps audit events in memory.
-type recorder struct {
+// memSink keeps audit events in memory.
+type memSink struct {
 	mu  sync.Mutex
 	evs []latchkey.AuditEvent
 }
 
-func (r *recorder) Record(ev latchkey.AuditEvent) {
-	r.mu.Lock()
-	r.evs = append(r.evs, ev)
-	r.mu.Unlock()
+func (m *memSink) AppendAudit(_ context.Context, evs []latchkey.AuditEvent) error {
+	m.mu.Lock()
+	m.evs = append(m.evs, evs...)
+	m.mu.Unlock()
+	return nil
+}
+
+// recorder is a real audit pipeline writing to memory.
+type recorder struct {
+	p    *audit.Pipeline
+	sink *memSink
+}
+
+func newRecorder(t testing.TB) *recorder {
+	r := &recorder{sink: &memSink{}}
+	r.p = &audit.Pipeline{Sink: r.sink}
+	r.p.Start()
+	t.Cleanup(func() { r.p.Close(context.Background()) })
+	return r
+}
+
+func (r *recorder) count() int {
+	r.p.Flush(context.Background())
+	r.sink.mu.Lock()
+	defer r.sink.mu.Unlock()
+	return len(r.sink.evs)
 }
 
 func (r *recorder) last() latchkey.AuditEvent {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.evs[len(r.evs)-1]
+	r.p.Flush(context.Background())
+	r.sink.mu.Lock()
+	defer r.sink.mu.Unlock()
+	return r.sink.evs[len(r.sink.evs)-1]
 }
 
 type fixture struct {
@@ -78,9 +102,9 @@ func newFixture(t testing.TB) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{loader: &memLoader{toks: map[string]*latchkey.Token{}}, rec: &recorder{}, hasher: h,
+	f := &fixture{loader: &memLoader{toks: map[string]*latchkey.Token{}}, rec: newRecorder(t), hasher: h,
 		now: time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)}
-	f.v = New(f.loader, h, f.rec, Config{Now: f.clock, Node: "n1"})
+	f.v = New(f.loader, h, f.rec.p, Config{Now: f.clock, Node: "n1"})
 	return f
 }
 
@@ -346,13 +370,13 @@ func TestStoreError(t *testing.T) {
 func TestAuditFailuresOnly(t *testing.T) {
 	f := newFixture(t)
 	tok, _ := f.issue(t)
-	n := len(f.rec.evs)
+	n := f.rec.count()
 	f.v.Verify(context.Background(), &Request{Token: tok, AuditFailuresOnly: true, Action: latchkey.ActionAdminAuth})
-	if len(f.rec.evs) != n {
+	if f.rec.count() != n {
 		t.Error("a valid admin auth was recorded")
 	}
 	f.v.Verify(context.Background(), &Request{Token: tok + "x", AuditFailuresOnly: true, Action: latchkey.ActionAdminAuth})
-	if len(f.rec.evs) != n+1 || f.rec.last().Action != latchkey.ActionAdminAuth {
+	if f.rec.count() != n+1 || f.rec.last().Action != latchkey.ActionAdminAuth {
 		t.Error("a failed admin auth was not recorded")
 	}
 }
@@ -377,7 +401,10 @@ func TestVerifyHitDoesNotAllocate(t *testing.T) {
 		t.Skip("the race detector allocates; allocation counts are checked without -race")
 	}
 	f := newFixture(t)
-	f.v = New(f.loader, f.hasher, discard{}, Config{})
+	p := &audit.Pipeline{Sink: discardSink{}}
+	p.Start()
+	defer p.Close(context.Background())
+	f.v = New(f.loader, f.hasher, p, Config{})
 	tok, _ := f.issue(t)
 	req := &Request{Token: tok, Scopes: []string{"invoices:read"}, ClientIP: "203.0.113.9"}
 	f.v.Verify(context.Background(), req)
@@ -385,7 +412,3 @@ func TestVerifyHitDoesNotAllocate(t *testing.T) {
 		t.Errorf("a cache hit allocates %v times, want 0", n)
 	}
 }
-
-type discard struct{}
-
-func (discard) Record(latchkey.AuditEvent) {}
