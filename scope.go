@@ -77,6 +77,9 @@ func isScopeChar(c byte) bool {
 //
 // It does not allocate.
 func ScopeCovers(granted, required string) bool {
+	if granted == required {
+		return true // the common case, without walking segments
+	}
 	if strings.HasPrefix(required, ReservedPrefix) {
 		if !strings.HasPrefix(granted, ReservedPrefix) {
 			return false

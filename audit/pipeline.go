@@ -143,19 +143,26 @@ func (p *Pipeline) Start() {
 	})
 }
 
-// stripeOf picks a stripe from the address of the caller's event, which
-// normally lives on the calling goroutine's stack: each goroutine keeps to one
-// stripe, so concurrent callers rarely share a lock or a cache line, and no
-// shared counter is touched.
-func stripeOf(ev *latchkey.AuditEvent) int {
-	return int(uintptr(unsafe.Pointer(ev))>>13) % numStripes
+// stripeOf picks a stripe from an address on the calling goroutine's
+// stack: each goroutine keeps to one stripe, so concurrent callers rarely
+// share a lock or a cache line, and no shared counter is touched.
+func stripeOf(stackAddr unsafe.Pointer) int {
+	return int(uintptr(stackAddr)>>13) % numStripes
 }
 
-// Record enqueues ev without waiting for the store. When the queue is full
-// it blocks until the writer catches up, and counts the stall. After Close
-// it writes ev directly, so a straggler is never lost.
+// Record enqueues a copy of ev without waiting for the store. When the
+// queue is full it blocks until the writer catches up, and counts the
+// stall. After Close it writes ev directly, so a straggler is never lost.
 func (p *Pipeline) Record(ev *latchkey.AuditEvent) {
-	st := &p.stripes[stripeOf(ev)]
+	p.RecordFunc(func(dst *latchkey.AuditEvent) { *dst = *ev })
+}
+
+// RecordFunc is Record for the hot path: fill writes the event straight
+// into its slot in the queue (zeroed beforehand), which saves building it
+// elsewhere and copying it in. fill runs under a lock and must be quick.
+func (p *Pipeline) RecordFunc(fill func(ev *latchkey.AuditEvent)) {
+	var here byte // on the caller's goroutine stack: picks its stripe
+	st := &p.stripes[stripeOf(unsafe.Pointer(&here))]
 	st.mu.Lock()
 	for st.cur == nil && !st.closed {
 		select {
@@ -177,13 +184,18 @@ func (p *Pipeline) Record(ev *latchkey.AuditEvent) {
 	}
 	if st.closed {
 		st.mu.Unlock()
-		p.writeDirect(*ev)
+		var ev latchkey.AuditEvent
+		fill(&ev)
+		p.writeDirect(ev)
 		return
 	}
 	c := st.cur
-	c.evs = append(c.evs, *ev)
+	n := len(c.evs)
+	c.evs = c.evs[:n+1]
+	c.evs[n] = latchkey.AuditEvent{}
+	fill(&c.evs[n])
 	st.enqueued++
-	if len(c.evs) == chunkLen {
+	if n+1 == chunkLen {
 		st.cur = nil
 		p.full <- c // never blocks: the channel holds every chunk there is
 	}

@@ -117,11 +117,13 @@ func BenchmarkVerifyMalformed(b *testing.B) {
 	req := &Request{Token: bad, ClientIP: "203.0.113.9"}
 	ctx := context.Background()
 	b.ReportAllocs()
+	before := f.v.rec.Stats().Stalls
 	for b.Loop() {
 		if d, _ := f.v.Verify(ctx, req); d.Code != latchkey.Malformed {
 			b.Fatal(d.Code)
 		}
 	}
+	b.ReportMetric(float64(f.v.rec.Stats().Stalls-before), "stalls")
 	if f.loader.loads.Load() != 0 {
 		b.Error("a malformed token reached the store")
 	}

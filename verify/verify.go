@@ -152,30 +152,28 @@ func (v *Verifier) Verify(ctx context.Context, req *Request) (latchkey.Decision,
 	err := v.decide(ctx, req, now, &d)
 	d.Latency = time.Duration(max(0, monoclock.Nanos()-start))
 	if v.rec != nil && !(req.AuditFailuresOnly && d.Code == latchkey.Valid) {
-		ev := latchkey.AuditEvent{
-			Time:      time.Unix(0, now),
-			Node:      v.cfg.Node,
-			RequestID: req.RequestID,
-			Kind:      latchkey.KindVerify,
-			Action:    req.Action,
-			TokenID:   d.TokenID,
-			Subject:   d.Subject,
-			Outcome:   d.Code.String(),
-			Reason:    d.Reason,
-			Scopes:    req.Scopes,
-			ClientIP:  req.ClientIP,
-			UserAgent: req.UserAgent,
-			Method:    req.Method,
-			Path:      req.Path,
-			Latency:   d.Latency,
-		}
-		if ev.Action == "" {
-			ev.Action = latchkey.ActionVerify
-		}
-		if err != nil {
-			ev.Outcome, ev.Reason = "ERROR", "store_unavailable"
-		}
-		v.rec.Record(&ev)
+		v.rec.RecordFunc(func(ev *latchkey.AuditEvent) {
+			ev.Time = time.Unix(0, now)
+			ev.Node = v.cfg.Node
+			ev.RequestID = req.RequestID
+			ev.Kind = latchkey.KindVerify
+			ev.Action = req.Action
+			if ev.Action == "" {
+				ev.Action = latchkey.ActionVerify
+			}
+			ev.TokenID = d.TokenID
+			ev.Subject = d.Subject
+			ev.Outcome, ev.Reason = d.Code.String(), d.Reason
+			if err != nil {
+				ev.Outcome, ev.Reason = "ERROR", "store_unavailable"
+			}
+			ev.Scopes = req.Scopes
+			ev.ClientIP = req.ClientIP
+			ev.UserAgent = req.UserAgent
+			ev.Method = req.Method
+			ev.Path = req.Path
+			ev.Latency = d.Latency
+		})
 	}
 	return d, err
 }
