@@ -3,9 +3,12 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -36,7 +39,21 @@ func newClient(getenv env) (*httpapi.Client, error) {
 	if tok == "" {
 		return nil, fmt.Errorf("no credentials: set LATCHKEY_TOKEN to an admin token")
 	}
-	return &httpapi.Client{BaseURL: addr, Token: tok}, nil
+	c := &httpapi.Client{BaseURL: addr, Token: tok}
+	if ca := getenv("LATCHKEY_CA_FILE"); ca != "" {
+		pem, err := os.ReadFile(ca)
+		if err != nil {
+			return nil, fmt.Errorf("LATCHKEY_CA_FILE: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("LATCHKEY_CA_FILE: %s holds no PEM certificate", ca)
+		}
+		c.HTTP = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+			TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+		}}
+	}
+	return c, nil
 }
 
 func printJSON(w io.Writer, v any) {
@@ -352,9 +369,8 @@ func cmdAuditTail(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	if err != nil {
 		return apiExit(stderr, "audit tail", err)
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	if !asJSON {
-		fmt.Fprintln(tw, "TIME\tACTION\tOUTCOME\tREASON\tTOKEN\tSUBJECT\tCLIENT IP\tSCOPES")
+		fmt.Fprintf(stdout, eventFormat, "TIME", "ACTION", "OUTCOME", "REASON", "TOKEN", "CLIENT IP", "SUBJECT", "SCOPES")
 	}
 	// Seq is commit order: an admin change commits at once, verification
 	// records in batches a few milliseconds later. Show the page by time.
@@ -362,10 +378,9 @@ func cmdAuditTail(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	sort.SliceStable(evs, func(i, j int) bool { return evs[i].Time.Before(evs[j].Time) })
 	var last int64
 	for i := range evs {
-		printEvent(tw, stdout, &evs[i], asJSON)
+		printEvent(stdout, &evs[i], asJSON)
 		last = max(last, evs[i].Seq)
 	}
-	tw.Flush()
 	for follow {
 		select {
 		case <-ctx.Done():
@@ -381,21 +396,24 @@ func cmdAuditTail(ctx context.Context, args []string, stdout, stderr io.Writer, 
 			return apiExit(stderr, "audit tail", err)
 		}
 		for i := range page.Events { // oldest first with After
-			printEvent(tw, stdout, &page.Events[i], asJSON)
+			printEvent(stdout, &page.Events[i], asJSON)
 			last = page.Events[i].Seq
 		}
-		tw.Flush()
 	}
 	return exitOK
 }
 
-func printEvent(tw *tabwriter.Writer, stdout io.Writer, ev *latchkey.AuditEvent, asJSON bool) {
+// eventFormat has fixed widths, so that records printed while following
+// line up with the header printed first.
+const eventFormat = "%-23s  %-12s  %-18s  %-16s  %-16s  %-15s  %-16s  %s\n"
+
+func printEvent(stdout io.Writer, ev *latchkey.AuditEvent, asJSON bool) {
 	if asJSON {
 		b, _ := json.Marshal(ev)
 		fmt.Fprintf(stdout, "%s\n", b)
 		return
 	}
-	fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ev.Time.Local().Format("2006-01-02 15:04:05.000"), ev.Action,
-		ev.Outcome, orDash(ev.Reason), orDash(ev.TokenID), orDash(ev.Subject), orDash(ev.ClientIP),
+	fmt.Fprintf(stdout, eventFormat, ev.Time.Local().Format("2006-01-02 15:04:05.000"), ev.Action,
+		ev.Outcome, orDash(ev.Reason), orDash(ev.TokenID), orDash(ev.ClientIP), orDash(ev.Subject),
 		orDash(strings.Join(ev.Scopes, ",")))
 }

@@ -49,6 +49,7 @@ Environment:
   LATCHKEY_TOKEN        admin token for client commands; on a loopback address the
                         client falls back to <data dir>/root-token
   LATCHKEY_DATA_DIR     data directory (default ./latchkey-data)
+  LATCHKEY_CA_FILE      PEM file of CA certificates to trust for an https:// LATCHKEY_ADDR
 
 Exit status: 0 success, 1 token refused (verify), 2 usage error,
 3 error reported by the server, 4 server unreachable.
