@@ -30,13 +30,14 @@ type Sink interface {
 // Start; zero values take the defaults given. Record is safe for
 // concurrent use.
 //
-// Record appends to a small buffer (a chunk of chunkLen events) owned by
-// one of several mutex-striped slots; a full chunk goes to the writer on a
-// channel and the slot takes an empty one from a free list. Chunks are
-// recycled, so the memory Record writes stays in cache, and the writer
-// goroutine wakes once per chunk, not once per event. When every chunk is
-// waiting to be written, Record blocks: that is the backpressure, and it is
-// counted.
+// Record appends to a chunk of BatchSize events owned by one of several
+// mutex-striped slots; a full chunk goes to the writer on a channel, which
+// commits it as one transaction without copying it, and the slot takes an
+// empty chunk from a free list. Chunks are recycled, and the writer
+// goroutine wakes once per chunk (or per FlushInterval, when it gathers the
+// partly filled chunks into one transaction), not once per event. When
+// every chunk is waiting to be written, Record blocks: that is the
+// backpressure, and it is counted.
 type Pipeline struct {
 	Sink Sink
 	// BatchSize is the most events written in one transaction (default 512).
@@ -45,8 +46,8 @@ type Pipeline struct {
 	// (default 50ms); it bounds the loss window on a hard crash.
 	FlushInterval time.Duration
 	// QueueSize is how many events may wait (default 16384; rounded up to
-	// whole chunks of 128, at least 10 chunks). When full, Record blocks
-	// until the writer catches up.
+	// whole chunks of BatchSize events, at least 10 chunks). When full,
+	// Record blocks until the writer catches up.
 	QueueSize int
 	// Logger receives write failures (default slog.Default()).
 	Logger *slog.Logger
@@ -69,13 +70,10 @@ type Pipeline struct {
 	retries atomic.Uint64
 }
 
-const (
-	numStripes = 8
-	chunkLen   = 128
-)
+const numStripes = 8
 
 type chunk struct {
-	evs []latchkey.AuditEvent // cap chunkLen
+	evs []latchkey.AuditEvent // cap BatchSize
 }
 
 type stripe struct {
@@ -129,11 +127,11 @@ func (p *Pipeline) Start() {
 		if p.Logger == nil {
 			p.Logger = slog.Default()
 		}
-		n := max(numStripes+2, (p.QueueSize+chunkLen-1)/chunkLen)
+		n := max(numStripes+2, (p.QueueSize+p.BatchSize-1)/p.BatchSize)
 		p.free = make(chan *chunk, n)
 		p.full = make(chan *chunk, n)
 		for range n {
-			p.free <- &chunk{evs: make([]latchkey.AuditEvent, 0, chunkLen)}
+			p.free <- &chunk{evs: make([]latchkey.AuditEvent, 0, p.BatchSize)}
 		}
 		p.wake = make(chan struct{}, 1)
 		p.stop = make(chan struct{})
@@ -195,7 +193,7 @@ func (p *Pipeline) RecordFunc(fill func(ev *latchkey.AuditEvent)) {
 	c.evs[n] = latchkey.AuditEvent{}
 	fill(&c.evs[n])
 	st.enqueued++
-	if n+1 == chunkLen {
+	if n+1 == cap(c.evs) {
 		st.cur = nil
 		p.full <- c // never blocks: the channel holds every chunk there is
 	}
@@ -266,15 +264,27 @@ func (p *Pipeline) Close(ctx context.Context) error {
 	return nil
 }
 
-// writer state: the batch being assembled.
+// writer is the writer goroutine's state: the batch of partly filled
+// chunks being gathered.
 type writer struct {
 	p     *Pipeline
 	batch []latchkey.AuditEvent
 }
 
-// add appends a chunk's events to the batch, writing whenever it fills,
-// and returns the chunk to the free list.
-func (w *writer) add(c *chunk, draining bool) {
+// writeChunk commits a full chunk as one transaction, without copying it,
+// and returns it to the free list.
+func (w *writer) writeChunk(c *chunk, draining bool) {
+	for i := range c.evs {
+		redact(&c.evs[i])
+	}
+	w.p.write(c.evs, draining)
+	c.evs = c.evs[:0]
+	w.p.free <- c
+}
+
+// gather copies a partly filled chunk into the batch, writing whenever the
+// batch fills, and returns the chunk to the free list.
+func (w *writer) gather(c *chunk, draining bool) {
 	for i := range c.evs {
 		redact(&c.evs[i])
 	}
@@ -296,21 +306,21 @@ func (w *writer) flush(draining bool) {
 	}
 }
 
-// takeFull moves every chunk already waiting into the batch.
+// takeFull writes every full chunk already waiting.
 func (w *writer) takeFull(draining bool) {
 	for {
 		select {
 		case c := <-w.p.full:
-			w.add(c, draining)
+			w.writeChunk(c, draining)
 		default:
 			return
 		}
 	}
 }
 
-// takePartial takes the stripes' partly filled chunks; when closing, it
-// also marks each stripe closed under its lock, so no event can land in a
-// chunk nobody will drain.
+// takePartial gathers the stripes' partly filled chunks into one batch;
+// when closing, it also marks each stripe closed under its lock, so no
+// event can land in a chunk nobody will drain.
 func (w *writer) takePartial(closing bool) {
 	for i := range w.p.stripes {
 		st := &w.p.stripes[i]
@@ -326,9 +336,10 @@ func (w *writer) takePartial(closing bool) {
 		}
 		st.mu.Unlock()
 		if c != nil {
-			w.add(c, closing)
+			w.gather(c, closing)
 		}
 	}
+	w.flush(closing)
 }
 
 func (p *Pipeline) run() {
@@ -339,22 +350,17 @@ func (p *Pipeline) run() {
 	for {
 		select {
 		case c := <-p.full:
-			w.add(c, false)
-			w.takeFull(false)
-			w.flush(false)
+			w.writeChunk(c, false)
 		case <-ticker.C:
 			w.takeFull(false)
 			w.takePartial(false)
-			w.flush(false)
 		case <-p.wake:
 			w.takeFull(false)
 			w.takePartial(false)
-			w.flush(false)
 		case <-p.stop:
 			w.takeFull(true)
 			w.takePartial(true)
 			w.takeFull(true) // chunks filled while the stripes were closing
-			w.flush(true)
 			return
 		}
 	}

@@ -112,8 +112,8 @@ func (v *Verifier) clock() (now, mono int64) {
 // with hasher, and recording every attempt to rec (which may be nil).
 //
 // rec is the concrete pipeline rather than an interface so that the
-// record can be passed by pointer without escaping to the heap: the hot
-// path builds it on its stack and Record copies it once, into its buffer.
+// closure given to RecordFunc stays on the stack: the record is written
+// straight into its queue slot, with no allocation and no extra copy.
 func New(loader Loader, hasher *secret.Hasher, rec *audit.Pipeline, cfg Config) *Verifier {
 	if cfg.PositiveTTL <= 0 {
 		cfg.PositiveTTL = 30 * time.Second
@@ -185,14 +185,15 @@ func (v *Verifier) decide(ctx context.Context, req *Request, now int64, d *latch
 		d.Code, d.Reason = latchkey.Malformed, err.Error()
 		return nil
 	}
-	// The id is a substring of the presented token. Records hold it only
-	// until written (the audit store copies the 16 characters), and the
-	// cache keys on a copy, so nothing long-lived refers to the secret.
+	// The id is a substring of the presented token. An audit record holds
+	// it for one trip through the queue (until its slot is reused; the store
+	// copies the 16 characters), and the cache keys on a copy, so nothing
+	// long-lived keeps the secret's memory alive.
 	d.TokenID = parts.ID
 	k := keyOf(parts.ID)
 	e, ok := v.cache.get(&k, now)
 	if !ok {
-		if e, err = v.load(ctx, &k, parts.ID, now); err != nil {
+		if e, err = v.load(ctx, &k, now); err != nil {
 			d.Code = latchkey.NotFound
 			return err
 		}
@@ -242,7 +243,7 @@ func (v *Verifier) decide(ctx context.Context, req *Request, now int64, d *latch
 
 // load reads id from the store once, however many callers miss at the same
 // moment, and caches the answer (negatively for an unknown id).
-func (v *Verifier) load(ctx context.Context, k *key, presentedID string, now int64) (entry, error) {
+func (v *Verifier) load(ctx context.Context, k *key, now int64) (entry, error) {
 	id := string(k[:]) // a copy: singleflight keeps its key while in flight
 	res, err, _ := v.sf.Do(id, func() (any, error) {
 		gen := v.cache.generation(k)
