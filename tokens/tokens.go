@@ -29,6 +29,10 @@ const (
 	MaxTagLen     = 64
 	MaxMetaBytes  = 4096
 	MaxReasonLen  = 500
+	// MaxLifetime bounds how far ahead expires_at and not_before may be:
+	// beyond it a time is a mistake, not a policy (and nanosecond clocks
+	// end in 2262).
+	MaxLifetime = 100 * 365 * 24 * time.Hour
 )
 
 // Service performs admin operations. Store and Hasher are required; the
@@ -202,9 +206,15 @@ func (s *Service) validate(a Actor, req CreateRequest, now time.Time) (*latchkey
 			return nil, latchkey.Errorf(latchkey.EInvalid, "expires_at %s is not in the future", expires.Format(time.RFC3339))
 		}
 	}
+	if !expires.IsZero() && expires.After(now.Add(MaxLifetime)) {
+		return nil, latchkey.Errorf(latchkey.EInvalid, "the expiry is more than 100 years away")
+	}
 	var notBefore time.Time
 	if req.NotBefore != nil {
 		notBefore = latchkey.TimeOf(*req.NotBefore)
+		if notBefore.After(now.Add(MaxLifetime)) {
+			return nil, latchkey.Errorf(latchkey.EInvalid, "not_before is more than 100 years away")
+		}
 		if !expires.IsZero() && !notBefore.Before(expires) {
 			return nil, latchkey.Errorf(latchkey.EInvalid, "not_before must be earlier than the expiry")
 		}
@@ -287,6 +297,9 @@ func (s *Service) Revoke(ctx context.Context, a Actor, id, reason string) (*latc
 	}
 	now := s.now()
 	t, err := s.Store.UpdateToken(ctx, id, func(t *latchkey.Token) (*latchkey.AuditEvent, error) {
+		if err := canManage(a, t); err != nil {
+			return nil, err
+		}
 		if t.Status == latchkey.StatusRevoked {
 			return nil, latchkey.Errorf(latchkey.EConflict, "token %s is already revoked", id)
 		}
@@ -301,6 +314,21 @@ func (s *Service) Revoke(ctx context.Context, a Actor, id, reason string) (*latc
 	}
 	s.invalidate(id)
 	return t, nil
+}
+
+// canManage refuses changes to a token the caller could not have issued:
+// a latchkey:tokens:write token must not revoke the root token, or any
+// token holding more than it does.
+func canManage(a Actor, t *latchkey.Token) error {
+	if a.TokenID == "" {
+		return nil // the server itself
+	}
+	for _, sc := range t.Scopes {
+		if !CanGrant(a.Scopes, sc) {
+			return latchkey.Errorf(latchkey.EPermissionDenied, "token %s holds scope %q, which your token does not; only a token covering all its scopes may change it", t.ID, sc)
+		}
+	}
+	return nil
 }
 
 // Get returns one token.

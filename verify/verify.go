@@ -10,6 +10,7 @@ package verify
 
 import (
 	"context"
+	"math"
 	"sync/atomic"
 	"time"
 
@@ -268,14 +269,24 @@ func (v *Verifier) load(ctx context.Context, k *key, now int64) (entry, error) {
 	return *res.(*entry), nil
 }
 
+// unixNano is t in Unix nanoseconds, 0 for the zero time, and saturated
+// where nanoseconds overflow (after 2262 and before 1678), so a far-future
+// expiry never wraps into the past.
+func unixNano(t time.Time) int64 {
+	switch {
+	case t.IsZero():
+		return 0
+	case t.Year() >= 2262:
+		return math.MaxInt64
+	case t.Year() < 1678:
+		return 1
+	}
+	return t.UnixNano()
+}
+
 func newEntry(t *latchkey.Token, staleAt int64) entry {
 	e := entry{tok: t, subject: t.Subject, prefix: intern(t.Prefix), scopes: internScopes(t.Scopes), state: stateOf(t.Status), staleAt: staleAt}
 	copy(e.hash[:], t.Hash)
-	if !t.ExpiresAt.IsZero() {
-		e.expiresAt = t.ExpiresAt.UnixNano()
-	}
-	if !t.NotBefore.IsZero() {
-		e.notBefore = t.NotBefore.UnixNano()
-	}
+	e.expiresAt, e.notBefore = unixNano(t.ExpiresAt), unixNano(t.NotBefore)
 	return e
 }

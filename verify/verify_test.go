@@ -165,6 +165,7 @@ func TestDecisions(t *testing.T) {
 	expiresNow, _ := f.issue(t, func(tk *latchkey.Token) { tk.ExpiresAt = f.now })
 	future, _ := f.issue(t, func(tk *latchkey.Token) { tk.NotBefore = f.now.Add(time.Hour) })
 	everything, _ := f.issue(t, func(tk *latchkey.Token) { tk.Scopes = []string{"*"} })
+	farFuture, _ := f.issue(t, func(tk *latchkey.Token) { tk.ExpiresAt = time.Date(2400, 1, 1, 0, 0, 0, 0, time.UTC) })
 
 	pt, parts, _ := secret.Generate("lk", rand.Reader)
 	unknown := pt.Reveal()
@@ -185,6 +186,7 @@ func TestDecisions(t *testing.T) {
 		{"valid", valid, []string{"invoices:read"}, latchkey.Valid, ""},
 		{"valid no scopes", valid, nil, latchkey.Valid, ""},
 		{"wildcard scope", valid, []string{"billing.payouts:write"}, latchkey.Valid, ""},
+		{"expiry beyond 2262", farFuture, nil, latchkey.Valid, ""},
 		{"star covers all", everything, []string{"anything:at.all"}, latchkey.Valid, ""},
 		{"star does not cover admin", everything, []string{"latchkey:admin"}, latchkey.InsufficientScope, "missing_scope"},
 		{"one char changed", oneChar, nil, latchkey.Malformed, "bad_checksum"},

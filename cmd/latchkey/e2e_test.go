@@ -281,6 +281,8 @@ func TestBadInput(t *testing.T) {
 		{"two objects", `{} {}`, "single JSON object"},
 		{"wrong type", `{"scopes":"a:b"}`, `field "scopes"`},
 		{"bad prefix", `{"prefix":"Live"}`, "prefix"},
+		{"expiry centuries away", `{"ttl":"100000d"}`, "100 years"},
+		{"not_before centuries away", `{"not_before":"2400-01-01T00:00:00Z"}`, "100 years"},
 	}
 	for _, tc := range cases {
 		status, body := ts.post(t, "/v1/tokens", ts.root, []byte(tc.body))
@@ -336,6 +338,16 @@ func TestNoPrivilegeEscalation(t *testing.T) {
 	}
 	if _, err := w.CreateToken(ctx, tokens.CreateRequest{Scopes: []string{"invoices:read", latchkey.ScopeTokensWrite}}); err != nil {
 		t.Errorf("minting scopes the caller holds: %v", err)
+	}
+	// Nor may it revoke a token holding more than it does (the root token),
+	// while it may revoke one it could have issued.
+	rootID := ts.root[3:19]
+	if _, err := w.RevokeToken(ctx, rootID, "coup"); latchkey.ErrorCode(err) != latchkey.EPermissionDenied {
+		t.Errorf("a tokens:write token revoked the root token: %v", err)
+	}
+	mine, _ := w.CreateToken(ctx, tokens.CreateRequest{Scopes: []string{"invoices:read"}})
+	if _, err := w.RevokeToken(ctx, mine.ID, "done"); err != nil {
+		t.Errorf("revoking a token the caller could issue: %v", err)
 	}
 	if _, err := w.ListAudit(ctx, latchkey.AuditFilter{}); latchkey.ErrorCode(err) != latchkey.EPermissionDenied {
 		t.Errorf("a tokens:write token read the audit log: %v", err)
