@@ -1,0 +1,88 @@
+package httpapi_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/latchkeyhq/latchkey/audit"
+	"github.com/latchkeyhq/latchkey/httpapi"
+	"github.com/latchkeyhq/latchkey/secret"
+	"github.com/latchkeyhq/latchkey/sqlite"
+	"github.com/latchkeyhq/latchkey/tokens"
+	"github.com/latchkeyhq/latchkey/verify"
+)
+
+// newAPI wires the real pieces (SQLite in a temp dir) behind the handler.
+func newAPI(t testing.TB) (http.Handler, string) {
+	db, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	key := make([]byte, 32)
+	rand.Read(key)
+	h, _ := secret.NewHasher(key)
+	pipe := &audit.Pipeline{Sink: db}
+	pipe.Start()
+	t.Cleanup(func() { pipe.Close(context.Background()) })
+	v := verify.New(db, h, pipe, verify.Config{})
+	svc := &tokens.Service{Store: db, Hasher: h, Invalidate: v.Invalidate}
+	root, _, err := svc.Bootstrap(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := &httpapi.Server{Verifier: v, Tokens: svc, Audit: db, FlushAudit: pipe.Flush}
+	return api.Handler(), root.Reveal()
+}
+
+// FuzzAPI sends arbitrary methods, paths and bodies with a valid admin
+// token: the server never panics or fails internally, and every answer is
+// JSON in one of the two shapes.
+func FuzzAPI(f *testing.F) {
+	h, root := newAPI(f)
+	f.Add("POST", "/v1/tokens", `{"name":"a","scopes":["invoices:read"],"ttl":"1h"}`)
+	f.Add("POST", "/v1/tokens", `{"scopes":["a:*"],"meta":{"x":[1,{"y":null}]},"tags":["t"]}`)
+	f.Add("POST", "/v1/tokens", `{"expires_at":"2030-01-01T00:00:00Z","not_before":"2029-01-01T00:00:00+02:00"}`)
+	f.Add("POST", "/v1/verify", `{"token":"lk_x","scopes":["a:b"],"ip":"::1"}`)
+	f.Add("GET", "/v1/tokens?status=active&limit=3", ``)
+	f.Add("GET", "/v1/audit?since=2020-01-01T00:00:00Z&outcome=VALID", ``)
+	f.Add("POST", "/v1/tokens/0123456789ABCDEF/revoke", `{"reason":"x"}`)
+	f.Add("DELETE", "/v1/tokens", ``)
+	f.Fuzz(func(t *testing.T, method, path, body string) {
+		if !strings.HasPrefix(path, "/") || strings.ContainsAny(path, " \r\n\t#") || len(method) == 0 || strings.ContainsAny(method, " \r\n\t/") {
+			return
+		}
+		req, err := http.NewRequest(method, "http://x"+path, strings.NewReader(body))
+		if err != nil {
+			return
+		}
+		req.Header.Set("Authorization", "Bearer "+root)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code >= 500 && rec.Code != http.StatusServiceUnavailable {
+			t.Fatalf("%s %s %q: status %d: %s", method, path, body, rec.Code, rec.Body)
+		}
+		if method == "HEAD" || rec.Code/100 == 3 {
+			return // no body, or ServeMux's redirect to a cleaned path
+		}
+		if !json.Valid(rec.Body.Bytes()) {
+			t.Fatalf("%s %s: response is not JSON: %q", method, path, rec.Body)
+		}
+		if rec.Code >= 400 {
+			var eb httpapi.ErrorBody
+			if json.Unmarshal(rec.Body.Bytes(), &eb) != nil || eb.Error.Code == "" || eb.Error.Message == "" {
+				t.Fatalf("%s %s: error without the error shape: %s", method, path, rec.Body)
+			}
+		}
+		if bytes.Contains(rec.Body.Bytes(), []byte(root[20:60])) {
+			t.Fatalf("the root token's secret appears in a response")
+		}
+	})
+}
