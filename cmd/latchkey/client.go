@@ -56,6 +56,16 @@ func newClient(getenv env) (*httpapi.Client, error) {
 	return c, nil
 }
 
+// clientFor is newClient for a command: it reports a failure on stderr.
+func clientFor(cmd string, stderr io.Writer, getenv env) (*httpapi.Client, bool) {
+	c, err := newClient(getenv)
+	if err != nil {
+		fmt.Fprintf(stderr, "latchkey %s: %v\n", cmd, err)
+		return nil, false
+	}
+	return c, true
+}
+
 func printJSON(w io.Writer, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -127,9 +137,8 @@ func cmdTokenCreate(ctx context.Context, args []string, stdout, stderr io.Writer
 			return exitUsage
 		}
 	}
-	c, err := newClient(getenv)
-	if err != nil {
-		fmt.Fprintln(stderr, "latchkey token create:", err)
+	c, ok := clientFor("token create", stderr, getenv)
+	if !ok {
 		return exitUsage
 	}
 	out, err := c.CreateToken(ctx, req)
@@ -189,9 +198,8 @@ func cmdTokenList(ctx context.Context, args []string, stdout, stderr io.Writer, 
 		return code
 	}
 	f.Status = latchkey.Status(status)
-	c, err := newClient(getenv)
-	if err != nil {
-		fmt.Fprintln(stderr, "latchkey token list:", err)
+	c, ok := clientFor("token list", stderr, getenv)
+	if !ok {
 		return exitUsage
 	}
 	out, err := c.ListTokens(ctx, f)
@@ -223,9 +231,8 @@ func cmdTokenShow(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	if code >= 0 {
 		return code
 	}
-	c, err := newClient(getenv)
-	if err != nil {
-		fmt.Fprintln(stderr, "latchkey token show:", err)
+	c, ok := clientFor("token show", stderr, getenv)
+	if !ok {
 		return exitUsage
 	}
 	t, err := c.GetToken(ctx, pos[0])
@@ -254,9 +261,8 @@ func cmdTokenRevoke(ctx context.Context, args []string, stdout, stderr io.Writer
 	if code >= 0 {
 		return code
 	}
-	c, err := newClient(getenv)
-	if err != nil {
-		fmt.Fprintln(stderr, "latchkey token revoke:", err)
+	c, ok := clientFor("token revoke", stderr, getenv)
+	if !ok {
 		return exitUsage
 	}
 	t, err := c.RevokeToken(ctx, pos[0], reason)
@@ -300,9 +306,8 @@ func cmdVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		}
 		tok = strings.TrimSpace(line)
 	}
-	c, err := newClient(getenv)
-	if err != nil {
-		fmt.Fprintln(stderr, "latchkey verify:", err)
+	c, ok := clientFor("verify", stderr, getenv)
+	if !ok {
 		return exitUsage
 	}
 	res, err := c.Verify(ctx, httpapi.VerifyRequest{Token: tok, Scopes: scopes, IP: ip})
@@ -359,9 +364,8 @@ func cmdAuditTail(ctx context.Context, args []string, stdout, stderr io.Writer, 
 		fmt.Fprintf(stderr, "latchkey audit tail: -n must be between 1 and %d\n", latchkey.MaxPageLimit)
 		return exitUsage
 	}
-	c, err := newClient(getenv)
-	if err != nil {
-		fmt.Fprintln(stderr, "latchkey audit tail:", err)
+	c, ok := clientFor("audit tail", stderr, getenv)
+	if !ok {
 		return exitUsage
 	}
 	f.Limit = n
