@@ -127,14 +127,3 @@ func ScopesCover(granted []string, required string) bool {
 	}
 	return false
 }
-
-// MissingScope returns the first required scope that granted does not
-// cover, and whether there is one.
-func MissingScope(granted, required []string) (string, bool) {
-	for _, r := range required {
-		if !ScopesCover(granted, r) {
-			return r, true
-		}
-	}
-	return "", false
-}
