@@ -1,9 +1,11 @@
 package verify
 
 import (
+	"hash/maphash"
 	"strings"
 	"sync"
 	"unique"
+	"unsafe"
 
 	"github.com/latchkeyhq/latchkey"
 )
@@ -14,21 +16,23 @@ const numShards = 64
 // place, with no pointer to chase into a separately allocated string.
 type key [16]byte
 
-// entry is one cached lookup, stored by value in the map: everything the
-// hot path reads sits in the map slot itself (a Go map keeps values of up
-// to 128 bytes inline), so a verification of a cold token touches few
-// cache lines. tok is nil for a negative entry (unknown id). Times are
-// Unix nanoseconds; 0 means unset.
+// entry is one cached lookup, stored by value in its table slot. tok is
+// nil for a negative entry (unknown id). Times are Unix nanoseconds; 0
+// means unset.
+//
+// Field order matters: a slot (key + entry) is 128 bytes, two cache lines,
+// and the first line holds what every verification reads first (key,
+// hash, staleness, expiry).
 type entry struct {
-	tok       *latchkey.Token
-	subject   string
-	prefix    string
-	scopes    unique.Handle[string] // NUL-joined, interned
 	hash      [32]byte
+	staleAt   int64 // when this cache entry must be reloaded
 	expiresAt int64 // the token's expires_at
 	notBefore int64 // the token's not_before
-	staleAt   int64 // when this cache entry must be reloaded
 	state     state
+	scopes    unique.Handle[string] // NUL-joined, interned
+	prefix    string                // interned
+	subject   string
+	tok       *latchkey.Token
 }
 
 // state is a token's status as a byte: comparing the Status string would
@@ -54,24 +58,41 @@ func stateOf(s latchkey.Status) state {
 	return stateUnknown
 }
 
-// cache is a sharded map from token id to entry. Each shard counts its
+// cache is a sharded hash table from token id to entry: open addressing
+// with linear probing, entries stored inline in their slots.
+//
+// It replaces a map[key]entry because with a million cached tokens the
+// verification cost is memory latency: a Go map reads a control word and
+// then the slot (three or four cache lines, on pages scattered over the
+// heap), while a probe here usually reads the two lines of one slot, and
+// large tables are backed by transparent huge pages where the kernel
+// allows, so they rarely miss the TLB either. Each shard counts its
 // invalidations, so a load that raced with an invalidation is not stored.
 type cache struct {
 	shards      [numShards]shard
 	maxPerShard int
+	seed        maphash.Seed
 }
 
 type shard struct {
-	mu  sync.RWMutex
-	m   map[key]entry
-	gen uint64   // bumped by every invalidation in this shard
-	_   [32]byte // keep shards on separate cache lines
+	mu    sync.RWMutex
+	slots []slot // power-of-two length; a zero key marks an empty slot
+	n     int    // occupied slots
+	gen   uint64 // bumped by every invalidation in this shard
+	_     [16]byte
 }
 
+type slot struct {
+	k key // zero: empty (a real id is base62 text, never all zero bytes)
+	e entry
+}
+
+const minSlots = 64
+
 func newCache(maxEntries int) *cache {
-	c := &cache{maxPerShard: max(16, maxEntries/numShards)}
+	c := &cache{maxPerShard: max(16, maxEntries/numShards), seed: maphash.MakeSeed()}
 	for i := range c.shards {
-		c.shards[i].m = make(map[key]entry)
+		c.shards[i].slots = makeSlots(minSlots)
 	}
 	return c
 }
@@ -81,17 +102,37 @@ func keyOf(id string) (k key) {
 	return k
 }
 
-// shardOf picks a shard from the id's last characters, which are random.
-func (c *cache) shardOf(k *key) *shard {
-	h := uint(k[15])*31 + uint(k[14])
-	return &c.shards[h%numShards]
+// hash is keyed with a random seed: ids of negative entries come from
+// whoever presents a token, and must not be able to aim at one probe chain.
+func (c *cache) hash(k *key) uint64 { return maphash.Comparable(c.seed, *k) }
+
+func (c *cache) shardOf(h uint64) *shard { return &c.shards[h>>(64-6)] } // numShards = 64
+
+// find returns the index of k's slot, or of the empty slot ending its
+// probe chain. The caller holds the shard's lock.
+func (s *shard) find(k *key, h uint64) (int, bool) {
+	mask := uint64(len(s.slots) - 1)
+	for i := h & mask; ; i = (i + 1) & mask {
+		sl := &s.slots[i]
+		if sl.k == *k {
+			return int(i), true
+		}
+		if sl.k == (key{}) {
+			return int(i), false
+		}
+	}
 }
 
 // get returns the live entry for k; ok is false if absent or stale.
 func (c *cache) get(k *key, now int64) (entry, bool) {
-	s := c.shardOf(k)
+	h := c.hash(k)
+	s := c.shardOf(h)
 	s.mu.RLock()
-	e, ok := s.m[*k]
+	i, ok := s.find(k, h)
+	var e entry
+	if ok {
+		e = s.slots[i].e
+	}
 	s.mu.RUnlock()
 	if !ok || now >= e.staleAt {
 		return entry{}, false
@@ -101,7 +142,7 @@ func (c *cache) get(k *key, now int64) (entry, bool) {
 
 // generation returns the invalidation count of k's shard.
 func (c *cache) generation(k *key) uint64 {
-	s := c.shardOf(k)
+	s := c.shardOf(c.hash(k))
 	s.mu.RLock()
 	g := s.gen
 	s.mu.RUnlock()
@@ -111,50 +152,94 @@ func (c *cache) generation(k *key) uint64 {
 // putIfCurrent stores e unless the shard saw an invalidation since gen was
 // read: then e may predate a change and is discarded.
 func (c *cache) putIfCurrent(k *key, e entry, gen uint64, now int64) {
-	s := c.shardOf(k)
+	h := c.hash(k)
+	s := c.shardOf(h)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.gen != gen {
 		return
 	}
-	if _, ok := s.m[*k]; !ok && len(s.m) >= c.maxPerShard {
-		s.evictLocked(now)
+	i, ok := s.find(k, h)
+	if ok {
+		s.slots[i].e = e
+		return
 	}
-	s.m[*k] = e
+	if s.n >= c.maxPerShard {
+		c.evictLocked(s, now)
+	} else if (s.n+1)*8 > len(s.slots)*7 {
+		c.rehashLocked(s, len(s.slots)*2, func(*slot) bool { return true })
+	}
+	i, _ = s.find(k, h)
+	s.slots[i] = slot{k: *k, e: e}
+	s.n++
 }
 
-// evictLocked makes room: first every stale entry, then, if the shard is
-// still over 7/8 full, negative entries, then arbitrary ones (map
-// iteration order is random).
-func (s *shard) evictLocked(now int64) {
-	for k, e := range s.m {
-		if now >= e.staleAt {
-			delete(s.m, k)
+// rehashLocked rebuilds the shard's table with size slots, keeping the
+// slots keep accepts.
+func (c *cache) rehashLocked(s *shard, size int, keep func(*slot) bool) {
+	old := s.slots
+	s.slots, s.n = makeSlots(size), 0
+	mask := uint64(size - 1)
+	for j := range old {
+		sl := &old[j]
+		if sl.k == (key{}) || !keep(sl) {
+			continue
 		}
-	}
-	target := len(s.m) * 7 / 8
-	for k, e := range s.m {
-		if len(s.m) <= target {
-			return
+		i := c.hash(&sl.k) & mask
+		for s.slots[i].k != (key{}) {
+			i = (i + 1) & mask
 		}
-		if e.tok == nil {
-			delete(s.m, k)
-		}
-	}
-	for k := range s.m {
-		if len(s.m) <= target {
-			return
-		}
-		delete(s.m, k)
+		s.slots[i] = *sl
+		s.n++
 	}
 }
 
+// evictLocked makes room in a full shard: it drops every stale entry, then,
+// if the shard is still over 7/8 of its cap, negative entries, then
+// arbitrary ones (in slot order, which follows the keyed hash).
+func (c *cache) evictLocked(s *shard, now int64) {
+	target := c.maxPerShard * 7 / 8
+	live := 0
+	for j := range s.slots {
+		if sl := &s.slots[j]; sl.k != (key{}) && now < sl.e.staleAt {
+			live++
+		}
+	}
+	keepNegative := live <= target
+	budget := target
+	c.rehashLocked(s, len(s.slots), func(sl *slot) bool {
+		if now >= sl.e.staleAt || (sl.e.tok == nil && !keepNegative) || budget == 0 {
+			return false
+		}
+		budget--
+		return true
+	})
+}
+
+// invalidate removes k, shifting later members of its probe chain back so
+// that no lookup stops early at the hole (backward-shift deletion).
 func (c *cache) invalidate(k *key) {
-	s := c.shardOf(k)
+	h := c.hash(k)
+	s := c.shardOf(h)
 	s.mu.Lock()
-	delete(s.m, *k)
+	defer s.mu.Unlock()
 	s.gen++
-	s.mu.Unlock()
+	i, ok := s.find(k, h)
+	if !ok {
+		return
+	}
+	mask := len(s.slots) - 1
+	for j := (i + 1) & mask; s.slots[j].k != (key{}); j = (j + 1) & mask {
+		home := int(c.hash(&s.slots[j].k)) & mask
+		// Move slot j into the hole at i unless its home lies cyclically
+		// in (i, j]: then it is reachable from its home without passing i.
+		if (j > i && (home <= i || home > j)) || (j < i && home <= i && home > j) {
+			s.slots[i] = s.slots[j]
+			i = j
+		}
+	}
+	s.slots[i] = slot{}
+	s.n--
 }
 
 func (c *cache) len() int {
@@ -162,7 +247,7 @@ func (c *cache) len() int {
 	for i := range c.shards {
 		s := &c.shards[i]
 		s.mu.RLock()
-		n += len(s.m)
+		n += s.n
 		s.mu.RUnlock()
 	}
 	return n
@@ -178,6 +263,15 @@ func intern(s string) string {
 	}
 	v, _ := prefixes.LoadOrStore(s, s)
 	return v.(string)
+}
+
+// makeSlots allocates a table, asking for huge pages when it is large.
+func makeSlots(n int) []slot {
+	slots := make([]slot, n)
+	if size := n * int(unsafe.Sizeof(slot{})); size >= 2<<20 {
+		adviseHugePages(unsafe.Pointer(&slots[0]), size)
+	}
+	return slots
 }
 
 // internScopes returns a handle to the token's scopes joined by NUL.

@@ -1,0 +1,7 @@
+//go:build !linux
+
+package verify
+
+import "unsafe"
+
+func adviseHugePages(unsafe.Pointer, int) {}
