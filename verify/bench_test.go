@@ -7,8 +7,8 @@ import (
 	"runtime"
 	"sync"
 	"testing"
-	"unsafe"
 	"time"
+	"unsafe"
 
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/audit"
