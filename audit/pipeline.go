@@ -68,6 +68,7 @@ type Pipeline struct {
 	stalls  atomic.Uint64
 	failed  atomic.Uint64
 	retries atomic.Uint64
+	direct  atomic.Uint64 // events written directly, after Close
 }
 
 const numStripes = 8
@@ -102,7 +103,7 @@ func (p *Pipeline) Stats() Stats {
 }
 
 func (p *Pipeline) enqueued() uint64 {
-	var n uint64
+	n := p.direct.Load()
 	for i := range p.stripes {
 		st := &p.stripes[i]
 		st.mu.Lock()
@@ -208,6 +209,7 @@ func (p *Pipeline) poke() {
 }
 
 func (p *Pipeline) writeDirect(ev latchkey.AuditEvent) {
+	p.direct.Add(1)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	redact(&ev)

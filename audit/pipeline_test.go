@@ -107,7 +107,7 @@ func TestCloseDrains(t *testing.T) {
 	if s.len() != 5001 {
 		t.Error("an event recorded after Close was lost")
 	}
-	if st := p.Stats(); st.Written != 5001 || st.Lost != 0 {
+	if st := p.Stats(); st.Written != 5001 || st.Enqueued != 5001 || st.Lost != 0 {
 		t.Errorf("stats = %+v", st)
 	}
 }
