@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"runtime"
 	"strings"
 )
 
@@ -54,7 +55,9 @@ func LoadOrCreateKeyFile(path string, rand io.Reader) (key []byte, created bool,
 		if err != nil {
 			return nil, false, fmt.Errorf("secret: %w", err)
 		}
-		if fi.Mode().Perm()&0o077 != 0 {
+		// Windows has no Unix permission bits (Go reports 0666); its ACLs
+		// are the administrator's business there.
+		if runtime.GOOS != "windows" && fi.Mode().Perm()&0o077 != 0 {
 			return nil, false, fmt.Errorf("secret: key file %s has mode %v; it must not be readable by group or others (chmod 600 %s)", path, fi.Mode().Perm(), path)
 		}
 		k, err := ParseKey(string(b))
