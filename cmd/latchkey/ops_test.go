@@ -216,3 +216,19 @@ func TestNoGoroutineLeak(t *testing.T) {
 	buf := make([]byte, 1<<16)
 	t.Errorf("goroutines: %d before, %d after three start/stop cycles\n%s", before, after, buf[:runtime.Stack(buf, true)])
 }
+
+func TestOneServerPerDataDir(t *testing.T) {
+	dir := t.TempDir()
+	ts := startServer(t, dir)
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if _, err := startDaemon(ctx, serveConfig{Listen: "127.0.0.1:0", DataDir: dir}, logger, io.Discard); err == nil ||
+		!strings.Contains(err.Error(), "another latchkey server") {
+		t.Fatalf("a second server on the same data directory: %v, want a refusal", err)
+	}
+	ts.stop(t)
+	d, err := startDaemon(ctx, serveConfig{Listen: "127.0.0.1:0", DataDir: dir}, logger, io.Discard)
+	if err != nil {
+		t.Fatalf("after the first stopped: %v", err)
+	}
+	d.Shutdown(ctx)
+}

@@ -103,6 +103,7 @@ type daemon struct {
 	ver    *verify.Verifier
 	logger *slog.Logger
 	served chan error
+	unlock func()
 }
 
 // startDaemon opens the data directory, bootstraps it if new, and starts
@@ -111,6 +112,16 @@ func startDaemon(ctx context.Context, cfg serveConfig, logger *slog.Logger, stde
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
+	unlock, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			unlock()
+		}
+	}()
 	key, err := loadKey(cfg, logger)
 	if err != nil {
 		return nil, err
@@ -123,7 +134,6 @@ func startDaemon(ctx context.Context, cfg serveConfig, logger *slog.Logger, stde
 	if err != nil {
 		return nil, err
 	}
-	ok := false
 	defer func() {
 		if !ok {
 			db.Close()
@@ -178,7 +188,8 @@ func startDaemon(ctx context.Context, cfg serveConfig, logger *slog.Logger, stde
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
-	d := &daemon{addr: ln.Addr().String(), srv: srv, api: api, pipe: pipe, db: db, ver: ver, logger: logger, served: make(chan error, 1)}
+	d := &daemon{addr: ln.Addr().String(), srv: srv, api: api, pipe: pipe, db: db, ver: ver, logger: logger,
+		served: make(chan error, 1), unlock: unlock}
 	scheme := "http"
 	if cfg.TLSCert != "" {
 		scheme = "https"
@@ -206,7 +217,9 @@ func (d *daemon) Shutdown(ctx context.Context) error {
 	err = errors.Join(err, d.pipe.Close(ctx))
 	st := d.pipe.Stats()
 	d.logger.Info("audit queue drained", "written", st.Written, "lost", st.Lost)
-	return errors.Join(err, d.db.Close())
+	err = errors.Join(err, d.db.Close())
+	d.unlock()
+	return err
 }
 
 func loadKey(cfg serveConfig, logger *slog.Logger) ([]byte, error) {
