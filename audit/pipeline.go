@@ -79,10 +79,10 @@ type chunk struct {
 
 type stripe struct {
 	mu       sync.Mutex
-	cur      *chunk // nil until Record takes one from the free list
-	enqueued uint64 // events ever appended here
-	closed   bool   // after Close, Record writes directly
-	_        [40]byte
+	cur      *chunk   // nil until Record takes one from the free list
+	enqueued uint64   // events ever appended here
+	closed   bool     // after Close, Record writes directly
+	_        [32]byte // 64 bytes: one stripe per cache line (TestStripeLayout)
 }
 
 // Stats are the pipeline's counters.

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/latchkeyhq/latchkey"
 )
@@ -182,5 +183,11 @@ func BenchmarkRecord(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		p.Record(&e)
+	}
+}
+
+func TestStripeLayout(t *testing.T) {
+	if n := unsafe.Sizeof(stripe{}); n != 64 {
+		t.Errorf("a stripe is %d bytes; keep it at one cache line (64)", n)
 	}
 }

@@ -154,7 +154,7 @@ func (s *Server) authenticate(r *http.Request, scope string, a *tokens.Actor) (l
 	}
 	d, err := s.Verifier.Verify(r.Context(), &verify.Request{
 		Token: tok, Scopes: []string{scope}, ClientIP: a.ClientIP, UserAgent: a.UserAgent,
-		Method: r.Method, Path: secret.Redact(r.URL.Path), RequestID: a.RequestID,
+		Method: r.Method, Path: r.URL.Path, RequestID: a.RequestID, // the audit writer redacts it
 		Action: latchkey.ActionAdminAuth, AuditFailuresOnly: true,
 	})
 	if err != nil {
@@ -256,8 +256,10 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 					s.writeError(sw, r, latchkey.Errorf(latchkey.EInternal, "internal error"))
 				}
 			}
-			s.logger().Debug("request", "method", r.Method, "path", secret.Redact(r.URL.Path), "status", sw.status,
-				"duration", time.Since(start), "request_id", id, "remote", remoteIP(r))
+			if l := s.logger(); l.Enabled(r.Context(), slog.LevelDebug) { // skip the redaction scan otherwise
+				l.Debug("request", "method", r.Method, "path", secret.Redact(r.URL.Path), "status", sw.status,
+					"duration", time.Since(start), "request_id", id, "remote", remoteIP(r))
+			}
 		}()
 		next.ServeHTTP(sw, r)
 	})

@@ -30,9 +30,10 @@ type entry struct {
 	notBefore int64 // the token's not_before
 	state     state
 	scopes    unique.Handle[string] // NUL-joined, interned
-	prefix    string                // interned
+	prefix    unique.Handle[string] // interned
 	subject   string
 	tok       *latchkey.Token
+	_         [8]byte // pad the slot to exactly two cache lines
 }
 
 // state is a token's status as a byte: comparing the Status string would
@@ -79,8 +80,7 @@ type shard struct {
 	slots []slot // power-of-two length; a zero key marks an empty slot
 	n     int    // occupied slots
 	gen   uint64 // bumped by every invalidation in this shard
-	_     [16]byte
-}
+} // 64 bytes: one cache line per shard (TestCacheLayout)
 
 type slot struct {
 	k key // zero: empty (a real id is base62 text, never all zero bytes)
@@ -251,18 +251,6 @@ func (c *cache) len() int {
 		s.mu.RUnlock()
 	}
 	return n
-}
-
-// prefixes interns token prefixes, so the prefix comparison on the hot
-// path reads one shared, always-cached string rather than one per token.
-var prefixes sync.Map
-
-func intern(s string) string {
-	if v, ok := prefixes.Load(s); ok {
-		return v.(string)
-	}
-	v, _ := prefixes.LoadOrStore(s, s)
-	return v.(string)
 }
 
 // makeSlots allocates a table, asking for huge pages when it is large.

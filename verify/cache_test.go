@@ -83,7 +83,10 @@ func TestCacheEviction(t *testing.T) {
 	}
 }
 
-func TestSlotIsTwoCacheLines(t *testing.T) {
+func TestCacheLayout(t *testing.T) {
+	if n := unsafe.Sizeof(shard{}); n != 64 {
+		t.Errorf("a shard is %d bytes; keep it at one cache line (64)", n)
+	}
 	if n := unsafe.Sizeof(slot{}); n != 128 {
 		t.Errorf("a slot is %d bytes; keep it at 128 (two cache lines)", n)
 	}

@@ -13,6 +13,7 @@ import (
 	"math"
 	"sync/atomic"
 	"time"
+	"unique"
 
 	"golang.org/x/sync/singleflight"
 
@@ -207,7 +208,7 @@ func (v *Verifier) decide(ctx context.Context, req *Request, now int64, d *latch
 		d.Code, d.Reason = latchkey.NotFound, "secret_mismatch"
 		return nil
 	}
-	if parts.Prefix != e.prefix {
+	if parts.Prefix != e.prefix.Value() {
 		// The hash covers id and secret only; a swapped prefix with a
 		// recomputed checksum is still not this token.
 		d.Code, d.Reason = latchkey.NotFound, "prefix_mismatch"
@@ -285,7 +286,7 @@ func unixNano(t time.Time) int64 {
 }
 
 func newEntry(t *latchkey.Token, staleAt int64) entry {
-	e := entry{tok: t, subject: t.Subject, prefix: intern(t.Prefix), scopes: internScopes(t.Scopes), state: stateOf(t.Status), staleAt: staleAt}
+	e := entry{tok: t, subject: t.Subject, prefix: unique.Make(t.Prefix), scopes: internScopes(t.Scopes), state: stateOf(t.Status), staleAt: staleAt}
 	copy(e.hash[:], t.Hash)
 	e.expiresAt, e.notBefore = unixNano(t.ExpiresAt), unixNano(t.NotBefore)
 	return e
