@@ -89,6 +89,43 @@ type Decision struct {
 	Token *Token
 	// Latency is how long the decision took.
 	Latency time.Duration
+	// Remaining is how many uses a usage-limited token has left after this
+	// verification; -1 when the token has no usage limit.
+	Remaining int64
+	// Rate is the state of the token's rate limit, when it has one
+	// (Rate.Limit > 0).
+	Rate RateStatus
+	// Warnings flags conditions the caller should act on; the request is
+	// still decided by Code.
+	Warnings Warnings
+}
+
+// RateStatus reports a rate limit after one verification.
+type RateStatus struct {
+	Limit     int64
+	Remaining int64
+	// Reset is when the full limit is available again (Unix nanoseconds).
+	Reset int64
+	// RetryAfter, when refused, is how long until one more is allowed.
+	RetryAfter time.Duration
+}
+
+// Warnings is a set of warning flags on a decision.
+type Warnings uint8
+
+// Warnings.
+const (
+	// WarnRotationDue: the token is older than the rotation policy allows.
+	WarnRotationDue Warnings = 1 << iota
+)
+
+// Strings returns the public names of the set warnings.
+func (w Warnings) Strings() []string {
+	var out []string
+	if w&WarnRotationDue != 0 {
+		out = append(out, "rotation_due")
+	}
+	return out
 }
 
 // Valid reports whether every check passed.

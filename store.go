@@ -28,6 +28,23 @@ type Store interface {
 	// returns the stored token. fn's error is returned unchanged.
 	UpdateToken(ctx context.Context, id string, fn func(t *Token) (*AuditEvent, error)) (*Token, error)
 
+	// WriteTx runs fn in one write transaction: every change made through
+	// tx, with its audit events, is committed together when fn returns nil,
+	// and none is when it returns an error (which WriteTx returns
+	// unchanged). fn may run more than once if the store retries a
+	// serialisation failure, so it must not have other side effects.
+	WriteTx(ctx context.Context, fn func(tx Tx) error) error
+
+	// ConsumeUse spends one use from every budget named in series (token
+	// ids whose rows hold max_uses and uses), all or none: if any budget is
+	// spent, nothing changes and ok is false. remaining is the smallest
+	// budget left afterwards. It is exact under any concurrency.
+	ConsumeUse(ctx context.Context, series []string) (remaining int64, ok bool, err error)
+
+	// TouchTokens raises last_used_at to each use's time (never lowers it).
+	// It does not change versions: last use is not a change to the token.
+	TouchTokens(ctx context.Context, uses []TokenUse) error
+
 	// AppendAudit stores a batch of events in one transaction, assigning Seq.
 	AppendAudit(ctx context.Context, evs []AuditEvent) error
 
@@ -45,4 +62,18 @@ type Store interface {
 	Ping(ctx context.Context) error
 
 	io.Closer
+}
+
+// Tx is the view of a store inside WriteTx.
+type Tx interface {
+	// GetToken reads a token for update.
+	GetToken(ctx context.Context, id string) (*Token, error)
+	// SelectTokens reads, for update, every token sel picks, oldest first.
+	SelectTokens(ctx context.Context, sel TokenSelector) ([]*Token, error)
+	// CreateToken inserts t (Version 1) and appends ev (if not nil).
+	CreateToken(ctx context.Context, t *Token, ev *AuditEvent) error
+	// UpdateToken stores t's mutable fields, increments t.Version in place,
+	// and appends ev (if not nil). Uses and LastUsedAt are not written:
+	// ConsumeUse and TouchTokens own them.
+	UpdateToken(ctx context.Context, t *Token, ev *AuditEvent) error
 }

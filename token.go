@@ -2,6 +2,7 @@ package latchkey
 
 import (
 	"encoding/json"
+	"slices"
 	"time"
 )
 
@@ -35,10 +36,42 @@ type Token struct {
 	NotBefore time.Time       `json:"not_before,omitzero"`
 	Status    Status          `json:"status"`
 
+	// Constraints, fixed at creation (DESIGN.md §2 step 6 and 8).
+	Constraints
+
 	RevokedAt     time.Time `json:"revoked_at,omitzero"`
 	RevokedBy     string    `json:"revoked_by,omitempty"`
 	RevokedReason string    `json:"revoked_reason,omitempty"`
-	LastUsedAt    time.Time `json:"last_used_at,omitzero"`
+	// SuspendedVia is the id of the token whose suspension suspended this
+	// one: its own id when suspended directly, an ancestor's when the
+	// suspension cascaded. Resuming that token resumes this one.
+	SuspendedAt     time.Time `json:"suspended_at,omitzero"`
+	SuspendedBy     string    `json:"suspended_by,omitempty"`
+	SuspendedReason string    `json:"suspended_reason,omitempty"`
+	SuspendedVia    string    `json:"suspended_via,omitempty"`
+	// LastUsedAt is written behind, coalesced (at most once per token per
+	// interval), so it may lag the last verification by that interval.
+	LastUsedAt time.Time `json:"last_used_at,omitzero"`
+	// Uses counts VALID verifications of a usage-limited token (MaxUses >
+	// 0). Tokens of one rotation series share one count.
+	Uses int64 `json:"uses,omitempty"`
+
+	// Lineage. ParentID is the token this one was derived from; Ancestors
+	// lists every ancestor, parent first. PredecessorID and SuccessorID link
+	// the two sides of a rotation; RotatedAt is when this token was rotated.
+	ParentID      string    `json:"parent_id,omitempty"`
+	Ancestors     []string  `json:"ancestors,omitempty"`
+	PredecessorID string    `json:"predecessor_id,omitempty"`
+	SuccessorID   string    `json:"successor_id,omitempty"`
+	RotatedAt     time.Time `json:"rotated_at,omitzero"`
+	// SeriesID names the rotation series: the id of its first token. Usage
+	// budgets and rate limits belong to the series, so rotating a token
+	// neither refills its budget nor resets its rate.
+	SeriesID string `json:"-"`
+	// Inherited lists the budgets and rates of ancestors that a derived
+	// token must also respect, parent first (DESIGN.md §3: a child can
+	// never do more than its parent).
+	Inherited []Inherited `json:"-"`
 
 	// Version increases by one with every change; caches compare it.
 	Version int64 `json:"version"`
@@ -53,6 +86,9 @@ func (t *Token) Clone() *Token {
 	c.Tags = append([]string(nil), t.Tags...)
 	c.Meta = append(json.RawMessage(nil), t.Meta...)
 	c.Hash = append([]byte(nil), t.Hash...)
+	c.Constraints = t.Constraints.Clone()
+	c.Ancestors = slices.Clone(t.Ancestors)
+	c.Inherited = slices.Clone(t.Inherited)
 	return &c
 }
 
@@ -70,6 +106,12 @@ type TokenFilter struct {
 	Status  Status
 	Tag     string
 	Prefix  string
+	// ParentID selects the tokens derived directly from that token.
+	ParentID string
+	// RotationDueBefore, when set, selects active tokens created before it
+	// that have not been rotated and have not expired by Now.
+	RotationDueBefore time.Time
+	Now               time.Time
 	// Cursor continues a previous listing (opaque, from TokenPage.Next).
 	Cursor string
 	// Limit caps the page; the store applies a default and a maximum.
@@ -81,4 +123,40 @@ type TokenPage struct {
 	Tokens []*Token
 	// Next is the cursor for the following page, "" on the last page.
 	Next string
+}
+
+// Series returns the id of t's rotation series (its own id for a token
+// that is not a successor).
+func (t *Token) Series() string {
+	if t.SeriesID != "" {
+		return t.SeriesID
+	}
+	return t.ID
+}
+
+// Inherited is one ancestor's limit that a derived token enforces as well
+// as its own: a use of the child spends the ancestor's budget and rate.
+type Inherited struct {
+	SeriesID  string     `json:"series_id"`
+	RateLimit *RateLimit `json:"rate_limit,omitempty"`
+	MaxUses   int64      `json:"max_uses,omitempty"`
+}
+
+// TokenSelector picks tokens for a bulk change (Store.Select). Set exactly
+// one of its selecting fields.
+type TokenSelector struct {
+	IDs     []string
+	Subject string
+	Tag     string
+	Prefix  string
+	// Parent selects the descendants of that token (not the token itself).
+	Parent string
+	// Descendants adds every descendant of the selected tokens.
+	Descendants bool
+}
+
+// TokenUse is one noted use, for Store.TouchTokens.
+type TokenUse struct {
+	ID string
+	At time.Time
 }

@@ -12,41 +12,17 @@ import (
 	"github.com/latchkeyhq/latchkey"
 )
 
+// tokenColumns is what scanToken reads. uses comes from the row of the
+// token's rotation series, which holds the shared budget.
 const tokenColumns = `seq, id, prefix, name, subject, scopes, tags, meta, created_at, created_by,
-	expires_at, not_before, status, revoked_at, revoked_by, revoked_reason, last_used_at, version, hash`
+	expires_at, not_before, status, revoked_at, revoked_by, revoked_reason, last_used_at, version, hash,
+	constraints, max_uses, (SELECT h.uses FROM tokens h WHERE h.id = tokens.series_id),
+	suspended_at, suspended_by, suspended_reason, suspended_via,
+	parent_id, ancestors, predecessor_id, successor_id, rotated_at, series_id, inherited`
 
 // CreateToken inserts t and its audit event in one transaction.
 func (db *DB) CreateToken(ctx context.Context, t *latchkey.Token, ev *latchkey.AuditEvent) error {
-	tx, err := db.w.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("sqlite: create token: %w", err)
-	}
-	defer tx.Rollback()
-	scopes, tags, meta, err := encodeLists(t)
-	if err != nil {
-		return err
-	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO tokens (id, prefix, name, subject, scopes, tags, meta, created_at, created_by,
-		expires_at, not_before, status, revoked_at, revoked_by, revoked_reason, last_used_at, version, hash)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		t.ID, t.Prefix, t.Name, t.Subject, scopes, tags, meta, micros(t.CreatedAt), t.CreatedBy,
-		nullMicros(t.ExpiresAt), nullMicros(t.NotBefore), string(t.Status), nullMicros(t.RevokedAt),
-		t.RevokedBy, t.RevokedReason, nullMicros(t.LastUsedAt), t.Version, t.Hash)
-	if isUniqueViolation(err) {
-		return latchkey.Errorf(latchkey.EConflict, "a token with id %s already exists", t.ID)
-	}
-	if err != nil {
-		return fmt.Errorf("sqlite: create token: %w", err)
-	}
-	if ev != nil {
-		if err := insertAudit(ctx, tx, []latchkey.AuditEvent{*ev}); err != nil {
-			return err
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("sqlite: create token: %w", err)
-	}
-	return nil
+	return db.WriteTx(ctx, func(tx latchkey.Tx) error { return tx.CreateToken(ctx, t, ev) })
 }
 
 // GetToken reads one token.
@@ -56,6 +32,7 @@ func (db *DB) GetToken(ctx context.Context, id string) (*latchkey.Token, error) 
 
 type queryer interface {
 	QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row
+	QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error)
 }
 
 func getToken(ctx context.Context, q queryer, id string) (*latchkey.Token, error) {
@@ -85,6 +62,13 @@ func (db *DB) ListTokens(ctx context.Context, f latchkey.TokenFilter) (latchkey.
 	if f.Tag != "" {
 		where, args = append(where, "EXISTS (SELECT 1 FROM json_each(tokens.tags) WHERE value = ?)"), append(args, f.Tag)
 	}
+	if f.ParentID != "" {
+		where, args = append(where, "parent_id = ?"), append(args, f.ParentID)
+	}
+	if !f.RotationDueBefore.IsZero() {
+		where = append(where, "status = 'active' AND successor_id = '' AND created_at < ? AND (expires_at IS NULL OR expires_at > ?)")
+		args = append(args, micros(f.RotationDueBefore), micros(f.Now))
+	}
 	if f.Cursor != "" {
 		seq, err := latchkey.DecodeCursor(f.Cursor)
 		if err != nil {
@@ -98,23 +82,11 @@ func (db *DB) ListTokens(ctx context.Context, f latchkey.TokenFilter) (latchkey.
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
 	q += " ORDER BY seq DESC LIMIT ?"
-	rows, err := db.r.QueryContext(ctx, q, append(args, limit+1)...)
+	toks, seqs, err := queryTokens(ctx, db.r, q, append(args, limit+1)...)
 	if err != nil {
 		return latchkey.TokenPage{}, fmt.Errorf("sqlite: list tokens: %w", err)
 	}
-	defer rows.Close()
-	var page latchkey.TokenPage
-	var seqs []int64
-	for rows.Next() {
-		t, seq, err := scanToken(rows)
-		if err != nil {
-			return latchkey.TokenPage{}, fmt.Errorf("sqlite: list tokens: %w", err)
-		}
-		page.Tokens, seqs = append(page.Tokens, t), append(seqs, seq)
-	}
-	if err := rows.Err(); err != nil {
-		return latchkey.TokenPage{}, fmt.Errorf("sqlite: list tokens: %w", err)
-	}
+	page := latchkey.TokenPage{Tokens: toks}
 	if len(page.Tokens) > limit {
 		page.Tokens = page.Tokens[:limit]
 		page.Next = latchkey.EncodeCursor(seqs[limit-1])
@@ -122,48 +94,223 @@ func (db *DB) ListTokens(ctx context.Context, f latchkey.TokenFilter) (latchkey.
 	return page, nil
 }
 
+func queryTokens(ctx context.Context, q queryer, query string, args ...any) ([]*latchkey.Token, []int64, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer rows.Close()
+	var toks []*latchkey.Token
+	var seqs []int64
+	for rows.Next() {
+		t, seq, err := scanToken(rows)
+		if err != nil {
+			return nil, nil, err
+		}
+		toks, seqs = append(toks, t), append(seqs, seq)
+	}
+	return toks, seqs, rows.Err()
+}
+
 // UpdateToken applies fn to the token and stores the result and fn's audit
 // event in one transaction.
 func (db *DB) UpdateToken(ctx context.Context, id string, fn func(t *latchkey.Token) (*latchkey.AuditEvent, error)) (*latchkey.Token, error) {
-	tx, err := db.w.BeginTx(ctx, nil)
+	var out *latchkey.Token
+	err := db.WriteTx(ctx, func(tx latchkey.Tx) error {
+		t, err := tx.GetToken(ctx, id)
+		if err != nil {
+			return err
+		}
+		ev, err := fn(t)
+		if err != nil {
+			return err
+		}
+		t.ID = id
+		if err := tx.UpdateToken(ctx, t, ev); err != nil {
+			return err
+		}
+		out = t
+		return nil
+	})
+	return out, err
+}
+
+// WriteTx runs fn in one IMMEDIATE transaction on the writer connection.
+func (db *DB) WriteTx(ctx context.Context, fn func(tx latchkey.Tx) error) error {
+	sqlTx, err := db.w.BeginTx(ctx, nil)
 	if err != nil {
-		return nil, fmt.Errorf("sqlite: update token: %w", err)
+		return fmt.Errorf("sqlite: begin: %w", err)
 	}
-	defer tx.Rollback()
-	t, err := getToken(ctx, tx, id)
+	defer sqlTx.Rollback()
+	if err := fn(&tx{tx: sqlTx}); err != nil {
+		return err
+	}
+	if err := sqlTx.Commit(); err != nil {
+		return fmt.Errorf("sqlite: commit: %w", err)
+	}
+	return nil
+}
+
+type tx struct{ tx *sql.Tx }
+
+func (x *tx) GetToken(ctx context.Context, id string) (*latchkey.Token, error) {
+	return getToken(ctx, x.tx, id)
+}
+
+// SelectTokens reads the tokens sel picks, oldest first. Descendants are
+// found through parent_id with a recursive query.
+func (x *tx) SelectTokens(ctx context.Context, sel latchkey.TokenSelector) ([]*latchkey.Token, error) {
+	var base string
+	var args []any
+	switch {
+	case len(sel.IDs) > 0:
+		base = "SELECT id FROM tokens WHERE id IN (SELECT value FROM json_each(?))"
+		ids, _ := json.Marshal(sel.IDs)
+		args = append(args, string(ids))
+	case sel.Subject != "":
+		base, args = "SELECT id FROM tokens WHERE subject = ?", append(args, sel.Subject)
+	case sel.Tag != "":
+		base, args = "SELECT id FROM tokens WHERE EXISTS (SELECT 1 FROM json_each(tokens.tags) WHERE value = ?)", append(args, sel.Tag)
+	case sel.Prefix != "":
+		base, args = "SELECT id FROM tokens WHERE prefix = ?", append(args, sel.Prefix)
+	case sel.Parent != "":
+		base, args = "SELECT id FROM tokens WHERE parent_id = ?", append(args, sel.Parent)
+	default:
+		return nil, latchkey.Errorf(latchkey.EInvalid, "select tokens: no selector given")
+	}
+	q := `WITH RECURSIVE picked(id) AS (` + base
+	if sel.Descendants || sel.Parent != "" {
+		q += ` UNION SELECT t.id FROM tokens t JOIN picked p ON t.parent_id = p.id`
+	}
+	q += `) SELECT ` + tokenColumns + ` FROM tokens WHERE id IN (SELECT id FROM picked) ORDER BY seq`
+	toks, _, err := queryTokens(ctx, x.tx, q, args...)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("sqlite: select tokens: %w", err)
 	}
-	old := t.Version
-	ev, err := fn(t)
+	return toks, nil
+}
+
+func (x *tx) CreateToken(ctx context.Context, t *latchkey.Token, ev *latchkey.AuditEvent) error {
+	if t.SeriesID == "" {
+		t.SeriesID = t.ID
+	}
+	c, err := encodeToken(t)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	t.ID, t.Version = id, old+1
-	scopes, tags, meta, err := encodeLists(t)
+	_, err = x.tx.ExecContext(ctx, `INSERT INTO tokens (id, prefix, name, subject, scopes, tags, meta, created_at, created_by,
+		expires_at, not_before, status, revoked_at, revoked_by, revoked_reason, last_used_at, version, hash,
+		constraints, max_uses, uses, suspended_at, suspended_by, suspended_reason, suspended_via,
+		parent_id, ancestors, predecessor_id, successor_id, rotated_at, series_id, inherited)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		t.ID, t.Prefix, t.Name, t.Subject, c.scopes, c.tags, c.meta, micros(t.CreatedAt), t.CreatedBy,
+		nullMicros(t.ExpiresAt), nullMicros(t.NotBefore), string(t.Status), nullMicros(t.RevokedAt),
+		t.RevokedBy, t.RevokedReason, nullMicros(t.LastUsedAt), t.Version, t.Hash,
+		c.constraints, t.MaxUses, t.Uses, nullMicros(t.SuspendedAt), t.SuspendedBy, t.SuspendedReason, t.SuspendedVia,
+		t.ParentID, c.ancestors, t.PredecessorID, t.SuccessorID, nullMicros(t.RotatedAt), t.SeriesID, c.inherited)
+	if isUniqueViolation(err) {
+		return latchkey.Errorf(latchkey.EConflict, "a token with id %s already exists", t.ID)
+	}
 	if err != nil {
-		return nil, err
+		return fmt.Errorf("sqlite: create token: %w", err)
 	}
-	res, err := tx.ExecContext(ctx, `UPDATE tokens SET name = ?, subject = ?, scopes = ?, tags = ?, meta = ?,
+	return x.audit(ctx, ev)
+}
+
+func (x *tx) UpdateToken(ctx context.Context, t *latchkey.Token, ev *latchkey.AuditEvent) error {
+	c, err := encodeToken(t)
+	if err != nil {
+		return err
+	}
+	res, err := x.tx.ExecContext(ctx, `UPDATE tokens SET name = ?, subject = ?, scopes = ?, tags = ?, meta = ?,
 		expires_at = ?, not_before = ?, status = ?, revoked_at = ?, revoked_by = ?, revoked_reason = ?,
-		last_used_at = ?, version = ?, hash = ? WHERE id = ? AND version = ?`,
-		t.Name, t.Subject, scopes, tags, meta, nullMicros(t.ExpiresAt), nullMicros(t.NotBefore), string(t.Status),
-		nullMicros(t.RevokedAt), t.RevokedBy, t.RevokedReason, nullMicros(t.LastUsedAt), t.Version, t.Hash, id, old)
+		version = ?, hash = ?, constraints = ?, max_uses = ?,
+		suspended_at = ?, suspended_by = ?, suspended_reason = ?, suspended_via = ?,
+		parent_id = ?, ancestors = ?, predecessor_id = ?, successor_id = ?, rotated_at = ?, series_id = ?, inherited = ?
+		WHERE id = ? AND version = ?`,
+		t.Name, t.Subject, c.scopes, c.tags, c.meta, nullMicros(t.ExpiresAt), nullMicros(t.NotBefore), string(t.Status),
+		nullMicros(t.RevokedAt), t.RevokedBy, t.RevokedReason, t.Version+1, t.Hash, c.constraints, t.MaxUses,
+		nullMicros(t.SuspendedAt), t.SuspendedBy, t.SuspendedReason, t.SuspendedVia,
+		t.ParentID, c.ancestors, t.PredecessorID, t.SuccessorID, nullMicros(t.RotatedAt), t.Series(), c.inherited,
+		t.ID, t.Version)
 	if err != nil {
-		return nil, fmt.Errorf("sqlite: update token: %w", err)
+		return fmt.Errorf("sqlite: update token: %w", err)
 	}
 	if n, _ := res.RowsAffected(); n != 1 {
-		return nil, latchkey.Errorf(latchkey.EConflict, "token %s changed concurrently; retry", id)
+		if _, err := getToken(ctx, x.tx, t.ID); err != nil {
+			return err
+		}
+		return latchkey.Errorf(latchkey.EConflict, "token %s changed concurrently; retry", t.ID)
 	}
-	if ev != nil {
-		if err := insertAudit(ctx, tx, []latchkey.AuditEvent{*ev}); err != nil {
-			return nil, err
+	t.Version++
+	return x.audit(ctx, ev)
+}
+
+func (x *tx) audit(ctx context.Context, ev *latchkey.AuditEvent) error {
+	if ev == nil {
+		return nil
+	}
+	return insertAudit(ctx, x.tx, []latchkey.AuditEvent{*ev})
+}
+
+// ConsumeUse spends one use from each budget, all or none. The single
+// writer connection serialises it with every other write, so the check
+// and the decrement cannot interleave with another consumer's.
+func (db *DB) ConsumeUse(ctx context.Context, series []string) (int64, bool, error) {
+	if len(series) == 0 {
+		return -1, true, nil
+	}
+	sqlTx, err := db.w.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, false, fmt.Errorf("sqlite: consume use: %w", err)
+	}
+	defer sqlTx.Rollback()
+	remaining := int64(-1)
+	for _, id := range series {
+		var left int64
+		err := sqlTx.QueryRowContext(ctx, `UPDATE tokens SET uses = uses + 1
+			WHERE id = ? AND max_uses > 0 AND uses < max_uses RETURNING max_uses - uses`, id).Scan(&left)
+		if errors.Is(err, sql.ErrNoRows) {
+			return 0, false, nil // spent (or gone): the rollback undoes the others
+		}
+		if err != nil {
+			return 0, false, fmt.Errorf("sqlite: consume use: %w", err)
+		}
+		if remaining < 0 || left < remaining {
+			remaining = left
 		}
 	}
-	if err := tx.Commit(); err != nil {
-		return nil, fmt.Errorf("sqlite: update token: %w", err)
+	if err := sqlTx.Commit(); err != nil {
+		return 0, false, fmt.Errorf("sqlite: consume use: %w", err)
 	}
-	return t, nil
+	return remaining, true, nil
+}
+
+// TouchTokens raises last_used_at, in one transaction for the batch.
+func (db *DB) TouchTokens(ctx context.Context, uses []latchkey.TokenUse) error {
+	if len(uses) == 0 {
+		return nil
+	}
+	sqlTx, err := db.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sqlite: touch tokens: %w", err)
+	}
+	defer sqlTx.Rollback()
+	stmt, err := sqlTx.PrepareContext(ctx, `UPDATE tokens SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)`)
+	if err != nil {
+		return fmt.Errorf("sqlite: touch tokens: %w", err)
+	}
+	defer stmt.Close()
+	for _, u := range uses {
+		at := micros(latchkey.TimeOf(u.At))
+		if _, err := stmt.ExecContext(ctx, at, u.ID, at); err != nil {
+			return fmt.Errorf("sqlite: touch tokens: %w", err)
+		}
+	}
+	if err := sqlTx.Commit(); err != nil {
+		return fmt.Errorf("sqlite: touch tokens: %w", err)
+	}
+	return nil
 }
 
 type scanner interface{ Scan(dest ...any) error }
@@ -173,47 +320,79 @@ func scanToken(s scanner) (*latchkey.Token, int64, error) {
 		t                                         latchkey.Token
 		seq                                       int64
 		scopes, tags, meta, status                string
+		constraints, ancestors, inherited         string
 		created                                   int64
 		expires, notBefore, revokedAt, lastUsedAt sql.NullInt64
+		suspendedAt, rotatedAt, uses              sql.NullInt64
 	)
 	err := s.Scan(&seq, &t.ID, &t.Prefix, &t.Name, &t.Subject, &scopes, &tags, &meta, &created, &t.CreatedBy,
-		&expires, &notBefore, &status, &revokedAt, &t.RevokedBy, &t.RevokedReason, &lastUsedAt, &t.Version, &t.Hash)
+		&expires, &notBefore, &status, &revokedAt, &t.RevokedBy, &t.RevokedReason, &lastUsedAt, &t.Version, &t.Hash,
+		&constraints, &t.MaxUses, &uses, &suspendedAt, &t.SuspendedBy, &t.SuspendedReason, &t.SuspendedVia,
+		&t.ParentID, &ancestors, &t.PredecessorID, &t.SuccessorID, &rotatedAt, &t.SeriesID, &inherited)
 	if err != nil {
 		return nil, 0, err
 	}
-	if err := json.Unmarshal([]byte(scopes), &t.Scopes); err != nil {
-		return nil, 0, fmt.Errorf("token %s: scopes: %w", t.ID, err)
+	for _, f := range []struct {
+		name string
+		src  string
+		dst  any
+	}{{"scopes", scopes, &t.Scopes}, {"tags", tags, &t.Tags}, {"constraints", constraints, &t.Constraints},
+		{"ancestors", ancestors, &t.Ancestors}, {"inherited", inherited, &t.Inherited}} {
+		if err := json.Unmarshal([]byte(f.src), f.dst); err != nil {
+			return nil, 0, fmt.Errorf("token %s: %s: %w", t.ID, f.name, err)
+		}
 	}
-	if err := json.Unmarshal([]byte(tags), &t.Tags); err != nil {
-		return nil, 0, fmt.Errorf("token %s: tags: %w", t.ID, err)
-	}
+	// The max_uses column is the one truth; the JSON copy is not kept.
 	t.Meta = json.RawMessage(meta)
 	t.Status = latchkey.Status(status)
 	t.CreatedAt = time.UnixMicro(created).UTC()
 	t.ExpiresAt, t.NotBefore = fromMicros(expires), fromMicros(notBefore)
 	t.RevokedAt, t.LastUsedAt = fromMicros(revokedAt), fromMicros(lastUsedAt)
+	t.SuspendedAt, t.RotatedAt = fromMicros(suspendedAt), fromMicros(rotatedAt)
+	t.Uses = uses.Int64
+	if len(t.Ancestors) == 0 {
+		t.Ancestors = nil
+	}
+	if len(t.Inherited) == 0 {
+		t.Inherited = nil
+	}
 	return &t, seq, nil
 }
 
-func encodeLists(t *latchkey.Token) (scopes, tags, meta string, err error) {
-	s, err := json.Marshal(nonNil(t.Scopes))
-	if err != nil {
-		return "", "", "", fmt.Errorf("sqlite: encode scopes: %w", err)
+type encoded struct{ scopes, tags, meta, constraints, ancestors, inherited string }
+
+func encodeToken(t *latchkey.Token) (encoded, error) {
+	var e encoded
+	c := t.Constraints
+	c.MaxUses = 0 // a column of its own
+	for _, f := range []struct {
+		dst *string
+		v   any
+	}{{&e.scopes, nonNil(t.Scopes)}, {&e.tags, nonNil(t.Tags)}, {&e.constraints, c},
+		{&e.ancestors, nonNil(t.Ancestors)}, {&e.inherited, nonNilInherited(t.Inherited)}} {
+		b, err := json.Marshal(f.v)
+		if err != nil {
+			return e, fmt.Errorf("sqlite: encode token: %w", err)
+		}
+		*f.dst = string(b)
 	}
-	g, err := json.Marshal(nonNil(t.Tags))
-	if err != nil {
-		return "", "", "", fmt.Errorf("sqlite: encode tags: %w", err)
+	e.meta = string(t.Meta)
+	if e.meta == "" {
+		e.meta = "{}"
 	}
-	m := string(t.Meta)
-	if m == "" {
-		m = "{}"
-	}
-	return string(s), string(g), m, nil
+	return e, nil
 }
 
 func nonNil(s []string) []string {
 	if s == nil {
 		return []string{}
+	}
+	return s
+}
+
+func nonNilInherited(s []latchkey.Inherited) []latchkey.Inherited {
+	if s == nil {
+		return []latchkey.Inherited{}
 	}
 	return s
 }

@@ -36,6 +36,14 @@ func Run(t *testing.T, open func(t *testing.T) latchkey.Store) {
 		{"AuditAppendList", testAudit},
 		{"AuditFilters", testAuditFilters},
 		{"Settings", testSettings},
+		{"LifecycleFieldsRoundTrip", testLifecycleRoundTrip},
+		{"WriteTxAllOrNothing", testWriteTx},
+		{"SelectTokens", testSelectTokens},
+		{"ConsumeUseExact", testConsumeUseExact},
+		{"ConsumeUseAllOrNothing", testConsumeUseAllOrNothing},
+		{"ConsumeUseSharedBySeries", testConsumeUseSeries},
+		{"TouchTokens", testTouchTokens},
+		{"ListLineageAndRotationDue", testListLineage},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

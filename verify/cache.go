@@ -22,18 +22,21 @@ type key [16]byte
 //
 // Field order matters: a slot (key + entry) is 128 bytes, two cache lines,
 // and the first line holds what every verification reads first (key,
-// hash, staleness, expiry).
+// hash, staleness, expiry). Everything a plain token does not need
+// (not_before, constraints, limits) sits behind cons, nil for such tokens.
 type entry struct {
 	hash      [32]byte
 	staleAt   int64 // when this cache entry must be reloaded
-	expiresAt int64 // the token's expires_at
-	notBefore int64 // the token's not_before
+	expiresAt int64 // the token's expires_at (cut to the grace end once rotated)
+	rotateAt  int64 // when rotation falls due (0: no policy, or rotated)
 	state     state
+	_         [3]byte
+	usedSec   uint32                // last use noted, Unix seconds rounded up (0: never)
 	scopes    unique.Handle[string] // NUL-joined, interned
 	prefix    unique.Handle[string] // interned
 	subject   string
 	tok       *latchkey.Token
-	_         [8]byte // pad the slot to exactly two cache lines
+	cons      *constraints
 }
 
 // state is a token's status as a byte: comparing the Status string would
@@ -214,6 +217,17 @@ func (c *cache) evictLocked(s *shard, now int64) {
 		budget--
 		return true
 	})
+}
+
+// touch raises the last-use time of k's entry, if cached, to sec.
+func (c *cache) touch(k *key, sec uint32) {
+	h := c.hash(k)
+	s := c.shardOf(h)
+	s.mu.Lock()
+	if i, ok := s.find(k, h); ok && s.slots[i].e.usedSec < sec {
+		s.slots[i].e.usedSec = sec
+	}
+	s.mu.Unlock()
 }
 
 // invalidate removes k, shifting later members of its probe chain back so

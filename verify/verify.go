@@ -20,6 +20,7 @@ import (
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/audit"
 	"github.com/latchkeyhq/latchkey/internal/monoclock"
+	"github.com/latchkeyhq/latchkey/ratelimit"
 	"github.com/latchkeyhq/latchkey/secret"
 )
 
@@ -27,6 +28,16 @@ import (
 // token is an error with code latchkey.ENotFound.
 type Loader interface {
 	GetToken(ctx context.Context, id string) (*latchkey.Token, error)
+}
+
+// Store is what the verifier needs beyond reading tokens: spending usage
+// budgets and writing last use behind. latchkey.Store satisfies it. A
+// loader without it can verify tokens without usage limits only (a
+// usage-limited token is then refused) and keeps last use in memory.
+type Store interface {
+	Loader
+	ConsumeUse(ctx context.Context, series []string) (remaining int64, ok bool, err error)
+	TouchTokens(ctx context.Context, uses []latchkey.TokenUse) error
 }
 
 // Config tunes a Verifier. The zero value works.
@@ -47,6 +58,14 @@ type Config struct {
 	Now func() time.Time
 	// Node names this server in audit records.
 	Node string
+	// RotationAge, when set, is the age at which a token should be
+	// rotated: older tokens verify with the rotation_due warning.
+	RotationAge time.Duration
+	// TouchInterval is how often last_used_at is written (default 1m): at
+	// most one write per token per interval.
+	TouchInterval time.Duration
+	// Limits holds rate limiter state (default: a new table).
+	Limits *ratelimit.Table
 }
 
 // Request is one verification. Only Token is required.
@@ -54,7 +73,9 @@ type Request struct {
 	Token string
 	// Scopes that must all be covered by the token's grants.
 	Scopes []string
-	// Facts about the caller, for the audit record (and, later, constraints).
+	// Facts about the caller, checked against the token's constraints and
+	// kept in the audit record. ClientIP is the end client's address,
+	// already resolved through trusted proxies.
 	ClientIP  string
 	UserAgent string
 	Method    string
@@ -70,12 +91,14 @@ type Request struct {
 // Verifier makes verification decisions. It is safe for concurrent use.
 type Verifier struct {
 	loader Loader
+	store  Store // nil when loader is not a Store
 	hasher *secret.Hasher
 	rec    *audit.Pipeline
 	cfg    Config
 	cache  *cache
 	sf     singleflight.Group
 	epoch  atomic.Pointer[epoch]
+	usage  usage
 }
 
 // epoch anchors the wall clock to the cheap monotonic one. time.Now costs
@@ -129,8 +152,15 @@ func New(loader Loader, hasher *secret.Hasher, rec *audit.Pipeline, cfg Config) 
 	if cfg.LoadTimeout <= 0 {
 		cfg.LoadTimeout = 5 * time.Second
 	}
+	if cfg.TouchInterval <= 0 {
+		cfg.TouchInterval = time.Minute
+	}
 	v := &Verifier{loader: loader, hasher: hasher, rec: rec, cfg: cfg, cache: newCache(cfg.MaxEntries)}
+	v.store, _ = loader.(Store)
 	v.epoch.Store(newEpoch())
+	if v.cfg.Limits == nil {
+		v.cfg.Limits = ratelimit.NewTable(func() int64 { now, _ := v.clock(); return now })
+	}
 	return v
 }
 
@@ -150,8 +180,8 @@ func (v *Verifier) CacheLen() int { return v.cache.len() }
 // must not be used.
 func (v *Verifier) Verify(ctx context.Context, req *Request) (latchkey.Decision, error) {
 	now, start := v.clock()
-	var d latchkey.Decision
-	err := v.decide(ctx, req, now, &d)
+	d := latchkey.Decision{Remaining: -1}
+	err := v.decide(ctx, req, now, &d, true)
 	d.Latency = time.Duration(max(0, monoclock.Nanos()-start))
 	if v.rec != nil && !(req.AuditFailuresOnly && d.Code == latchkey.Valid) {
 		v.rec.RecordFunc(func(ev *latchkey.AuditEvent) {
@@ -180,8 +210,9 @@ func (v *Verifier) Verify(ctx context.Context, req *Request) (latchkey.Decision,
 	return d, err
 }
 
-// decide fills in d, which the caller keeps on its stack.
-func (v *Verifier) decide(ctx context.Context, req *Request, now int64, d *latchkey.Decision) error {
+// decide fills in d, which the caller keeps on its stack. With spend
+// false it changes nothing: no rate or budget is spent and no use noted.
+func (v *Verifier) decide(ctx context.Context, req *Request, now int64, d *latchkey.Decision, spend bool) error {
 	parts, err := secret.Parse(req.Token)
 	if err != nil {
 		d.Code, d.Reason = latchkey.Malformed, err.Error()
@@ -222,6 +253,9 @@ func (v *Verifier) decide(ctx context.Context, req *Request, now int64, d *latch
 		return nil
 	case stateSuspended:
 		d.Code, d.Reason = latchkey.Suspended, "suspended"
+		if e.tok.SuspendedVia != "" && e.tok.SuspendedVia != e.tok.ID {
+			d.Reason = "ancestor_suspended"
+		}
 		return nil
 	default:
 		d.Code, d.Reason = latchkey.Revoked, "unknown_status"
@@ -229,18 +263,88 @@ func (v *Verifier) decide(ctx context.Context, req *Request, now int64, d *latch
 	}
 	if e.expiresAt != 0 && now >= e.expiresAt {
 		d.Code, d.Reason = latchkey.Expired, "expired"
+		if e.tok.SuccessorID != "" {
+			d.Reason = "rotated" // the grace period after a rotation has ended
+		}
 		return nil
 	}
-	if e.notBefore != 0 && now < e.notBefore {
-		d.Code, d.Reason = latchkey.NotYetValid, "not_yet_valid"
-		return nil
+	c := e.cons
+	if c != nil {
+		if c.idle > 0 && now >= max(c.idleFrom, int64(e.usedSec)*int64(time.Second))+c.idle {
+			d.Code, d.Reason = latchkey.Expired, "idle"
+			return nil
+		}
+		if c.notBefore != 0 && now < c.notBefore {
+			d.Code, d.Reason = latchkey.NotYetValid, "not_yet_valid"
+			return nil
+		}
+		if code, reason := c.check(req); code != latchkey.Valid {
+			d.Code, d.Reason = code, reason
+			return nil
+		}
 	}
 	if len(req.Scopes) > 0 && !coversAll(e.scopes.Value(), req.Scopes) {
 		d.Code, d.Reason = latchkey.InsufficientScope, "missing_scope"
 		return nil
 	}
+	if c != nil {
+		if len(c.limiters) > 0 {
+			ok, st := c.allow(v.cfg.Limits, now, spend)
+			d.Rate = st
+			if !ok {
+				d.Code, d.Reason = latchkey.RateLimited, "rate_limited"
+				return nil
+			}
+		}
+		if c.budget != nil {
+			if code, err := v.spend(ctx, &k, c, d, spend); err != nil || code != latchkey.Valid {
+				d.Code = code
+				return err
+			}
+		}
+	}
+	if e.rotateAt != 0 && now >= e.rotateAt {
+		d.Warnings |= latchkey.WarnRotationDue
+	}
 	d.Code = latchkey.Valid
+	if spend {
+		every := int64(v.cfg.TouchInterval)
+		if c != nil {
+			every = c.noteEvery
+		}
+		if now-int64(e.usedSec)*int64(time.Second) >= every {
+			v.noteUse(&k, &e, now)
+		}
+	}
 	return nil
+}
+
+// spend takes one use from the token's budgets (step 8). Once a budget is
+// found spent, the entry remembers it and later attempts skip the store.
+func (v *Verifier) spend(ctx context.Context, k *key, c *constraints, d *latchkey.Decision, spend bool) (latchkey.Code, error) {
+	if c.exhausted.Load() || v.store == nil {
+		d.Reason = "usage_exceeded"
+		return latchkey.UsageExceeded, nil
+	}
+	if !spend {
+		return latchkey.Valid, nil
+	}
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), v.cfg.LoadTimeout)
+	defer cancel()
+	left, ok, err := v.store.ConsumeUse(lctx, c.budget)
+	if err != nil {
+		return latchkey.UsageExceeded, err
+	}
+	if !ok {
+		c.exhausted.Store(true)
+		d.Reason = "usage_exceeded"
+		return latchkey.UsageExceeded, nil
+	}
+	if left == 0 {
+		c.exhausted.Store(true) // the next attempt is refused without a write
+	}
+	d.Remaining = left
+	return latchkey.Valid, nil
 }
 
 // load reads id from the store once, however many callers miss at the same
@@ -255,7 +359,7 @@ func (v *Verifier) load(ctx context.Context, k *key, now int64) (entry, error) {
 		var e entry
 		switch {
 		case err == nil:
-			e = newEntry(t, now+int64(v.cfg.PositiveTTL))
+			e = v.newEntry(t, now+int64(v.cfg.PositiveTTL))
 		case latchkey.ErrorCode(err) == latchkey.ENotFound:
 			e = entry{staleAt: now + int64(v.cfg.NegativeTTL)}
 		default:
@@ -285,9 +389,19 @@ func unixNano(t time.Time) int64 {
 	return t.UnixNano()
 }
 
-func newEntry(t *latchkey.Token, staleAt int64) entry {
+func (v *Verifier) newEntry(t *latchkey.Token, staleAt int64) entry {
 	e := entry{tok: t, subject: t.Subject, prefix: unique.Make(t.Prefix), scopes: internScopes(t.Scopes), state: stateOf(t.Status), staleAt: staleAt}
 	copy(e.hash[:], t.Hash)
-	e.expiresAt, e.notBefore = unixNano(t.ExpiresAt), unixNano(t.NotBefore)
+	e.expiresAt = unixNano(t.ExpiresAt)
+	if v.cfg.RotationAge > 0 && t.SuccessorID == "" {
+		e.rotateAt = unixNano(t.CreatedAt.Add(v.cfg.RotationAge))
+	}
+	// The last use is the later of the stored one and one noted here but
+	// not yet written.
+	used := max(unixNano(t.LastUsedAt), v.usage.latest(keyOf(t.ID)))
+	if used > 0 {
+		e.usedSec = uint32(min((used+int64(time.Second)-1)/int64(time.Second), math.MaxUint32))
+	}
+	e.cons = v.newConstraints(t)
 	return e
 }

@@ -1,0 +1,178 @@
+package verify
+
+import (
+	"net/netip"
+	"strings"
+	"sync/atomic"
+
+	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/ratelimit"
+)
+
+// constraints is what a token needs checked beyond status, expiry and
+// scopes. It is built when the token is loaded; tokens without any of it
+// have none, and their verification skips this part with one nil check.
+type constraints struct {
+	notBefore int64 // Unix nanoseconds, 0: unset
+	idle      int64 // idle timeout in nanoseconds, 0: none
+	idleFrom  int64 // creation or not_before, whichever is later: idle counts from here until a use
+	cidrs     []netip.Prefix
+	methods   []string
+	paths     []string
+	limiters  []*limiterRef // the token's series first, then inherited ones
+	budget    []string      // series whose budgets a use spends; nil: unlimited
+	exhausted atomic.Bool   // a budget was found spent: no need to ask the store again
+	ancestors []key         // noted as used with the token (idle expiry of the lineage)
+	noteEvery int64         // how stale the noted last use may get
+}
+
+// limiterRef holds a rate limiter, replaced if its table swept it.
+type limiterRef struct {
+	series string
+	rate   latchkey.RateLimit
+	l      atomic.Pointer[ratelimit.Limiter]
+}
+
+func (r *limiterRef) get(t *ratelimit.Table) *ratelimit.Limiter {
+	if l := r.l.Load(); l != nil {
+		return l
+	}
+	l := t.Get(r.series, r.rate)
+	r.l.Store(l)
+	return l
+}
+
+// allow spends one verification from every limiter, own first. It reports
+// the status of the tightest one. A refusal by a later limiter leaves
+// earlier ones spent: the error is on the strict side.
+func (c *constraints) allow(t *ratelimit.Table, now int64, spend bool) (bool, latchkey.RateStatus) {
+	var out latchkey.RateStatus
+	for i, ref := range c.limiters {
+		l := ref.get(t)
+		var ok, gone bool
+		var st latchkey.RateStatus
+		for {
+			if spend {
+				ok, st, gone = l.Allow(now)
+			} else {
+				ok, gone = l.Peek(now)
+			}
+			if !gone {
+				break
+			}
+			ref.l.Store(nil)
+			l = ref.get(t)
+		}
+		if !ok {
+			return false, st
+		}
+		if i == 0 || st.Remaining < out.Remaining {
+			out = st
+		}
+	}
+	return true, out
+}
+
+// newConstraints builds the constraint block of t, or returns nil when t
+// has nothing that needs it.
+func (v *Verifier) newConstraints(t *latchkey.Token) *constraints {
+	c := t.Constraints
+	if c.IsZero() && t.NotBefore.IsZero() && len(t.Inherited) == 0 && len(t.Ancestors) == 0 {
+		return nil
+	}
+	cs := &constraints{notBefore: unixNano(t.NotBefore), idle: int64(c.IdleTimeout), noteEvery: int64(v.cfg.TouchInterval)}
+	cs.idleFrom = max(unixNano(t.CreatedAt), cs.notBefore)
+	for _, s := range c.AllowedCIDRs {
+		if p, err := latchkey.ParseCIDR(s); err == nil {
+			cs.cidrs = append(cs.cidrs, p)
+		} else {
+			// A stored network that no longer parses must not widen the
+			// token: an unmatchable prefix refuses every address.
+			cs.cidrs = append(cs.cidrs, netip.Prefix{})
+		}
+	}
+	cs.methods, cs.paths = c.AllowedMethods, c.AllowedPaths
+	if c.RateLimit != nil {
+		cs.limiters = append(cs.limiters, &limiterRef{series: t.Series(), rate: *c.RateLimit})
+	}
+	if c.MaxUses > 0 {
+		cs.budget = append(cs.budget, t.Series())
+	}
+	for _, in := range t.Inherited {
+		if in.RateLimit != nil {
+			cs.limiters = append(cs.limiters, &limiterRef{series: in.SeriesID, rate: *in.RateLimit})
+		}
+		if in.MaxUses > 0 {
+			cs.budget = append(cs.budget, in.SeriesID)
+		}
+	}
+	for _, id := range t.Ancestors {
+		cs.ancestors = append(cs.ancestors, keyOf(id))
+	}
+	// Idle expiry reads the noted last use, so note it to the second for
+	// tokens (or lineages) that can idle out.
+	if cs.idle > 0 || len(cs.ancestors) > 0 {
+		cs.noteEvery = min(cs.noteEvery, int64(idleNoteEvery))
+	}
+	return cs
+}
+
+// check applies the constraints of step 6 (DESIGN.md §2): client network,
+// then method and path binding. It returns a refusal code and reason, or
+// Valid.
+func (c *constraints) check(req *Request) (latchkey.Code, string) {
+	if len(c.cidrs) > 0 {
+		if req.ClientIP == "" {
+			return latchkey.IPNotAllowed, "no_client_ip"
+		}
+		a, err := netip.ParseAddr(req.ClientIP)
+		if err != nil {
+			return latchkey.IPNotAllowed, "bad_client_ip"
+		}
+		a = a.Unmap()
+		ok := false
+		for _, p := range c.cidrs {
+			if p.Contains(a) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return latchkey.IPNotAllowed, "ip_not_allowed"
+		}
+	}
+	if len(c.methods) > 0 {
+		if req.Method == "" {
+			return latchkey.Forbidden, "method_unknown"
+		}
+		ok := false
+		for _, m := range c.methods {
+			if strings.EqualFold(m, req.Method) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return latchkey.Forbidden, "method_not_allowed"
+		}
+	}
+	if len(c.paths) > 0 {
+		if req.Path == "" {
+			return latchkey.Forbidden, "path_unknown"
+		}
+		if !latchkey.CanonicalPath(req.Path) {
+			return latchkey.Forbidden, "path_not_canonical"
+		}
+		ok := false
+		for _, p := range c.paths {
+			if latchkey.MatchPath(p, req.Path) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return latchkey.Forbidden, "path_not_allowed"
+		}
+	}
+	return latchkey.Valid, ""
+}
