@@ -14,13 +14,14 @@ import (
 
 // Error codes. One place (httpapi) maps them to HTTP statuses.
 const (
-	EInvalid          = "invalid_argument"  // the request is malformed or breaks a rule
-	ENotFound         = "not_found"         // the named resource does not exist
-	EConflict         = "conflict"          // the change contradicts the resource's state
-	EUnauthenticated  = "unauthenticated"   // no credential, or one that does not verify
-	EPermissionDenied = "permission_denied" // the credential lacks the needed grant
-	EUnavailable      = "unavailable"       // shutting down, or a dependency is down
-	EInternal         = "internal"          // anything unexpected; detail goes to the log
+	EInvalid           = "invalid_argument"   // the request is malformed or breaks a rule
+	ENotFound          = "not_found"          // the named resource does not exist
+	EConflict          = "conflict"           // the change contradicts the resource's state
+	EUnauthenticated   = "unauthenticated"    // no credential, or one that does not verify
+	EPermissionDenied  = "permission_denied"  // the credential lacks the needed grant
+	EUnavailable       = "unavailable"        // shutting down, or a dependency is down
+	EResourceExhausted = "resource_exhausted" // a rate limit was hit; retry later
+	EInternal          = "internal"           // anything unexpected; detail goes to the log
 )
 
 // Error is the one error type of latchkey. Code is one of the E* constants;

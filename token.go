@@ -108,6 +108,9 @@ type TokenFilter struct {
 	Prefix  string
 	// ParentID selects the tokens derived directly from that token.
 	ParentID string
+	// RotationDue selects the tokens due for rotation under the server's
+	// policy; the token service turns it into RotationDueBefore and Now.
+	RotationDue bool
 	// RotationDueBefore, when set, selects active tokens created before it
 	// that have not been rotated and have not expired by Now.
 	RotationDueBefore time.Time

@@ -98,6 +98,10 @@ func (c *Client) ListTokens(ctx context.Context, f latchkey.TokenFilter) (*Token
 	set(q, "status", string(f.Status))
 	set(q, "tag", f.Tag)
 	set(q, "prefix", f.Prefix)
+	set(q, "parent", f.ParentID)
+	if f.RotationDue {
+		q.Set("rotation_due", "true")
+	}
 	set(q, "cursor", f.Cursor)
 	if f.Limit > 0 {
 		q.Set("limit", fmt.Sprint(f.Limit))
@@ -122,6 +126,61 @@ func (c *Client) GetToken(ctx context.Context, id string) (*latchkey.Token, erro
 func (c *Client) RevokeToken(ctx context.Context, id, reason string) (*latchkey.Token, error) {
 	var out latchkey.Token
 	if err := c.do(ctx, "POST", "/v1/tokens/"+url.PathEscape(id)+"/revoke", nil, RevokeRequest{Reason: reason}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// UpdateToken changes a token's name, meta or tags, or narrows its scopes.
+func (c *Client) UpdateToken(ctx context.Context, id string, req tokens.UpdateRequest) (*latchkey.Token, error) {
+	var out latchkey.Token
+	if err := c.do(ctx, "PATCH", "/v1/tokens/"+url.PathEscape(id), nil, req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// SuspendToken suspends a token and its descendants.
+func (c *Client) SuspendToken(ctx context.Context, id, reason string) (*latchkey.Token, error) {
+	var out latchkey.Token
+	if err := c.do(ctx, "POST", "/v1/tokens/"+url.PathEscape(id)+"/suspend", nil, RevokeRequest{Reason: reason}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// ResumeToken lifts a suspension.
+func (c *Client) ResumeToken(ctx context.Context, id string) (*latchkey.Token, error) {
+	var out latchkey.Token
+	if err := c.do(ctx, "POST", "/v1/tokens/"+url.PathEscape(id)+"/resume", nil, struct{}{}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// RotateToken issues a successor; the old token works for grace longer.
+func (c *Client) RotateToken(ctx context.Context, id string, grace string) (*RotatedToken, error) {
+	var out RotatedToken
+	if err := c.do(ctx, "POST", "/v1/tokens/"+url.PathEscape(id)+"/rotate", nil, RotateRequest{Grace: grace}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// DeriveToken mints a narrower child of token id. The client's token must
+// be id itself or hold latchkey:tokens:write.
+func (c *Client) DeriveToken(ctx context.Context, id string, req tokens.CreateRequest) (*CreatedToken, error) {
+	var out CreatedToken
+	if err := c.do(ctx, "POST", "/v1/tokens/"+url.PathEscape(id)+"/derive", nil, req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Revoke revokes every token matching req (and their descendants).
+func (c *Client) Revoke(ctx context.Context, req RevocationRequest) (*RevocationResult, error) {
+	var out RevocationResult
+	if err := c.do(ctx, "POST", "/v1/revocations", nil, req, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil

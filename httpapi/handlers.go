@@ -51,7 +51,7 @@ type VerifyRequest struct {
 
 // VerifyResponse is the answer of POST /v1/verify. A refused token is a
 // 200 with valid=false and a code; only the token's public facts are
-// returned, and only when it is valid.
+// returned, and only when it is valid (rate_limit also when RATE_LIMITED).
 type VerifyResponse struct {
 	Valid     bool            `json:"valid"`
 	Code      latchkey.Code   `json:"code"`
@@ -60,6 +60,54 @@ type VerifyResponse struct {
 	Scopes    []string        `json:"scopes,omitempty"`
 	ExpiresAt *time.Time      `json:"expires_at,omitempty"`
 	Meta      json.RawMessage `json:"meta,omitempty"`
+	// Remaining is the number of uses left, for a usage-limited token.
+	Remaining *int64 `json:"remaining,omitempty"`
+	// RateLimit is the token's rate limit after this verification.
+	RateLimit *RateLimitStatus `json:"rate_limit,omitempty"`
+	// Warnings: "rotation_due" when the token is older than the rotation
+	// policy allows.
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+// RateLimitStatus reports a token's rate limit.
+type RateLimitStatus struct {
+	Limit     int64 `json:"limit"`
+	Remaining int64 `json:"remaining"`
+	// Reset is when the full limit is available again.
+	Reset time.Time `json:"reset"`
+	// RetryAfter, when RATE_LIMITED, is the number of seconds (rounded
+	// up) until one more verification is allowed.
+	RetryAfter int64 `json:"retry_after,omitempty"`
+}
+
+// RotateRequest is the body of POST /v1/tokens/{id}/rotate.
+type RotateRequest struct {
+	// Grace is how long the old token keeps working, e.g. "24h" (default
+	// 0: it stops at once). It never outlives its own expiry.
+	Grace string `json:"grace,omitempty"`
+}
+
+// RotatedToken is the answer to a rotation: the successor with its
+// plaintext (shown this once), and the old token as it now stands.
+type RotatedToken struct {
+	CreatedToken
+	Predecessor *latchkey.Token `json:"predecessor"`
+}
+
+// RevocationRequest is the body of POST /v1/revocations: exactly one of
+// subject, tag, prefix or parent.
+type RevocationRequest struct {
+	Subject string `json:"subject,omitempty"`
+	Tag     string `json:"tag,omitempty"`
+	Prefix  string `json:"prefix,omitempty"`
+	// Parent revokes every token derived from it (not the parent itself).
+	Parent string `json:"parent,omitempty"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// RevocationResult is the answer of POST /v1/revocations.
+type RevocationResult struct {
+	Revoked int `json:"revoked"`
 }
 
 func (s *Server) createToken(w http.ResponseWriter, r *http.Request, a tokens.Actor) error {
@@ -78,17 +126,25 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, a tokens.Ac
 
 func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, _ tokens.Actor) error {
 	q := r.URL.Query()
-	if err := onlyParams(q, "subject", "status", "tag", "prefix", "cursor", "limit"); err != nil {
+	if err := onlyParams(q, "subject", "status", "tag", "prefix", "parent", "rotation_due", "cursor", "limit"); err != nil {
 		return err
 	}
 	limit, err := limitParam(q)
 	if err != nil {
 		return err
 	}
-	page, err := s.Tokens.List(r.Context(), latchkey.TokenFilter{
+	f := latchkey.TokenFilter{
 		Subject: q.Get("subject"), Status: latchkey.Status(q.Get("status")), Tag: q.Get("tag"),
-		Prefix: q.Get("prefix"), Cursor: q.Get("cursor"), Limit: limit,
-	})
+		Prefix: q.Get("prefix"), ParentID: q.Get("parent"), Cursor: q.Get("cursor"), Limit: limit,
+	}
+	switch q.Get("rotation_due") {
+	case "", "false":
+	case "true":
+		f.RotationDue = true
+	default:
+		return latchkey.Errorf(latchkey.EInvalid, "rotation_due must be true or false")
+	}
+	page, err := s.Tokens.List(r.Context(), f)
 	if err != nil {
 		return err
 	}
@@ -122,10 +178,8 @@ func (s *Server) getToken(w http.ResponseWriter, r *http.Request, _ tokens.Actor
 func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, a tokens.Actor) error {
 	id := r.PathValue("id")
 	var req RevokeRequest
-	if r.ContentLength != 0 {
-		if err := decode(w, r, &req); err != nil {
-			return err
-		}
+	if err := optionalBody(w, r, &req); err != nil {
+		return err
 	}
 	if err := validID(id); err != nil {
 		return err
@@ -135,6 +189,125 @@ func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, a tokens.Ac
 		return err
 	}
 	writeJSON(w, http.StatusOK, t)
+	return nil
+}
+
+// optionalBody decodes a body that may be absent.
+func optionalBody(w http.ResponseWriter, r *http.Request, v any) error {
+	if r.ContentLength == 0 {
+		return nil
+	}
+	return decode(w, r, v)
+}
+
+func (s *Server) updateToken(w http.ResponseWriter, r *http.Request, a tokens.Actor) error {
+	id := r.PathValue("id")
+	var req tokens.UpdateRequest
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	if err := validID(id); err != nil {
+		return err
+	}
+	t, err := s.Tokens.Update(r.Context(), a, id, req)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, t)
+	return nil
+}
+
+func (s *Server) suspendToken(w http.ResponseWriter, r *http.Request, a tokens.Actor) error {
+	id := r.PathValue("id")
+	var req RevokeRequest
+	if err := optionalBody(w, r, &req); err != nil {
+		return err
+	}
+	if err := validID(id); err != nil {
+		return err
+	}
+	t, err := s.Tokens.Suspend(r.Context(), a, id, req.Reason)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, t)
+	return nil
+}
+
+func (s *Server) resumeToken(w http.ResponseWriter, r *http.Request, a tokens.Actor) error {
+	id := r.PathValue("id")
+	var req struct{}
+	if err := optionalBody(w, r, &req); err != nil {
+		return err
+	}
+	if err := validID(id); err != nil {
+		return err
+	}
+	t, err := s.Tokens.Resume(r.Context(), a, id)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, t)
+	return nil
+}
+
+func (s *Server) rotateToken(w http.ResponseWriter, r *http.Request, a tokens.Actor) error {
+	id := r.PathValue("id")
+	var req RotateRequest
+	if err := optionalBody(w, r, &req); err != nil {
+		return err
+	}
+	if err := validID(id); err != nil {
+		return err
+	}
+	var grace time.Duration
+	if req.Grace != "" {
+		var err error
+		if grace, err = latchkey.ParseDuration(req.Grace); err != nil {
+			return latchkey.Errorf(latchkey.EInvalid, "grace: %s", latchkey.ErrorMessage(err))
+		}
+	}
+	res, err := s.Tokens.Rotate(r.Context(), a, id, grace)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Location", "/v1/tokens/"+res.Successor.ID)
+	writeJSON(w, http.StatusCreated, RotatedToken{
+		CreatedToken: CreatedToken{Plaintext: res.Plaintext.Reveal(), Token: res.Successor},
+		Predecessor:  res.Old,
+	})
+	return nil
+}
+
+func (s *Server) deriveToken(w http.ResponseWriter, r *http.Request, a tokens.Actor) error {
+	id := r.PathValue("id")
+	var req tokens.CreateRequest
+	if err := optionalBody(w, r, &req); err != nil {
+		return err
+	}
+	if err := validID(id); err != nil {
+		return err
+	}
+	t, pt, err := s.Tokens.Derive(r.Context(), a, id, req)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Location", "/v1/tokens/"+t.ID)
+	writeJSON(w, http.StatusCreated, CreatedToken{Plaintext: pt.Reveal(), Token: t})
+	return nil
+}
+
+func (s *Server) revocations(w http.ResponseWriter, r *http.Request, a tokens.Actor) error {
+	var req RevocationRequest
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	n, err := s.Tokens.RevokeMatching(r.Context(), a, latchkey.TokenSelector{
+		Subject: req.Subject, Tag: req.Tag, Prefix: req.Prefix, Parent: req.Parent}, req.Reason)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, RevocationResult{Revoked: n})
 	return nil
 }
 
@@ -179,12 +352,22 @@ func (s *Server) verify(w http.ResponseWriter, r *http.Request, a tokens.Actor) 
 		return latchkey.Errorf(latchkey.EUnavailable, "cannot verify right now")
 	}
 	resp := VerifyResponse{Valid: d.Valid(), Code: d.Code}
+	if d.Rate.Limit > 0 && (d.Valid() || d.Code == latchkey.RateLimited) {
+		resp.RateLimit = &RateLimitStatus{Limit: d.Rate.Limit, Remaining: d.Rate.Remaining, Reset: time.Unix(0, d.Rate.Reset).UTC()}
+		if d.Code == latchkey.RateLimited {
+			resp.RateLimit.RetryAfter, _ = strconv.ParseInt(retryAfterSeconds(d.Rate.RetryAfter), 10, 64)
+		}
+	}
 	if d.Valid() {
 		t := d.Token
 		resp.TokenID, resp.Subject, resp.Scopes, resp.Meta = t.ID, t.Subject, t.Scopes, t.Meta
 		if !t.ExpiresAt.IsZero() {
 			resp.ExpiresAt = &t.ExpiresAt
 		}
+		if d.Remaining >= 0 {
+			resp.Remaining = &d.Remaining
+		}
+		resp.Warnings = d.Warnings.Strings()
 	} else if d.Code != latchkey.Malformed && d.Code != latchkey.NotFound {
 		// Real but refused: the id helps the caller's logs; nothing else.
 		resp.TokenID = d.TokenID

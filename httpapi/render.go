@@ -30,6 +30,8 @@ func statusOf(code string) int {
 		return http.StatusForbidden
 	case latchkey.EUnavailable:
 		return http.StatusServiceUnavailable
+	case latchkey.EResourceExhausted:
+		return http.StatusTooManyRequests
 	case "method_not_allowed":
 		return http.StatusMethodNotAllowed
 	}
@@ -56,6 +58,10 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	body.Error.Code, body.Error.Message = code, secret.Redact(latchkey.ErrorMessage(err))
 	if code == latchkey.EUnauthenticated {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="latchkey"`)
+	}
+	var rl *rateLimited
+	if errors.As(err, &rl) {
+		w.Header().Set("Retry-After", retryAfterSeconds(rl.retryAfter))
 	}
 	writeJSON(w, statusOf(code), body)
 }

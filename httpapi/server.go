@@ -16,6 +16,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -35,6 +37,12 @@ type Verifier interface {
 type TokenService interface {
 	Create(ctx context.Context, a tokens.Actor, req tokens.CreateRequest) (*latchkey.Token, secret.Plaintext, error)
 	Revoke(ctx context.Context, a tokens.Actor, id, reason string) (*latchkey.Token, error)
+	RevokeMatching(ctx context.Context, a tokens.Actor, sel latchkey.TokenSelector, reason string) (int, error)
+	Suspend(ctx context.Context, a tokens.Actor, id, reason string) (*latchkey.Token, error)
+	Resume(ctx context.Context, a tokens.Actor, id string) (*latchkey.Token, error)
+	Rotate(ctx context.Context, a tokens.Actor, id string, grace time.Duration) (tokens.Rotated, error)
+	Derive(ctx context.Context, a tokens.Actor, parentID string, req tokens.CreateRequest) (*latchkey.Token, secret.Plaintext, error)
+	Update(ctx context.Context, a tokens.Actor, id string, req tokens.UpdateRequest) (*latchkey.Token, error)
 	Get(ctx context.Context, id string) (*latchkey.Token, error)
 	List(ctx context.Context, f latchkey.TokenFilter) (latchkey.TokenPage, error)
 }
@@ -57,6 +65,9 @@ type Server struct {
 	Ready func(ctx context.Context) error
 	// Logger receives request logs and internal errors (default slog.Default()).
 	Logger *slog.Logger
+	// TrustedProxies are the peers whose X-Forwarded-For is believed when
+	// resolving the client's address; nil believes nobody's.
+	TrustedProxies latchkey.TrustedProxies
 
 	draining atomic.Bool
 }
@@ -66,20 +77,29 @@ type Route struct {
 	Method, Path string
 	// Scope is the admin scope required, "" for none.
 	Scope string
+	// Self: the token named by {id} may also call it, presenting itself,
+	// without Scope.
+	Self bool
 }
 
 // Routes lists every endpoint. The OpenAPI document in docs/ is checked
 // against it by a test.
 func Routes() []Route {
 	return []Route{
-		{"POST", "/v1/tokens", latchkey.ScopeTokensWrite},
-		{"GET", "/v1/tokens", latchkey.ScopeTokensRead},
-		{"GET", "/v1/tokens/{id}", latchkey.ScopeTokensRead},
-		{"POST", "/v1/tokens/{id}/revoke", latchkey.ScopeTokensWrite},
-		{"POST", "/v1/verify", latchkey.ScopeVerify},
-		{"GET", "/v1/audit", latchkey.ScopeAuditRead},
-		{"GET", "/healthz", ""},
-		{"GET", "/readyz", ""},
+		{"POST", "/v1/tokens", latchkey.ScopeTokensWrite, false},
+		{"GET", "/v1/tokens", latchkey.ScopeTokensRead, false},
+		{"GET", "/v1/tokens/{id}", latchkey.ScopeTokensRead, false},
+		{"PATCH", "/v1/tokens/{id}", latchkey.ScopeTokensWrite, false},
+		{"POST", "/v1/tokens/{id}/revoke", latchkey.ScopeTokensWrite, false},
+		{"POST", "/v1/tokens/{id}/suspend", latchkey.ScopeTokensWrite, false},
+		{"POST", "/v1/tokens/{id}/resume", latchkey.ScopeTokensWrite, false},
+		{"POST", "/v1/tokens/{id}/rotate", latchkey.ScopeTokensWrite, false},
+		{"POST", "/v1/tokens/{id}/derive", latchkey.ScopeTokensWrite, true},
+		{"POST", "/v1/revocations", latchkey.ScopeTokensWrite, false},
+		{"POST", "/v1/verify", latchkey.ScopeVerify, false},
+		{"GET", "/v1/audit", latchkey.ScopeAuditRead, false},
+		{"GET", "/healthz", "", false},
+		{"GET", "/readyz", "", false},
 	}
 }
 
@@ -88,14 +108,20 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request, a tokens.Actor) er
 // Handler returns the API's http.Handler.
 func (s *Server) Handler() http.Handler {
 	h := map[string]handlerFunc{
-		"POST /v1/tokens":             s.createToken,
-		"GET /v1/tokens":              s.listTokens,
-		"GET /v1/tokens/{id}":         s.getToken,
-		"POST /v1/tokens/{id}/revoke": s.revokeToken,
-		"POST /v1/verify":             s.verify,
-		"GET /v1/audit":               s.listAudit,
-		"GET /healthz":                s.healthz,
-		"GET /readyz":                 s.readyz,
+		"POST /v1/tokens":              s.createToken,
+		"GET /v1/tokens":               s.listTokens,
+		"GET /v1/tokens/{id}":          s.getToken,
+		"PATCH /v1/tokens/{id}":        s.updateToken,
+		"POST /v1/tokens/{id}/revoke":  s.revokeToken,
+		"POST /v1/tokens/{id}/suspend": s.suspendToken,
+		"POST /v1/tokens/{id}/resume":  s.resumeToken,
+		"POST /v1/tokens/{id}/rotate":  s.rotateToken,
+		"POST /v1/tokens/{id}/derive":  s.deriveToken,
+		"POST /v1/revocations":         s.revocations,
+		"POST /v1/verify":              s.verify,
+		"GET /v1/audit":                s.listAudit,
+		"GET /healthz":                 s.healthz,
+		"GET /readyz":                  s.readyz,
 	}
 	mux := http.NewServeMux()
 	paths := map[string][]string{}
@@ -104,7 +130,7 @@ func (s *Server) Handler() http.Handler {
 		if fn == nil {
 			panic("httpapi: no handler for " + rt.Method + " " + rt.Path)
 		}
-		mux.Handle(rt.Method+" "+rt.Path, s.endpoint(rt.Scope, fn))
+		mux.Handle(rt.Method+" "+rt.Path, s.endpoint(rt, fn))
 		paths[rt.Path] = append(paths[rt.Path], rt.Method)
 	}
 	// Same path, other method: a 405 in the one error shape.
@@ -127,10 +153,13 @@ func (s *Server) Drain() { s.draining.Store(true) }
 
 // endpoint wraps a handler with authentication (when scope is set) and
 // error rendering.
-func (s *Server) endpoint(scope string, fn handlerFunc) http.Handler {
+func (s *Server) endpoint(rt Route, fn handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		a := tokens.Actor{ClientIP: remoteIP(r), UserAgent: r.UserAgent(), RequestID: requestID(r)}
-		if scope != "" {
+		a := tokens.Actor{ClientIP: s.clientIP(r), UserAgent: r.UserAgent(), RequestID: requestID(r)}
+		if scope := rt.Scope; scope != "" {
+			if rt.Self && presentsSelf(r) {
+				scope = "" // the token acting on itself needs no admin scope
+			}
 			d, err := s.authenticate(r, scope, &a)
 			if err != nil {
 				s.writeError(w, r, err)
@@ -152,8 +181,12 @@ func (s *Server) authenticate(r *http.Request, scope string, a *tokens.Actor) (l
 	if !ok {
 		return latchkey.Decision{}, latchkey.Errorf(latchkey.EUnauthenticated, "missing credentials: send Authorization: Bearer <token>")
 	}
+	var scopes []string
+	if scope != "" {
+		scopes = []string{scope}
+	}
 	d, err := s.Verifier.Verify(r.Context(), &verify.Request{
-		Token: tok, Scopes: []string{scope}, ClientIP: a.ClientIP, UserAgent: a.UserAgent,
+		Token: tok, Scopes: scopes, ClientIP: a.ClientIP, UserAgent: a.UserAgent,
 		Method: r.Method, Path: r.URL.Path, RequestID: a.RequestID, // the audit writer redacts it
 		Action: latchkey.ActionAdminAuth, AuditFailuresOnly: true,
 	})
@@ -165,8 +198,57 @@ func (s *Server) authenticate(r *http.Request, scope string, a *tokens.Actor) (l
 		return d, nil
 	case latchkey.InsufficientScope:
 		return d, latchkey.Errorf(latchkey.EPermissionDenied, "this token lacks the scope %s", scope)
+	case latchkey.IPNotAllowed:
+		return d, latchkey.Errorf(latchkey.EPermissionDenied, "this token may not be used from this address")
+	case latchkey.Forbidden:
+		return d, latchkey.Errorf(latchkey.EPermissionDenied, "this token may not call this method or path")
+	case latchkey.UsageExceeded:
+		return d, latchkey.Errorf(latchkey.EPermissionDenied, "this token's usage limit is spent")
+	case latchkey.RateLimited:
+		return d, &rateLimited{retryAfter: d.Rate.RetryAfter}
 	}
 	return d, latchkey.Errorf(latchkey.EUnauthenticated, "invalid credentials")
+}
+
+// rateLimited is a 429 with a Retry-After header.
+type rateLimited struct{ retryAfter time.Duration }
+
+func (e *rateLimited) Error() string { return "rate limited" }
+
+func (e *rateLimited) Unwrap() error {
+	return latchkey.Errorf(latchkey.EResourceExhausted, "this token's rate limit is exhausted; retry in %s", retryAfterSeconds(e.retryAfter)+"s")
+}
+
+// retryAfterSeconds rounds up to whole seconds, at least 1, for the
+// Retry-After header.
+func retryAfterSeconds(d time.Duration) string {
+	return strconv.FormatInt(max(1, int64((d+time.Second-1)/time.Second)), 10)
+}
+
+// presentsSelf reports whether the bearer token's id is the {id} of the
+// path: the token acting on itself. The id is read without verifying;
+// authentication follows.
+func presentsSelf(r *http.Request) bool {
+	tok, ok := bearer(r)
+	if !ok {
+		return false
+	}
+	parts, err := secret.Parse(tok)
+	return err == nil && parts.ID == r.PathValue("id")
+}
+
+// clientIP is the end client's address: the peer, or what trusted proxies
+// report in X-Forwarded-For.
+func (s *Server) clientIP(r *http.Request) string {
+	peer, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return remoteIP(r)
+	}
+	a := s.TrustedProxies.ClientIP(peer.Addr(), r.Header.Values("X-Forwarded-For"))
+	if !a.IsValid() {
+		return remoteIP(r)
+	}
+	return a.String()
 }
 
 // bearer extracts the token from "Authorization: Bearer <token>".

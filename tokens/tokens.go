@@ -49,6 +49,35 @@ type Service struct {
 	Invalidate func(id string)
 	// Node names this server in audit records.
 	Node string
+	// Policy is the server's expiry and rotation policy.
+	Policy Policy
+}
+
+// Policy is the server's rules for token lifetimes (DESIGN.md §3).
+type Policy struct {
+	// DefaultTTL is given to a token created without ttl or expires_at
+	// (0: such a token does not expire, unless RequireExpiry).
+	DefaultTTL time.Duration
+	// MaxLifetime caps how long after its creation a token may expire
+	// (0: no cap beyond the 100-year sanity limit).
+	MaxLifetime time.Duration
+	// RequireExpiry refuses tokens that would never expire.
+	RequireExpiry bool
+	// RotationAge is the age at which a token is due for rotation: it then
+	// verifies with the rotation_due warning and is listed by
+	// ?rotation_due=true (0: no rotation policy).
+	RotationAge time.Duration
+}
+
+// Validate checks the policy itself.
+func (p Policy) Validate() error {
+	if p.DefaultTTL < 0 || p.MaxLifetime < 0 || p.RotationAge < 0 {
+		return latchkey.Errorf(latchkey.EInvalid, "policy durations must not be negative")
+	}
+	if p.MaxLifetime > 0 && p.DefaultTTL > p.MaxLifetime {
+		return latchkey.Errorf(latchkey.EInvalid, "the default TTL (%s) is longer than the maximum lifetime (%s)", latchkey.Duration(p.DefaultTTL), latchkey.Duration(p.MaxLifetime))
+	}
+	return nil
 }
 
 // Actor is who is making a change, for permission checks and the audit
@@ -61,8 +90,9 @@ type Actor struct {
 	RequestID string
 }
 
-// CreateRequest is the body of POST /v1/tokens (DESIGN.md §8, the parts
-// that exist so far).
+// CreateRequest is the body of POST /v1/tokens (DESIGN.md §8), and of
+// POST /v1/tokens/{id}/derive, where unset fields are inherited from the
+// parent.
 type CreateRequest struct {
 	Name      string          `json:"name"`
 	Subject   string          `json:"subject"`
@@ -73,6 +103,55 @@ type CreateRequest struct {
 	Tags      []string        `json:"tags,omitempty"`
 	Meta      json.RawMessage `json:"meta,omitempty"`
 	Prefix    string          `json:"prefix,omitempty"`
+
+	IdleTimeout    string       `json:"idle_timeout,omitempty"`
+	AllowedCIDRs   []string     `json:"allowed_cidrs,omitempty"`
+	AllowedMethods []string     `json:"allowed_methods,omitempty"`
+	AllowedPaths   []string     `json:"allowed_paths,omitempty"`
+	RateLimit      *RateRequest `json:"rate_limit,omitempty"`
+	MaxUses        int64        `json:"max_uses,omitempty"`
+}
+
+// RateRequest is a rate limit as written in a request: {"limit": 100,
+// "window": "1m"}.
+type RateRequest struct {
+	Limit  int64  `json:"limit"`
+	Window string `json:"window"`
+}
+
+// constraints parses and normalises the constraint fields of req.
+func (req *CreateRequest) constraints() (latchkey.Constraints, error) {
+	var c latchkey.Constraints
+	if req.IdleTimeout != "" {
+		d, err := latchkey.ParseDuration(req.IdleTimeout)
+		if err != nil {
+			return c, latchkey.Errorf(latchkey.EInvalid, "idle_timeout: %s", latchkey.ErrorMessage(err))
+		}
+		if d == 0 {
+			return c, latchkey.Errorf(latchkey.EInvalid, "idle_timeout must be positive (omit it for none)")
+		}
+		c.IdleTimeout = latchkey.Duration(d)
+	}
+	c.AllowedCIDRs, c.AllowedMethods, c.AllowedPaths = req.AllowedCIDRs, req.AllowedMethods, req.AllowedPaths
+	if r := req.RateLimit; r != nil {
+		if r.Window == "" {
+			return c, latchkey.Errorf(latchkey.EInvalid, `rate_limit.window is required, e.g. {"limit": 100, "window": "1m"}`)
+		}
+		w, err := latchkey.ParseDuration(r.Window)
+		if err != nil {
+			return c, latchkey.Errorf(latchkey.EInvalid, "rate_limit.window: %s", latchkey.ErrorMessage(err))
+		}
+		c.RateLimit = &latchkey.RateLimit{Limit: r.Limit, Window: latchkey.Duration(w)}
+	}
+	c.MaxUses = req.MaxUses
+	for _, list := range [][]string{c.AllowedCIDRs, c.AllowedMethods, c.AllowedPaths} {
+		for _, v := range list {
+			if secret.LooksLikeToken(v) {
+				return c, latchkey.Errorf(latchkey.EInvalid, "constraints must not contain a token")
+			}
+		}
+	}
+	return c.Normalize()
 }
 
 func (s *Service) now() time.Time {
@@ -117,10 +196,7 @@ func (s *Service) Create(ctx context.Context, a Actor, req CreateRequest) (*latc
 	}
 	t.ID = parts.ID
 	t.Hash = s.Hasher.Sum(parts.ID, &parts.Secret)
-	ev := s.event(a, latchkey.ActionTokenCreate, t, now, map[string]any{
-		"name": t.Name, "scopes": t.Scopes, "tags": t.Tags, "prefix": t.Prefix,
-		"expires_at": optTime(t.ExpiresAt), "not_before": optTime(t.NotBefore),
-	})
+	ev := s.event(a, latchkey.ActionTokenCreate, t, now, grantsDetail(t, nil))
 	if err := s.Store.CreateToken(ctx, t, ev); err != nil {
 		return nil, secret.Plaintext{}, err
 	}
@@ -130,7 +206,24 @@ func (s *Service) Create(ctx context.Context, a Actor, req CreateRequest) (*latc
 	return t, pt, nil
 }
 
+// validate checks every field of a new token and applies the policy.
 func (s *Service) validate(a Actor, req CreateRequest, now time.Time) (*latchkey.Token, error) {
+	t, err := s.fields(a, req, now)
+	if err != nil {
+		return nil, err
+	}
+	if t.Constraints, err = req.constraints(); err != nil {
+		return nil, err
+	}
+	if t.ExpiresAt, t.NotBefore, err = s.times(req, now); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// fields checks the descriptive fields and grants of a request (not its
+// times or constraints).
+func (s *Service) fields(a Actor, req CreateRequest, now time.Time) (*latchkey.Token, error) {
 	if len(req.Name) > MaxNameLen {
 		return nil, latchkey.Errorf(latchkey.EInvalid, "name is longer than %d bytes", MaxNameLen)
 	}
@@ -157,7 +250,7 @@ func (s *Service) validate(a Actor, req CreateRequest, now time.Time) (*latchkey
 		if err := latchkey.ValidateScope(sc); err != nil {
 			return nil, err
 		}
-		if !CanGrant(a.Scopes, sc) {
+		if a.TokenID != "" && !CanGrant(a.Scopes, sc) {
 			return nil, latchkey.Errorf(latchkey.EPermissionDenied, "you cannot grant scope %q: your token does not hold it", sc)
 		}
 		if !slices.Contains(scopes, sc) {
@@ -187,43 +280,74 @@ func (s *Service) validate(a Actor, req CreateRequest, now time.Time) (*latchkey
 	if !secret.ValidPrefix(prefix) {
 		return nil, latchkey.Errorf(latchkey.EInvalid, "prefix %q is invalid: use lowercase segments joined by '_' (e.g. \"acme_live\"), at most %d bytes", prefix, secret.MaxPrefixLen)
 	}
-	var expires time.Time
+	return &latchkey.Token{
+		Prefix: prefix, Name: req.Name, Subject: req.Subject, Scopes: scopes, Tags: tags, Meta: meta,
+		CreatedAt: now, CreatedBy: createdBy(a), Status: latchkey.StatusActive, Version: 1,
+	}, nil
+}
+
+// times reads the requested expiry and not-before and applies the policy:
+// the default TTL when none is given, the expiry requirement, and the
+// maximum lifetime.
+func (s *Service) times(req CreateRequest, now time.Time) (expires, notBefore time.Time, err error) {
+	expires, notBefore, err = requestedTimes(req, now)
+	if err != nil {
+		return
+	}
+	p := s.Policy
+	if expires.IsZero() {
+		switch {
+		case p.DefaultTTL > 0:
+			expires = now.Add(p.DefaultTTL)
+		case p.RequireExpiry:
+			return expires, notBefore, latchkey.Errorf(latchkey.EInvalid, "this server requires every token to expire: give ttl (e.g. \"30d\") or expires_at")
+		case p.MaxLifetime > 0:
+			return expires, notBefore, latchkey.Errorf(latchkey.EInvalid, "this server limits tokens to a lifetime of %s: give ttl or expires_at", latchkey.Duration(p.MaxLifetime))
+		}
+	}
+	if p.MaxLifetime > 0 && expires.Sub(now) > p.MaxLifetime {
+		return expires, notBefore, latchkey.Errorf(latchkey.EInvalid, "the token would live %s, more than this server's maximum lifetime of %s",
+			latchkey.Duration(expires.Sub(now).Round(time.Second)), latchkey.Duration(p.MaxLifetime))
+	}
+	if !notBefore.IsZero() && !expires.IsZero() && !notBefore.Before(expires) {
+		return expires, notBefore, latchkey.Errorf(latchkey.EInvalid, "not_before must be earlier than the expiry")
+	}
+	return expires, notBefore, nil
+}
+
+// requestedTimes parses ttl, expires_at and not_before as given.
+func requestedTimes(req CreateRequest, now time.Time) (expires, notBefore time.Time, err error) {
 	switch {
 	case req.TTL != "" && req.ExpiresAt != nil:
-		return nil, latchkey.Errorf(latchkey.EInvalid, "give ttl or expires_at, not both")
+		return expires, notBefore, latchkey.Errorf(latchkey.EInvalid, "give ttl or expires_at, not both")
 	case req.TTL != "":
 		d, err := latchkey.ParseDuration(req.TTL)
 		if err != nil {
-			return nil, latchkey.Errorf(latchkey.EInvalid, "ttl: %s", latchkey.ErrorMessage(err))
+			return expires, notBefore, latchkey.Errorf(latchkey.EInvalid, "ttl: %s", latchkey.ErrorMessage(err))
 		}
 		if d <= 0 {
-			return nil, latchkey.Errorf(latchkey.EInvalid, "ttl must be positive")
+			return expires, notBefore, latchkey.Errorf(latchkey.EInvalid, "ttl must be positive")
+		}
+		if d > MaxLifetime {
+			return expires, notBefore, latchkey.Errorf(latchkey.EInvalid, "the expiry is more than 100 years away")
 		}
 		expires = now.Add(d)
 	case req.ExpiresAt != nil:
 		expires = latchkey.TimeOf(*req.ExpiresAt)
 		if !expires.After(now) {
-			return nil, latchkey.Errorf(latchkey.EInvalid, "expires_at %s is not in the future", expires.Format(time.RFC3339))
+			return expires, notBefore, latchkey.Errorf(latchkey.EInvalid, "expires_at %s is not in the future", expires.Format(time.RFC3339))
 		}
 	}
 	if !expires.IsZero() && expires.After(now.Add(MaxLifetime)) {
-		return nil, latchkey.Errorf(latchkey.EInvalid, "the expiry is more than 100 years away")
+		return expires, notBefore, latchkey.Errorf(latchkey.EInvalid, "the expiry is more than 100 years away")
 	}
-	var notBefore time.Time
 	if req.NotBefore != nil {
 		notBefore = latchkey.TimeOf(*req.NotBefore)
 		if notBefore.After(now.Add(MaxLifetime)) {
-			return nil, latchkey.Errorf(latchkey.EInvalid, "not_before is more than 100 years away")
-		}
-		if !expires.IsZero() && !notBefore.Before(expires) {
-			return nil, latchkey.Errorf(latchkey.EInvalid, "not_before must be earlier than the expiry")
+			return expires, notBefore, latchkey.Errorf(latchkey.EInvalid, "not_before is more than 100 years away")
 		}
 	}
-	return &latchkey.Token{
-		Prefix: prefix, Name: req.Name, Subject: req.Subject, Scopes: scopes, Tags: tags, Meta: meta,
-		CreatedAt: now, CreatedBy: createdBy(a), ExpiresAt: expires, NotBefore: notBefore,
-		Status: latchkey.StatusActive, Version: 1,
-	}, nil
+	return expires, notBefore, nil
 }
 
 // ValidateTag checks one tag: 1 to MaxTagLen characters of
@@ -287,35 +411,6 @@ func (s *Service) event(a Actor, action string, t *latchkey.Token, now time.Time
 	}
 }
 
-// Revoke revokes a token for good. Revoking a revoked token is EConflict.
-func (s *Service) Revoke(ctx context.Context, a Actor, id, reason string) (*latchkey.Token, error) {
-	if len(reason) > MaxReasonLen {
-		return nil, latchkey.Errorf(latchkey.EInvalid, "reason is longer than %d bytes", MaxReasonLen)
-	}
-	if secret.LooksLikeToken(reason) {
-		return nil, latchkey.Errorf(latchkey.EInvalid, "reason must not contain a token")
-	}
-	now := s.now()
-	t, err := s.Store.UpdateToken(ctx, id, func(t *latchkey.Token) (*latchkey.AuditEvent, error) {
-		if err := canManage(a, t); err != nil {
-			return nil, err
-		}
-		if t.Status == latchkey.StatusRevoked {
-			return nil, latchkey.Errorf(latchkey.EConflict, "token %s is already revoked", id)
-		}
-		t.Status = latchkey.StatusRevoked
-		t.RevokedAt, t.RevokedBy, t.RevokedReason = now, createdBy(a), reason
-		ev := s.event(a, latchkey.ActionTokenRevoke, t, now, nil)
-		ev.Reason = reason
-		return ev, nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	s.invalidate(id)
-	return t, nil
-}
-
 // canManage refuses changes to a token the caller could not have issued:
 // a latchkey:tokens:write token must not revoke the root token, or any
 // token holding more than it does.
@@ -324,7 +419,7 @@ func canManage(a Actor, t *latchkey.Token) error {
 		return nil // the server itself
 	}
 	for _, sc := range t.Scopes {
-		if !CanGrant(a.Scopes, sc) {
+		if a.TokenID != "" && !CanGrant(a.Scopes, sc) {
 			return latchkey.Errorf(latchkey.EPermissionDenied, "token %s holds scope %q, which your token does not; only a token covering all its scopes may change it", t.ID, sc)
 		}
 	}
@@ -334,14 +429,6 @@ func canManage(a Actor, t *latchkey.Token) error {
 // Get returns one token.
 func (s *Service) Get(ctx context.Context, id string) (*latchkey.Token, error) {
 	return s.Store.GetToken(ctx, id)
-}
-
-// List returns a page of tokens.
-func (s *Service) List(ctx context.Context, f latchkey.TokenFilter) (latchkey.TokenPage, error) {
-	if f.Status != "" && f.Status != latchkey.StatusActive && f.Status != latchkey.StatusSuspended && f.Status != latchkey.StatusRevoked {
-		return latchkey.TokenPage{}, latchkey.Errorf(latchkey.EInvalid, "status must be active, suspended or revoked")
-	}
-	return s.Store.ListTokens(ctx, f)
 }
 
 // Settings keys kept in the store.

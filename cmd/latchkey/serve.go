@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/audit"
 	"github.com/latchkeyhq/latchkey/httpapi"
 	"github.com/latchkeyhq/latchkey/secret"
@@ -30,6 +32,10 @@ type serveConfig struct {
 	TLSCert   string
 	TLSKey    string
 	ServerKey string // LATCHKEY_SERVER_KEY; empty: use the key file
+
+	Policy         tokens.Policy
+	TouchInterval  time.Duration
+	TrustedProxies latchkey.TrustedProxies
 }
 
 const serveDoc = `
@@ -45,8 +51,20 @@ it when LATCHKEY_TOKEN is not set.
 Each flag has an environment twin; the flag wins. LATCHKEY_SERVER_KEY
 (base64 or hex, at least 32 bytes) replaces the key file.
 
+Expiry policy: --default-ttl is given to tokens created without ttl or
+expires_at; --max-lifetime refuses tokens that would live longer;
+--require-expiry refuses tokens that would never expire. --rotate-after
+sets the age at which a token is due for rotation (verify answers with a
+rotation_due warning; "token list --rotation-due" lists them). Durations
+take s, m, h, d (days) and w (weeks): 30d, 12h, 1h30m.
+
+--trusted-proxy lists the proxies (addresses or networks, repeatable or
+comma-separated) whose X-Forwarded-For header is believed when working out
+the client's address; from any other peer the header is ignored. Default:
+loopback only.
+
 SIGINT or SIGTERM stops accepting requests, finishes those in flight and
-writes every queued audit record before exiting.`
+writes every queued audit record and last-use time before exiting.`
 
 func cmdServe(ctx context.Context, args []string, stderr io.Writer, getenv env) int {
 	cfg := serveConfig{ServerKey: getenv("LATCHKEY_SERVER_KEY")}
@@ -56,8 +74,39 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, getenv env) 
 	fs.StringVar(&cfg.LogLevel, "log-level", envOr(getenv, "LATCHKEY_LOG_LEVEL", "info"), "debug, info, warn or error [LATCHKEY_LOG_LEVEL]")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", getenv("LATCHKEY_TLS_CERT"), "TLS certificate `file` (PEM); serve HTTPS with --tls-key [LATCHKEY_TLS_CERT]")
 	fs.StringVar(&cfg.TLSKey, "tls-key", getenv("LATCHKEY_TLS_KEY"), "TLS private key `file` (PEM) [LATCHKEY_TLS_KEY]")
+	defTTL := durFlag(fs, "default-ttl", getenv, "LATCHKEY_DEFAULT_TTL", "expiry given to tokens created without one, e.g. 90d (default: none) [LATCHKEY_DEFAULT_TTL]")
+	maxLife := durFlag(fs, "max-lifetime", getenv, "LATCHKEY_MAX_LIFETIME", "refuse tokens that would live longer than this, e.g. 1y is 365d (default: no cap) [LATCHKEY_MAX_LIFETIME]")
+	rotAfter := durFlag(fs, "rotate-after", getenv, "LATCHKEY_ROTATE_AFTER", "age at which a token is due for rotation, e.g. 90d (default: no rotation policy) [LATCHKEY_ROTATE_AFTER]")
+	touch := durFlag(fs, "last-used-interval", getenv, "LATCHKEY_LAST_USED_INTERVAL", "write each token's last_used_at at most once per this interval (default 1m) [LATCHKEY_LAST_USED_INTERVAL]")
+	fs.BoolVar(&cfg.Policy.RequireExpiry, "require-expiry", getenv("LATCHKEY_REQUIRE_EXPIRY") == "true" || getenv("LATCHKEY_REQUIRE_EXPIRY") == "1", "refuse tokens that never expire [LATCHKEY_REQUIRE_EXPIRY=true]")
+	var proxies strs
+	fs.Var(&proxies, "trusted-proxy", "proxy `address or network` whose X-Forwarded-For is believed; repeatable (default: loopback) [LATCHKEY_TRUSTED_PROXIES, comma-separated]")
 	if _, code := parse(fs, args, 0); code >= 0 {
 		return code
+	}
+	for _, d := range []*durValue{defTTL, maxLife, rotAfter, touch} {
+		if d.err != nil {
+			fmt.Fprintf(stderr, "latchkey serve: %v\n", d.err)
+			return exitUsage
+		}
+	}
+	cfg.Policy.DefaultTTL, cfg.Policy.MaxLifetime, cfg.Policy.RotationAge = defTTL.d, maxLife.d, rotAfter.d
+	cfg.TouchInterval = touch.d
+	if err := cfg.Policy.Validate(); err != nil {
+		fmt.Fprintf(stderr, "latchkey serve: %s\n", latchkey.ErrorMessage(err))
+		return exitUsage
+	}
+	if len(proxies) == 0 && getenv("LATCHKEY_TRUSTED_PROXIES") != "" {
+		proxies = strs{getenv("LATCHKEY_TRUSTED_PROXIES")}
+	}
+	cfg.TrustedProxies = latchkey.LoopbackProxies
+	if len(proxies) > 0 {
+		tp, err := latchkey.ParseTrustedProxies(proxies)
+		if err != nil {
+			fmt.Fprintf(stderr, "latchkey serve: --trusted-proxy: %s\n", latchkey.ErrorMessage(err))
+			return exitUsage
+		}
+		cfg.TrustedProxies = tp
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
@@ -84,6 +133,43 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, getenv env) 
 	}
 	logger.Info("stopped")
 	return 0
+}
+
+// durValue is a duration flag in latchkey's syntax ("30d", "1h30m").
+type durValue struct {
+	name string
+	d    time.Duration
+	err  error
+}
+
+func (v *durValue) String() string {
+	if v == nil || v.d == 0 {
+		return ""
+	}
+	return latchkey.Duration(v.d).String()
+}
+
+func (v *durValue) Set(s string) error {
+	d, err := latchkey.ParseDuration(s)
+	if err != nil {
+		return errors.New(latchkey.ErrorMessage(err))
+	}
+	v.d, v.err = d, nil
+	return nil
+}
+
+// durFlag defines a duration flag whose default comes from the
+// environment variable envName. A bad environment value is reported by
+// the caller (v.err) unless the flag overrides it.
+func durFlag(fs *flag.FlagSet, name string, getenv env, envName, usage string) *durValue {
+	v := &durValue{name: name}
+	if s := getenv(envName); s != "" {
+		if err := v.Set(s); err != nil {
+			v.err = fmt.Errorf("%s: %v", envName, err)
+		}
+	}
+	fs.Var(v, name, usage)
+	return v
 }
 
 func envOr(getenv env, name, def string) string {
@@ -154,10 +240,10 @@ func startDaemon(ctx context.Context, cfg serveConfig, logger *slog.Logger, stde
 	node, _ := os.Hostname()
 	pipe := &audit.Pipeline{Sink: db, Logger: logger}
 	pipe.Start()
-	ver := verify.New(db, hasher, pipe, verify.Config{Node: node})
-	svc := &tokens.Service{Store: db, Hasher: hasher, Invalidate: ver.Invalidate, Node: node}
+	ver := verify.New(db, hasher, pipe, verify.Config{Node: node, RotationAge: cfg.Policy.RotationAge, TouchInterval: cfg.TouchInterval})
+	svc := &tokens.Service{Store: db, Hasher: hasher, Invalidate: ver.Invalidate, Node: node, Policy: cfg.Policy}
 	api := &httpapi.Server{Verifier: ver, Tokens: svc, Audit: db, Ready: db.Ping, Logger: logger,
-		FlushAudit: pipe.Flush}
+		FlushAudit: pipe.Flush, TrustedProxies: cfg.TrustedProxies}
 
 	pt, created, err := svc.Bootstrap(ctx)
 	if err != nil {
@@ -214,6 +300,7 @@ func (d *daemon) Shutdown(ctx context.Context) error {
 	if serr := <-d.served; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
 		err = errors.Join(err, serr)
 	}
+	err = errors.Join(err, d.ver.Close(ctx)) // last-use times
 	err = errors.Join(err, d.pipe.Close(ctx))
 	st := d.pipe.Stats()
 	d.logger.Info("audit queue drained", "written", st.Written, "lost", st.Lost)
