@@ -270,9 +270,24 @@ func (v *Verifier) decide(ctx context.Context, req *Request, now int64, d *latch
 	}
 	c := e.cons
 	if c != nil {
-		if c.idle > 0 && now >= max(c.idleFrom, int64(e.usedSec)*int64(time.Second))+c.idle {
-			d.Code, d.Reason = latchkey.Expired, "idle"
-			return nil
+		if c.idle > 0 {
+			if now >= max(c.idleFrom, int64(e.usedSec)*int64(time.Second))+c.idle {
+				d.Code, d.Reason = latchkey.Expired, "idle"
+				return nil
+			}
+			// A derived token is as idle as its lineage: using it keeps its
+			// ancestors alive, and an ancestor gone idle ends it.
+			for i := range c.ancestors {
+				idle, err := v.ancestorIdle(ctx, &c.ancestors[i], now)
+				if err != nil {
+					d.Code = latchkey.NotFound
+					return err
+				}
+				if idle {
+					d.Code, d.Reason = latchkey.Expired, "ancestor_idle"
+					return nil
+				}
+			}
 		}
 		if c.notBefore != 0 && now < c.notBefore {
 			d.Code, d.Reason = latchkey.NotYetValid, "not_yet_valid"
@@ -317,6 +332,19 @@ func (v *Verifier) decide(ctx context.Context, req *Request, now int64, d *latch
 		}
 	}
 	return nil
+}
+
+// ancestorIdle reports whether the ancestor k has expired for being idle.
+func (v *Verifier) ancestorIdle(ctx context.Context, k *key, now int64) (bool, error) {
+	e, ok := v.cache.get(k, now)
+	if !ok {
+		var err error
+		if e, err = v.load(ctx, k, now); err != nil {
+			return false, err
+		}
+	}
+	c := e.cons
+	return c != nil && c.idle > 0 && now >= max(c.idleFrom, int64(e.usedSec)*int64(time.Second))+c.idle, nil
 }
 
 // spend takes one use from the token's budgets (step 8). Once a budget is

@@ -22,6 +22,9 @@ type memLoader struct {
 	loads atomic.Int64
 	gate  chan struct{} // when set, each load waits for it
 	err   error
+
+	touchGate chan struct{}
+	touches   []latchkey.TokenUse
 }
 
 func (m *memLoader) GetToken(ctx context.Context, id string) (*latchkey.Token, error) {
@@ -39,6 +42,46 @@ func (m *memLoader) GetToken(ctx context.Context, id string) (*latchkey.Token, e
 		return nil, latchkey.ErrNotFound
 	}
 	return t.Clone(), nil
+}
+
+// ConsumeUse spends from the budgets of the named series, all or none.
+func (m *memLoader) ConsumeUse(_ context.Context, series []string) (int64, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.err != nil {
+		return 0, false, m.err
+	}
+	left := int64(-1)
+	for _, id := range series {
+		t := m.toks[id]
+		if t == nil || t.MaxUses == 0 || t.Uses >= t.MaxUses {
+			return 0, false, nil
+		}
+	}
+	for _, id := range series {
+		t := m.toks[id]
+		t.Uses++
+		if l := t.MaxUses - t.Uses; left < 0 || l < left {
+			left = l
+		}
+	}
+	return left, true, nil
+}
+
+// TouchTokens records last uses; it waits for touchGate when set.
+func (m *memLoader) TouchTokens(_ context.Context, uses []latchkey.TokenUse) error {
+	if m.touchGate != nil {
+		<-m.touchGate
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.touches = append(m.touches, uses...)
+	for _, u := range uses {
+		if t := m.toks[u.ID]; t != nil && u.At.After(t.LastUsedAt) {
+			t.LastUsedAt = latchkey.TimeOf(u.At)
+		}
+	}
+	return nil
 }
 
 func (m *memLoader) put(t *latchkey.Token) {
