@@ -55,6 +55,15 @@ func FuzzAPI(f *testing.F) {
 	f.Add("GET", "/v1/audit?since=2020-01-01T00:00:00Z&outcome=VALID", ``)
 	f.Add("POST", "/v1/tokens/0123456789ABCDEF/revoke", `{"reason":"x"}`)
 	f.Add("DELETE", "/v1/tokens", ``)
+	f.Add("POST", "/v1/tokens", `{"scopes":["a:b"],"allowed_cidrs":["10.0.0.0/8","::1"],"allowed_methods":["GET"],"allowed_paths":["/v1/*/x/**"],"rate_limit":{"limit":5,"window":"1m"},"max_uses":3,"idle_timeout":"1h"}`)
+	f.Add("POST", "/v1/tokens/0123456789ABCDEF/rotate", `{"grace":"24h"}`)
+	f.Add("POST", "/v1/tokens/0123456789ABCDEF/derive", `{"scopes":["a:b"],"ttl":"1h"}`)
+	f.Add("POST", "/v1/tokens/0123456789ABCDEF/suspend", `{"reason":"x"}`)
+	f.Add("POST", "/v1/tokens/0123456789ABCDEF/resume", ``)
+	f.Add("PATCH", "/v1/tokens/0123456789ABCDEF", `{"name":"n","tags":["a"],"scopes":["a:b"],"meta":{}}`)
+	f.Add("POST", "/v1/revocations", `{"subject":"alice","reason":"gone"}`)
+	f.Add("GET", "/v1/tokens?rotation_due=true&parent=0123456789ABCDEF", ``)
+	f.Add("POST", "/v1/verify", `{"token":"lk_x","method":"GET","path":"/a/../b","ip":"10.0.0.1"}`)
 	f.Fuzz(func(t *testing.T, method, path, body string) {
 		if !strings.HasPrefix(path, "/") || strings.ContainsAny(path, " \r\n\t#") || len(method) == 0 || strings.ContainsAny(method, " \r\n\t/") {
 			return

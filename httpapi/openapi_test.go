@@ -3,9 +3,13 @@ package httpapi
 import (
 	"encoding/json"
 	"os"
+	"reflect"
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/tokens"
 )
 
 // The OpenAPI document lists exactly the registered routes.
@@ -39,4 +43,80 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 		t.Errorf("docs/openapi.json and Routes() differ:\ndocumented:\n  %s\nregistered:\n  %s",
 			strings.Join(documented, "\n  "), strings.Join(registered, "\n  "))
 	}
+}
+
+// The schemas list exactly the JSON fields of the Go types they document.
+func TestOpenAPISchemasMatchTypes(t *testing.T) {
+	b, err := os.ReadFile("../docs/openapi.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Components struct {
+			Schemas map[string]struct {
+				Properties map[string]json.RawMessage `json:"properties"`
+			} `json:"schemas"`
+		} `json:"components"`
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	for name, v := range map[string]any{
+		"Token":              latchkey.Token{},
+		"CreateTokenRequest": tokens.CreateRequest{},
+		"UpdateTokenRequest": tokens.UpdateRequest{},
+		"RateLimit":          latchkey.RateLimit{},
+		"VerifyRequest":      VerifyRequest{},
+		"VerifyResponse":     VerifyResponse{},
+		"RateLimitStatus":    RateLimitStatus{},
+		"RotateRequest":      RotateRequest{},
+		"RevokeRequest":      RevokeRequest{},
+		"RevocationRequest":  RevocationRequest{},
+		"RevocationResult":   RevocationResult{},
+		"AuditEvent":         latchkey.AuditEvent{},
+		"TokenList":          TokenList{},
+		"AuditList":          AuditList{},
+	} {
+		s, ok := doc.Components.Schemas[name]
+		if !ok {
+			t.Errorf("schema %s is missing", name)
+			continue
+		}
+		var documented []string
+		for p := range s.Properties {
+			documented = append(documented, p)
+		}
+		fields := jsonFields(reflect.TypeOf(v))
+		sort.Strings(documented)
+		sort.Strings(fields)
+		if strings.Join(documented, " ") != strings.Join(fields, " ") {
+			t.Errorf("schema %s documents\n  %v\nbut the type has\n  %v", name, documented, fields)
+		}
+	}
+}
+
+// jsonFields lists the JSON names of t's fields, flattening embedded
+// structs as encoding/json does.
+func jsonFields(t reflect.Type) []string {
+	if t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	var out []string
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag := f.Tag.Get("json")
+		name, _, _ := strings.Cut(tag, ",")
+		if name == "-" || (!f.IsExported() && !f.Anonymous) {
+			continue
+		}
+		if f.Anonymous && name == "" {
+			out = append(out, jsonFields(f.Type)...)
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		out = append(out, name)
+	}
+	return out
 }

@@ -188,7 +188,7 @@ func (s *Server) authenticate(r *http.Request, scope string, a *tokens.Actor) (l
 	d, err := s.Verifier.Verify(r.Context(), &verify.Request{
 		Token: tok, Scopes: scopes, ClientIP: a.ClientIP, UserAgent: a.UserAgent,
 		Method: r.Method, Path: r.URL.Path, RequestID: a.RequestID, // the audit writer redacts it
-		Action: latchkey.ActionAdminAuth, AuditFailuresOnly: true,
+		Action: latchkey.ActionAdminAuth, AuditFailuresOnly: true, APICall: true,
 	})
 	if err != nil {
 		return d, latchkey.Errorf(latchkey.EUnavailable, "cannot verify credentials right now")
@@ -200,8 +200,6 @@ func (s *Server) authenticate(r *http.Request, scope string, a *tokens.Actor) (l
 		return d, latchkey.Errorf(latchkey.EPermissionDenied, "this token lacks the scope %s", scope)
 	case latchkey.IPNotAllowed:
 		return d, latchkey.Errorf(latchkey.EPermissionDenied, "this token may not be used from this address")
-	case latchkey.Forbidden:
-		return d, latchkey.Errorf(latchkey.EPermissionDenied, "this token may not call this method or path")
 	case latchkey.UsageExceeded:
 		return d, latchkey.Errorf(latchkey.EPermissionDenied, "this token's usage limit is spent")
 	case latchkey.RateLimited:

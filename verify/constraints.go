@@ -141,6 +141,9 @@ func (c *constraints) check(req *Request) (latchkey.Code, string) {
 			return latchkey.IPNotAllowed, "ip_not_allowed"
 		}
 	}
+	if req.APICall {
+		return latchkey.Valid, ""
+	}
 	if len(c.methods) > 0 {
 		if req.Method == "" {
 			return latchkey.Forbidden, "method_unknown"

@@ -73,6 +73,8 @@ func TestConstraints(t *testing.T) {
 		{"path relative", path, Request{Path: "v1/invoices"}, latchkey.Forbidden, "path_not_canonical"},
 		{"path unknown", path, Request{}, latchkey.Forbidden, "path_unknown"},
 		{"path case-sensitive", path, Request{Path: "/V1/invoices"}, latchkey.Forbidden, "path_not_allowed"},
+		{"api call: bindings describe the resource server", meth, Request{APICall: true, Method: "DELETE"}, latchkey.Valid, ""},
+		{"api call: network still applies", net, Request{APICall: true, ClientIP: "11.0.0.1"}, latchkey.IPNotAllowed, "ip_not_allowed"},
 		{"all pass", all, Request{ClientIP: "10.0.0.1", Method: "GET", Path: "/v1/x"}, latchkey.Valid, ""},
 		{"network checked before method", all, Request{ClientIP: "8.8.8.8", Method: "POST", Path: "/x"}, latchkey.IPNotAllowed, "ip_not_allowed"},
 		{"method checked before scope", all, Request{ClientIP: "10.0.0.1", Method: "POST", Path: "/v1/x", Scopes: []string{"nope:read"}}, latchkey.Forbidden, "method_not_allowed"},

@@ -86,6 +86,12 @@ type Request struct {
 	// AuditFailuresOnly records the attempt only when it is refused. Used for
 	// authenticating admin calls, so that reading the log does not flood it.
 	AuditFailuresOnly bool
+	// APICall marks a call to latchkey's own API (admin calls, a token
+	// deriving from itself). A token's allowed_methods and allowed_paths
+	// describe the resource server it was issued for, so they are not
+	// applied to such calls; Method and Path are still audited. Every
+	// other check, network and rate and usage included, applies.
+	APICall bool
 }
 
 // Verifier makes verification decisions. It is safe for concurrent use.
