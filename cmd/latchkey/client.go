@@ -6,12 +6,14 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -90,52 +92,23 @@ func orDash(s string) string {
 const createDoc = `
 Issue a token. The plaintext is printed once and is not stored anywhere:
 keep it now. Durations take s, m, h, d and w units ("30d", "1h30m").
-You may grant only scopes your own token holds (latchkey:admin may grant any).`
+You may grant only scopes your own token holds (latchkey:admin may grant any).
+
+Constraints bind the token to what it needs: --cidr (networks it may be
+used from), --method and --path (HTTP methods and path patterns of the
+resource server; * is one segment, a final ** is any rest, e.g.
+/v1/projects/42/**), --rate (e.g. 100/1m), --max-uses and --idle-timeout.`
 
 func cmdTokenCreate(ctx context.Context, args []string, stdout, stderr io.Writer, getenv env) int {
-	var (
-		req                      tokens.CreateRequest
-		scopes, tags             strs
-		expires, notBefore, meta string
-		quiet, asJSON            bool
-	)
 	fs := newFlags("token create", "token create [flags]", createDoc, stdout, stderr)
-	fs.StringVar(&req.Name, "name", "", "a name for people")
-	fs.StringVar(&req.Subject, "subject", "", "who or what the token acts for (a user, service or team id)")
-	fs.Var(&scopes, "scope", "grant a `scope`, e.g. invoices:read or billing.*:write (repeatable)")
-	fs.StringVar(&req.TTL, "ttl", "", "lifetime, e.g. 30d or 12h")
-	fs.StringVar(&expires, "expires-at", "", "expiry as an RFC 3339 time (instead of --ttl)")
-	fs.StringVar(&notBefore, "not-before", "", "the token is not valid before this RFC 3339 time")
-	fs.Var(&tags, "tag", "a `tag` for grouping and bulk actions (repeatable)")
-	fs.StringVar(&meta, "meta", "", "a JSON object returned with every successful verification")
-	fs.StringVar(&req.Prefix, "prefix", "", "token prefix, e.g. acme_live (default lk)")
-	fs.BoolVar(&quiet, "quiet", false, "print only the token's plaintext")
-	fs.BoolVar(&asJSON, "json", false, "print the API response as JSON")
+	g := addGrantFlags(fs, true)
 	if _, code := parse(fs, args, 0); code >= 0 {
 		return code
 	}
-	req.Scopes, req.Tags = scopes, tags
-	for _, tv := range []struct {
-		flag string
-		s    string
-		dst  **time.Time
-	}{{"--expires-at", expires, &req.ExpiresAt}, {"--not-before", notBefore, &req.NotBefore}} {
-		if tv.s == "" {
-			continue
-		}
-		t, err := time.Parse(time.RFC3339, tv.s)
-		if err != nil {
-			fmt.Fprintf(stderr, "latchkey token create: %s must be an RFC 3339 time, e.g. 2026-12-31T23:59:59Z\n", tv.flag)
-			return exitUsage
-		}
-		*tv.dst = &t
-	}
-	if meta != "" {
-		req.Meta = json.RawMessage(meta)
-		if !json.Valid(req.Meta) {
-			fmt.Fprintln(stderr, "latchkey token create: --meta must be a JSON object")
-			return exitUsage
-		}
+	req, err := g.request()
+	if err != nil {
+		fmt.Fprintf(stderr, "latchkey token create: %v\n", err)
+		return exitUsage
 	}
 	c, ok := clientFor("token create", stderr, getenv)
 	if !ok {
@@ -145,6 +118,12 @@ func cmdTokenCreate(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return apiExit(stderr, "token create", err)
 	}
+	printCreated(stdout, out, g.quiet, g.asJSON)
+	return exitOK
+}
+
+// printCreated shows a new token with its plaintext, once.
+func printCreated(stdout io.Writer, out *httpapi.CreatedToken, quiet, asJSON bool) {
 	switch {
 	case quiet:
 		fmt.Fprintln(stdout, out.Plaintext)
@@ -157,7 +136,86 @@ func cmdTokenCreate(ctx context.Context, args []string, stdout, stderr io.Writer
 		printTokenFields(tw, out.Token)
 		tw.Flush()
 	}
-	return exitOK
+}
+
+// grantFlags are the flags that describe a token's grants and constraints,
+// shared by token create and token derive.
+type grantFlags struct {
+	req                      tokens.CreateRequest
+	scopes, tags             strs
+	cidrs, methods, paths    strs
+	expires, notBefore, meta string
+	rate                     string
+	quiet, asJSON            bool
+}
+
+func addGrantFlags(fs *flag.FlagSet, create bool) *grantFlags {
+	g := &grantFlags{}
+	fs.StringVar(&g.req.Name, "name", "", "a name for people")
+	if create {
+		fs.StringVar(&g.req.Subject, "subject", "", "who or what the token acts for (a user, service or team id)")
+		fs.StringVar(&g.req.Prefix, "prefix", "", "token prefix, e.g. acme_live (default lk)")
+	}
+	fs.Var(&g.scopes, "scope", "grant a `scope`, e.g. invoices:read or billing.*:write (repeatable)")
+	fs.StringVar(&g.req.TTL, "ttl", "", "lifetime, e.g. 30d or 12h")
+	fs.StringVar(&g.expires, "expires-at", "", "expiry as an RFC 3339 time (instead of --ttl)")
+	fs.StringVar(&g.notBefore, "not-before", "", "the token is not valid before this RFC 3339 time")
+	fs.Var(&g.tags, "tag", "a `tag` for grouping and bulk actions (repeatable)")
+	fs.StringVar(&g.meta, "meta", "", "a JSON object returned with every successful verification")
+	fs.StringVar(&g.req.IdleTimeout, "idle-timeout", "", "expire the token once unused for this long, e.g. 30d (at least 1m)")
+	fs.Var(&g.cidrs, "cidr", "allow use only from this `network` or address, e.g. 10.0.0.0/8 or 2001:db8::/32 (repeatable)")
+	fs.Var(&g.methods, "method", "allow only this HTTP `method`, e.g. GET (repeatable)")
+	fs.Var(&g.paths, "path", "allow only paths matching this `pattern`, e.g. /v1/invoices/** (repeatable)")
+	fs.StringVar(&g.rate, "rate", "", "rate limit as `limit/window`, e.g. 100/1m")
+	fs.Int64Var(&g.req.MaxUses, "max-uses", 0, "allow this many successful verifications, then USAGE_EXCEEDED")
+	fs.BoolVar(&g.quiet, "quiet", false, "print only the token's plaintext")
+	fs.BoolVar(&g.asJSON, "json", false, "print the API response as JSON")
+	return g
+}
+
+// request assembles the API request from the parsed flags.
+func (g *grantFlags) request() (tokens.CreateRequest, error) {
+	req := g.req
+	req.Scopes, req.Tags = g.scopes, g.tags
+	req.AllowedCIDRs, req.AllowedMethods, req.AllowedPaths = g.cidrs, g.methods, g.paths
+	for _, tv := range []struct {
+		flag string
+		s    string
+		dst  **time.Time
+	}{{"--expires-at", g.expires, &req.ExpiresAt}, {"--not-before", g.notBefore, &req.NotBefore}} {
+		if tv.s == "" {
+			continue
+		}
+		t, err := time.Parse(time.RFC3339, tv.s)
+		if err != nil {
+			return req, fmt.Errorf("%s must be an RFC 3339 time, e.g. 2026-12-31T23:59:59Z", tv.flag)
+		}
+		*tv.dst = &t
+	}
+	if g.meta != "" {
+		req.Meta = json.RawMessage(g.meta)
+		if !json.Valid(req.Meta) {
+			return req, fmt.Errorf("--meta must be a JSON object")
+		}
+	}
+	if g.rate != "" {
+		r, err := parseRate(g.rate)
+		if err != nil {
+			return req, err
+		}
+		req.RateLimit = r
+	}
+	return req, nil
+}
+
+// parseRate reads "100/1m" (limit per window).
+func parseRate(s string) (*tokens.RateRequest, error) {
+	l, w, ok := strings.Cut(s, "/")
+	n, err := strconv.ParseInt(strings.TrimSpace(l), 10, 64)
+	if !ok || err != nil || n < 1 || strings.TrimSpace(w) == "" {
+		return nil, fmt.Errorf("--rate must be limit/window, e.g. 100/1m or 10/1s")
+	}
+	return &tokens.RateRequest{Limit: n, Window: strings.TrimSpace(w)}, nil
 }
 
 func printTokenFields(tw *tabwriter.Writer, t *latchkey.Token) {
@@ -175,6 +233,41 @@ func printTokenFields(tw *tabwriter.Writer, t *latchkey.Token) {
 	if t.Status == latchkey.StatusRevoked {
 		fmt.Fprintf(tw, "revoked\t%s by %s: %s\n", fmtTime(t.RevokedAt), t.RevokedBy, orDash(t.RevokedReason))
 	}
+	if t.Status == latchkey.StatusSuspended {
+		via := ""
+		if t.SuspendedVia != "" && t.SuspendedVia != t.ID {
+			via = " (through " + t.SuspendedVia + ")"
+		}
+		fmt.Fprintf(tw, "suspended\t%s by %s%s: %s\n", fmtTime(t.SuspendedAt), t.SuspendedBy, via, orDash(t.SuspendedReason))
+	}
+	if t.IdleTimeout != 0 {
+		fmt.Fprintf(tw, "idle timeout\t%s\n", t.IdleTimeout)
+	}
+	if len(t.AllowedCIDRs) > 0 {
+		fmt.Fprintf(tw, "networks\t%s\n", strings.Join(t.AllowedCIDRs, " "))
+	}
+	if len(t.AllowedMethods) > 0 {
+		fmt.Fprintf(tw, "methods\t%s\n", strings.Join(t.AllowedMethods, " "))
+	}
+	if len(t.AllowedPaths) > 0 {
+		fmt.Fprintf(tw, "paths\t%s\n", strings.Join(t.AllowedPaths, " "))
+	}
+	if r := t.RateLimit; r != nil {
+		fmt.Fprintf(tw, "rate limit\t%d per %s\n", r.Limit, r.Window)
+	}
+	if t.MaxUses > 0 {
+		fmt.Fprintf(tw, "uses\t%d of %d\n", t.Uses, t.MaxUses)
+	}
+	fmt.Fprintf(tw, "last used\t%s\n", fmtTime(t.LastUsedAt))
+	if t.ParentID != "" {
+		fmt.Fprintf(tw, "derived from\t%s\n", t.ParentID)
+	}
+	if t.PredecessorID != "" {
+		fmt.Fprintf(tw, "rotated from\t%s\n", t.PredecessorID)
+	}
+	if t.SuccessorID != "" {
+		fmt.Fprintf(tw, "rotated to\t%s at %s\n", t.SuccessorID, fmtTime(t.RotatedAt))
+	}
 	if len(t.Meta) > 0 && string(t.Meta) != "{}" {
 		fmt.Fprintf(tw, "meta\t%s\n", t.Meta)
 	}
@@ -191,6 +284,8 @@ func cmdTokenList(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	fs.StringVar(&status, "status", "", "only active, suspended or revoked tokens")
 	fs.StringVar(&f.Tag, "tag", "", "only tokens with this tag")
 	fs.StringVar(&f.Prefix, "prefix", "", "only tokens with this prefix")
+	fs.StringVar(&f.ParentID, "parent", "", "only tokens derived from this token `ID`")
+	fs.BoolVar(&f.RotationDue, "rotation-due", false, "only tokens due for rotation under the server's --rotate-after policy")
 	fs.IntVar(&f.Limit, "limit", 50, "page size (1-1000)")
 	fs.StringVar(&f.Cursor, "cursor", "", "continue from a previous page's cursor")
 	fs.BoolVar(&asJSON, "json", false, "print the API response as JSON")
@@ -249,21 +344,58 @@ func cmdTokenShow(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	return exitOK
 }
 
+const revokeDoc = `
+Revoke for good: every later verification answers REVOKED, and every token
+derived from a revoked one is revoked with it.
+
+Give a token ID, or exactly one of --subject, --tag, --prefix or --parent
+to revoke in bulk (--parent revokes everything derived from that token,
+not the token itself). A bulk revocation is all or nothing: if your token
+cannot manage one of the matches, none is revoked.`
+
 func cmdTokenRevoke(ctx context.Context, args []string, stdout, stderr io.Writer, getenv env) int {
 	var (
 		reason string
 		asJSON bool
+		bulk   httpapi.RevocationRequest
 	)
-	fs := newFlags("token revoke", "token revoke ID [flags]", "Revoke a token for good. Every later verification answers REVOKED.", stdout, stderr)
+	fs := newFlags("token revoke", "token revoke ID | --subject S | --tag T | --prefix P | --parent ID [flags]", revokeDoc, stdout, stderr)
 	fs.StringVar(&reason, "reason", "", "why, for the audit log")
+	fs.StringVar(&bulk.Subject, "subject", "", "revoke every token of this subject")
+	fs.StringVar(&bulk.Tag, "tag", "", "revoke every token with this tag")
+	fs.StringVar(&bulk.Prefix, "prefix", "", "revoke every token with this prefix")
+	fs.StringVar(&bulk.Parent, "parent", "", "revoke every token derived from this token `ID`")
 	fs.BoolVar(&asJSON, "json", false, "print the API response as JSON")
-	pos, code := parse(fs, args, 1)
+	pos, code := parse(fs, args, -1)
 	if code >= 0 {
 		return code
+	}
+	selectors := 0
+	for _, v := range []string{bulk.Subject, bulk.Tag, bulk.Prefix, bulk.Parent} {
+		if v != "" {
+			selectors++
+		}
+	}
+	if len(pos)+selectors != 1 || len(pos) > 1 {
+		fmt.Fprintln(stderr, "latchkey token revoke: give a token ID or exactly one of --subject, --tag, --prefix, --parent")
+		return exitUsage
 	}
 	c, ok := clientFor("token revoke", stderr, getenv)
 	if !ok {
 		return exitUsage
+	}
+	if selectors == 1 {
+		bulk.Reason = reason
+		res, err := c.Revoke(ctx, bulk)
+		if err != nil {
+			return apiExit(stderr, "token revoke", err)
+		}
+		if asJSON {
+			printJSON(stdout, res)
+		} else {
+			fmt.Fprintf(stdout, "revoked %d token(s)\n", res.Revoked)
+		}
+		return exitOK
 	}
 	t, err := c.RevokeToken(ctx, pos[0], reason)
 	if err != nil {
@@ -285,13 +417,16 @@ which keeps it out of your shell history.`
 
 func cmdVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv env) int {
 	var (
-		scopes strs
-		ip     string
-		asJSON bool
+		scopes       strs
+		ip           string
+		method, path string
+		asJSON       bool
 	)
 	fs := newFlags("verify", "verify TOKEN [flags]", verifyDoc, stdout, stderr)
 	fs.Var(&scopes, "scope", "a `scope` the token must cover (repeatable)")
-	fs.StringVar(&ip, "ip", "", "the end client's IP address, for the audit log")
+	fs.StringVar(&ip, "ip", "", "the end client's IP address, checked against the token's networks")
+	fs.StringVar(&method, "method", "", "the HTTP method of the request the token came with")
+	fs.StringVar(&path, "path", "", "the path of the request the token came with")
 	fs.BoolVar(&asJSON, "json", false, "print the API response as JSON")
 	pos, code := parse(fs, args, 1)
 	if code >= 0 {
@@ -310,15 +445,27 @@ func cmdVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if !ok {
 		return exitUsage
 	}
-	res, err := c.Verify(ctx, httpapi.VerifyRequest{Token: tok, Scopes: scopes, IP: ip})
+	res, err := c.Verify(ctx, httpapi.VerifyRequest{Token: tok, Scopes: scopes, IP: ip, Method: method, Path: path})
 	if err != nil {
 		return apiExit(stderr, "verify", err)
 	}
 	if asJSON {
 		printJSON(stdout, res)
 	} else if res.Valid {
-		fmt.Fprintf(stdout, "VALID  token=%s subject=%s scopes=%s expires=%s\n", res.TokenID, orDash(res.Subject),
-			orDash(strings.Join(res.Scopes, ",")), expiresText(res.ExpiresAt))
+		extra := ""
+		if res.Remaining != nil {
+			extra += fmt.Sprintf(" uses_left=%d", *res.Remaining)
+		}
+		if r := res.RateLimit; r != nil {
+			extra += fmt.Sprintf(" rate=%d/%d", r.Remaining, r.Limit)
+		}
+		for _, w := range res.Warnings {
+			extra += " warning=" + w
+		}
+		fmt.Fprintf(stdout, "VALID  token=%s subject=%s scopes=%s expires=%s%s\n", res.TokenID, orDash(res.Subject),
+			orDash(strings.Join(res.Scopes, ",")), expiresText(res.ExpiresAt), extra)
+	} else if r := res.RateLimit; res.Code == latchkey.RateLimited && r != nil {
+		fmt.Fprintf(stdout, "%s  retry_after=%ds\n", res.Code, r.RetryAfter)
 	} else {
 		fmt.Fprintln(stdout, res.Code)
 	}

@@ -35,9 +35,15 @@ Server:
 
 Client (talks to the server at $LATCHKEY_ADDR with $LATCHKEY_TOKEN):
   token create          issue a token; its plaintext is printed once
-  token list            list tokens, newest first
+  token list            list tokens, newest first (--rotation-due, --parent, ...)
   token show ID         show one token
-  token revoke ID       revoke a token for good
+  token update ID       rename, retag, change meta, or narrow scopes
+  token rotate ID       issue a successor; the old one works for --grace longer
+  token derive ID       mint a narrower child of a token
+  token suspend ID      suspend a token and its descendants (reversible)
+  token resume ID       lift a suspension
+  token revoke ID       revoke for good, with descendants (or in bulk: --subject,
+                        --tag, --prefix, --parent)
   verify TOKEN          verify a token; exit status 0 only if it is VALID
   audit tail            show the latest audit records (-f to follow)
 
@@ -89,8 +95,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	case "verify":
 		return cmdVerify(ctx, rest, stdin, stdout, stderr, getenv)
 	case "token":
+		const sub = "create, list, show, update, rotate, derive, suspend, resume or revoke"
 		if len(rest) == 0 {
-			fmt.Fprintln(stderr, "latchkey token: expected create, list, show or revoke")
+			fmt.Fprintln(stderr, "latchkey token: expected "+sub)
 			return exitUsage
 		}
 		switch rest[0] {
@@ -102,8 +109,16 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			return cmdTokenShow(ctx, rest[1:], stdout, stderr, getenv)
 		case "revoke":
 			return cmdTokenRevoke(ctx, rest[1:], stdout, stderr, getenv)
+		case "update":
+			return cmdTokenUpdate(ctx, rest[1:], stdout, stderr, getenv)
+		case "rotate":
+			return cmdTokenRotate(ctx, rest[1:], stdout, stderr, getenv)
+		case "derive":
+			return cmdTokenDerive(ctx, rest[1:], stdout, stderr, getenv)
+		case "suspend", "resume":
+			return cmdTokenState(ctx, rest[0], rest[1:], stdout, stderr, getenv)
 		}
-		fmt.Fprintf(stderr, "latchkey token: unknown command %q; expected create, list, show or revoke\n", rest[0])
+		fmt.Fprintf(stderr, "latchkey token: unknown command %q; expected %s\n", rest[0], sub)
 		return exitUsage
 	case "audit":
 		if len(rest) == 0 || rest[0] != "tail" {

@@ -1,0 +1,208 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"text/tabwriter"
+
+	"github.com/latchkeyhq/latchkey/tokens"
+)
+
+const rotateDoc = `
+Rotate a token: issue a successor with the same grants and a new secret,
+printed once. The old token keeps working for the --grace period (never
+past its own expiry), then answers EXPIRED; tokens derived from it end with
+it. Deploy the new secret within the grace period.
+
+The successor gets a fresh lifetime as long as the old one's and shares its
+usage budget and rate limit. A revoked, suspended, expired or already
+rotated token cannot be rotated.`
+
+func cmdTokenRotate(ctx context.Context, args []string, stdout, stderr io.Writer, getenv env) int {
+	var (
+		grace         string
+		quiet, asJSON bool
+	)
+	fs := newFlags("token rotate", "token rotate ID [--grace 24h] [flags]", rotateDoc, stdout, stderr)
+	fs.StringVar(&grace, "grace", "0s", "how long the old token keeps working, e.g. 24h")
+	fs.BoolVar(&quiet, "quiet", false, "print only the successor's plaintext")
+	fs.BoolVar(&asJSON, "json", false, "print the API response as JSON")
+	pos, code := parse(fs, args, 1)
+	if code >= 0 {
+		return code
+	}
+	c, ok := clientFor("token rotate", stderr, getenv)
+	if !ok {
+		return exitUsage
+	}
+	out, err := c.RotateToken(ctx, pos[0], grace)
+	if err != nil {
+		return apiExit(stderr, "token rotate", err)
+	}
+	if asJSON {
+		printJSON(stdout, out)
+		return exitOK
+	}
+	printCreated(stdout, &out.CreatedToken, quiet, false)
+	if !quiet {
+		fmt.Fprintf(stdout, "\nthe old token %s works until %s\n", out.Predecessor.ID, fmtTime(out.Predecessor.ExpiresAt))
+	}
+	return exitOK
+}
+
+const suspendDoc = `
+Suspend a token, and every token derived from it: verification answers
+SUSPENDED until "latchkey token resume". Unlike revocation it can be undone.`
+
+const resumeDoc = `
+Resume a suspended token, with every token derived from it that was
+suspended because it was. A token suspended through its parent is resumed
+by resuming the parent.`
+
+// cmdTokenState runs suspend or resume.
+func cmdTokenState(ctx context.Context, verb string, args []string, stdout, stderr io.Writer, getenv env) int {
+	var (
+		reason string
+		asJSON bool
+	)
+	doc := suspendDoc
+	if verb == "resume" {
+		doc = resumeDoc
+	}
+	fs := newFlags("token "+verb, "token "+verb+" ID [flags]", doc, stdout, stderr)
+	if verb == "suspend" {
+		fs.StringVar(&reason, "reason", "", "why, for the audit log")
+	}
+	fs.BoolVar(&asJSON, "json", false, "print the API response as JSON")
+	pos, code := parse(fs, args, 1)
+	if code >= 0 {
+		return code
+	}
+	c, ok := clientFor("token "+verb, stderr, getenv)
+	if !ok {
+		return exitUsage
+	}
+	call := func() (any, error) { return c.SuspendToken(ctx, pos[0], reason) }
+	if verb == "resume" {
+		call = func() (any, error) { return c.ResumeToken(ctx, pos[0]) }
+	}
+	t, err := call()
+	if err != nil {
+		return apiExit(stderr, "token "+verb, err)
+	}
+	if asJSON {
+		printJSON(stdout, t)
+		return exitOK
+	}
+	past := map[string]string{"suspend": "suspended", "resume": "resumed"}[verb]
+	fmt.Fprintf(stdout, "%s %s\n", past, pos[0])
+	return exitOK
+}
+
+const deriveDoc = `
+Derive a narrower child of token ID. Every flag is optional: what you leave
+out is inherited from the parent, and what you give must be no broader
+(scopes covered by the parent's, an earlier expiry, networks inside the
+parent's, fewer methods and paths, a slower rate, fewer uses). The child
+spends the parent's budget and rate too, and is revoked, suspended and
+ended with the parent.
+
+A token may derive from itself: set LATCHKEY_TOKEN to the parent's own
+plaintext. Otherwise LATCHKEY_TOKEN needs latchkey:tokens:write and must
+cover the parent's scopes.`
+
+func cmdTokenDerive(ctx context.Context, args []string, stdout, stderr io.Writer, getenv env) int {
+	fs := newFlags("token derive", "token derive ID [flags]", deriveDoc, stdout, stderr)
+	g := addGrantFlags(fs, false)
+	pos, code := parse(fs, args, 1)
+	if code >= 0 {
+		return code
+	}
+	req, err := g.request()
+	if err != nil {
+		fmt.Fprintf(stderr, "latchkey token derive: %v\n", err)
+		return exitUsage
+	}
+	c, ok := clientFor("token derive", stderr, getenv)
+	if !ok {
+		return exitUsage
+	}
+	out, err := c.DeriveToken(ctx, pos[0], req)
+	if err != nil {
+		return apiExit(stderr, "token derive", err)
+	}
+	printCreated(stdout, out, g.quiet, g.asJSON)
+	return exitOK
+}
+
+const updateDoc = `
+Change a token's name, tags or meta, or narrow its scopes. Only the flags
+you give change anything: --tag replaces all tags (--tag "" clears them),
+--scope replaces the scopes with a narrower set. Scopes are never widened
+in place: issue a new token for that.`
+
+func cmdTokenUpdate(ctx context.Context, args []string, stdout, stderr io.Writer, getenv env) int {
+	var (
+		name, meta   string
+		tags, scopes strs
+		asJSON       bool
+	)
+	fs := newFlags("token update", "token update ID [flags]", updateDoc, stdout, stderr)
+	fs.StringVar(&name, "name", "", "new name")
+	fs.StringVar(&meta, "meta", "", "new meta (a JSON object)")
+	fs.Var(&tags, "tag", "new `tag` set (repeatable; replaces all tags)")
+	fs.Var(&scopes, "scope", "narrower `scope` set (repeatable; replaces the scopes)")
+	fs.BoolVar(&asJSON, "json", false, "print the API response as JSON")
+	pos, code := parse(fs, args, 1)
+	if code >= 0 {
+		return code
+	}
+	var req tokens.UpdateRequest
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "name":
+			req.Name = &name
+		case "meta":
+			req.Meta = json.RawMessage(meta)
+		case "tag":
+			t := nonEmpty(tags)
+			req.Tags = &t
+		case "scope":
+			s := nonEmpty(scopes)
+			req.Scopes = &s
+		}
+	})
+	if req.Meta != nil && !json.Valid(req.Meta) {
+		fmt.Fprintln(stderr, "latchkey token update: --meta must be a JSON object")
+		return exitUsage
+	}
+	c, ok := clientFor("token update", stderr, getenv)
+	if !ok {
+		return exitUsage
+	}
+	t, err := c.UpdateToken(ctx, pos[0], req)
+	if err != nil {
+		return apiExit(stderr, "token update", err)
+	}
+	if asJSON {
+		printJSON(stdout, t)
+		return exitOK
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	printTokenFields(tw, t)
+	tw.Flush()
+	return exitOK
+}
+
+func nonEmpty(list []string) []string {
+	out := []string{}
+	for _, v := range list {
+		if v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
+}
