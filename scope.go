@@ -75,10 +75,13 @@ func isScopeChar(c byte) bool {
 // token holding "*" is not an administrator), and "latchkey:admin" covers
 // every "latchkey:" scope.
 //
-// It does not allocate.
+// Empty and malformed scopes are covered by nothing. It does not allocate.
 func ScopeCovers(granted, required string) bool {
+	if required == "" {
+		return false
+	}
 	if granted == required {
-		return true // the common case, without walking segments
+		return true // the common case, without walking segments (grants are validated when issued)
 	}
 	if strings.HasPrefix(required, ReservedPrefix) {
 		if !strings.HasPrefix(granted, ReservedPrefix) {
@@ -92,6 +95,9 @@ func ScopeCovers(granted, required string) bool {
 	for {
 		gs, gsep, grest := cutSegment(g)
 		rs, rsep, rrest := cutSegment(r)
+		if rs == "" {
+			return false // a malformed required scope is covered by nothing
+		}
 		if gs == "*" && gsep == 0 {
 			return true // trailing wildcard: covers this segment and all below
 		}

@@ -35,6 +35,15 @@ func TestScopeCovers(t *testing.T) {
 		{"latchkey:tokens:write", "latchkey:admin", false},
 		{"latchkey:tokens:*", "latchkey:tokens:read", true},
 		{"latchkey:tokens:*", "latchkey:audit:read", false},
+		// Empty and malformed scopes never match anything.
+		{"", "invoices:read", false},
+		{"invoices:read", "", false},
+		{"", "", false},
+		{"inv*:read", "invoices:read", false},
+		{"invoices:", "invoices:read", false},
+		{"*", "", false},
+		{"billing.*:read", "billing.:read", false},
+		{"billing.*:read", "billing..x:read", false},
 	}
 	for _, tt := range tests {
 		if got := ScopeCovers(tt.granted, tt.required); got != tt.want {
@@ -44,6 +53,15 @@ func TestScopeCovers(t *testing.T) {
 	var ok bool
 	if n := testing.AllocsPerRun(100, func() { ok = ScopeCovers("billing.*:read", "billing.invoices:read") }); n != 0 || !ok {
 		t.Errorf("ScopeCovers allocates %v times (result %v)", n, ok)
+	}
+}
+
+func TestScopesCover(t *testing.T) {
+	if ScopesCover(nil, "a:b") || ScopesCover([]string{}, "a:b") {
+		t.Error("no grants cover a scope")
+	}
+	if !ScopesCover([]string{"x:y", "a:*"}, "a:b") {
+		t.Error("the second grant covers a:b")
 	}
 }
 

@@ -457,3 +457,32 @@ func TestVerifyHitDoesNotAllocate(t *testing.T) {
 		t.Errorf("a cache hit allocates %v times, want 0", n)
 	}
 }
+
+// The constrained path (networks, methods, paths, rate limit, idle
+// timeout, rejections included) does not allocate either.
+func TestConstrainedVerifyDoesNotAllocate(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates; allocation counts are checked without -race")
+	}
+	f := newFixture(t)
+	p := &audit.Pipeline{Sink: discardSink{}}
+	p.Start()
+	defer p.Close(context.Background())
+	f.v = New(f.loader, f.hasher, p, Config{})
+	c, _ := latchkey.Constraints{AllowedCIDRs: []string{"10.0.0.0/8", "2001:db8::/32"}, AllowedMethods: []string{"GET"},
+		AllowedPaths: []string{"/v1/**"}, IdleTimeout: latchkey.Duration(time.Hour),
+		RateLimit: &latchkey.RateLimit{Limit: 1_000_000_000, Window: latchkey.Duration(time.Second)}}.Normalize()
+	tok, _ := f.issue(t, func(tk *latchkey.Token) { tk.Constraints = c })
+	for _, req := range []*Request{
+		{Token: tok, Scopes: []string{"invoices:read"}, ClientIP: "10.0.0.9", Method: "GET", Path: "/v1/x"},
+		{Token: tok, ClientIP: "2001:db8::1", Method: "GET", Path: "/v1/x/y"},
+		{Token: tok, ClientIP: "11.0.0.9", Method: "GET", Path: "/v1/x"},
+		{Token: tok, ClientIP: "10.0.0.9", Method: "PUT", Path: "/v1/x"},
+		{Token: tok, ClientIP: "10.0.0.9", Method: "GET", Path: "/v2/x"},
+	} {
+		f.v.Verify(context.Background(), req)
+		if n := testing.AllocsPerRun(1000, func() { f.v.Verify(context.Background(), req) }); n != 0 {
+			t.Errorf("%s %s from %s allocates %v times, want 0", req.Method, req.Path, req.ClientIP, n)
+		}
+	}
+}
