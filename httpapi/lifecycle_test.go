@@ -56,7 +56,9 @@ func newServer(t *testing.T, proxies latchkey.TrustedProxies, policy tokens.Poli
 	return &apiEnv{url: srv.URL, root: root.Reveal(), db: db, pipe: pipe}
 }
 
-func (e *apiEnv) client(tok string) *httpapi.Client { return &httpapi.Client{BaseURL: e.url, Token: tok} }
+func (e *apiEnv) client(tok string) *httpapi.Client {
+	return &httpapi.Client{BaseURL: e.url, Token: tok}
+}
 
 func (e *apiEnv) do(t *testing.T, method, path, tok, body string, hdr ...string) (int, http.Header, string) {
 	t.Helper()

@@ -110,9 +110,11 @@ func (ts *testServer) post(t *testing.T, path, tok string, body []byte) (int, st
 
 var ctx = context.Background()
 
-// TestWalkthrough runs the README's five-minute walkthrough verbatim
-// against the daemon, then restarts it and checks nothing was lost.
-func TestWalkthrough(t *testing.T) {
+// runReadmeBlock runs the README's shell block between <!-- name:begin -->
+// and <!-- name:end --> verbatim with bash against a fresh daemon, and
+// returns the daemon and the block's output.
+func runReadmeBlock(t *testing.T, name string) (*testServer, []byte) {
+	t.Helper()
 	if _, err := exec.LookPath("bash"); err != nil {
 		t.Skip("bash is not installed")
 	}
@@ -120,9 +122,9 @@ func TestWalkthrough(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := regexp.MustCompile("(?s)<!-- walkthrough:begin -->\n```sh\n(.*?)```\n<!-- walkthrough:end -->").FindSubmatch(readme)
+	m := regexp.MustCompile("(?s)<!-- " + name + ":begin -->\n```sh\n(.*?)```\n<!-- " + name + ":end -->").FindSubmatch(readme)
 	if m == nil {
-		t.Fatal("README.md has no walkthrough block")
+		t.Fatalf("README.md has no %s block", name)
 	}
 	dir := t.TempDir()
 	ts := startServer(t, dir)
@@ -136,10 +138,35 @@ func TestWalkthrough(t *testing.T) {
 	cmd.Dir = repo
 	cmd.Env = append(os.Environ(), "LATCHKEY_ADDR="+ts.url, "LATCHKEY_DATA_DIR="+dir, "LATCHKEY_TOKEN=")
 	out, err := cmd.CombinedOutput()
-	t.Logf("walkthrough output:\n%s", out)
+	t.Logf("%s output:\n%s", name, out)
 	if err != nil {
-		t.Fatalf("walkthrough failed: %v", err)
+		t.Fatalf("%s failed: %v", name, err)
 	}
+	return ts, out
+}
+
+// TestLifecycleWalkthrough runs the README's lifecycle block verbatim.
+func TestLifecycleWalkthrough(t *testing.T) {
+	_, out := runReadmeBlock(t, "lifecycle")
+	text := string(out)
+	for _, want := range []string{"IP_NOT_ALLOWED", "FORBIDDEN", "broader than its parent", "SUSPENDED", "resumed ", "revoked 3 token(s)"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("lifecycle output lacks %q", want)
+		}
+	}
+	if n := strings.Count(text, "VALID  token="); n != 3 {
+		t.Errorf("lifecycle output shows %d VALID verifications, want 3", n)
+	}
+	if n := strings.Count(text, "refused: exit status"); n != 4 {
+		t.Errorf("lifecycle output shows %d refusals, want 4", n)
+	}
+}
+
+// TestWalkthrough runs the README's five-minute walkthrough verbatim
+// against the daemon, then restarts it and checks nothing was lost.
+func TestWalkthrough(t *testing.T) {
+	ts, out := runReadmeBlock(t, "walkthrough")
+	dir := ts.dir
 	text := string(out)
 	for _, want := range []string{"VALID  token=", "INSUFFICIENT_SCOPE", "MALFORMED", "revoked ", "REVOKED", "bad_checksum", "token.revoke", "walkthrough"} {
 		if !strings.Contains(text, want) {

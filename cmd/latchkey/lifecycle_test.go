@@ -78,9 +78,9 @@ func TestCLILifecycle(t *testing.T) {
 	if code, out, _ := cli(t, u, root, "token", "show", tk.ID); code != 0 || !strings.Contains(out, "rotated to") {
 		t.Errorf("show old: %d %s", code, out)
 	}
-	code, out, _ = cli(t, u, root, "token", "rotate", tk.ID)
-	if code != exitAPIError {
-		t.Errorf("rotating twice: exit %d", code)
+	code, _, errs = cli(t, u, root, "token", "rotate", tk.ID)
+	if code != exitAPIError || !strings.Contains(errs, "already rotated") {
+		t.Errorf("rotating twice: exit %d %s", code, errs)
 	}
 	list, _ := ts.client(root).ListTokens(ctx, latchkey.TokenFilter{Subject: "ci"})
 	var succID string
