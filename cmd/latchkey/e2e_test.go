@@ -429,6 +429,31 @@ func TestCanary(t *testing.T) {
 	bodies = append(bodies, b)
 	_, b = ts.post(t, "/v1/tokens", ts.root, []byte(`{"name":"`+canary+`x","scopes":["`+canary+`"]}`))
 	bodies = append(bodies, b)
+	// The lifecycle endpoints: the token deriving from itself, and the
+	// canary pasted into every field they take.
+	id := created.ID
+	for _, call := range []struct{ path, tok, body string }{
+		{"/v1/tokens/" + id + "/derive", canary, `{"ttl":"1h"}`},
+		{"/v1/tokens/" + id + "/derive", canary, `{"name":"` + canary + `"}`},
+		{"/v1/tokens/" + id + "/derive", canary, `{"allowed_paths":["/` + canary + `"],"allowed_cidrs":["` + canary + `"]}`},
+		{"/v1/tokens/" + id + "/suspend", ts.root, `{"reason":"` + canary + `"}`},
+		{"/v1/tokens/" + id + "/rotate", ts.root, `{"grace":"` + canary + `"}`},
+		{"/v1/revocations", ts.root, `{"subject":"` + canary + `"}`},
+		{"/v1/revocations", ts.root, `{"tag":"t","reason":"` + canary + `"}`},
+	} {
+		_, b := ts.post(t, call.path, call.tok, []byte(call.body))
+		bodies = append(bodies, b)
+	}
+	preq, _ := http.NewRequest("PATCH", ts.url+"/v1/tokens/"+id, strings.NewReader(`{"name":"`+canary+`","meta":{"k":"`+canary+`"}}`))
+	preq.Header.Set("Authorization", "Bearer "+ts.root)
+	if presp, err := http.DefaultClient.Do(preq); err == nil {
+		rb, _ := io.ReadAll(presp.Body)
+		presp.Body.Close()
+		bodies = append(bodies, string(rb))
+	}
+	if _, err := c.RotateToken(ctx, id, "1h"); err != nil { // the successor's plaintext is meant to be shown, once
+		t.Fatal(err)
+	}
 	resp, err := http.Get(ts.url + "/v1/tokens/" + canary + "?token=" + canary)
 	if err == nil {
 		rb, _ := io.ReadAll(resp.Body)
