@@ -45,7 +45,7 @@ func newServer(t *testing.T, proxies latchkey.TrustedProxies, policy tokens.Poli
 	t.Cleanup(func() { pipe.Close(context.Background()) })
 	v := verify.New(db, h, pipe, verify.Config{RotationAge: policy.RotationAge})
 	t.Cleanup(func() { v.Close(context.Background()) })
-	svc := &tokens.Service{Store: db, Hasher: h, Invalidate: v.Invalidate, Policy: policy}
+	svc := &tokens.Service{Store: db, Hasher: h, Invalidate: v.Invalidate, Policy: policy, FlushUsage: v.FlushUsage}
 	root, _, err := svc.Bootstrap(context.Background())
 	if err != nil {
 		t.Fatal(err)

@@ -69,6 +69,14 @@ func expiredAt(t *latchkey.Token, now time.Time) (bool, string) {
 	return false, ""
 }
 
+// flushUsage writes pending last-use times. A failure is not fatal: the
+// idle check then errs on the side of refusing.
+func (s *Service) flushUsage(ctx context.Context) {
+	if s.FlushUsage != nil {
+		s.FlushUsage(ctx)
+	}
+}
+
 // usable refuses to act on a token that no longer works (for rotate and
 // derive).
 func usable(t *latchkey.Token, now time.Time, verb string) error {
@@ -311,6 +319,7 @@ func (s *Service) Rotate(ctx context.Context, a Actor, id string, grace time.Dur
 	if grace < 0 || grace > MaxGrace {
 		return Rotated{}, latchkey.Errorf(latchkey.EInvalid, "grace must be between 0 and %s", latchkey.Duration(MaxGrace))
 	}
+	s.flushUsage(ctx)
 	now := s.now()
 	var r Rotated
 	err := s.apply(ctx, func(tx latchkey.Tx, changed func(string)) error {
@@ -422,6 +431,7 @@ func (s *Service) Derive(ctx context.Context, a Actor, parentID string, req Crea
 	if !self && a.TokenID != "" && !latchkey.ScopesCover(a.Scopes, latchkey.ScopeTokensWrite) {
 		return nil, secret.Plaintext{}, latchkey.Errorf(latchkey.EPermissionDenied, "only the token itself or a token with %s may derive from it", latchkey.ScopeTokensWrite)
 	}
+	s.flushUsage(ctx)
 	now := s.now()
 	// Validate the request's own fields as for a new token; grants are
 	// judged against the parent below, not against the caller.

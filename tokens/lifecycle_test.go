@@ -47,7 +47,7 @@ func newEnv(t *testing.T, p tokens.Policy) *env {
 	e.pipe = pipe
 	e.v = verify.New(db, h, pipe, verify.Config{Now: e.clock, RotationAge: p.RotationAge})
 	t.Cleanup(func() { e.v.Close(ctx) })
-	e.svc = &tokens.Service{Store: db, Hasher: h, Now: e.clock, Invalidate: e.v.Invalidate, Policy: p}
+	e.svc = &tokens.Service{Store: db, Hasher: h, Now: e.clock, Invalidate: e.v.Invalidate, Policy: p, FlushUsage: e.v.FlushUsage}
 	return e
 }
 
@@ -571,4 +571,24 @@ func TestRotationDueList(t *testing.T) {
 	none := newEnv(t, tokens.Policy{})
 	_, err = none.svc.List(ctx, latchkey.TokenFilter{RotationDue: true})
 	wantCode(t, err, latchkey.EInvalid, "--rotate-after")
+}
+
+// Rotation and derivation judge idle expiry on current data: a use the
+// verifier holds in memory counts; a token that has idled out is refused.
+func TestIdleTokensAndLifecycle(t *testing.T) {
+	e := newEnv(t, tokens.Policy{})
+	used, usedPT := e.create(tokens.CreateRequest{IdleTimeout: "1h"})
+	idle, _ := e.create(tokens.CreateRequest{IdleTimeout: "1h"})
+	e.advance(50 * time.Minute)
+	if c := e.code(usedPT); c != latchkey.Valid {
+		t.Fatal(c)
+	}
+	e.advance(50 * time.Minute) // 100m: idle since creation, or used 50m ago
+	if _, err := e.svc.Rotate(ctx, admin, used.ID, 0); err != nil {
+		t.Errorf("rotating a token used 50m ago (not yet written behind): %v", err)
+	}
+	_, err := e.svc.Rotate(ctx, admin, idle.ID, 0)
+	wantCode(t, err, latchkey.EConflict, "unused")
+	_, _, err = e.svc.Derive(ctx, admin, idle.ID, tokens.CreateRequest{})
+	wantCode(t, err, latchkey.EConflict, "unused")
 }

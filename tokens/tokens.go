@@ -51,6 +51,10 @@ type Service struct {
 	Node string
 	// Policy is the server's expiry and rotation policy.
 	Policy Policy
+	// FlushUsage, when set, writes last-use times still held in memory
+	// (verify.Verifier.FlushUsage), so that idle expiry is judged on
+	// current data before a rotation or derivation.
+	FlushUsage func(ctx context.Context) error
 }
 
 // Policy is the server's rules for token lifetimes (DESIGN.md §3).

@@ -37,7 +37,7 @@ func newStack(t testing.TB) *stack {
 	s := &stack{db: db, rec: newRecorder(t), now: time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)}
 	s.v = New(db, h, s.rec.p, Config{Now: s.clock})
 	t.Cleanup(func() { s.v.Close(context.Background()) })
-	s.svc = &tokens.Service{Store: db, Hasher: h, Now: s.clock, Invalidate: s.v.Invalidate}
+	s.svc = &tokens.Service{Store: db, Hasher: h, Now: s.clock, Invalidate: s.v.Invalidate, FlushUsage: s.v.FlushUsage}
 	return s
 }
 
@@ -259,4 +259,46 @@ func TestDerivedNeverExceedsParent(t *testing.T) {
 	if children < 60 || refusedDerive < 60 || checked < 2000 || childValid < 60 {
 		t.Errorf("the random walk is too narrow to mean anything: %d children, %d refusals, %d checks, %d VALID", children, refusedDerive, checked, childValid)
 	}
+}
+
+// A child that has not idled out is still refused once an ancestor has
+// (here: the child's not_before pushed its own idle clock past the
+// parent's), and the refusal is audited as ancestor_idle.
+func TestAncestorIdle(t *testing.T) {
+	s := newStack(t)
+	ctx := context.Background()
+	parent, _, err := s.svc.Create(ctx, admin, tokens.CreateRequest{Scopes: []string{"a:read"}, IdleTimeout: "1h"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nb := s.clock().Add(50 * time.Minute)
+	child, pt, err := s.svc.Derive(ctx, admin, parent.ID, tokens.CreateRequest{NotBefore: &nb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.advance(55 * time.Minute)
+	if d, _ := s.v.Verify(ctx, &Request{Token: pt.Reveal()}); d.Code != latchkey.Valid {
+		t.Fatalf("within both idle windows: %s/%s", d.Code, d.Reason)
+	}
+	// That use kept the parent alive too: 1h after it, both have idled.
+	s.advance(59 * time.Minute)
+	if d, _ := s.v.Verify(ctx, &Request{Token: pt.Reveal()}); d.Code != latchkey.Valid {
+		t.Fatalf("59m after the last use: %s/%s", d.Code, d.Reason)
+	}
+	// Another child, never used, with a late not_before: its own clock is
+	// fresh, its parent's is not.
+	nb2 := s.clock().Add(30 * time.Minute)
+	_, pt2, err := s.svc.Derive(ctx, admin, parent.ID, tokens.CreateRequest{NotBefore: &nb2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.advance(70 * time.Minute) // the parent was last used 70m ago (at the derivation)
+	d, _ := s.v.Verify(ctx, &Request{Token: pt2.Reveal()})
+	if d.Code != latchkey.Expired || d.Reason != "ancestor_idle" {
+		t.Fatalf("child of an idle parent: %s/%s, want EXPIRED/ancestor_idle", d.Code, d.Reason)
+	}
+	if ev := s.rec.last(); ev.Outcome != "EXPIRED" || ev.Reason != "ancestor_idle" {
+		t.Errorf("audit: %s/%s", ev.Outcome, ev.Reason)
+	}
+	_ = child
 }

@@ -241,7 +241,7 @@ func startDaemon(ctx context.Context, cfg serveConfig, logger *slog.Logger, stde
 	pipe := &audit.Pipeline{Sink: db, Logger: logger}
 	pipe.Start()
 	ver := verify.New(db, hasher, pipe, verify.Config{Node: node, RotationAge: cfg.Policy.RotationAge, TouchInterval: cfg.TouchInterval})
-	svc := &tokens.Service{Store: db, Hasher: hasher, Invalidate: ver.Invalidate, Node: node, Policy: cfg.Policy}
+	svc := &tokens.Service{Store: db, Hasher: hasher, Invalidate: ver.Invalidate, Node: node, Policy: cfg.Policy, FlushUsage: ver.FlushUsage}
 	api := &httpapi.Server{Verifier: ver, Tokens: svc, Audit: db, Ready: db.Ping, Logger: logger,
 		FlushAudit: pipe.Flush, TrustedProxies: cfg.TrustedProxies}
 
