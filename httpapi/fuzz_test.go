@@ -2,44 +2,21 @@ package httpapi_test
 
 import (
 	"bytes"
-	"context"
-	"crypto/rand"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/latchkeyhq/latchkey/audit"
 	"github.com/latchkeyhq/latchkey/httpapi"
-	"github.com/latchkeyhq/latchkey/secret"
-	"github.com/latchkeyhq/latchkey/sqlite"
 	"github.com/latchkeyhq/latchkey/tokens"
-	"github.com/latchkeyhq/latchkey/verify"
 )
 
-// newAPI wires the real pieces (SQLite in a temp dir) behind the handler.
+// newAPI is the real stack behind the handler, with no trusted proxies
+// and no expiry policy.
 func newAPI(t testing.TB) (http.Handler, string) {
-	db, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	key := make([]byte, 32)
-	rand.Read(key)
-	h, _ := secret.NewHasher(key)
-	pipe := &audit.Pipeline{Sink: db}
-	pipe.Start()
-	t.Cleanup(func() { pipe.Close(context.Background()) })
-	v := verify.New(db, h, pipe, verify.Config{})
-	svc := &tokens.Service{Store: db, Hasher: h, Invalidate: v.Invalidate}
-	root, _, err := svc.Bootstrap(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	api := &httpapi.Server{Verifier: v, Tokens: svc, Audit: db, FlushAudit: pipe.Flush}
-	return api.Handler(), root.Reveal()
+	api, e := wire(t, nil, tokens.Policy{})
+	return api.Handler(), e.root
 }
 
 // FuzzAPI sends arbitrary methods, paths and bodies with a valid admin

@@ -176,20 +176,12 @@ func (s *Server) getToken(w http.ResponseWriter, r *http.Request, _ tokens.Actor
 }
 
 func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, a tokens.Actor) error {
-	id := r.PathValue("id")
-	var req RevokeRequest
-	if err := optionalBody(w, r, &req); err != nil {
-		return err
-	}
-	if err := validID(id); err != nil {
-		return err
-	}
-	t, err := s.Tokens.Revoke(r.Context(), a, id, req.Reason)
+	id, req, err := tokenRequest[RevokeRequest](w, r, false)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, t)
-	return nil
+	t, err := s.Tokens.Revoke(r.Context(), a, id, req.Reason)
+	return replyToken(w, t, err)
 }
 
 // optionalBody decodes a body that may be absent.
@@ -200,69 +192,64 @@ func optionalBody(w http.ResponseWriter, r *http.Request, v any) error {
 	return decode(w, r, v)
 }
 
-func (s *Server) updateToken(w http.ResponseWriter, r *http.Request, a tokens.Actor) error {
-	id := r.PathValue("id")
-	var req tokens.UpdateRequest
-	if err := decode(w, r, &req); err != nil {
+// tokenRequest reads the {id} of the path and the JSON body into a T. An
+// absent body is allowed unless required.
+func tokenRequest[T any](w http.ResponseWriter, r *http.Request, required bool) (id string, req T, err error) {
+	id = r.PathValue("id")
+	if required {
+		err = decode(w, r, &req)
+	} else {
+		err = optionalBody(w, r, &req)
+	}
+	if err == nil {
+		err = validID(id)
+	}
+	return id, req, err
+}
+
+// replyToken answers with the token a change left behind.
+func replyToken(w http.ResponseWriter, t *latchkey.Token, err error) error {
+	if err != nil {
 		return err
 	}
-	if err := validID(id); err != nil {
+	writeJSON(w, http.StatusOK, t)
+	return nil
+}
+
+func (s *Server) updateToken(w http.ResponseWriter, r *http.Request, a tokens.Actor) error {
+	id, req, err := tokenRequest[tokens.UpdateRequest](w, r, true)
+	if err != nil {
 		return err
 	}
 	t, err := s.Tokens.Update(r.Context(), a, id, req)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, t)
-	return nil
+	return replyToken(w, t, err)
 }
 
 func (s *Server) suspendToken(w http.ResponseWriter, r *http.Request, a tokens.Actor) error {
-	id := r.PathValue("id")
-	var req RevokeRequest
-	if err := optionalBody(w, r, &req); err != nil {
-		return err
-	}
-	if err := validID(id); err != nil {
+	id, req, err := tokenRequest[RevokeRequest](w, r, false)
+	if err != nil {
 		return err
 	}
 	t, err := s.Tokens.Suspend(r.Context(), a, id, req.Reason)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, t)
-	return nil
+	return replyToken(w, t, err)
 }
 
 func (s *Server) resumeToken(w http.ResponseWriter, r *http.Request, a tokens.Actor) error {
-	id := r.PathValue("id")
-	var req struct{}
-	if err := optionalBody(w, r, &req); err != nil {
-		return err
-	}
-	if err := validID(id); err != nil {
-		return err
-	}
-	t, err := s.Tokens.Resume(r.Context(), a, id)
+	id, _, err := tokenRequest[struct{}](w, r, false)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, t)
-	return nil
+	t, err := s.Tokens.Resume(r.Context(), a, id)
+	return replyToken(w, t, err)
 }
 
 func (s *Server) rotateToken(w http.ResponseWriter, r *http.Request, a tokens.Actor) error {
-	id := r.PathValue("id")
-	var req RotateRequest
-	if err := optionalBody(w, r, &req); err != nil {
-		return err
-	}
-	if err := validID(id); err != nil {
+	id, req, err := tokenRequest[RotateRequest](w, r, false)
+	if err != nil {
 		return err
 	}
 	var grace time.Duration
 	if req.Grace != "" {
-		var err error
 		if grace, err = latchkey.ParseDuration(req.Grace); err != nil {
 			return latchkey.Errorf(latchkey.EInvalid, "grace: %s", latchkey.ErrorMessage(err))
 		}
@@ -280,12 +267,8 @@ func (s *Server) rotateToken(w http.ResponseWriter, r *http.Request, a tokens.Ac
 }
 
 func (s *Server) deriveToken(w http.ResponseWriter, r *http.Request, a tokens.Actor) error {
-	id := r.PathValue("id")
-	var req tokens.CreateRequest
-	if err := optionalBody(w, r, &req); err != nil {
-		return err
-	}
-	if err := validID(id); err != nil {
+	id, req, err := tokenRequest[tokens.CreateRequest](w, r, false)
+	if err != nil {
 		return err
 	}
 	t, pt, err := s.Tokens.Derive(r.Context(), a, id, req)

@@ -30,7 +30,8 @@ type apiEnv struct {
 	pipe *audit.Pipeline
 }
 
-func newServer(t *testing.T, proxies latchkey.TrustedProxies, policy tokens.Policy) *apiEnv {
+// wire builds the real stack (SQLite in a temp dir) behind an API server.
+func wire(t testing.TB, proxies latchkey.TrustedProxies, policy tokens.Policy) (*httpapi.Server, *apiEnv) {
 	t.Helper()
 	db, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "db"))
 	if err != nil {
@@ -51,9 +52,16 @@ func newServer(t *testing.T, proxies latchkey.TrustedProxies, policy tokens.Poli
 		t.Fatal(err)
 	}
 	api := &httpapi.Server{Verifier: v, Tokens: svc, Audit: db, FlushAudit: pipe.Flush, TrustedProxies: proxies}
+	return api, &apiEnv{root: root.Reveal(), db: db, pipe: pipe}
+}
+
+func newServer(t *testing.T, proxies latchkey.TrustedProxies, policy tokens.Policy) *apiEnv {
+	t.Helper()
+	api, e := wire(t, proxies, policy)
 	srv := httptest.NewServer(api.Handler())
 	t.Cleanup(srv.Close)
-	return &apiEnv{url: srv.URL, root: root.Reveal(), db: db, pipe: pipe}
+	e.url = srv.URL
+	return e
 }
 
 func (e *apiEnv) client(tok string) *httpapi.Client {

@@ -109,6 +109,18 @@ func (s *Service) apply(ctx context.Context, fn func(tx latchkey.Tx, changed fun
 	return nil
 }
 
+// lineage reads token id and every descendant, id first.
+func lineage(ctx context.Context, tx latchkey.Tx, id string) ([]*latchkey.Token, error) {
+	toks, err := tx.SelectTokens(ctx, latchkey.TokenSelector{IDs: []string{id}, Descendants: true})
+	if err != nil {
+		return nil, err
+	}
+	if len(toks) == 0 || toks[0].ID != id {
+		return nil, latchkey.ErrNotFound
+	}
+	return toks, nil
+}
+
 // Revoke revokes a token for good, and every token derived from it.
 // Revoking a revoked token is EConflict.
 func (s *Service) Revoke(ctx context.Context, a Actor, id, reason string) (*latchkey.Token, error) {
@@ -118,12 +130,9 @@ func (s *Service) Revoke(ctx context.Context, a Actor, id, reason string) (*latc
 	now := s.now()
 	var out *latchkey.Token
 	err := s.apply(ctx, func(tx latchkey.Tx, changed func(string)) error {
-		toks, err := tx.SelectTokens(ctx, latchkey.TokenSelector{IDs: []string{id}, Descendants: true})
+		toks, err := lineage(ctx, tx, id)
 		if err != nil {
 			return err
-		}
-		if len(toks) == 0 || toks[0].ID != id {
-			return latchkey.ErrNotFound
 		}
 		if toks[0].Status == latchkey.StatusRevoked {
 			return latchkey.Errorf(latchkey.EConflict, "token %s is already revoked", id)
@@ -220,12 +229,9 @@ func (s *Service) Suspend(ctx context.Context, a Actor, id, reason string) (*lat
 	now := s.now()
 	var out *latchkey.Token
 	err := s.apply(ctx, func(tx latchkey.Tx, changed func(string)) error {
-		toks, err := tx.SelectTokens(ctx, latchkey.TokenSelector{IDs: []string{id}, Descendants: true})
+		toks, err := lineage(ctx, tx, id)
 		if err != nil {
 			return err
-		}
-		if len(toks) == 0 || toks[0].ID != id {
-			return latchkey.ErrNotFound
 		}
 		switch toks[0].Status {
 		case latchkey.StatusRevoked:
@@ -265,12 +271,9 @@ func (s *Service) Resume(ctx context.Context, a Actor, id string) (*latchkey.Tok
 	now := s.now()
 	var out *latchkey.Token
 	err := s.apply(ctx, func(tx latchkey.Tx, changed func(string)) error {
-		toks, err := tx.SelectTokens(ctx, latchkey.TokenSelector{IDs: []string{id}, Descendants: true})
+		toks, err := lineage(ctx, tx, id)
 		if err != nil {
 			return err
-		}
-		if len(toks) == 0 || toks[0].ID != id {
-			return latchkey.ErrNotFound
 		}
 		t0 := toks[0]
 		if t0.Status != latchkey.StatusSuspended {
