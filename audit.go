@@ -52,6 +52,9 @@ type AuditEvent struct {
 	// Detail holds action-specific facts as a JSON object (for example the
 	// grants of a created token). Never a secret.
 	Detail json.RawMessage `json:"detail,omitempty"`
+	// Hash links the record into its node's chain (ChainHash), hex. Set by
+	// the store.
+	Hash string `json:"hash,omitempty"`
 }
 
 // OutcomeOK is the outcome of a successful admin change.
@@ -59,6 +62,7 @@ const OutcomeOK = "OK"
 
 // AuditFilter selects audit events. Zero fields match all.
 type AuditFilter struct {
+	Node    string
 	TokenID string
 	Subject string
 	Outcome string
@@ -66,8 +70,10 @@ type AuditFilter struct {
 	Since   time.Time // inclusive
 	Until   time.Time // exclusive
 	// After returns events with Seq > After in ascending order (for
-	// following the log). When zero, pages run newest first.
-	After int64
+	// following the log). When zero, pages run newest first, unless
+	// Ascending is set.
+	After     int64
+	Ascending bool
 	// Cursor continues a newest-first listing (opaque, from AuditPage.Next).
 	Cursor string
 	Limit  int

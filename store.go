@@ -3,6 +3,7 @@ package latchkey
 import (
 	"context"
 	"io"
+	"time"
 )
 
 // Store is the persistence contract every backend implements (sqlite/,
@@ -45,11 +46,22 @@ type Store interface {
 	// It does not change versions: last use is not a change to the token.
 	TouchTokens(ctx context.Context, uses []TokenUse) error
 
-	// AppendAudit stores a batch of events in one transaction, assigning Seq.
+	// AppendAudit stores a batch of events in one transaction, assigning Seq
+	// and linking each into its node's hash chain (ChainHash), in Seq order.
 	AppendAudit(ctx context.Context, evs []AuditEvent) error
 
 	// ListAudit returns one page of events matching f.
 	ListAudit(ctx context.Context, f AuditFilter) (AuditPage, error)
+
+	// AuditNodes lists the nodes that have records or anchors.
+	AuditNodes(ctx context.Context) ([]string, error)
+	// AuditAnchors lists where each pruned chain resumes.
+	AuditAnchors(ctx context.Context) ([]AuditAnchor, error)
+	// PruneAudit deletes, node by node, the records older than before
+	// (never a record younger than it), after handing each page of them to
+	// archive (if not nil), and anchors the chain at the last one deleted.
+	// It returns how many records were deleted.
+	PruneAudit(ctx context.Context, before time.Time, archive func([]AuditEvent) error) (int64, error)
 
 	// GetSetting and PutSetting keep small server facts (such as the server
 	// key's fingerprint). GetSetting returns ok=false when key is unset.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -30,23 +31,36 @@ func (db *DB) AppendAudit(ctx context.Context, evs []latchkey.AuditEvent) error 
 	return nil
 }
 
+// insertAudit stores evs in tx, linking each to the previous record of
+// its node. The writer connection serialises transactions, so reading the
+// last hash and appending after it cannot interleave with another writer.
 func insertAudit(ctx context.Context, tx *sql.Tx, evs []latchkey.AuditEvent) error {
 	stmt, err := tx.PrepareContext(ctx, `INSERT INTO audit_events (time, node, request_id, kind, action, actor,
-		token_id, subject, outcome, reason, scopes, client_ip, user_agent, method, path, latency_ns, detail)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+		token_id, subject, outcome, reason, scopes, client_ip, user_agent, method, path, latency_ns, detail, hash)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
 	if err != nil {
 		return fmt.Errorf("sqlite: append audit: %w", err)
 	}
 	defer stmt.Close()
+	last := map[string]string{} // node → hash of its latest record
 	for i := range evs {
 		ev := &evs[i]
+		ev.Time = latchkey.TimeOf(ev.Time)
+		prev, ok := last[ev.Node]
+		if !ok {
+			if prev, err = lastHash(ctx, tx, ev.Node); err != nil {
+				return err
+			}
+		}
+		ev.Hash = latchkey.ChainHash(prev, ev)
+		last[ev.Node] = ev.Hash
 		scopes, err := json.Marshal(nonNil(ev.Scopes))
 		if err != nil {
 			return fmt.Errorf("sqlite: append audit: %w", err)
 		}
 		res, err := stmt.ExecContext(ctx, micros(ev.Time), ev.Node, ev.RequestID, ev.Kind, ev.Action, ev.Actor,
 			ev.TokenID, ev.Subject, ev.Outcome, ev.Reason, string(scopes), ev.ClientIP, ev.UserAgent,
-			ev.Method, ev.Path, int64(ev.Latency), string(ev.Detail))
+			ev.Method, ev.Path, int64(ev.Latency), string(ev.Detail), ev.Hash)
 		if err != nil {
 			return fmt.Errorf("sqlite: append audit: %w", err)
 		}
@@ -57,12 +71,151 @@ func insertAudit(ctx context.Context, tx *sql.Tx, evs []latchkey.AuditEvent) err
 	return nil
 }
 
+// lastHash is the hash the next record of node links to: its latest
+// record's, else its anchor's, else "" (the start of the chain).
+func lastHash(ctx context.Context, q queryer, node string) (string, error) {
+	var h string
+	err := q.QueryRowContext(ctx, `SELECT hash FROM audit_events WHERE node = ? ORDER BY seq DESC LIMIT 1`, node).Scan(&h)
+	if errors.Is(err, sql.ErrNoRows) {
+		err = q.QueryRowContext(ctx, `SELECT hash FROM audit_anchors WHERE node = ?`, node).Scan(&h)
+		if errors.Is(err, sql.ErrNoRows) {
+			return "", nil
+		}
+	}
+	if err != nil {
+		return "", fmt.Errorf("sqlite: audit chain: %w", err)
+	}
+	return h, nil
+}
+
+// AuditNodes lists the nodes with records or anchors.
+func (db *DB) AuditNodes(ctx context.Context) ([]string, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT DISTINCT node FROM audit_events UNION SELECT node FROM audit_anchors ORDER BY 1`)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: audit nodes: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	return out, rows.Err()
+}
+
+// AuditAnchors lists the anchors of pruned chains.
+func (db *DB) AuditAnchors(ctx context.Context) ([]latchkey.AuditAnchor, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT node, seq, hash, at FROM audit_anchors ORDER BY node`)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: audit anchors: %w", err)
+	}
+	defer rows.Close()
+	var out []latchkey.AuditAnchor
+	for rows.Next() {
+		var a latchkey.AuditAnchor
+		var at int64
+		if err := rows.Scan(&a.Node, &a.Seq, &a.Hash, &at); err != nil {
+			return nil, err
+		}
+		a.At = time.UnixMicro(at).UTC()
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}
+
+// PruneAudit deletes records older than before, node by node, each node
+// in one transaction: archive sees them first, then the anchor moves to
+// the last one and they are deleted.
+func (db *DB) PruneAudit(ctx context.Context, before time.Time, archive func([]latchkey.AuditEvent) error) (int64, error) {
+	nodes, err := db.AuditNodes(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var total int64
+	for _, node := range nodes {
+		n, err := db.pruneNode(ctx, node, before, archive)
+		total += n
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+func (db *DB) pruneNode(ctx context.Context, node string, before time.Time, archive func([]latchkey.AuditEvent) error) (int64, error) {
+	tx, err := db.w.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: prune audit: %w", err)
+	}
+	defer tx.Rollback()
+	// The cut: just before the node's first record at or after before, so
+	// no younger record goes (commit order and time order differ a little).
+	var cut sql.NullInt64
+	err = tx.QueryRowContext(ctx, `SELECT min(seq) - 1 FROM audit_events WHERE node = ? AND time >= ?`, node, micros(before)).Scan(&cut)
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: prune audit: %w", err)
+	}
+	if !cut.Valid {
+		if err := tx.QueryRowContext(ctx, `SELECT max(seq) FROM audit_events WHERE node = ?`, node).Scan(&cut); err != nil {
+			return 0, fmt.Errorf("sqlite: prune audit: %w", err)
+		}
+	}
+	if !cut.Valid {
+		return 0, nil
+	}
+	var last latchkey.AuditEvent
+	var n int64
+	for after := int64(0); ; {
+		page, err := listAudit(ctx, tx, latchkey.AuditFilter{Node: node, After: after, Ascending: true, Limit: latchkey.MaxPageLimit}, cut.Int64)
+		if err != nil {
+			return 0, err
+		}
+		if len(page.Events) == 0 {
+			break
+		}
+		if archive != nil {
+			if err := archive(page.Events); err != nil {
+				return 0, fmt.Errorf("sqlite: prune audit: archive: %w", err)
+			}
+		}
+		n += int64(len(page.Events))
+		last = page.Events[len(page.Events)-1]
+		after = last.Seq
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO audit_anchors (node, seq, hash, at) VALUES (?, ?, ?, ?)
+		ON CONFLICT (node) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, at = excluded.at`,
+		node, last.Seq, last.Hash, micros(time.Now())); err != nil {
+		return 0, fmt.Errorf("sqlite: prune audit: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM audit_events WHERE node = ? AND seq <= ?`, node, cut.Int64); err != nil {
+		return 0, fmt.Errorf("sqlite: prune audit: %w", err)
+	}
+	return n, tx.Commit()
+}
+
 // ListAudit returns a page of audit events: newest first, or, with
 // f.After set, oldest first from just after that sequence number.
 func (db *DB) ListAudit(ctx context.Context, f latchkey.AuditFilter) (latchkey.AuditPage, error) {
+	return listAudit(ctx, db.r, f, 0)
+}
+
+// listAudit is ListAudit on q, limited to seq <= maxSeq when maxSeq > 0.
+func listAudit(ctx context.Context, q queryer, f latchkey.AuditFilter, maxSeq int64) (latchkey.AuditPage, error) {
 	var where []string
 	var args []any
 	add := func(cond string, v any) { where, args = append(where, cond), append(args, v) }
+	if maxSeq > 0 {
+		add("seq <= ?", maxSeq)
+	}
+	if f.Node != "" {
+		add("node = ?", f.Node)
+	}
 	if f.TokenID != "" {
 		add("token_id = ?", f.TokenID)
 	}
@@ -83,7 +236,7 @@ func (db *DB) ListAudit(ctx context.Context, f latchkey.AuditFilter) (latchkey.A
 	}
 	order := "DESC"
 	switch {
-	case f.After > 0:
+	case f.After > 0 || f.Ascending:
 		add("seq > ?", f.After)
 		order = "ASC"
 	case f.Cursor != "":
@@ -94,13 +247,13 @@ func (db *DB) ListAudit(ctx context.Context, f latchkey.AuditFilter) (latchkey.A
 		add("seq < ?", seq)
 	}
 	limit := latchkey.PageLimit(f.Limit)
-	q := `SELECT seq, time, node, request_id, kind, action, actor, token_id, subject, outcome, reason, scopes,
-		client_ip, user_agent, method, path, latency_ns, detail FROM audit_events`
+	query := `SELECT seq, time, node, request_id, kind, action, actor, token_id, subject, outcome, reason, scopes,
+		client_ip, user_agent, method, path, latency_ns, detail, hash FROM audit_events`
 	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
+		query += " WHERE " + strings.Join(where, " AND ")
 	}
-	q += " ORDER BY seq " + order + " LIMIT ?"
-	rows, err := db.r.QueryContext(ctx, q, append(args, limit+1)...)
+	query += " ORDER BY seq " + order + " LIMIT ?"
+	rows, err := q.QueryContext(ctx, query, append(args, limit+1)...)
 	if err != nil {
 		return latchkey.AuditPage{}, fmt.Errorf("sqlite: list audit: %w", err)
 	}
@@ -114,7 +267,7 @@ func (db *DB) ListAudit(ctx context.Context, f latchkey.AuditFilter) (latchkey.A
 		)
 		if err := rows.Scan(&ev.Seq, &t, &ev.Node, &ev.RequestID, &ev.Kind, &ev.Action, &ev.Actor, &ev.TokenID,
 			&ev.Subject, &ev.Outcome, &ev.Reason, &scopes, &ev.ClientIP, &ev.UserAgent, &ev.Method, &ev.Path,
-			&latency, &detail); err != nil {
+			&latency, &detail, &ev.Hash); err != nil {
 			return latchkey.AuditPage{}, fmt.Errorf("sqlite: list audit: %w", err)
 		}
 		ev.Time = time.UnixMicro(t).UTC()

@@ -69,6 +69,10 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		db.Close()
 		return nil, err
 	}
+	if err := db.backfillChain(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
 	return db, nil
 }
 
@@ -132,6 +136,41 @@ func (db *DB) applyMigration(ctx context.Context, v int, name string) error {
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version) VALUES (?)`, v); err != nil {
 		return fmt.Errorf("sqlite: migration %d: %w", v, err)
+	}
+	return tx.Commit()
+}
+
+// backfillChain links records written before the audit chain existed
+// (an upgraded database) into their nodes' chains, once.
+func (db *DB) backfillChain(ctx context.Context) error {
+	var n int
+	if err := db.r.QueryRowContext(ctx, `SELECT count(*) FROM audit_events WHERE hash = ''`).Scan(&n); err != nil || n == 0 {
+		return err
+	}
+	tx, err := db.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sqlite: audit chain backfill: %w", err)
+	}
+	defer tx.Rollback()
+	prev := map[string]string{}
+	for after := int64(0); ; {
+		page, err := listAudit(ctx, tx, latchkey.AuditFilter{After: after, Ascending: true, Limit: latchkey.MaxPageLimit}, 0)
+		if err != nil {
+			return err
+		}
+		for i := range page.Events {
+			ev := &page.Events[i]
+			if ev.Hash == "" {
+				ev.Hash = latchkey.ChainHash(prev[ev.Node], ev)
+				if _, err := tx.ExecContext(ctx, `UPDATE audit_events SET hash = ? WHERE seq = ?`, ev.Hash, ev.Seq); err != nil {
+					return fmt.Errorf("sqlite: audit chain backfill: %w", err)
+				}
+			}
+			prev[ev.Node], after = ev.Hash, ev.Seq
+		}
+		if len(page.Events) < latchkey.MaxPageLimit {
+			break
+		}
 	}
 	return tx.Commit()
 }

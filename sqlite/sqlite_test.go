@@ -2,11 +2,15 @@ package sqlite_test
 
 import (
 	"context"
+	"database/sql"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/audit"
 	"github.com/latchkeyhq/latchkey/sqlite"
 	"github.com/latchkeyhq/latchkey/storetest"
 )
@@ -58,5 +62,84 @@ func TestOddPath(t *testing.T) {
 	}
 	if _, err := os.Stat(path); err != nil {
 		t.Errorf("the database is not at %q: %v", path, err)
+	}
+}
+
+// Editing or deleting one row directly in the database file breaks the
+// audit chain at that row, and VerifyChain names it.
+func TestAuditChainDetectsTampering(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "latchkey.db")
+	db, err := sqlite.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var evs []latchkey.AuditEvent
+	for i := range 50 {
+		evs = append(evs, latchkey.AuditEvent{Time: time.Now(), Node: "n1", Kind: latchkey.KindVerify, Action: latchkey.ActionVerify,
+			TokenID: "abcdefghijklmnop", Outcome: []string{"VALID", "NOT_FOUND"}[i%2], ClientIP: "10.0.0.1"})
+	}
+	if err := db.AppendAudit(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := audit.VerifyChain(ctx, db); err != nil || !r.OK || r.Checked != 50 {
+		t.Fatalf("before tampering: %+v %v", r, err)
+	}
+	raw, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	// Someone turns a failed attempt into a success.
+	if _, err := raw.Exec(`UPDATE audit_events SET outcome = 'VALID' WHERE seq = 20`); err != nil {
+		t.Fatal(err)
+	}
+	r, err := audit.VerifyChain(ctx, db)
+	if err != nil || r.OK || r.Broken == nil || r.Broken.Seq != 20 || r.Broken.Node != "n1" {
+		t.Fatalf("after editing record 20: %+v %+v %v", r, r.Broken, err)
+	}
+	if !strings.Contains(audit.Summary(r), "BROKEN at record 20") {
+		t.Errorf("summary %q", audit.Summary(r))
+	}
+	// Put it back: intact again. Then delete a record: the next one breaks.
+	raw.Exec(`UPDATE audit_events SET outcome = 'NOT_FOUND' WHERE seq = 20`)
+	if r, _ := audit.VerifyChain(ctx, db); !r.OK {
+		t.Fatalf("after restoring record 20: %+v", r.Broken)
+	}
+	raw.Exec(`DELETE FROM audit_events WHERE seq = 30`)
+	if r, _ := audit.VerifyChain(ctx, db); r.OK || r.Broken.Seq != 31 {
+		t.Fatalf("after deleting record 30: %+v", r.Broken)
+	}
+	// Recomputing one hash to match does not help: the next link breaks.
+	raw.Exec(`UPDATE audit_events SET outcome = 'VALID', hash = ? WHERE seq = 40`, "00")
+	if r, _ := audit.VerifyChain(ctx, db); r.OK || r.Broken.Seq != 31 {
+		t.Fatalf("the first break is still reported first: %+v", r.Broken)
+	}
+}
+
+// A database written before the chain existed is linked on open.
+func TestAuditChainBackfill(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "latchkey.db")
+	db, err := sqlite.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := []latchkey.AuditEvent{{Time: time.Now(), Node: "a", Kind: "verify", Action: "verify", Outcome: "VALID"},
+		{Time: time.Now(), Node: "b", Kind: "verify", Action: "verify", Outcome: "VALID"},
+		{Time: time.Now(), Node: "a", Kind: "verify", Action: "verify", Outcome: "REVOKED"}}
+	db.AppendAudit(ctx, evs)
+	db.Close()
+	raw, _ := sql.Open("sqlite", "file:"+path)
+	raw.Exec(`UPDATE audit_events SET hash = ''`)
+	raw.Close()
+	db, err = sqlite.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if r, err := audit.VerifyChain(ctx, db); err != nil || !r.OK || r.Checked != 3 {
+		t.Fatalf("after backfill: %+v %v", r, err)
 	}
 }

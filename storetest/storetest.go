@@ -44,6 +44,8 @@ func Run(t *testing.T, open func(t *testing.T) latchkey.Store) {
 		{"ConsumeUseSharedBySeries", testConsumeUseSeries},
 		{"TouchTokens", testTouchTokens},
 		{"ListLineageAndRotationDue", testListLineage},
+		{"AuditChain", testAuditChain},
+		{"AuditPruneAnchors", testAuditPrune},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
