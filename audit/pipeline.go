@@ -62,8 +62,9 @@ type Pipeline struct {
 	closing sync.Once
 
 	mu      sync.Mutex
-	cond    *sync.Cond // broadcast when events are written
-	written uint64     // guarded by mu
+	cond    *sync.Cond    // broadcast when events are written
+	written uint64        // guarded by mu
+	changed chan struct{} // closed (and replaced) when events are written; guarded by mu
 
 	stalls  atomic.Uint64
 	failed  atomic.Uint64
@@ -225,7 +226,22 @@ func (p *Pipeline) markWritten(n int) {
 	p.mu.Lock()
 	p.written += uint64(n)
 	p.cond.Broadcast()
+	if n > 0 && p.changed != nil {
+		close(p.changed)
+		p.changed = nil
+	}
 	p.mu.Unlock()
+}
+
+// Written returns a channel that is closed the next time events are
+// committed, for readers following the log (the SSE stream).
+func (p *Pipeline) Written() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.changed == nil {
+		p.changed = make(chan struct{})
+	}
+	return p.changed
 }
 
 // Flush waits until every event recorded before the call is committed (or

@@ -1,9 +1,11 @@
 package httpapi
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -197,11 +199,7 @@ func (c *Client) Verify(ctx context.Context, req VerifyRequest) (*VerifyResponse
 
 // ListAudit returns one page of audit events.
 func (c *Client) ListAudit(ctx context.Context, f latchkey.AuditFilter) (*AuditList, error) {
-	q := url.Values{}
-	set(q, "token_id", f.TokenID)
-	set(q, "subject", f.Subject)
-	set(q, "outcome", f.Outcome)
-	set(q, "kind", f.Kind)
+	q := auditQuery(f)
 	set(q, "cursor", f.Cursor)
 	if !f.Since.IsZero() {
 		q.Set("since", f.Since.Format(time.RFC3339Nano))
@@ -209,7 +207,7 @@ func (c *Client) ListAudit(ctx context.Context, f latchkey.AuditFilter) (*AuditL
 	if !f.Until.IsZero() {
 		q.Set("until", f.Until.Format(time.RFC3339Nano))
 	}
-	if f.After > 0 {
+	if f.After > 0 || f.Ascending {
 		q.Set("after", fmt.Sprint(f.After))
 	}
 	if f.Limit > 0 {
@@ -226,4 +224,106 @@ func set(q url.Values, k, v string) {
 	if v != "" {
 		q.Set(k, v)
 	}
+}
+
+// auditQuery encodes the filters GET /v1/audit and its stream share.
+func auditQuery(f latchkey.AuditFilter) url.Values {
+	q := url.Values{}
+	set(q, "token_id", f.TokenID)
+	set(q, "subject", f.Subject)
+	set(q, "outcome", f.Outcome)
+	set(q, "kind", f.Kind)
+	set(q, "node", f.Node)
+	return q
+}
+
+// VerifyAudit asks the server to check the audit hash chain.
+func (c *Client) VerifyAudit(ctx context.Context) (*latchkey.ChainReport, error) {
+	var out latchkey.ChainReport
+	if err := c.do(ctx, "GET", "/v1/audit/verify", nil, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// StreamAudit follows GET /v1/audit/stream, calling fn for each record
+// matching f (Since and Until are ignored), starting after sequence number
+// after (0: from now). It reconnects with the last id it saw when the
+// connection drops, and returns when ctx ends or fn returns an error.
+func (c *Client) StreamAudit(ctx context.Context, f latchkey.AuditFilter, after int64, fn func(*latchkey.AuditEvent) error) error {
+	hc := &http.Client{} // no overall timeout: a stream lasts
+	if c.HTTP != nil {
+		hc.Transport = c.HTTP.Transport
+	}
+	backoff := 100 * time.Millisecond
+	for {
+		err := c.streamOnce(ctx, hc, f, &after, fn)
+		if ctx.Err() != nil {
+			return nil
+		}
+		var le *latchkey.Error
+		if errors.As(err, &le) && le.Code != latchkey.EUnavailable {
+			return err // refused: reconnecting would not help
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+func (c *Client) streamOnce(ctx context.Context, hc *http.Client, f latchkey.AuditFilter, after *int64, fn func(*latchkey.AuditEvent) error) error {
+	q := auditQuery(f)
+	if *after > 0 {
+		q.Set("after", fmt.Sprint(*after))
+	}
+	u := strings.TrimRight(c.BaseURL, "/") + "/v1/audit/stream"
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, "GET", u, nil)
+	if err != nil {
+		return fmt.Errorf("latchkey client: %w", err)
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+c.Token)
+	req.Header.Set("User-Agent", "latchkey-cli")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return &latchkey.Error{Code: latchkey.EUnavailable, Message: err.Error()}
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		var eb ErrorBody
+		if json.Unmarshal(data, &eb) == nil && eb.Error.Code != "" {
+			return &latchkey.Error{Code: eb.Error.Code, Message: eb.Error.Message}
+		}
+		return &latchkey.Error{Code: latchkey.EUnavailable, Message: fmt.Sprintf("HTTP %d from the stream", resp.StatusCode)}
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	var data []byte
+	for sc.Scan() {
+		line := sc.Bytes()
+		switch {
+		case len(line) == 0: // end of an event
+			if len(data) > 0 {
+				var ev latchkey.AuditEvent
+				if err := json.Unmarshal(data, &ev); err != nil {
+					return fmt.Errorf("latchkey client: stream: %w", err)
+				}
+				*after = max(*after, ev.Seq)
+				if err := fn(&ev); err != nil {
+					return err
+				}
+			}
+			data = data[:0]
+		case bytes.HasPrefix(line, []byte("data:")):
+			data = append(data, bytes.TrimPrefix(bytes.TrimPrefix(line, []byte("data:")), []byte(" "))...)
+		}
+	}
+	return &latchkey.Error{Code: latchkey.EUnavailable, Message: "stream ended"}
 }

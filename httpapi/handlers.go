@@ -359,35 +359,47 @@ func (s *Server) verify(w http.ResponseWriter, r *http.Request, a tokens.Actor) 
 	return nil
 }
 
-func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, _ tokens.Actor) error {
-	q := r.URL.Query()
-	if err := onlyParams(q, "token_id", "subject", "outcome", "kind", "since", "until", "after", "cursor", "limit"); err != nil {
-		return err
-	}
+// auditFilter reads the filters GET /v1/audit and its stream share:
+// token_id, subject, outcome, kind, node, since, until.
+func auditFilter(q url.Values) (latchkey.AuditFilter, error) {
 	f := latchkey.AuditFilter{TokenID: q.Get("token_id"), Subject: q.Get("subject"), Outcome: q.Get("outcome"),
-		Kind: q.Get("kind"), Cursor: q.Get("cursor")}
+		Kind: q.Get("kind"), Node: q.Get("node")}
 	if o := f.Outcome; o != "" && o != latchkey.OutcomeOK && o != "ERROR" {
 		if _, ok := latchkey.ParseCode(o); !ok {
-			return latchkey.Errorf(latchkey.EInvalid, "outcome %q is not a known code (e.g. VALID, NOT_FOUND, REVOKED, OK)", o)
+			return f, latchkey.Errorf(latchkey.EInvalid, "outcome %q is not a known code (e.g. VALID, NOT_FOUND, REVOKED, OK)", o)
 		}
 	}
 	if k := f.Kind; k != "" && k != latchkey.KindVerify && k != latchkey.KindAdmin {
-		return latchkey.Errorf(latchkey.EInvalid, "kind must be verify or admin")
+		return f, latchkey.Errorf(latchkey.EInvalid, "kind must be verify or admin")
 	}
 	var err error
 	if f.Since, err = timeParam(q, "since"); err != nil {
-		return err
+		return f, err
 	}
 	if f.Until, err = timeParam(q, "until"); err != nil {
-		return err
+		return f, err
 	}
 	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Since.Before(f.Until) {
-		return latchkey.Errorf(latchkey.EInvalid, "since must be earlier than until")
+		return f, latchkey.Errorf(latchkey.EInvalid, "since must be earlier than until")
 	}
+	return f, nil
+}
+
+func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, _ tokens.Actor) error {
+	q := r.URL.Query()
+	if err := onlyParams(q, "token_id", "subject", "outcome", "kind", "node", "since", "until", "after", "cursor", "limit"); err != nil {
+		return err
+	}
+	f, err := auditFilter(q)
+	if err != nil {
+		return err
+	}
+	f.Cursor = q.Get("cursor")
 	if v := q.Get("after"); v != "" {
 		if f.After, err = strconv.ParseInt(v, 10, 64); err != nil || f.After < 0 {
 			return latchkey.Errorf(latchkey.EInvalid, "after must be a sequence number")
 		}
+		f.Ascending = true // after=0: from the start, oldest first
 		if f.Cursor != "" {
 			return latchkey.Errorf(latchkey.EInvalid, "give after or cursor, not both")
 		}

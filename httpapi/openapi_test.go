@@ -76,6 +76,9 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 		"AuditEvent":         latchkey.AuditEvent{},
 		"TokenList":          TokenList{},
 		"AuditList":          AuditList{},
+		"ChainReport":        latchkey.ChainReport{},
+		"ChainBreak":         latchkey.ChainBreak{},
+		"AuditAnchor":        latchkey.AuditAnchor{},
 	} {
 		s, ok := doc.Components.Schemas[name]
 		if !ok {

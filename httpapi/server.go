@@ -19,6 +19,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -47,9 +48,12 @@ type TokenService interface {
 	List(ctx context.Context, f latchkey.TokenFilter) (latchkey.TokenPage, error)
 }
 
-// AuditReader lists audit events. latchkey.Store satisfies it.
+// AuditReader reads the audit log and its chain. latchkey.Store
+// satisfies it.
 type AuditReader interface {
 	ListAudit(ctx context.Context, f latchkey.AuditFilter) (latchkey.AuditPage, error)
+	AuditNodes(ctx context.Context) ([]string, error)
+	AuditAnchors(ctx context.Context) ([]latchkey.AuditAnchor, error)
 }
 
 // Server serves the API. Verifier, Tokens and Audit are required.
@@ -69,7 +73,15 @@ type Server struct {
 	// resolving the client's address; nil believes nobody's.
 	TrustedProxies latchkey.TrustedProxies
 
-	draining atomic.Bool
+	// AuditWritten, when set, returns a channel closed when new records
+	// are committed (audit.Pipeline.Written), so streams wake at once
+	// rather than at their next poll.
+	AuditWritten func() <-chan struct{}
+
+	draining  atomic.Bool
+	drainOnce sync.Once
+	initOnce  sync.Once
+	drained   chan struct{} // closed by Drain: open streams end
 }
 
 // Route is one registered endpoint.
@@ -98,6 +110,8 @@ func Routes() []Route {
 		{"POST", "/v1/revocations", latchkey.ScopeTokensWrite, false},
 		{"POST", "/v1/verify", latchkey.ScopeVerify, false},
 		{"GET", "/v1/audit", latchkey.ScopeAuditRead, false},
+		{"GET", "/v1/audit/stream", latchkey.ScopeAuditRead, false},
+		{"GET", "/v1/audit/verify", latchkey.ScopeAuditRead, false},
 		{"GET", "/healthz", "", false},
 		{"GET", "/readyz", "", false},
 	}
@@ -120,6 +134,8 @@ func (s *Server) Handler() http.Handler {
 		"POST /v1/revocations":         s.revocations,
 		"POST /v1/verify":              s.verify,
 		"GET /v1/audit":                s.listAudit,
+		"GET /v1/audit/stream":         s.streamAudit,
+		"GET /v1/audit/verify":         s.verifyAudit,
 		"GET /healthz":                 s.healthz,
 		"GET /readyz":                  s.readyz,
 	}
@@ -149,7 +165,17 @@ func (s *Server) Handler() http.Handler {
 
 // Drain makes /readyz fail, so load balancers stop sending traffic before
 // shutdown.
-func (s *Server) Drain() { s.draining.Store(true) }
+// Open event streams end, so that a graceful shutdown is not held up by
+// them.
+func (s *Server) Drain() {
+	s.draining.Store(true)
+	s.drainOnce.Do(func() { close(s.drainCh()) })
+}
+
+func (s *Server) drainCh() chan struct{} {
+	s.initOnce.Do(func() { s.drained = make(chan struct{}) })
+	return s.drained
+}
 
 // endpoint wraps a handler with authentication (when scope is set) and
 // error rendering.

@@ -10,6 +10,7 @@ package verify
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"sync/atomic"
 	"time"
@@ -66,6 +67,11 @@ type Config struct {
 	TouchInterval time.Duration
 	// Limits holds rate limiter state (default: a new table).
 	Limits *ratelimit.Table
+	// SyncAudit makes Verify wait until its audit record is committed
+	// (durability mode sync): no decision is returned without its record.
+	// When the wait fails, Verify returns an error and the decision must
+	// not be used.
+	SyncAudit bool
 }
 
 // Request is one verification. Only Token is required.
@@ -212,6 +218,11 @@ func (v *Verifier) Verify(ctx context.Context, req *Request) (latchkey.Decision,
 			ev.Path = req.Path
 			ev.Latency = d.Latency
 		})
+		if v.cfg.SyncAudit && err == nil {
+			if ferr := v.rec.Flush(ctx); ferr != nil {
+				return d, fmt.Errorf("verify: audit record not committed: %w", ferr)
+			}
+		}
 	}
 	return d, err
 }

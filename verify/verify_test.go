@@ -486,3 +486,55 @@ func TestConstrainedVerifyDoesNotAllocate(t *testing.T) {
 		}
 	}
 }
+
+// gatedSink signals each batch and holds it until released.
+type gatedSink struct {
+	called  chan struct{}
+	release chan struct{}
+}
+
+func (g *gatedSink) AppendAudit(ctx context.Context, evs []latchkey.AuditEvent) error {
+	g.called <- struct{}{}
+	<-g.release
+	return nil
+}
+
+// In sync mode a decision is returned only after its record is committed.
+func TestSyncAuditWaitsForCommit(t *testing.T) {
+	f := newFixture(t)
+	g := &gatedSink{called: make(chan struct{}, 16), release: make(chan struct{})}
+	p := &audit.Pipeline{Sink: g}
+	p.Start()
+	defer p.Close(context.Background())
+	f.v = New(f.loader, f.hasher, p, Config{SyncAudit: true})
+	tok, _ := f.issue(t)
+	res := make(chan latchkey.Decision, 1)
+	go func() {
+		d, err := f.v.Verify(context.Background(), &Request{Token: tok})
+		if err != nil {
+			t.Error(err)
+		}
+		res <- d
+	}()
+	<-g.called // the record is being written, not yet committed
+	select {
+	case d := <-res:
+		t.Fatalf("Verify answered %s before its record was committed", d.Code)
+	default:
+	}
+	close(g.release)
+	if d := <-res; d.Code != latchkey.Valid {
+		t.Fatalf("after commit: %s", d.Code)
+	}
+	// A caller that gives up waiting gets an error, not a decision.
+	g2 := &gatedSink{called: make(chan struct{}, 16), release: make(chan struct{})}
+	p2 := &audit.Pipeline{Sink: g2}
+	p2.Start()
+	defer func() { close(g2.release); p2.Close(context.Background()) }()
+	f.v = New(f.loader, f.hasher, p2, Config{SyncAudit: true})
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { <-g2.called; cancel() }()
+	if _, err := f.v.Verify(ctx, &Request{Token: tok}); err == nil {
+		t.Error("Verify returned a decision whose record was never committed")
+	}
+}

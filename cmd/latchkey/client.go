@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/audit"
 	"github.com/latchkeyhq/latchkey/httpapi"
 	"github.com/latchkeyhq/latchkey/tokens"
 )
@@ -485,7 +486,9 @@ func expiresText(t *time.Time) string {
 const tailDoc = `
 Show the latest audit records, oldest first: every verification attempt
 (valid or not, with its reason and client IP) and every admin change.
-With -f, keep printing new records as they arrive.`
+With -f, keep printing new records as they are committed, from the
+server's live stream (GET /v1/audit/stream); a dropped connection is
+resumed where it left off.`
 
 func cmdAuditTail(ctx context.Context, args []string, stdout, stderr io.Writer, getenv env) int {
 	var (
@@ -493,16 +496,15 @@ func cmdAuditTail(ctx context.Context, args []string, stdout, stderr io.Writer, 
 		n      int
 		follow bool
 		asJSON bool
-		every  time.Duration
 	)
 	fs := newFlags("audit tail", "audit tail [flags]", tailDoc, stdout, stderr)
 	fs.IntVar(&n, "n", 20, "how many recent records to show (1-1000)")
 	fs.BoolVar(&follow, "f", false, "follow: keep printing new records until interrupted")
-	fs.DurationVar(&every, "interval", time.Second, "with -f, how often to poll")
 	fs.StringVar(&f.TokenID, "token-id", "", "only records about this token id")
 	fs.StringVar(&f.Subject, "subject", "", "only records about this subject")
 	fs.StringVar(&f.Outcome, "outcome", "", "only this outcome, e.g. VALID, NOT_FOUND, REVOKED, OK")
 	fs.StringVar(&f.Kind, "kind", "", "only verify or admin records")
+	fs.StringVar(&f.Node, "node", "", "only records written by this node")
 	fs.BoolVar(&asJSON, "json", false, "print one JSON object per line")
 	if _, code := parse(fs, args, 0); code >= 0 {
 		return code
@@ -532,26 +534,146 @@ func cmdAuditTail(ctx context.Context, args []string, stdout, stderr io.Writer, 
 		printEvent(stdout, &evs[i], asJSON)
 		last = max(last, evs[i].Seq)
 	}
-	for follow {
-		select {
-		case <-ctx.Done():
-			return exitOK
-		case <-time.After(every):
-		}
-		f.After, f.Limit = last, latchkey.MaxPageLimit
-		page, err := c.ListAudit(ctx, f)
-		if err != nil {
-			if ctx.Err() != nil {
-				return exitOK
-			}
-			return apiExit(stderr, "audit tail", err)
-		}
-		for i := range page.Events { // oldest first with After
-			printEvent(stdout, &page.Events[i], asJSON)
-			last = page.Events[i].Seq
-		}
+	if !follow {
+		return exitOK
+	}
+	err = c.StreamAudit(ctx, f, last, func(ev *latchkey.AuditEvent) error {
+		printEvent(stdout, ev, asJSON)
+		return nil
+	})
+	if err != nil && ctx.Err() == nil {
+		return apiExit(stderr, "audit tail", err)
 	}
 	return exitOK
+}
+
+const auditVerifyDoc = `
+Check the audit log's hash chain on the server (GET /v1/audit/verify).
+Each record's hash covers the record and the hash before it, per node, so
+an edited, deleted or inserted record breaks the chain from that point.
+Exit status 0 when the chain is intact, 1 when it is broken (the first
+broken record is named), 3 or 4 when the server cannot answer.`
+
+func cmdAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer, getenv env) int {
+	var asJSON bool
+	fs := newFlags("audit verify", "audit verify [flags]", auditVerifyDoc, stdout, stderr)
+	fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
+	if _, code := parse(fs, args, 0); code >= 0 {
+		return code
+	}
+	c, ok := clientFor("audit verify", stderr, getenv)
+	if !ok {
+		return exitUsage
+	}
+	rep, err := c.VerifyAudit(ctx)
+	if err != nil {
+		return apiExit(stderr, "audit verify", err)
+	}
+	if asJSON {
+		printJSON(stdout, rep)
+	} else {
+		fmt.Fprintln(stdout, audit.Summary(*rep))
+		for _, a := range rep.Anchors {
+			fmt.Fprintf(stdout, "  node %q resumes after pruned record %d (anchored %s)\n", a.Node, a.Seq, fmtTime(a.At))
+		}
+	}
+	if !rep.OK {
+		return exitRefused
+	}
+	return exitOK
+}
+
+const auditExportDoc = `
+Write audit records as JSON Lines (one JSON object per line, oldest first),
+for archiving or loading into another system. --since is required; the
+other filters narrow it down.`
+
+func cmdAuditExport(ctx context.Context, args []string, stdout, stderr io.Writer, getenv env) int {
+	var (
+		f            latchkey.AuditFilter
+		since, until string
+		outPath      string
+	)
+	fs := newFlags("audit export", "audit export --since TIME [flags]", auditExportDoc, stdout, stderr)
+	fs.StringVar(&since, "since", "", "first record time, RFC 3339 (e.g. 2026-11-01T00:00:00Z), or a duration back from now (e.g. 7d)")
+	fs.StringVar(&until, "until", "", "end (exclusive), RFC 3339 or a duration back from now")
+	fs.StringVar(&f.TokenID, "token-id", "", "only records about this token id")
+	fs.StringVar(&f.Subject, "subject", "", "only records about this subject")
+	fs.StringVar(&f.Outcome, "outcome", "", "only this outcome")
+	fs.StringVar(&f.Kind, "kind", "", "only verify or admin records")
+	fs.StringVar(&f.Node, "node", "", "only records written by this node")
+	fs.StringVar(&outPath, "o", "", "write to this `file` instead of standard output")
+	if _, code := parse(fs, args, 0); code >= 0 {
+		return code
+	}
+	var err error
+	if f.Since, err = timeOrAgo(since); err != nil || since == "" {
+		fmt.Fprintln(stderr, "latchkey audit export: --since must be an RFC 3339 time or a duration such as 7d")
+		return exitUsage
+	}
+	if until != "" {
+		if f.Until, err = timeOrAgo(until); err != nil {
+			fmt.Fprintln(stderr, "latchkey audit export: --until must be an RFC 3339 time or a duration such as 1d")
+			return exitUsage
+		}
+	}
+	c, ok := clientFor("audit export", stderr, getenv)
+	if !ok {
+		return exitUsage
+	}
+	w := stdout
+	if outPath != "" {
+		file, err := os.OpenFile(outPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+		if err != nil {
+			fmt.Fprintf(stderr, "latchkey audit export: %v\n", err)
+			return exitUsage
+		}
+		defer file.Close()
+		w = file
+	}
+	bw := bufio.NewWriter(w)
+	defer bw.Flush()
+	f.Ascending, f.Limit = true, latchkey.MaxPageLimit
+	n := 0
+	for {
+		page, err := c.ListAudit(ctx, f)
+		if err != nil {
+			bw.Flush()
+			return apiExit(stderr, "audit export", err)
+		}
+		for i := range page.Events {
+			b, _ := json.Marshal(&page.Events[i])
+			bw.Write(append(b, '\n'))
+			f.After = page.Events[i].Seq
+			n++
+		}
+		if len(page.Events) < f.Limit {
+			break
+		}
+	}
+	if err := bw.Flush(); err != nil {
+		fmt.Fprintf(stderr, "latchkey audit export: %v\n", err)
+		return exitUsage
+	}
+	if outPath != "" {
+		fmt.Fprintf(stderr, "exported %d records to %s\n", n, outPath)
+	}
+	return exitOK
+}
+
+// timeOrAgo reads an RFC 3339 time or a duration back from now ("7d").
+func timeOrAgo(s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t, nil
+	}
+	d, err := latchkey.ParseDuration(s)
+	if err != nil {
+		return time.Time{}, err
+	}
+	return time.Now().Add(-d), nil
 }
 
 // eventFormat has fixed widths, so that records printed while following

@@ -45,7 +45,9 @@ Client (talks to the server at $LATCHKEY_ADDR with $LATCHKEY_TOKEN):
   token revoke ID       revoke for good, with descendants (or in bulk: --subject,
                         --tag, --prefix, --parent)
   verify TOKEN          verify a token; exit status 0 only if it is VALID
-  audit tail            show the latest audit records (-f to follow)
+  audit tail            show the latest audit records (-f to follow live)
+  audit verify          check the audit log's hash chain; exit 1 if it is broken
+  audit export          write audit records as JSON Lines (--since)
 
   version               print the version
   help [command]        explain a command
@@ -121,11 +123,17 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		fmt.Fprintf(stderr, "latchkey token: unknown command %q; expected %s\n", rest[0], sub)
 		return exitUsage
 	case "audit":
-		if len(rest) == 0 || rest[0] != "tail" {
-			fmt.Fprintln(stderr, "latchkey audit: expected tail")
-			return exitUsage
+		switch {
+		case len(rest) == 0:
+		case rest[0] == "tail":
+			return cmdAuditTail(ctx, rest[1:], stdout, stderr, getenv)
+		case rest[0] == "verify":
+			return cmdAuditVerify(ctx, rest[1:], stdout, stderr, getenv)
+		case rest[0] == "export":
+			return cmdAuditExport(ctx, rest[1:], stdout, stderr, getenv)
 		}
-		return cmdAuditTail(ctx, rest[1:], stdout, stderr, getenv)
+		fmt.Fprintln(stderr, "latchkey audit: expected tail, verify or export")
+		return exitUsage
 	}
 	fmt.Fprintf(stderr, "latchkey: unknown command %q\n\n%s", cmd, usage)
 	return exitUsage

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -12,7 +13,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/latchkeyhq/latchkey"
@@ -36,6 +39,15 @@ type serveConfig struct {
 	Policy         tokens.Policy
 	TouchInterval  time.Duration
 	TrustedProxies latchkey.TrustedProxies
+
+	// Audit pipeline (zero: the pipeline's defaults).
+	AuditSync          bool // durability mode sync
+	AuditBatch         int
+	AuditFlush         time.Duration
+	AuditQueue         int
+	AuditRetention     time.Duration // 0: keep forever
+	AuditArchiveDir    string
+	AuditPruneInterval time.Duration // default 1h
 }
 
 const serveDoc = `
@@ -63,6 +75,15 @@ comma-separated) whose X-Forwarded-For header is believed when working out
 the client's address; from any other peer the header is ignored. Default:
 loopback only.
 
+Audit: every attempt is recorded. In the default durability mode, async,
+records are committed in batches (--audit-batch-size records or every
+--audit-flush-interval, whichever comes first) and a hard crash can lose
+at most the last flush interval; in sync mode a verification answers only
+once its record is committed. A full queue (--audit-queue-size) slows
+verifications down rather than dropping records. --audit-retention deletes
+records older than that (writing them to --audit-archive-dir first, when
+set); the hash chain stays verifiable from its anchor.
+
 SIGINT or SIGTERM stops accepting requests, finishes those in flight and
 writes every queued audit record and last-use time before exiting.`
 
@@ -79,12 +100,19 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, getenv env) 
 	rotAfter := durFlag(fs, "rotate-after", getenv, "LATCHKEY_ROTATE_AFTER", "age at which a token is due for rotation, e.g. 90d (default: no rotation policy) [LATCHKEY_ROTATE_AFTER]")
 	touch := durFlag(fs, "last-used-interval", getenv, "LATCHKEY_LAST_USED_INTERVAL", "write each token's last_used_at at most once per this interval (default 1m) [LATCHKEY_LAST_USED_INTERVAL]")
 	fs.BoolVar(&cfg.Policy.RequireExpiry, "require-expiry", getenv("LATCHKEY_REQUIRE_EXPIRY") == "true" || getenv("LATCHKEY_REQUIRE_EXPIRY") == "1", "refuse tokens that never expire [LATCHKEY_REQUIRE_EXPIRY=true]")
+	durability := envOr(getenv, "LATCHKEY_AUDIT_DURABILITY", "async")
+	fs.StringVar(&durability, "audit-durability", durability, "async (batched; a crash loses at most one flush interval) or sync (answer only once recorded) [LATCHKEY_AUDIT_DURABILITY]")
+	fs.IntVar(&cfg.AuditBatch, "audit-batch-size", envInt(getenv, "LATCHKEY_AUDIT_BATCH_SIZE", 512), "most audit records per transaction [LATCHKEY_AUDIT_BATCH_SIZE]")
+	flush := durFlag(fs, "audit-flush-interval", getenv, "LATCHKEY_AUDIT_FLUSH_INTERVAL", "longest a record waits before it is committed (default 50ms) [LATCHKEY_AUDIT_FLUSH_INTERVAL]")
+	fs.IntVar(&cfg.AuditQueue, "audit-queue-size", envInt(getenv, "LATCHKEY_AUDIT_QUEUE_SIZE", 16384), "records that may wait; when full, verifications wait (never dropped) [LATCHKEY_AUDIT_QUEUE_SIZE]")
+	retention := durFlag(fs, "audit-retention", getenv, "LATCHKEY_AUDIT_RETENTION", "delete audit records older than this, e.g. 90d (default: keep all) [LATCHKEY_AUDIT_RETENTION]")
+	fs.StringVar(&cfg.AuditArchiveDir, "audit-archive-dir", getenv("LATCHKEY_AUDIT_ARCHIVE_DIR"), "with --audit-retention, write pruned records here as JSON Lines first [LATCHKEY_AUDIT_ARCHIVE_DIR]")
 	var proxies strs
 	fs.Var(&proxies, "trusted-proxy", "proxy `address or network` whose X-Forwarded-For is believed; repeatable (default: loopback) [LATCHKEY_TRUSTED_PROXIES, comma-separated]")
 	if _, code := parse(fs, args, 0); code >= 0 {
 		return code
 	}
-	for _, d := range []*durValue{defTTL, maxLife, rotAfter, touch} {
+	for _, d := range []*durValue{defTTL, maxLife, rotAfter, touch, flush, retention} {
 		if d.err != nil {
 			fmt.Fprintf(stderr, "latchkey serve: %v\n", d.err)
 			return exitUsage
@@ -92,6 +120,23 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, getenv env) 
 	}
 	cfg.Policy.DefaultTTL, cfg.Policy.MaxLifetime, cfg.Policy.RotationAge = defTTL.d, maxLife.d, rotAfter.d
 	cfg.TouchInterval = touch.d
+	cfg.AuditFlush, cfg.AuditRetention = flush.d, retention.d
+	switch durability {
+	case "async":
+	case "sync":
+		cfg.AuditSync = true
+	default:
+		fmt.Fprintf(stderr, "latchkey serve: --audit-durability %q: want async or sync\n", durability)
+		return exitUsage
+	}
+	if cfg.AuditBatch < 1 || cfg.AuditQueue < 1 {
+		fmt.Fprintln(stderr, "latchkey serve: --audit-batch-size and --audit-queue-size must be positive")
+		return exitUsage
+	}
+	if cfg.AuditArchiveDir != "" && cfg.AuditRetention == 0 {
+		fmt.Fprintln(stderr, "latchkey serve: --audit-archive-dir needs --audit-retention")
+		return exitUsage
+	}
 	if err := cfg.Policy.Validate(); err != nil {
 		fmt.Fprintf(stderr, "latchkey serve: %s\n", latchkey.ErrorMessage(err))
 		return exitUsage
@@ -172,6 +217,19 @@ func durFlag(fs *flag.FlagSet, name string, getenv env, envName, usage string) *
 	return v
 }
 
+// envInt reads an integer environment variable, def when unset or bad
+// (a bad value then fails the flag's own check).
+func envInt(getenv env, name string, def int) int {
+	if v := getenv(name); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return -1
+		}
+		return n
+	}
+	return def
+}
+
 func envOr(getenv env, name, def string) string {
 	if v := getenv(name); v != "" {
 		return v
@@ -190,6 +248,8 @@ type daemon struct {
 	logger *slog.Logger
 	served chan error
 	unlock func()
+	stopBG chan struct{} // closed on shutdown: background loops end
+	bg     sync.WaitGroup
 }
 
 // startDaemon opens the data directory, bootstraps it if new, and starts
@@ -238,12 +298,13 @@ func startDaemon(ctx context.Context, cfg serveConfig, logger *slog.Logger, stde
 			filepath.Join(cfg.DataDir, secret.KeyFileName))
 	}
 	node, _ := os.Hostname()
-	pipe := &audit.Pipeline{Sink: db, Logger: logger}
+	pipe := &audit.Pipeline{Sink: db, Logger: logger, BatchSize: cfg.AuditBatch, FlushInterval: cfg.AuditFlush, QueueSize: cfg.AuditQueue}
 	pipe.Start()
-	ver := verify.New(db, hasher, pipe, verify.Config{Node: node, RotationAge: cfg.Policy.RotationAge, TouchInterval: cfg.TouchInterval})
+	ver := verify.New(db, hasher, pipe, verify.Config{Node: node, RotationAge: cfg.Policy.RotationAge, TouchInterval: cfg.TouchInterval,
+		SyncAudit: cfg.AuditSync})
 	svc := &tokens.Service{Store: db, Hasher: hasher, Invalidate: ver.Invalidate, Node: node, Policy: cfg.Policy, FlushUsage: ver.FlushUsage}
 	api := &httpapi.Server{Verifier: ver, Tokens: svc, Audit: db, Ready: db.Ping, Logger: logger,
-		FlushAudit: pipe.Flush, TrustedProxies: cfg.TrustedProxies}
+		FlushAudit: pipe.Flush, TrustedProxies: cfg.TrustedProxies, AuditWritten: pipe.Written}
 
 	pt, created, err := svc.Bootstrap(ctx)
 	if err != nil {
@@ -275,7 +336,10 @@ func startDaemon(ctx context.Context, cfg serveConfig, logger *slog.Logger, stde
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	d := &daemon{addr: ln.Addr().String(), srv: srv, api: api, pipe: pipe, db: db, ver: ver, logger: logger,
-		served: make(chan error, 1), unlock: unlock}
+		served: make(chan error, 1), unlock: unlock, stopBG: make(chan struct{})}
+	if cfg.AuditRetention > 0 {
+		d.bg.Go(func() { d.retain(cfg) })
+	}
 	scheme := "http"
 	if cfg.TLSCert != "" {
 		scheme = "https"
@@ -296,7 +360,9 @@ func startDaemon(ctx context.Context, cfg serveConfig, logger *slog.Logger, stde
 // requests finish, then the audit queue is written out and the store closed.
 func (d *daemon) Shutdown(ctx context.Context) error {
 	d.api.Drain()
+	close(d.stopBG)
 	err := d.srv.Shutdown(ctx)
+	d.bg.Wait()
 	if serr := <-d.served; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
 		err = errors.Join(err, serr)
 	}
@@ -307,6 +373,70 @@ func (d *daemon) Shutdown(ctx context.Context) error {
 	err = errors.Join(err, d.db.Close())
 	d.unlock()
 	return err
+}
+
+// retain prunes audit records older than the retention period, at start
+// and then every prune interval (default 1h), archiving them first when an
+// archive directory is set.
+func (d *daemon) retain(cfg serveConfig) {
+	every := cfg.AuditPruneInterval
+	if every <= 0 {
+		every = time.Hour
+	}
+	for {
+		d.pruneOnce(cfg)
+		select {
+		case <-d.stopBG:
+			return
+		case <-time.After(every):
+		}
+	}
+}
+
+func (d *daemon) pruneOnce(cfg serveConfig) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	before := time.Now().Add(-cfg.AuditRetention)
+	var archive func([]latchkey.AuditEvent) error
+	var file *os.File
+	if cfg.AuditArchiveDir != "" {
+		archive = func(evs []latchkey.AuditEvent) error {
+			if file == nil {
+				if err := os.MkdirAll(cfg.AuditArchiveDir, 0o700); err != nil {
+					return err
+				}
+				name := filepath.Join(cfg.AuditArchiveDir, "audit-"+time.Now().UTC().Format("20060102T150405.000000000Z")+".jsonl")
+				f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+				if err != nil {
+					return err
+				}
+				file = f
+			}
+			for i := range evs {
+				b, err := json.Marshal(&evs[i])
+				if err != nil {
+					return err
+				}
+				if _, err := file.Write(append(b, '\n')); err != nil {
+					return err
+				}
+			}
+			return file.Sync()
+		}
+	}
+	n, err := d.db.PruneAudit(ctx, before, archive)
+	if file != nil {
+		if cerr := file.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		d.logger.Error("audit retention: pruning failed; will retry", "err", err, "pruned", n)
+		return
+	}
+	if n > 0 {
+		d.logger.Info("audit retention: pruned old records", "records", n, "before", before.UTC().Format(time.RFC3339))
+	}
 }
 
 func loadKey(cfg serveConfig, logger *slog.Logger) ([]byte, error) {

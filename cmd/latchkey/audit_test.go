@@ -1,0 +1,237 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/httpapi"
+	"github.com/latchkeyhq/latchkey/tokens"
+)
+
+// audit verify from the command line: intact, then broken by editing one
+// row directly in the database, naming that row.
+func TestCLIAuditVerifyDetectsEdit(t *testing.T) {
+	dir := t.TempDir()
+	ts := startServer(t, dir)
+	c := ts.client(ts.root)
+	tok, err := c.CreateToken(ctx, tokens.CreateRequest{Scopes: []string{"a:b"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sc := range []string{"a:b", "a:c", "a:b"} {
+		c.Verify(ctx, httpapi.VerifyRequest{Token: tok.Plaintext, Scopes: []string{sc}})
+	}
+	code, out, errs := cli(t, ts.url, ts.root, "audit", "verify")
+	if code != 0 || !strings.Contains(out, "audit chain intact") {
+		t.Fatalf("intact chain: exit %d %q %s", code, out, errs)
+	}
+	// Turn the refused attempt into a success, directly in the file.
+	page, _ := c.ListAudit(ctx, latchkey.AuditFilter{Outcome: "INSUFFICIENT_SCOPE"})
+	if len(page.Events) != 1 {
+		t.Fatalf("refusals on record: %d", len(page.Events))
+	}
+	seq := page.Events[0].Seq
+	raw, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "latchkey.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	if _, err := raw.Exec(`UPDATE audit_events SET outcome = 'VALID', reason = '' WHERE seq = ?`, seq); err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ = cli(t, ts.url, ts.root, "audit", "verify")
+	if code != exitRefused || !strings.Contains(out, "BROKEN at record "+itoa(seq)) {
+		t.Fatalf("after the edit: exit %d %q, want 1 naming record %d", code, out, seq)
+	}
+	code, out, _ = cli(t, ts.url, ts.root, "audit", "verify", "--json")
+	var rep latchkey.ChainReport
+	if json.Unmarshal([]byte(out), &rep); code != exitRefused || rep.OK || rep.Broken == nil || rep.Broken.Seq != seq {
+		t.Errorf("--json: exit %d %+v", code, rep)
+	}
+}
+
+func itoa(n int64) string { b, _ := json.Marshal(n); return string(b) }
+
+// audit export writes JSON Lines, oldest first, of the records since.
+func TestCLIAuditExport(t *testing.T) {
+	ts := startServer(t, t.TempDir())
+	c := ts.client(ts.root)
+	for range 5 {
+		c.Verify(ctx, httpapi.VerifyRequest{Token: "lk_nope"})
+	}
+	out := filepath.Join(t.TempDir(), "audit.jsonl")
+	code, _, errs := cli(t, ts.url, ts.root, "audit", "export", "--since", "1h", "-o", out)
+	if code != 0 {
+		t.Fatalf("export: %d %s", code, errs)
+	}
+	b, _ := os.ReadFile(out)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	var prev int64
+	malformed := 0
+	for _, l := range lines {
+		var ev latchkey.AuditEvent
+		if err := json.Unmarshal([]byte(l), &ev); err != nil {
+			t.Fatalf("line %q: %v", l, err)
+		}
+		if ev.Seq <= prev || ev.Hash == "" {
+			t.Errorf("line out of order or without hash: %+v", ev)
+		}
+		prev = ev.Seq
+		if ev.Outcome == "MALFORMED" {
+			malformed++
+		}
+	}
+	if malformed != 5 {
+		t.Errorf("exported %d MALFORMED records, want 5 (of %d lines)", malformed, len(lines))
+	}
+	if fi, _ := os.Stat(out); fi.Mode().Perm() != 0o600 {
+		t.Errorf("export file mode %v, want 0600", fi.Mode().Perm())
+	}
+	if code, _, _ := cli(t, ts.url, ts.root, "audit", "export"); code != exitUsage {
+		t.Errorf("export without --since: exit %d", code)
+	}
+	if code, out, _ := cli(t, ts.url, ts.root, "audit", "export", "--since", "2099-01-01T00:00:00Z"); code != 0 || out != "" {
+		t.Errorf("export of the future: %d %q", code, out)
+	}
+}
+
+// The live stream: records arrive as they are committed; a reconnect with
+// Last-Event-ID resumes without gaps; audit tail -f prints them.
+func TestAuditStream(t *testing.T) {
+	ts := startServer(t, t.TempDir())
+	c := ts.client(ts.root)
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var mu sync.Mutex
+	var got []latchkey.AuditEvent
+	done := make(chan struct{})
+	ts.flush(t)
+	newest, _ := c.ListAudit(ctx, latchkey.AuditFilter{Limit: 1})
+	start := newest.Events[0].Seq // follow from here: nothing written later can be missed
+	go func() {
+		defer close(done)
+		c.StreamAudit(sctx, latchkey.AuditFilter{Outcome: "MALFORMED"}, start, func(ev *latchkey.AuditEvent) error {
+			mu.Lock()
+			got = append(got, *ev)
+			mu.Unlock()
+			return nil
+		})
+	}()
+	for range 3 {
+		c.Verify(ctx, httpapi.VerifyRequest{Token: "lk_forged"})
+	}
+	c.Verify(ctx, httpapi.VerifyRequest{Token: ts.root})
+	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(got) >= 3 })
+	cancel()
+	<-done
+	for _, ev := range got {
+		if ev.Outcome != "MALFORMED" {
+			t.Errorf("the filter let through %s", ev.Outcome)
+		}
+	}
+	// Resume from the first: exactly the other two come back.
+	req, _ := http.NewRequest("GET", ts.url+"/v1/audit/stream?outcome=MALFORMED", nil)
+	req.Header.Set("Authorization", "Bearer "+ts.root)
+	req.Header.Set("Last-Event-ID", itoa(got[0].Seq))
+	rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer rcancel()
+	resp, err := http.DefaultClient.Do(req.WithContext(rctx))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+		t.Errorf("content type %q", ct)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	var ids []string
+	for sc.Scan() && len(ids) < 2 {
+		if id, ok := strings.CutPrefix(sc.Text(), "id: "); ok {
+			ids = append(ids, id)
+		}
+	}
+	if len(ids) != 2 || ids[0] != itoa(got[1].Seq) || ids[1] != itoa(got[2].Seq) {
+		t.Errorf("resumed ids %v, want %d and %d", ids, got[1].Seq, got[2].Seq)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out waiting")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestCLIAuditTailFollow(t *testing.T) {
+	ts := startServer(t, t.TempDir())
+	var out syncBuffer
+	tctx, cancel := context.WithCancel(ctx)
+	done := make(chan int)
+	go func() {
+		env := func(k string) string {
+			return map[string]string{"LATCHKEY_ADDR": ts.url, "LATCHKEY_TOKEN": ts.root}[k]
+		}
+		done <- run(tctx, []string{"audit", "tail", "-f", "-n", "1"}, nil, &out, io.Discard, env)
+	}()
+	waitFor(t, func() bool { return strings.Contains(out.String(), "TIME") })
+	ts.client(ts.root).Verify(ctx, httpapi.VerifyRequest{Token: "lk_followme"})
+	waitFor(t, func() bool { return strings.Contains(out.String(), "MALFORMED") })
+	cancel()
+	if code := <-done; code != 0 {
+		t.Errorf("tail -f exit %d", code)
+	}
+}
+
+// Retention prunes old records, archives them, and leaves the chain
+// verifiable from its anchor.
+func TestAuditRetention(t *testing.T) {
+	dir := t.TempDir()
+	archive := filepath.Join(dir, "archive")
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	d, err := startDaemon(ctx, serveConfig{Listen: "127.0.0.1:0", DataDir: dir, AuditRetention: time.Millisecond,
+		AuditArchiveDir: archive, AuditPruneInterval: 20 * time.Millisecond}, logger, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Shutdown(ctx)
+	u, root := "http://"+d.addr, readRoot(t, dir)
+	c := &httpapi.Client{BaseURL: u, Token: root}
+	for range 5 {
+		c.Verify(ctx, httpapi.VerifyRequest{Token: "lk_old"})
+	}
+	d.pipe.Flush(ctx)
+	waitFor(t, func() bool {
+		page, _ := c.ListAudit(ctx, latchkey.AuditFilter{Outcome: "MALFORMED"})
+		return len(page.Events) == 0
+	})
+	rep, err := c.VerifyAudit(ctx)
+	if err != nil || !rep.OK || len(rep.Anchors) == 0 {
+		t.Fatalf("after pruning: %+v %v", rep, err)
+	}
+	files, _ := os.ReadDir(archive)
+	var all bytes.Buffer
+	for _, f := range files {
+		b, _ := os.ReadFile(filepath.Join(archive, f.Name()))
+		all.Write(b)
+	}
+	if n := strings.Count(all.String(), `"outcome":"MALFORMED"`); n != 5 {
+		t.Errorf("archive holds %d of the 5 pruned attempts", n)
+	}
+}

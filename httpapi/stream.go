@@ -1,0 +1,131 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/audit"
+	"github.com/latchkeyhq/latchkey/tokens"
+)
+
+// streamPoll is how often a stream reads the log when nothing woke it:
+// records written by other nodes, or outside the pipeline, show up within
+// this.
+const streamPoll = 500 * time.Millisecond
+
+// streamHeartbeat keeps idle connections (and proxies) from timing out.
+const streamHeartbeat = 15 * time.Second
+
+// streamAudit serves GET /v1/audit/stream: audit records as server-sent
+// events, oldest first, each with its seq as the event id, so a client
+// that reconnects with Last-Event-ID (or ?after=) misses nothing. Without
+// either it starts with records committed from now on.
+func (s *Server) streamAudit(w http.ResponseWriter, r *http.Request, _ tokens.Actor) error {
+	q := r.URL.Query()
+	if err := onlyParams(q, "token_id", "subject", "outcome", "kind", "node", "after"); err != nil {
+		return err
+	}
+	f, err := auditFilter(q)
+	if err != nil {
+		return err
+	}
+	after := q.Get("after")
+	if id := r.Header.Get("Last-Event-ID"); id != "" {
+		after = id
+	}
+	if after != "" {
+		if f.After, err = strconv.ParseInt(after, 10, 64); err != nil || f.After < 0 {
+			return latchkey.Errorf(latchkey.EInvalid, "after (or Last-Event-ID) must be a sequence number")
+		}
+	} else {
+		// From now on: after the newest record there is.
+		page, err := s.Audit.ListAudit(r.Context(), latchkey.AuditFilter{Limit: 1})
+		if err != nil {
+			return err
+		}
+		if len(page.Events) > 0 {
+			f.After = page.Events[0].Seq
+		}
+	}
+	f.Ascending, f.Limit = true, latchkey.MaxPageLimit
+	rc := http.NewResponseController(w)
+	// The server's write timeout is for ordinary answers, not a stream.
+	rc.SetWriteDeadline(time.Time{})
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
+	w.WriteHeader(http.StatusOK)
+	fmt.Fprint(w, ": latchkey audit stream\n\n")
+	if err := rc.Flush(); err != nil {
+		return nil
+	}
+	ctx := r.Context()
+	heartbeat := time.NewTicker(streamHeartbeat)
+	defer heartbeat.Stop()
+	for {
+		var woke <-chan struct{}
+		if s.AuditWritten != nil {
+			woke = s.AuditWritten()
+		}
+		for {
+			page, err := s.Audit.ListAudit(ctx, f)
+			if err != nil {
+				s.logger().Warn("audit stream: read failed", "err", err)
+				return nil // the client reconnects with Last-Event-ID
+			}
+			for i := range page.Events {
+				ev := &page.Events[i]
+				b, _ := json.Marshal(ev)
+				fmt.Fprintf(w, "id: %d\nevent: audit\ndata: %s\n\n", ev.Seq, b)
+				f.After = ev.Seq
+			}
+			if len(page.Events) > 0 {
+				if rc.Flush() != nil {
+					return nil
+				}
+			}
+			if len(page.Events) < f.Limit {
+				break
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.drainCh():
+			return nil
+		case <-woke:
+		case <-time.After(streamPoll):
+		case <-heartbeat.C:
+			fmt.Fprint(w, ": keep-alive\n\n")
+			if rc.Flush() != nil {
+				return nil
+			}
+		}
+	}
+}
+
+// verifyAudit serves GET /v1/audit/verify: the hash chain checked from
+// its anchors. A broken chain is a 200 with ok=false naming the first
+// broken record; errors are for a store that cannot be read.
+func (s *Server) verifyAudit(w http.ResponseWriter, r *http.Request, _ tokens.Actor) error {
+	if err := onlyParams(r.URL.Query()); err != nil {
+		return err
+	}
+	if s.FlushAudit != nil {
+		s.FlushAudit(r.Context())
+	}
+	rep, err := audit.VerifyChain(r.Context(), s.Audit)
+	if err != nil {
+		return err
+	}
+	if rep.Nodes == nil {
+		rep.Nodes = []string{}
+	}
+	writeJSON(w, http.StatusOK, rep)
+	return nil
+}
