@@ -9,6 +9,7 @@ import (
 const (
 	KindVerify = "verify" // a verification attempt (POST /v1/verify, admin auth)
 	KindAdmin  = "admin"  // a change made through the admin API
+	KindDetect = "detect" // the detector saw something and acted (or alerted)
 )
 
 // Audit actions.
@@ -23,6 +24,13 @@ const (
 	ActionTokenDerive  = "token.derive"  // a token was derived (on the child)
 	ActionTokenUpdate  = "token.update"  // name, meta, tags or scopes changed
 	ActionTokenExpire  = "token.expire"  // a descendant's expiry was cut to its ancestor's
+
+	ActionSourceBlocked   = "source.blocked"       // the detector blocked a client address
+	ActionSourceUnblocked = "source.unblocked"     // a block was removed (by an admin, or it expired)
+	ActionLeakSuspected   = "token.leak_suspected" // many wrong secrets for one real token id
+	ActionTokenReuse      = "token.reuse"          // a revoked token was presented: someone still holds it
+	ActionLeakReported    = "leak.reported"        // a secret scanner reported a token
+	ActionRotationDue     = "token.rotation_due"   // a token passed the rotation age
 )
 
 // AuditEvent is one record of the audit trail (DESIGN.md §5). It never

@@ -63,6 +63,15 @@ type Store interface {
 	// It returns how many records were deleted.
 	PruneAudit(ctx context.Context, before time.Time, archive func([]AuditEvent) error) (int64, error)
 
+	// PutBlock stores (or extends) a block and appends ev in the same
+	// transaction.
+	PutBlock(ctx context.Context, b Block, ev *AuditEvent) error
+	// DeleteBlock removes the block on source, appending ev; ok is false
+	// (and nothing is written) when there was none.
+	DeleteBlock(ctx context.Context, source string, ev *AuditEvent) (ok bool, err error)
+	// ListBlocks returns the blocks still in force at now.
+	ListBlocks(ctx context.Context, now time.Time) ([]Block, error)
+
 	// GetSetting and PutSetting keep small server facts (such as the server
 	// key's fingerprint). GetSetting returns ok=false when key is unset.
 	GetSetting(ctx context.Context, key string) (value string, ok bool, err error)

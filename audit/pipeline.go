@@ -51,6 +51,10 @@ type Pipeline struct {
 	QueueSize int
 	// Logger receives write failures (default slog.Default()).
 	Logger *slog.Logger
+	// Observe, when set, sees every batch right after it is committed, on
+	// the writer goroutine (the detector's VALID rules). It must not keep
+	// the slice, and must be quick: the queue waits for it.
+	Observe func(evs []latchkey.AuditEvent)
 
 	stripes [numStripes]stripe
 	free    chan *chunk // empty chunks
@@ -393,6 +397,9 @@ func (p *Pipeline) write(batch []latchkey.AuditEvent, draining bool) []latchkey.
 		err := p.Sink.AppendAudit(ctx, batch)
 		cancel()
 		if err == nil {
+			if p.Observe != nil {
+				p.Observe(batch)
+			}
 			p.markWritten(len(batch))
 			return batch[:0] // stale references are overwritten by the next batch
 		}

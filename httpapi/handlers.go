@@ -316,20 +316,28 @@ func (s *Server) verify(w http.ResponseWriter, r *http.Request, a tokens.Actor) 
 	if secret.LooksLikeToken(req.Path) || secret.LooksLikeToken(req.Method) {
 		return latchkey.Errorf(latchkey.EInvalid, "method and path must not contain a token")
 	}
-	ip := a.ClientIP
+	// The caller is a backend. The end client is who it says (ip), or who
+	// a trusted proxy in front of us says (X-Forwarded-For). Otherwise the
+	// connection's address is the backend's own: it is checked against
+	// allowlists but never blocked, since it relays everyone's requests.
+	ip, src, forwarded := s.clientAddr(r)
+	if !forwarded {
+		src = netip.Addr{}
+	}
 	if req.IP != "" {
 		addr, err := netip.ParseAddr(req.IP)
 		if err != nil {
 			return latchkey.Errorf(latchkey.EInvalid, "ip is not an IP address")
 		}
-		ip = addr.Unmap().String()
+		src = addr.Unmap()
+		ip = src.String()
 	}
 	if len(req.Method) > 16 || len(req.Path) > 2048 {
 		return latchkey.Errorf(latchkey.EInvalid, "method or path is too long")
 	}
 	d, err := s.Verifier.Verify(r.Context(), &verify.Request{
 		Token: req.Token, Scopes: req.Scopes, ClientIP: ip, UserAgent: a.UserAgent,
-		Method: req.Method, Path: req.Path, RequestID: a.RequestID,
+		Method: req.Method, Path: req.Path, RequestID: a.RequestID, Source: src,
 	})
 	if err != nil {
 		return latchkey.Errorf(latchkey.EUnavailable, "cannot verify right now")

@@ -10,6 +10,7 @@ package httpapi
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -46,6 +47,14 @@ type TokenService interface {
 	Update(ctx context.Context, a tokens.Actor, id string, req tokens.UpdateRequest) (*latchkey.Token, error)
 	Get(ctx context.Context, id string) (*latchkey.Token, error)
 	List(ctx context.Context, f latchkey.TokenFilter) (latchkey.TokenPage, error)
+	ReportLeaks(ctx context.Context, a tokens.Actor, reports []tokens.LeakReport) ([]tokens.LeakResult, error)
+}
+
+// BlockService lists and lifts the detector's blocks. *detect.Blocks
+// satisfies it.
+type BlockService interface {
+	List(ctx context.Context) ([]latchkey.Block, error)
+	Remove(ctx context.Context, a tokens.Actor, source string) error
 }
 
 // AuditReader reads the audit log and its chain. latchkey.Store
@@ -73,6 +82,12 @@ type Server struct {
 	// resolving the client's address; nil believes nobody's.
 	TrustedProxies latchkey.TrustedProxies
 
+	// Blocks, when set, serves /v1/blocks.
+	Blocks BlockService
+	// LeakKeys are the secret scanner's public keys (ECDSA P-256) by key
+	// identifier: a POST /v1/leaks signed by one of them needs no bearer
+	// token (GitHub's secret-scanning partner scheme).
+	LeakKeys map[string]*ecdsa.PublicKey
 	// AuditWritten, when set, returns a channel closed when new records
 	// are committed (audit.Pipeline.Written), so streams wake at once
 	// rather than at their next poll.
@@ -112,6 +127,9 @@ func Routes() []Route {
 		{"GET", "/v1/audit", latchkey.ScopeAuditRead, false},
 		{"GET", "/v1/audit/stream", latchkey.ScopeAuditRead, false},
 		{"GET", "/v1/audit/verify", latchkey.ScopeAuditRead, false},
+		{"GET", "/v1/blocks", latchkey.ScopeAuditRead, false},
+		{"DELETE", "/v1/blocks/{source...}", latchkey.AdminScope, false},
+		{"POST", "/v1/leaks", "", false},
 		{"GET", "/healthz", "", false},
 		{"GET", "/readyz", "", false},
 	}
@@ -122,22 +140,25 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request, a tokens.Actor) er
 // Handler returns the API's http.Handler.
 func (s *Server) Handler() http.Handler {
 	h := map[string]handlerFunc{
-		"POST /v1/tokens":              s.createToken,
-		"GET /v1/tokens":               s.listTokens,
-		"GET /v1/tokens/{id}":          s.getToken,
-		"PATCH /v1/tokens/{id}":        s.updateToken,
-		"POST /v1/tokens/{id}/revoke":  s.revokeToken,
-		"POST /v1/tokens/{id}/suspend": s.suspendToken,
-		"POST /v1/tokens/{id}/resume":  s.resumeToken,
-		"POST /v1/tokens/{id}/rotate":  s.rotateToken,
-		"POST /v1/tokens/{id}/derive":  s.deriveToken,
-		"POST /v1/revocations":         s.revocations,
-		"POST /v1/verify":              s.verify,
-		"GET /v1/audit":                s.listAudit,
-		"GET /v1/audit/stream":         s.streamAudit,
-		"GET /v1/audit/verify":         s.verifyAudit,
-		"GET /healthz":                 s.healthz,
-		"GET /readyz":                  s.readyz,
+		"POST /v1/tokens":               s.createToken,
+		"GET /v1/tokens":                s.listTokens,
+		"GET /v1/tokens/{id}":           s.getToken,
+		"PATCH /v1/tokens/{id}":         s.updateToken,
+		"POST /v1/tokens/{id}/revoke":   s.revokeToken,
+		"POST /v1/tokens/{id}/suspend":  s.suspendToken,
+		"POST /v1/tokens/{id}/resume":   s.resumeToken,
+		"POST /v1/tokens/{id}/rotate":   s.rotateToken,
+		"POST /v1/tokens/{id}/derive":   s.deriveToken,
+		"POST /v1/revocations":          s.revocations,
+		"POST /v1/verify":               s.verify,
+		"GET /v1/audit":                 s.listAudit,
+		"GET /v1/audit/stream":          s.streamAudit,
+		"GET /v1/audit/verify":          s.verifyAudit,
+		"GET /v1/blocks":                s.listBlocks,
+		"DELETE /v1/blocks/{source...}": s.removeBlock,
+		"POST /v1/leaks":                s.reportLeaks,
+		"GET /healthz":                  s.healthz,
+		"GET /readyz":                   s.readyz,
 	}
 	mux := http.NewServeMux()
 	paths := map[string][]string{}
@@ -181,12 +202,13 @@ func (s *Server) drainCh() chan struct{} {
 // error rendering.
 func (s *Server) endpoint(rt Route, fn handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		a := tokens.Actor{ClientIP: s.clientIP(r), UserAgent: r.UserAgent(), RequestID: requestID(r)}
+		ip, src, _ := s.clientAddr(r)
+		a := tokens.Actor{ClientIP: ip, UserAgent: r.UserAgent(), RequestID: requestID(r)}
 		if scope := rt.Scope; scope != "" {
 			if rt.Self && presentsSelf(r) {
 				scope = "" // the token acting on itself needs no admin scope
 			}
-			d, err := s.authenticate(r, scope, &a)
+			d, err := s.authenticate(r, scope, &a, src)
 			if err != nil {
 				s.writeError(w, r, err)
 				return
@@ -202,7 +224,7 @@ func (s *Server) endpoint(rt Route, fn handlerFunc) http.Handler {
 // authenticate verifies the bearer token for an admin call. Refusals are
 // recorded in the audit log (admin_auth); successful reads are not, so
 // that following the log does not fill it.
-func (s *Server) authenticate(r *http.Request, scope string, a *tokens.Actor) (latchkey.Decision, error) {
+func (s *Server) authenticate(r *http.Request, scope string, a *tokens.Actor, src netip.Addr) (latchkey.Decision, error) {
 	tok, ok := bearer(r)
 	if !ok {
 		return latchkey.Decision{}, latchkey.Errorf(latchkey.EUnauthenticated, "missing credentials: send Authorization: Bearer <token>")
@@ -214,7 +236,7 @@ func (s *Server) authenticate(r *http.Request, scope string, a *tokens.Actor) (l
 	d, err := s.Verifier.Verify(r.Context(), &verify.Request{
 		Token: tok, Scopes: scopes, ClientIP: a.ClientIP, UserAgent: a.UserAgent,
 		Method: r.Method, Path: r.URL.Path, RequestID: a.RequestID, // the audit writer redacts it
-		Action: latchkey.ActionAdminAuth, AuditFailuresOnly: true, APICall: true,
+		Action: latchkey.ActionAdminAuth, AuditFailuresOnly: true, APICall: true, Source: src,
 	})
 	if err != nil {
 		return d, latchkey.Errorf(latchkey.EUnavailable, "cannot verify credentials right now")
@@ -230,6 +252,8 @@ func (s *Server) authenticate(r *http.Request, scope string, a *tokens.Actor) (l
 		return d, latchkey.Errorf(latchkey.EPermissionDenied, "this token's usage limit is spent")
 	case latchkey.RateLimited:
 		return d, &rateLimited{retryAfter: d.Rate.RetryAfter}
+	case latchkey.Blocked:
+		return d, latchkey.Errorf(latchkey.EPermissionDenied, "requests from this address are blocked for now after repeated failures")
 	}
 	return d, latchkey.Errorf(latchkey.EUnauthenticated, "invalid credentials")
 }
@@ -261,18 +285,25 @@ func presentsSelf(r *http.Request) bool {
 	return err == nil && parts.ID == r.PathValue("id")
 }
 
-// clientIP is the end client's address: the peer, or what trusted proxies
-// report in X-Forwarded-For.
-func (s *Server) clientIP(r *http.Request) string {
+// clientAddr is the end client's address: the peer, or what trusted
+// proxies report in X-Forwarded-For. src is the same address as a
+// blockable source, or invalid when the walk ended at a trusted proxy
+// (no header): a proxy relays everyone and is never blocked itself.
+// forwarded reports that the address came from a proxy's header rather
+// than being the peer.
+func (s *Server) clientAddr(r *http.Request) (ip string, src netip.Addr, forwarded bool) {
 	peer, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
-		return remoteIP(r)
+		return remoteIP(r), netip.Addr{}, false
 	}
 	a := s.TrustedProxies.ClientIP(peer.Addr(), r.Header.Values("X-Forwarded-For"))
 	if !a.IsValid() {
-		return remoteIP(r)
+		return remoteIP(r), netip.Addr{}, false
 	}
-	return a.String()
+	if !s.TrustedProxies.Trusts(a) {
+		src = a
+	}
+	return a.String(), src, a != peer.Addr().Unmap()
 }
 
 // bearer extracts the token from "Authorization: Bearer <token>".

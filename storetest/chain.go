@@ -110,3 +110,40 @@ func testAuditPrune(t *testing.T, s latchkey.Store) {
 		t.Errorf("after writing to a fully pruned node: %+v", r)
 	}
 }
+
+func testBlocks(t *testing.T, s latchkey.Store) {
+	ev := &latchkey.AuditEvent{Time: base, Kind: latchkey.KindDetect, Action: latchkey.ActionSourceBlocked, ClientIP: "203.0.113.7", Outcome: latchkey.OutcomeOK}
+	b := latchkey.Block{Source: "203.0.113.7", Until: base.Add(time.Hour), Rule: "source_failures", Reason: "20 failures in 1m", CreatedAt: base}
+	if err := s.PutBlock(ctx(), b, ev); err != nil {
+		t.Fatal(err)
+	}
+	v6 := latchkey.Block{Source: "2001:db8:1:2::/64", Until: base.Add(2 * time.Hour), Rule: "manual", CreatedAt: base}
+	if err := s.PutBlock(ctx(), v6, nil); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.ListBlocks(ctx(), base)
+	if err != nil || len(got) != 2 || got[0] != b || got[1] != v6 {
+		t.Fatalf("ListBlocks = %+v, %v", got, err)
+	}
+	// Blocking again never shortens a block.
+	shorter := b
+	shorter.Until = base.Add(time.Minute)
+	s.PutBlock(ctx(), shorter, nil)
+	if got, _ := s.ListBlocks(ctx(), base); !got[0].Until.Equal(b.Until) {
+		t.Errorf("a second block shortened the first to %v", got[0].Until)
+	}
+	if got, _ := s.ListBlocks(ctx(), base.Add(90*time.Minute)); len(got) != 1 || got[0].Source != v6.Source {
+		t.Errorf("an expired block is still listed: %+v", got)
+	}
+	ok, err := s.DeleteBlock(ctx(), b.Source, &latchkey.AuditEvent{Time: base, Kind: latchkey.KindAdmin, Action: latchkey.ActionSourceUnblocked, Outcome: latchkey.OutcomeOK})
+	if err != nil || !ok {
+		t.Fatalf("DeleteBlock = %v, %v", ok, err)
+	}
+	if ok, _ := s.DeleteBlock(ctx(), b.Source, ev); ok {
+		t.Error("deleting a missing block reported success")
+	}
+	page, _ := s.ListAudit(ctx(), latchkey.AuditFilter{Kind: latchkey.KindDetect})
+	if len(page.Events) != 1 {
+		t.Errorf("block audit events: %d, want 1 (the refused delete writes none)", len(page.Events))
+	}
+}

@@ -46,6 +46,7 @@ func Run(t *testing.T, open func(t *testing.T) latchkey.Store) {
 		{"ListLineageAndRotationDue", testListLineage},
 		{"AuditChain", testAuditChain},
 		{"AuditPruneAnchors", testAuditPrune},
+		{"Blocks", testBlocks},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -87,7 +87,10 @@ func (p Policy) Validate() error {
 // Actor is who is making a change, for permission checks and the audit
 // record. TokenID is "" for the server itself (bootstrap).
 type Actor struct {
-	TokenID   string
+	TokenID string
+	// System names a part of the server acting on its own (e.g.
+	// "detector") when TokenID is "". It shows as "latchkey:<System>".
+	System    string
 	Scopes    []string
 	ClientIP  string
 	UserAgent string
@@ -389,10 +392,13 @@ func validateMeta(m json.RawMessage) (json.RawMessage, error) {
 }
 
 func createdBy(a Actor) string {
-	if a.TokenID == "" {
-		return "latchkey"
+	switch {
+	case a.TokenID != "":
+		return a.TokenID
+	case a.System != "":
+		return "latchkey:" + a.System
 	}
-	return a.TokenID
+	return "latchkey"
 }
 
 func optTime(t time.Time) any {

@@ -12,6 +12,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"net/netip"
 	"sync/atomic"
 	"time"
 	"unique"
@@ -67,6 +68,9 @@ type Config struct {
 	TouchInterval time.Duration
 	// Limits holds rate limiter state (default: a new table).
 	Limits *ratelimit.Table
+	// Guard, when set, is asked whether the source is blocked before any
+	// lookup (BLOCKED), and told about every refusal (the detector).
+	Guard Guard
 	// SyncAudit makes Verify wait until its audit record is committed
 	// (durability mode sync): no decision is returned without its record.
 	// When the wait fails, Verify returns an error and the decision must
@@ -92,12 +96,25 @@ type Request struct {
 	// AuditFailuresOnly records the attempt only when it is refused. Used for
 	// authenticating admin calls, so that reading the log does not flood it.
 	AuditFailuresOnly bool
+	// Source is the end client as a blockable source: the address the
+	// detector counts failures against and may block. Leave it invalid when
+	// the address is only the calling backend or a trusted proxy, which
+	// relay everyone's requests and must never be blocked on their own
+	// account.
+	Source netip.Addr
 	// APICall marks a call to latchkey's own API (admin calls, a token
 	// deriving from itself). A token's allowed_methods and allowed_paths
 	// describe the resource server it was issued for, so they are not
 	// applied to such calls; Method and Path are still audited. Every
 	// other check, network and rate and usage included, applies.
 	APICall bool
+}
+
+// Guard blocks sources and learns from refusals. *detect.Detector
+// satisfies it. Blocked is on the hot path and must be cheap.
+type Guard interface {
+	Blocked(src netip.Addr, now int64) bool
+	Refused(src netip.Addr, code latchkey.Code, reason, tokenID string, now int64)
 }
 
 // Verifier makes verification decisions. It is safe for concurrent use.
@@ -194,6 +211,9 @@ func (v *Verifier) Verify(ctx context.Context, req *Request) (latchkey.Decision,
 	now, start := v.clock()
 	d := latchkey.Decision{Remaining: -1}
 	err := v.decide(ctx, req, now, &d, true)
+	if g := v.cfg.Guard; g != nil && err == nil && d.Code != latchkey.Valid && d.Code != latchkey.Blocked {
+		g.Refused(req.Source, d.Code, d.Reason, d.TokenID, now)
+	}
 	d.Latency = time.Duration(max(0, monoclock.Nanos()-start))
 	if v.rec != nil && !(req.AuditFailuresOnly && d.Code == latchkey.Valid) {
 		v.rec.RecordFunc(func(ev *latchkey.AuditEvent) {
@@ -240,6 +260,10 @@ func (v *Verifier) decide(ctx context.Context, req *Request, now int64, d *latch
 	// copies the 16 characters), and the cache keys on a copy, so nothing
 	// long-lived keeps the secret's memory alive.
 	d.TokenID = parts.ID
+	if g := v.cfg.Guard; g != nil && g.Blocked(req.Source, now) {
+		d.Code, d.Reason = latchkey.Blocked, "source_blocked"
+		return nil
+	}
 	k := keyOf(parts.ID)
 	e, ok := v.cache.get(&k, now)
 	if !ok {

@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -20,6 +23,7 @@ import (
 
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/audit"
+	"github.com/latchkeyhq/latchkey/detect"
 	"github.com/latchkeyhq/latchkey/httpapi"
 	"github.com/latchkeyhq/latchkey/secret"
 	"github.com/latchkeyhq/latchkey/sqlite"
@@ -48,6 +52,9 @@ type serveConfig struct {
 	AuditRetention     time.Duration // 0: keep forever
 	AuditArchiveDir    string
 	AuditPruneInterval time.Duration // default 1h
+
+	Detect   detect.Config
+	LeakKeys map[string]*ecdsa.PublicKey
 }
 
 const serveDoc = `
@@ -84,6 +91,16 @@ verifications down rather than dropping records. --audit-retention deletes
 records older than that (writing them to --audit-archive-dir first, when
 set); the hash chain stays verifiable from its anchor.
 
+Detector (on by default; --detect=false turns it off): a source with
+--detect-source-failures failed attempts (default 20/1m) is blocked for
+--detect-block-for (default 15m); a token presented with wrong secrets
+--detect-secret-mismatch times (10/10m) raises an alert; a token used from
+--detect-network-spread networks (10/10m) or refused IP_NOT_ALLOWED
+--detect-ip-not-allowed times (10/10m) is suspended. Each token rule's
+action is alert, suspend or revoke. "latchkey blocks list|remove" shows
+and lifts blocks. --leak-keys names a JSON file of secret-scanner public
+keys (GitHub's format) for signed POST /v1/leaks reports.
+
 SIGINT or SIGTERM stops accepting requests, finishes those in flight and
 writes every queued audit record and last-use time before exiting.`
 
@@ -107,6 +124,20 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, getenv env) 
 	fs.IntVar(&cfg.AuditQueue, "audit-queue-size", envInt(getenv, "LATCHKEY_AUDIT_QUEUE_SIZE", 16384), "records that may wait; when full, verifications wait (never dropped) [LATCHKEY_AUDIT_QUEUE_SIZE]")
 	retention := durFlag(fs, "audit-retention", getenv, "LATCHKEY_AUDIT_RETENTION", "delete audit records older than this, e.g. 90d (default: keep all) [LATCHKEY_AUDIT_RETENTION]")
 	fs.StringVar(&cfg.AuditArchiveDir, "audit-archive-dir", getenv("LATCHKEY_AUDIT_ARCHIVE_DIR"), "with --audit-retention, write pruned records here as JSON Lines first [LATCHKEY_AUDIT_ARCHIVE_DIR]")
+	detectOn := envOr(getenv, "LATCHKEY_DETECT", "true") != "false"
+	fs.BoolVar(&detectOn, "detect", detectOn, "run the detector (blocks, alerts, automatic suspension) [LATCHKEY_DETECT=false to turn off]")
+	dc := &cfg.Detect
+	var flagErr error
+	ruleFlag(fs, &flagErr, &dc.SourceFailures, "detect-source-failures", getenv, "failed attempts from one source that block it, as count/window (default 20/1m)")
+	durVar(fs, &flagErr, &dc.BlockFor, "detect-block-for", getenv, "how long a source stays blocked (default 15m)")
+	ruleFlag(fs, &flagErr, &dc.SecretMismatch, "detect-secret-mismatch", getenv, "wrong secrets for one real token id that fire the leak rule (default 10/10m)")
+	actionFlag(fs, &dc.SecretMismatchAction, "detect-secret-mismatch-action", getenv, "alert")
+	ruleFlag(fs, &flagErr, &dc.NetworkSpread, "detect-network-spread", getenv, "distinct networks (/24, /48) one token may be used from (default 10/10m)")
+	actionFlag(fs, &dc.NetworkSpreadAction, "detect-network-spread-action", getenv, "suspend")
+	ruleFlag(fs, &flagErr, &dc.IPNotAllowed, "detect-ip-not-allowed", getenv, "IP_NOT_ALLOWED refusals of one token that fire (default 10/10m)")
+	actionFlag(fs, &dc.IPNotAllowedAction, "detect-ip-not-allowed-action", getenv, "suspend")
+	leakKeys := getenv("LATCHKEY_LEAK_KEYS")
+	fs.StringVar(&leakKeys, "leak-keys", leakKeys, "JSON `file` of secret-scanner public keys ({\"public_keys\":[{\"key_identifier\",\"key\"}]}, as GitHub publishes) [LATCHKEY_LEAK_KEYS]")
 	var proxies strs
 	fs.Var(&proxies, "trusted-proxy", "proxy `address or network` whose X-Forwarded-For is believed; repeatable (default: loopback) [LATCHKEY_TRUSTED_PROXIES, comma-separated]")
 	if _, code := parse(fs, args, 0); code >= 0 {
@@ -132,6 +163,23 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, getenv env) 
 	if cfg.AuditBatch < 1 || cfg.AuditQueue < 1 {
 		fmt.Fprintln(stderr, "latchkey serve: --audit-batch-size and --audit-queue-size must be positive")
 		return exitUsage
+	}
+	if flagErr != nil {
+		fmt.Fprintf(stderr, "latchkey serve: %v\n", flagErr)
+		return exitUsage
+	}
+	cfg.Detect.Off = !detectOn
+	if err := cfg.Detect.Validate(); err != nil {
+		fmt.Fprintf(stderr, "latchkey serve: %s\n", latchkey.ErrorMessage(err))
+		return exitUsage
+	}
+	if leakKeys != "" {
+		keys, err := loadLeakKeys(leakKeys)
+		if err != nil {
+			fmt.Fprintf(stderr, "latchkey serve: --leak-keys: %v\n", err)
+			return exitUsage
+		}
+		cfg.LeakKeys = keys
 	}
 	if cfg.AuditArchiveDir != "" && cfg.AuditRetention == 0 {
 		fmt.Fprintln(stderr, "latchkey serve: --audit-archive-dir needs --audit-retention")
@@ -217,6 +265,99 @@ func durFlag(fs *flag.FlagSet, name string, getenv env, envName, usage string) *
 	return v
 }
 
+// ruleFlag defines a count/window flag ("20/1m") with an environment twin
+// LATCHKEY_<NAME>.
+// A bad environment value is stored in *errp, reported after parsing.
+func ruleFlag(fs *flag.FlagSet, errp *error, r *detect.Rule, name string, getenv env, usage string) {
+	envName := "LATCHKEY_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+	set := func(s string) error {
+		n, w, ok := strings.Cut(s, "/")
+		c, err := strconv.Atoi(strings.TrimSpace(n))
+		if !ok || err != nil || c < 1 {
+			return fmt.Errorf("want count/window, e.g. 20/1m")
+		}
+		d, err := latchkey.ParseDuration(strings.TrimSpace(w))
+		if err != nil || d <= 0 {
+			return fmt.Errorf("want count/window, e.g. 20/1m")
+		}
+		r.Count, r.Window = c, d
+		return nil
+	}
+	if v := getenv(envName); v != "" {
+		if err := set(v); err != nil {
+			*errp = fmt.Errorf("%s: %v", envName, err)
+		}
+	}
+	fs.Func(name, usage+" ["+envName+"]", set)
+}
+
+// actionFlag defines an alert|suspend|revoke flag.
+func actionFlag(fs *flag.FlagSet, a *detect.Action, name string, getenv env, def string) {
+	envName := "LATCHKEY_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+	*a = detect.Action(envOr(getenv, envName, def))
+	fs.Func(name, "what the rule does: alert, suspend or revoke (default "+def+") ["+envName+"]", func(s string) error {
+		*a = detect.Action(s)
+		return nil
+	})
+}
+
+// durVar is durFlag writing straight into a time.Duration.
+func durVar(fs *flag.FlagSet, errp *error, d *time.Duration, name string, getenv env, usage string) {
+	envName := "LATCHKEY_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+	set := func(s string) error {
+		v, err := latchkey.ParseDuration(s)
+		if err != nil {
+			return errors.New(latchkey.ErrorMessage(err))
+		}
+		*d = v
+		return nil
+	}
+	if v := getenv(envName); v != "" {
+		if err := set(v); err != nil {
+			*errp = fmt.Errorf("%s: %v", envName, err)
+		}
+	}
+	fs.Func(name, usage+" ["+envName+"]", set)
+}
+
+// loadLeakKeys reads secret-scanner public keys in GitHub's format:
+// {"public_keys": [{"key_identifier": "...", "key": "-----BEGIN PUBLIC KEY-----..."}]}.
+func loadLeakKeys(path string) (map[string]*ecdsa.PublicKey, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var doc struct {
+		PublicKeys []struct {
+			KeyIdentifier string `json:"key_identifier"`
+			Key           string `json:"key"`
+		} `json:"public_keys"`
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		return nil, fmt.Errorf("%s: %v", path, err)
+	}
+	keys := map[string]*ecdsa.PublicKey{}
+	for _, k := range doc.PublicKeys {
+		blk, _ := pem.Decode([]byte(k.Key))
+		if blk == nil {
+			return nil, fmt.Errorf("%s: key %q is not PEM", path, k.KeyIdentifier)
+		}
+		pub, err := x509.ParsePKIXPublicKey(blk.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("%s: key %q: %v", path, k.KeyIdentifier, err)
+		}
+		ec, ok := pub.(*ecdsa.PublicKey)
+		if !ok {
+			return nil, fmt.Errorf("%s: key %q is not an ECDSA key", path, k.KeyIdentifier)
+		}
+		keys[k.KeyIdentifier] = ec
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("%s lists no public keys", path)
+	}
+	return keys, nil
+}
+
 // envInt reads an integer environment variable, def when unset or bad
 // (a bad value then fails the flag's own check).
 func envInt(getenv env, name string, def int) int {
@@ -245,6 +386,7 @@ type daemon struct {
 	pipe   *audit.Pipeline
 	db     *sqlite.DB
 	ver    *verify.Verifier
+	det    *detect.Detector
 	logger *slog.Logger
 	served chan error
 	unlock func()
@@ -298,13 +440,32 @@ func startDaemon(ctx context.Context, cfg serveConfig, logger *slog.Logger, stde
 			filepath.Join(cfg.DataDir, secret.KeyFileName))
 	}
 	node, _ := os.Hostname()
-	pipe := &audit.Pipeline{Sink: db, Logger: logger, BatchSize: cfg.AuditBatch, FlushInterval: cfg.AuditFlush, QueueSize: cfg.AuditQueue}
+	// The detector acts through the token service, which needs the
+	// verifier's invalidation, which needs the detector as its guard: the
+	// responder gets the service once it exists.
+	resp := &detect.StoreResponder{Store: db, Node: node}
+	dcfg := cfg.Detect
+	dcfg.Logger = logger
+	det := detect.New(dcfg, resp)
+	blocks, err := db.ListBlocks(ctx, time.Now())
+	if err != nil {
+		det.Close()
+		return nil, err
+	}
+	det.Restore(blocks)
+	pipe := &audit.Pipeline{Sink: db, Logger: logger, BatchSize: cfg.AuditBatch, FlushInterval: cfg.AuditFlush, QueueSize: cfg.AuditQueue,
+		Observe: det.Valid}
 	pipe.Start()
-	ver := verify.New(db, hasher, pipe, verify.Config{Node: node, RotationAge: cfg.Policy.RotationAge, TouchInterval: cfg.TouchInterval,
-		SyncAudit: cfg.AuditSync})
+	vcfg := verify.Config{Node: node, RotationAge: cfg.Policy.RotationAge, TouchInterval: cfg.TouchInterval, SyncAudit: cfg.AuditSync}
+	if !cfg.Detect.Off {
+		vcfg.Guard = det
+	}
+	ver := verify.New(db, hasher, pipe, vcfg)
 	svc := &tokens.Service{Store: db, Hasher: hasher, Invalidate: ver.Invalidate, Node: node, Policy: cfg.Policy, FlushUsage: ver.FlushUsage}
+	resp.Tokens = svc
 	api := &httpapi.Server{Verifier: ver, Tokens: svc, Audit: db, Ready: db.Ping, Logger: logger,
-		FlushAudit: pipe.Flush, TrustedProxies: cfg.TrustedProxies, AuditWritten: pipe.Written}
+		FlushAudit: pipe.Flush, TrustedProxies: cfg.TrustedProxies, AuditWritten: pipe.Written,
+		Blocks: &detect.Blocks{Detector: det, Store: db, Node: node}, LeakKeys: cfg.LeakKeys}
 
 	pt, created, err := svc.Bootstrap(ctx)
 	if err != nil {
@@ -335,7 +496,7 @@ func startDaemon(ctx context.Context, cfg serveConfig, logger *slog.Logger, stde
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
-	d := &daemon{addr: ln.Addr().String(), srv: srv, api: api, pipe: pipe, db: db, ver: ver, logger: logger,
+	d := &daemon{addr: ln.Addr().String(), srv: srv, api: api, pipe: pipe, db: db, ver: ver, det: det, logger: logger,
 		served: make(chan error, 1), unlock: unlock, stopBG: make(chan struct{})}
 	if cfg.AuditRetention > 0 {
 		d.bg.Go(func() { d.retain(cfg) })
@@ -368,6 +529,7 @@ func (d *daemon) Shutdown(ctx context.Context) error {
 	}
 	err = errors.Join(err, d.ver.Close(ctx)) // last-use times
 	err = errors.Join(err, d.pipe.Close(ctx))
+	d.det.Close() // after the pipeline: its last batches may still find something
 	st := d.pipe.Stats()
 	d.logger.Info("audit queue drained", "written", st.Written, "lost", st.Lost)
 	err = errors.Join(err, d.db.Close())
