@@ -327,3 +327,26 @@ func (c *Client) streamOnce(ctx context.Context, hc *http.Client, f latchkey.Aud
 	}
 	return &latchkey.Error{Code: latchkey.EUnavailable, Message: "stream ended"}
 }
+
+// ListBlocks returns the sources blocked now.
+func (c *Client) ListBlocks(ctx context.Context) (*BlockList, error) {
+	var out BlockList
+	if err := c.do(ctx, "GET", "/v1/blocks", nil, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// RemoveBlock lifts the block on a source (an address or an IPv6 /64).
+func (c *Client) RemoveBlock(ctx context.Context, source string) error {
+	return c.do(ctx, "DELETE", "/v1/blocks/"+source, nil, nil, nil)
+}
+
+// ReportLeaks reports leaked tokens (authenticated as an admin).
+func (c *Client) ReportLeaks(ctx context.Context, reports []tokens.LeakReport) ([]tokens.LeakResult, error) {
+	var out []tokens.LeakResult
+	if err := c.do(ctx, "POST", "/v1/leaks", nil, reports, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}

@@ -377,8 +377,8 @@ func auditFilter(q url.Values) (latchkey.AuditFilter, error) {
 			return f, latchkey.Errorf(latchkey.EInvalid, "outcome %q is not a known code (e.g. VALID, NOT_FOUND, REVOKED, OK)", o)
 		}
 	}
-	if k := f.Kind; k != "" && k != latchkey.KindVerify && k != latchkey.KindAdmin {
-		return f, latchkey.Errorf(latchkey.EInvalid, "kind must be verify or admin")
+	if k := f.Kind; k != "" && k != latchkey.KindVerify && k != latchkey.KindAdmin && k != latchkey.KindDetect {
+		return f, latchkey.Errorf(latchkey.EInvalid, "kind must be verify, admin or detect")
 	}
 	var err error
 	if f.Since, err = timeParam(q, "since"); err != nil {

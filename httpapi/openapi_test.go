@@ -79,6 +79,10 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 		"ChainReport":        latchkey.ChainReport{},
 		"ChainBreak":         latchkey.ChainBreak{},
 		"AuditAnchor":        latchkey.AuditAnchor{},
+		"Block":              latchkey.Block{},
+		"BlockList":          BlockList{},
+		"LeakReport":         tokens.LeakReport{},
+		"LeakResult":         tokens.LeakResult{},
 	} {
 		s, ok := doc.Components.Schemas[name]
 		if !ok {

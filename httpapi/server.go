@@ -107,31 +107,35 @@ type Route struct {
 	// Self: the token named by {id} may also call it, presenting itself,
 	// without Scope.
 	Self bool
+	// Relay: the caller is a backend or proxy asking about someone else's
+	// token (POST /v1/verify). Its own credential is never blocked on
+	// account of the end client's address.
+	Relay bool
 }
 
 // Routes lists every endpoint. The OpenAPI document in docs/ is checked
 // against it by a test.
 func Routes() []Route {
 	return []Route{
-		{"POST", "/v1/tokens", latchkey.ScopeTokensWrite, false},
-		{"GET", "/v1/tokens", latchkey.ScopeTokensRead, false},
-		{"GET", "/v1/tokens/{id}", latchkey.ScopeTokensRead, false},
-		{"PATCH", "/v1/tokens/{id}", latchkey.ScopeTokensWrite, false},
-		{"POST", "/v1/tokens/{id}/revoke", latchkey.ScopeTokensWrite, false},
-		{"POST", "/v1/tokens/{id}/suspend", latchkey.ScopeTokensWrite, false},
-		{"POST", "/v1/tokens/{id}/resume", latchkey.ScopeTokensWrite, false},
-		{"POST", "/v1/tokens/{id}/rotate", latchkey.ScopeTokensWrite, false},
-		{"POST", "/v1/tokens/{id}/derive", latchkey.ScopeTokensWrite, true},
-		{"POST", "/v1/revocations", latchkey.ScopeTokensWrite, false},
-		{"POST", "/v1/verify", latchkey.ScopeVerify, false},
-		{"GET", "/v1/audit", latchkey.ScopeAuditRead, false},
-		{"GET", "/v1/audit/stream", latchkey.ScopeAuditRead, false},
-		{"GET", "/v1/audit/verify", latchkey.ScopeAuditRead, false},
-		{"GET", "/v1/blocks", latchkey.ScopeAuditRead, false},
-		{"DELETE", "/v1/blocks/{source...}", latchkey.AdminScope, false},
-		{"POST", "/v1/leaks", "", false},
-		{"GET", "/healthz", "", false},
-		{"GET", "/readyz", "", false},
+		{Method: "POST", Path: "/v1/tokens", Scope: latchkey.ScopeTokensWrite},
+		{Method: "GET", Path: "/v1/tokens", Scope: latchkey.ScopeTokensRead},
+		{Method: "GET", Path: "/v1/tokens/{id}", Scope: latchkey.ScopeTokensRead},
+		{Method: "PATCH", Path: "/v1/tokens/{id}", Scope: latchkey.ScopeTokensWrite},
+		{Method: "POST", Path: "/v1/tokens/{id}/revoke", Scope: latchkey.ScopeTokensWrite},
+		{Method: "POST", Path: "/v1/tokens/{id}/suspend", Scope: latchkey.ScopeTokensWrite},
+		{Method: "POST", Path: "/v1/tokens/{id}/resume", Scope: latchkey.ScopeTokensWrite},
+		{Method: "POST", Path: "/v1/tokens/{id}/rotate", Scope: latchkey.ScopeTokensWrite},
+		{Method: "POST", Path: "/v1/tokens/{id}/derive", Scope: latchkey.ScopeTokensWrite, Self: true},
+		{Method: "POST", Path: "/v1/revocations", Scope: latchkey.ScopeTokensWrite},
+		{Method: "POST", Path: "/v1/verify", Scope: latchkey.ScopeVerify, Relay: true},
+		{Method: "GET", Path: "/v1/audit", Scope: latchkey.ScopeAuditRead},
+		{Method: "GET", Path: "/v1/audit/stream", Scope: latchkey.ScopeAuditRead},
+		{Method: "GET", Path: "/v1/audit/verify", Scope: latchkey.ScopeAuditRead},
+		{Method: "GET", Path: "/v1/blocks", Scope: latchkey.ScopeAuditRead},
+		{Method: "DELETE", Path: "/v1/blocks/{source...}", Scope: latchkey.AdminScope},
+		{Method: "POST", Path: "/v1/leaks"},
+		{Method: "GET", Path: "/healthz"},
+		{Method: "GET", Path: "/readyz"},
 	}
 }
 
@@ -203,6 +207,9 @@ func (s *Server) drainCh() chan struct{} {
 func (s *Server) endpoint(rt Route, fn handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ip, src, _ := s.clientAddr(r)
+		if rt.Relay {
+			src = netip.Addr{}
+		}
 		a := tokens.Actor{ClientIP: ip, UserAgent: r.UserAgent(), RequestID: requestID(r)}
 		if scope := rt.Scope; scope != "" {
 			if rt.Self && presentsSelf(r) {

@@ -101,4 +101,3 @@ func (s *Service) judgeLeak(ctx context.Context, tok string) (outcome, id string
 	}
 	return "real", id
 }
-

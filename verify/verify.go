@@ -251,6 +251,15 @@ func (v *Verifier) Verify(ctx context.Context, req *Request) (latchkey.Decision,
 // false it changes nothing: no rate or budget is spent and no use noted.
 func (v *Verifier) decide(ctx context.Context, req *Request, now int64, d *latchkey.Decision, spend bool) error {
 	parts, err := secret.Parse(req.Token)
+	if g := v.cfg.Guard; g != nil && g.Blocked(req.Source, now) {
+		// A blocked source is told so whatever it sends, before any lookup.
+		// The id, when the token parses, is kept for the record.
+		d.Code, d.Reason = latchkey.Blocked, "source_blocked"
+		if err == nil {
+			d.TokenID = parts.ID
+		}
+		return nil
+	}
 	if err != nil {
 		d.Code, d.Reason = latchkey.Malformed, err.Error()
 		return nil
@@ -260,10 +269,6 @@ func (v *Verifier) decide(ctx context.Context, req *Request, now int64, d *latch
 	// copies the 16 characters), and the cache keys on a copy, so nothing
 	// long-lived keeps the secret's memory alive.
 	d.TokenID = parts.ID
-	if g := v.cfg.Guard; g != nil && g.Blocked(req.Source, now) {
-		d.Code, d.Reason = latchkey.Blocked, "source_blocked"
-		return nil
-	}
 	k := keyOf(parts.ID)
 	e, ok := v.cache.get(&k, now)
 	if !ok {

@@ -206,3 +206,59 @@ func nonEmpty(list []string) []string {
 	}
 	return out
 }
+
+const blocksDoc = `
+Sources the detector has blocked: every verification from them answers
+BLOCKED, before any lookup, until the block expires. "blocks list" shows
+them; "blocks remove SOURCE" lifts one (an address, or an IPv6 /64 such
+as 2001:db8:1:2::/64). Removing needs latchkey:admin.`
+
+func cmdBlocks(ctx context.Context, args []string, stdout, stderr io.Writer, getenv env) int {
+	if len(args) == 0 || (args[0] != "list" && args[0] != "remove") {
+		if len(args) > 0 && (args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+			fmt.Fprintf(stdout, "Usage: latchkey blocks list | remove SOURCE\n%s\n", blocksDoc)
+			return exitOK
+		}
+		fmt.Fprintln(stderr, "latchkey blocks: expected list or remove")
+		return exitUsage
+	}
+	verb := args[0]
+	var asJSON bool
+	syn := "blocks list [flags]"
+	want := 0
+	if verb == "remove" {
+		syn, want = "blocks remove SOURCE", 1
+	}
+	fs := newFlags("blocks "+verb, syn, blocksDoc, stdout, stderr)
+	fs.BoolVar(&asJSON, "json", false, "print the API response as JSON")
+	pos, code := parse(fs, args[1:], want)
+	if code >= 0 {
+		return code
+	}
+	c, ok := clientFor("blocks "+verb, stderr, getenv)
+	if !ok {
+		return exitUsage
+	}
+	if verb == "remove" {
+		if err := c.RemoveBlock(ctx, pos[0]); err != nil {
+			return apiExit(stderr, "blocks remove", err)
+		}
+		fmt.Fprintf(stdout, "unblocked %s\n", pos[0])
+		return exitOK
+	}
+	list, err := c.ListBlocks(ctx)
+	if err != nil {
+		return apiExit(stderr, "blocks list", err)
+	}
+	if asJSON {
+		printJSON(stdout, list)
+		return exitOK
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SOURCE\tUNTIL\tRULE\tEVIDENCE")
+	for _, b := range list.Blocks {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", b.Source, fmtTime(b.Until), b.Rule, orDash(b.Reason))
+	}
+	tw.Flush()
+	return exitOK
+}

@@ -48,6 +48,8 @@ Client (talks to the server at $LATCHKEY_ADDR with $LATCHKEY_TOKEN):
   audit tail            show the latest audit records (-f to follow live)
   audit verify          check the audit log's hash chain; exit 1 if it is broken
   audit export          write audit records as JSON Lines (--since)
+  blocks list           sources the detector has blocked
+  blocks remove SOURCE  lift a block
 
   version               print the version
   help [command]        explain a command
@@ -122,6 +124,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		}
 		fmt.Fprintf(stderr, "latchkey token: unknown command %q; expected %s\n", rest[0], sub)
 		return exitUsage
+	case "blocks":
+		return cmdBlocks(ctx, rest, stdout, stderr, getenv)
 	case "audit":
 		switch {
 		case len(rest) == 0:
