@@ -55,6 +55,9 @@ type Pipeline struct {
 	// the writer goroutine (the detector's VALID rules). It must not keep
 	// the slice, and must be quick: the queue waits for it.
 	Observe func(evs []latchkey.AuditEvent)
+	// OnCommit, when set, is told the size and duration of every committed
+	// batch (for the batch commit latency metric).
+	OnCommit func(n int, took time.Duration)
 
 	stripes [numStripes]stripe
 	free    chan *chunk // empty chunks
@@ -90,7 +93,8 @@ type stripe struct {
 	_        [32]byte // 64 bytes: one stripe per cache line (TestStripeLayout)
 }
 
-// Stats are the pipeline's counters.
+// Stats are the pipeline's counters. Enqueued - Written - Lost is the
+// queue depth.
 type Stats struct {
 	Enqueued uint64 // events accepted by Record
 	Written  uint64 // events committed to the sink
@@ -394,9 +398,13 @@ func (p *Pipeline) write(batch []latchkey.AuditEvent, draining bool) []latchkey.
 	backoff := 10 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		start := time.Now()
 		err := p.Sink.AppendAudit(ctx, batch)
 		cancel()
 		if err == nil {
+			if p.OnCommit != nil {
+				p.OnCommit(len(batch), time.Since(start))
+			}
 			if p.Observe != nil {
 				p.Observe(batch)
 			}

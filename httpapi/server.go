@@ -82,6 +82,9 @@ type Server struct {
 	// resolving the client's address; nil believes nobody's.
 	TrustedProxies latchkey.TrustedProxies
 
+	// Metrics, when set, serves GET /metrics (Prometheus), without
+	// authentication: it carries counts, never tokens.
+	Metrics http.Handler
 	// Blocks, when set, serves /v1/blocks.
 	Blocks BlockService
 	// LeakKeys are the secret scanner's public keys (ECDSA P-256) by key
@@ -134,6 +137,7 @@ func Routes() []Route {
 		{Method: "GET", Path: "/v1/blocks", Scope: latchkey.ScopeAuditRead},
 		{Method: "DELETE", Path: "/v1/blocks/{source...}", Scope: latchkey.AdminScope},
 		{Method: "POST", Path: "/v1/leaks"},
+		{Method: "GET", Path: "/metrics"},
 		{Method: "GET", Path: "/healthz"},
 		{Method: "GET", Path: "/readyz"},
 	}
@@ -161,6 +165,7 @@ func (s *Server) Handler() http.Handler {
 		"GET /v1/blocks":                s.listBlocks,
 		"DELETE /v1/blocks/{source...}": s.removeBlock,
 		"POST /v1/leaks":                s.reportLeaks,
+		"GET /metrics":                  s.metrics,
 		"GET /healthz":                  s.healthz,
 		"GET /readyz":                   s.readyz,
 	}
@@ -407,6 +412,14 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		}()
 		next.ServeHTTP(sw, r)
 	})
+}
+
+func (s *Server) metrics(w http.ResponseWriter, r *http.Request, _ tokens.Actor) error {
+	if s.Metrics == nil {
+		return latchkey.Errorf(latchkey.ENotFound, "metrics are not enabled")
+	}
+	s.Metrics.ServeHTTP(w, r)
+	return nil
 }
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request, _ tokens.Actor) error {

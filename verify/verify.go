@@ -128,6 +128,8 @@ type Verifier struct {
 	sf     singleflight.Group
 	epoch  atomic.Pointer[epoch]
 	usage  usage
+
+	counters counters
 }
 
 // epoch anchors the wall clock to the cheap monotonic one. time.Now costs
@@ -271,7 +273,10 @@ func (v *Verifier) decide(ctx context.Context, req *Request, now int64, d *latch
 	d.TokenID = parts.ID
 	k := keyOf(parts.ID)
 	e, ok := v.cache.get(&k, now)
+	cs := v.counters.stripe()
+	cs.lookups.Add(1)
 	if !ok {
+		cs.misses.Add(1)
 		if e, err = v.load(ctx, &k, now); err != nil {
 			d.Code = latchkey.NotFound
 			return err

@@ -454,6 +454,11 @@ func TestCanary(t *testing.T) {
 	if _, err := c.RotateToken(ctx, id, "1h"); err != nil { // the successor's plaintext is meant to be shown, once
 		t.Fatal(err)
 	}
+	if mresp, err := http.Get(ts.url + "/metrics"); err == nil {
+		rb, _ := io.ReadAll(mresp.Body)
+		mresp.Body.Close()
+		bodies = append(bodies, string(rb))
+	}
 	resp, err := http.Get(ts.url + "/v1/tokens/" + canary + "?token=" + canary)
 	if err == nil {
 		rb, _ := io.ReadAll(resp.Body)

@@ -25,6 +25,7 @@ import (
 	"github.com/latchkeyhq/latchkey/audit"
 	"github.com/latchkeyhq/latchkey/detect"
 	"github.com/latchkeyhq/latchkey/httpapi"
+	"github.com/latchkeyhq/latchkey/internal/metrics"
 	"github.com/latchkeyhq/latchkey/secret"
 	"github.com/latchkeyhq/latchkey/sqlite"
 	"github.com/latchkeyhq/latchkey/tokens"
@@ -446,7 +447,12 @@ func startDaemon(ctx context.Context, cfg serveConfig, logger *slog.Logger, stde
 	resp := &detect.StoreResponder{Store: db, Node: node}
 	dcfg := cfg.Detect
 	dcfg.Logger = logger
-	det := detect.New(dcfg, resp)
+	var met *metrics.Metrics
+	var sources metrics.Sources
+	// The metrics read the components below at scrape time; the detector
+	// needs the metrics' counting responder first.
+	met = metrics.New(&sources)
+	det := detect.New(dcfg, met.Responder(resp))
 	blocks, err := db.ListBlocks(ctx, time.Now())
 	if err != nil {
 		det.Close()
@@ -454,7 +460,8 @@ func startDaemon(ctx context.Context, cfg serveConfig, logger *slog.Logger, stde
 	}
 	det.Restore(blocks)
 	pipe := &audit.Pipeline{Sink: db, Logger: logger, BatchSize: cfg.AuditBatch, FlushInterval: cfg.AuditFlush, QueueSize: cfg.AuditQueue,
-		Observe: det.Valid}
+		Observe:  func(evs []latchkey.AuditEvent) { det.Valid(evs); met.ObserveEvents(evs) },
+		OnCommit: met.ObserveCommit}
 	pipe.Start()
 	vcfg := verify.Config{Node: node, RotationAge: cfg.Policy.RotationAge, TouchInterval: cfg.TouchInterval, SyncAudit: cfg.AuditSync}
 	if !cfg.Detect.Off {
@@ -465,7 +472,8 @@ func startDaemon(ctx context.Context, cfg serveConfig, logger *slog.Logger, stde
 	resp.Tokens = svc
 	api := &httpapi.Server{Verifier: ver, Tokens: svc, Audit: db, Ready: db.Ping, Logger: logger,
 		FlushAudit: pipe.Flush, TrustedProxies: cfg.TrustedProxies, AuditWritten: pipe.Written,
-		Blocks: &detect.Blocks{Detector: det, Store: db, Node: node}, LeakKeys: cfg.LeakKeys}
+		Blocks: &detect.Blocks{Detector: det, Store: db, Node: node}, LeakKeys: cfg.LeakKeys, Metrics: met.Handler()}
+	sources.Pipeline, sources.Verifier, sources.Detector = pipe, ver, det
 
 	pt, created, err := svc.Bootstrap(ctx)
 	if err != nil {

@@ -1,0 +1,190 @@
+// Package metrics exposes latchkey's Prometheus metrics (GET /metrics).
+// Everything is read from the components' own counters at scrape time, or
+// counted on the audit writer goroutine from committed records, so the
+// verification hot path pays nothing for it. No label ever carries a
+// token, a token id or a secret: labels are outcome codes, rule names and
+// delivery results.
+package metrics
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/audit"
+	"github.com/latchkeyhq/latchkey/detect"
+	"github.com/latchkeyhq/latchkey/verify"
+)
+
+// Sources are the components whose counters are exported. Any may be nil.
+type Sources struct {
+	Pipeline *audit.Pipeline
+	Verifier *verify.Verifier
+	Detector *detect.Detector
+	// Webhooks returns delivery counters by result ("delivered", "failed",
+	// "retried").
+	Webhooks func() map[string]uint64
+}
+
+// Metrics holds the registry and the collectors fed from audit batches.
+type Metrics struct {
+	reg       *prometheus.Registry
+	verifs    *prometheus.CounterVec
+	latency   prometheus.Histogram
+	commit    prometheus.Histogram
+	detectEvs *prometheus.CounterVec
+}
+
+// New registers every metric. src is read at scrape time, so its fields
+// may be filled in after New returns (components are wired in an order
+// that needs the metrics first); nil ones read as zero.
+func New(src *Sources) *Metrics {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := &Metrics{reg: reg,
+		verifs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "latchkey_verifications_total",
+			Help: "Verification attempts by outcome code (VALID, MALFORMED, NOT_FOUND, ...)."}, []string{"code"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "latchkey_verify_duration_seconds",
+			Help:    "Time to decide one verification, in process (HTTP not included).",
+			Buckets: []float64{250e-9, 500e-9, 1e-6, 2.5e-6, 5e-6, 10e-6, 50e-6, 100e-6, 500e-6, 1e-3, 5e-3, 25e-3, 100e-3}}),
+		commit: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "latchkey_audit_batch_commit_seconds",
+			Help: "Time to commit one batch of audit records.", Buckets: prometheus.ExponentialBuckets(100e-6, 2.5, 12)}),
+		detectEvs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "latchkey_detector_actions_total",
+			Help: "Detector actions and alerts carried out, by rule (source_failures, network_spread, ...)."}, []string{"rule"}),
+	}
+	for c := range latchkey.Valid + 1 {
+		m.verifs.WithLabelValues(c.String()) // every code present from the start, at 0
+	}
+	reg.MustRegister(m.verifs, m.latency, m.commit, m.detectEvs)
+	pst := func() audit.Stats {
+		if src.Pipeline == nil {
+			return audit.Stats{}
+		}
+		return src.Pipeline.Stats()
+	}
+	vst := func() verify.Stats {
+		if src.Verifier == nil {
+			return verify.Stats{}
+		}
+		return src.Verifier.Stats()
+	}
+	dst := func() detect.Stats {
+		if src.Detector == nil {
+			return detect.Stats{}
+		}
+		return src.Detector.Stats()
+	}
+	{
+		reg.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "latchkey_audit_queue_depth", Help: "Audit records waiting to be committed."},
+				func() float64 { st := pst(); return float64(st.Enqueued - st.Written - st.Lost) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "latchkey_audit_records_written_total", Help: "Audit records committed."},
+				func() float64 { return float64(pst().Written) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "latchkey_audit_backpressure_total",
+				Help: "Times a verification waited because the audit queue was full (records are never dropped)."},
+				func() float64 { return float64(pst().Stalls) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "latchkey_audit_write_retries_total", Help: "Failed batch commits that were retried."},
+				func() float64 { return float64(pst().Retries) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "latchkey_audit_records_lost_total",
+				Help: "Records abandoned because the store kept failing at shutdown (logged)."},
+				func() float64 { return float64(pst().Lost) }),
+		)
+	}
+	{
+		reg.MustRegister(
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "latchkey_cache_lookups_total", Help: "Token lookups by the verifier."},
+				func() float64 { return float64(vst().Lookups) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "latchkey_cache_misses_total", Help: "Lookups the cache could not answer (store reads)."},
+				func() float64 { return float64(vst().Misses) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "latchkey_cache_hit_ratio", Help: "1 - misses/lookups since start."},
+				func() float64 {
+					st := vst()
+					if st.Lookups == 0 {
+						return 1
+					}
+					return 1 - float64(st.Misses)/float64(st.Lookups)
+				}),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "latchkey_cache_entries", Help: "Entries in the verifier's cache."},
+				func() float64 { return float64(vst().Cached) }),
+		)
+	}
+	{
+		reg.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "latchkey_blocked_sources", Help: "Sources blocked now (this node)."},
+				func() float64 {
+					if src.Detector == nil {
+						return 0
+					}
+					return float64(len(src.Detector.Blocks(time.Now())))
+				}),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "latchkey_detector_findings_total", Help: "Rules that fired."},
+				func() float64 { return float64(dst().Findings) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "latchkey_detector_failures_total", Help: "Findings the detector could not act on (logged)."},
+				func() float64 { return float64(dst().Failed) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "latchkey_detector_overflow_total", Help: "Events not counted because the detector's tables were full."},
+				func() float64 { return float64(dst().Overflow) }),
+		)
+	}
+	reg.MustRegister(webhookCollector{func() map[string]uint64 {
+		if src.Webhooks == nil {
+			return nil
+		}
+		return src.Webhooks()
+	}})
+	return m
+}
+
+// ObserveEvents counts committed audit records (the pipeline's Observe
+// hook, on the writer goroutine).
+func (m *Metrics) ObserveEvents(evs []latchkey.AuditEvent) {
+	for i := range evs {
+		ev := &evs[i]
+		if ev.Kind == latchkey.KindVerify {
+			if ev.Outcome != "ERROR" {
+				m.verifs.WithLabelValues(ev.Outcome).Inc()
+			}
+			m.latency.Observe(ev.Latency.Seconds())
+		}
+	}
+}
+
+// ObserveCommit records one batch commit (the pipeline's OnCommit hook).
+func (m *Metrics) ObserveCommit(_ int, took time.Duration) { m.commit.Observe(took.Seconds()) }
+
+// Responder wraps a detector responder to count what it carries out.
+func (m *Metrics) Responder(r detect.Responder) detect.Responder { return countingResponder{r, m} }
+
+type countingResponder struct {
+	detect.Responder
+	m *Metrics
+}
+
+func (c countingResponder) Respond(ctx context.Context, f detect.Finding) error {
+	err := c.Responder.Respond(ctx, f)
+	if err == nil {
+		c.m.detectEvs.WithLabelValues(f.Rule).Inc()
+	}
+	return err
+}
+
+// Handler serves the registry in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+var webhookDesc = prometheus.NewDesc("latchkey_webhook_deliveries_total", "Webhook delivery attempts by result.", []string{"result"}, nil)
+
+type webhookCollector struct{ f func() map[string]uint64 }
+
+func (c webhookCollector) Describe(ch chan<- *prometheus.Desc) { ch <- webhookDesc }
+
+func (c webhookCollector) Collect(ch chan<- prometheus.Metric) {
+	for result, n := range c.f() {
+		ch <- prometheus.MustNewConstMetric(webhookDesc, prometheus.CounterValue, float64(n), result)
+	}
+}
