@@ -16,7 +16,9 @@ type counterStripe struct {
 	_       [48]byte // one stripe per cache line
 }
 
-type counters struct{ s [numCounterStripes]counterStripe }
+type counters struct {
+	s [numCounterStripes]counterStripe
+}
 
 func (c *counters) stripe() *counterStripe {
 	var here byte
