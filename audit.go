@@ -75,6 +75,7 @@ type AuditFilter struct {
 	Subject string
 	Outcome string
 	Kind    string
+	Action  string
 	Since   time.Time // inclusive
 	Until   time.Time // exclusive
 	// After returns events with Seq > After in ascending order (for

@@ -78,6 +78,8 @@ type Store interface {
 	// PutSettingIfAbsent stores value unless key is set; it returns the value
 	// now stored, so concurrent first starts agree on one.
 	PutSettingIfAbsent(ctx context.Context, key, value string) (string, error)
+	// PutSetting stores value under key, replacing any (webhook cursors).
+	PutSetting(ctx context.Context, key, value string) error
 
 	// Ping checks that the store is reachable (for /readyz).
 	Ping(ctx context.Context) error

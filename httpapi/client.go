@@ -233,6 +233,7 @@ func auditQuery(f latchkey.AuditFilter) url.Values {
 	set(q, "subject", f.Subject)
 	set(q, "outcome", f.Outcome)
 	set(q, "kind", f.Kind)
+	set(q, "action", f.Action)
 	set(q, "node", f.Node)
 	return q
 }

@@ -368,10 +368,10 @@ func (s *Server) verify(w http.ResponseWriter, r *http.Request, a tokens.Actor) 
 }
 
 // auditFilter reads the filters GET /v1/audit and its stream share:
-// token_id, subject, outcome, kind, node, since, until.
+// token_id, subject, outcome, kind, action, node, since, until.
 func auditFilter(q url.Values) (latchkey.AuditFilter, error) {
 	f := latchkey.AuditFilter{TokenID: q.Get("token_id"), Subject: q.Get("subject"), Outcome: q.Get("outcome"),
-		Kind: q.Get("kind"), Node: q.Get("node")}
+		Kind: q.Get("kind"), Node: q.Get("node"), Action: q.Get("action")}
 	if o := f.Outcome; o != "" && o != latchkey.OutcomeOK && o != "ERROR" {
 		if _, ok := latchkey.ParseCode(o); !ok {
 			return f, latchkey.Errorf(latchkey.EInvalid, "outcome %q is not a known code (e.g. VALID, NOT_FOUND, REVOKED, OK)", o)
@@ -395,7 +395,7 @@ func auditFilter(q url.Values) (latchkey.AuditFilter, error) {
 
 func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, _ tokens.Actor) error {
 	q := r.URL.Query()
-	if err := onlyParams(q, "token_id", "subject", "outcome", "kind", "node", "since", "until", "after", "cursor", "limit"); err != nil {
+	if err := onlyParams(q, "token_id", "subject", "outcome", "kind", "action", "node", "since", "until", "after", "cursor", "limit"); err != nil {
 		return err
 	}
 	f, err := auditFilter(q)

@@ -26,7 +26,7 @@ const streamHeartbeat = 15 * time.Second
 // either it starts with records committed from now on.
 func (s *Server) streamAudit(w http.ResponseWriter, r *http.Request, _ tokens.Actor) error {
 	q := r.URL.Query()
-	if err := onlyParams(q, "token_id", "subject", "outcome", "kind", "node", "after"); err != nil {
+	if err := onlyParams(q, "token_id", "subject", "outcome", "kind", "action", "node", "after"); err != nil {
 		return err
 	}
 	f, err := auditFilter(q)

@@ -228,6 +228,9 @@ func listAudit(ctx context.Context, q queryer, f latchkey.AuditFilter, maxSeq in
 	if f.Kind != "" {
 		add("kind = ?", f.Kind)
 	}
+	if f.Action != "" {
+		add("action = ?", f.Action)
+	}
 	if !f.Since.IsZero() {
 		add("time >= ?", micros(f.Since))
 	}

@@ -205,6 +205,15 @@ func (db *DB) PutSettingIfAbsent(ctx context.Context, key, value string) (string
 	return v, tx.Commit()
 }
 
+// PutSetting stores value under key.
+func (db *DB) PutSetting(ctx context.Context, key, value string) error {
+	if _, err := db.w.ExecContext(ctx, `INSERT INTO settings (key, value) VALUES (?, ?)
+		ON CONFLICT (key) DO UPDATE SET value = excluded.value`, key, value); err != nil {
+		return fmt.Errorf("sqlite: put setting: %w", err)
+	}
+	return nil
+}
+
 // isUniqueViolation reports a UNIQUE or PRIMARY KEY constraint failure.
 func isUniqueViolation(err error) bool {
 	var coder interface{ Code() int }

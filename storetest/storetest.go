@@ -439,4 +439,13 @@ func testSettings(t *testing.T, s latchkey.Store) {
 	if err := s.Ping(ctx()); err != nil {
 		t.Errorf("Ping: %v", err)
 	}
+	if err := s.PutSetting(ctx(), "k2", "a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutSetting(ctx(), "k2", "b"); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok, _ := s.GetSetting(ctx(), "k2"); !ok || v != "b" {
+		t.Errorf("PutSetting did not replace: %q %v", v, ok)
+	}
 }

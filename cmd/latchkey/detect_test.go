@@ -14,17 +14,21 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/detect"
 	"github.com/latchkeyhq/latchkey/httpapi"
 	"github.com/latchkeyhq/latchkey/secret"
 	"github.com/latchkeyhq/latchkey/tokens"
+	"github.com/latchkeyhq/latchkey/webhook"
 )
 
 func verifyFrom(t *testing.T, ts *testServer, tok, ip string, hdr ...string) latchkey.Code {
@@ -330,4 +334,64 @@ func TestMetrics(t *testing.T) {
 	if strings.Contains(text, tok.ID) || strings.Contains(text, tok.Plaintext[20:40]) {
 		t.Error("/metrics mentions a token")
 	}
+}
+
+// Webhooks from the daemon: signed, and sent for admin changes and
+// detector actions, not for verifications.
+func TestWebhooksFromDaemon(t *testing.T) {
+	var mu sync.Mutex
+	var got []webhook.Event
+	secretKey := "a-webhook-secret-of-enough-length"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if err := webhook.Verify([]byte(secretKey), r.Header.Get(webhook.SignatureHeader), body, time.Now(), time.Minute); err != nil {
+			http.Error(w, "bad signature", 401)
+			return
+		}
+		var ev webhook.Event
+		json.Unmarshal(body, &ev)
+		mu.Lock()
+		got = append(got, ev)
+		mu.Unlock()
+	}))
+	defer srv.Close()
+	dir := t.TempDir()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	d, err := startDaemon(ctx, serveConfig{Listen: "127.0.0.1:0", DataDir: dir, Webhooks: []string{srv.URL}, WebhookSecret: secretKey,
+		Detect: detectConfig(5)}, logger, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Shutdown(ctx)
+	ts := &testServer{d: d, dir: dir, url: "http://" + d.addr, root: readRoot(t, dir), out: &syncBuffer{}}
+	c := ts.client(ts.root)
+	tok, _ := c.CreateToken(ctx, tokens.CreateRequest{Name: "hooked"})
+	c.Verify(ctx, httpapi.VerifyRequest{Token: tok.Plaintext})
+	c.RevokeToken(ctx, tok.ID, "done")
+	for range 5 {
+		verifyFrom(t, ts, "lk_x", "203.0.113.200")
+	}
+	types := func() map[string]int {
+		mu.Lock()
+		defer mu.Unlock()
+		m := map[string]int{}
+		for _, e := range got {
+			m[e.Type]++
+		}
+		return m
+	}
+	waitFor(t, func() bool { m := types(); return m["token.revoked"] == 1 && m["source.blocked"] == 1 })
+	m := types()
+	if m["token.created"] != 1 {
+		t.Errorf("webhook types %v", m)
+	}
+	for typ := range m {
+		if strings.HasPrefix(typ, "verify") {
+			t.Errorf("a verification was sent as a webhook: %v", m)
+		}
+	}
+}
+
+func detectConfig(failures int) detect.Config {
+	return detect.Config{SourceFailures: detect.Rule{Count: failures, Window: time.Minute}}
 }

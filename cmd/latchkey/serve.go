@@ -30,6 +30,7 @@ import (
 	"github.com/latchkeyhq/latchkey/sqlite"
 	"github.com/latchkeyhq/latchkey/tokens"
 	"github.com/latchkeyhq/latchkey/verify"
+	"github.com/latchkeyhq/latchkey/webhook"
 )
 
 // serveConfig is everything serve reads from flags and the environment.
@@ -56,6 +57,10 @@ type serveConfig struct {
 
 	Detect   detect.Config
 	LeakKeys map[string]*ecdsa.PublicKey
+
+	Webhooks      []string
+	WebhookSecret string
+	WebhookTypes  []string
 }
 
 const serveDoc = `
@@ -139,6 +144,11 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, getenv env) 
 	actionFlag(fs, &dc.IPNotAllowedAction, "detect-ip-not-allowed-action", getenv, "suspend")
 	leakKeys := getenv("LATCHKEY_LEAK_KEYS")
 	fs.StringVar(&leakKeys, "leak-keys", leakKeys, "JSON `file` of secret-scanner public keys ({\"public_keys\":[{\"key_identifier\",\"key\"}]}, as GitHub publishes) [LATCHKEY_LEAK_KEYS]")
+	var hooks, hookTypes strs
+	fs.Var(&hooks, "webhook", "POST events (token.created, token.revoked, source.blocked, leak.reported, ...) to this `URL`; repeatable [LATCHKEY_WEBHOOKS, comma-separated]")
+	cfg.WebhookSecret = getenv("LATCHKEY_WEBHOOK_SECRET")
+	fs.StringVar(&cfg.WebhookSecret, "webhook-secret", cfg.WebhookSecret, "HMAC key signing webhook deliveries, at least 16 bytes [LATCHKEY_WEBHOOK_SECRET]")
+	fs.Var(&hookTypes, "webhook-event", "send only this event `type`; repeatable (default: all) [LATCHKEY_WEBHOOK_EVENTS, comma-separated]")
 	var proxies strs
 	fs.Var(&proxies, "trusted-proxy", "proxy `address or network` whose X-Forwarded-For is believed; repeatable (default: loopback) [LATCHKEY_TRUSTED_PROXIES, comma-separated]")
 	if _, code := parse(fs, args, 0); code >= 0 {
@@ -181,6 +191,14 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, getenv env) 
 			return exitUsage
 		}
 		cfg.LeakKeys = keys
+	}
+	cfg.Webhooks = splitList(hooks, getenv("LATCHKEY_WEBHOOKS"))
+	cfg.WebhookTypes = splitList(hookTypes, getenv("LATCHKEY_WEBHOOK_EVENTS"))
+	if len(cfg.Webhooks) > 0 {
+		if _, err := webhook.New(webhook.Config{URLs: cfg.Webhooks, Secret: []byte(cfg.WebhookSecret), Types: cfg.WebhookTypes}, nil); err != nil {
+			fmt.Fprintf(stderr, "latchkey serve: --webhook: %s\n", latchkey.ErrorMessage(err))
+			return exitUsage
+		}
 	}
 	if cfg.AuditArchiveDir != "" && cfg.AuditRetention == 0 {
 		fmt.Fprintln(stderr, "latchkey serve: --audit-archive-dir needs --audit-retention")
@@ -359,6 +377,24 @@ func loadLeakKeys(path string) (map[string]*ecdsa.PublicKey, error) {
 	return keys, nil
 }
 
+// splitList is a repeatable flag's values, or else the comma-separated
+// environment value.
+func splitList(flagVals strs, envVal string) []string {
+	vals := []string(flagVals)
+	if len(vals) == 0 && envVal != "" {
+		vals = []string{envVal}
+	}
+	var out []string
+	for _, v := range vals {
+		for _, f := range strings.Split(v, ",") {
+			if f = strings.TrimSpace(f); f != "" {
+				out = append(out, f)
+			}
+		}
+	}
+	return out
+}
+
 // envInt reads an integer environment variable, def when unset or bad
 // (a bad value then fails the flag's own check).
 func envInt(getenv env, name string, def int) int {
@@ -388,6 +424,8 @@ type daemon struct {
 	db     *sqlite.DB
 	ver    *verify.Verifier
 	det    *detect.Detector
+	hooks  *webhook.Dispatcher // nil without webhooks
+	svc    *tokens.Service
 	logger *slog.Logger
 	served chan error
 	unlock func()
@@ -474,6 +512,17 @@ func startDaemon(ctx context.Context, cfg serveConfig, logger *slog.Logger, stde
 		FlushAudit: pipe.Flush, TrustedProxies: cfg.TrustedProxies, AuditWritten: pipe.Written,
 		Blocks: &detect.Blocks{Detector: det, Store: db, Node: node}, LeakKeys: cfg.LeakKeys, Metrics: met.Handler()}
 	sources.Pipeline, sources.Verifier, sources.Detector = pipe, ver, det
+	var hooks *webhook.Dispatcher
+	if len(cfg.Webhooks) > 0 {
+		hooks, err = webhook.New(webhook.Config{URLs: cfg.Webhooks, Secret: []byte(cfg.WebhookSecret), Types: cfg.WebhookTypes,
+			Wake: pipe.Written, Logger: logger, Node: node}, db)
+		if err != nil {
+			pipe.Close(context.Background())
+			det.Close()
+			return nil, err
+		}
+		sources.Webhooks = hooks.Stats
+	}
 
 	pt, created, err := svc.Bootstrap(ctx)
 	if err != nil {
@@ -504,10 +553,16 @@ func startDaemon(ctx context.Context, cfg serveConfig, logger *slog.Logger, stde
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
-	d := &daemon{addr: ln.Addr().String(), srv: srv, api: api, pipe: pipe, db: db, ver: ver, det: det, logger: logger,
+	d := &daemon{addr: ln.Addr().String(), srv: srv, api: api, pipe: pipe, db: db, ver: ver, det: det, hooks: hooks, svc: svc, logger: logger,
 		served: make(chan error, 1), unlock: unlock, stopBG: make(chan struct{})}
 	if cfg.AuditRetention > 0 {
 		d.bg.Go(func() { d.retain(cfg) })
+	}
+	if cfg.Policy.RotationAge > 0 {
+		d.bg.Go(d.announceRotationDue)
+	}
+	if hooks != nil {
+		hooks.Start()
 	}
 	scheme := "http"
 	if cfg.TLSCert != "" {
@@ -538,6 +593,9 @@ func (d *daemon) Shutdown(ctx context.Context) error {
 	err = errors.Join(err, d.ver.Close(ctx)) // last-use times
 	err = errors.Join(err, d.pipe.Close(ctx))
 	d.det.Close() // after the pipeline: its last batches may still find something
+	if d.hooks != nil {
+		d.hooks.Close() // undelivered events go out after the next start
+	}
 	st := d.pipe.Stats()
 	d.logger.Info("audit queue drained", "written", st.Written, "lost", st.Lost)
 	err = errors.Join(err, d.db.Close())
@@ -606,6 +664,50 @@ func (d *daemon) pruneOnce(cfg serveConfig) {
 	}
 	if n > 0 {
 		d.logger.Info("audit retention: pruned old records", "records", n, "before", before.UTC().Format(time.RFC3339))
+	}
+}
+
+// announceRotationDue records a token.rotation_due event (and so a
+// rotation.due webhook) once for each token that passes the rotation age,
+// checking every hour.
+func (d *daemon) announceRotationDue() {
+	for {
+		d.rotationDueOnce()
+		select {
+		case <-d.stopBG:
+			return
+		case <-time.After(time.Hour):
+		}
+	}
+}
+
+func (d *daemon) rotationDueOnce() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	f := latchkey.TokenFilter{RotationDue: true, Limit: latchkey.MaxPageLimit}
+	for {
+		page, err := d.svc.List(ctx, f)
+		if err != nil {
+			d.logger.Error("rotation due: listing failed", "err", err)
+			return
+		}
+		for _, t := range page.Tokens {
+			seen, err := d.db.ListAudit(ctx, latchkey.AuditFilter{TokenID: t.ID, Action: latchkey.ActionRotationDue, Limit: 1})
+			if err != nil || len(seen.Events) > 0 {
+				continue
+			}
+			detail, _ := json.Marshal(map[string]any{"created_at": t.CreatedAt, "age": latchkey.Duration(time.Since(t.CreatedAt).Round(time.Hour)).String()})
+			ev := latchkey.AuditEvent{Time: time.Now(), Node: d.svc.Node, Kind: latchkey.KindAdmin, Action: latchkey.ActionRotationDue,
+				Actor: "latchkey", TokenID: t.ID, Subject: t.Subject, Outcome: latchkey.OutcomeOK, Detail: detail}
+			if err := d.db.AppendAudit(ctx, []latchkey.AuditEvent{ev}); err != nil {
+				d.logger.Error("rotation due: recording failed", "err", err)
+				return
+			}
+		}
+		if page.Next == "" {
+			return
+		}
+		f.Cursor = page.Next
 	}
 }
 
