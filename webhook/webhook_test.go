@@ -114,7 +114,10 @@ func TestDispatcher(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.Start()
-	waitFor(t, func() bool { v, ok, _ := db.GetSetting(ctx, "webhook_cursor:"+cursorSuffix(srv.URL)); return ok && v != "" })
+	waitFor(t, func() bool {
+		v, ok, _ := db.GetSetting(ctx, "webhook_cursor:"+cursorSuffix(srv.URL))
+		return ok && v != ""
+	})
 	evs := []latchkey.AuditEvent{
 		adminEvent(latchkey.ActionTokenCreate, "Tok0000000000001"),
 		{Time: time.Now(), Kind: latchkey.KindVerify, Action: latchkey.ActionVerify, Outcome: "VALID", TokenID: "Tok0000000000001"},

@@ -345,7 +345,7 @@ func TestWebhooksFromDaemon(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		if err := webhook.Verify([]byte(secretKey), r.Header.Get(webhook.SignatureHeader), body, time.Now(), time.Minute); err != nil {
-			http.Error(w, "bad signature", 401)
+			http.Error(w, "bad signature", http.StatusUnauthorized)
 			return
 		}
 		var ev webhook.Event
