@@ -29,8 +29,12 @@ func (ev *AuditEvent) AppendCanonical(b []byte) []byte {
 		b = binary.BigEndian.AppendUint32(b, uint32(len(s)))
 		b = append(b, s...)
 	}
+	num := func(n int64) {
+		var d [20]byte
+		field(string(strconv.AppendInt(d[:0], n, 10)))
+	}
 	field(canonicalVersion)
-	field(strconv.FormatInt(TimeOf(ev.Time).UnixMicro(), 10))
+	num(TimeOf(ev.Time).UnixMicro())
 	for _, s := range []string{ev.Node, ev.RequestID, ev.Kind, ev.Action, ev.Actor, ev.TokenID, ev.Subject, ev.Outcome, ev.Reason} {
 		field(s)
 	}
@@ -41,22 +45,23 @@ func (ev *AuditEvent) AppendCanonical(b []byte) []byte {
 	for _, s := range []string{ev.ClientIP, ev.UserAgent, ev.Method, ev.Path} {
 		field(s)
 	}
-	field(strconv.FormatInt(int64(ev.Latency), 10))
-	field(string(ev.Detail))
+	num(int64(ev.Latency))
+	b = binary.BigEndian.AppendUint32(b, uint32(len(ev.Detail)))
+	b = append(b, ev.Detail...)
 	return b
 }
 
 // ChainHash returns the hex hash of ev linked to prev (hex; "" for a
 // node's first record).
 func ChainHash(prev string, ev *AuditEvent) string {
-	var p [ChainHashLen]byte
+	var buf [1024]byte
+	b := buf[:ChainHashLen]
 	if prev != "" {
-		hex.Decode(p[:], []byte(prev)) // a malformed prev hashes as zeros and breaks the link, as it should
+		hex.Decode(b, []byte(prev)) // a malformed prev hashes as zeros and breaks the link, as it should
 	}
-	h := sha256.New()
-	h.Write(p[:])
-	h.Write(ev.AppendCanonical(make([]byte, 0, 512)))
-	return hex.EncodeToString(h.Sum(nil))
+	b = ev.AppendCanonical(b)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }
 
 // AuditAnchor is where a node's chain resumes after older records were

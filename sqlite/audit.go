@@ -22,7 +22,7 @@ func (db *DB) AppendAudit(ctx context.Context, evs []latchkey.AuditEvent) error 
 		return fmt.Errorf("sqlite: append audit: %w", err)
 	}
 	defer tx.Rollback()
-	if err := insertAudit(ctx, tx, evs); err != nil {
+	if err := db.insertAudit(ctx, tx, evs); err != nil {
 		return err
 	}
 	if err := tx.Commit(); err != nil {
@@ -34,15 +34,9 @@ func (db *DB) AppendAudit(ctx context.Context, evs []latchkey.AuditEvent) error 
 // insertAudit stores evs in tx, linking each to the previous record of
 // its node. The writer connection serialises transactions, so reading the
 // last hash and appending after it cannot interleave with another writer.
-func insertAudit(ctx context.Context, tx *sql.Tx, evs []latchkey.AuditEvent) error {
-	stmt, err := tx.PrepareContext(ctx, `INSERT INTO audit_events (time, node, request_id, kind, action, actor,
-		token_id, subject, outcome, reason, scopes, client_ip, user_agent, method, path, latency_ns, detail, hash)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-	if err != nil {
-		return fmt.Errorf("sqlite: append audit: %w", err)
-	}
-	defer stmt.Close()
+func (db *DB) insertAudit(ctx context.Context, tx *sql.Tx, evs []latchkey.AuditEvent) error {
 	last := map[string]string{} // node → hash of its latest record
+	var err error
 	for i := range evs {
 		ev := &evs[i]
 		ev.Time = latchkey.TimeOf(ev.Time)
@@ -54,21 +48,92 @@ func insertAudit(ctx context.Context, tx *sql.Tx, evs []latchkey.AuditEvent) err
 		}
 		ev.Hash = latchkey.ChainHash(prev, ev)
 		last[ev.Node] = ev.Hash
-		scopes, err := json.Marshal(nonNil(ev.Scopes))
-		if err != nil {
-			return fmt.Errorf("sqlite: append audit: %w", err)
+	}
+	// Many rows per statement: the per-statement cost of database/sql and
+	// the driver is paid once per chunk instead of once per record, and the
+	// two statements are prepared once, on the writer connection.
+	for len(evs) > 0 {
+		n := auditRowsPerInsert
+		stmt := db.insertMany
+		if len(evs) < n {
+			n, stmt = 1, db.insertOne
 		}
-		res, err := stmt.ExecContext(ctx, micros(ev.Time), ev.Node, ev.RequestID, ev.Kind, ev.Action, ev.Actor,
-			ev.TokenID, ev.Subject, ev.Outcome, ev.Reason, string(scopes), ev.ClientIP, ev.UserAgent,
-			ev.Method, ev.Path, int64(ev.Latency), string(ev.Detail), ev.Hash)
-		if err != nil {
-			return fmt.Errorf("sqlite: append audit: %w", err)
+		if err := insertAuditRows(ctx, tx.StmtContext(ctx, stmt), evs[:n]); err != nil {
+			return err
 		}
-		if ev.Seq, err = res.LastInsertId(); err != nil {
-			return fmt.Errorf("sqlite: append audit: %w", err)
-		}
+		evs = evs[n:]
 	}
 	return nil
+}
+
+// auditRowsPerInsert is how many records one INSERT carries (18
+// parameters each, well under SQLite's limit).
+const auditRowsPerInsert = 64
+
+// auditInsert is the INSERT statement for n records.
+func auditInsert(n int) string {
+	var b strings.Builder
+	b.WriteString(`INSERT INTO audit_events (time, node, request_id, kind, action, actor,
+		token_id, subject, outcome, reason, scopes, client_ip, user_agent, method, path, latency_ns, detail, hash) VALUES `)
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+	}
+	return b.String()
+}
+
+// insertAuditRows inserts evs (at most auditRowsPerInsert) in one
+// statement. The writer connection is the only writer, so the rows get
+// consecutive sequence numbers ending at the last insert id.
+func insertAuditRows(ctx context.Context, stmt *sql.Stmt, evs []latchkey.AuditEvent) error {
+	args := make([]any, 0, 18*len(evs))
+	for i := range evs {
+		ev := &evs[i]
+		args = append(args, micros(ev.Time), ev.Node, ev.RequestID, ev.Kind, ev.Action, ev.Actor,
+			ev.TokenID, ev.Subject, ev.Outcome, ev.Reason, scopesJSON(ev.Scopes), ev.ClientIP, ev.UserAgent,
+			ev.Method, ev.Path, int64(ev.Latency), string(ev.Detail), ev.Hash)
+	}
+	res, err := stmt.ExecContext(ctx, args...)
+	if err != nil {
+		return fmt.Errorf("sqlite: append audit: %w", err)
+	}
+	lastID, err := res.LastInsertId()
+	if err != nil {
+		return fmt.Errorf("sqlite: append audit: %w", err)
+	}
+	for i := range evs {
+		evs[i].Seq = lastID - int64(len(evs)-1-i)
+	}
+	return nil
+}
+
+// scopesJSON encodes a scope list as a JSON array. Scopes are validated
+// ([A-Za-z0-9_.:*-]) before they get here, so they need no escaping; any
+// other string goes through encoding/json.
+func scopesJSON(scopes []string) string {
+	if len(scopes) == 0 {
+		return "[]"
+	}
+	var b strings.Builder
+	b.WriteByte('[')
+	for i, s := range scopes {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		for j := 0; j < len(s); j++ {
+			if c := s[j]; c < 0x20 || c == '"' || c == '\\' || c >= 0x80 {
+				out, _ := json.Marshal(scopes)
+				return string(out)
+			}
+		}
+		b.WriteByte('"')
+		b.WriteString(s)
+		b.WriteByte('"')
+	}
+	b.WriteByte(']')
+	return b.String()
 }
 
 // lastHash is the hash the next record of node links to: its latest
@@ -86,6 +151,43 @@ func lastHash(ctx context.Context, q queryer, node string) (string, error) {
 		return "", fmt.Errorf("sqlite: audit chain: %w", err)
 	}
 	return h, nil
+}
+
+// timeSlack is how far commit order may stray from time order: records
+// wait in the audit queue for up to a flush interval (or longer while the
+// store is failing) and admin records commit at once, so a record can have
+// a lower seq than one a little older. Time bounds are widened by this
+// before they become seq bounds; the exact time filter still applies.
+const timeSlack = 10 * time.Minute
+
+// seqAtTime returns the first seq whose record is at or after t (or one
+// past the last record), by binary search over seq: a handful of primary
+// key lookups instead of an index on time maintained on every insert.
+func seqAtTime(ctx context.Context, q queryer, t time.Time) (int64, error) {
+	var lo, hi sql.NullInt64
+	if err := q.QueryRowContext(ctx, `SELECT min(seq), max(seq) FROM audit_events`).Scan(&lo, &hi); err != nil {
+		return 0, fmt.Errorf("sqlite: audit time search: %w", err)
+	}
+	if !lo.Valid {
+		return 0, nil
+	}
+	a, b, at := lo.Int64, hi.Int64+1, micros(t)
+	for a < b {
+		mid := a + (b-a)/2
+		var seq, tm int64
+		err := q.QueryRowContext(ctx, `SELECT seq, time FROM audit_events WHERE seq >= ? ORDER BY seq LIMIT 1`, mid).Scan(&seq, &tm)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			b = mid
+		case err != nil:
+			return 0, fmt.Errorf("sqlite: audit time search: %w", err)
+		case tm < at:
+			a = seq + 1
+		default:
+			b = mid
+		}
+	}
+	return a, nil
 }
 
 // AuditNodes lists the nodes with records or anchors.
@@ -153,9 +255,15 @@ func (db *DB) pruneNode(ctx context.Context, node string, before time.Time, arch
 	defer tx.Rollback()
 	// The cut: just before the node's first record at or after before, so
 	// no younger record goes (commit order and time order differ a little).
+	// Without a time index, walk seq order from the oldest record: the
+	// walk stops at the first young one, so it reads about what is pruned.
 	var cut sql.NullInt64
-	err = tx.QueryRowContext(ctx, `SELECT min(seq) - 1 FROM audit_events WHERE node = ? AND time >= ?`, node, micros(before)).Scan(&cut)
-	if err != nil {
+	var first int64
+	err = tx.QueryRowContext(ctx, `SELECT seq FROM audit_events WHERE node = ? AND time >= ? ORDER BY seq LIMIT 1`, node, micros(before)).Scan(&first)
+	switch {
+	case err == nil:
+		cut = sql.NullInt64{Int64: first - 1, Valid: true}
+	case !errors.Is(err, sql.ErrNoRows):
 		return 0, fmt.Errorf("sqlite: prune audit: %w", err)
 	}
 	if !cut.Valid {
@@ -163,7 +271,7 @@ func (db *DB) pruneNode(ctx context.Context, node string, before time.Time, arch
 			return 0, fmt.Errorf("sqlite: prune audit: %w", err)
 		}
 	}
-	if !cut.Valid {
+	if !cut.Valid || cut.Int64 < 1 {
 		return 0, nil
 	}
 	var last latchkey.AuditEvent
@@ -233,9 +341,20 @@ func listAudit(ctx context.Context, q queryer, f latchkey.AuditFilter, maxSeq in
 	}
 	if !f.Since.IsZero() {
 		add("time >= ?", micros(f.Since))
+		// Bound the scan too: there is no time index.
+		lo, err := seqAtTime(ctx, q, f.Since.Add(-timeSlack))
+		if err != nil {
+			return latchkey.AuditPage{}, err
+		}
+		add("seq >= ?", lo)
 	}
 	if !f.Until.IsZero() {
 		add("time < ?", micros(f.Until))
+		hi, err := seqAtTime(ctx, q, f.Until.Add(timeSlack))
+		if err != nil {
+			return latchkey.AuditPage{}, err
+		}
+		add("seq < ?", hi)
 	}
 	order := "DESC"
 	switch {

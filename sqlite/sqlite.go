@@ -31,6 +31,8 @@ type DB struct {
 	path string
 	w    *sql.DB // one connection: the writer
 	r    *sql.DB // readers
+
+	insertOne, insertMany *sql.Stmt // audit inserts, prepared on the writer
 }
 
 var _ latchkey.Store = (*DB)(nil)
@@ -69,6 +71,13 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		db.Close()
 		return nil, err
 	}
+	if db.insertOne, err = w.PrepareContext(ctx, auditInsert(1)); err == nil {
+		db.insertMany, err = w.PrepareContext(ctx, auditInsert(auditRowsPerInsert))
+	}
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("sqlite: prepare: %w", err)
+	}
 	if err := db.backfillChain(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -78,7 +87,13 @@ func Open(ctx context.Context, path string) (*DB, error) {
 
 // Close closes both pools.
 func (db *DB) Close() error {
-	return errors.Join(db.r.Close(), db.w.Close())
+	var errs []error
+	for _, st := range []*sql.Stmt{db.insertOne, db.insertMany} {
+		if st != nil {
+			errs = append(errs, st.Close())
+		}
+	}
+	return errors.Join(append(errs, db.r.Close(), db.w.Close())...)
 }
 
 // Ping checks that the file can be read.

@@ -142,7 +142,7 @@ func (db *DB) WriteTx(ctx context.Context, fn func(tx latchkey.Tx) error) error 
 		return fmt.Errorf("sqlite: begin: %w", err)
 	}
 	defer sqlTx.Rollback()
-	if err := fn(&tx{tx: sqlTx}); err != nil {
+	if err := fn(&tx{db: db, tx: sqlTx}); err != nil {
 		return err
 	}
 	if err := sqlTx.Commit(); err != nil {
@@ -151,7 +151,10 @@ func (db *DB) WriteTx(ctx context.Context, fn func(tx latchkey.Tx) error) error 
 	return nil
 }
 
-type tx struct{ tx *sql.Tx }
+type tx struct {
+	db *DB
+	tx *sql.Tx
+}
 
 func (x *tx) GetToken(ctx context.Context, id string) (*latchkey.Token, error) {
 	return getToken(ctx, x.tx, id)
@@ -250,7 +253,7 @@ func (x *tx) audit(ctx context.Context, ev *latchkey.AuditEvent) error {
 	if ev == nil {
 		return nil
 	}
-	return insertAudit(ctx, x.tx, []latchkey.AuditEvent{*ev})
+	return x.db.insertAudit(ctx, x.tx, []latchkey.AuditEvent{*ev})
 }
 
 // ConsumeUse spends one use from each budget, all or none. The single

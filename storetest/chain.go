@@ -147,3 +147,57 @@ func testBlocks(t *testing.T, s latchkey.Store) {
 		t.Errorf("block audit events: %d, want 1 (the refused delete writes none)", len(page.Events))
 	}
 }
+
+// Time bounds over many records, newest first and oldest first.
+func testAuditTimeRange(t *testing.T, s latchkey.Store) {
+	var evs []latchkey.AuditEvent
+	for i := range 3000 {
+		evs = append(evs, chainEvent("n1", i, base.Add(time.Duration(i)*time.Second)))
+	}
+	if err := s.AppendAudit(ctx(), evs); err != nil {
+		t.Fatal(err)
+	}
+	count := func(f latchkey.AuditFilter) int {
+		n := 0
+		f.Limit = latchkey.MaxPageLimit
+		for {
+			page, err := s.ListAudit(ctx(), f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n += len(page.Events)
+			for _, ev := range page.Events {
+				if (!f.Since.IsZero() && ev.Time.Before(f.Since)) || (!f.Until.IsZero() && !ev.Time.Before(f.Until)) {
+					t.Fatalf("record at %v outside [%v, %v)", ev.Time, f.Since, f.Until)
+				}
+			}
+			if f.Ascending {
+				if len(page.Events) < f.Limit {
+					return n
+				}
+				f.After = page.Events[len(page.Events)-1].Seq
+			} else {
+				if page.Next == "" {
+					return n
+				}
+				f.Cursor = page.Next
+			}
+		}
+	}
+	since, until := base.Add(1000*time.Second), base.Add(2500*time.Second)
+	if n := count(latchkey.AuditFilter{Since: since, Until: until}); n != 1500 {
+		t.Errorf("newest first within the range: %d records, want 1500", n)
+	}
+	if n := count(latchkey.AuditFilter{Since: since, Until: until, Ascending: true}); n != 1500 {
+		t.Errorf("oldest first within the range: %d, want 1500", n)
+	}
+	if n := count(latchkey.AuditFilter{Since: base.Add(2999 * time.Second)}); n != 1 {
+		t.Errorf("since the last record: %d, want 1", n)
+	}
+	if n := count(latchkey.AuditFilter{Until: base.Add(time.Second)}); n != 1 {
+		t.Errorf("until the second record: %d, want 1", n)
+	}
+	if n := count(latchkey.AuditFilter{Since: base.Add(time.Hour)}); n != 0 {
+		t.Errorf("since after the last: %d", n)
+	}
+}

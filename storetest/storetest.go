@@ -47,6 +47,7 @@ func Run(t *testing.T, open func(t *testing.T) latchkey.Store) {
 		{"AuditChain", testAuditChain},
 		{"AuditPruneAnchors", testAuditPrune},
 		{"Blocks", testBlocks},
+		{"AuditTimeRange", testAuditTimeRange},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
