@@ -180,4 +180,3 @@ func TestHardKill(t *testing.T) {
 		})
 	}
 }
-
