@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -66,20 +67,19 @@ func (db *DB) insertAudit(ctx context.Context, tx *sql.Tx, evs []latchkey.AuditE
 	return nil
 }
 
-// auditRowsPerInsert is how many records one INSERT carries (18
+// auditRowsPerInsert is how many records one INSERT carries (10
 // parameters each, well under SQLite's limit).
 const auditRowsPerInsert = 64
 
 // auditInsert is the INSERT statement for n records.
 func auditInsert(n int) string {
 	var b strings.Builder
-	b.WriteString(`INSERT INTO audit_events (time, node, request_id, kind, action, actor,
-		token_id, subject, outcome, reason, scopes, client_ip, user_agent, method, path, latency_ns, detail, hash) VALUES `)
+	b.WriteString(`INSERT INTO audit_events (time, node, kind, action, token_id, subject, outcome, client_ip, rest, hash) VALUES `)
 	for i := range n {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+		b.WriteString("(?,?,?,?,?,?,?,?,?,?)")
 	}
 	return b.String()
 }
@@ -88,12 +88,13 @@ func auditInsert(n int) string {
 // statement. The writer connection is the only writer, so the rows get
 // consecutive sequence numbers ending at the last insert id.
 func insertAuditRows(ctx context.Context, stmt *sql.Stmt, evs []latchkey.AuditEvent) error {
-	args := make([]any, 0, 18*len(evs))
+	args := make([]any, 0, 10*len(evs))
+	var buf []byte
 	for i := range evs {
 		ev := &evs[i]
-		args = append(args, micros(ev.Time), ev.Node, ev.RequestID, ev.Kind, ev.Action, ev.Actor,
-			ev.TokenID, ev.Subject, ev.Outcome, ev.Reason, scopesJSON(ev.Scopes), ev.ClientIP, ev.UserAgent,
-			ev.Method, ev.Path, int64(ev.Latency), string(ev.Detail), ev.Hash)
+		buf = appendRest(buf[:0], ev)
+		args = append(args, micros(ev.Time), ev.Node, ev.Kind, ev.Action, ev.TokenID, ev.Subject, ev.Outcome,
+			ev.ClientIP, string(buf), ev.Hash)
 	}
 	res, err := stmt.ExecContext(ctx, args...)
 	if err != nil {
@@ -109,31 +110,92 @@ func insertAuditRows(ctx context.Context, stmt *sql.Stmt, evs []latchkey.AuditEv
 	return nil
 }
 
-// scopesJSON encodes a scope list as a JSON array. Scopes are validated
-// ([A-Za-z0-9_.:*-]) before they get here, so they need no escaping; any
-// other string goes through encoding/json.
-func scopesJSON(scopes []string) string {
-	if len(scopes) == 0 {
-		return "[]"
-	}
-	var b strings.Builder
-	b.WriteByte('[')
-	for i, s := range scopes {
-		if i > 0 {
-			b.WriteByte(',')
+// rest is the JSON form of the fields kept in the "rest" column.
+type rest struct {
+	RequestID string          `json:"request_id,omitempty"`
+	Actor     string          `json:"actor,omitempty"`
+	Reason    string          `json:"reason,omitempty"`
+	Scopes    []string        `json:"scopes,omitempty"`
+	UserAgent string          `json:"user_agent,omitempty"`
+	Method    string          `json:"method,omitempty"`
+	Path      string          `json:"path,omitempty"`
+	LatencyNS int64           `json:"latency_ns,omitempty"`
+	Detail    json.RawMessage `json:"detail,omitempty"`
+}
+
+// appendRest writes the "rest" column of ev as JSON, by hand: this runs
+// once per verification record, and encoding/json would cost more than
+// the insert saves.
+func appendRest(b []byte, ev *latchkey.AuditEvent) []byte {
+	b = append(b, '{')
+	first := true
+	str := func(k, v string) {
+		if v == "" {
+			return
 		}
-		for j := 0; j < len(s); j++ {
-			if c := s[j]; c < 0x20 || c == '"' || c == '\\' || c >= 0x80 {
-				out, _ := json.Marshal(scopes)
-				return string(out)
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
+		b = append(b, '"')
+		b = append(b, k...)
+		b = append(b, `":`...)
+		b = appendJSONString(b, v)
+	}
+	str("request_id", ev.RequestID)
+	str("actor", ev.Actor)
+	str("reason", ev.Reason)
+	if len(ev.Scopes) > 0 {
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
+		b = append(b, `"scopes":[`...)
+		for i, sc := range ev.Scopes {
+			if i > 0 {
+				b = append(b, ',')
 			}
+			b = appendJSONString(b, sc)
 		}
-		b.WriteByte('"')
-		b.WriteString(s)
-		b.WriteByte('"')
+		b = append(b, ']')
 	}
-	b.WriteByte(']')
-	return b.String()
+	str("user_agent", ev.UserAgent)
+	str("method", ev.Method)
+	str("path", ev.Path)
+	if ev.Latency != 0 {
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
+		b = append(b, `"latency_ns":`...)
+		b = strconv.AppendInt(b, int64(ev.Latency), 10)
+	}
+	if len(ev.Detail) > 0 {
+		if !first {
+			b = append(b, ',')
+		}
+		b = append(b, `"detail":`...)
+		if json.Valid(ev.Detail) {
+			b = append(b, ev.Detail...)
+		} else {
+			b = appendJSONString(b, string(ev.Detail))
+		}
+	}
+	return append(b, '}')
+}
+
+// appendJSONString appends s as a JSON string: plain printable ASCII is
+// copied as is, anything else goes through encoding/json.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x7f || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s)
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 // lastHash is the hash the next record of node links to: its latest
@@ -369,8 +431,7 @@ func listAudit(ctx context.Context, q queryer, f latchkey.AuditFilter, maxSeq in
 		add("seq < ?", seq)
 	}
 	limit := latchkey.PageLimit(f.Limit)
-	query := `SELECT seq, time, node, request_id, kind, action, actor, token_id, subject, outcome, reason, scopes,
-		client_ip, user_agent, method, path, latency_ns, detail, hash FROM audit_events`
+	query := `SELECT seq, time, node, kind, action, token_id, subject, outcome, client_ip, rest, hash FROM audit_events`
 	if len(where) > 0 {
 		query += " WHERE " + strings.Join(where, " AND ")
 	}
@@ -383,25 +444,26 @@ func listAudit(ctx context.Context, q queryer, f latchkey.AuditFilter, maxSeq in
 	var page latchkey.AuditPage
 	for rows.Next() {
 		var (
-			ev             latchkey.AuditEvent
-			t, latency     int64
-			scopes, detail string
+			ev latchkey.AuditEvent
+			t  int64
+			rs string
+			r  rest
 		)
-		if err := rows.Scan(&ev.Seq, &t, &ev.Node, &ev.RequestID, &ev.Kind, &ev.Action, &ev.Actor, &ev.TokenID,
-			&ev.Subject, &ev.Outcome, &ev.Reason, &scopes, &ev.ClientIP, &ev.UserAgent, &ev.Method, &ev.Path,
-			&latency, &detail, &ev.Hash); err != nil {
+		if err := rows.Scan(&ev.Seq, &t, &ev.Node, &ev.Kind, &ev.Action, &ev.TokenID, &ev.Subject, &ev.Outcome,
+			&ev.ClientIP, &rs, &ev.Hash); err != nil {
 			return latchkey.AuditPage{}, fmt.Errorf("sqlite: list audit: %w", err)
 		}
-		ev.Time = time.UnixMicro(t).UTC()
-		ev.Latency = time.Duration(latency)
-		if err := json.Unmarshal([]byte(scopes), &ev.Scopes); err != nil {
-			return latchkey.AuditPage{}, fmt.Errorf("sqlite: audit %d scopes: %w", ev.Seq, err)
+		if err := json.Unmarshal([]byte(rs), &r); err != nil {
+			return latchkey.AuditPage{}, fmt.Errorf("sqlite: audit record %d: %w", ev.Seq, err)
 		}
+		ev.Time = time.UnixMicro(t).UTC()
+		ev.RequestID, ev.Actor, ev.Reason, ev.Scopes = r.RequestID, r.Actor, r.Reason, r.Scopes
+		ev.UserAgent, ev.Method, ev.Path, ev.Latency, ev.Detail = r.UserAgent, r.Method, r.Path, time.Duration(r.LatencyNS), r.Detail
 		if len(ev.Scopes) == 0 {
 			ev.Scopes = nil
 		}
-		if detail != "" {
-			ev.Detail = json.RawMessage(detail)
+		if string(ev.Detail) == "null" { // migrated rows without detail
+			ev.Detail = nil
 		}
 		page.Events = append(page.Events, ev)
 	}
