@@ -395,3 +395,23 @@ func TestWebhooksFromDaemon(t *testing.T) {
 func detectConfig(failures int) detect.Config {
 	return detect.Config{SourceFailures: detect.Rule{Count: failures, Window: time.Minute}}
 }
+
+// rotation.due: recorded once per token past the rotation age.
+func TestRotationDueAnnounced(t *testing.T) {
+	dir := t.TempDir()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	d, err := startDaemon(ctx, serveConfig{Listen: "127.0.0.1:0", DataDir: dir, Policy: tokens.Policy{RotationAge: time.Millisecond}}, logger, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Shutdown(ctx)
+	c := &httpapi.Client{BaseURL: "http://" + d.addr, Token: readRoot(t, dir)}
+	tok, _ := c.CreateToken(ctx, tokens.CreateRequest{Name: "old"})
+	time.Sleep(5 * time.Millisecond) // older than the 1ms rotation age
+	d.rotationDueOnce()
+	d.rotationDueOnce() // idempotent
+	evs, err := c.ListAudit(ctx, latchkey.AuditFilter{TokenID: tok.ID, Action: latchkey.ActionRotationDue})
+	if err != nil || len(evs.Events) != 1 {
+		t.Fatalf("rotation_due records for the token: %+v %v, want exactly one", evs, err)
+	}
+}

@@ -431,6 +431,8 @@ type daemon struct {
 	unlock func()
 	stopBG chan struct{} // closed on shutdown: background loops end
 	bg     sync.WaitGroup
+
+	rotationMu sync.Mutex
 }
 
 // startDaemon opens the data directory, bootstraps it if new, and starts
@@ -682,6 +684,8 @@ func (d *daemon) announceRotationDue() {
 }
 
 func (d *daemon) rotationDueOnce() {
+	d.rotationMu.Lock() // check-then-record: one run at a time
+	defer d.rotationMu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	f := latchkey.TokenFilter{RotationDue: true, Limit: latchkey.MaxPageLimit}
