@@ -678,7 +678,7 @@ func timeOrAgo(s string) (time.Time, error) {
 
 // eventFormat has fixed widths, so that records printed while following
 // line up with the header printed first.
-const eventFormat = "%-23s  %-12s  %-18s  %-16s  %-16s  %-15s  %-16s  %s\n"
+const eventFormat = "%-23s  %-20s  %-18s  %-16s  %-16s  %-15s  %-16s  %s\n"
 
 func printEvent(stdout io.Writer, ev *latchkey.AuditEvent, asJSON bool) {
 	if asJSON {
