@@ -335,14 +335,19 @@ func cmdTokenShow(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	if err != nil {
 		return apiExit(stderr, "token show", err)
 	}
+	showToken(stdout, t, asJSON)
+	return exitOK
+}
+
+// showToken prints a token's record as a table, or as JSON.
+func showToken(stdout io.Writer, t *latchkey.Token, asJSON bool) {
 	if asJSON {
 		printJSON(stdout, t)
-		return exitOK
+		return
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	printTokenFields(tw, t)
 	tw.Flush()
-	return exitOK
 }
 
 const revokeDoc = `

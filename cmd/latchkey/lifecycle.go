@@ -187,13 +187,7 @@ func cmdTokenUpdate(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return apiExit(stderr, "token update", err)
 	}
-	if asJSON {
-		printJSON(stdout, t)
-		return exitOK
-	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	printTokenFields(tw, t)
-	tw.Flush()
+	showToken(stdout, t, asJSON)
 	return exitOK
 }
 
