@@ -82,6 +82,10 @@ type Server struct {
 	// resolving the client's address; nil believes nobody's.
 	TrustedProxies latchkey.TrustedProxies
 
+	// ForwardAuth, when set, serves /v1/forward-auth (any method).
+	ForwardAuth http.Handler
+	// JWKS, when set, serves GET /.well-known/jwks.json.
+	JWKS http.Handler
 	// Metrics, when set, serves GET /metrics (Prometheus), without
 	// authentication: it carries counts, never tokens.
 	Metrics http.Handler
@@ -102,7 +106,7 @@ type Server struct {
 	drained   chan struct{} // closed by Drain: open streams end
 }
 
-// Route is one registered endpoint.
+// Route is one registered endpoint. Method "*" answers any method.
 type Route struct {
 	Method, Path string
 	// Scope is the admin scope required, "" for none.
@@ -137,6 +141,11 @@ func Routes() []Route {
 		{Method: "GET", Path: "/v1/blocks", Scope: latchkey.ScopeAuditRead},
 		{Method: "DELETE", Path: "/v1/blocks/{source...}", Scope: latchkey.AdminScope},
 		{Method: "POST", Path: "/v1/leaks"},
+		{Method: "*", Path: "/v1/forward-auth"},
+		{Method: "*", Path: "/v1/forward-auth/{path...}"},
+		{Method: "POST", Path: "/oauth2/introspect", Scope: latchkey.ScopeVerify},
+		{Method: "POST", Path: "/oauth2/revoke"},
+		{Method: "GET", Path: "/.well-known/jwks.json"},
 		{Method: "GET", Path: "/metrics"},
 		{Method: "GET", Path: "/healthz"},
 		{Method: "GET", Path: "/readyz"},
@@ -165,6 +174,11 @@ func (s *Server) Handler() http.Handler {
 		"GET /v1/blocks":                s.listBlocks,
 		"DELETE /v1/blocks/{source...}": s.removeBlock,
 		"POST /v1/leaks":                s.reportLeaks,
+		"* /v1/forward-auth":            s.forwardAuth,
+		"* /v1/forward-auth/{path...}":  s.forwardAuth,
+		"POST /oauth2/introspect":       s.introspect,
+		"POST /oauth2/revoke":           s.oauthRevoke,
+		"GET /.well-known/jwks.json":    s.jwks,
 		"GET /metrics":                  s.metrics,
 		"GET /healthz":                  s.healthz,
 		"GET /readyz":                   s.readyz,
@@ -175,6 +189,10 @@ func (s *Server) Handler() http.Handler {
 		fn := h[rt.Method+" "+rt.Path]
 		if fn == nil {
 			panic("httpapi: no handler for " + rt.Method + " " + rt.Path)
+		}
+		if rt.Method == "*" { // any method: proxies forward the original one
+			mux.Handle(rt.Path, s.endpoint(rt, fn))
+			continue
 		}
 		mux.Handle(rt.Method+" "+rt.Path, s.endpoint(rt, fn))
 		paths[rt.Path] = append(paths[rt.Path], rt.Method)
@@ -412,6 +430,22 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		}()
 		next.ServeHTTP(sw, r)
 	})
+}
+
+func (s *Server) forwardAuth(w http.ResponseWriter, r *http.Request, _ tokens.Actor) error {
+	if s.ForwardAuth == nil {
+		return latchkey.Errorf(latchkey.ENotFound, "forward auth is not enabled")
+	}
+	s.ForwardAuth.ServeHTTP(w, r)
+	return nil
+}
+
+func (s *Server) jwks(w http.ResponseWriter, r *http.Request, _ tokens.Actor) error {
+	if s.JWKS == nil {
+		return latchkey.Errorf(latchkey.ENotFound, "identity signing is not enabled")
+	}
+	s.JWKS.ServeHTTP(w, r)
+	return nil
 }
 
 func (s *Server) metrics(w http.ResponseWriter, r *http.Request, _ tokens.Actor) error {

@@ -96,6 +96,9 @@ type Request struct {
 	// AuditFailuresOnly records the attempt only when it is refused. Used for
 	// authenticating admin calls, so that reading the log does not flood it.
 	AuditFailuresOnly bool
+	// NoSpend decides without spending the token's rate or uses, and
+	// without noting a use (token introspection).
+	NoSpend bool
 	// Source is the end client as a blockable source: the address the
 	// detector counts failures against and may block. Leave it invalid when
 	// the address is only the calling backend or a trusted proxy, which
@@ -212,7 +215,7 @@ func (v *Verifier) CacheLen() int { return v.cache.len() }
 func (v *Verifier) Verify(ctx context.Context, req *Request) (latchkey.Decision, error) {
 	now, start := v.clock()
 	d := latchkey.Decision{Remaining: -1}
-	err := v.decide(ctx, req, now, &d, true)
+	err := v.decide(ctx, req, now, &d, !req.NoSpend)
 	if g := v.cfg.Guard; g != nil && err == nil && d.Code != latchkey.Valid && d.Code != latchkey.Blocked {
 		g.Refused(req.Source, d.Code, d.Reason, d.TokenID, now)
 	}

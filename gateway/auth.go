@@ -1,0 +1,216 @@
+// Package gateway puts latchkey in front of services: a reverse proxy
+// that checks every request's token before forwarding it (DESIGN.md §7),
+// and the same decision as a forward-auth endpoint for nginx, Caddy,
+// Traefik and Envoy.
+//
+// Upstreams learn who is calling from X-Latchkey-Token-Id,
+// X-Latchkey-Subject and X-Latchkey-Scopes, and from X-Latchkey-Identity,
+// a short-lived EdDSA JWT they can check without trusting the network
+// (package identity). Whatever the client sent under those names is
+// removed first, and so is the credential.
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/identity"
+	"github.com/latchkeyhq/latchkey/secret"
+	"github.com/latchkeyhq/latchkey/verify"
+)
+
+// Headers set for the upstream.
+const (
+	HeaderTokenID = "X-Latchkey-Token-Id"
+	HeaderSubject = "X-Latchkey-Subject"
+	HeaderScopes  = "X-Latchkey-Scopes"
+)
+
+// Verifier decides on a token. *verify.Verifier satisfies it.
+type Verifier interface {
+	Verify(ctx context.Context, req *verify.Request) (latchkey.Decision, error)
+}
+
+// Authorizer is the decision both the gateway and forward-auth make.
+type Authorizer struct {
+	Verifier       Verifier
+	Signer         *identity.Signer
+	TrustedProxies latchkey.TrustedProxies
+	Now            func() time.Time
+
+	jwts jwtCache
+}
+
+// Outcome of one authorization.
+type Outcome struct {
+	Decision latchkey.Decision
+	Err      error // the verifier could not decide (store down)
+}
+
+// Check verifies token for a request to route aud, with the required
+// scopes, from the client at ip (src: as a blockable source).
+func (a *Authorizer) Check(ctx context.Context, token string, scopes []string, ip string, src netip.Addr, method, path, ua, reqID, action string) Outcome {
+	d, err := a.Verifier.Verify(ctx, &verify.Request{Token: token, Scopes: scopes, ClientIP: ip, Source: src,
+		Method: method, Path: path, UserAgent: ua, RequestID: reqID, Action: action})
+	return Outcome{Decision: d, Err: err}
+}
+
+// Deny writes the answer for a refused (or undecidable) request: 401, 403
+// or 429 with the RFC 6750 challenge, and nothing more in the body.
+func Deny(w http.ResponseWriter, o Outcome, missing bool) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	status, body := http.StatusUnauthorized, `{"error":"invalid_token"}`
+	switch {
+	case o.Err != nil:
+		status, body = http.StatusServiceUnavailable, `{"error":"temporarily_unavailable"}`
+	case missing:
+		h.Set("WWW-Authenticate", `Bearer realm="latchkey"`)
+		status, body = http.StatusUnauthorized, `{"error":"invalid_request"}`
+	default:
+		switch o.Decision.Code {
+		case latchkey.InsufficientScope, latchkey.IPNotAllowed, latchkey.Forbidden, latchkey.Blocked:
+			h.Set("WWW-Authenticate", `Bearer realm="latchkey", error="insufficient_scope"`)
+			status, body = http.StatusForbidden, `{"error":"insufficient_scope"}`
+		case latchkey.RateLimited:
+			h.Set("Retry-After", strconv.FormatInt(max(1, int64((o.Decision.Rate.RetryAfter+time.Second-1)/time.Second)), 10))
+			status, body = http.StatusTooManyRequests, `{"error":"rate_limited"}`
+		default:
+			h.Set("WWW-Authenticate", `Bearer realm="latchkey", error="invalid_token"`)
+		}
+	}
+	w.WriteHeader(status)
+	w.Write([]byte(body))
+}
+
+// Identify sets the identity headers of an allowed request on h, after
+// removing any the client sent.
+func (a *Authorizer) Identify(h http.Header, d latchkey.Decision, aud string) {
+	StripIdentity(h)
+	t := d.Token
+	h.Set(HeaderTokenID, t.ID)
+	h.Set(HeaderSubject, t.Subject)
+	h.Set(HeaderScopes, strings.Join(t.Scopes, " "))
+	if a.Signer != nil {
+		h.Set(identity.Header, a.jwt(t, aud))
+	}
+}
+
+// StripIdentity removes every X-Latchkey-* header: a client must never be
+// able to claim an identity.
+func StripIdentity(h http.Header) {
+	for k := range h {
+		if len(k) > 11 && strings.EqualFold(k[:11], "X-Latchkey-") {
+			delete(h, k)
+		}
+	}
+}
+
+func (a *Authorizer) now() time.Time {
+	if a.Now != nil {
+		return a.Now()
+	}
+	return time.Now()
+}
+
+// jwt returns a signed identity for token t and audience aud. Signing
+// costs tens of microseconds, so a JWT is reused for half its life by
+// every request of the same token to the same route.
+func (a *Authorizer) jwt(t *latchkey.Token, aud string) string {
+	now := a.now()
+	k := jwtKey{t.ID, aud, t.Version}
+	if e, ok := a.jwts.get(k); ok && now.Before(e.reuseUntil) {
+		return e.jwt
+	}
+	ttl := a.Signer.TTL()
+	if !t.ExpiresAt.IsZero() && t.ExpiresAt.Sub(now) < ttl {
+		ttl = max(time.Second, t.ExpiresAt.Sub(now)) // never outlive the token by much
+	}
+	s := a.Signer.Sign(identity.Claims{Subject: t.Subject, TokenID: t.ID, Scope: strings.Join(t.Scopes, " "),
+		Audience: aud, ID: jwtID()}, now)
+	a.jwts.put(k, jwtEntry{jwt: s, reuseUntil: now.Add(min(ttl, a.Signer.TTL()) / 2)})
+	return s
+}
+
+func jwtID() string {
+	id, _ := secret.NewID(rand.Reader)
+	return id
+}
+
+type jwtKey struct {
+	tokenID, aud string
+	version      int64 // a changed token gets a fresh JWT
+}
+
+type jwtEntry struct {
+	jwt        string
+	reuseUntil time.Time
+}
+
+// jwtCache is a bounded map of recently signed JWTs.
+type jwtCache struct {
+	mu sync.RWMutex
+	m  map[jwtKey]jwtEntry
+}
+
+const jwtCacheMax = 100_000
+
+func (c *jwtCache) get(k jwtKey) (jwtEntry, bool) {
+	c.mu.RLock()
+	e, ok := c.m[k]
+	c.mu.RUnlock()
+	return e, ok
+}
+
+func (c *jwtCache) put(k jwtKey, e jwtEntry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= jwtCacheMax {
+		c.m = map[jwtKey]jwtEntry{} // start over: the cache refills as it is used
+	}
+	c.m[k] = e
+}
+
+// TokenFrom extracts the presented token: from header (when configured),
+// else from "Authorization: Bearer".
+func TokenFrom(r *http.Request, header string) (string, bool) {
+	if header != "" {
+		if v := strings.TrimSpace(r.Header.Get(header)); v != "" {
+			return v, true
+		}
+	}
+	h := r.Header.Get("Authorization")
+	const p = "bearer "
+	if len(h) > len(p) && strings.EqualFold(h[:len(p)], p) {
+		return strings.TrimSpace(h[len(p):]), true
+	}
+	return "", false
+}
+
+// TokenInQuery reports whether the query string carries something that
+// looks like a credential: such URLs end up in logs, browser history and
+// Referer headers.
+func TokenInQuery(rawQuery string) bool {
+	if rawQuery == "" {
+		return false
+	}
+	for _, kv := range strings.Split(rawQuery, "&") {
+		k, v, _ := strings.Cut(kv, "=")
+		switch strings.ToLower(k) {
+		case "token", "access_token", "api_key", "apikey", "key", "auth", "bearer":
+			return true
+		}
+		if secret.LooksLikeToken(v) || secret.LooksLikeToken(k) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,215 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/latchkeyhq/latchkey"
+)
+
+// Gateway is the reverse proxy. Create it with New; swap its routes with
+// Reload (SIGHUP) at any time: requests in flight finish on the routes
+// they started with.
+type Gateway struct {
+	Auth   *Authorizer
+	Logger *slog.Logger
+
+	state atomic.Pointer[state]
+}
+
+// state is one generation of compiled routes with their proxies.
+type state struct {
+	table     *Table
+	proxies   map[*Route]*httputil.ReverseProxy
+	transport *http.Transport
+}
+
+// New returns a gateway serving table.
+func New(auth *Authorizer, table *Table, logger *slog.Logger) *Gateway {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	g := &Gateway{Auth: auth, Logger: logger}
+	g.Reload(table)
+	return g
+}
+
+// Table returns the routes in force.
+func (g *Gateway) Table() *Table { return g.state.Load().table }
+
+// Reload puts table in force. The previous generation's idle upstream
+// connections are closed once its requests are done.
+func (g *Gateway) Reload(table *Table) {
+	st := &state{table: table, proxies: map[*Route]*httputil.ReverseProxy{}, transport: table.transport()}
+	for _, r := range table.Routes {
+		st.proxies[r] = g.proxy(st, r)
+	}
+	if old := g.state.Swap(st); old != nil {
+		go func() {
+			time.Sleep(time.Minute) // let requests on the old routes finish
+			old.transport.CloseIdleConnections()
+		}()
+	}
+}
+
+type ctxKey int
+
+const (
+	keyDecision ctxKey = iota
+	keyMatch
+)
+
+func (g *Gateway) proxy(st *state, r *Route) *httputil.ReverseProxy {
+	up := r.Upstream
+	return &httputil.ReverseProxy{
+		Transport: st.transport,
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			m := pr.In.Context().Value(keyMatch).(*Match)
+			d := pr.In.Context().Value(keyDecision).(*latchkey.Decision)
+			pr.SetURL(up)
+			path := m.upstreamPath(pr.In.URL.Path)
+			pr.Out.URL.Path = singleJoin(up.Path, path)
+			pr.Out.URL.RawPath = ""
+			pr.Out.Host = pr.In.Host // the upstream sees the name the client used
+			h := pr.Out.Header
+			h.Del("Authorization")
+			if th := g.Table().TokenHeader; th != "" {
+				h.Del(th)
+			}
+			g.Auth.Identify(h, *d, r.Name)
+			g.forwarded(pr)
+		},
+		ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
+			status := http.StatusBadGateway
+			if errors.Is(err, context.DeadlineExceeded) {
+				status = http.StatusGatewayTimeout
+			}
+			if !errors.Is(err, context.Canceled) {
+				g.Logger.Warn("gateway: upstream failed", "route", r.Name, "err", err)
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(status)
+			w.Write([]byte(`{"error":"upstream_unavailable"}`))
+		},
+	}
+}
+
+func singleJoin(base, path string) string {
+	if base == "" || base == "/" {
+		return path
+	}
+	return strings.TrimSuffix(base, "/") + path
+}
+
+// forwarded sets X-Forwarded-For according to the trusted proxies: a
+// trusted peer's chain is kept and extended, anyone else's is dropped.
+// X-Forwarded-Host and -Proto say what the client asked for.
+func (g *Gateway) forwarded(pr *httputil.ProxyRequest) {
+	peer := remoteAddr(pr.In)
+	chain := ""
+	if peer.IsValid() && g.Auth.TrustedProxies.Trusts(peer) {
+		chain = strings.Join(pr.In.Header.Values("X-Forwarded-For"), ", ")
+	}
+	if peer.IsValid() {
+		if chain != "" {
+			chain += ", "
+		}
+		chain += peer.String()
+	}
+	if chain != "" {
+		pr.Out.Header.Set("X-Forwarded-For", chain)
+	}
+	pr.Out.Header.Set("X-Forwarded-Host", pr.In.Host)
+	proto := "http"
+	if pr.In.TLS != nil {
+		proto = "https"
+	}
+	pr.Out.Header.Set("X-Forwarded-Proto", proto)
+}
+
+func remoteAddr(r *http.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+// ClientAddr resolves the end client of r through the trusted proxies: its
+// address as text, and as a blockable source (invalid for a trusted proxy).
+func ClientAddr(r *http.Request, tp latchkey.TrustedProxies) (string, netip.Addr) {
+	peer := remoteAddr(r)
+	if !peer.IsValid() {
+		host, _, _ := net.SplitHostPort(r.RemoteAddr)
+		return host, netip.Addr{}
+	}
+	a := tp.ClientIP(peer, r.Header.Values("X-Forwarded-For"))
+	if tp.Trusts(a) {
+		return a.String(), netip.Addr{}
+	}
+	return a.String(), a
+}
+
+// ServeHTTP checks the request's token against its route and forwards it.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	st := g.state.Load()
+	if r.URL.Path == "/.well-known/jwks.json" && r.Method == http.MethodGet && g.Auth.Signer != nil {
+		ServeJWKS(w, g.Auth.Signer)
+		return
+	}
+	if TokenInQuery(r.URL.RawQuery) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		w.Write([]byte(`{"error":"invalid_request","error_description":"credentials in the URL are refused: URLs end up in logs, browser history and Referer headers; send Authorization: Bearer <token>"}`))
+		return
+	}
+	m, ok := st.table.Lookup(r.Host, r.Method, r.URL.Path)
+	if !ok {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusNotFound)
+		w.Write([]byte(`{"error":"no_route"}`))
+		return
+	}
+	scopes, ok := m.Scopes()
+	if !ok {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusNotFound)
+		w.Write([]byte(`{"error":"no_route"}`))
+		return
+	}
+	token, present := TokenFrom(r, st.table.TokenHeader)
+	if !present {
+		Deny(w, Outcome{}, true)
+		return
+	}
+	ip, src := ClientAddr(r, g.Auth.TrustedProxies)
+	o := g.Auth.Check(r.Context(), token, scopes, ip, src, r.Method, r.URL.Path, r.UserAgent(), r.Header.Get("X-Request-Id"), "gateway")
+	if o.Err != nil || !o.Decision.Valid() {
+		Deny(w, o, false)
+		return
+	}
+	ctx := context.WithValue(context.WithValue(r.Context(), keyMatch, &m), keyDecision, &o.Decision)
+	if m.Route.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, m.Route.Timeout)
+		defer cancel()
+	}
+	st.proxies[m.Route].ServeHTTP(w, r.WithContext(ctx))
+}
+
+// ServeJWKS answers GET /.well-known/jwks.json.
+func ServeJWKS(w http.ResponseWriter, s interface {
+	JWKSJSON(time.Time) []byte
+}) {
+	w.Header().Set("Content-Type", "application/jwk-set+json")
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	w.Write(s.JWKSJSON(time.Now()))
+}

@@ -1,0 +1,101 @@
+package httpapi
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/tokens"
+	"github.com/latchkeyhq/latchkey/verify"
+)
+
+// Introspection is the answer of POST /oauth2/introspect (RFC 7662).
+// An inactive token gets {"active":false} and nothing else.
+type Introspection struct {
+	Active    bool   `json:"active"`
+	Scope     string `json:"scope,omitempty"`
+	ClientID  string `json:"client_id,omitempty"`
+	Subject   string `json:"sub,omitempty"`
+	ExpiresAt int64  `json:"exp,omitempty"`
+	IssuedAt  int64  `json:"iat,omitempty"`
+	NotBefore int64  `json:"nbf,omitempty"`
+	JTI       string `json:"jti,omitempty"`
+	TokenType string `json:"token_type,omitempty"`
+}
+
+// formToken reads the form-encoded token parameter of RFC 7662 and 7009.
+func formToken(w http.ResponseWriter, r *http.Request) (string, error) {
+	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/x-www-form-urlencoded") {
+		return "", latchkey.Errorf(latchkey.EInvalid, "send the token form-encoded (Content-Type: application/x-www-form-urlencoded), as RFC 7662 and 7009 ask")
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	if err := r.ParseForm(); err != nil {
+		return "", latchkey.Errorf(latchkey.EInvalid, "the form does not parse")
+	}
+	if len(r.URL.Query()) > 0 {
+		return "", latchkey.Errorf(latchkey.EInvalid, "parameters go in the body, not the URL: URLs end up in logs")
+	}
+	tok := r.PostForm.Get("token")
+	if tok == "" {
+		return "", latchkey.Errorf(latchkey.EInvalid, "token is required")
+	}
+	return tok, nil
+}
+
+// introspect serves POST /oauth2/introspect. The caller authenticates with
+// a latchkey token holding latchkey:verify (or latchkey:admin). Looking a
+// token up spends none of its rate or uses.
+func (s *Server) introspect(w http.ResponseWriter, r *http.Request, a tokens.Actor) error {
+	tok, err := formToken(w, r)
+	if err != nil {
+		return err
+	}
+	d, err := s.Verifier.Verify(r.Context(), &verify.Request{Token: tok, ClientIP: a.ClientIP, UserAgent: a.UserAgent,
+		RequestID: a.RequestID, Action: "introspect", NoSpend: true})
+	if err != nil {
+		return latchkey.Errorf(latchkey.EUnavailable, "cannot introspect right now")
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	if !d.Valid() {
+		writeJSON(w, http.StatusOK, Introspection{Active: false})
+		return nil
+	}
+	t := d.Token
+	res := Introspection{Active: true, Scope: strings.Join(t.Scopes, " "), ClientID: t.ID, Subject: t.Subject,
+		IssuedAt: t.CreatedAt.Unix(), JTI: t.ID, TokenType: "Bearer"}
+	if !t.ExpiresAt.IsZero() {
+		res.ExpiresAt = t.ExpiresAt.Unix()
+	}
+	if !t.NotBefore.IsZero() {
+		res.NotBefore = t.NotBefore.Unix()
+	}
+	writeJSON(w, http.StatusOK, res)
+	return nil
+}
+
+// oauthRevoke serves POST /oauth2/revoke (RFC 7009). Holding a token is
+// the authority to revoke it: the token in the body is checked in full and
+// revoked, with everything derived from it. As the RFC asks, the answer is
+// 200 whether or not the token was valid, so it tells a guesser nothing.
+func (s *Server) oauthRevoke(w http.ResponseWriter, r *http.Request, a tokens.Actor) error {
+	tok, err := formToken(w, r)
+	if err != nil {
+		return err
+	}
+	d, err := s.Verifier.Verify(r.Context(), &verify.Request{Token: tok, ClientIP: a.ClientIP, UserAgent: a.UserAgent,
+		RequestID: a.RequestID, Action: "oauth_revoke", NoSpend: true})
+	if err != nil {
+		return latchkey.Errorf(latchkey.EUnavailable, "cannot revoke right now")
+	}
+	if d.Token != nil && d.Code != latchkey.Revoked {
+		self := tokens.Actor{TokenID: d.Token.ID, Scopes: d.Token.Scopes, ClientIP: a.ClientIP, UserAgent: a.UserAgent, RequestID: a.RequestID}
+		if _, err := s.Tokens.Revoke(r.Context(), self, d.Token.ID, "revoked by its holder (RFC 7009)"); err != nil &&
+			latchkey.ErrorCode(err) != latchkey.EConflict {
+			return err
+		}
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	return nil
+}
+
