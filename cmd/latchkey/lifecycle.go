@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/latchkeyhq/latchkey/tokens"
@@ -255,4 +256,54 @@ func cmdBlocks(ctx context.Context, args []string, stdout, stderr io.Writer, get
 	}
 	tw.Flush()
 	return exitOK
+}
+
+const gatewayDoc = `
+Run the gateway: a reverse proxy that checks every request's token before
+forwarding it to the upstream its route names, and tells the upstream who
+is calling (X-Latchkey-Token-Id, -Subject, -Scopes, and the signed
+X-Latchkey-Identity JWT). The route file is YAML (see docs/gateway.md);
+SIGHUP reloads it, and an invalid file is refused while the old routes stay.
+
+It is "latchkey serve" with the gateway in front: the same data directory,
+store, verifier, audit log and detector, and the admin API on --api-listen.
+Every flag of serve is accepted too. To run the gateway inside an existing
+server instead, start serve with --gateway-config.`
+
+// cmdGateway runs serve with the gateway as the main listener.
+func cmdGateway(ctx context.Context, args []string, stderr io.Writer, getenv env) int {
+	var conf, listen, apiListen string
+	fs := newFlags("gateway", "gateway --config FILE [flags]", gatewayDoc, stderr, stderr)
+	fs.StringVar(&conf, "config", getenv("LATCHKEY_GATEWAY_CONFIG"), "route `file` (YAML) [LATCHKEY_GATEWAY_CONFIG]")
+	fs.StringVar(&listen, "listen", envOr(getenv, "LATCHKEY_GATEWAY_LISTEN", "127.0.0.1:8080"), "address the gateway listens on [LATCHKEY_GATEWAY_LISTEN]")
+	fs.StringVar(&apiListen, "api-listen", envOr(getenv, "LATCHKEY_LISTEN", "127.0.0.1:7480"), "address of the admin API [LATCHKEY_LISTEN]")
+	// The gateway's own flags are taken here; everything else goes to serve.
+	var rest []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		name, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		switch {
+		case !strings.HasPrefix(a, "-"):
+			rest = append(rest, a)
+		case name == "h" || name == "help":
+			fs.Usage()
+			return exitOK
+		case name == "config" || name == "listen" || name == "api-listen":
+			pair := []string{a}
+			if !hasValue && i+1 < len(args) {
+				i++
+				pair = append(pair, args[i])
+			}
+			if err := fs.Parse(pair); err != nil {
+				return exitUsage
+			}
+		default:
+			rest = append(rest, a)
+		}
+	}
+	if conf == "" {
+		fmt.Fprintln(stderr, "latchkey gateway: --config is required (the route file)")
+		return exitUsage
+	}
+	return cmdServe(ctx, append([]string{"--gateway-config", conf, "--gateway-listen", listen, "--listen", apiListen}, rest...), stderr, getenv)
 }

@@ -15,15 +15,19 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/audit"
 	"github.com/latchkeyhq/latchkey/detect"
+	"github.com/latchkeyhq/latchkey/gateway"
+	"github.com/latchkeyhq/latchkey/identity"
 	"github.com/latchkeyhq/latchkey/httpapi"
 	"github.com/latchkeyhq/latchkey/internal/metrics"
 	"github.com/latchkeyhq/latchkey/secret"
@@ -61,6 +65,10 @@ type serveConfig struct {
 	Webhooks      []string
 	WebhookSecret string
 	WebhookTypes  []string
+
+	GatewayConfig string // route file; empty: no gateway
+	GatewayListen string // gateway listener (default 127.0.0.1:8080)
+	IdentityKeyPeriod time.Duration
 }
 
 const serveDoc = `
@@ -144,6 +152,9 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, getenv env) 
 	actionFlag(fs, &dc.IPNotAllowedAction, "detect-ip-not-allowed-action", getenv, "suspend")
 	leakKeys := getenv("LATCHKEY_LEAK_KEYS")
 	fs.StringVar(&leakKeys, "leak-keys", leakKeys, "JSON `file` of secret-scanner public keys ({\"public_keys\":[{\"key_identifier\",\"key\"}]}, as GitHub publishes) [LATCHKEY_LEAK_KEYS]")
+	fs.StringVar(&cfg.GatewayConfig, "gateway-config", getenv("LATCHKEY_GATEWAY_CONFIG"), "run the gateway with this route `file` (YAML); SIGHUP reloads it [LATCHKEY_GATEWAY_CONFIG]")
+	fs.StringVar(&cfg.GatewayListen, "gateway-listen", envOr(getenv, "LATCHKEY_GATEWAY_LISTEN", "127.0.0.1:8080"), "address the gateway listens on [LATCHKEY_GATEWAY_LISTEN]")
+	durVar(fs, &flagErr, &cfg.IdentityKeyPeriod, "identity-key-period", getenv, "how often the identity JWT signing key rotates (default 24h)")
 	var hooks, hookTypes strs
 	fs.Var(&hooks, "webhook", "POST events (token.created, token.revoked, source.blocked, leak.reported, ...) to this `URL`; repeatable [LATCHKEY_WEBHOOKS, comma-separated]")
 	cfg.WebhookSecret = getenv("LATCHKEY_WEBHOOK_SECRET")
@@ -235,7 +246,17 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, getenv env) 
 		logger.Error("cannot start", "err", err)
 		return 1
 	}
-	<-ctx.Done()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for waiting := true; waiting; {
+		select {
+		case <-ctx.Done():
+			waiting = false
+		case <-hup:
+			d.reloadGateway()
+		}
+	}
 	logger.Info("shutting down: draining requests and the audit queue")
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -424,6 +445,12 @@ type daemon struct {
 	db     *sqlite.DB
 	ver    *verify.Verifier
 	det    *detect.Detector
+
+	gw       *gateway.Gateway // nil without --gateway-config
+	gwConfig string
+	gwSrv    *http.Server
+	gwAddr   string
+	gwServed chan error
 	hooks  *webhook.Dispatcher // nil without webhooks
 	svc    *tokens.Service
 	logger *slog.Logger
@@ -510,7 +537,29 @@ func startDaemon(ctx context.Context, cfg serveConfig, logger *slog.Logger, stde
 	ver := verify.New(db, hasher, pipe, vcfg)
 	svc := &tokens.Service{Store: db, Hasher: hasher, Invalidate: ver.Invalidate, Node: node, Policy: cfg.Policy, FlushUsage: ver.FlushUsage}
 	resp.Tokens = svc
+	signer, err := identity.NewSigner(key, cfg.IdentityKeyPeriod, 0)
+	if err != nil {
+		pipe.Close(context.Background())
+		det.Close()
+		return nil, err
+	}
+	authz := &gateway.Authorizer{Verifier: ver, Signer: signer, TrustedProxies: cfg.TrustedProxies}
+	var gw *gateway.Gateway
+	if cfg.GatewayConfig != "" {
+		table, err := gateway.LoadConfig(cfg.GatewayConfig)
+		if err != nil {
+			pipe.Close(context.Background())
+			det.Close()
+			return nil, err
+		}
+		gw = gateway.New(authz, table, logger)
+	}
+	fwd := &gateway.ForwardAuth{Auth: authz}
+	if gw != nil {
+		fwd.Table = gw.Table
+	}
 	api := &httpapi.Server{Verifier: ver, Tokens: svc, Audit: db, Ready: db.Ping, Logger: logger,
+		ForwardAuth: fwd, JWKS: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { gateway.ServeJWKS(w, signer) }),
 		FlushAudit: pipe.Flush, TrustedProxies: cfg.TrustedProxies, AuditWritten: pipe.Written,
 		Blocks: &detect.Blocks{Detector: det, Store: db, Node: node}, LeakKeys: cfg.LeakKeys, Metrics: met.Handler()}
 	sources.Pipeline, sources.Verifier, sources.Detector = pipe, ver, det
@@ -546,17 +595,25 @@ func startDaemon(ctx context.Context, cfg serveConfig, logger *slog.Logger, stde
 		pipe.Close(context.Background())
 		return nil, err
 	}
-	srv := &http.Server{
-		Handler:           api.Handler(),
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    16 << 10,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-	}
+	srv := newHTTPServer(api.Handler(), logger)
 	d := &daemon{addr: ln.Addr().String(), srv: srv, api: api, pipe: pipe, db: db, ver: ver, det: det, hooks: hooks, svc: svc, logger: logger,
-		served: make(chan error, 1), unlock: unlock, stopBG: make(chan struct{})}
+		served: make(chan error, 1), unlock: unlock, stopBG: make(chan struct{}), gw: gw, gwConfig: cfg.GatewayConfig}
+	if gw != nil {
+		gln, err := net.Listen("tcp", cfg.GatewayListen)
+		if err != nil {
+			ln.Close()
+			pipe.Close(context.Background())
+			det.Close()
+			return nil, fmt.Errorf("gateway: %w", err)
+		}
+		d.gwAddr = gln.Addr().String()
+		d.gwSrv = newHTTPServer(gw, logger)
+		d.gwSrv.WriteTimeout = 0 // streams and websockets pass through; routes set their own timeouts
+		d.gwSrv.ReadTimeout = 0
+		d.gwServed = make(chan error, 1)
+		go func() { d.gwServed <- d.gwSrv.Serve(gln) }()
+		logger.Info("gateway listening", "addr", "http://"+d.gwAddr, "routes", len(gw.Table().Routes))
+	}
 	if cfg.AuditRetention > 0 {
 		d.bg.Go(func() { d.retain(cfg) })
 	}
@@ -587,7 +644,14 @@ func startDaemon(ctx context.Context, cfg serveConfig, logger *slog.Logger, stde
 func (d *daemon) Shutdown(ctx context.Context) error {
 	d.api.Drain()
 	close(d.stopBG)
-	err := d.srv.Shutdown(ctx)
+	var err error
+	if d.gwSrv != nil {
+		err = d.gwSrv.Shutdown(ctx)
+		if serr := <-d.gwServed; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+			err = errors.Join(err, serr)
+		}
+	}
+	err = errors.Join(err, d.srv.Shutdown(ctx))
 	d.bg.Wait()
 	if serr := <-d.served; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
 		err = errors.Join(err, serr)
@@ -603,6 +667,35 @@ func (d *daemon) Shutdown(ctx context.Context) error {
 	err = errors.Join(err, d.db.Close())
 	d.unlock()
 	return err
+}
+
+// reloadGateway reads the route file again (SIGHUP). An invalid file is
+// refused and the routes in force stay.
+func (d *daemon) reloadGateway() {
+	if d.gw == nil {
+		d.logger.Info("SIGHUP: no gateway configured; nothing to reload")
+		return
+	}
+	t, err := gateway.LoadConfig(d.gwConfig)
+	if err != nil {
+		d.logger.Error("gateway: the new route file is refused; the old routes stay in force", "err", err)
+		return
+	}
+	d.gw.Reload(t)
+	d.logger.Info("gateway: routes reloaded", "routes", len(t.Routes))
+}
+
+// newHTTPServer is the server settings both listeners share.
+func newHTTPServer(h http.Handler, logger *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
 }
 
 // retain prunes audit records older than the retention period, at start
