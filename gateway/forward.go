@@ -32,7 +32,6 @@ type ForwardAuth struct {
 	Prefix string // the endpoint's path, default /v1/forward-auth
 }
 
-
 func (f *ForwardAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	prefix := f.Prefix
 	if prefix == "" {

@@ -98,4 +98,3 @@ func (s *Server) oauthRevoke(w http.ResponseWriter, r *http.Request, a tokens.Ac
 	w.WriteHeader(http.StatusOK)
 	return nil
 }
-

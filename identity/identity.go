@@ -230,7 +230,9 @@ func (s *Signer) Verify(jwt string, now time.Time, audience string) (Claims, err
 }
 
 // String describes claims for logs.
-func (c Claims) String() string { return fmt.Sprintf("%s (token %s) for %s", c.Subject, c.TokenID, c.Audience) }
+func (c Claims) String() string {
+	return fmt.Sprintf("%s (token %s) for %s", c.Subject, c.TokenID, c.Audience)
+}
 
 // JWKSJSON is the JWKS at now, encoded.
 func (s *Signer) JWKSJSON(now time.Time) []byte {

@@ -27,8 +27,8 @@ import (
 	"github.com/latchkeyhq/latchkey/audit"
 	"github.com/latchkeyhq/latchkey/detect"
 	"github.com/latchkeyhq/latchkey/gateway"
-	"github.com/latchkeyhq/latchkey/identity"
 	"github.com/latchkeyhq/latchkey/httpapi"
+	"github.com/latchkeyhq/latchkey/identity"
 	"github.com/latchkeyhq/latchkey/internal/metrics"
 	"github.com/latchkeyhq/latchkey/secret"
 	"github.com/latchkeyhq/latchkey/sqlite"
@@ -66,8 +66,8 @@ type serveConfig struct {
 	WebhookSecret string
 	WebhookTypes  []string
 
-	GatewayConfig string // route file; empty: no gateway
-	GatewayListen string // gateway listener (default 127.0.0.1:8080)
+	GatewayConfig     string // route file; empty: no gateway
+	GatewayListen     string // gateway listener (default 127.0.0.1:8080)
 	IdentityKeyPeriod time.Duration
 }
 
@@ -438,26 +438,26 @@ func envOr(getenv env, name, def string) string {
 
 // daemon is a running server.
 type daemon struct {
-	addr   string
-	srv    *http.Server
-	api    *httpapi.Server
-	pipe   *audit.Pipeline
-	db     *sqlite.DB
-	ver    *verify.Verifier
-	det    *detect.Detector
+	addr string
+	srv  *http.Server
+	api  *httpapi.Server
+	pipe *audit.Pipeline
+	db   *sqlite.DB
+	ver  *verify.Verifier
+	det  *detect.Detector
 
 	gw       *gateway.Gateway // nil without --gateway-config
 	gwConfig string
 	gwSrv    *http.Server
 	gwAddr   string
 	gwServed chan error
-	hooks  *webhook.Dispatcher // nil without webhooks
-	svc    *tokens.Service
-	logger *slog.Logger
-	served chan error
-	unlock func()
-	stopBG chan struct{} // closed on shutdown: background loops end
-	bg     sync.WaitGroup
+	hooks    *webhook.Dispatcher // nil without webhooks
+	svc      *tokens.Service
+	logger   *slog.Logger
+	served   chan error
+	unlock   func()
+	stopBG   chan struct{} // closed on shutdown: background loops end
+	bg       sync.WaitGroup
 
 	rotationMu sync.Mutex
 }
