@@ -98,10 +98,13 @@ func (a *Authorizer) Identify(h http.Header, d latchkey.Decision, aud string) {
 	t := d.Token
 	h.Set(HeaderTokenID, t.ID)
 	h.Set(HeaderSubject, t.Subject)
-	h.Set(HeaderScopes, strings.Join(t.Scopes, " "))
-	if a.Signer != nil {
-		h.Set(identity.Header, a.jwt(t, aud))
+	if a.Signer == nil {
+		h.Set(HeaderScopes, strings.Join(t.Scopes, " "))
+		return
 	}
+	e := a.jwt(t, aud)
+	h.Set(HeaderScopes, e.scopes)
+	h.Set(identity.Header, e.jwt)
 }
 
 // StripIdentity removes every X-Latchkey-* header: a client must never be
@@ -124,20 +127,21 @@ func (a *Authorizer) now() time.Time {
 // jwt returns a signed identity for token t and audience aud. Signing
 // costs tens of microseconds, so a JWT is reused for half its life by
 // every request of the same token to the same route.
-func (a *Authorizer) jwt(t *latchkey.Token, aud string) string {
+func (a *Authorizer) jwt(t *latchkey.Token, aud string) jwtEntry {
 	now := a.now()
 	k := jwtKey{t.ID, aud, t.Version}
 	if e, ok := a.jwts.get(k); ok && now.Before(e.reuseUntil) {
-		return e.jwt
+		return e
 	}
 	ttl := a.Signer.TTL()
 	if !t.ExpiresAt.IsZero() && t.ExpiresAt.Sub(now) < ttl {
 		ttl = max(time.Second, t.ExpiresAt.Sub(now)) // never outlive the token by much
 	}
-	s := a.Signer.Sign(identity.Claims{Subject: t.Subject, TokenID: t.ID, Scope: strings.Join(t.Scopes, " "),
-		Audience: aud, ID: jwtID()}, now)
-	a.jwts.put(k, jwtEntry{jwt: s, reuseUntil: now.Add(min(ttl, a.Signer.TTL()) / 2)})
-	return s
+	scopes := strings.Join(t.Scopes, " ")
+	s := a.Signer.Sign(identity.Claims{Subject: t.Subject, TokenID: t.ID, Scope: scopes, Audience: aud, ID: jwtID()}, now)
+	e := jwtEntry{jwt: s, scopes: scopes, reuseUntil: now.Add(min(ttl, a.Signer.TTL()) / 2)}
+	a.jwts.put(k, e)
+	return e
 }
 
 func jwtID() string {
@@ -152,6 +156,7 @@ type jwtKey struct {
 
 type jwtEntry struct {
 	jwt        string
+	scopes     string // the X-Latchkey-Scopes value, joined once
 	reuseUntil time.Time
 }
 

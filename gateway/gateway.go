@@ -60,20 +60,21 @@ func (g *Gateway) Reload(table *Table) {
 	}
 }
 
-type ctxKey int
+type ctxKey struct{}
 
-const (
-	keyDecision ctxKey = iota
-	keyMatch
-)
+// allowed is what ServeHTTP hands the proxy's Rewrite: one context value.
+type allowed struct {
+	match    Match
+	decision latchkey.Decision
+}
 
 func (g *Gateway) proxy(st *state, r *Route) *httputil.ReverseProxy {
 	up := r.Upstream
 	return &httputil.ReverseProxy{
 		Transport: st.transport,
 		Rewrite: func(pr *httputil.ProxyRequest) {
-			m := pr.In.Context().Value(keyMatch).(*Match)
-			d := pr.In.Context().Value(keyDecision).(*latchkey.Decision)
+			a := pr.In.Context().Value(ctxKey{}).(*allowed)
+			m, d := &a.match, &a.decision
 			pr.SetURL(up)
 			path := m.upstreamPath(pr.In.URL.Path)
 			pr.Out.URL.Path = singleJoin(up.Path, path)
@@ -196,7 +197,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Deny(w, o, false)
 		return
 	}
-	ctx := context.WithValue(context.WithValue(r.Context(), keyMatch, &m), keyDecision, &o.Decision)
+	ctx := context.WithValue(r.Context(), ctxKey{}, &allowed{match: m, decision: o.Decision})
 	if m.Route.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, m.Route.Timeout)

@@ -165,3 +165,7 @@ func (t *Table) transport() *http.Transport {
 	tr.ForceAttemptHTTP2 = false // plain HTTP/1.1 upstreams; websockets need it
 	return tr
 }
+
+// TransportFor is the upstream transport the gateway builds for t, for a
+// baseline proxy that should match it exactly.
+func TransportFor(t *Table) *http.Transport { return t.transport() }
