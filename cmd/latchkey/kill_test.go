@@ -53,7 +53,20 @@ func startChild(t *testing.T, dir string, args ...string) (*exec.Cmd, string, *s
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	addr := ln.Addr().String()
 	ln.Close()
-	srv := exec.Command(buildBinary(t), append([]string{"serve", "--listen", addr, "--data-dir", dir}, args...)...)
+	return startChildArgs(t, append([]string{"serve", "--listen", addr, "--data-dir", dir}, args...)...)
+}
+
+// startChildArgs runs the binary with args and waits until the API (the
+// --listen or --api-listen address) answers /readyz.
+func startChildArgs(t *testing.T, args ...string) (*exec.Cmd, string, *syncBuffer) {
+	t.Helper()
+	addr := ""
+	for i, a := range args {
+		if (a == "--listen" && args[0] == "serve") || a == "--api-listen" {
+			addr = args[i+1]
+		}
+	}
+	srv := exec.Command(buildBinary(t), args...)
 	logs := &syncBuffer{}
 	srv.Stdout, srv.Stderr = logs, logs
 	if err := srv.Start(); err != nil {
