@@ -9,6 +9,7 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -71,7 +72,8 @@ type allowed struct {
 func (g *Gateway) proxy(st *state, r *Route) *httputil.ReverseProxy {
 	up := r.Upstream
 	return &httputil.ReverseProxy{
-		Transport: st.transport,
+		Transport:  st.transport,
+		BufferPool: copyBuffers, // else every request allocates a 32 KiB copy buffer
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			a := pr.In.Context().Value(ctxKey{}).(*allowed)
 			m, d := &a.match, &a.decision
@@ -102,6 +104,24 @@ func (g *Gateway) proxy(st *state, r *Route) *httputil.ReverseProxy {
 		},
 	}
 }
+
+// BufferPool is the gateway's pool of copy buffers, for a baseline proxy
+// that should match it.
+func BufferPool() httputil.BufferPool { return copyBuffers }
+
+// copyBuffers recycles the buffers responses are copied through.
+var copyBuffers = &bufferPool{}
+
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte {
+	if v, ok := b.p.Get().(*[]byte); ok {
+		return *v
+	}
+	return make([]byte, 32<<10)
+}
+
+func (b *bufferPool) Put(buf []byte) { b.p.Put(&buf) }
 
 func singleJoin(base, path string) string {
 	if base == "" || base == "/" {
@@ -213,4 +233,12 @@ func ServeJWKS(w http.ResponseWriter, s interface {
 	w.Header().Set("Content-Type", "application/jwk-set+json")
 	w.Header().Set("Cache-Control", "public, max-age=300")
 	w.Write(s.JWKSJSON(time.Now()))
+}
+
+// SetTransport replaces the upstream transport of the routes in force
+// (for tests and benchmarks that stub the network out).
+func SetTransport(g *Gateway, rt http.RoundTripper) {
+	for _, p := range g.state.Load().proxies {
+		p.Transport = rt
+	}
 }

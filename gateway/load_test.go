@@ -167,6 +167,11 @@ routes:
 	}}
 	bareSrv := httptest.NewServer(bare)
 	defer bareSrv.Close()
+	// A stricter baseline: the bare proxy with the gateway's buffer pool
+	// too (a default ReverseProxy allocates a 32 KiB buffer per request).
+	pooled := &httputil.ReverseProxy{Transport: gateway.TransportFor(table), BufferPool: gateway.BufferPool(), Rewrite: bare.Rewrite}
+	pooledSrv := httptest.NewServer(pooled)
+	defer pooledSrv.Close()
 
 	svc := &tokens.Service{Store: db, Hasher: h, Invalidate: v.Invalidate}
 	_, pt, err := svc.Create(ctx, tokens.Actor{}, tokens.CreateRequest{Subject: "bench", Scopes: []string{"invoices:read"}})
@@ -175,29 +180,36 @@ routes:
 	}
 	tok := pt.Reveal()
 	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConns: 512, MaxIdleConnsPerHost: 512}}
-	gwURL, bareURL := gwSrv.URL+"/v1/invoices/7", bareSrv.URL+"/v1/invoices/7"
+	gwURL, bareURL, pooledURL := gwSrv.URL+"/v1/invoices/7", bareSrv.URL+"/v1/invoices/7", pooledSrv.URL+"/v1/invoices/7"
 	closedLoop(b, hc, gwURL, tok, gwWindow/2) // warm up both
 	closedLoop(b, hc, bareURL, tok, gwWindow/2)
+	closedLoop(b, hc, pooledURL, tok, gwWindow/2)
 
-	var bareTP, gwTP, tpRatio, bareP99, gwP99 []float64
+	var bareTP, gwTP, pooledTP, tpRatio, pooledRatio, bareP99, gwP99, pooledP99 []float64
 	for range b.N {
 		for range gwPairs {
 			x := closedLoop(b, hc, bareURL, tok, gwWindow)
 			y := closedLoop(b, hc, gwURL, tok, gwWindow)
-			bareTP, gwTP, tpRatio = append(bareTP, x), append(gwTP, y), append(tpRatio, y/x)
+			z := closedLoop(b, hc, pooledURL, tok, gwWindow)
+			bareTP, gwTP, pooledTP = append(bareTP, x), append(gwTP, y), append(pooledTP, z)
+			tpRatio, pooledRatio = append(tpRatio, y/x), append(pooledRatio, y/z)
 		}
 		rate := 0.3 * med(bareTP)
 		for range gwPairs {
 			x := p99(openLoop(b, hc, bareURL, tok, rate, gwWindow))
 			y := p99(openLoop(b, hc, gwURL, tok, rate, gwWindow))
+			z := p99(openLoop(b, hc, pooledURL, tok, rate, gwWindow))
 			bareP99, gwP99 = append(bareP99, float64(x.Microseconds())), append(gwP99, float64(y.Microseconds()))
+			pooledP99 = append(pooledP99, float64(z.Microseconds()))
 		}
 	}
-	b.Logf("throughput bare %v gateway %v; p99 µs bare %v gateway %v", bareTP, gwTP, bareP99, gwP99)
+	b.Logf("throughput bare %v gateway %v pooled %v; p99 µs bare %v gateway %v pooled %v", bareTP, gwTP, pooledTP, bareP99, gwP99, pooledP99)
 	b.ReportMetric(med(bareTP), "bare-req/s")
 	b.ReportMetric(med(gwTP), "gateway-req/s")
 	b.ReportMetric(med(tpRatio), "throughput-ratio")
 	b.ReportMetric(med(bareP99), "bare-p99-µs")
 	b.ReportMetric(med(gwP99), "gateway-p99-µs")
 	b.ReportMetric(med(gwP99)/med(bareP99), "p99-ratio")
+	b.ReportMetric(med(pooledRatio), "throughput-ratio-vs-pooled")
+	b.ReportMetric(med(gwP99)/med(pooledP99), "p99-ratio-vs-pooled")
 }
