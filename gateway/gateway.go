@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/secret"
 )
 
 // Gateway is the reverse proxy. Create it with New; swap its routes with
@@ -96,7 +97,9 @@ func (g *Gateway) proxy(st *state, r *Route) *httputil.ReverseProxy {
 				status = http.StatusGatewayTimeout
 			}
 			if !errors.Is(err, context.Canceled) {
-				g.Logger.Warn("gateway: upstream failed", "route", r.Name, "err", err)
+				// The error quotes the upstream URL, which carries the
+				// client's path: it could hold a token pasted by mistake.
+				g.Logger.Warn("gateway: upstream failed", "route", r.Name, "err", secret.Redact(err.Error()))
 			}
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(status)

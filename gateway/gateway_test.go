@@ -8,12 +8,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -431,3 +433,31 @@ func TestForwardAuth(t *testing.T) {
 		t.Errorf("token in the original query: %d", r.StatusCode)
 	}
 }
+
+// A token pasted into a path never reaches the logs, even when the
+// upstream fails and the error quotes the URL.
+func TestGatewayLogsNoToken(t *testing.T) {
+	e := newEnv(t, routes)
+	pt, _ := e.token(t, tokens.CreateRequest{Scopes: []string{"files:read"}})
+	var logs strings.Builder
+	var mu sync.Mutex
+	e.gw.Logger = slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return logs.Write(p)
+	}), nil))
+	e.up.Close() // the upstream is down: the gateway logs the failure
+	resp, _ := e.do(t, "GET", "/files/"+pt, pt)
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("dead upstream: %d", resp.StatusCode)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(logs.String(), "upstream failed") || strings.Contains(logs.String(), pt[20:50]) {
+		t.Errorf("logs: %s", logs.String())
+	}
+}
+
+type writerFunc func(p []byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
