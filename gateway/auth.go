@@ -219,3 +219,10 @@ func TokenInQuery(rawQuery string) bool {
 	}
 	return false
 }
+
+// writeError answers with a status and a small JSON body.
+func writeError(w http.ResponseWriter, status int, body string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write([]byte(body))
+}

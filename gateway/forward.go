@@ -66,9 +66,7 @@ func (f *ForwardAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		host = r.Host
 	}
 	if TokenInQuery(rawQuery) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusBadRequest)
-		w.Write([]byte(`{"error":"invalid_request","error_description":"credentials in the URL are refused: URLs end up in logs; send Authorization: Bearer <token>"}`))
+		writeError(w, http.StatusBadRequest, `{"error":"invalid_request","error_description":"credentials in the URL are refused: URLs end up in logs; send Authorization: Bearer <token>"}`)
 		return
 	}
 	scopes := r.URL.Query()["scope"]
@@ -85,9 +83,7 @@ func (f *ForwardAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	for _, sc := range scopes {
 		if latchkey.ValidateScope(sc) != nil {
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusBadRequest)
-			w.Write([]byte(`{"error":"invalid_request","error_description":"a scope= parameter is not a valid scope"}`))
+			writeError(w, http.StatusBadRequest, `{"error":"invalid_request","error_description":"a scope= parameter is not a valid scope"}`)
 			return
 		}
 	}

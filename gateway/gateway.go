@@ -101,9 +101,7 @@ func (g *Gateway) proxy(st *state, r *Route) *httputil.ReverseProxy {
 				// client's path: it could hold a token pasted by mistake.
 				g.Logger.Warn("gateway: upstream failed", "route", r.Name, "err", secret.Redact(err.Error()))
 			}
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(status)
-			w.Write([]byte(`{"error":"upstream_unavailable"}`))
+			writeError(w, status, `{"error":"upstream_unavailable"}`)
 		},
 	}
 }
@@ -190,23 +188,17 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if TokenInQuery(r.URL.RawQuery) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusBadRequest)
-		w.Write([]byte(`{"error":"invalid_request","error_description":"credentials in the URL are refused: URLs end up in logs, browser history and Referer headers; send Authorization: Bearer <token>"}`))
+		writeError(w, http.StatusBadRequest, `{"error":"invalid_request","error_description":"credentials in the URL are refused: URLs end up in logs, browser history and Referer headers; send Authorization: Bearer <token>"}`)
 		return
 	}
 	m, ok := st.table.Lookup(r.Host, r.Method, r.URL.Path)
 	if !ok {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusNotFound)
-		w.Write([]byte(`{"error":"no_route"}`))
+		writeError(w, http.StatusNotFound, `{"error":"no_route"}`)
 		return
 	}
 	scopes, ok := m.Scopes()
-	if !ok {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusNotFound)
-		w.Write([]byte(`{"error":"no_route"}`))
+	if !ok { // a parameter that is not a plain segment: no such resource
+		writeError(w, http.StatusNotFound, `{"error":"no_route"}`)
 		return
 	}
 	token, present := TokenFrom(r, st.table.TokenHeader)
