@@ -3,14 +3,13 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/internal/auditrow"
 )
 
 // AppendAudit stores evs in one transaction and sets each event's Seq.
@@ -92,7 +91,7 @@ func insertAuditRows(ctx context.Context, stmt *sql.Stmt, evs []latchkey.AuditEv
 	var buf []byte
 	for i := range evs {
 		ev := &evs[i]
-		buf = appendRest(buf[:0], ev)
+		buf = auditrow.AppendRest(buf[:0], ev)
 		args = append(args, micros(ev.Time), ev.Node, ev.Kind, ev.Action, ev.TokenID, ev.Subject, ev.Outcome,
 			ev.ClientIP, string(buf), ev.Hash)
 	}
@@ -108,94 +107,6 @@ func insertAuditRows(ctx context.Context, stmt *sql.Stmt, evs []latchkey.AuditEv
 		evs[i].Seq = lastID - int64(len(evs)-1-i)
 	}
 	return nil
-}
-
-// rest is the JSON form of the fields kept in the "rest" column.
-type rest struct {
-	RequestID string          `json:"request_id,omitempty"`
-	Actor     string          `json:"actor,omitempty"`
-	Reason    string          `json:"reason,omitempty"`
-	Scopes    []string        `json:"scopes,omitempty"`
-	UserAgent string          `json:"user_agent,omitempty"`
-	Method    string          `json:"method,omitempty"`
-	Path      string          `json:"path,omitempty"`
-	LatencyNS int64           `json:"latency_ns,omitempty"`
-	Detail    json.RawMessage `json:"detail,omitempty"`
-}
-
-// appendRest writes the "rest" column of ev as JSON, by hand: this runs
-// once per verification record, and encoding/json would cost more than
-// the insert saves.
-func appendRest(b []byte, ev *latchkey.AuditEvent) []byte {
-	b = append(b, '{')
-	first := true
-	str := func(k, v string) {
-		if v == "" {
-			return
-		}
-		if !first {
-			b = append(b, ',')
-		}
-		first = false
-		b = append(b, '"')
-		b = append(b, k...)
-		b = append(b, `":`...)
-		b = appendJSONString(b, v)
-	}
-	str("request_id", ev.RequestID)
-	str("actor", ev.Actor)
-	str("reason", ev.Reason)
-	if len(ev.Scopes) > 0 {
-		if !first {
-			b = append(b, ',')
-		}
-		first = false
-		b = append(b, `"scopes":[`...)
-		for i, sc := range ev.Scopes {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendJSONString(b, sc)
-		}
-		b = append(b, ']')
-	}
-	str("user_agent", ev.UserAgent)
-	str("method", ev.Method)
-	str("path", ev.Path)
-	if ev.Latency != 0 {
-		if !first {
-			b = append(b, ',')
-		}
-		first = false
-		b = append(b, `"latency_ns":`...)
-		b = strconv.AppendInt(b, int64(ev.Latency), 10)
-	}
-	if len(ev.Detail) > 0 {
-		if !first {
-			b = append(b, ',')
-		}
-		b = append(b, `"detail":`...)
-		if json.Valid(ev.Detail) {
-			b = append(b, ev.Detail...)
-		} else {
-			b = appendJSONString(b, string(ev.Detail))
-		}
-	}
-	return append(b, '}')
-}
-
-// appendJSONString appends s as a JSON string: plain printable ASCII is
-// copied as is, anything else goes through encoding/json.
-func appendJSONString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x7f || c == '<' || c == '>' || c == '&' {
-			q, _ := json.Marshal(s)
-			return append(b, q...)
-		}
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
 }
 
 // lastHash is the hash the next record of node links to: its latest
@@ -447,23 +358,14 @@ func listAudit(ctx context.Context, q queryer, f latchkey.AuditFilter, maxSeq in
 			ev latchkey.AuditEvent
 			t  int64
 			rs string
-			r  rest
 		)
 		if err := rows.Scan(&ev.Seq, &t, &ev.Node, &ev.Kind, &ev.Action, &ev.TokenID, &ev.Subject, &ev.Outcome,
 			&ev.ClientIP, &rs, &ev.Hash); err != nil {
 			return latchkey.AuditPage{}, fmt.Errorf("sqlite: list audit: %w", err)
 		}
-		if err := json.Unmarshal([]byte(rs), &r); err != nil {
-			return latchkey.AuditPage{}, fmt.Errorf("sqlite: audit record %d: %w", ev.Seq, err)
-		}
 		ev.Time = time.UnixMicro(t).UTC()
-		ev.RequestID, ev.Actor, ev.Reason, ev.Scopes = r.RequestID, r.Actor, r.Reason, r.Scopes
-		ev.UserAgent, ev.Method, ev.Path, ev.Latency, ev.Detail = r.UserAgent, r.Method, r.Path, time.Duration(r.LatencyNS), r.Detail
-		if len(ev.Scopes) == 0 {
-			ev.Scopes = nil
-		}
-		if string(ev.Detail) == "null" { // migrated rows without detail
-			ev.Detail = nil
+		if err := auditrow.DecodeRest([]byte(rs), &ev); err != nil {
+			return latchkey.AuditPage{}, fmt.Errorf("sqlite: audit record %d: %w", ev.Seq, err)
 		}
 		page.Events = append(page.Events, ev)
 	}
