@@ -30,6 +30,7 @@ import (
 	"github.com/latchkeyhq/latchkey/httpapi"
 	"github.com/latchkeyhq/latchkey/identity"
 	"github.com/latchkeyhq/latchkey/internal/metrics"
+	"github.com/latchkeyhq/latchkey/postgres"
 	"github.com/latchkeyhq/latchkey/secret"
 	"github.com/latchkeyhq/latchkey/sqlite"
 	"github.com/latchkeyhq/latchkey/tokens"
@@ -45,6 +46,7 @@ type serveConfig struct {
 	TLSCert   string
 	TLSKey    string
 	ServerKey string // LATCHKEY_SERVER_KEY; empty: use the key file
+	Database  string // postgres://... ; empty: SQLite in DataDir
 
 	Policy         tokens.Policy
 	TouchInterval  time.Duration
@@ -124,6 +126,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, getenv env) 
 	fs.StringVar(&cfg.Listen, "listen", envOr(getenv, "LATCHKEY_LISTEN", "127.0.0.1:7480"), "address to listen on (`host:port`) [LATCHKEY_LISTEN]")
 	fs.StringVar(&cfg.DataDir, "data-dir", envOr(getenv, "LATCHKEY_DATA_DIR", "./latchkey-data"), "data directory: database, server key, root token [LATCHKEY_DATA_DIR]")
 	fs.StringVar(&cfg.LogLevel, "log-level", envOr(getenv, "LATCHKEY_LOG_LEVEL", "info"), "debug, info, warn or error [LATCHKEY_LOG_LEVEL]")
+	fs.StringVar(&cfg.Database, "database", getenv("LATCHKEY_DATABASE"), "PostgreSQL `URL` (postgres://user@host/db) for a cluster of nodes; default: SQLite in --data-dir [LATCHKEY_DATABASE]")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", getenv("LATCHKEY_TLS_CERT"), "TLS certificate `file` (PEM); serve HTTPS with --tls-key [LATCHKEY_TLS_CERT]")
 	fs.StringVar(&cfg.TLSKey, "tls-key", getenv("LATCHKEY_TLS_KEY"), "TLS private key `file` (PEM) [LATCHKEY_TLS_KEY]")
 	defTTL := durFlag(fs, "default-ttl", getenv, "LATCHKEY_DEFAULT_TTL", "expiry given to tokens created without one, e.g. 90d (default: none) [LATCHKEY_DEFAULT_TTL]")
@@ -442,7 +445,7 @@ type daemon struct {
 	srv  *http.Server
 	api  *httpapi.Server
 	pipe *audit.Pipeline
-	db   *sqlite.DB
+	db   latchkey.Store
 	ver  *verify.Verifier
 	det  *detect.Detector
 
@@ -486,7 +489,7 @@ func startDaemon(ctx context.Context, cfg serveConfig, logger *slog.Logger, stde
 	if err != nil {
 		return nil, err
 	}
-	db, err := sqlite.Open(ctx, filepath.Join(cfg.DataDir, "latchkey.db"))
+	db, err := openStore(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -667,6 +670,18 @@ func (d *daemon) Shutdown(ctx context.Context) error {
 	err = errors.Join(err, d.db.Close())
 	d.unlock()
 	return err
+}
+
+// openStore opens PostgreSQL when a database URL is given, else the
+// embedded SQLite file in the data directory.
+func openStore(ctx context.Context, cfg serveConfig) (latchkey.Store, error) {
+	if cfg.Database != "" {
+		if !strings.HasPrefix(cfg.Database, "postgres://") && !strings.HasPrefix(cfg.Database, "postgresql://") {
+			return nil, fmt.Errorf("--database must be a postgres:// URL")
+		}
+		return postgres.Open(ctx, cfg.Database)
+	}
+	return sqlite.Open(ctx, filepath.Join(cfg.DataDir, "latchkey.db"))
 }
 
 // reloadGateway reads the route file again (SIGHUP). An invalid file is

@@ -1,0 +1,218 @@
+// Package postgres is the latchkey.Store for clusters: many stateless
+// latchkey nodes on one PostgreSQL database (DESIGN.md §4), through
+// github.com/jackc/pgx/v5. It passes the same conformance suite
+// (storetest) as the embedded SQLite store.
+package postgres
+
+import (
+	"context"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/latchkeyhq/latchkey"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// DB is a latchkey.Store on PostgreSQL.
+type DB struct {
+	pool *pgxpool.Pool
+}
+
+var _ latchkey.Store = (*DB)(nil)
+
+// Open connects to dsn (a postgres:// URL or key=value string) and applies
+// pending migrations, one node at a time (an advisory lock).
+func Open(ctx context.Context, dsn string) (*DB, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	db := &DB{pool: pool}
+	if err := db.migrate(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// Close closes the pool.
+func (db *DB) Close() error {
+	db.pool.Close()
+	return nil
+}
+
+// Ping checks that the database answers.
+func (db *DB) Ping(ctx context.Context) error {
+	if err := db.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("postgres: ping: %w", err)
+	}
+	return nil
+}
+
+const migrationLock = 7480_0001 // pg_advisory_xact_lock key for migrations
+
+func (db *DB) migrate(ctx context.Context) error {
+	names, err := fs.Glob(migrations, "migrations/*.sql")
+	if err != nil {
+		return err
+	}
+	sort.Strings(names)
+	return pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, migrationLock); err != nil {
+			return fmt.Errorf("postgres: migration lock: %w", err)
+		}
+		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)`); err != nil {
+			return fmt.Errorf("postgres: migrations table: %w", err)
+		}
+		for _, name := range names {
+			base := strings.TrimPrefix(name, "migrations/")
+			v, err := strconv.Atoi(strings.SplitN(base, "_", 2)[0])
+			if err != nil {
+				return fmt.Errorf("postgres: migration %s: name must start with a number", base)
+			}
+			var n int
+			if err := tx.QueryRow(ctx, `SELECT count(*) FROM schema_migrations WHERE version = $1`, v).Scan(&n); err != nil {
+				return err
+			}
+			if n > 0 {
+				continue
+			}
+			body, err := migrations.ReadFile(name)
+			if err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, string(body)); err != nil {
+				return fmt.Errorf("postgres: migration %s: %w", base, err)
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version) VALUES ($1)`, v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func micros(t time.Time) int64 { return t.UnixMicro() }
+
+func nullMicros(t time.Time) *int64 {
+	if t.IsZero() {
+		return nil
+	}
+	v := t.UnixMicro()
+	return &v
+}
+
+func fromMicros(v *int64) time.Time {
+	if v == nil {
+		return time.Time{}
+	}
+	return time.UnixMicro(*v).UTC()
+}
+
+func isUniqueViolation(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "23505"
+}
+
+// GetSetting returns a stored server fact.
+func (db *DB) GetSetting(ctx context.Context, key string) (string, bool, error) {
+	var v string
+	err := db.pool.QueryRow(ctx, `SELECT value FROM settings WHERE key = $1`, key).Scan(&v)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("postgres: get setting: %w", err)
+	}
+	return v, true, nil
+}
+
+// PutSettingIfAbsent stores value unless key is set, and returns what is
+// stored: concurrent first starts of several nodes agree on one value.
+func (db *DB) PutSettingIfAbsent(ctx context.Context, key, value string) (string, error) {
+	if _, err := db.pool.Exec(ctx, `INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING`, key, value); err != nil {
+		return "", fmt.Errorf("postgres: put setting: %w", err)
+	}
+	v, _, err := db.GetSetting(ctx, key)
+	return v, err
+}
+
+// PutSetting stores value under key.
+func (db *DB) PutSetting(ctx context.Context, key, value string) error {
+	if _, err := db.pool.Exec(ctx, `INSERT INTO settings (key, value) VALUES ($1, $2)
+		ON CONFLICT (key) DO UPDATE SET value = excluded.value`, key, value); err != nil {
+		return fmt.Errorf("postgres: put setting: %w", err)
+	}
+	return nil
+}
+
+// PutBlock stores or extends a block with its audit event.
+func (db *DB) PutBlock(ctx context.Context, b latchkey.Block, ev *latchkey.AuditEvent) error {
+	return pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO blocks (source, until, rule, reason, created_at) VALUES ($1, $2, $3, $4, $5)
+			ON CONFLICT (source) DO UPDATE SET until = greatest(blocks.until, excluded.until), rule = excluded.rule, reason = excluded.reason`,
+			b.Source, micros(b.Until), b.Rule, b.Reason, micros(b.CreatedAt)); err != nil {
+			return fmt.Errorf("postgres: put block: %w", err)
+		}
+		return appendEvent(ctx, tx, ev)
+	})
+}
+
+// DeleteBlock removes a block with its audit event.
+func (db *DB) DeleteBlock(ctx context.Context, source string, ev *latchkey.AuditEvent) (bool, error) {
+	var ok bool
+	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `DELETE FROM blocks WHERE source = $1`, source)
+		if err != nil {
+			return fmt.Errorf("postgres: delete block: %w", err)
+		}
+		if ok = tag.RowsAffected() > 0; !ok {
+			return nil
+		}
+		return appendEvent(ctx, tx, ev)
+	})
+	return ok, err
+}
+
+// ListBlocks returns the blocks in force at now.
+func (db *DB) ListBlocks(ctx context.Context, now time.Time) ([]latchkey.Block, error) {
+	rows, err := db.pool.Query(ctx, `SELECT source, until, rule, reason, created_at FROM blocks WHERE until > $1 ORDER BY until, source`, micros(now))
+	if err != nil {
+		return nil, fmt.Errorf("postgres: list blocks: %w", err)
+	}
+	defer rows.Close()
+	var out []latchkey.Block
+	for rows.Next() {
+		var b latchkey.Block
+		var until, created int64
+		if err := rows.Scan(&b.Source, &until, &b.Rule, &b.Reason, &created); err != nil {
+			return nil, err
+		}
+		b.Until, b.CreatedAt = time.UnixMicro(until).UTC(), time.UnixMicro(created).UTC()
+		out = append(out, b)
+	}
+	return out, rows.Err()
+}
+
+// encodeJSON marshals v, never failing on the plain values used here.
+func encodeJSON(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}

@@ -1,0 +1,363 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/latchkeyhq/latchkey"
+)
+
+// tokenColumns is what scanToken reads; uses comes from the series' row.
+const tokenColumns = `seq, id, prefix, name, subject, scopes, tags, meta, created_at, created_by,
+	expires_at, not_before, status, revoked_at, revoked_by, revoked_reason, last_used_at, version, hash,
+	constraints, max_uses, (SELECT h.uses FROM tokens h WHERE h.id = tokens.series_id),
+	suspended_at, suspended_by, suspended_reason, suspended_via,
+	parent_id, ancestors, predecessor_id, successor_id, rotated_at, series_id, inherited`
+
+func scanToken(s pgx.Row) (*latchkey.Token, int64, error) {
+	var (
+		t                                         latchkey.Token
+		seq, created                              int64
+		scopes, tags, meta, status                string
+		constraints, ancestors, inherited         string
+		expires, notBefore, revokedAt, lastUsedAt *int64
+		suspendedAt, rotatedAt, uses              *int64
+	)
+	err := s.Scan(&seq, &t.ID, &t.Prefix, &t.Name, &t.Subject, &scopes, &tags, &meta, &created, &t.CreatedBy,
+		&expires, &notBefore, &status, &revokedAt, &t.RevokedBy, &t.RevokedReason, &lastUsedAt, &t.Version, &t.Hash,
+		&constraints, &t.MaxUses, &uses, &suspendedAt, &t.SuspendedBy, &t.SuspendedReason, &t.SuspendedVia,
+		&t.ParentID, &ancestors, &t.PredecessorID, &t.SuccessorID, &rotatedAt, &t.SeriesID, &inherited)
+	if err != nil {
+		return nil, 0, err
+	}
+	for _, f := range []struct {
+		name string
+		src  string
+		dst  any
+	}{{"scopes", scopes, &t.Scopes}, {"tags", tags, &t.Tags}, {"constraints", constraints, &t.Constraints},
+		{"ancestors", ancestors, &t.Ancestors}, {"inherited", inherited, &t.Inherited}} {
+		if err := json.Unmarshal([]byte(f.src), f.dst); err != nil {
+			return nil, 0, fmt.Errorf("token %s: %s: %w", t.ID, f.name, err)
+		}
+	}
+	t.Meta = json.RawMessage(meta)
+	t.Status = latchkey.Status(status)
+	t.CreatedAt = time.UnixMicro(created).UTC()
+	t.ExpiresAt, t.NotBefore = fromMicros(expires), fromMicros(notBefore)
+	t.RevokedAt, t.LastUsedAt = fromMicros(revokedAt), fromMicros(lastUsedAt)
+	t.SuspendedAt, t.RotatedAt = fromMicros(suspendedAt), fromMicros(rotatedAt)
+	if uses != nil {
+		t.Uses = *uses
+	}
+	if len(t.Ancestors) == 0 {
+		t.Ancestors = nil
+	}
+	if len(t.Inherited) == 0 {
+		t.Inherited = nil
+	}
+	return &t, seq, nil
+}
+
+type encoded struct{ scopes, tags, meta, constraints, ancestors, inherited string }
+
+func encodeToken(t *latchkey.Token) encoded {
+	c := t.Constraints
+	c.MaxUses = 0 // a column of its own
+	e := encoded{scopes: encodeJSON(nonNil(t.Scopes)), tags: encodeJSON(nonNil(t.Tags)), constraints: encodeJSON(c),
+		ancestors: encodeJSON(nonNil(t.Ancestors)), inherited: encodeJSON(nonNilInherited(t.Inherited)), meta: string(t.Meta)}
+	if e.meta == "" {
+		e.meta = "{}"
+	}
+	return e
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func nonNilInherited(s []latchkey.Inherited) []latchkey.Inherited {
+	if s == nil {
+		return []latchkey.Inherited{}
+	}
+	return s
+}
+
+// GetToken reads one token.
+func (db *DB) GetToken(ctx context.Context, id string) (*latchkey.Token, error) {
+	return getToken(ctx, db.pool, id, "")
+}
+
+func getToken(ctx context.Context, q interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}, id, lock string) (*latchkey.Token, error) {
+	t, _, err := scanToken(q.QueryRow(ctx, `SELECT `+tokenColumns+` FROM tokens WHERE id = $1`+lock, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, latchkey.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("postgres: get token: %w", err)
+	}
+	return t, nil
+}
+
+// args builds numbered placeholders.
+type args struct{ v []any }
+
+func (a *args) add(v any) string {
+	a.v = append(a.v, v)
+	return fmt.Sprintf("$%d", len(a.v))
+}
+
+// ListTokens returns a page of tokens, newest first.
+func (db *DB) ListTokens(ctx context.Context, f latchkey.TokenFilter) (latchkey.TokenPage, error) {
+	var where []string
+	var a args
+	if f.Subject != "" {
+		where = append(where, "subject = "+a.add(f.Subject))
+	}
+	if f.Status != "" {
+		where = append(where, "status = "+a.add(string(f.Status)))
+	}
+	if f.Prefix != "" {
+		where = append(where, "prefix = "+a.add(f.Prefix))
+	}
+	if f.Tag != "" {
+		where = append(where, "tags::jsonb ? "+a.add(f.Tag))
+	}
+	if f.ParentID != "" {
+		where = append(where, "parent_id = "+a.add(f.ParentID))
+	}
+	if !f.RotationDueBefore.IsZero() {
+		where = append(where, "status = 'active' AND successor_id = '' AND created_at < "+a.add(micros(f.RotationDueBefore))+
+			" AND (expires_at IS NULL OR expires_at > "+a.add(micros(f.Now))+")")
+	}
+	if f.Cursor != "" {
+		seq, err := latchkey.DecodeCursor(f.Cursor)
+		if err != nil {
+			return latchkey.TokenPage{}, err
+		}
+		where = append(where, "seq < "+a.add(seq))
+	}
+	limit := latchkey.PageLimit(f.Limit)
+	q := `SELECT ` + tokenColumns + ` FROM tokens`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY seq DESC LIMIT " + a.add(limit+1)
+	toks, seqs, err := queryTokens(ctx, db.pool, q, a.v...)
+	if err != nil {
+		return latchkey.TokenPage{}, fmt.Errorf("postgres: list tokens: %w", err)
+	}
+	page := latchkey.TokenPage{Tokens: toks}
+	if len(page.Tokens) > limit {
+		page.Tokens = page.Tokens[:limit]
+		page.Next = latchkey.EncodeCursor(seqs[limit-1])
+	}
+	return page, nil
+}
+
+func queryTokens(ctx context.Context, q interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}, query string, args ...any) ([]*latchkey.Token, []int64, error) {
+	rows, err := q.Query(ctx, query, args...)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer rows.Close()
+	var toks []*latchkey.Token
+	var seqs []int64
+	for rows.Next() {
+		t, seq, err := scanToken(rows)
+		if err != nil {
+			return nil, nil, err
+		}
+		toks, seqs = append(toks, t), append(seqs, seq)
+	}
+	return toks, seqs, rows.Err()
+}
+
+// CreateToken inserts t and its audit event in one transaction.
+func (db *DB) CreateToken(ctx context.Context, t *latchkey.Token, ev *latchkey.AuditEvent) error {
+	return db.WriteTx(ctx, func(tx latchkey.Tx) error { return tx.CreateToken(ctx, t, ev) })
+}
+
+// UpdateToken applies fn to the token (locked) and stores the result with
+// fn's audit event in one transaction.
+func (db *DB) UpdateToken(ctx context.Context, id string, fn func(t *latchkey.Token) (*latchkey.AuditEvent, error)) (*latchkey.Token, error) {
+	var out *latchkey.Token
+	err := db.WriteTx(ctx, func(tx latchkey.Tx) error {
+		t, err := tx.GetToken(ctx, id)
+		if err != nil {
+			return err
+		}
+		ev, err := fn(t)
+		if err != nil {
+			return err
+		}
+		t.ID = id
+		if err := tx.UpdateToken(ctx, t, ev); err != nil {
+			return err
+		}
+		out = t
+		return nil
+	})
+	return out, err
+}
+
+// WriteTx runs fn in one transaction; rows read through tx are locked
+// (SELECT ... FOR UPDATE), so concurrent changes to a token serialise.
+func (db *DB) WriteTx(ctx context.Context, fn func(tx latchkey.Tx) error) error {
+	return pgx.BeginFunc(ctx, db.pool, func(t pgx.Tx) error { return fn(&tx{tx: t}) })
+}
+
+type tx struct{ tx pgx.Tx }
+
+func (x *tx) GetToken(ctx context.Context, id string) (*latchkey.Token, error) {
+	return getToken(ctx, x.tx, id, " FOR UPDATE")
+}
+
+// SelectTokens reads (and locks) the tokens sel picks, oldest first.
+func (x *tx) SelectTokens(ctx context.Context, sel latchkey.TokenSelector) ([]*latchkey.Token, error) {
+	var a args
+	var base string
+	switch {
+	case len(sel.IDs) > 0:
+		base = "SELECT id FROM tokens WHERE id = ANY(" + a.add(sel.IDs) + ")"
+	case sel.Subject != "":
+		base = "SELECT id FROM tokens WHERE subject = " + a.add(sel.Subject)
+	case sel.Tag != "":
+		base = "SELECT id FROM tokens WHERE tags::jsonb ? " + a.add(sel.Tag)
+	case sel.Prefix != "":
+		base = "SELECT id FROM tokens WHERE prefix = " + a.add(sel.Prefix)
+	case sel.Parent != "":
+		base = "SELECT id FROM tokens WHERE parent_id = " + a.add(sel.Parent)
+	default:
+		return nil, latchkey.Errorf(latchkey.EInvalid, "select tokens: no selector given")
+	}
+	q := `WITH RECURSIVE picked(id) AS (` + base
+	if sel.Descendants || sel.Parent != "" {
+		q += ` UNION SELECT t.id FROM tokens t JOIN picked p ON t.parent_id = p.id`
+	}
+	q += `) SELECT ` + tokenColumns + ` FROM tokens WHERE id IN (SELECT id FROM picked) ORDER BY seq FOR UPDATE`
+	toks, _, err := queryTokens(ctx, x.tx, q, a.v...)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: select tokens: %w", err)
+	}
+	return toks, nil
+}
+
+func (x *tx) CreateToken(ctx context.Context, t *latchkey.Token, ev *latchkey.AuditEvent) error {
+	if t.SeriesID == "" {
+		t.SeriesID = t.ID
+	}
+	c := encodeToken(t)
+	_, err := x.tx.Exec(ctx, `INSERT INTO tokens (id, prefix, name, subject, scopes, tags, meta, created_at, created_by,
+		expires_at, not_before, status, revoked_at, revoked_by, revoked_reason, last_used_at, version, hash,
+		constraints, max_uses, uses, suspended_at, suspended_by, suspended_reason, suspended_via,
+		parent_id, ancestors, predecessor_id, successor_id, rotated_at, series_id, inherited)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
+		$21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)`,
+		t.ID, t.Prefix, t.Name, t.Subject, c.scopes, c.tags, c.meta, micros(t.CreatedAt), t.CreatedBy,
+		nullMicros(t.ExpiresAt), nullMicros(t.NotBefore), string(t.Status), nullMicros(t.RevokedAt),
+		t.RevokedBy, t.RevokedReason, nullMicros(t.LastUsedAt), t.Version, t.Hash,
+		c.constraints, t.MaxUses, t.Uses, nullMicros(t.SuspendedAt), t.SuspendedBy, t.SuspendedReason, t.SuspendedVia,
+		t.ParentID, c.ancestors, t.PredecessorID, t.SuccessorID, nullMicros(t.RotatedAt), t.SeriesID, c.inherited)
+	if isUniqueViolation(err) {
+		return latchkey.Errorf(latchkey.EConflict, "a token with id %s already exists", t.ID)
+	}
+	if err != nil {
+		return fmt.Errorf("postgres: create token: %w", err)
+	}
+	return appendEvent(ctx, x.tx, ev)
+}
+
+func (x *tx) UpdateToken(ctx context.Context, t *latchkey.Token, ev *latchkey.AuditEvent) error {
+	c := encodeToken(t)
+	tag, err := x.tx.Exec(ctx, `UPDATE tokens SET name = $1, subject = $2, scopes = $3, tags = $4, meta = $5,
+		expires_at = $6, not_before = $7, status = $8, revoked_at = $9, revoked_by = $10, revoked_reason = $11,
+		version = $12, hash = $13, constraints = $14, max_uses = $15,
+		suspended_at = $16, suspended_by = $17, suspended_reason = $18, suspended_via = $19,
+		parent_id = $20, ancestors = $21, predecessor_id = $22, successor_id = $23, rotated_at = $24, series_id = $25, inherited = $26
+		WHERE id = $27 AND version = $28`,
+		t.Name, t.Subject, c.scopes, c.tags, c.meta, nullMicros(t.ExpiresAt), nullMicros(t.NotBefore), string(t.Status),
+		nullMicros(t.RevokedAt), t.RevokedBy, t.RevokedReason, t.Version+1, t.Hash, c.constraints, t.MaxUses,
+		nullMicros(t.SuspendedAt), t.SuspendedBy, t.SuspendedReason, t.SuspendedVia,
+		t.ParentID, c.ancestors, t.PredecessorID, t.SuccessorID, nullMicros(t.RotatedAt), t.Series(), c.inherited,
+		t.ID, t.Version)
+	if err != nil {
+		return fmt.Errorf("postgres: update token: %w", err)
+	}
+	if tag.RowsAffected() != 1 {
+		if _, err := getToken(ctx, x.tx, t.ID, ""); err != nil {
+			return err
+		}
+		return latchkey.Errorf(latchkey.EConflict, "token %s changed concurrently; retry", t.ID)
+	}
+	t.Version++
+	return appendEvent(ctx, x.tx, ev)
+}
+
+// ConsumeUse spends one use from each budget, all or none: each is a
+// conditional UPDATE ... WHERE uses < max_uses, so concurrent consumers
+// on any number of nodes never overspend.
+func (db *DB) ConsumeUse(ctx context.Context, series []string) (int64, bool, error) {
+	if len(series) == 0 {
+		return -1, true, nil
+	}
+	remaining, ok := int64(-1), true
+	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		for _, id := range series {
+			var left int64
+			err := tx.QueryRow(ctx, `UPDATE tokens SET uses = uses + 1
+				WHERE id = $1 AND max_uses > 0 AND uses < max_uses RETURNING max_uses - uses`, id).Scan(&left)
+			if errors.Is(err, pgx.ErrNoRows) {
+				ok = false
+				return errSpent // roll back the others
+			}
+			if err != nil {
+				return err
+			}
+			if remaining < 0 || left < remaining {
+				remaining = left
+			}
+		}
+		return nil
+	})
+	if errors.Is(err, errSpent) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("postgres: consume use: %w", err)
+	}
+	return remaining, ok, nil
+}
+
+var errSpent = errors.New("budget spent")
+
+// TouchTokens raises last_used_at for a batch in one statement.
+func (db *DB) TouchTokens(ctx context.Context, uses []latchkey.TokenUse) error {
+	if len(uses) == 0 {
+		return nil
+	}
+	ids := make([]string, len(uses))
+	ats := make([]int64, len(uses))
+	for i, u := range uses {
+		ids[i], ats[i] = u.ID, micros(latchkey.TimeOf(u.At))
+	}
+	_, err := db.pool.Exec(ctx, `UPDATE tokens t SET last_used_at = u.at
+		FROM unnest($1::text[], $2::bigint[]) AS u(id, at)
+		WHERE t.id = u.id AND (t.last_used_at IS NULL OR t.last_used_at < u.at)`, ids, ats)
+	if err != nil {
+		return fmt.Errorf("postgres: touch tokens: %w", err)
+	}
+	return nil
+}
