@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -277,7 +278,22 @@ func (x *tx) CreateToken(ctx context.Context, t *latchkey.Token, ev *latchkey.Au
 	if err != nil {
 		return fmt.Errorf("postgres: create token: %w", err)
 	}
+	if err := publish(ctx, x.tx, t.ID, t.Version); err != nil {
+		return err
+	}
 	return appendEvent(ctx, x.tx, ev)
+}
+
+// publish records a change to token id for every node: a row in changes
+// (polled as a backstop) and a notification, delivered on commit.
+func publish(ctx context.Context, tx pgx.Tx, id string, version int64) error {
+	if _, err := tx.Exec(ctx, `INSERT INTO changes (token_id, version, at) VALUES ($1, $2, $3)`, id, version, time.Now().UnixMicro()); err != nil {
+		return fmt.Errorf("postgres: publish change: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, Channel, id+":"+strconv.FormatInt(version, 10)); err != nil {
+		return fmt.Errorf("postgres: publish change: %w", err)
+	}
+	return nil
 }
 
 func (x *tx) UpdateToken(ctx context.Context, t *latchkey.Token, ev *latchkey.AuditEvent) error {
@@ -303,6 +319,9 @@ func (x *tx) UpdateToken(ctx context.Context, t *latchkey.Token, ev *latchkey.Au
 		return latchkey.Errorf(latchkey.EConflict, "token %s changed concurrently; retry", t.ID)
 	}
 	t.Version++
+	if err := publish(ctx, x.tx, t.ID, t.Version); err != nil {
+		return err
+	}
 	return appendEvent(ctx, x.tx, ev)
 }
 

@@ -29,7 +29,9 @@ var binOnce struct {
 }
 
 // buildBinary builds latchkey once per test run.
-func buildBinary(t *testing.T) string {
+func buildBinary(t *testing.T) string { return buildBinaryB(t) }
+
+func buildBinaryB(t testing.TB) string {
 	t.Helper()
 	binOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "latchkey-bin")

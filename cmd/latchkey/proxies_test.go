@@ -50,7 +50,9 @@ func startGroup(t *testing.T, cmd *exec.Cmd) *syncBuffer {
 	return out
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t *testing.T) string { return freeAddrB(t) }
+
+func freeAddrB(t testing.TB) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -45,8 +45,10 @@ type serveConfig struct {
 	LogLevel  string
 	TLSCert   string
 	TLSKey    string
-	ServerKey string // LATCHKEY_SERVER_KEY; empty: use the key file
-	Database  string // postgres://... ; empty: SQLite in DataDir
+	ServerKey string        // LATCHKEY_SERVER_KEY; empty: use the key file
+	Database  string        // postgres://... ; empty: SQLite in DataDir
+	Poll      time.Duration // change-log poll interval (PostgreSQL)
+	Staleness time.Duration // longest a cached entry is served without a reload
 
 	Policy         tokens.Policy
 	TouchInterval  time.Duration
@@ -122,11 +124,14 @@ writes every queued audit record and last-use time before exiting.`
 
 func cmdServe(ctx context.Context, args []string, stderr io.Writer, getenv env) int {
 	cfg := serveConfig{ServerKey: getenv("LATCHKEY_SERVER_KEY")}
+	var pollErr error
 	fs := newFlags("serve", "serve [flags]", serveDoc, stderr, stderr)
 	fs.StringVar(&cfg.Listen, "listen", envOr(getenv, "LATCHKEY_LISTEN", "127.0.0.1:7480"), "address to listen on (`host:port`) [LATCHKEY_LISTEN]")
 	fs.StringVar(&cfg.DataDir, "data-dir", envOr(getenv, "LATCHKEY_DATA_DIR", "./latchkey-data"), "data directory: database, server key, root token [LATCHKEY_DATA_DIR]")
 	fs.StringVar(&cfg.LogLevel, "log-level", envOr(getenv, "LATCHKEY_LOG_LEVEL", "info"), "debug, info, warn or error [LATCHKEY_LOG_LEVEL]")
 	fs.StringVar(&cfg.Database, "database", getenv("LATCHKEY_DATABASE"), "PostgreSQL `URL` (postgres://user@host/db) for a cluster of nodes; default: SQLite in --data-dir [LATCHKEY_DATABASE]")
+	durVar(fs, &pollErr, &cfg.Poll, "poll-interval", getenv, "with --database: how often each node reads the change log, the bound for a node that missed a notification (default 1s)")
+	durVar(fs, &pollErr, &cfg.Staleness, "cache-max-staleness", getenv, "longest a cached token is served without re-reading the store (default 30s)")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", getenv("LATCHKEY_TLS_CERT"), "TLS certificate `file` (PEM); serve HTTPS with --tls-key [LATCHKEY_TLS_CERT]")
 	fs.StringVar(&cfg.TLSKey, "tls-key", getenv("LATCHKEY_TLS_KEY"), "TLS private key `file` (PEM) [LATCHKEY_TLS_KEY]")
 	defTTL := durFlag(fs, "default-ttl", getenv, "LATCHKEY_DEFAULT_TTL", "expiry given to tokens created without one, e.g. 90d (default: none) [LATCHKEY_DEFAULT_TTL]")
@@ -188,6 +193,9 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, getenv env) 
 	if cfg.AuditBatch < 1 || cfg.AuditQueue < 1 {
 		fmt.Fprintln(stderr, "latchkey serve: --audit-batch-size and --audit-queue-size must be positive")
 		return exitUsage
+	}
+	if flagErr == nil {
+		flagErr = pollErr
 	}
 	if flagErr != nil {
 		fmt.Fprintf(stderr, "latchkey serve: %v\n", flagErr)
@@ -449,6 +457,8 @@ type daemon struct {
 	ver  *verify.Verifier
 	det  *detect.Detector
 
+	follower *postgres.Follower // nil on SQLite
+
 	gw       *gateway.Gateway // nil without --gateway-config
 	gwConfig string
 	gwSrv    *http.Server
@@ -533,7 +543,8 @@ func startDaemon(ctx context.Context, cfg serveConfig, logger *slog.Logger, stde
 		Observe:  func(evs []latchkey.AuditEvent) { det.Valid(evs); met.ObserveEvents(evs) },
 		OnCommit: met.ObserveCommit}
 	pipe.Start()
-	vcfg := verify.Config{Node: node, RotationAge: cfg.Policy.RotationAge, TouchInterval: cfg.TouchInterval, SyncAudit: cfg.AuditSync}
+	vcfg := verify.Config{Node: node, RotationAge: cfg.Policy.RotationAge, TouchInterval: cfg.TouchInterval, SyncAudit: cfg.AuditSync,
+		PositiveTTL: cfg.Staleness}
 	if !cfg.Detect.Off {
 		vcfg.Guard = det
 	}
@@ -625,6 +636,27 @@ func startDaemon(ctx context.Context, cfg serveConfig, logger *slog.Logger, stde
 	}
 	if hooks != nil {
 		hooks.Start()
+	}
+	if pg, ok := db.(*postgres.DB); ok {
+		// Other nodes' changes: notifications, and the change log polled
+		// as a backstop.
+		fctx, cancel := context.WithCancel(context.Background())
+		d.follower = postgres.NewFollower(pg, cfg.Poll, ver.Invalidate, logger)
+		d.bg.Go(func() { d.follower.Run(fctx) })
+		d.bg.Go(func() {
+			<-d.stopBG
+			cancel()
+		})
+		d.bg.Go(func() {
+			for {
+				select {
+				case <-d.stopBG:
+					return
+				case <-time.After(time.Hour):
+					pg.PruneChanges(context.Background(), 24*time.Hour)
+				}
+			}
+		})
 	}
 	scheme := "http"
 	if cfg.TLSCert != "" {
