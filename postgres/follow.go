@@ -8,11 +8,21 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Channel is the LISTEN/NOTIFY channel changes are announced on; the
-// payload is "<token id>:<version>".
+// payload is "<token id>:<version>", or "block:<source>:0" for a block
+// put or lifted.
 const Channel = "latchkey_changes"
+
+// BlockChange prefixes the subject of a change to a block: OnChange is
+// called with "block:" and the source. Token ids never contain a colon.
+const BlockChange = "block:"
+
+// dbNowMicros is the database's clock in Unix microseconds.
+const dbNowMicros = `(extract(epoch from clock_timestamp()) * 1000000)::bigint`
 
 // FollowStats are a follower's counters.
 type FollowStats struct {
@@ -40,7 +50,7 @@ type Follower struct {
 }
 
 // NewFollower returns a follower calling onChange for every token changed
-// on any node.
+// on any node, and for every block put or lifted (BlockChange+source).
 func NewFollower(db *DB, poll time.Duration, onChange func(string), logger *slog.Logger) *Follower {
 	b := make([]byte, 4)
 	rand.Read(b)
@@ -115,7 +125,10 @@ func (f *Follower) listenOnce(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		id, _, _ := strings.Cut(n.Payload, ":")
+		id := n.Payload
+		if i := strings.LastIndexByte(id, ':'); i >= 0 {
+			id = id[:i] // the version
+		}
 		if id != "" {
 			f.notified.Add(1)
 			f.OnChange(id)
@@ -123,11 +136,18 @@ func (f *Follower) listenOnce(ctx context.Context) error {
 	}
 }
 
-// poll reads the changes table every Poll interval. Each read looks back a
-// little further than the last (sequence numbers can commit out of order),
-// so a change is never skipped; invalidating twice is harmless.
+// pollOverlap is how far each poll reaches back before the previous one
+// began: a change stamped just before that moment may commit after it
+// (a transaction's stamp precedes its commit), so the overlap must exceed
+// the longest write transaction. Invalidating twice is harmless.
+const pollOverlap = 5 * time.Second
+
+// poll reads the changes table every Poll interval, from where the last
+// successful read began (less the overlap) by the database's clock, so a
+// node that could not poll for a while (an outage) catches up on
+// everything it missed once it can.
 func (f *Follower) poll(ctx context.Context) {
-	since := time.Now().Add(-f.Poll)
+	var since int64 // database clock, Unix microseconds; 0: not yet read
 	t := time.NewTicker(f.Poll)
 	defer t.Stop()
 	for {
@@ -136,8 +156,7 @@ func (f *Follower) poll(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		start := time.Now()
-		ids, err := f.DB.changesSince(ctx, since.Add(-5*time.Second))
+		ids, start, err := f.DB.changesSince(ctx, since)
 		if err != nil {
 			if ctx.Err() == nil {
 				f.Logger.Warn("postgres: polling changes failed", "err", err)
@@ -148,31 +167,43 @@ func (f *Follower) poll(ctx context.Context) {
 			f.polled.Add(1)
 			f.OnChange(id)
 		}
-		since = start
+		since = start - pollOverlap.Microseconds()
 	}
 }
 
-// changesSince lists the tokens changed at or after t.
-func (db *DB) changesSince(ctx context.Context, t time.Time) ([]string, error) {
-	rows, err := db.pool.Query(ctx, `SELECT DISTINCT token_id FROM changes WHERE at >= $1`, t.UnixMicro())
+// changesSince lists the tokens changed at or after since (Unix
+// microseconds by the database's clock; 0: the first read, which starts
+// from now) and returns the database's clock as the read began.
+func (db *DB) changesSince(ctx context.Context, since int64) (ids []string, start int64, err error) {
+	tx, err := db.pool.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
 	if err != nil {
-		return nil, err
+		return nil, 0, err
+	}
+	defer tx.Rollback(context.Background())
+	if err := tx.QueryRow(ctx, `SELECT `+dbNowMicros).Scan(&start); err != nil {
+		return nil, 0, err
+	}
+	if since == 0 {
+		return nil, start, nil
+	}
+	rows, err := tx.Query(ctx, `SELECT DISTINCT token_id FROM changes WHERE at >= $1`, since)
+	if err != nil {
+		return nil, 0, err
 	}
 	defer rows.Close()
-	var ids []string
 	for rows.Next() {
 		var id string
 		if err := rows.Scan(&id); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		ids = append(ids, id)
 	}
-	return ids, rows.Err()
+	return ids, start, rows.Err()
 }
 
 // PruneChanges deletes change records older than d (they only serve
 // nodes catching up after a short disconnection).
 func (db *DB) PruneChanges(ctx context.Context, d time.Duration) error {
-	_, err := db.pool.Exec(ctx, `DELETE FROM changes WHERE at < $1`, time.Now().Add(-d).UnixMicro())
+	_, err := db.pool.Exec(ctx, `DELETE FROM changes WHERE at < `+dbNowMicros+` - $1`, d.Microseconds())
 	return err
 }

@@ -171,6 +171,9 @@ func (db *DB) PutBlock(ctx context.Context, b latchkey.Block, ev *latchkey.Audit
 			b.Source, micros(b.Until), b.Rule, b.Reason, micros(b.CreatedAt)); err != nil {
 			return fmt.Errorf("postgres: put block: %w", err)
 		}
+		if err := publish(ctx, tx, BlockChange+b.Source, 0); err != nil {
+			return err
+		}
 		return appendEvent(ctx, tx, ev)
 	})
 }
@@ -185,6 +188,9 @@ func (db *DB) DeleteBlock(ctx context.Context, source string, ev *latchkey.Audit
 		}
 		if ok = tag.RowsAffected() > 0; !ok {
 			return nil
+		}
+		if err := publish(ctx, tx, BlockChange+source, 0); err != nil {
+			return err
 		}
 		return appendEvent(ctx, tx, ev)
 	})

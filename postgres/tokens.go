@@ -284,10 +284,12 @@ func (x *tx) CreateToken(ctx context.Context, t *latchkey.Token, ev *latchkey.Au
 	return appendEvent(ctx, x.tx, ev)
 }
 
-// publish records a change to token id for every node: a row in changes
-// (polled as a backstop) and a notification, delivered on commit.
+// publish records a change to token id (or to a block: BlockChange) for
+// every node: a row in changes (polled as a backstop) and a notification,
+// delivered on commit. The row is stamped with the database's clock, which
+// is also the clock pollers read against, so nodes' clocks need not agree.
 func publish(ctx context.Context, tx pgx.Tx, id string, version int64) error {
-	if _, err := tx.Exec(ctx, `INSERT INTO changes (token_id, version, at) VALUES ($1, $2, $3)`, id, version, time.Now().UnixMicro()); err != nil {
+	if _, err := tx.Exec(ctx, `INSERT INTO changes (token_id, version, at) VALUES ($1, $2, `+dbNowMicros+`)`, id, version); err != nil {
 		return fmt.Errorf("postgres: publish change: %w", err)
 	}
 	if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, Channel, id+":"+strconv.FormatInt(version, 10)); err != nil {

@@ -157,6 +157,27 @@ func TestClusterRevocationAndConnectionKill(t *testing.T) {
 	took := refusedWithin(2, tok.Plaintext, 2*time.Second)
 	t.Logf("revoked on A, refused on C after %v", took)
 
+	// A source blocked by A's detector is blocked on C; lifted on C, it is
+	// free on A again.
+	const attacker = "198.51.100.7"
+	for range 20 {
+		cl(0).Verify(ctx, httpapi.VerifyRequest{Token: "lk_made_up_token", IP: attacker})
+	}
+	waitFor(t, func() bool {
+		v, err := cl(2).Verify(ctx, httpapi.VerifyRequest{Token: tok.Plaintext, IP: attacker})
+		return err == nil && v.Code == latchkey.Blocked
+	})
+	if v, _ := cl(2).Verify(ctx, httpapi.VerifyRequest{Token: tok.Plaintext, IP: "198.51.100.8"}); v.Code != latchkey.Revoked {
+		t.Errorf("another source on C: %s, want REVOKED (not blocked)", v.Code)
+	}
+	if err := cl(2).RemoveBlock(ctx, attacker); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		v, err := cl(0).Verify(ctx, httpapi.VerifyRequest{Token: tok.Plaintext, IP: attacker})
+		return err == nil && v.Code == latchkey.Revoked
+	})
+
 	// Kill node B's notification connection.
 	admin, err := pgx.Connect(ctx, dsn)
 	if err != nil {

@@ -475,6 +475,36 @@ type daemon struct {
 	rotationMu sync.Mutex
 }
 
+// changed applies a change made on another node: a token is dropped from
+// the cache (the next use reloads it), a block put or lifted is read back
+// from the store and installed or removed.
+func (d *daemon) changed(id string) {
+	src, ok := strings.CutPrefix(id, postgres.BlockChange)
+	if !ok {
+		d.ver.Invalidate(id)
+		return
+	}
+	k, err := detect.ParseSource(src)
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	blocks, err := d.db.ListBlocks(ctx, time.Now())
+	if err != nil {
+		// The poll comes back to it: the change stays in the log.
+		d.logger.Warn("reading blocks after a change on another node", "err", err)
+		return
+	}
+	for _, b := range blocks {
+		if b.Source == src {
+			d.det.Block(k, b.Until)
+			return
+		}
+	}
+	d.det.Unblock(k)
+}
+
 // startDaemon opens the data directory, bootstraps it if new, and starts
 // serving. The returned daemon's addr is the bound address.
 func startDaemon(ctx context.Context, cfg serveConfig, logger *slog.Logger, stderr io.Writer) (*daemon, error) {
@@ -641,7 +671,7 @@ func startDaemon(ctx context.Context, cfg serveConfig, logger *slog.Logger, stde
 		// Other nodes' changes: notifications, and the change log polled
 		// as a backstop.
 		fctx, cancel := context.WithCancel(context.Background())
-		d.follower = postgres.NewFollower(pg, cfg.Poll, ver.Invalidate, logger)
+		d.follower = postgres.NewFollower(pg, cfg.Poll, d.changed, logger)
 		d.bg.Go(func() { d.follower.Run(fctx) })
 		d.bg.Go(func() {
 			<-d.stopBG
