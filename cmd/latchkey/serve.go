@@ -47,6 +47,7 @@ type serveConfig struct {
 	TLSKey    string
 	ServerKey string        // LATCHKEY_SERVER_KEY; empty: use the key file
 	Database  string        // postgres://... ; empty: SQLite in DataDir
+	Node      string        // names this node in audit records (its hash chain); default: the host name
 	Poll      time.Duration // change-log poll interval (PostgreSQL)
 	Staleness time.Duration // longest a cached entry is served without a reload
 
@@ -77,7 +78,8 @@ type serveConfig struct {
 
 const serveDoc = `
 Run the latchkey server: the REST API on --listen, tokens and the audit
-log in an embedded SQLite database in --data-dir.
+log in an embedded SQLite database in --data-dir, or, with --database
+postgres://..., in PostgreSQL shared by any number of nodes.
 
 On first start with an empty data directory it creates the server key
 (<data-dir>/server.key, mode 0600) and a root token with scope
@@ -109,6 +111,14 @@ verifications down rather than dropping records. --audit-retention deletes
 records older than that (writing them to --audit-archive-dir first, when
 set); the hash chain stays verifiable from its anchor.
 
+Cluster (--database): every node must have the same server key
+(LATCHKEY_SERVER_KEY) and a distinct --node name. A change on any node is
+announced to the others at once (LISTEN/NOTIFY) and read from the change
+log every --poll-interval as a backstop; no cached token is served longer
+than --cache-max-staleness without re-reading the store, so while the
+database is unreachable, cached tokens are served up to that bound and
+unknown ones are refused (503).
+
 Detector (on by default; --detect=false turns it off): a source with
 --detect-source-failures failed attempts (default 20/1m) is blocked for
 --detect-block-for (default 15m); a token presented with wrong secrets
@@ -132,6 +142,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, getenv env) 
 	fs.StringVar(&cfg.Database, "database", getenv("LATCHKEY_DATABASE"), "PostgreSQL `URL` (postgres://user@host/db) for a cluster of nodes; default: SQLite in --data-dir [LATCHKEY_DATABASE]")
 	durVar(fs, &pollErr, &cfg.Poll, "poll-interval", getenv, "with --database: how often each node reads the change log, the bound for a node that missed a notification (default 1s)")
 	durVar(fs, &pollErr, &cfg.Staleness, "cache-max-staleness", getenv, "longest a cached token is served without re-reading the store (default 30s)")
+	fs.StringVar(&cfg.Node, "node", getenv("LATCHKEY_NODE"), "this node's `name` in audit records; each node keeps its own hash chain, so give every node of a cluster a distinct name (default: the host name) [LATCHKEY_NODE]")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", getenv("LATCHKEY_TLS_CERT"), "TLS certificate `file` (PEM); serve HTTPS with --tls-key [LATCHKEY_TLS_CERT]")
 	fs.StringVar(&cfg.TLSKey, "tls-key", getenv("LATCHKEY_TLS_KEY"), "TLS private key `file` (PEM) [LATCHKEY_TLS_KEY]")
 	defTTL := durFlag(fs, "default-ttl", getenv, "LATCHKEY_DEFAULT_TTL", "expiry given to tokens created without one, e.g. 90d (default: none) [LATCHKEY_DEFAULT_TTL]")
@@ -550,7 +561,10 @@ func startDaemon(ctx context.Context, cfg serveConfig, logger *slog.Logger, stde
 			"start with the key the database was created with (%s or LATCHKEY_SERVER_KEY)", fp, stored,
 			filepath.Join(cfg.DataDir, secret.KeyFileName))
 	}
-	node, _ := os.Hostname()
+	node := cfg.Node
+	if node == "" {
+		node, _ = os.Hostname()
+	}
 	// The detector acts through the token service, which needs the
 	// verifier's invalidation, which needs the detector as its guard: the
 	// responder gets the service once it exists.
@@ -672,6 +686,11 @@ func startDaemon(ctx context.Context, cfg serveConfig, logger *slog.Logger, stde
 		// as a backstop.
 		fctx, cancel := context.WithCancel(context.Background())
 		d.follower = postgres.NewFollower(pg, cfg.Poll, d.changed, logger)
+		f := d.follower
+		sources.Cluster = func() metrics.ClusterStats {
+			st := f.Stats()
+			return metrics.ClusterStats{Listening: f.Listening(), Notified: st.Notified, Polled: st.Polled, Reconnects: st.Reconnects}
+		}
 		d.bg.Go(func() { d.follower.Run(fctx) })
 		d.bg.Go(func() {
 			<-d.stopBG

@@ -29,6 +29,17 @@ type Sources struct {
 	// Webhooks returns delivery counters by result ("delivered", "failed",
 	// "retried").
 	Webhooks func() map[string]uint64
+	// Cluster returns the change follower's state (PostgreSQL); nil on a
+	// single node, and then no cluster metric is exported.
+	Cluster func() ClusterStats
+}
+
+// ClusterStats is how a node keeps up with changes made on other nodes.
+type ClusterStats struct {
+	Listening  bool   // the notification connection is up
+	Notified   uint64 // changes received by notification
+	Polled     uint64 // changes found by polling the change log
+	Reconnects uint64 // times the notification connection was replaced
 }
 
 // Metrics holds the registry and the collectors fed from audit batches.
@@ -130,6 +141,7 @@ func New(src *Sources) *Metrics {
 				func() float64 { return float64(dst().Overflow) }),
 		)
 	}
+	reg.MustRegister(clusterCollector{src})
 	reg.MustRegister(webhookCollector{func() map[string]uint64 {
 		if src.Webhooks == nil {
 			return nil
@@ -187,4 +199,36 @@ func (c webhookCollector) Collect(ch chan<- prometheus.Metric) {
 	for result, n := range c.f() {
 		ch <- prometheus.MustNewConstMetric(webhookDesc, prometheus.CounterValue, float64(n), result)
 	}
+}
+
+var (
+	listeningDesc = prometheus.NewDesc("latchkey_cluster_listening",
+		"1 while this node's change-notification connection (PostgreSQL LISTEN) is up; 0 means it relies on polling.", nil, nil)
+	changesDesc = prometheus.NewDesc("latchkey_cluster_changes_total",
+		"Changes made on any node and applied here, by how they arrived (notify, poll).", []string{"via"}, nil)
+	reconnectsDesc = prometheus.NewDesc("latchkey_cluster_listener_reconnects_total",
+		"Times the change-notification connection was lost and replaced.", nil, nil)
+)
+
+type clusterCollector struct{ src *Sources }
+
+func (c clusterCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- listeningDesc
+	ch <- changesDesc
+	ch <- reconnectsDesc
+}
+
+func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
+	if c.src.Cluster == nil {
+		return
+	}
+	st := c.src.Cluster()
+	up := 0.0
+	if st.Listening {
+		up = 1
+	}
+	ch <- prometheus.MustNewConstMetric(listeningDesc, prometheus.GaugeValue, up)
+	ch <- prometheus.MustNewConstMetric(changesDesc, prometheus.CounterValue, float64(st.Notified), "notify")
+	ch <- prometheus.MustNewConstMetric(changesDesc, prometheus.CounterValue, float64(st.Polled), "poll")
+	ch <- prometheus.MustNewConstMetric(reconnectsDesc, prometheus.CounterValue, float64(st.Reconnects))
 }
