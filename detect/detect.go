@@ -72,6 +72,12 @@ type Config struct {
 	// 1<<20 each). When full, stale ones are dropped; new ones go
 	// uncounted until there is room (counted in Stats.Overflow).
 	MaxTracked int
+	// Shared, when set, also counts the source-failure and network-spread
+	// windows for the whole cluster (Redis): a source that fails N times
+	// spread over several nodes is blocked, and a token used from N
+	// networks through several nodes is caught. Each node's own windows
+	// keep counting too, and alone while Shared is unreachable.
+	Shared Shared
 	// Now returns the current time (default time.Now).
 	Now func() time.Time
 	// Logger receives failures of actions (default slog.Default()).
@@ -166,6 +172,9 @@ type Stats struct {
 	Failed   uint64 // findings the responder could not carry out
 	Overflow uint64 // events not counted because the tables were full
 	Queued   uint64 // findings waiting when the queue was full (backpressure, never dropped)
+	// SharedFailures counts calls to the shared windows (Redis) that
+	// failed; meanwhile each node counts alone.
+	SharedFailures uint64
 }
 
 // Detector applies the rules. Create it with New; it is safe for
@@ -185,7 +194,11 @@ type Detector struct {
 	stop chan struct{}
 	done chan struct{}
 
-	nBlocks, nFindings, nFailed, nOverflow, nQueued atomic.Uint64
+	shared       chan sharedHit // nil without Config.Shared
+	sharedDone   chan struct{}
+	sharedLogged atomic.Int64
+
+	nBlocks, nFindings, nFailed, nOverflow, nQueued, nSharedFailed atomic.Uint64
 }
 
 type blockEntry struct{ until int64 }
@@ -196,6 +209,10 @@ func New(cfg Config, resp Responder) *Detector {
 	d := &Detector{cfg: cfg, resp: resp, work: make(chan Finding, 1024), stop: make(chan struct{}), done: make(chan struct{})}
 	d.sources.max, d.tokens.max = cfg.MaxTracked, cfg.MaxTracked
 	go d.run()
+	if cfg.Shared != nil && !cfg.Off {
+		d.shared, d.sharedDone = make(chan sharedHit, 1<<16), make(chan struct{})
+		go d.runShared()
+	}
 	return d
 }
 
@@ -204,7 +221,8 @@ func (d *Detector) Config() Config { return d.cfg }
 
 // Stats returns the counters.
 func (d *Detector) Stats() Stats {
-	return Stats{Blocks: d.nBlocks.Load(), Findings: d.nFindings.Load(), Failed: d.nFailed.Load(), Overflow: d.nOverflow.Load(), Queued: d.nQueued.Load()}
+	return Stats{Blocks: d.nBlocks.Load(), Findings: d.nFindings.Load(), Failed: d.nFailed.Load(), Overflow: d.nOverflow.Load(), Queued: d.nQueued.Load(),
+		SharedFailures: d.nSharedFailed.Load()}
 }
 
 // SourceKey is what a source is counted and blocked as: an IPv4 address,
@@ -314,6 +332,9 @@ func (d *Detector) Refused(src netip.Addr, code latchkey.Code, reason, tokenID s
 			if n, fire := d.sources.hit(k, now, d.cfg.SourceFailures, &d.nOverflow); fire {
 				d.fireBlock(k, n, now)
 			}
+			if d.shared != nil {
+				d.share(sharedHit{src: k})
+			}
 		}
 		if reason == "secret_mismatch" {
 			d.tokenRule(tokenID, RuleSecretMismatch, d.cfg.SecretMismatch, d.cfg.SecretMismatchAction, src, now)
@@ -365,7 +386,10 @@ func (d *Detector) Valid(evs []latchkey.AuditEvent) {
 			continue
 		}
 		now := ev.Time.UnixNano()
-		id := strings.Clone(ev.TokenID) // the event's id may share the presented token's memory
+		id := cloneID(ev.TokenID) // the event's id may share the presented token's memory
+		if d.shared != nil {
+			d.share(sharedHit{token: id, net: network(a)})
+		}
 		if nets, fire := d.tokens.spread("spread:"+id, network(a), now, d.cfg.NetworkSpread, &d.nOverflow); fire {
 			d.emit(Finding{Rule: RuleNetworkSpread, Action: d.cfg.NetworkSpreadAction, TokenID: id, At: ev.Time, Evidence: map[string]any{
 				"networks": nets, "count": len(nets), "window": latchkey.Duration(d.cfg.NetworkSpread.Window).String()}})
@@ -417,6 +441,15 @@ func (d *Detector) run() {
 		case f := <-d.work:
 			d.respond(f)
 		case <-d.stop:
+			// The shared windows' last round may still find something.
+			for d.sharedDone != nil {
+				select {
+				case f := <-d.work:
+					d.respond(f)
+				case <-d.sharedDone:
+					d.sharedDone = nil
+				}
+			}
 			for {
 				select {
 				case f := <-d.work:
@@ -455,7 +488,7 @@ func (d *Detector) dropExpired(now time.Time) {
 	})
 }
 
-// Close stops the worker after carrying out the findings queued.
+// Close stops the workers after carrying out the findings queued.
 func (d *Detector) Close() {
 	select {
 	case <-d.stop:

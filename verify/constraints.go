@@ -1,6 +1,8 @@
 package verify
 
 import (
+	"context"
+	"fmt"
 	"net/netip"
 	"strings"
 	"sync/atomic"
@@ -30,6 +32,7 @@ type constraints struct {
 type limiterRef struct {
 	series string
 	rate   latchkey.RateLimit
+	shared string // the key of the shared state (Config.Shared)
 	l      atomic.Pointer[ratelimit.Limiter]
 }
 
@@ -44,33 +47,64 @@ func (r *limiterRef) get(t *ratelimit.Table) *ratelimit.Limiter {
 
 // allow spends one verification from every limiter, own first. It reports
 // the status of the tightest one. A refusal by a later limiter leaves
-// earlier ones spent: the error is on the strict side.
-func (c *constraints) allow(t *ratelimit.Table, now int64, spend bool) (bool, latchkey.RateStatus) {
+// earlier ones spent: the error is on the strict side. With a shared
+// limiter the counts are the cluster's; when it fails, the node's own
+// (or an error, with SharedFailClosed).
+func (v *Verifier) allow(ctx context.Context, c *constraints, now int64, spend bool) (bool, latchkey.RateStatus, error) {
 	var out latchkey.RateStatus
 	for i, ref := range c.limiters {
-		l := ref.get(t)
-		var ok, gone bool
+		var ok bool
 		var st latchkey.RateStatus
-		for {
-			if spend {
-				ok, st, gone = l.Allow(now)
+		shared := false
+		if sh := v.cfg.Shared; sh != nil {
+			var err error
+			ok, st, err = sh.Allow(ctx, ref.shared, ref.rate, spend)
+			if err == nil {
+				shared = true
 			} else {
-				ok, gone = l.Peek(now)
+				v.sharedFailures.Add(1)
+				if v.cfg.SharedFailClosed {
+					return false, st, fmt.Errorf("verify: shared rate limit: %w", err)
+				}
 			}
-			if !gone {
-				break
-			}
-			ref.l.Store(nil)
-			l = ref.get(t)
+		}
+		if !shared {
+			ok, st = ref.local(v.cfg.Limits, now, spend)
 		}
 		if !ok {
-			return false, st
+			return false, st, nil
 		}
 		if i == 0 || st.Remaining < out.Remaining {
 			out = st
 		}
 	}
-	return true, out
+	return true, out, nil
+}
+
+// local spends from (or looks at) the node's own limiter.
+func (ref *limiterRef) local(t *ratelimit.Table, now int64, spend bool) (ok bool, st latchkey.RateStatus) {
+	l := ref.get(t)
+	for {
+		var gone bool
+		if spend {
+			ok, st, gone = l.Allow(now)
+		} else {
+			ok, gone = l.Peek(now)
+		}
+		if !gone {
+			return ok, st
+		}
+		ref.l.Store(nil)
+		l = ref.get(t)
+	}
+}
+
+func (v *Verifier) limiterRef(series string, r latchkey.RateLimit) *limiterRef {
+	ref := &limiterRef{series: series, rate: r}
+	if v.cfg.Shared != nil {
+		ref.shared = v.cfg.Shared.RateKey(series, r)
+	}
+	return ref
 }
 
 // newConstraints builds the constraint block of t, or returns nil when t
@@ -93,14 +127,14 @@ func (v *Verifier) newConstraints(t *latchkey.Token) *constraints {
 	}
 	cs.methods, cs.paths = c.AllowedMethods, c.AllowedPaths
 	if c.RateLimit != nil {
-		cs.limiters = append(cs.limiters, &limiterRef{series: t.Series(), rate: *c.RateLimit})
+		cs.limiters = append(cs.limiters, v.limiterRef(t.Series(), *c.RateLimit))
 	}
 	if c.MaxUses > 0 {
 		cs.budget = append(cs.budget, t.Series())
 	}
 	for _, in := range t.Inherited {
 		if in.RateLimit != nil {
-			cs.limiters = append(cs.limiters, &limiterRef{series: in.SeriesID, rate: *in.RateLimit})
+			cs.limiters = append(cs.limiters, v.limiterRef(in.SeriesID, *in.RateLimit))
 		}
 		if in.MaxUses > 0 {
 			cs.budget = append(cs.budget, in.SeriesID)

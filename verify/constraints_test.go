@@ -2,6 +2,7 @@ package verify
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
 	"testing"
@@ -396,5 +397,80 @@ func TestUsageConcurrentVerifiers(t *testing.T) {
 	wg.Wait()
 	if codes[latchkey.Valid] != 30 || codes[latchkey.UsageExceeded] != 70 {
 		t.Errorf("100 concurrent verifiers of a 30-use token: %v", codes)
+	}
+}
+
+// fakeShared is a shared limiter under the test's control: it counts
+// spends per key, or fails.
+type fakeShared struct {
+	mu    sync.Mutex
+	spent map[string]int64
+	fail  bool
+}
+
+func (s *fakeShared) RateKey(series string, r latchkey.RateLimit) string { return series }
+
+func (s *fakeShared) Allow(_ context.Context, key string, r latchkey.RateLimit, spend bool) (bool, latchkey.RateStatus, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fail {
+		return false, latchkey.RateStatus{}, errors.New("shared limiter down")
+	}
+	if s.spent[key] >= r.Limit {
+		return false, latchkey.RateStatus{Limit: r.Limit, RetryAfter: time.Second}, nil
+	}
+	if spend {
+		s.spent[key]++
+	}
+	return true, latchkey.RateStatus{Limit: r.Limit, Remaining: r.Limit - s.spent[key]}, nil
+}
+
+// With a shared limiter, its counts decide; when it fails, the node counts
+// alone (default) or the verification fails (SharedFailClosed). Tokens
+// without a rate limit never ask it.
+func TestSharedRateLimitPolicy(t *testing.T) {
+	for _, closed := range []bool{false, true} {
+		sh := &fakeShared{spent: map[string]int64{}}
+		f := newFixture(t)
+		f.v = New(f.loader, f.hasher, f.rec.p, Config{Now: f.clock, Node: "n1", Shared: sh, SharedFailClosed: closed})
+		rl := cons(latchkey.Constraints{RateLimit: &latchkey.RateLimit{Limit: 3, Window: latchkey.Duration(time.Minute)}})
+		pt, tok := f.issue(t, rl)
+		// Another node spent two of the three.
+		sh.spent[tok.ID] = 2
+		if d := f.verify(t, pt); d.Code != latchkey.Valid || d.Rate.Remaining != 0 {
+			t.Fatalf("closed=%v: %s remaining %d", closed, d.Code, d.Rate.Remaining)
+		}
+		if d := f.verify(t, pt); d.Code != latchkey.RateLimited {
+			t.Fatalf("closed=%v: the cluster's limit is spent, got %s", closed, d.Code)
+		}
+		plain, _ := f.issue(t)
+		sh.fail = true
+		if d := f.verify(t, plain); d.Code != latchkey.Valid {
+			t.Errorf("closed=%v: a token without a rate limit, limiter down: %s", closed, d.Code)
+		}
+		fresh, _ := f.issue(t, rl)
+		d, err := f.v.Verify(context.Background(), &Request{Token: fresh})
+		if closed {
+			if err == nil {
+				t.Errorf("fail closed, limiter down: %s with no error; want an error (503)", d.Code)
+			}
+		} else {
+			// Node-local: the local limiter counts 3, then refuses.
+			for i := range 4 {
+				if i > 0 {
+					d, err = f.v.Verify(context.Background(), &Request{Token: fresh})
+				}
+				want := latchkey.Valid
+				if i == 3 {
+					want = latchkey.RateLimited
+				}
+				if err != nil || d.Code != want {
+					t.Errorf("fallback, request %d: %s %v, want %s", i+1, d.Code, err, want)
+				}
+			}
+		}
+		if f.v.Stats().SharedFailures == 0 {
+			t.Errorf("closed=%v: limiter failures not counted", closed)
+		}
 	}
 }

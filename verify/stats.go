@@ -35,6 +35,10 @@ type Stats struct {
 	Misses uint64
 	// Cached is how many entries the cache holds.
 	Cached int
+	// SharedFailures counts rate-limit checks the shared limiter (Redis)
+	// could not answer: each was counted by the node alone, or refused
+	// with SharedFailClosed.
+	SharedFailures uint64
 }
 
 // Stats returns the counters; the cache hit ratio is 1 - Misses/Lookups.
@@ -45,5 +49,6 @@ func (v *Verifier) Stats() Stats {
 		st.Misses += v.counters.s[i].misses.Load()
 	}
 	st.Cached = v.cache.len()
+	st.SharedFailures = v.sharedFailures.Load()
 	return st
 }

@@ -68,6 +68,12 @@ type Config struct {
 	TouchInterval time.Duration
 	// Limits holds rate limiter state (default: a new table).
 	Limits *ratelimit.Table
+	// Shared, when set, counts rate limits for every node at once (Redis):
+	// one round trip per check of a rate-limited token. When it fails,
+	// the node's own Limits count instead (the default), or, with
+	// SharedFailClosed, the verification fails (an error: 503).
+	Shared           SharedLimits
+	SharedFailClosed bool
 	// Guard, when set, is asked whether the source is blocked before any
 	// lookup (BLOCKED), and told about every refusal (the detector).
 	Guard Guard
@@ -113,6 +119,15 @@ type Request struct {
 	APICall bool
 }
 
+// SharedLimits is a rate limiter shared by the nodes of a cluster.
+// *redis.Client satisfies it.
+type SharedLimits interface {
+	// RateKey names the state of limit r for a token's rotation series.
+	RateKey(series string, r latchkey.RateLimit) string
+	// Allow spends one request from key (or only looks, spend false).
+	Allow(ctx context.Context, key string, r latchkey.RateLimit, spend bool) (bool, latchkey.RateStatus, error)
+}
+
 // Guard blocks sources and learns from refusals. *detect.Detector
 // satisfies it. Blocked is on the hot path and must be cheap.
 type Guard interface {
@@ -132,7 +147,8 @@ type Verifier struct {
 	epoch  atomic.Pointer[epoch]
 	usage  usage
 
-	counters counters
+	counters       counters
+	sharedFailures atomic.Uint64
 }
 
 // epoch anchors the wall clock to the cheap monotonic one. time.Now costs
@@ -358,7 +374,11 @@ func (v *Verifier) decide(ctx context.Context, req *Request, now int64, d *latch
 	}
 	if c != nil {
 		if len(c.limiters) > 0 {
-			ok, st := c.allow(v.cfg.Limits, now, spend)
+			ok, st, err := v.allow(ctx, c, now, spend)
+			if err != nil {
+				d.Code = latchkey.RateLimited
+				return err
+			}
 			d.Rate = st
 			if !ok {
 				d.Code, d.Reason = latchkey.RateLimited, "rate_limited"

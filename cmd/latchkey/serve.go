@@ -31,6 +31,7 @@ import (
 	"github.com/latchkeyhq/latchkey/identity"
 	"github.com/latchkeyhq/latchkey/internal/metrics"
 	"github.com/latchkeyhq/latchkey/postgres"
+	lkredis "github.com/latchkeyhq/latchkey/redis"
 	"github.com/latchkeyhq/latchkey/secret"
 	"github.com/latchkeyhq/latchkey/sqlite"
 	"github.com/latchkeyhq/latchkey/tokens"
@@ -49,7 +50,13 @@ type serveConfig struct {
 	Database  string        // postgres://... ; empty: SQLite in DataDir
 	Node      string        // names this node in audit records (its hash chain); default: the host name
 	Poll      time.Duration // change-log poll interval (PostgreSQL)
-	Staleness time.Duration // longest a cached entry is served without a reload
+	// Redis, when set, shares rate limits and detector windows across
+	// nodes; RedisFailClosed refuses rate-limited tokens while it is down
+	// (default: each node counts alone meanwhile).
+	Redis           string
+	RedisPrefix     string
+	RedisFailClosed bool
+	Staleness       time.Duration // longest a cached entry is served without a reload
 
 	Policy         tokens.Policy
 	TouchInterval  time.Duration
@@ -142,6 +149,10 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, getenv env) 
 	fs.StringVar(&cfg.Database, "database", getenv("LATCHKEY_DATABASE"), "PostgreSQL `URL` (postgres://user@host/db) for a cluster of nodes; default: SQLite in --data-dir [LATCHKEY_DATABASE]")
 	durVar(fs, &pollErr, &cfg.Poll, "poll-interval", getenv, "with --database: how often each node reads the change log, the bound for a node that missed a notification (default 1s)")
 	durVar(fs, &pollErr, &cfg.Staleness, "cache-max-staleness", getenv, "longest a cached token is served without re-reading the store (default 30s)")
+	fs.StringVar(&cfg.Redis, "redis", getenv("LATCHKEY_REDIS"), "Redis `URL` (redis://host:6379/0) where the nodes of a cluster count rate limits and detector windows together; default: each node counts its own [LATCHKEY_REDIS]")
+	fs.StringVar(&cfg.RedisPrefix, "redis-prefix", envOr(getenv, "LATCHKEY_REDIS_PREFIX", "latchkey:"), "prefix of every Redis key latchkey writes [LATCHKEY_REDIS_PREFIX]")
+	redisFailure := envOr(getenv, "LATCHKEY_REDIS_FAILURE", "local")
+	fs.StringVar(&redisFailure, "redis-failure", redisFailure, "while Redis is unreachable: local (each node enforces rate limits alone) or closed (rate-limited tokens are refused, 503) [LATCHKEY_REDIS_FAILURE]")
 	fs.StringVar(&cfg.Node, "node", getenv("LATCHKEY_NODE"), "this node's `name` in audit records; each node keeps its own hash chain, so give every node of a cluster a distinct name (default: the host name) [LATCHKEY_NODE]")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", getenv("LATCHKEY_TLS_CERT"), "TLS certificate `file` (PEM); serve HTTPS with --tls-key [LATCHKEY_TLS_CERT]")
 	fs.StringVar(&cfg.TLSKey, "tls-key", getenv("LATCHKEY_TLS_KEY"), "TLS private key `file` (PEM) [LATCHKEY_TLS_KEY]")
@@ -211,6 +222,20 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, getenv env) 
 	if flagErr != nil {
 		fmt.Fprintf(stderr, "latchkey serve: %v\n", flagErr)
 		return exitUsage
+	}
+	switch redisFailure {
+	case "local":
+	case "closed":
+		cfg.RedisFailClosed = true
+	default:
+		fmt.Fprintf(stderr, "latchkey serve: --redis-failure %q: want local or closed\n", redisFailure)
+		return exitUsage
+	}
+	if cfg.Redis != "" {
+		if _, err := lkredis.New(cfg.Redis, cfg.RedisPrefix); err != nil {
+			fmt.Fprintf(stderr, "latchkey serve: --redis: %v\n", err)
+			return exitUsage
+		}
 	}
 	cfg.Detect.Off = !detectOn
 	if err := cfg.Detect.Validate(); err != nil {
@@ -469,6 +494,7 @@ type daemon struct {
 	det  *detect.Detector
 
 	follower *postgres.Follower // nil on SQLite
+	redis    *lkredis.Client    // nil without --redis
 
 	gw       *gateway.Gateway // nil without --gateway-config
 	gwConfig string
@@ -571,6 +597,22 @@ func startDaemon(ctx context.Context, cfg serveConfig, logger *slog.Logger, stde
 	resp := &detect.StoreResponder{Store: db, Node: node}
 	dcfg := cfg.Detect
 	dcfg.Logger = logger
+	var rc *lkredis.Client
+	if cfg.Redis != "" {
+		if rc, err = lkredis.New(cfg.Redis, cfg.RedisPrefix); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if !ok {
+				rc.Close()
+			}
+		}()
+		if err := rc.Ping(ctx); err != nil {
+			logger.Warn("redis is not reachable: rate limits and detector windows are counted per node until it is", "err", err,
+				"fail_closed", cfg.RedisFailClosed)
+		}
+		dcfg.Shared = rc
+	}
 	var met *metrics.Metrics
 	var sources metrics.Sources
 	// The metrics read the components below at scrape time; the detector
@@ -591,6 +633,10 @@ func startDaemon(ctx context.Context, cfg serveConfig, logger *slog.Logger, stde
 		PositiveTTL: cfg.Staleness}
 	if !cfg.Detect.Off {
 		vcfg.Guard = det
+	}
+	if rc != nil {
+		vcfg.Shared, vcfg.SharedFailClosed = rc, cfg.RedisFailClosed
+		sources.Redis = func() metrics.RedisStats { return metrics.RedisStats{Up: rc.Up(), Failures: rc.Failures()} }
 	}
 	ver := verify.New(db, hasher, pipe, vcfg)
 	svc := &tokens.Service{Store: db, Hasher: hasher, Invalidate: ver.Invalidate, Node: node, Policy: cfg.Policy, FlushUsage: ver.FlushUsage}
@@ -654,7 +700,7 @@ func startDaemon(ctx context.Context, cfg serveConfig, logger *slog.Logger, stde
 		return nil, err
 	}
 	srv := newHTTPServer(api.Handler(), logger)
-	d := &daemon{addr: ln.Addr().String(), srv: srv, api: api, pipe: pipe, db: db, ver: ver, det: det, hooks: hooks, svc: svc, logger: logger,
+	d := &daemon{redis: rc, addr: ln.Addr().String(), srv: srv, api: api, pipe: pipe, db: db, ver: ver, det: det, hooks: hooks, svc: svc, logger: logger,
 		served: make(chan error, 1), unlock: unlock, stopBG: make(chan struct{}), gw: gw, gwConfig: cfg.GatewayConfig}
 	if gw != nil {
 		gln, err := net.Listen("tcp", cfg.GatewayListen)
@@ -743,6 +789,9 @@ func (d *daemon) Shutdown(ctx context.Context) error {
 	err = errors.Join(err, d.ver.Close(ctx)) // last-use times
 	err = errors.Join(err, d.pipe.Close(ctx))
 	d.det.Close() // after the pipeline: its last batches may still find something
+	if d.redis != nil {
+		d.redis.Close()
+	}
 	if d.hooks != nil {
 		d.hooks.Close() // undelivered events go out after the next start
 	}

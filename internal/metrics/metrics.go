@@ -32,6 +32,15 @@ type Sources struct {
 	// Cluster returns the change follower's state (PostgreSQL); nil on a
 	// single node, and then no cluster metric is exported.
 	Cluster func() ClusterStats
+	// Redis returns the shared counters' state; nil without Redis.
+	Redis func() RedisStats
+}
+
+// RedisStats is the state of the shared counters (rate limits, detector
+// windows).
+type RedisStats struct {
+	Up       bool   // no failed call in the last second
+	Failures uint64 // calls that failed: each was counted by the node alone (or refused, fail-closed)
 }
 
 // ClusterStats is how a node keeps up with changes made on other nodes.
@@ -142,6 +151,7 @@ func New(src *Sources) *Metrics {
 		)
 	}
 	reg.MustRegister(clusterCollector{src})
+	reg.MustRegister(redisCollector{src})
 	reg.MustRegister(webhookCollector{func() map[string]uint64 {
 		if src.Webhooks == nil {
 			return nil
@@ -231,4 +241,31 @@ func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(changesDesc, prometheus.CounterValue, float64(st.Notified), "notify")
 	ch <- prometheus.MustNewConstMetric(changesDesc, prometheus.CounterValue, float64(st.Polled), "poll")
 	ch <- prometheus.MustNewConstMetric(reconnectsDesc, prometheus.CounterValue, float64(st.Reconnects))
+}
+
+var (
+	redisUpDesc = prometheus.NewDesc("latchkey_redis_up",
+		"1 while the shared counters (Redis) answer; 0 means rate limits and detector windows are counted per node (or refused, fail-closed).", nil, nil)
+	redisFailDesc = prometheus.NewDesc("latchkey_redis_failures_total",
+		"Calls to the shared counters (Redis) that failed.", nil, nil)
+)
+
+type redisCollector struct{ src *Sources }
+
+func (c redisCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- redisUpDesc
+	ch <- redisFailDesc
+}
+
+func (c redisCollector) Collect(ch chan<- prometheus.Metric) {
+	if c.src.Redis == nil {
+		return
+	}
+	st := c.src.Redis()
+	up := 0.0
+	if st.Up {
+		up = 1
+	}
+	ch <- prometheus.MustNewConstMetric(redisUpDesc, prometheus.GaugeValue, up)
+	ch <- prometheus.MustNewConstMetric(redisFailDesc, prometheus.CounterValue, float64(st.Failures))
 }

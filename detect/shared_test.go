@@ -1,0 +1,129 @@
+package detect
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/latchkeyhq/latchkey"
+)
+
+// memShared is an in-memory Shared: the windows of a whole cluster, with
+// exactly one caller told to act per key.
+type memShared struct {
+	mu    sync.Mutex
+	fails map[string]int64
+	nets  map[string]map[string]bool
+	fired map[string]bool
+	down  bool
+}
+
+func newMemShared() *memShared {
+	return &memShared{fails: map[string]int64{}, nets: map[string]map[string]bool{}, fired: map[string]bool{}}
+}
+
+func (m *memShared) AddFailures(_ context.Context, src string, n int64, _ time.Duration, threshold int) (int64, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.down {
+		return 0, false, errors.New("down")
+	}
+	m.fails[src] += n
+	fire := m.fails[src] >= int64(threshold) && !m.fired["f"+src]
+	if fire {
+		m.fired["f"+src] = true
+	}
+	return m.fails[src], fire, nil
+}
+
+func (m *memShared) AddNetworks(_ context.Context, tok string, nets []string, _ time.Duration, threshold int) (int64, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.down {
+		return 0, false, errors.New("down")
+	}
+	if m.nets[tok] == nil {
+		m.nets[tok] = map[string]bool{}
+	}
+	for _, n := range nets {
+		m.nets[tok][n] = true
+	}
+	n := int64(len(m.nets[tok]))
+	fire := n >= int64(threshold) && !m.fired["n"+tok]
+	if fire {
+		m.fired["n"+tok] = true
+	}
+	return n, fire, nil
+}
+
+func (m *memShared) Networks(_ context.Context, tok string) ([]string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []string
+	for n := range m.nets[tok] {
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// An attacker spreading failures over three nodes, under each node's
+// threshold, is blocked by one of them (the store then tells the others);
+// a token used from many networks through different nodes is caught once.
+func TestSharedWindowsAcrossNodes(t *testing.T) {
+	sh := newMemShared()
+	type node struct {
+		d *Detector
+		c *collector
+	}
+	var nodes []node
+	for range 3 {
+		d, c := newDet(Config{Shared: sh})
+		nodes = append(nodes, node{d, c})
+	}
+	attacker := netip.MustParseAddr("203.0.113.9")
+	for i := range 21 { // 7 per node, threshold 20
+		nodes[i%3].d.Refused(attacker, latchkey.NotFound, "unknown_id", "", ns(time.Duration(i)*time.Second))
+	}
+	const tok = "AAAAAAAAAAAAAAAB"
+	for i := range 12 { // 4 networks per node, threshold 10
+		ev := latchkey.AuditEvent{Kind: latchkey.KindVerify, Outcome: "VALID", TokenID: tok, Time: t0,
+			ClientIP: netip.AddrFrom4([4]byte{10, byte(i), 0, 1}).String()}
+		nodes[i%3].d.Valid([]latchkey.AuditEvent{ev})
+	}
+	blocks, spreads := 0, 0
+	for _, n := range nodes {
+		for _, f := range n.c.findings(n.d) { // Close: the last shared round runs first
+			switch f.Rule {
+			case RuleSourceFailures:
+				blocks++
+				if f.Source != "203.0.113.9" {
+					t.Errorf("blocked %s", f.Source)
+				}
+			case RuleNetworkSpread:
+				spreads++
+				if f.TokenID != tok || f.Evidence["counted"] != "cluster" {
+					t.Errorf("spread finding %+v", f)
+				}
+			}
+		}
+	}
+	if blocks != 1 || spreads != 1 {
+		t.Errorf("%d block findings and %d spread findings across the cluster, want 1 and 1", blocks, spreads)
+	}
+	// Without the shared windows, no node alone would have acted.
+	sh2 := newMemShared()
+	sh2.down = true
+	d, c := newDet(Config{Shared: sh2})
+	for i := range 7 {
+		d.Refused(attacker, latchkey.NotFound, "unknown_id", "", ns(time.Duration(i)*time.Second))
+	}
+	if fs := c.findings(d); len(fs) != 0 {
+		t.Errorf("7 failures on one node with the shared windows down: %v", fs)
+	}
+	if d.Stats().SharedFailures == 0 {
+		t.Error("shared failures not counted")
+	}
+}
