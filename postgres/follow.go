@@ -86,12 +86,18 @@ func (f *Follower) Run(ctx context.Context) {
 	<-done
 }
 
+// maxBackoff caps the wait between reconnection attempts: the poll covers
+// the gap, but notifications should be back soon after the database is.
+const maxBackoff = 2 * time.Second
+
 // listen holds one connection LISTENing, reconnecting with backoff.
 func (f *Follower) listen(ctx context.Context) {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		err := f.listenOnce(ctx)
-		f.listening.Store(false)
+		if f.listening.Swap(false) {
+			backoff = 100 * time.Millisecond // it was up: start over
+		}
 		if ctx.Err() != nil {
 			return
 		}
@@ -102,7 +108,7 @@ func (f *Follower) listen(ctx context.Context) {
 			return
 		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 10*time.Second)
+		backoff = min(2*backoff, maxBackoff)
 	}
 }
 

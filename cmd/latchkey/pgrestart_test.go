@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -191,8 +192,14 @@ func TestPostgresRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	bc := &httpapi.Client{BaseURL: nodes[1].url, Token: checker.Plaintext}
-	if v, err := bc.Verify(ctx, httpapi.VerifyRequest{Token: fresh.Plaintext}); err != nil || !v.Valid {
-		t.Fatalf("B: %+v %v", v, err)
+	budget, err := a.CreateToken(ctx, tokens.CreateRequest{MaxUses: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tok := range []string{budget.Plaintext, fresh.Plaintext} {
+		if v, err := bc.Verify(ctx, httpapi.VerifyRequest{Token: tok}); err != nil || !v.Valid {
+			t.Fatalf("B: %+v %v", v, err)
+		}
 	}
 	cachedAt := time.Now()
 	pg.stop()
@@ -216,6 +223,11 @@ func TestPostgresRestart(t *testing.T) {
 		if v, err := bc.Verify(ctx, httpapi.VerifyRequest{Token: fresh.Plaintext}); err != nil || !v.Valid {
 			t.Errorf("a token cached %v ago, during the outage: %+v %v (want VALID: within the maximum staleness)", time.Since(cachedAt), v, err)
 		}
+		// ...but not one with a usage limit, whose count lives in the
+		// database: usage limits fail closed...
+		if v, err := bc.Verify(ctx, httpapi.VerifyRequest{Token: budget.Plaintext}); latchkey.ErrorCode(err) != latchkey.EUnavailable {
+			t.Errorf("a usage-limited token cached on B, during the outage: %+v %v (want 503: usage limits fail closed)", v, err)
+		}
 		// ...an unknown one is refused (503, not VALID and not NOT_FOUND)...
 		if v, err := bc.Verify(ctx, httpapi.VerifyRequest{Token: unknownOnB.Plaintext}); latchkey.ErrorCode(err) != latchkey.EUnavailable ||
 			!strings.Contains(latchkey.ErrorMessage(err), "cannot verify right now") {
@@ -234,9 +246,20 @@ func TestPostgresRestart(t *testing.T) {
 	up := time.Now()
 	t.Logf("PostgreSQL back after an outage of %v", outage.Round(time.Millisecond))
 
+	listening := func(n *node) bool {
+		resp, err := http.Get(n.url + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return strings.Contains(string(b), "\nlatchkey_cluster_listening 1\n")
+	}
 	for i, n := range nodes {
 		waitFor(t, func() bool { return ready(n) == http.StatusOK })
 		t.Logf("node %d: ready again %v after PostgreSQL", i, time.Since(up).Round(time.Millisecond))
+		waitFor(t, func() bool { return listening(n) })
+		t.Logf("node %d: listening for changes again %v after PostgreSQL", i, time.Since(up).Round(time.Millisecond))
 	}
 	// Recovered: writes work, a new token verifies on the other node, and
 	// a revocation reaches the other node again.
