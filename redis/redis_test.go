@@ -331,3 +331,20 @@ func TestSharedDetectorWindows(t *testing.T) {
 		t.Errorf("networks: %d %v", len(nets), err)
 	}
 }
+
+// BenchmarkPing is the baseline for BenchmarkSharedAllow: one round trip
+// to the same Redis doing nothing.
+func BenchmarkPing(b *testing.B) {
+	c, err := Open(context.Background(), testURL(), testPrefix())
+	if err != nil {
+		b.Skip(err)
+	}
+	defer c.Close()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := c.Ping(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
