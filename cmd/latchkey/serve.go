@@ -764,7 +764,12 @@ func startDaemon(ctx context.Context, cfg serveConfig, logger *slog.Logger, stde
 		}
 		go func() { d.served <- srv.Serve(ln) }()
 	}
-	logger.Info("latchkey listening", "addr", scheme+"://"+d.addr, "data_dir", cfg.DataDir)
+	store := "sqlite"
+	if d.follower != nil {
+		store = "postgres"
+	}
+	logger.Info("latchkey listening", "addr", scheme+"://"+d.addr, "data_dir", cfg.DataDir, "store", store, "node", node,
+		"shared_counters", rc != nil)
 	ok = true
 	return d, nil
 }
