@@ -33,6 +33,7 @@ Usage:
 Server:
   serve                 run the server (embedded SQLite in --data-dir)
   gateway               run the gateway: a reverse proxy that checks every request's token
+  bench                 measure latchkey on this machine against same-run baselines
 
 Client (talks to the server at $LATCHKEY_ADDR with $LATCHKEY_TOKEN):
   token create          issue a token; its plaintext is printed once
@@ -99,6 +100,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return cmdServe(ctx, rest, stderr, getenv)
 	case "gateway":
 		return cmdGateway(ctx, rest, stderr, getenv)
+	case "bench":
+		return cmdBench(ctx, rest, stdout, stderr, getenv)
 	case "verify":
 		return cmdVerify(ctx, rest, stdin, stdout, stderr, getenv)
 	case "token":
