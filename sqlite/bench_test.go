@@ -2,6 +2,7 @@ package sqlite_test
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -27,6 +28,31 @@ func BenchmarkAppendAudit(b *testing.B) {
 	b.ResetTimer()
 	for n := 0; n < b.N; n += len(batch) {
 		if err := db.AppendAudit(context.Background(), batch); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkGetToken: one token read by primary key (a cache miss's store
+// read).
+func BenchmarkGetToken(b *testing.B) {
+	db, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "b.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	ids := make([]string, 1000)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("AbCdEfGhIj%06d", i)
+		tok := &latchkey.Token{ID: ids[i], Prefix: "lk", Name: "billing", Subject: "svc-billing", Scopes: []string{"invoices:read", "invoices:write"},
+			Status: latchkey.StatusActive, Version: 1, CreatedAt: time.Now(), Hash: make([]byte, 32)}
+		if err := db.CreateToken(context.Background(), tok, &latchkey.AuditEvent{Time: time.Now(), Kind: latchkey.KindAdmin, Action: "token.created", Outcome: "OK"}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		if _, err := db.GetToken(context.Background(), ids[i%len(ids)]); err != nil {
 			b.Fatal(err)
 		}
 	}

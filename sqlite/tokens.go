@@ -27,7 +27,14 @@ func (db *DB) CreateToken(ctx context.Context, t *latchkey.Token, ev *latchkey.A
 
 // GetToken reads one token.
 func (db *DB) GetToken(ctx context.Context, id string) (*latchkey.Token, error) {
-	return getToken(ctx, db.r, id)
+	t, _, err := scanToken(db.getToken.QueryRowContext(ctx, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, latchkey.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: get token: %w", err)
+	}
+	return t, nil
 }
 
 type queryer interface {
@@ -341,6 +348,13 @@ func scanToken(s scanner) (*latchkey.Token, int64, error) {
 		dst  any
 	}{{"scopes", scopes, &t.Scopes}, {"tags", tags, &t.Tags}, {"constraints", constraints, &t.Constraints},
 		{"ancestors", ancestors, &t.Ancestors}, {"inherited", inherited, &t.Inherited}} {
+		switch {
+		case f.src == "{}" && f.name == "constraints", f.src == "[]" && (f.name == "ancestors" || f.name == "inherited"):
+			continue // most tokens: nothing to decode, and the zero value is right
+		case f.src == "[]" && f.name == "tags":
+			t.Tags = []string{} // empty, not absent (no allocation)
+			continue
+		}
 		if err := json.Unmarshal([]byte(f.src), f.dst); err != nil {
 			return nil, 0, fmt.Errorf("token %s: %s: %w", t.ID, f.name, err)
 		}

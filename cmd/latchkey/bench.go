@@ -391,4 +391,4 @@ func get(hc *http.Client, url, tok string, want int, hdr map[string]string) func
 }
 
 func closedOf(f func() bool) func(w, i int) bool { return func(int, int) bool { return f() } }
-func openOf(f func() bool) func(i int) bool     { return func(int) bool { return f() } }
+func openOf(f func() bool) func(i int) bool      { return func(int) bool { return f() } }
