@@ -17,6 +17,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 
@@ -34,6 +36,13 @@ type DB struct {
 
 	insertOne, insertMany *sql.Stmt // audit inserts, prepared on the writer
 	getToken              *sql.Stmt // a token by id, prepared on the readers: parsing the query cost 3x the read
+
+	writes    chan *writeReq // WriteTx calls waiting for the committer
+	stop      chan struct{}  // closed by Close
+	committed chan struct{}  // closed when the committer has finished
+	closeOnce sync.Once
+
+	nTx, nWrites atomic.Uint64
 }
 
 var _ latchkey.Store = (*DB)(nil)
@@ -67,7 +76,8 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	}
 	r.SetMaxOpenConns(8)
 	r.SetMaxIdleConns(8)
-	db := &DB{path: path, w: w, r: r}
+	db := &DB{path: path, w: w, r: r, writes: make(chan *writeReq, maxGroup), stop: make(chan struct{}), committed: make(chan struct{})}
+	go db.committer()
 	if err := db.migrate(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -91,6 +101,8 @@ func Open(ctx context.Context, path string) (*DB, error) {
 
 // Close closes both pools.
 func (db *DB) Close() error {
+	db.closeOnce.Do(func() { close(db.stop) })
+	<-db.committed
 	var errs []error
 	for _, st := range []*sql.Stmt{db.insertOne, db.insertMany, db.getToken} {
 		if st != nil {

@@ -3,6 +3,8 @@ package sqlite_test
 import (
 	"context"
 	"database/sql"
+	"fmt"
+	"sync"
 	"os"
 	"path/filepath"
 	"strings"
@@ -141,5 +143,82 @@ func TestAuditChainBackfill(t *testing.T) {
 	defer db.Close()
 	if r, err := audit.VerifyChain(ctx, db); err != nil || !r.OK || r.Checked != 3 {
 		t.Fatalf("after backfill: %+v %v", r, err)
+	}
+}
+
+// Concurrent writes are committed in groups; a write that fails (a
+// duplicate id) or panics undoes only itself, its panic reaches its own
+// caller, and every acknowledged write survives a reopen.
+func TestGroupCommit(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "latchkey.db")
+	db, err := sqlite.Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	mk := func(id string) *latchkey.Token {
+		return &latchkey.Token{ID: id, Prefix: "lk", Subject: "s", Status: latchkey.StatusActive, Version: 1, CreatedAt: time.Now(), Hash: make([]byte, 32)}
+	}
+	ev := func() *latchkey.AuditEvent {
+		return &latchkey.AuditEvent{Time: time.Now(), Node: "n", Kind: latchkey.KindAdmin, Action: "token.created", Outcome: "OK"}
+	}
+	if err := db.CreateToken(ctx, mk("dupdupdupdupdup0"), ev()); err != nil {
+		t.Fatal(err)
+	}
+	const n = 400
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	panics := make([]any, n)
+	for i := range n {
+		wg.Go(func() {
+			defer func() { panics[i] = recover() }()
+			switch {
+			case i%50 == 7:
+				db.WriteTx(ctx, func(tx latchkey.Tx) error {
+					tx.CreateToken(ctx, mk(fmt.Sprintf("panic%011d", i)), ev()) // undone with the panic
+					panic("boom")
+				})
+			case i%10 == 3:
+				errs[i] = db.CreateToken(ctx, mk("dupdupdupdupdup0"), ev())
+			default:
+				errs[i] = db.CreateToken(ctx, mk(fmt.Sprintf("tok%013d", i)), ev())
+			}
+		})
+	}
+	wg.Wait()
+	txs, writes := db.WriteStats()
+	t.Logf("%d writes in %d transactions", writes, txs)
+	if txs >= writes {
+		t.Errorf("%d writes took %d transactions: no group commit", writes, txs)
+	}
+	db.Close()
+	db, err = sqlite.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for i := range n {
+		switch {
+		case i%50 == 7:
+			if panics[i] != "boom" {
+				t.Errorf("write %d: panic %v did not reach its caller", i, panics[i])
+			}
+			if _, err := db.GetToken(ctx, fmt.Sprintf("panic%011d", i)); latchkey.ErrorCode(err) != latchkey.ENotFound {
+				t.Errorf("a panicking write's token is stored: %v", err)
+			}
+		case i%10 == 3:
+			if errs[i] == nil {
+				t.Errorf("write %d: a duplicate id was accepted", i)
+			}
+		default:
+			if errs[i] != nil || panics[i] != nil {
+				t.Errorf("write %d: %v %v", i, errs[i], panics[i])
+			} else if _, err := db.GetToken(ctx, fmt.Sprintf("tok%013d", i)); err != nil {
+				t.Errorf("acknowledged write %d is not stored: %v", i, err)
+			}
+		}
+	}
+	if rep, err := audit.VerifyChain(ctx, db); err != nil || !rep.OK {
+		t.Errorf("chain after failed writes in groups: %+v %v", rep, err)
 	}
 }

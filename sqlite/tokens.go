@@ -142,20 +142,164 @@ func (db *DB) UpdateToken(ctx context.Context, id string, fn func(t *latchkey.To
 	return out, err
 }
 
-// WriteTx runs fn in one IMMEDIATE transaction on the writer connection.
+// WriteTx runs fn in a transaction on the writer connection and returns
+// once it is durable (or has failed). Writes are group-committed: while
+// one transaction commits, the writes that arrive queue up, and the next
+// transaction runs them all, each in a savepoint of its own, so one
+// write's failure undoes only that write. Alone, a write is its own
+// transaction and waits for nothing. Every write is acknowledged only
+// after the commit that holds it.
 func (db *DB) WriteTx(ctx context.Context, fn func(tx latchkey.Tx) error) error {
-	sqlTx, err := db.w.BeginTx(ctx, nil)
+	r := &writeReq{ctx: ctx, fn: fn, done: make(chan writeResult, 1)}
+	select {
+	case db.writes <- r:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-db.stop:
+		return errClosed
+	}
+	res := <-r.done
+	if res.panicked != nil {
+		panic(res.panicked)
+	}
+	return res.err
+}
+
+var errClosed = errors.New("sqlite: the database is closed")
+
+// maxGroup bounds the writes in one transaction.
+const maxGroup = 256
+
+type writeReq struct {
+	ctx  context.Context
+	fn   func(tx latchkey.Tx) error
+	done chan writeResult
+}
+
+type writeResult struct {
+	err      error
+	panicked any // fn panicked: re-raised on the caller's goroutine
+}
+
+// committer runs queued writes, as many per transaction as are waiting.
+func (db *DB) committer() {
+	defer close(db.committed)
+	for {
+		var r *writeReq
+		select {
+		case r = <-db.writes:
+		case <-db.stop:
+			// Writes that made it into the queue are still carried out.
+			for {
+				select {
+				case r = <-db.writes:
+					db.commitGroup([]*writeReq{r})
+				default:
+					return
+				}
+			}
+		}
+		group := []*writeReq{r}
+	gather:
+		for len(group) < maxGroup {
+			select {
+			case r = <-db.writes:
+				group = append(group, r)
+			default:
+				break gather
+			}
+		}
+		db.commitGroup(group)
+	}
+}
+
+// runWrite calls fn, turning a panic into a result for its caller.
+func runWrite(r *writeReq, x *tx) (res writeResult) {
+	defer func() {
+		if p := recover(); p != nil {
+			res.panicked = p
+		}
+	}()
+	return writeResult{err: r.fn(x)}
+}
+
+// WriteStats reports how many transactions the committer has run and how
+// many writes they held: writes/transactions is the group commit's gain.
+func (db *DB) WriteStats() (transactions, writes uint64) {
+	return db.nTx.Load(), db.nWrites.Load()
+}
+
+func (db *DB) commitGroup(group []*writeReq) {
+	db.nTx.Add(1)
+	db.nWrites.Add(uint64(len(group)))
+	fail := func(rs []*writeReq, err error) {
+		for _, r := range rs {
+			r.done <- writeResult{err: err}
+		}
+	}
+	sqlTx, err := db.w.BeginTx(context.Background(), nil)
 	if err != nil {
-		return fmt.Errorf("sqlite: begin: %w", err)
+		fail(group, fmt.Errorf("sqlite: begin: %w", err))
+		return
 	}
 	defer sqlTx.Rollback()
-	if err := fn(&tx{db: db, tx: sqlTx}); err != nil {
-		return err
+	x := &tx{db: db, tx: sqlTx}
+	if len(group) == 1 {
+		r := group[0]
+		res := runWrite(r, x)
+		if res.err == nil && res.panicked == nil {
+			if err := sqlTx.Commit(); err != nil {
+				res.err = fmt.Errorf("sqlite: commit: %w", err)
+			}
+		}
+		r.done <- res
+		return
+	}
+	var ok []*writeReq
+	for i, r := range group {
+		if err := r.ctx.Err(); err != nil {
+			r.done <- writeResult{err: err}
+			continue
+		}
+		// abort ends the group: nothing in the transaction is committed,
+		// and every write not yet answered gets err.
+		abort := func(err error, answered bool) {
+			rest := append(ok, group[i+1:]...)
+			if !answered {
+				rest = append(rest, r)
+			}
+			fail(rest, err)
+			ok = nil
+		}
+		if _, err := sqlTx.Exec("SAVEPOINT w"); err != nil {
+			abort(fmt.Errorf("sqlite: savepoint: %w", err), false)
+			break
+		}
+		res := runWrite(r, x)
+		if res.err != nil || res.panicked != nil {
+			_, err1 := sqlTx.Exec("ROLLBACK TO w")
+			_, err2 := sqlTx.Exec("RELEASE w")
+			r.done <- res
+			if err := errors.Join(err1, err2); err != nil {
+				abort(fmt.Errorf("sqlite: rolling back a failed write: %w", err), true)
+				break
+			}
+			continue
+		}
+		if _, err := sqlTx.Exec("RELEASE w"); err != nil {
+			abort(fmt.Errorf("sqlite: release savepoint: %w", err), false)
+			break
+		}
+		ok = append(ok, r)
+	}
+	if len(ok) == 0 {
+		return
 	}
 	if err := sqlTx.Commit(); err != nil {
-		return fmt.Errorf("sqlite: commit: %w", err)
+		fail(ok, fmt.Errorf("sqlite: commit: %w", err))
+		return
 	}
-	return nil
+	fail(ok, nil)
 }
 
 type tx struct {
