@@ -1,10 +1,12 @@
 package main
 
-// Load harnesses for the detector and the audit log. They measure
+// A load harness for the detector. They measure
 // throughput ratios against a baseline run in the same process, windows
 // alternating (A B A B ...), and report medians:
 //
-//	go test -run '^$' -bench 'BenchmarkAttack|BenchmarkAuditCost' -benchtime=1x -count=3 ./cmd/latchkey/
+//	go test -run '^$' -bench BenchmarkAttack -benchtime=1x -count=3 ./cmd/latchkey/
+//
+// The audit-cost figure moved to "latchkey bench --scenarios audit".
 //
 // They are benchmarks, not tests: speed is never asserted in a unit test.
 
@@ -15,7 +17,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -25,12 +26,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/latchkeyhq/latchkey/audit"
 	"github.com/latchkeyhq/latchkey/httpapi"
 	"github.com/latchkeyhq/latchkey/secret"
-	"github.com/latchkeyhq/latchkey/sqlite"
 	"github.com/latchkeyhq/latchkey/tokens"
-	"github.com/latchkeyhq/latchkey/verify"
 )
 
 const (
@@ -143,62 +141,6 @@ func BenchmarkAttack(b *testing.B) {
 	b.ReportMetric(median(loud)/loadWindow.Seconds(), "attack-verif/s")
 	b.ReportMetric(median(ratios), "ratio")
 	b.ReportMetric(float64(blockedTotal)/float64(b.N*loadPairs), "blocked/1000")
-}
-
-// apiServer is the API on a real listener with or without the audit log.
-func apiServer(b *testing.B, withAudit bool) (url, root, tok string) {
-	db, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "db"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { db.Close() })
-	key := make([]byte, 32)
-	rand.Read(key)
-	h, _ := secret.NewHasher(key)
-	var pipe *audit.Pipeline
-	if withAudit {
-		pipe = &audit.Pipeline{Sink: db}
-		pipe.Start()
-		b.Cleanup(func() { pipe.Close(context.Background()) })
-	}
-	v := verify.New(db, h, pipe, verify.Config{})
-	b.Cleanup(func() { v.Close(context.Background()) })
-	svc := &tokens.Service{Store: db, Hasher: h, Invalidate: v.Invalidate}
-	rt, _, err := svc.Bootstrap(context.Background())
-	if err != nil {
-		b.Fatal(err)
-	}
-	api := &httpapi.Server{Verifier: v, Tokens: svc, Audit: db}
-	srv := httptest.NewServer(api.Handler())
-	b.Cleanup(srv.Close)
-	_, pt, err := svc.Create(context.Background(), tokens.Actor{}, tokens.CreateRequest{Scopes: []string{"a:b"}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	return srv.URL, rt.Reveal(), pt.Reveal()
-}
-
-// BenchmarkAuditCost: HTTP verify throughput with every attempt audited
-// (async group commit to SQLite) against the same server without an
-// audit log.
-func BenchmarkAuditCost(b *testing.B) {
-	onURL, onRoot, onTok := apiServer(b, true)
-	offURL, offRoot, offTok := apiServer(b, false)
-	hc := loadClient()
-	drive(b, hc, onURL, onRoot, onTok, loadWindow/2)
-	drive(b, hc, offURL, offRoot, offTok, loadWindow/2)
-	var on, off, ratios []float64
-	for range b.N {
-		for range loadPairs {
-			x := drive(b, hc, offURL, offRoot, offTok, loadWindow)
-			y := drive(b, hc, onURL, onRoot, onTok, loadWindow)
-			off, on = append(off, float64(x)), append(on, float64(y))
-			ratios = append(ratios, float64(y)/float64(x))
-		}
-	}
-	b.ReportMetric(median(off)/loadWindow.Seconds(), "off-verif/s")
-	b.ReportMetric(median(on)/loadWindow.Seconds(), "on-verif/s")
-	b.ReportMetric(median(ratios), "ratio")
 }
 
 func readRootB(b *testing.B, dir string) string {

@@ -21,7 +21,10 @@ import (
 
 // pgSchema makes a fresh schema on the test PostgreSQL server and returns
 // a URL that uses it.
-func pgSchema(t *testing.T) string { return pgSchemaB(t) }
+func pgSchema(t *testing.T) string {
+	t.Helper()
+	return pgSchemaB(t)
+}
 
 func pgSchemaB(t testing.TB) string {
 	t.Helper()
