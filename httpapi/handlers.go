@@ -296,7 +296,7 @@ func (s *Server) revocations(w http.ResponseWriter, r *http.Request, a tokens.Ac
 
 func (s *Server) verify(w http.ResponseWriter, r *http.Request, a tokens.Actor) error {
 	var req VerifyRequest
-	if err := decode(w, r, &req); err != nil {
+	if err := decodeVerify(w, r, &req); err != nil {
 		return err
 	}
 	if req.Token == "" {
@@ -363,7 +363,7 @@ func (s *Server) verify(w http.ResponseWriter, r *http.Request, a tokens.Actor) 
 		// Real but refused: the id helps the caller's logs; nothing else.
 		resp.TokenID = d.TokenID
 	}
-	writeJSON(w, http.StatusOK, resp)
+	writeVerify(w, &resp)
 	return nil
 }
 

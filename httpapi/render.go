@@ -83,7 +83,13 @@ func decode(w http.ResponseWriter, r *http.Request, v any) error {
 	// The body is read as JSON whatever its Content-Type says: "curl -d"
 	// labels JSON as a form, and refusing it helps nobody. Admin calls need
 	// a bearer header, which a cross-site form cannot send.
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	return decodeFrom(http.MaxBytesReader(w, r.Body, MaxBodyBytes), v)
+}
+
+// decodeFrom reads exactly one JSON object from body into v, refusing
+// unknown fields.
+func decodeFrom(body io.Reader, v any) error {
+	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return decodeError(err)

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -105,6 +106,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	fs.IntVar(&e.revocations, "revocations", 200, "revocations timed for the propagation figure")
 	asJSON := fs.Bool("json", false, "write the results as JSON instead of a table")
 	quiet := fs.Bool("quiet", false, "no progress lines on standard error")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run (servers and load generator share the process) to `file`, for go tool pprof")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
@@ -140,6 +142,19 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	}
 	e.exe = getenvOr(getenv, "LATCHKEY_BENCH_BINARY", exe)
 	defer e.cleanup()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "latchkey bench: %v\n", err)
+			return exitUsage
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(stderr, "latchkey bench: %v\n", err)
+			return exitUsage
+		}
+		defer pprof.StopCPUProfile()
+	}
 	var results []benchResult
 	for _, s := range run {
 		fmt.Fprintf(e.progress, "bench: %s ...\n", s)

@@ -1,0 +1,97 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/latchkeyhq/latchkey"
+)
+
+var verifyBodies = []string{
+	`{"token":"lk_abc","scopes":["a:b","c:d"],"ip":"198.51.100.7","method":"GET","path":"/x"}`,
+	` { "token" : "t" , "scopes" : [ ] } `,
+	"{\n\t\"token\":\"t\",\"scopes\":[\"x\"]\r\n}",
+	`{}`,
+	`{"token":"t","token":"u"}`,
+	`{"scopes":["a"],"scopes":["b","c"]}`,
+	`{"Token":"t"}`,
+	`{"token":"t\u0041"}`,
+	`{"token":"é"}`,
+	`{"token":null}`,
+	`{"scopes":null}`,
+	`{"token":"t","extra":1}`,
+	`{"token":"t"} {}`,
+	`{"token":"t",}`,
+	`{"token":1}`,
+	`{"scopes":"a"}`,
+	`[]`,
+	``,
+	`{"token":"t"`,
+	`{"token":"<&>"}`,
+}
+
+// The fast reader accepts only what encoding/json accepts, with the same
+// result.
+func FuzzVerifyJSON(f *testing.F) {
+	for _, b := range verifyBodies {
+		f.Add([]byte(b))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var fast, slow VerifyRequest
+		if !parseVerifyFast(b, &fast) {
+			return
+		}
+		if err := decodeFrom(bytes.NewReader(b), &slow); err != nil {
+			t.Fatalf("fast path accepted %q, encoding/json refuses it: %v", b, err)
+		}
+		if !reflect.DeepEqual(fast, slow) {
+			t.Fatalf("%q: fast %+v, encoding/json %+v", b, fast, slow)
+		}
+	})
+}
+
+func TestVerifyJSONFastPathTaken(t *testing.T) {
+	for i, b := range verifyBodies[:6] {
+		var r VerifyRequest
+		if !parseVerifyFast([]byte(b), &r) {
+			t.Errorf("body %d %q: the common shape fell back to encoding/json", i, b)
+		}
+	}
+}
+
+// The fast writer writes exactly what writeJSON writes, or steps aside.
+func TestVerifyResponseMatchesEncodingJSON(t *testing.T) {
+	exp := time.Date(2027, 1, 2, 3, 4, 5, 600, time.UTC)
+	rem := int64(7)
+	cases := []VerifyResponse{
+		{Valid: true, Code: latchkey.Valid, TokenID: "AbCdEfGhIjKlMnOp", Subject: "svc", Scopes: []string{"a:b", "c:*"}, Meta: json.RawMessage(`{}`)},
+		{Valid: true, Code: latchkey.Valid, TokenID: "x", ExpiresAt: &exp, Meta: json.RawMessage(`{"team":"<billing & co>","n":[1,2]}`), Remaining: &rem,
+			RateLimit: &RateLimitStatus{Limit: 10, Remaining: 3, Reset: exp}, Warnings: []string{"rotation_due"}},
+		{Valid: false, Code: latchkey.RateLimited, TokenID: "x", RateLimit: &RateLimitStatus{Limit: 10, Reset: exp.In(time.FixedZone("x", 3600)), RetryAfter: 6}},
+		{Valid: false, Code: latchkey.NotFound},
+		{Valid: true, Code: latchkey.Valid, Subject: "naïve", Scopes: []string{"a"}},
+		{Valid: true, Code: latchkey.Valid, Subject: "quote\"d", Meta: json.RawMessage(`{ "spaced": true }`)},
+		{Valid: true, Code: latchkey.Valid, Scopes: []string{}, Warnings: []string{}},
+	}
+	for i, c := range cases {
+		var want bytes.Buffer
+		enc := json.NewEncoder(&want)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(&c); err != nil {
+			t.Fatal(err)
+		}
+		got, ok := appendVerifyResponse(nil, &c)
+		if !ok {
+			if i < 4 {
+				t.Errorf("case %d: the common shape fell back", i)
+			}
+			continue
+		}
+		if string(got) != want.String() {
+			t.Errorf("case %d:\n got %s\nwant %s", i, got, want.String())
+		}
+	}
+}
