@@ -17,6 +17,12 @@ import (
 // back to encoding/json, which also words the errors; FuzzVerifyJSON holds
 // the two to the same results.
 
+var (
+	hdrJSON    = []string{"application/json"}
+	hdrNoStore = []string{"no-store"}
+	hdrNoSniff = []string{"nosniff"}
+)
+
 var bodyPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
 
 // decodeVerify reads a VerifyRequest from the body, with decode's limits
@@ -207,10 +213,10 @@ func writeVerify(w http.ResponseWriter, resp *VerifyResponse) {
 		writeJSON(w, http.StatusOK, resp)
 		return
 	}
+	// Shared header values (net/http only reads them): three allocations
+	// fewer than Header.Set.
 	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
+	h["Content-Type"], h["Cache-Control"], h["X-Content-Type-Options"] = hdrJSON, hdrNoStore, hdrNoSniff
 	w.WriteHeader(http.StatusOK)
 	w.Write(b)
 }
