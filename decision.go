@@ -1,6 +1,9 @@
 package latchkey
 
-import "time"
+import (
+	"encoding/json"
+	"time"
+)
 
 // Code is the outcome of one verification, in the order of DESIGN.md §2.
 // The zero value is Malformed, so a forgotten assignment never reads as valid.
@@ -80,13 +83,23 @@ type Decision struct {
 	Reason string
 	// TokenID is the parsed id, when the token parsed.
 	TokenID string
-	// Subject is the token's subject, when a token was found. It repeats
-	// Token.Subject so the audit record can take it from the cache slot
-	// without dereferencing Token (a cache miss per cold token).
+	// Found reports that a token with this id and secret exists: the facts
+	// below are its own. (A refusal may still have found one: REVOKED,
+	// EXPIRED, ...)
+	Found bool
+	// Subject is the token's subject.
 	Subject string
-	// Token is the stored record when one was found. It is shared with the
-	// cache and must be treated as read-only.
-	Token *Token
+	// Scopes are the token's grants and Meta its metadata. Both are
+	// shared with the verifier's cache (and other tokens with the same
+	// values) and must be treated as read-only.
+	Scopes []string
+	Meta   json.RawMessage
+	// CreatedAt, ExpiresAt and NotBefore are the token's times (zero when
+	// unset). ExpiresAt is cut to the end of the grace period once the
+	// token was rotated.
+	CreatedAt, ExpiresAt, NotBefore time.Time
+	// Version is the token record's version: it changes with every change.
+	Version int64
 	// Latency is how long the decision took.
 	Latency time.Duration
 	// Remaining is how many uses a usage-limited token has left after this

@@ -95,14 +95,13 @@ func Deny(w http.ResponseWriter, o Outcome, missing bool) {
 // removing any the client sent.
 func (a *Authorizer) Identify(h http.Header, d latchkey.Decision, aud string) {
 	StripIdentity(h)
-	t := d.Token
-	h.Set(HeaderTokenID, t.ID)
-	h.Set(HeaderSubject, t.Subject)
+	h.Set(HeaderTokenID, d.TokenID)
+	h.Set(HeaderSubject, d.Subject)
 	if a.Signer == nil {
-		h.Set(HeaderScopes, strings.Join(t.Scopes, " "))
+		h.Set(HeaderScopes, strings.Join(d.Scopes, " "))
 		return
 	}
-	e := a.jwt(t, aud)
+	e := a.jwt(&d, aud)
 	h.Set(HeaderScopes, e.scopes)
 	h.Set(identity.Header, e.jwt)
 }
@@ -127,18 +126,21 @@ func (a *Authorizer) now() time.Time {
 // jwt returns a signed identity for token t and audience aud. Signing
 // costs tens of microseconds, so a JWT is reused for half its life by
 // every request of the same token to the same route.
-func (a *Authorizer) jwt(t *latchkey.Token, aud string) jwtEntry {
+func (a *Authorizer) jwt(d *latchkey.Decision, aud string) jwtEntry {
 	now := a.now()
-	k := jwtKey{t.ID, aud, t.Version}
+	k := jwtKey{d.TokenID, aud, d.Version}
 	if e, ok := a.jwts.get(k); ok && now.Before(e.reuseUntil) {
 		return e
 	}
+	// The decision's id is part of the presented token's memory: the
+	// cache keeps a copy.
+	k.tokenID = strings.Clone(d.TokenID)
 	ttl := a.Signer.TTL()
-	if !t.ExpiresAt.IsZero() && t.ExpiresAt.Sub(now) < ttl {
-		ttl = max(time.Second, t.ExpiresAt.Sub(now)) // never outlive the token by much
+	if !d.ExpiresAt.IsZero() && d.ExpiresAt.Sub(now) < ttl {
+		ttl = max(time.Second, d.ExpiresAt.Sub(now)) // never outlive the token by much
 	}
-	scopes := strings.Join(t.Scopes, " ")
-	s := a.Signer.Sign(identity.Claims{Subject: t.Subject, TokenID: t.ID, Scope: scopes, Audience: aud, ID: jwtID()}, now)
+	scopes := strings.Join(d.Scopes, " ")
+	s := a.Signer.Sign(identity.Claims{Subject: d.Subject, TokenID: k.tokenID, Scope: scopes, Audience: aud, ID: jwtID()}, now)
 	e := jwtEntry{jwt: s, scopes: scopes, reuseUntil: now.Add(min(ttl, a.Signer.TTL()) / 2)}
 	a.jwts.put(k, e)
 	return e

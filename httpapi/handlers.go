@@ -350,10 +350,9 @@ func (s *Server) verify(w http.ResponseWriter, r *http.Request, a tokens.Actor) 
 		}
 	}
 	if d.Valid() {
-		t := d.Token
-		resp.TokenID, resp.Subject, resp.Scopes, resp.Meta = t.ID, t.Subject, t.Scopes, t.Meta
-		if !t.ExpiresAt.IsZero() {
-			resp.ExpiresAt = &t.ExpiresAt
+		resp.TokenID, resp.Subject, resp.Scopes, resp.Meta = d.TokenID, d.Subject, d.Scopes, d.Meta
+		if !d.ExpiresAt.IsZero() {
+			resp.ExpiresAt = &d.ExpiresAt
 		}
 		if d.Remaining >= 0 {
 			resp.Remaining = &d.Remaining

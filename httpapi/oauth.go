@@ -60,14 +60,13 @@ func (s *Server) introspect(w http.ResponseWriter, r *http.Request, a tokens.Act
 		writeJSON(w, http.StatusOK, Introspection{Active: false})
 		return nil
 	}
-	t := d.Token
-	res := Introspection{Active: true, Scope: strings.Join(t.Scopes, " "), ClientID: t.ID, Subject: t.Subject,
-		IssuedAt: t.CreatedAt.Unix(), JTI: t.ID, TokenType: "Bearer"}
-	if !t.ExpiresAt.IsZero() {
-		res.ExpiresAt = t.ExpiresAt.Unix()
+	res := Introspection{Active: true, Scope: strings.Join(d.Scopes, " "), ClientID: d.TokenID, Subject: d.Subject,
+		IssuedAt: d.CreatedAt.Unix(), JTI: d.TokenID, TokenType: "Bearer"}
+	if !d.ExpiresAt.IsZero() {
+		res.ExpiresAt = d.ExpiresAt.Unix()
 	}
-	if !t.NotBefore.IsZero() {
-		res.NotBefore = t.NotBefore.Unix()
+	if !d.NotBefore.IsZero() {
+		res.NotBefore = d.NotBefore.Unix()
 	}
 	writeJSON(w, http.StatusOK, res)
 	return nil
@@ -87,9 +86,10 @@ func (s *Server) oauthRevoke(w http.ResponseWriter, r *http.Request, a tokens.Ac
 	if err != nil {
 		return latchkey.Errorf(latchkey.EUnavailable, "cannot revoke right now")
 	}
-	if d.Token != nil && d.Code != latchkey.Revoked {
-		self := tokens.Actor{TokenID: d.Token.ID, Scopes: d.Token.Scopes, ClientIP: a.ClientIP, UserAgent: a.UserAgent, RequestID: a.RequestID}
-		if _, err := s.Tokens.Revoke(r.Context(), self, d.Token.ID, "revoked by its holder (RFC 7009)"); err != nil &&
+	if d.Found && d.Code != latchkey.Revoked {
+		id := strings.Clone(d.TokenID)
+		self := tokens.Actor{TokenID: id, Scopes: d.Scopes, ClientIP: a.ClientIP, UserAgent: a.UserAgent, RequestID: a.RequestID}
+		if _, err := s.Tokens.Revoke(r.Context(), self, id, "revoked by its holder (RFC 7009)"); err != nil &&
 			latchkey.ErrorCode(err) != latchkey.EConflict {
 			return err
 		}

@@ -78,7 +78,7 @@ func (s *Server) reportLeaks(w http.ResponseWriter, r *http.Request, a tokens.Ac
 		if err != nil {
 			return err
 		}
-		a.TokenID, a.Scopes = d.TokenID, d.Token.Scopes
+		a.TokenID, a.Scopes = d.TokenID, d.Scopes
 	}
 	var reports []tokens.LeakReport
 	if err := json.Unmarshal(body, &reports); err != nil {

@@ -243,7 +243,7 @@ func (s *Server) endpoint(rt Route, fn handlerFunc) http.Handler {
 				s.writeError(w, r, err)
 				return
 			}
-			a.TokenID, a.Scopes = d.TokenID, d.Token.Scopes
+			a.TokenID, a.Scopes = d.TokenID, d.Scopes
 		}
 		if err := fn(w, r, a); err != nil {
 			s.writeError(w, r, err)

@@ -91,8 +91,7 @@ func (l local) Check(ctx context.Context, token string, scopes []string, ip stri
 	if err != nil || !d.Valid() {
 		return d, Identity{}, err
 	}
-	t := d.Token
-	return d, Identity{TokenID: t.ID, Subject: t.Subject, Scopes: t.Scopes, Meta: t.Meta}, nil
+	return d, Identity{TokenID: d.TokenID, Subject: d.Subject, Scopes: d.Scopes, Meta: d.Meta}, nil
 }
 
 // Remote checks tokens with a latchkey server's POST /v1/verify; the

@@ -77,6 +77,15 @@ func New(url, prefix string) (*Client, error) {
 	return c, nil
 }
 
+// quiet drops go-redis's own log lines (a dial failure per attempt, on
+// standard error): the client counts failures and latchkey reports them
+// through its logs and metrics (latchkey_redis_up).
+type quiet struct{}
+
+func (quiet) Printf(context.Context, string, ...any) {}
+
+func init() { goredis.SetLogger(quiet{}) }
+
 // Close closes the pool.
 func (c *Client) Close() error { return c.rdb.Close() }
 

@@ -70,6 +70,20 @@ func (hs *Hasher) Equal(id string, secret *[32]byte, want []byte) bool {
 	return ok
 }
 
+// EqualPrefix is Equal against a truncated hash: want holds the first
+// len(want) bytes of it, at least 16 (128 bits, as truncated HMACs go,
+// RFC 2104 §5). The verifier's cache keeps 16 to fit a slot in one cache
+// line.
+func (hs *Hasher) EqualPrefix(id string, secret *[32]byte, want []byte) bool {
+	if len(want) < 16 || len(want) > sha256.Size {
+		return false
+	}
+	st := hs.pool.Get().(*hashState)
+	ok := subtle.ConstantTimeCompare(hs.sum(st, id, secret)[:len(want)], want) == 1
+	hs.pool.Put(st)
+	return ok
+}
+
 // Fingerprint returns a short public identifier of key, stored by the
 // server so that a node started with a different key refuses to run
 // (instead of answering NOT_FOUND for every token). It reveals nothing

@@ -4,8 +4,6 @@ import (
 	mrand "math/rand/v2"
 	"testing"
 	"unsafe"
-
-	"github.com/latchkeyhq/latchkey"
 )
 
 // The open-addressing table agrees with a Go map under random puts,
@@ -20,13 +18,13 @@ func TestCacheMatchesMap(t *testing.T) {
 			keys[i][j] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"[r.IntN(62)]
 		}
 	}
-	tok := &latchkey.Token{}
+	tok := &tokenInfo{}
 	for op := 0; op < 200000; op++ {
 		k := &keys[r.IntN(len(keys))]
 		switch r.IntN(3) {
 		case 0:
 			v := int64(op + 1)
-			c.putIfCurrent(k, entry{tok: tok, staleAt: 1 << 62, expiresAt: v}, c.generation(k), 0)
+			c.putIfCurrent(k, entry{info: tok, staleAt: 1 << 62, expiresAt: v}, c.generation(k), 0)
 			ref[*k] = v
 		case 1:
 			c.invalidate(k)
@@ -52,7 +50,7 @@ func TestCacheMatchesMap(t *testing.T) {
 func TestCacheEviction(t *testing.T) {
 	c := newCache(64 * 100) // 100 per shard
 	r := mrand.New(mrand.NewPCG(3, 4))
-	tok := &latchkey.Token{}
+	tok := &tokenInfo{}
 	var k key
 	for i := 0; i < 50000; i++ {
 		for j := range k {
@@ -60,7 +58,7 @@ func TestCacheEviction(t *testing.T) {
 		}
 		e := entry{staleAt: 1 << 62}
 		if i%2 == 0 {
-			e.tok = tok
+			e.info = tok
 		}
 		c.putIfCurrent(&k, e, c.generation(&k), 0)
 	}
@@ -75,9 +73,9 @@ func TestCacheEviction(t *testing.T) {
 		for j := range k {
 			k[j] = byte('A' + r.IntN(26))
 		}
-		c2.putIfCurrent(&k, entry{tok: tok, staleAt: 10}, c2.generation(&k), 0)
+		c2.putIfCurrent(&k, entry{info: tok, staleAt: 10}, c2.generation(&k), 0)
 	}
-	c2.putIfCurrent(&k, entry{tok: tok, staleAt: 1 << 62}, c2.generation(&k), 20)
+	c2.putIfCurrent(&k, entry{info: tok, staleAt: 1 << 62}, c2.generation(&k), 20)
 	if _, ok := c2.get(&k, 20); !ok {
 		t.Fatal("a fresh entry was not stored after evicting stale ones")
 	}
@@ -87,10 +85,7 @@ func TestCacheLayout(t *testing.T) {
 	if n := unsafe.Sizeof(shard{}); n != 64 {
 		t.Errorf("a shard is %d bytes; keep it at one cache line (64)", n)
 	}
-	if n := unsafe.Sizeof(slot{}); n != 128 {
-		t.Errorf("a slot is %d bytes; keep it at 128 (two cache lines)", n)
-	}
-	if off := unsafe.Offsetof(slot{}.e) + unsafe.Offsetof(entry{}.expiresAt); off+8 > 64 {
-		t.Errorf("expiresAt ends at byte %d; the first cache line should hold key, hash, staleness and expiry", off+8)
+	if n := unsafe.Sizeof(slot{}); n != 64 {
+		t.Errorf("a slot is %d bytes; keep it at 64 (one cache line)", n)
 	}
 }

@@ -71,9 +71,9 @@ func (v *Verifier) noteUse(k *key, e *entry, now int64) {
 	sec := uint32((now + int64(time.Second) - 1) / int64(time.Second))
 	v.cache.touch(k, sec)
 	v.usage.note(*k, now)
-	if e.cons != nil {
-		for i := range e.cons.ancestors {
-			a := &e.cons.ancestors[i]
+	if c := e.info.cons; c != nil {
+		for i := range c.ancestors {
+			a := &c.ancestors[i]
 			v.cache.touch(a, sec)
 			v.usage.note(*a, now)
 		}

@@ -10,9 +10,11 @@ package verify
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 	"net/netip"
+	"slices"
 	"sync/atomic"
 	"time"
 	"unique"
@@ -301,21 +303,27 @@ func (v *Verifier) decide(ctx context.Context, req *Request, now int64, d *latch
 			return err
 		}
 	}
-	if e.tok == nil {
+	if e.info == nil {
 		d.Code, d.Reason = latchkey.NotFound, "unknown_id"
 		return nil
 	}
-	if !v.hasher.Equal(parts.ID, &parts.Secret, e.hash[:]) {
+	if !v.hasher.EqualPrefix(parts.ID, &parts.Secret, e.hash[:]) {
 		d.Code, d.Reason = latchkey.NotFound, "secret_mismatch"
 		return nil
 	}
-	if parts.Prefix != e.prefix.Value() {
+	in := e.info
+	if parts.Prefix != in.prefix.Value() {
 		// The hash covers id and secret only; a swapped prefix with a
 		// recomputed checksum is still not this token.
 		d.Code, d.Reason = latchkey.NotFound, "prefix_mismatch"
 		return nil
 	}
-	d.Token, d.Subject = e.tok, e.subject
+	d.Found, d.Subject, d.Scopes, d.Meta = true, in.subject.Value(), *in.scopeList, *in.meta
+	d.CreatedAt, d.Version = timeOf(in.createdAt), in.version
+	d.ExpiresAt = timeOf(e.expiresAt)
+	if in.cons != nil {
+		d.NotBefore = timeOf(in.cons.notBefore)
+	}
 	switch e.state {
 	case stateActive:
 	case stateRevoked:
@@ -323,7 +331,7 @@ func (v *Verifier) decide(ctx context.Context, req *Request, now int64, d *latch
 		return nil
 	case stateSuspended:
 		d.Code, d.Reason = latchkey.Suspended, "suspended"
-		if e.tok.SuspendedVia != "" && e.tok.SuspendedVia != e.tok.ID {
+		if e.flags&flagAncestorSuspended != 0 {
 			d.Reason = "ancestor_suspended"
 		}
 		return nil
@@ -333,12 +341,12 @@ func (v *Verifier) decide(ctx context.Context, req *Request, now int64, d *latch
 	}
 	if e.expiresAt != 0 && now >= e.expiresAt {
 		d.Code, d.Reason = latchkey.Expired, "expired"
-		if e.tok.SuccessorID != "" {
+		if e.flags&flagRotated != 0 {
 			d.Reason = "rotated" // the grace period after a rotation has ended
 		}
 		return nil
 	}
-	c := e.cons
+	c := in.cons
 	if c != nil {
 		if c.idle > 0 {
 			if now >= max(c.idleFrom, int64(e.usedSec)*int64(time.Second))+c.idle {
@@ -368,7 +376,7 @@ func (v *Verifier) decide(ctx context.Context, req *Request, now int64, d *latch
 			return nil
 		}
 	}
-	if len(req.Scopes) > 0 && !coversAll(e.scopes.Value(), req.Scopes) {
+	if len(req.Scopes) > 0 && !coversAll(in.scopes.Value(), req.Scopes) {
 		d.Code, d.Reason = latchkey.InsufficientScope, "missing_scope"
 		return nil
 	}
@@ -392,7 +400,7 @@ func (v *Verifier) decide(ctx context.Context, req *Request, now int64, d *latch
 			}
 		}
 	}
-	if e.rotateAt != 0 && now >= e.rotateAt {
+	if in.rotateAt != 0 && now >= in.rotateAt {
 		d.Warnings |= latchkey.WarnRotationDue
 	}
 	d.Code = latchkey.Valid
@@ -417,7 +425,10 @@ func (v *Verifier) ancestorIdle(ctx context.Context, k *key, now int64) (bool, e
 			return false, err
 		}
 	}
-	c := e.cons
+	if e.info == nil {
+		return false, nil
+	}
+	c := e.info.cons
 	return c != nil && c.idle > 0 && now >= max(c.idleFrom, int64(e.usedSec)*int64(time.Second))+c.idle, nil
 }
 
@@ -492,11 +503,24 @@ func unixNano(t time.Time) int64 {
 }
 
 func (v *Verifier) newEntry(t *latchkey.Token, staleAt int64) entry {
-	e := entry{tok: t, subject: t.Subject, prefix: unique.Make(t.Prefix), scopes: internScopes(t.Scopes), state: stateOf(t.Status), staleAt: staleAt}
+	e := entry{state: stateOf(t.Status), staleAt: staleAt}
 	copy(e.hash[:], t.Hash)
 	e.expiresAt = unixNano(t.ExpiresAt)
+	if t.SuccessorID != "" {
+		e.flags |= flagRotated
+	}
+	if t.SuspendedVia != "" && t.SuspendedVia != t.ID {
+		e.flags |= flagAncestorSuspended
+	}
+	in := &tokenInfo{createdAt: unixNano(t.CreatedAt), version: t.Version, scopes: internScopes(t.Scopes), prefix: unique.Make(t.Prefix), subject: unique.Make(t.Subject)}
+	in.scopeList = scopeLists.get(in.scopes.Value(), func() []string { return slices.Clip(slices.Clone(t.Scopes)) })
+	if meta := t.Meta; len(meta) == 0 {
+		in.meta = &noMeta
+	} else {
+		in.meta = metas.get(string(meta), func() json.RawMessage { return slices.Clip(slices.Clone(meta)) })
+	}
 	if v.cfg.RotationAge > 0 && t.SuccessorID == "" {
-		e.rotateAt = unixNano(t.CreatedAt.Add(v.cfg.RotationAge))
+		in.rotateAt = unixNano(t.CreatedAt.Add(v.cfg.RotationAge))
 	}
 	// The last use is the later of the stored one and one noted here but
 	// not yet written.
@@ -504,6 +528,18 @@ func (v *Verifier) newEntry(t *latchkey.Token, staleAt int64) entry {
 	if used > 0 {
 		e.usedSec = uint32(min((used+int64(time.Second)-1)/int64(time.Second), math.MaxUint32))
 	}
-	e.cons = v.newConstraints(t)
+	in.cons = v.newConstraints(t)
+	e.info = in
 	return e
+}
+
+// noMeta is the metadata of a token stored without any.
+var noMeta json.RawMessage
+
+// timeOf is the time at Unix nanoseconds ns, the zero time for 0.
+func timeOf(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns).UTC()
 }
