@@ -210,6 +210,9 @@ func New(loader Loader, hasher *secret.Hasher, rec *audit.Pipeline, cfg Config) 
 	v := &Verifier{loader: loader, hasher: hasher, rec: rec, cfg: cfg, cache: newCache(cfg.MaxEntries)}
 	v.store, _ = loader.(Store)
 	v.epoch.Store(newEpoch())
+	// The cheap clock needs two calibration points 100 ms apart; take the
+	// second soon rather than at the first epoch renewal, a second from now.
+	time.AfterFunc(150*time.Millisecond, monoclock.Recalibrate)
 	if v.cfg.Limits == nil {
 		v.cfg.Limits = ratelimit.NewTable(func() int64 { now, _ := v.clock(); return now })
 	}
