@@ -42,8 +42,8 @@ type entry struct {
 
 // Entry flags.
 const (
-	flagRotated          = 1 << iota // the token has a successor: expiry means the grace ended
-	flagAncestorSuspended            // suspended because an ancestor was
+	flagRotated           = 1 << iota // the token has a successor: expiry means the grace ended
+	flagAncestorSuspended             // suspended because an ancestor was
 )
 
 // tokenInfo is what a cached token needs beyond its slot.
