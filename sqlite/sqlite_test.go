@@ -222,3 +222,29 @@ func TestGroupCommit(t *testing.T) {
 		t.Errorf("chain after failed writes in groups: %+v %v", rep, err)
 	}
 }
+
+// Writes racing Close either run or fail with an error; none hangs.
+func TestWriteAfterClose(t *testing.T) {
+	db, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "latchkey.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := range 50 {
+		wg.Go(func() {
+			tok := &latchkey.Token{ID: fmt.Sprintf("close%011d", i), Prefix: "lk", Status: latchkey.StatusActive, Version: 1, CreatedAt: time.Now(), Hash: make([]byte, 32)}
+			db.CreateToken(context.Background(), tok, nil)
+		})
+	}
+	db.Close()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a write racing Close never returned")
+	}
+	if err := db.CreateToken(context.Background(), &latchkey.Token{ID: "afterclose000000"}, nil); err == nil {
+		t.Error("a write after Close succeeded")
+	}
+}

@@ -158,7 +158,18 @@ func (db *DB) WriteTx(ctx context.Context, fn func(tx latchkey.Tx) error) error 
 	case <-db.stop:
 		return errClosed
 	}
-	res := <-r.done
+	var res writeResult
+	select {
+	case res = <-r.done:
+	case <-db.committed:
+		// The committer has finished: it answered everything it took, so
+		// a write still unanswered arrived after Close and never ran.
+		select {
+		case res = <-r.done:
+		default:
+			return errClosed
+		}
+	}
 	if res.panicked != nil {
 		panic(res.panicked)
 	}
