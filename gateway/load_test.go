@@ -19,9 +19,6 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"path/filepath"
-	"slices"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -30,6 +27,7 @@ import (
 	"github.com/latchkeyhq/latchkey/detect"
 	"github.com/latchkeyhq/latchkey/gateway"
 	"github.com/latchkeyhq/latchkey/identity"
+	"github.com/latchkeyhq/latchkey/internal/loadgen"
 	"github.com/latchkeyhq/latchkey/secret"
 	"github.com/latchkeyhq/latchkey/sqlite"
 	"github.com/latchkeyhq/latchkey/tokens"
@@ -42,83 +40,41 @@ const (
 	gwPairs  = 5
 )
 
-// closedLoop runs conc clients against url for d and counts 200s.
-func closedLoop(b *testing.B, hc *http.Client, url, tok string, d time.Duration) float64 {
-	var n atomic.Int64
-	deadline := time.Now().Add(d)
-	var wg sync.WaitGroup
-	for range gwConc {
-		wg.Go(func() {
-			for time.Now().Before(deadline) {
-				req, _ := http.NewRequest("GET", url, nil)
-				req.Header.Set("Authorization", "Bearer "+tok)
-				resp, err := hc.Do(req)
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode == 200 {
-					n.Add(1)
-				}
-			}
-		})
+// request returns one authenticated GET of url, true on a 200.
+func request(hc *http.Client, url, tok string) func() bool {
+	return func() bool {
+		req, _ := http.NewRequest("GET", url, nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := hc.Do(req)
+		if err != nil {
+			return false
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode == 200
 	}
-	wg.Wait()
-	return float64(n.Load()) / d.Seconds()
 }
 
-// openLoop sends requests at a steady rate for d, whatever the answers,
-// and returns their latencies. Requests go out in small batches every
-// millisecond; a tick that comes late is not made up for with a burst,
-// so a stalled generator does not queue requests up behind itself.
-func openLoop(b *testing.B, hc *http.Client, url, tok string, rate float64, d time.Duration) []time.Duration {
-	var mu sync.Mutex
-	var lat []time.Duration
-	var wg sync.WaitGroup
-	perTick := rate / 1000
-	owed := 0.0
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	end := time.Now().Add(d)
-	for now := range tick.C {
-		if now.After(end) {
-			break
-		}
-		owed = min(owed+perTick, 2*perTick+1) // no catching up on missed ticks
-		for ; owed >= 1; owed-- {
-			wg.Go(func() {
-				t0 := time.Now()
-				req, _ := http.NewRequest("GET", url, nil)
-				req.Header.Set("Authorization", "Bearer "+tok)
-				resp, err := hc.Do(req)
-				if err != nil {
-					return
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				mu.Lock()
-				lat = append(lat, time.Since(t0))
-				mu.Unlock()
-			})
-		}
+// closedLoop is gwConc clients against url for d: 200s per second.
+func closedLoop(b *testing.B, hc *http.Client, url, tok string, d time.Duration) float64 {
+	get := request(hc, url, tok)
+	v, failed := loadgen.Closed(gwConc, d, func(int, int) bool { return get() })
+	if failed > 0 {
+		b.Errorf("%d requests to %s failed", failed, url)
 	}
-	wg.Wait()
+	return v
+}
+
+// openLoop is a steady rate against url for d: the latencies.
+func openLoop(hc *http.Client, url, tok string, rate float64, d time.Duration) []time.Duration {
+	get := request(hc, url, tok)
+	lat, _ := loadgen.Open(rate, d, func(int) bool { return get() })
 	return lat
 }
 
-func p99(lat []time.Duration) time.Duration {
-	s := slices.Clone(lat)
-	slices.Sort(s)
-	return s[len(s)*99/100]
-}
+func p99(lat []time.Duration) time.Duration { return loadgen.Percentile(lat, 99) }
 
-func med(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	return s[len(s)/2]
-}
+func med(xs []float64) float64 { return loadgen.Median(xs) }
 
 func BenchmarkGatewayVsBareProxy(b *testing.B) {
 	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -196,9 +152,9 @@ routes:
 		}
 		rate := 0.3 * med(bareTP)
 		for range gwPairs {
-			x := p99(openLoop(b, hc, bareURL, tok, rate, gwWindow))
-			y := p99(openLoop(b, hc, gwURL, tok, rate, gwWindow))
-			z := p99(openLoop(b, hc, pooledURL, tok, rate, gwWindow))
+			x := p99(openLoop(hc, bareURL, tok, rate, gwWindow))
+			y := p99(openLoop(hc, gwURL, tok, rate, gwWindow))
+			z := p99(openLoop(hc, pooledURL, tok, rate, gwWindow))
 			bareP99, gwP99 = append(bareP99, float64(x.Microseconds())), append(gwP99, float64(y.Microseconds()))
 			pooledP99 = append(pooledP99, float64(z.Microseconds()))
 		}
