@@ -215,7 +215,7 @@ func (e *benchEnv) scenario(s string) ([]benchResult, error) {
 	return nil, fmt.Errorf("unknown scenario %q", s)
 }
 
-func (e *benchEnv) defer_(f func()) { e.cleanups = append(e.cleanups, f) }
+func (e *benchEnv) onCleanup(f func()) { e.cleanups = append(e.cleanups, f) }
 
 func (e *benchEnv) cleanup() {
 	for i := len(e.cleanups) - 1; i >= 0; i-- {
@@ -271,7 +271,7 @@ func (e *benchEnv) listen(h http.Handler) (string, error) {
 	}
 	srv := newHTTPServer(h, e.logger)
 	go srv.Serve(ln)
-	e.defer_(func() { srv.Close() })
+	e.onCleanup(func() { srv.Close() })
 	return "http://" + ln.Addr().String(), nil
 }
 
@@ -282,7 +282,7 @@ func (e *benchEnv) start(cfg serveConfig) (*daemon, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	e.defer_(func() { os.RemoveAll(dir) })
+	e.onCleanup(func() { os.RemoveAll(dir) })
 	cfg.DataDir = dir
 	if cfg.Listen == "" {
 		cfg.Listen = "127.0.0.1:0"
@@ -296,7 +296,7 @@ func (e *benchEnv) start(cfg serveConfig) (*daemon, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	e.defer_(func() { d.Shutdown(context.Background()) })
+	e.onCleanup(func() { d.Shutdown(context.Background()) })
 	root, err := os.ReadFile(filepath.Join(dir, "root-token"))
 	if err != nil && cfg.Database == "" {
 		return nil, "", err
@@ -318,7 +318,7 @@ func (e *benchEnv) pgSchema() (string, error) {
 	if _, err := c.Exec(e.ctx, "CREATE SCHEMA "+schema); err != nil {
 		return "", err
 	}
-	e.defer_(func() {
+	e.onCleanup(func() {
 		if c, err := pgx.Connect(context.Background(), e.database); err == nil {
 			c.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
 			c.Close(context.Background())

@@ -130,7 +130,7 @@ func (e *benchEnv) benchGateway() ([]benchResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	e.defer_(func() { os.RemoveAll(dir) })
+	e.onCleanup(func() { os.RemoveAll(dir) })
 	conf := filepath.Join(dir, "routes.yaml")
 	if err := os.WriteFile(conf, []byte(fmt.Sprintf("routes:\n  - name: api\n    path: /\n    upstream: %s\n    scopes: [\"a:b\"]\n", up)), 0o600); err != nil {
 		return nil, err

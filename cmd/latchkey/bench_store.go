@@ -40,7 +40,7 @@ func (e *benchEnv) apiServer(withAudit bool) (url, caller, tok string, err error
 	if err != nil {
 		return "", "", "", err
 	}
-	e.defer_(func() { os.RemoveAll(dir) })
+	e.onCleanup(func() { os.RemoveAll(dir) })
 	db, err := sqlite.Open(e.ctx, filepath.Join(dir, "latchkey.db"))
 	if err != nil {
 		return "", "", "", err
@@ -59,7 +59,7 @@ func (e *benchEnv) apiServer(withAudit bool) (url, caller, tok string, err error
 	}
 	v := verify.New(db, h, pipe, verify.Config{})
 	svc := &tokens.Service{Store: db, Hasher: h, Invalidate: v.Invalidate}
-	e.defer_(func() {
+	e.onCleanup(func() {
 		v.Close(context.Background())
 		if pipe != nil {
 			pipe.Close(context.Background())
@@ -239,7 +239,7 @@ func (e *benchEnv) propagation(dsn string, n int) (afterCommit, fromRequest []ti
 		if err != nil {
 			return nil, nil, err
 		}
-		e.defer_(func() { os.RemoveAll(dir) })
+		e.onCleanup(func() { os.RemoveAll(dir) })
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			return nil, nil, err
@@ -252,7 +252,7 @@ func (e *benchEnv) propagation(dsn string, n int) (afterCommit, fromRequest []ti
 		if err := cmd.Start(); err != nil {
 			return nil, nil, err
 		}
-		e.defer_(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM); cmd.Wait() })
+		e.onCleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM); cmd.Wait() })
 		deadline := time.Now().Add(30 * time.Second)
 		for {
 			if resp, err := http.Get("http://" + addr + "/readyz"); err == nil {
