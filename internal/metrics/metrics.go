@@ -150,8 +150,7 @@ func New(src *Sources) *Metrics {
 				func() float64 { return float64(dst().Overflow) }),
 		)
 	}
-	reg.MustRegister(clusterCollector{src})
-	reg.MustRegister(redisCollector{src})
+	reg.MustRegister(clusterAndRedis(src))
 	reg.MustRegister(webhookCollector{func() map[string]uint64 {
 		if src.Webhooks == nil {
 			return nil
@@ -220,29 +219,6 @@ var (
 		"Times the change-notification connection was lost and replaced.", nil, nil)
 )
 
-type clusterCollector struct{ src *Sources }
-
-func (c clusterCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- listeningDesc
-	ch <- changesDesc
-	ch <- reconnectsDesc
-}
-
-func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
-	if c.src.Cluster == nil {
-		return
-	}
-	st := c.src.Cluster()
-	up := 0.0
-	if st.Listening {
-		up = 1
-	}
-	ch <- prometheus.MustNewConstMetric(listeningDesc, prometheus.GaugeValue, up)
-	ch <- prometheus.MustNewConstMetric(changesDesc, prometheus.CounterValue, float64(st.Notified), "notify")
-	ch <- prometheus.MustNewConstMetric(changesDesc, prometheus.CounterValue, float64(st.Polled), "poll")
-	ch <- prometheus.MustNewConstMetric(reconnectsDesc, prometheus.CounterValue, float64(st.Reconnects))
-}
-
 var (
 	redisUpDesc = prometheus.NewDesc("latchkey_redis_up",
 		"1 while the shared counters (Redis) answer; 0 means rate limits and detector windows are counted per node (or refused, fail-closed).", nil, nil)
@@ -250,22 +226,50 @@ var (
 		"Calls to the shared counters (Redis) that failed.", nil, nil)
 )
 
-type redisCollector struct{ src *Sources }
-
-func (c redisCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- redisUpDesc
-	ch <- redisFailDesc
+// optionalCollector exports descs from collect, which emits nothing when
+// the component is not configured (a single node has no cluster metrics).
+type optionalCollector struct {
+	descs   []*prometheus.Desc
+	collect func(emit func(d *prometheus.Desc, t prometheus.ValueType, v float64, labels ...string))
 }
 
-func (c redisCollector) Collect(ch chan<- prometheus.Metric) {
-	if c.src.Redis == nil {
-		return
+func (c optionalCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range c.descs {
+		ch <- d
 	}
-	st := c.src.Redis()
-	up := 0.0
-	if st.Up {
-		up = 1
+}
+
+func (c optionalCollector) Collect(ch chan<- prometheus.Metric) {
+	c.collect(func(d *prometheus.Desc, t prometheus.ValueType, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, t, v, labels...)
+	})
+}
+
+func bool01(b bool) float64 {
+	if b {
+		return 1
 	}
-	ch <- prometheus.MustNewConstMetric(redisUpDesc, prometheus.GaugeValue, up)
-	ch <- prometheus.MustNewConstMetric(redisFailDesc, prometheus.CounterValue, float64(st.Failures))
+	return 0
+}
+
+// clusterAndRedis exports the change follower's and the shared counters'
+// state, each only when configured.
+func clusterAndRedis(src *Sources) prometheus.Collector {
+	return optionalCollector{
+		descs: []*prometheus.Desc{listeningDesc, changesDesc, reconnectsDesc, redisUpDesc, redisFailDesc},
+		collect: func(emit func(*prometheus.Desc, prometheus.ValueType, float64, ...string)) {
+			if src.Cluster != nil {
+				st := src.Cluster()
+				emit(listeningDesc, prometheus.GaugeValue, bool01(st.Listening))
+				emit(changesDesc, prometheus.CounterValue, float64(st.Notified), "notify")
+				emit(changesDesc, prometheus.CounterValue, float64(st.Polled), "poll")
+				emit(reconnectsDesc, prometheus.CounterValue, float64(st.Reconnects))
+			}
+			if src.Redis != nil {
+				st := src.Redis()
+				emit(redisUpDesc, prometheus.GaugeValue, bool01(st.Up))
+				emit(redisFailDesc, prometheus.CounterValue, float64(st.Failures))
+			}
+		},
+	}
 }
