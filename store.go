@@ -100,3 +100,27 @@ type Tx interface {
 	// ConsumeUse and TouchTokens own them.
 	UpdateToken(ctx context.Context, t *Token, ev *AuditEvent) error
 }
+
+// UpdateInTx is UpdateToken for a store in terms of its WriteTx: both
+// stores implement UpdateToken with it.
+func UpdateInTx(ctx context.Context, writeTx func(ctx context.Context, fn func(tx Tx) error) error, id string,
+	fn func(t *Token) (*AuditEvent, error)) (*Token, error) {
+	var out *Token
+	err := writeTx(ctx, func(tx Tx) error {
+		t, err := tx.GetToken(ctx, id)
+		if err != nil {
+			return err
+		}
+		ev, err := fn(t)
+		if err != nil {
+			return err
+		}
+		t.ID = id
+		if err := tx.UpdateToken(ctx, t, ev); err != nil {
+			return err
+		}
+		out = t
+		return nil
+	})
+	return out, err
+}

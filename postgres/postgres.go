@@ -7,7 +7,6 @@ package postgres
 import (
 	"context"
 	"embed"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -119,13 +118,6 @@ func nullMicros(t time.Time) *int64 {
 	return &v
 }
 
-func fromMicros(v *int64) time.Time {
-	if v == nil {
-		return time.Time{}
-	}
-	return time.UnixMicro(*v).UTC()
-}
-
 func isUniqueViolation(err error) bool {
 	var pe *pgconn.PgError
 	return errors.As(err, &pe) && pe.Code == "23505"
@@ -215,10 +207,4 @@ func (db *DB) ListBlocks(ctx context.Context, now time.Time) ([]latchkey.Block, 
 		out = append(out, b)
 	}
 	return out, rows.Err()
-}
-
-// encodeJSON marshals v, never failing on the plain values used here.
-func encodeJSON(v any) string {
-	b, _ := json.Marshal(v)
-	return string(b)
 }

@@ -2,16 +2,15 @@ package postgres
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/internal/tokenrow"
 )
 
 // tokenColumns is what scanToken reads; uses comes from the series' row.
@@ -22,74 +21,11 @@ const tokenColumns = `seq, id, prefix, name, subject, scopes, tags, meta, create
 	parent_id, ancestors, predecessor_id, successor_id, rotated_at, series_id, inherited`
 
 func scanToken(s pgx.Row) (*latchkey.Token, int64, error) {
-	var (
-		t                                         latchkey.Token
-		seq, created                              int64
-		scopes, tags, meta, status                string
-		constraints, ancestors, inherited         string
-		expires, notBefore, revokedAt, lastUsedAt *int64
-		suspendedAt, rotatedAt, uses              *int64
-	)
-	err := s.Scan(&seq, &t.ID, &t.Prefix, &t.Name, &t.Subject, &scopes, &tags, &meta, &created, &t.CreatedBy,
-		&expires, &notBefore, &status, &revokedAt, &t.RevokedBy, &t.RevokedReason, &lastUsedAt, &t.Version, &t.Hash,
-		&constraints, &t.MaxUses, &uses, &suspendedAt, &t.SuspendedBy, &t.SuspendedReason, &t.SuspendedVia,
-		&t.ParentID, &ancestors, &t.PredecessorID, &t.SuccessorID, &rotatedAt, &t.SeriesID, &inherited)
-	if err != nil {
+	var r tokenrow.Row
+	if err := s.Scan(r.Dest()...); err != nil {
 		return nil, 0, err
 	}
-	for _, f := range []struct {
-		name string
-		src  string
-		dst  any
-	}{{"scopes", scopes, &t.Scopes}, {"tags", tags, &t.Tags}, {"constraints", constraints, &t.Constraints},
-		{"ancestors", ancestors, &t.Ancestors}, {"inherited", inherited, &t.Inherited}} {
-		if err := json.Unmarshal([]byte(f.src), f.dst); err != nil {
-			return nil, 0, fmt.Errorf("token %s: %s: %w", t.ID, f.name, err)
-		}
-	}
-	t.Meta = json.RawMessage(meta)
-	t.Status = latchkey.Status(status)
-	t.CreatedAt = time.UnixMicro(created).UTC()
-	t.ExpiresAt, t.NotBefore = fromMicros(expires), fromMicros(notBefore)
-	t.RevokedAt, t.LastUsedAt = fromMicros(revokedAt), fromMicros(lastUsedAt)
-	t.SuspendedAt, t.RotatedAt = fromMicros(suspendedAt), fromMicros(rotatedAt)
-	if uses != nil {
-		t.Uses = *uses
-	}
-	if len(t.Ancestors) == 0 {
-		t.Ancestors = nil
-	}
-	if len(t.Inherited) == 0 {
-		t.Inherited = nil
-	}
-	return &t, seq, nil
-}
-
-type encoded struct{ scopes, tags, meta, constraints, ancestors, inherited string }
-
-func encodeToken(t *latchkey.Token) encoded {
-	c := t.Constraints
-	c.MaxUses = 0 // a column of its own
-	e := encoded{scopes: encodeJSON(nonNil(t.Scopes)), tags: encodeJSON(nonNil(t.Tags)), constraints: encodeJSON(c),
-		ancestors: encodeJSON(nonNil(t.Ancestors)), inherited: encodeJSON(nonNilInherited(t.Inherited)), meta: string(t.Meta)}
-	if e.meta == "" {
-		e.meta = "{}"
-	}
-	return e
-}
-
-func nonNil(s []string) []string {
-	if s == nil {
-		return []string{}
-	}
-	return s
-}
-
-func nonNilInherited(s []latchkey.Inherited) []latchkey.Inherited {
-	if s == nil {
-		return []latchkey.Inherited{}
-	}
-	return s
+	return r.Token()
 }
 
 // GetToken reads one token.
@@ -194,24 +130,7 @@ func (db *DB) CreateToken(ctx context.Context, t *latchkey.Token, ev *latchkey.A
 // UpdateToken applies fn to the token (locked) and stores the result with
 // fn's audit event in one transaction.
 func (db *DB) UpdateToken(ctx context.Context, id string, fn func(t *latchkey.Token) (*latchkey.AuditEvent, error)) (*latchkey.Token, error) {
-	var out *latchkey.Token
-	err := db.WriteTx(ctx, func(tx latchkey.Tx) error {
-		t, err := tx.GetToken(ctx, id)
-		if err != nil {
-			return err
-		}
-		ev, err := fn(t)
-		if err != nil {
-			return err
-		}
-		t.ID = id
-		if err := tx.UpdateToken(ctx, t, ev); err != nil {
-			return err
-		}
-		out = t
-		return nil
-	})
-	return out, err
+	return latchkey.UpdateInTx(ctx, db.WriteTx, id, fn)
 }
 
 // WriteTx runs fn in one transaction; rows read through tx are locked
@@ -260,18 +179,21 @@ func (x *tx) CreateToken(ctx context.Context, t *latchkey.Token, ev *latchkey.Au
 	if t.SeriesID == "" {
 		t.SeriesID = t.ID
 	}
-	c := encodeToken(t)
-	_, err := x.tx.Exec(ctx, `INSERT INTO tokens (id, prefix, name, subject, scopes, tags, meta, created_at, created_by,
+	c, err := tokenrow.Encode(t)
+	if err != nil {
+		return fmt.Errorf("postgres: %w", err)
+	}
+	_, err = x.tx.Exec(ctx, `INSERT INTO tokens (id, prefix, name, subject, scopes, tags, meta, created_at, created_by,
 		expires_at, not_before, status, revoked_at, revoked_by, revoked_reason, last_used_at, version, hash,
 		constraints, max_uses, uses, suspended_at, suspended_by, suspended_reason, suspended_via,
 		parent_id, ancestors, predecessor_id, successor_id, rotated_at, series_id, inherited)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
 		$21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)`,
-		t.ID, t.Prefix, t.Name, t.Subject, c.scopes, c.tags, c.meta, micros(t.CreatedAt), t.CreatedBy,
+		t.ID, t.Prefix, t.Name, t.Subject, c.Scopes, c.Tags, c.Meta, micros(t.CreatedAt), t.CreatedBy,
 		nullMicros(t.ExpiresAt), nullMicros(t.NotBefore), string(t.Status), nullMicros(t.RevokedAt),
 		t.RevokedBy, t.RevokedReason, nullMicros(t.LastUsedAt), t.Version, t.Hash,
-		c.constraints, t.MaxUses, t.Uses, nullMicros(t.SuspendedAt), t.SuspendedBy, t.SuspendedReason, t.SuspendedVia,
-		t.ParentID, c.ancestors, t.PredecessorID, t.SuccessorID, nullMicros(t.RotatedAt), t.SeriesID, c.inherited)
+		c.Constraints, t.MaxUses, t.Uses, nullMicros(t.SuspendedAt), t.SuspendedBy, t.SuspendedReason, t.SuspendedVia,
+		t.ParentID, c.Ancestors, t.PredecessorID, t.SuccessorID, nullMicros(t.RotatedAt), t.SeriesID, c.Inherited)
 	if isUniqueViolation(err) {
 		return latchkey.Errorf(latchkey.EConflict, "a token with id %s already exists", t.ID)
 	}
@@ -299,17 +221,20 @@ func publish(ctx context.Context, tx pgx.Tx, id string, version int64) error {
 }
 
 func (x *tx) UpdateToken(ctx context.Context, t *latchkey.Token, ev *latchkey.AuditEvent) error {
-	c := encodeToken(t)
+	c, err := tokenrow.Encode(t)
+	if err != nil {
+		return fmt.Errorf("postgres: %w", err)
+	}
 	tag, err := x.tx.Exec(ctx, `UPDATE tokens SET name = $1, subject = $2, scopes = $3, tags = $4, meta = $5,
 		expires_at = $6, not_before = $7, status = $8, revoked_at = $9, revoked_by = $10, revoked_reason = $11,
 		version = $12, hash = $13, constraints = $14, max_uses = $15,
 		suspended_at = $16, suspended_by = $17, suspended_reason = $18, suspended_via = $19,
 		parent_id = $20, ancestors = $21, predecessor_id = $22, successor_id = $23, rotated_at = $24, series_id = $25, inherited = $26
 		WHERE id = $27 AND version = $28`,
-		t.Name, t.Subject, c.scopes, c.tags, c.meta, nullMicros(t.ExpiresAt), nullMicros(t.NotBefore), string(t.Status),
-		nullMicros(t.RevokedAt), t.RevokedBy, t.RevokedReason, t.Version+1, t.Hash, c.constraints, t.MaxUses,
+		t.Name, t.Subject, c.Scopes, c.Tags, c.Meta, nullMicros(t.ExpiresAt), nullMicros(t.NotBefore), string(t.Status),
+		nullMicros(t.RevokedAt), t.RevokedBy, t.RevokedReason, t.Version+1, t.Hash, c.Constraints, t.MaxUses,
 		nullMicros(t.SuspendedAt), t.SuspendedBy, t.SuspendedReason, t.SuspendedVia,
-		t.ParentID, c.ancestors, t.PredecessorID, t.SuccessorID, nullMicros(t.RotatedAt), t.Series(), c.inherited,
+		t.ParentID, c.Ancestors, t.PredecessorID, t.SuccessorID, nullMicros(t.RotatedAt), t.Series(), c.Inherited,
 		t.ID, t.Version)
 	if err != nil {
 		return fmt.Errorf("postgres: update token: %w", err)

@@ -43,7 +43,10 @@ func TestAuditPackMigration(t *testing.T) {
 		ev := &evs[i]
 		ev.Hash = latchkey.ChainHash(prev, ev)
 		prev = ev.Hash
-		scopes, _ := json.Marshal(nonNil(ev.Scopes))
+		scopes := []byte("[]")
+		if ev.Scopes != nil {
+			scopes, _ = json.Marshal(ev.Scopes)
+		}
 		res, err := w.ExecContext(ctx, `INSERT INTO audit_events (time, node, request_id, kind, action, actor, token_id, subject,
 			outcome, reason, scopes, client_ip, user_agent, method, path, latency_ns, detail, hash)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/internal/tokenrow"
 )
 
 // tokenColumns is what scanToken reads. uses comes from the row of the
@@ -122,24 +123,7 @@ func queryTokens(ctx context.Context, q queryer, query string, args ...any) ([]*
 // UpdateToken applies fn to the token and stores the result and fn's audit
 // event in one transaction.
 func (db *DB) UpdateToken(ctx context.Context, id string, fn func(t *latchkey.Token) (*latchkey.AuditEvent, error)) (*latchkey.Token, error) {
-	var out *latchkey.Token
-	err := db.WriteTx(ctx, func(tx latchkey.Tx) error {
-		t, err := tx.GetToken(ctx, id)
-		if err != nil {
-			return err
-		}
-		ev, err := fn(t)
-		if err != nil {
-			return err
-		}
-		t.ID = id
-		if err := tx.UpdateToken(ctx, t, ev); err != nil {
-			return err
-		}
-		out = t
-		return nil
-	})
-	return out, err
+	return latchkey.UpdateInTx(ctx, db.WriteTx, id, fn)
 }
 
 // WriteTx runs fn in a transaction on the writer connection and returns
@@ -359,7 +343,7 @@ func (x *tx) CreateToken(ctx context.Context, t *latchkey.Token, ev *latchkey.Au
 	if t.SeriesID == "" {
 		t.SeriesID = t.ID
 	}
-	c, err := encodeToken(t)
+	c, err := tokenrow.Encode(t)
 	if err != nil {
 		return err
 	}
@@ -368,11 +352,11 @@ func (x *tx) CreateToken(ctx context.Context, t *latchkey.Token, ev *latchkey.Au
 		constraints, max_uses, uses, suspended_at, suspended_by, suspended_reason, suspended_via,
 		parent_id, ancestors, predecessor_id, successor_id, rotated_at, series_id, inherited)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		t.ID, t.Prefix, t.Name, t.Subject, c.scopes, c.tags, c.meta, micros(t.CreatedAt), t.CreatedBy,
+		t.ID, t.Prefix, t.Name, t.Subject, c.Scopes, c.Tags, c.Meta, micros(t.CreatedAt), t.CreatedBy,
 		nullMicros(t.ExpiresAt), nullMicros(t.NotBefore), string(t.Status), nullMicros(t.RevokedAt),
 		t.RevokedBy, t.RevokedReason, nullMicros(t.LastUsedAt), t.Version, t.Hash,
-		c.constraints, t.MaxUses, t.Uses, nullMicros(t.SuspendedAt), t.SuspendedBy, t.SuspendedReason, t.SuspendedVia,
-		t.ParentID, c.ancestors, t.PredecessorID, t.SuccessorID, nullMicros(t.RotatedAt), t.SeriesID, c.inherited)
+		c.Constraints, t.MaxUses, t.Uses, nullMicros(t.SuspendedAt), t.SuspendedBy, t.SuspendedReason, t.SuspendedVia,
+		t.ParentID, c.Ancestors, t.PredecessorID, t.SuccessorID, nullMicros(t.RotatedAt), t.SeriesID, c.Inherited)
 	if isUniqueViolation(err) {
 		return latchkey.Errorf(latchkey.EConflict, "a token with id %s already exists", t.ID)
 	}
@@ -383,7 +367,7 @@ func (x *tx) CreateToken(ctx context.Context, t *latchkey.Token, ev *latchkey.Au
 }
 
 func (x *tx) UpdateToken(ctx context.Context, t *latchkey.Token, ev *latchkey.AuditEvent) error {
-	c, err := encodeToken(t)
+	c, err := tokenrow.Encode(t)
 	if err != nil {
 		return err
 	}
@@ -393,10 +377,10 @@ func (x *tx) UpdateToken(ctx context.Context, t *latchkey.Token, ev *latchkey.Au
 		suspended_at = ?, suspended_by = ?, suspended_reason = ?, suspended_via = ?,
 		parent_id = ?, ancestors = ?, predecessor_id = ?, successor_id = ?, rotated_at = ?, series_id = ?, inherited = ?
 		WHERE id = ? AND version = ?`,
-		t.Name, t.Subject, c.scopes, c.tags, c.meta, nullMicros(t.ExpiresAt), nullMicros(t.NotBefore), string(t.Status),
-		nullMicros(t.RevokedAt), t.RevokedBy, t.RevokedReason, t.Version+1, t.Hash, c.constraints, t.MaxUses,
+		t.Name, t.Subject, c.Scopes, c.Tags, c.Meta, nullMicros(t.ExpiresAt), nullMicros(t.NotBefore), string(t.Status),
+		nullMicros(t.RevokedAt), t.RevokedBy, t.RevokedReason, t.Version+1, t.Hash, c.Constraints, t.MaxUses,
 		nullMicros(t.SuspendedAt), t.SuspendedBy, t.SuspendedReason, t.SuspendedVia,
-		t.ParentID, c.ancestors, t.PredecessorID, t.SuccessorID, nullMicros(t.RotatedAt), t.Series(), c.inherited,
+		t.ParentID, c.Ancestors, t.PredecessorID, t.SuccessorID, nullMicros(t.RotatedAt), t.Series(), c.Inherited,
 		t.ID, t.Version)
 	if err != nil {
 		return fmt.Errorf("sqlite: update token: %w", err)
@@ -481,92 +465,11 @@ func (db *DB) TouchTokens(ctx context.Context, uses []latchkey.TokenUse) error {
 type scanner interface{ Scan(dest ...any) error }
 
 func scanToken(s scanner) (*latchkey.Token, int64, error) {
-	var (
-		t                                         latchkey.Token
-		seq                                       int64
-		scopes, tags, meta, status                string
-		constraints, ancestors, inherited         string
-		created                                   int64
-		expires, notBefore, revokedAt, lastUsedAt sql.NullInt64
-		suspendedAt, rotatedAt, uses              sql.NullInt64
-	)
-	err := s.Scan(&seq, &t.ID, &t.Prefix, &t.Name, &t.Subject, &scopes, &tags, &meta, &created, &t.CreatedBy,
-		&expires, &notBefore, &status, &revokedAt, &t.RevokedBy, &t.RevokedReason, &lastUsedAt, &t.Version, &t.Hash,
-		&constraints, &t.MaxUses, &uses, &suspendedAt, &t.SuspendedBy, &t.SuspendedReason, &t.SuspendedVia,
-		&t.ParentID, &ancestors, &t.PredecessorID, &t.SuccessorID, &rotatedAt, &t.SeriesID, &inherited)
-	if err != nil {
+	var r tokenrow.Row
+	if err := s.Scan(r.Dest()...); err != nil {
 		return nil, 0, err
 	}
-	for _, f := range []struct {
-		name string
-		src  string
-		dst  any
-	}{{"scopes", scopes, &t.Scopes}, {"tags", tags, &t.Tags}, {"constraints", constraints, &t.Constraints},
-		{"ancestors", ancestors, &t.Ancestors}, {"inherited", inherited, &t.Inherited}} {
-		switch {
-		case f.src == "{}" && f.name == "constraints", f.src == "[]" && (f.name == "ancestors" || f.name == "inherited"):
-			continue // most tokens: nothing to decode, and the zero value is right
-		case f.src == "[]" && f.name == "tags":
-			t.Tags = []string{} // empty, not absent (no allocation)
-			continue
-		}
-		if err := json.Unmarshal([]byte(f.src), f.dst); err != nil {
-			return nil, 0, fmt.Errorf("token %s: %s: %w", t.ID, f.name, err)
-		}
-	}
-	// The max_uses column is the one truth; the JSON copy is not kept.
-	t.Meta = json.RawMessage(meta)
-	t.Status = latchkey.Status(status)
-	t.CreatedAt = time.UnixMicro(created).UTC()
-	t.ExpiresAt, t.NotBefore = fromMicros(expires), fromMicros(notBefore)
-	t.RevokedAt, t.LastUsedAt = fromMicros(revokedAt), fromMicros(lastUsedAt)
-	t.SuspendedAt, t.RotatedAt = fromMicros(suspendedAt), fromMicros(rotatedAt)
-	t.Uses = uses.Int64
-	if len(t.Ancestors) == 0 {
-		t.Ancestors = nil
-	}
-	if len(t.Inherited) == 0 {
-		t.Inherited = nil
-	}
-	return &t, seq, nil
-}
-
-type encoded struct{ scopes, tags, meta, constraints, ancestors, inherited string }
-
-func encodeToken(t *latchkey.Token) (encoded, error) {
-	var e encoded
-	c := t.Constraints
-	c.MaxUses = 0 // a column of its own
-	for _, f := range []struct {
-		dst *string
-		v   any
-	}{{&e.scopes, nonNil(t.Scopes)}, {&e.tags, nonNil(t.Tags)}, {&e.constraints, c},
-		{&e.ancestors, nonNil(t.Ancestors)}, {&e.inherited, nonNilInherited(t.Inherited)}} {
-		b, err := json.Marshal(f.v)
-		if err != nil {
-			return e, fmt.Errorf("sqlite: encode token: %w", err)
-		}
-		*f.dst = string(b)
-	}
-	e.meta = string(t.Meta)
-	if e.meta == "" {
-		e.meta = "{}"
-	}
-	return e, nil
-}
-
-func nonNil(s []string) []string {
-	if s == nil {
-		return []string{}
-	}
-	return s
-}
-
-func nonNilInherited(s []latchkey.Inherited) []latchkey.Inherited {
-	if s == nil {
-		return []latchkey.Inherited{}
-	}
-	return s
+	return r.Token()
 }
 
 func micros(t time.Time) int64 { return t.UnixMicro() }
@@ -576,11 +479,4 @@ func nullMicros(t time.Time) sql.NullInt64 {
 		return sql.NullInt64{}
 	}
 	return sql.NullInt64{Int64: t.UnixMicro(), Valid: true}
-}
-
-func fromMicros(n sql.NullInt64) time.Time {
-	if !n.Valid {
-		return time.Time{}
-	}
-	return time.UnixMicro(n.Int64).UTC()
 }
