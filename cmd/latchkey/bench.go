@@ -140,7 +140,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 		fmt.Fprintf(stderr, "latchkey bench: %v\n", err)
 		return exitUsage
 	}
-	e.exe = getenvOr(getenv, "LATCHKEY_BENCH_BINARY", exe)
+	e.exe = envOr(getenv, "LATCHKEY_BENCH_BINARY", exe)
 	defer e.cleanup()
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -184,13 +184,6 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	}
 	writeBenchTable(stdout, results, e)
 	return exitOK
-}
-
-func getenvOr(getenv env, k, def string) string {
-	if v := getenv(k); v != "" {
-		return v
-	}
-	return def
 }
 
 func (e *benchEnv) scenario(s string) ([]benchResult, error) {
@@ -307,28 +300,43 @@ func (e *benchEnv) start(cfg serveConfig) (*daemon, string, error) {
 // pgSchema creates a schema of the scenario's own in --database and
 // returns a URL that uses it; it is dropped at cleanup.
 func (e *benchEnv) pgSchema() (string, error) {
-	c, err := pgx.Connect(e.ctx, e.database)
+	dsn, drop, err := tempSchema(e.ctx, e.database, "latchkey_bench_")
 	if err != nil {
 		return "", err
+	}
+	e.onCleanup(drop)
+	return dsn, nil
+}
+
+// errNoPostgres marks a PostgreSQL server that cannot be reached.
+var errNoPostgres = errors.New("PostgreSQL is not reachable")
+
+// tempSchema creates a schema named prefix plus random hex in the
+// PostgreSQL database at dsn, and returns a URL whose search_path is that
+// schema and a function that drops it.
+func tempSchema(ctx context.Context, dsn, prefix string) (string, func(), error) {
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return "", nil, fmt.Errorf("%w: %w", errNoPostgres, err)
 	}
 	defer c.Close(context.Background())
 	b := make([]byte, 6)
 	rand.Read(b)
-	schema := "latchkey_bench_" + hex.EncodeToString(b)
-	if _, err := c.Exec(e.ctx, "CREATE SCHEMA "+schema); err != nil {
-		return "", err
+	schema := prefix + hex.EncodeToString(b)
+	if _, err := c.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+		return "", nil, err
 	}
-	e.onCleanup(func() {
-		if c, err := pgx.Connect(context.Background(), e.database); err == nil {
+	drop := func() {
+		if c, err := pgx.Connect(context.Background(), dsn); err == nil {
 			c.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
 			c.Close(context.Background())
 		}
-	})
+	}
 	sep := "?"
-	if strings.Contains(e.database, "?") {
+	if strings.Contains(dsn, "?") {
 		sep = "&"
 	}
-	return e.database + sep + "search_path=" + schema, nil
+	return dsn + sep + "search_path=" + schema, drop, nil
 }
 
 // pair runs baseline and latchkey windows alternately and returns each

@@ -2,8 +2,7 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -32,33 +31,20 @@ func pgSchemaB(t testing.TB) string {
 	if dsn == "" {
 		dsn = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := pgx.Connect(ctx, dsn)
+	url, drop, err := tempSchema(cctx, dsn, "lk_test_")
+	if err != nil && !errors.Is(err, errNoPostgres) {
+		t.Fatal(err)
+	}
 	if err != nil {
 		if tt, ok := t.(*testing.T); ok {
 			requireService(tt, "PostgreSQL")
 		}
 		t.Skipf("PostgreSQL is not available: %v", err)
 	}
-	b := make([]byte, 6)
-	rand.Read(b)
-	schema := "lk_test_" + hex.EncodeToString(b)
-	if _, err := c.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatal(err)
-	}
-	c.Close(ctx)
-	t.Cleanup(func() {
-		if c, err := pgx.Connect(context.Background(), dsn); err == nil {
-			c.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
-			c.Close(context.Background())
-		}
-	})
-	sep := "?"
-	if strings.Contains(dsn, "?") {
-		sep = "&"
-	}
-	return dsn + sep + "search_path=" + schema
+	t.Cleanup(drop)
+	return url
 }
 
 // Two nodes on one PostgreSQL database: one root token for both, tokens
