@@ -386,7 +386,7 @@ func (d *Detector) Valid(evs []latchkey.AuditEvent) {
 			continue
 		}
 		now := ev.Time.UnixNano()
-		id := cloneID(ev.TokenID) // the event's id may share the presented token's memory
+		id := strings.Clone(ev.TokenID) // the event's id may share the presented token's memory
 		if d.shared != nil {
 			d.share(sharedHit{token: id, net: network(a)})
 		}

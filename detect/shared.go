@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/netip"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/latchkeyhq/latchkey"
@@ -146,7 +145,3 @@ func (d *Detector) sharedFailed(err error) {
 		d.cfg.Logger.Warn("detector: shared windows unavailable; counting on this node only", "err", err)
 	}
 }
-
-// cloneID copies a token id out of memory it may share with a presented
-// token.
-func cloneID(id string) string { return strings.Clone(id) }

@@ -336,27 +336,28 @@ func plain(s string) bool {
 	return true
 }
 
-// compactJSON reports whether m is already compact: encoding/json would
-// write it as is. The stored meta is compact unless someone edited the
-// database by hand.
+// compactJSON reports whether encoding/json would write m as is: valid,
+// printable ASCII, and no whitespace outside strings (what compacting
+// removes). The stored meta is like that unless someone edited the
+// database by hand. It does not allocate.
 func compactJSON(m json.RawMessage) bool {
-	if len(m) == 2 && (m[0] == '{' && m[1] == '}') {
+	if len(m) == 2 && m[0] == '{' && m[1] == '}' {
 		return true
 	}
-	var buf bytes.Buffer
-	if err := json.Compact(&buf, m); err != nil {
-		return false
-	}
-	return bytes.Equal(buf.Bytes(), m) && plainJSON(m)
-}
-
-// plainJSON reports whether m holds nothing encoding/json would rewrite
-// when compacting it (non-ASCII, which it validates and may escape).
-func plainJSON(m []byte) bool {
+	inString, escaped := false, false
 	for _, c := range m {
-		if c >= 0x7f {
+		switch {
+		case c < 0x20 && !inString, c >= 0x7f:
+			return false
+		case inString && escaped:
+			escaped = false
+		case inString && c == '\\':
+			escaped = true
+		case c == '"':
+			inString = !inString
+		case !inString && c == ' ':
 			return false
 		}
 	}
-	return true
+	return json.Valid(m)
 }

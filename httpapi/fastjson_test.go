@@ -75,6 +75,9 @@ func TestVerifyResponseMatchesEncodingJSON(t *testing.T) {
 		{Valid: true, Code: latchkey.Valid, Subject: "naïve", Scopes: []string{"a"}},
 		{Valid: true, Code: latchkey.Valid, Subject: "quote\"d", Meta: json.RawMessage(`{ "spaced": true }`)},
 		{Valid: true, Code: latchkey.Valid, Scopes: []string{}, Warnings: []string{}},
+		{Valid: true, Code: latchkey.Valid, Meta: json.RawMessage(`{"a":"x\" y","b":[1, 2]}`)},
+		{Valid: true, Code: latchkey.Valid, Meta: json.RawMessage("{\"a\":\t1}")},
+		{Valid: true, Code: latchkey.Valid, Meta: json.RawMessage(`{"a":"x\" y","b":{"c":null}}`)},
 	}
 	for i, c := range cases {
 		var want bytes.Buffer
@@ -94,4 +97,31 @@ func TestVerifyResponseMatchesEncodingJSON(t *testing.T) {
 			t.Errorf("case %d:\n got %s\nwant %s", i, got, want.String())
 		}
 	}
+}
+
+// Whatever metadata a token holds, the fast writer either writes what
+// encoding/json writes or steps aside.
+func FuzzVerifyResponseMeta(f *testing.F) {
+	for _, m := range []string{`{}`, `{"a":1}`, `{"a":"x\" y"}`, `{ "a" : [1,2] }`, `{"é":1}`, `[]`, `{"a":"\u2028"}`} {
+		f.Add([]byte(m))
+	}
+	f.Fuzz(func(t *testing.T, m []byte) {
+		if !json.Valid(m) {
+			return
+		}
+		r := VerifyResponse{Valid: true, Code: latchkey.Valid, TokenID: "x", Meta: json.RawMessage(m)}
+		got, ok := appendVerifyResponse(nil, &r)
+		if !ok {
+			return
+		}
+		var want bytes.Buffer
+		enc := json.NewEncoder(&want)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(&r); err != nil {
+			t.Fatalf("encoding/json refuses meta %q that the fast writer wrote: %v", m, err)
+		}
+		if string(got) != want.String() {
+			t.Fatalf("meta %q:\n got %s\nwant %s", m, got, want.String())
+		}
+	})
 }
