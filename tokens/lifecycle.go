@@ -127,6 +127,22 @@ func (s *Service) Revoke(ctx context.Context, a Actor, id, reason string) (*latc
 	if err := checkReason(reason); err != nil {
 		return nil, err
 	}
+	return s.changeLineage(ctx, id, func(t0 *latchkey.Token) error {
+		if t0.Status == latchkey.StatusRevoked {
+			return latchkey.Errorf(latchkey.EConflict, "token %s is already revoked", id)
+		}
+		return nil
+	}, func(tx latchkey.Tx, toks []*latchkey.Token, now time.Time, changed func(string)) error {
+		_, err := s.revokeAll(ctx, tx, a, toks, id, reason, now, changed)
+		return err
+	})
+}
+
+// changeLineage loads token id with its descendants (locked, id first)
+// and, when check accepts id's token, hands them to change, all in one
+// transaction. It returns id's token as changed.
+func (s *Service) changeLineage(ctx context.Context, id string, check func(t0 *latchkey.Token) error,
+	change func(tx latchkey.Tx, toks []*latchkey.Token, now time.Time, changed func(string)) error) (*latchkey.Token, error) {
 	now := s.now()
 	var out *latchkey.Token
 	err := s.apply(ctx, func(tx latchkey.Tx, changed func(string)) error {
@@ -134,14 +150,25 @@ func (s *Service) Revoke(ctx context.Context, a Actor, id, reason string) (*latc
 		if err != nil {
 			return err
 		}
-		if toks[0].Status == latchkey.StatusRevoked {
-			return latchkey.Errorf(latchkey.EConflict, "token %s is already revoked", id)
+		if err := check(toks[0]); err != nil {
+			return err
 		}
 		out = toks[0]
-		_, err = s.revokeAll(ctx, tx, a, toks, id, reason, now, changed)
-		return err
+		return change(tx, toks, now, changed)
 	})
-	return out, err
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// cascadeDetail is the audit detail of a change to t made because root
+// was changed: nil for root itself.
+func cascadeDetail(t *latchkey.Token, root string) map[string]any {
+	if t.ID == root {
+		return nil
+	}
+	return map[string]any{"cascade_from": root}
 }
 
 // revokeAll revokes every token in toks that is not revoked yet. Tokens
@@ -226,20 +253,15 @@ func (s *Service) Suspend(ctx context.Context, a Actor, id, reason string) (*lat
 	if err := checkReason(reason); err != nil {
 		return nil, err
 	}
-	now := s.now()
-	var out *latchkey.Token
-	err := s.apply(ctx, func(tx latchkey.Tx, changed func(string)) error {
-		toks, err := lineage(ctx, tx, id)
-		if err != nil {
-			return err
-		}
-		switch toks[0].Status {
+	return s.changeLineage(ctx, id, func(t0 *latchkey.Token) error {
+		switch t0.Status {
 		case latchkey.StatusRevoked:
 			return latchkey.Errorf(latchkey.EConflict, "token %s is revoked; revocation is final", id)
 		case latchkey.StatusSuspended:
 			return latchkey.Errorf(latchkey.EConflict, "token %s is already suspended", id)
 		}
-		out = toks[0]
+		return nil
+	}, func(tx latchkey.Tx, toks []*latchkey.Token, now time.Time, changed func(string)) error {
 		for _, t := range toks {
 			if t.Status != latchkey.StatusActive {
 				continue // already suspended on its own account, or revoked
@@ -249,11 +271,7 @@ func (s *Service) Suspend(ctx context.Context, a Actor, id, reason string) (*lat
 			}
 			t.Status = latchkey.StatusSuspended
 			t.SuspendedAt, t.SuspendedBy, t.SuspendedReason, t.SuspendedVia = now, createdBy(a), reason, id
-			var detail map[string]any
-			if t.ID != id {
-				detail = map[string]any{"cascade_from": id}
-			}
-			ev := s.event(a, latchkey.ActionTokenSuspend, t, now, detail)
+			ev := s.event(a, latchkey.ActionTokenSuspend, t, now, cascadeDetail(t, id))
 			ev.Reason = reason
 			if err := tx.UpdateToken(ctx, t, ev); err != nil {
 				return err
@@ -262,27 +280,20 @@ func (s *Service) Suspend(ctx context.Context, a Actor, id, reason string) (*lat
 		}
 		return nil
 	})
-	return out, err
 }
 
 // Resume lifts a suspension, with every descendant that was suspended
 // because this token was.
 func (s *Service) Resume(ctx context.Context, a Actor, id string) (*latchkey.Token, error) {
-	now := s.now()
-	var out *latchkey.Token
-	err := s.apply(ctx, func(tx latchkey.Tx, changed func(string)) error {
-		toks, err := lineage(ctx, tx, id)
-		if err != nil {
-			return err
-		}
-		t0 := toks[0]
+	return s.changeLineage(ctx, id, func(t0 *latchkey.Token) error {
 		if t0.Status != latchkey.StatusSuspended {
 			return latchkey.Errorf(latchkey.EConflict, "token %s is %s, not suspended", id, t0.Status)
 		}
 		if v := t0.SuspendedVia; v != "" && v != id {
 			return latchkey.Errorf(latchkey.EConflict, "token %s is suspended because its ancestor %s is; resume %s", id, v, v)
 		}
-		out = t0
+		return nil
+	}, func(tx latchkey.Tx, toks []*latchkey.Token, now time.Time, changed func(string)) error {
 		for _, t := range toks {
 			if t.Status != latchkey.StatusSuspended || (t.ID != id && t.SuspendedVia != id) {
 				continue
@@ -292,18 +303,13 @@ func (s *Service) Resume(ctx context.Context, a Actor, id string) (*latchkey.Tok
 			}
 			t.Status = latchkey.StatusActive
 			t.SuspendedAt, t.SuspendedBy, t.SuspendedReason, t.SuspendedVia = time.Time{}, "", "", ""
-			var detail map[string]any
-			if t.ID != id {
-				detail = map[string]any{"cascade_from": id}
-			}
-			if err := tx.UpdateToken(ctx, t, s.event(a, latchkey.ActionTokenResume, t, now, detail)); err != nil {
+			if err := tx.UpdateToken(ctx, t, s.event(a, latchkey.ActionTokenResume, t, now, cascadeDetail(t, id))); err != nil {
 				return err
 			}
 			changed(t.ID)
 		}
 		return nil
 	})
-	return out, err
 }
 
 // Rotated is the result of a rotation.
