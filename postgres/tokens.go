@@ -110,16 +110,7 @@ func queryTokens(ctx context.Context, q interface {
 		return nil, nil, err
 	}
 	defer rows.Close()
-	var toks []*latchkey.Token
-	var seqs []int64
-	for rows.Next() {
-		t, seq, err := scanToken(rows)
-		if err != nil {
-			return nil, nil, err
-		}
-		toks, seqs = append(toks, t), append(seqs, seq)
-	}
-	return toks, seqs, rows.Err()
+	return tokenrow.ScanAll(rows)
 }
 
 // CreateToken inserts t and its audit event in one transaction.

@@ -108,16 +108,7 @@ func queryTokens(ctx context.Context, q queryer, query string, args ...any) ([]*
 		return nil, nil, err
 	}
 	defer rows.Close()
-	var toks []*latchkey.Token
-	var seqs []int64
-	for rows.Next() {
-		t, seq, err := scanToken(rows)
-		if err != nil {
-			return nil, nil, err
-		}
-		toks, seqs = append(toks, t), append(seqs, seq)
-	}
-	return toks, seqs, rows.Err()
+	return tokenrow.ScanAll(rows)
 }
 
 // UpdateToken applies fn to the token and stores the result and fn's audit

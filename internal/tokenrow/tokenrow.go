@@ -125,3 +125,29 @@ func fromMicros(v *int64) time.Time {
 	}
 	return time.UnixMicro(*v).UTC()
 }
+
+// Rows is what both drivers' result sets offer (*sql.Rows, pgx.Rows).
+type Rows interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+}
+
+// ScanAll reads every token row of rows, with their sequence numbers.
+// The caller closes rows.
+func ScanAll(rows Rows) ([]*latchkey.Token, []int64, error) {
+	var toks []*latchkey.Token
+	var seqs []int64
+	for rows.Next() {
+		var r Row
+		if err := rows.Scan(r.Dest()...); err != nil {
+			return nil, nil, err
+		}
+		t, seq, err := r.Token()
+		if err != nil {
+			return nil, nil, err
+		}
+		toks, seqs = append(toks, t), append(seqs, seq)
+	}
+	return toks, seqs, rows.Err()
+}
