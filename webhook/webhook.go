@@ -232,7 +232,10 @@ func (d *Dispatcher) loop(url string) {
 				}
 			}
 			cursor = ev.Seq
-			if err := d.log.PutSetting(ctx, key, strconv.FormatInt(cursor, 10)); err != nil && ctx.Err() == nil {
+			// The event is decided (delivered, given up or not wanted):
+			// record that even if Close arrives meanwhile, or a restart
+			// would send it again.
+			if err := d.saveCursor(ctx, key, cursor); err != nil {
 				d.cfg.Logger.Error("webhook: saving the cursor failed", "err", err)
 			}
 		}
@@ -246,6 +249,14 @@ func (d *Dispatcher) loop(url string) {
 		case <-time.After(d.cfg.Poll):
 		}
 	}
+}
+
+// saveCursor persists cursor outside the loop's cancellation, bounded
+// by a short timeout of its own.
+func (d *Dispatcher) saveCursor(ctx context.Context, key string, cursor int64) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	return d.log.PutSetting(ctx, key, strconv.FormatInt(cursor, 10))
 }
 
 // startCursor is where a URL's deliveries resume: its saved cursor, or,
