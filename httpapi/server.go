@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/audit"
 	"github.com/latchkeyhq/latchkey/secret"
 	"github.com/latchkeyhq/latchkey/tokens"
 	"github.com/latchkeyhq/latchkey/verify"
@@ -100,6 +101,25 @@ type Server struct {
 	// rather than at their next poll.
 	AuditWritten func() <-chan struct{}
 
+	// Activity, when set, serves GET /v1/audit/summary: this node's
+	// attempts per second and today, by outcome class.
+	Activity *audit.Activity
+
+	// UI, when set, serves the dashboard's files under GET /ui/ (package
+	// ui); the security headers are added here.
+	UI http.Handler
+	// SessionKey (at least 32 bytes, derived from the server key) seals
+	// dashboard sessions; without it, sign-in answers 404.
+	SessionKey []byte
+	// SessionTTL is how long a dashboard session lasts (default
+	// DefaultSessionTTL); never longer than its token.
+	SessionTTL time.Duration
+	// Sessions records sign-outs, so they hold on every node.
+	Sessions SessionStore
+
+	sessOnce sync.Once
+	sess     *sessionKeys
+
 	draining  atomic.Bool
 	drainOnce sync.Once
 	initOnce  sync.Once
@@ -138,6 +158,7 @@ func Routes() []Route {
 		{Method: "GET", Path: "/v1/audit", Scope: latchkey.ScopeAuditRead},
 		{Method: "GET", Path: "/v1/audit/stream", Scope: latchkey.ScopeAuditRead},
 		{Method: "GET", Path: "/v1/audit/verify", Scope: latchkey.ScopeAuditRead},
+		{Method: "GET", Path: "/v1/audit/summary", Scope: latchkey.ScopeAuditRead},
 		{Method: "GET", Path: "/v1/blocks", Scope: latchkey.ScopeAuditRead},
 		{Method: "DELETE", Path: "/v1/blocks/{source...}", Scope: latchkey.AdminScope},
 		{Method: "POST", Path: "/v1/leaks"},
@@ -150,6 +171,23 @@ func Routes() []Route {
 		{Method: "GET", Path: "/healthz"},
 		{Method: "GET", Path: "/readyz"},
 	}
+}
+
+// UIRoutes lists the dashboard's endpoints: its session, and every
+// admin route relayed under UIPrefix (authenticated by the session).
+func UIRoutes() []Route {
+	rts := []Route{
+		{Method: "POST", Path: UISessionPath},
+		{Method: "GET", Path: UISessionPath},
+		{Method: "DELETE", Path: UISessionPath},
+	}
+	for _, rt := range Routes() {
+		if rt.Scope != "" && rt.Method != "*" && strings.HasPrefix(rt.Path, "/v1/") && !rt.Relay {
+			rt.Path, rt.Self = UIPrefix+rt.Path, false
+			rts = append(rts, rt)
+		}
+	}
+	return rts
 }
 
 type handlerFunc func(w http.ResponseWriter, r *http.Request, a tokens.Actor) error
@@ -171,6 +209,7 @@ func (s *Server) Handler() http.Handler {
 		"GET /v1/audit":                 s.listAudit,
 		"GET /v1/audit/stream":          s.streamAudit,
 		"GET /v1/audit/verify":          s.verifyAudit,
+		"GET /v1/audit/summary":         s.auditSummary,
 		"GET /v1/blocks":                s.listBlocks,
 		"DELETE /v1/blocks/{source...}": s.removeBlock,
 		"POST /v1/leaks":                s.reportLeaks,
@@ -182,6 +221,14 @@ func (s *Server) Handler() http.Handler {
 		"GET /metrics":                  s.metrics,
 		"GET /healthz":                  s.healthz,
 		"GET /readyz":                   s.readyz,
+		"POST " + UISessionPath:         s.signIn,
+		"GET " + UISessionPath:          s.sessionInfo,
+		"DELETE " + UISessionPath:       s.signOut,
+	}
+	for _, rt := range Routes() {
+		if rt.Scope != "" {
+			h[rt.Method+" "+UIPrefix+rt.Path] = h[rt.Method+" "+rt.Path]
+		}
 	}
 	mux := http.NewServeMux()
 	paths := map[string][]string{}
@@ -195,6 +242,31 @@ func (s *Server) Handler() http.Handler {
 			continue
 		}
 		mux.Handle(rt.Method+" "+rt.Path, s.endpoint(rt, fn))
+		paths[rt.Path] = append(paths[rt.Path], rt.Method)
+	}
+	// The dashboard: its files, its sessions, and the admin API relayed
+	// under /ui/api with the session as the credential.
+	if s.UI != nil {
+		ui := s.UI
+		files := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			uiHeaders(w.Header())
+			ui.ServeHTTP(w, r)
+		})
+		// The files are flat: one segment, so no pattern here overlaps
+		// the API under /ui/api/.
+		mux.Handle("GET /ui/{$}", files)
+		mux.Handle("GET /ui/{file}", files)
+		mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, "/ui/", http.StatusFound)
+		})
+	}
+	for _, rt := range UIRoutes() {
+		fn := h[rt.Method+" "+rt.Path]
+		if rt.Path == UISessionPath {
+			mux.Handle(rt.Method+" "+rt.Path, s.uiSessionEndpoint(fn))
+		} else {
+			mux.Handle(rt.Method+" "+rt.Path, s.uiEndpoint(rt, fn))
+		}
 		paths[rt.Path] = append(paths[rt.Path], rt.Method)
 	}
 	// Same path, other method: a 405 in the one error shape.
@@ -251,6 +323,48 @@ func (s *Server) endpoint(rt Route, fn handlerFunc) http.Handler {
 	})
 }
 
+// uiSessionEndpoint serves /ui/api/session, which checks its own credentials.
+func (s *Server) uiSessionEndpoint(fn handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		uiHeaders(w.Header())
+		ip, _, _ := s.clientAddr(r)
+		a := tokens.Actor{ClientIP: ip, UserAgent: r.UserAgent(), RequestID: requestID(r)}
+		if err := fn(w, r, a); err != nil {
+			s.writeError(w, r, err)
+		}
+	})
+}
+
+// uiEndpoint is endpoint for the dashboard's relay (/ui/api/v1/...): the
+// credential is the session cookie's token, and a state change needs the
+// session's CSRF token too.
+func (s *Server) uiEndpoint(rt Route, fn handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		uiHeaders(w.Header())
+		ip, src, _ := s.clientAddr(r)
+		a := tokens.Actor{ClientIP: ip, UserAgent: r.UserAgent(), RequestID: requestID(r)}
+		ss, k, err := s.currentSession(r)
+		if err == nil && stateChanging(r.Method) {
+			err = checkCSRF(r, k, ss)
+		}
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		if rt.Scope != "" {
+			d, err := s.authenticateToken(r, ss.Token, rt.Scope, &a, src, true)
+			if err != nil {
+				s.writeError(w, r, err)
+				return
+			}
+			a.TokenID, a.Scopes = d.TokenID, d.Scopes
+		}
+		if err := fn(w, r, a); err != nil {
+			s.writeError(w, r, err)
+		}
+	})
+}
+
 // authenticate verifies the bearer token for an admin call. Refusals are
 // recorded in the audit log (admin_auth); successful reads are not, so
 // that following the log does not fill it.
@@ -259,6 +373,13 @@ func (s *Server) authenticate(r *http.Request, scope string, a *tokens.Actor, sr
 	if !ok {
 		return latchkey.Decision{}, latchkey.Errorf(latchkey.EUnauthenticated, "missing credentials: send Authorization: Bearer <token>")
 	}
+	return s.authenticateToken(r, tok, scope, a, src, true)
+}
+
+// authenticateToken is authenticate for a token from anywhere (a bearer
+// header, a dashboard session). failuresOnly leaves successes out of the
+// audit log.
+func (s *Server) authenticateToken(r *http.Request, tok, scope string, a *tokens.Actor, src netip.Addr, failuresOnly bool) (latchkey.Decision, error) {
 	var scopes []string
 	if scope != "" {
 		scopes = []string{scope}
@@ -266,7 +387,7 @@ func (s *Server) authenticate(r *http.Request, scope string, a *tokens.Actor, sr
 	d, err := s.Verifier.Verify(r.Context(), &verify.Request{
 		Token: tok, Scopes: scopes, ClientIP: a.ClientIP, UserAgent: a.UserAgent,
 		Method: r.Method, Path: r.URL.Path, RequestID: a.RequestID, // the audit writer redacts it
-		Action: latchkey.ActionAdminAuth, AuditFailuresOnly: true, APICall: true, Source: src,
+		Action: latchkey.ActionAdminAuth, AuditFailuresOnly: failuresOnly, APICall: true, Source: src,
 	})
 	if err != nil {
 		return d, latchkey.Errorf(latchkey.EUnavailable, "cannot verify credentials right now")

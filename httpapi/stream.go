@@ -129,3 +129,21 @@ func (s *Server) verifyAudit(w http.ResponseWriter, r *http.Request, _ tokens.Ac
 	writeJSON(w, http.StatusOK, rep)
 	return nil
 }
+
+// auditSummary serves GET /v1/audit/summary: counts of verification
+// attempts by outcome class (valid, refused, blocked), per second over
+// the last five minutes and since local midnight. They are the serving
+// node's, kept in memory since it started.
+func (s *Server) auditSummary(w http.ResponseWriter, r *http.Request, _ tokens.Actor) error {
+	if err := onlyParams(r.URL.Query()); err != nil {
+		return err
+	}
+	if s.Activity == nil {
+		return latchkey.Errorf(latchkey.ENotFound, "activity counts are not enabled")
+	}
+	if s.FlushAudit != nil {
+		s.FlushAudit(r.Context()) // count what was answered before this request
+	}
+	writeJSON(w, http.StatusOK, s.Activity.Summary(time.Now()))
+	return nil
+}

@@ -35,6 +35,7 @@ import (
 	"github.com/latchkeyhq/latchkey/secret"
 	"github.com/latchkeyhq/latchkey/sqlite"
 	"github.com/latchkeyhq/latchkey/tokens"
+	"github.com/latchkeyhq/latchkey/ui"
 	"github.com/latchkeyhq/latchkey/verify"
 	"github.com/latchkeyhq/latchkey/webhook"
 )
@@ -73,6 +74,10 @@ type serveConfig struct {
 
 	Detect   detect.Config
 	LeakKeys map[string]*ecdsa.PublicKey
+
+	// The dashboard (/ui/): on unless NoUI; SessionTTL 0 is the default.
+	NoUI       bool
+	SessionTTL time.Duration
 
 	Webhooks      []string
 	WebhookSecret string
@@ -185,6 +190,9 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, getenv env) 
 	fs.StringVar(&cfg.GatewayConfig, "gateway-config", getenv("LATCHKEY_GATEWAY_CONFIG"), "run the gateway with this route `file` (YAML); SIGHUP reloads it [LATCHKEY_GATEWAY_CONFIG]")
 	fs.StringVar(&cfg.GatewayListen, "gateway-listen", envOr(getenv, "LATCHKEY_GATEWAY_LISTEN", "127.0.0.1:8080"), "address the gateway listens on [LATCHKEY_GATEWAY_LISTEN]")
 	durVar(fs, &flagErr, &cfg.IdentityKeyPeriod, "identity-key-period", getenv, "how often the identity JWT signing key rotates (default 24h)")
+	uiOn := envOr(getenv, "LATCHKEY_UI", "true") != "false"
+	fs.BoolVar(&uiOn, "ui", uiOn, "serve the dashboard at /ui/ [LATCHKEY_UI=false to turn off]")
+	durVar(fs, &flagErr, &cfg.SessionTTL, "ui-session-ttl", getenv, "how long a dashboard sign-in lasts, never beyond its token's expiry (default 12h)")
 	var hooks, hookTypes strs
 	fs.Var(&hooks, "webhook", "POST events (token.created, token.revoked, source.blocked, leak.reported, ...) to this `URL`; repeatable [LATCHKEY_WEBHOOKS, comma-separated]")
 	cfg.WebhookSecret = getenv("LATCHKEY_WEBHOOK_SECRET")
@@ -195,6 +203,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, getenv env) 
 	if _, code := parse(fs, args, 0); code >= 0 {
 		return code
 	}
+	cfg.NoUI = !uiOn
 	for _, d := range []*durValue{defTTL, maxLife, rotAfter, touch, flush, retention} {
 		if d.err != nil {
 			fmt.Fprintf(stderr, "latchkey serve: %v\n", d.err)
@@ -625,8 +634,9 @@ func startDaemon(ctx context.Context, cfg serveConfig, logger *slog.Logger, stde
 		return nil, err
 	}
 	det.Restore(blocks)
+	activity := &audit.Activity{}
 	pipe := &audit.Pipeline{Sink: db, Logger: logger, BatchSize: cfg.AuditBatch, FlushInterval: cfg.AuditFlush, QueueSize: cfg.AuditQueue,
-		Observe:  func(evs []latchkey.AuditEvent) { det.Valid(evs); met.ObserveEvents(evs) },
+		Observe:  func(evs []latchkey.AuditEvent) { det.Valid(evs); met.ObserveEvents(evs); activity.Observe(evs) },
 		OnCommit: met.ObserveCommit}
 	pipe.Start()
 	vcfg := verify.Config{Node: node, RotationAge: cfg.Policy.RotationAge, TouchInterval: cfg.TouchInterval, SyncAudit: cfg.AuditSync,
@@ -665,7 +675,11 @@ func startDaemon(ctx context.Context, cfg serveConfig, logger *slog.Logger, stde
 	api := &httpapi.Server{Verifier: ver, Tokens: svc, Audit: db, Ready: db.Ping, Logger: logger,
 		ForwardAuth: fwd, JWKS: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { gateway.ServeJWKS(w, signer) }),
 		FlushAudit: pipe.Flush, TrustedProxies: cfg.TrustedProxies, AuditWritten: pipe.Written,
-		Blocks: &detect.Blocks{Detector: det, Store: db, Node: node}, LeakKeys: cfg.LeakKeys, Metrics: met.Handler()}
+		Blocks: &detect.Blocks{Detector: det, Store: db, Node: node}, LeakKeys: cfg.LeakKeys, Metrics: met.Handler(),
+		Activity: activity}
+	if !cfg.NoUI {
+		api.UI, api.SessionKey, api.SessionTTL, api.Sessions = ui.Handler(), key, cfg.SessionTTL, db
+	}
 	sources.Pipeline, sources.Verifier, sources.Detector = pipe, ver, det
 	var hooks *webhook.Dispatcher
 	if len(cfg.Webhooks) > 0 {
@@ -770,6 +784,9 @@ func startDaemon(ctx context.Context, cfg serveConfig, logger *slog.Logger, stde
 	}
 	logger.Info("latchkey listening", "addr", scheme+"://"+d.addr, "data_dir", cfg.DataDir, "store", store, "node", node,
 		"shared_counters", rc != nil)
+	if api.UI != nil {
+		logger.Info("dashboard", "url", scheme+"://"+d.addr+"/ui/")
+	}
 	ok = true
 	return d, nil
 }

@@ -1,0 +1,385 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/chromedp"
+
+	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/httpapi"
+)
+
+// xssName is a token name that would run script if the dashboard put API
+// values into the page as markup.
+const xssName = `<img src=x onerror=alert(1)>`
+
+// chromium finds a Chromium to drive: $LATCHKEY_CHROMIUM, or Debian's
+// chromium on the PATH.
+func chromium(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("LATCHKEY_CHROMIUM"); p != "" {
+		return p
+	}
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	requireService(t, "Chromium (apt-get install chromium)")
+	return ""
+}
+
+// browser starts headless Chromium for one test. Console errors,
+// uncaught exceptions and JavaScript dialogs are collected for the test
+// to check.
+type browser struct {
+	ctx     context.Context
+	mu      sync.Mutex
+	console []chromedp.ConsoleMessage
+	dialogs []string
+	shots   string
+}
+
+func newBrowser(t *testing.T) *browser {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium(t)), chromedp.NoSandbox, chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1280, 1000),
+		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true))
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	bctx, cancel := chromedp.NewContext(actx)
+	t.Cleanup(func() { cancel(); cancelAlloc() })
+	shots := os.Getenv("LATCHKEY_UI_SCREENSHOTS")
+	if shots == "" {
+		var err error
+		if shots, err = os.MkdirTemp("", "latchkey-dashboard-"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := &browser{ctx: bctx, shots: shots}
+	if err := chromedp.Listen(bctx, func(ev any) {
+		if d, ok := ev.(*page.EventJavascriptDialogOpening); ok {
+			b.mu.Lock()
+			b.dialogs = append(b.dialogs, d.Message)
+			b.mu.Unlock()
+			// Let the page go on, so the test sees the failure rather than hang.
+			go chromedp.Call(bctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: true})
+		}
+	}); err != nil {
+		t.Fatalf("starting Chromium: %v", err)
+	}
+	go func() {
+		for m, err := range chromedp.Console(bctx) {
+			if err != nil {
+				return
+			}
+			b.mu.Lock()
+			b.console = append(b.console, m)
+			b.mu.Unlock()
+		}
+	}()
+	t.Logf("screenshots are saved in %s", shots)
+	return b
+}
+
+func (b *browser) do(t *testing.T, what string, steps ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 15*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, steps...); err != nil {
+		b.screenshot(t, "failure-"+strings.ReplaceAll(what, " ", "-"))
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// eval evaluates a JavaScript expression yielding a string (or a promise
+// of one).
+func (b *browser) eval(t *testing.T, expr string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[string](expr, chromedp.EvalAwaitPromise))
+	if err != nil {
+		t.Fatalf("evaluate %s: %v", expr, err)
+	}
+	return v
+}
+
+// waitFor polls a JavaScript predicate and returns how long it took to
+// hold; it fails the test after limit.
+func (b *browser) waitFor(t *testing.T, what, predicate string, limit time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(b.ctx, limit+5*time.Second)
+	defer cancel()
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](predicate, chromedp.WithPollingTimeout(limit), chromedp.WithPollingInterval(20*time.Millisecond))); err != nil {
+		b.screenshot(t, "failure-"+strings.ReplaceAll(what, " ", "-"))
+		t.Fatalf("%s: not within %s: %v", what, limit, err)
+	}
+	return time.Since(start)
+}
+
+func (b *browser) screenshot(t *testing.T, name string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		t.Logf("screenshot %s: %v", name, err)
+		return
+	}
+	path := filepath.Join(b.shots, name+".png")
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		t.Errorf("saving %s: %v", path, err)
+	}
+}
+
+// problems are the page's uncaught exceptions, CSP violations, console
+// errors other than the API's expected refusals, and any dialog.
+func (b *browser) problems() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []string
+	for _, m := range b.console {
+		switch {
+		case m.IsException():
+			out = append(out, "exception: "+m.Text)
+		case strings.Contains(m.Text, "Content Security Policy"), m.Source == "security":
+			out = append(out, "CSP: "+m.Text)
+		case m.Type == "error" && !strings.Contains(m.Text, "status of 401") && !strings.Contains(m.Text, "status of 403"):
+			out = append(out, "console error: "+m.Text)
+		}
+	}
+	for _, d := range b.dialogs {
+		out = append(out, "a dialog opened: "+d)
+	}
+	return out
+}
+
+// verifyOutside checks a token through the public API, as a backend
+// would, and returns the verdict.
+func verifyOutside(t *testing.T, ts *testServer, tok string) string {
+	t.Helper()
+	body, _ := json.Marshal(map[string]string{"token": tok, "path": "/orders/7", "method": "GET"})
+	code, out := ts.post(t, "/v1/verify", ts.root, body)
+	if code != http.StatusOK {
+		t.Fatalf("verify: %d %s", code, out)
+	}
+	var v struct {
+		Code string `json:"code"`
+	}
+	json.Unmarshal([]byte(out), &v)
+	return v.Code
+}
+
+// feedHas is a predicate: the live feed shows a row for token id with
+// outcome.
+func feedHas(id, outcome string) string {
+	return fmt.Sprintf(`[...document.querySelectorAll('#feed tr.ev')].some(tr => tr.textContent.includes(%q) && tr.querySelector('.badge')?.textContent === %q)`, id, outcome)
+}
+
+// TestDashboardInBrowser drives the dashboard in headless Chromium: sign
+// in, create a token, watch its verification arrive live, revoke it and
+// watch the refusal arrive, and check that a hostile name stays text.
+func TestDashboardInBrowser(t *testing.T) {
+	b := newBrowser(t)
+	ts := startServer(t, t.TempDir())
+
+	// Sign in with the root token.
+	b.do(t, "open the sign-in page", chromedp.Navigate(ts.url+"/ui/"), chromedp.WaitVisible("#token"))
+	if v := b.eval(t, `JSON.stringify([localStorage.length, sessionStorage.length, document.cookie])`); v != `[0,0,""]` {
+		t.Errorf("storage before sign-in: %s", v)
+	}
+	b.do(t, "sign in", chromedp.SendKeys("#token", ts.root), chromedp.Click("#signin button[type=submit]"),
+		chromedp.WaitVisible("#stream-status.live"))
+	// The token is nowhere the page's script could keep it.
+	if v := b.eval(t, `JSON.stringify([localStorage.length, sessionStorage.length, document.cookie, document.querySelector('#token') === null])`); v != `[0,0,"",true]` {
+		t.Errorf("after sign-in, storage/cookie visible to script/form: %s", v)
+	}
+
+	// Create a token through the form.
+	b.do(t, "open the create form", chromedp.Navigate(ts.url+"/ui/#/tokens/new"), chromedp.WaitVisible("#c-name"))
+	b.do(t, "fill and submit the form",
+		chromedp.SendKeys("#c-name", xssName),
+		chromedp.SendKeys("#c-subject", "user:"+xssName),
+		chromedp.SendKeys("#c-scopes", "orders:read, orders:write"),
+		chromedp.SendKeys("#c-ttl", "30d"),
+		chromedp.SendKeys("#c-rate_limit", "100/1m"),
+		chromedp.Click("#create-form button[type=submit]"),
+		chromedp.WaitVisible("#plaintext"))
+	plaintext := b.eval(t, `document.querySelector('#plaintext').value`)
+	if !strings.HasPrefix(plaintext, "lk_") {
+		t.Fatalf("the created token's plaintext is %q", plaintext)
+	}
+	if w := b.eval(t, `document.querySelector('#created .warning').textContent`); !strings.Contains(w, "shown once") {
+		t.Errorf("no shown-once warning: %q", w)
+	}
+	b.screenshot(t, "1-created")
+	tok, err := ts.client(ts.root).ListTokens(ctx, latchkey.TokenFilter{Subject: "user:" + xssName})
+	if err != nil || len(tok.Tokens) != 1 {
+		t.Fatalf("the UI's token is not in the API: %v %+v", err, tok)
+	}
+	id := tok.Tokens[0].ID
+	if tok.Tokens[0].Name != xssName || tok.Tokens[0].RateLimit == nil || tok.Tokens[0].RateLimit.Limit != 100 {
+		t.Errorf("created as %+v", tok.Tokens[0])
+	}
+
+	// Live: a verification from outside shows up in the feed within 2 s.
+	b.do(t, "open the live view", chromedp.Navigate(ts.url+"/ui/#/live"), chromedp.WaitVisible("#stream-status.live"))
+	if got := verifyOutside(t, ts, plaintext); got != "VALID" {
+		t.Fatalf("verify before revocation: %s", got)
+	}
+	took := b.waitFor(t, "the VALID attempt in the live feed", feedHas(id, "VALID"), 2*time.Second)
+	t.Logf("VALID attempt appeared in the live feed after %s", took.Round(time.Millisecond))
+	b.waitFor(t, "the valid counter", `Number(document.querySelector('#count-valid').textContent.replace(/\D/g, '')) >= 1`, 3*time.Second)
+
+	// The token's page: the hostile name is text, and revoke works.
+	b.do(t, "open the token", chromedp.Navigate(ts.url+"/ui/#/tokens/"+id), chromedp.WaitVisible("#token-name"))
+	if v := b.eval(t, `document.querySelector('#token-name').textContent`); v != xssName {
+		t.Errorf("token name rendered as %q, want the literal %q", v, xssName)
+	}
+	if n := b.eval(t, `String(document.querySelectorAll('main img').length)`); n != "0" {
+		t.Errorf("%s img elements in the page: the name was parsed as markup", n)
+	}
+	b.waitFor(t, "the attempt on the token's page", fmt.Sprintf(`document.querySelector('#attempts')?.textContent.includes('VALID')`), 3*time.Second)
+	b.screenshot(t, "2-token")
+	b.do(t, "revoke", chromedp.Click(`button[data-action="revoke"]`),
+		chromedp.WaitVisible("dialog.confirm input[name=reason]"),
+		chromedp.SendKeys("dialog.confirm input[name=reason]", "leaked in a test"),
+		chromedp.Click("dialog.confirm button[data-confirm]"))
+	b.waitFor(t, "the revoked status", `document.querySelector('h1 .badge')?.textContent === 'revoked'`, 5*time.Second)
+
+	// Verify again from outside: REVOKED shows up live.
+	b.do(t, "back to the live view", chromedp.Navigate(ts.url+"/ui/#/live"), chromedp.WaitVisible("#stream-status.live"))
+	// Some traffic for the chart, as a real screen would have.
+	for range 5 {
+		verifyOutside(t, ts, "lk_NotARealToken_"+strings.Repeat("x", 40))
+	}
+	if got := verifyOutside(t, ts, plaintext); got != "REVOKED" {
+		t.Fatalf("verify after revocation: %s", got)
+	}
+	took = b.waitFor(t, "REVOKED in the live feed", feedHas(id, "REVOKED"), 2*time.Second)
+	t.Logf("REVOKED attempt appeared in the live feed after %s", took.Round(time.Millisecond))
+	b.waitFor(t, "the refused counter", `Number(document.querySelector('#count-refused').textContent.replace(/\D/g, '')) >= 1`, 3*time.Second)
+	b.screenshot(t, "3-live")
+
+	// The list shows the name as text too; the security view loads.
+	b.do(t, "the token list", chromedp.Navigate(ts.url+"/ui/#/tokens"), chromedp.WaitVisible(`#tokens tr[data-id="`+id+`"]`))
+	if v := b.eval(t, `document.querySelector('#tokens tr[data-id="`+id+`"] .name').textContent`); v != xssName {
+		t.Errorf("list shows the name as %q", v)
+	}
+	// A brute-force source gets blocked; the security view shows the
+	// block with its evidence and lifts it.
+	const attacker = "203.0.113.77"
+	for i := range 25 {
+		body, _ := json.Marshal(map[string]string{"token": fmt.Sprintf("lk_%016d_%s", i, strings.Repeat("A", 43)), "ip": attacker})
+		ts.post(t, "/v1/verify", ts.root, body)
+	}
+	b.do(t, "the security view", chromedp.Navigate(ts.url+"/ui/#/security"), chromedp.WaitVisible("#blocks"),
+		chromedp.WaitVisible("#alerts"))
+	b.waitFor(t, "the block listed", fmt.Sprintf(`document.querySelector('#blocks')?.textContent.includes(%q)`, attacker), 6*time.Second)
+	b.waitFor(t, "the detector's action listed", fmt.Sprintf(`document.querySelector('#alerts')?.textContent.includes(%q)`, attacker), 6*time.Second)
+	b.screenshot(t, "4-security")
+	b.do(t, "unblock", chromedp.Click(`#blocks button[data-action="unblock"]`), chromedp.WaitVisible("dialog.confirm button[data-confirm]"),
+		chromedp.Click("dialog.confirm button[data-confirm]"))
+	b.waitFor(t, "the block lifted", fmt.Sprintf(`!document.querySelector('#blocks')?.textContent.includes(%q)`, attacker), 5*time.Second)
+	if bl, err := ts.client(ts.root).ListBlocks(ctx); err != nil || len(bl.Blocks) != 0 {
+		t.Errorf("blocks after unblocking in the UI: %v %v", bl, err)
+	}
+
+	// Sign out: the page shows the sign-in form, and the session is over.
+	b.do(t, "sign out", chromedp.Click("#signout"), chromedp.WaitVisible("#signin"))
+	if v := b.eval(t, `fetch('/ui/api/v1/tokens').then(r => String(r.status))`); v != "401" {
+		t.Errorf("after sign-out a data call answered %s", v)
+	}
+	for _, p := range b.problems() {
+		t.Error(p)
+	}
+}
+
+// TestDashboardSessionOverHTTP checks the session from outside a browser:
+// the cookie's attributes, 401 without a session, 403 without the CSRF
+// token, and that sign-out ends a copied cookie too.
+func TestDashboardSessionOverHTTP(t *testing.T) {
+	ts := startServer(t, t.TempDir())
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar}
+	req := func(method, path, csrf, body string) (int, string) {
+		t.Helper()
+		r, _ := http.NewRequest(method, ts.url+path, strings.NewReader(body))
+		if csrf != "" {
+			r.Header.Set(httpapi.CSRFHeader, csrf)
+		}
+		resp, err := c.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var sb strings.Builder
+		buf := make([]byte, 4096)
+		for {
+			n, err := resp.Body.Read(buf)
+			sb.Write(buf[:n])
+			if err != nil {
+				break
+			}
+		}
+		return resp.StatusCode, sb.String()
+	}
+	if code, _ := req("GET", "/ui/api/v1/tokens", "", ""); code != http.StatusUnauthorized {
+		t.Errorf("no session: %d", code)
+	}
+	r, _ := http.NewRequest("POST", ts.url+httpapi.UISessionPath, strings.NewReader(`{"token":"`+ts.root+`"}`))
+	resp, err := c.Do(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info httpapi.SessionInfo
+	json.NewDecoder(resp.Body).Decode(&info)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || len(info.CSRFToken) != 64 {
+		t.Fatalf("sign-in: %d %+v", resp.StatusCode, info)
+	}
+	set := resp.Header.Get("Set-Cookie")
+	for _, want := range []string{httpapi.SessionCookie + "=", "HttpOnly", "SameSite=Strict", "Path=/ui/", "Max-Age="} {
+		if !strings.Contains(set, want) {
+			t.Errorf("Set-Cookie %q lacks %s", set, want)
+		}
+	}
+	if strings.Contains(set, ts.root) || strings.Contains(set, strings.Split(ts.root, "_")[2]) {
+		t.Error("the cookie carries the token in clear")
+	}
+	if code, _ := req("GET", "/ui/api/v1/tokens", "", ""); code != http.StatusOK {
+		t.Errorf("with a session: %d", code)
+	}
+	if code, _ := req("POST", "/ui/api/v1/tokens", "", `{"name":"n","scopes":["a:read"]}`); code != http.StatusForbidden {
+		t.Errorf("no CSRF token: %d", code)
+	}
+	if code, _ := req("POST", "/ui/api/v1/tokens", strings.Repeat("0", 64), `{"name":"n","scopes":["a:read"]}`); code != http.StatusForbidden {
+		t.Errorf("wrong CSRF token: %d", code)
+	}
+	if code, body := req("POST", "/ui/api/v1/tokens", info.CSRFToken, `{"name":"n","scopes":["a:read"]}`); code != http.StatusCreated {
+		t.Errorf("with the CSRF token: %d %s", code, body)
+	}
+	u, _ := url.Parse(ts.url + "/ui/")
+	copied := jar.Cookies(u)
+	if code, _ := req("DELETE", httpapi.UISessionPath, info.CSRFToken, ""); code != http.StatusNoContent {
+		t.Errorf("sign-out: %d", code)
+	}
+	jar.SetCookies(u, copied) // someone kept the cookie
+	if code, _ := req("GET", "/ui/api/v1/tokens", "", ""); code != http.StatusUnauthorized {
+		t.Errorf("a copied cookie after sign-out: %d", code)
+	}
+}

@@ -1,0 +1,331 @@
+package httpapi
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/tokens"
+)
+
+// The dashboard's sessions (docs/dashboard.md).
+//
+// An operator signs in by pasting an admin token once: POST /ui/api/session
+// exchanges it for a cookie. The cookie holds the token sealed with
+// AES-256-GCM under a key derived from the server key, with a session id
+// and an expiry, so every node sharing the server key accepts it and the
+// browser's script never sees the token (HttpOnly; never in localStorage
+// or sessionStorage).
+//
+// Each dashboard data call (/ui/api/v1/...) opens the cookie and
+// authenticates the sealed token exactly as a bearer token, so revoking,
+// suspending or narrowing the admin token takes effect on its sessions at
+// once. A state-changing call must also carry the session's CSRF token in
+// X-CSRF-Token (an HMAC of the session id); SameSite=Strict keeps the
+// cookie off cross-site requests in the first place.
+//
+// Signing out records the session id in the store (a setting read on each
+// dashboard call), so a copied cookie stops working on every node.
+
+const (
+	// SessionCookie is the dashboard session cookie's name.
+	SessionCookie = "latchkey_session"
+	// CSRFHeader carries the session's CSRF token on state changes.
+	CSRFHeader = "X-CSRF-Token"
+	// DefaultSessionTTL is how long a session lasts unless configured.
+	DefaultSessionTTL = 12 * time.Hour
+	// UIPrefix is where the dashboard's relayed API lives: /ui/api/v1/...
+	// answers as /v1/... does, authenticated by the session.
+	UIPrefix = "/ui/api"
+	// UISessionPath signs in (POST), tells who is signed in (GET) and
+	// signs out (DELETE).
+	UISessionPath = UIPrefix + "/session"
+
+	sessionEndKey = "ui_session_end:"
+	maxCookieLen  = 2048
+)
+
+// SessionStore records sign-outs. latchkey.Store satisfies it.
+type SessionStore interface {
+	GetSetting(ctx context.Context, key string) (string, bool, error)
+	PutSetting(ctx context.Context, key, value string) error
+}
+
+// sessionKeys are the AEAD sealing cookies and the CSRF MAC key, derived
+// from Server.SessionKey.
+type sessionKeys struct {
+	aead cipher.AEAD
+	csrf []byte
+}
+
+// session is a cookie's sealed content.
+type session struct {
+	ID      string `json:"sid"`
+	Token   string `json:"tok"`
+	Expires int64  `json:"exp"` // unix seconds
+}
+
+// SessionInfo answers POST and GET /ui/api/session.
+type SessionInfo struct {
+	TokenID   string    `json:"token_id"`
+	Subject   string    `json:"subject"`
+	Scopes    []string  `json:"scopes"`
+	ExpiresAt time.Time `json:"expires_at"`
+	// CSRFToken goes in X-CSRF-Token on every state-changing call. The
+	// page keeps it in memory only.
+	CSRFToken string `json:"csrf_token"`
+}
+
+// SignInRequest is the body of POST /ui/api/session.
+type SignInRequest struct {
+	Token string `json:"token"`
+}
+
+func deriveKey(key []byte, label string) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(label))
+	return m.Sum(nil)
+}
+
+func (s *Server) sessionKeys() (*sessionKeys, error) {
+	s.sessOnce.Do(func() {
+		if len(s.SessionKey) < 32 {
+			return
+		}
+		block, err := aes.NewCipher(deriveKey(s.SessionKey, "latchkey ui session seal v1"))
+		if err != nil {
+			return
+		}
+		aead, err := cipher.NewGCM(block)
+		if err != nil {
+			return
+		}
+		s.sess = &sessionKeys{aead: aead, csrf: deriveKey(s.SessionKey, "latchkey ui session csrf v1")}
+	})
+	if s.sess == nil {
+		return nil, latchkey.Errorf(latchkey.ENotFound, "the dashboard is not enabled on this server")
+	}
+	return s.sess, nil
+}
+
+func (s *Server) sessionTTL() time.Duration {
+	if s.SessionTTL > 0 {
+		return s.SessionTTL
+	}
+	return DefaultSessionTTL
+}
+
+var sessionAD = []byte("latchkey-session-v1")
+
+func (k *sessionKeys) seal(ss session) string {
+	plain, _ := json.Marshal(ss)
+	nonce := make([]byte, k.aead.NonceSize(), k.aead.NonceSize()+len(plain)+k.aead.Overhead())
+	rand.Read(nonce)
+	return base64.RawURLEncoding.EncodeToString(k.aead.Seal(nonce, nonce, plain, sessionAD))
+}
+
+func (k *sessionKeys) open(v string) (session, bool) {
+	var ss session
+	if len(v) > maxCookieLen {
+		return ss, false
+	}
+	b, err := base64.RawURLEncoding.DecodeString(v)
+	if err != nil || len(b) < k.aead.NonceSize()+k.aead.Overhead() {
+		return ss, false
+	}
+	plain, err := k.aead.Open(nil, b[:k.aead.NonceSize()], b[k.aead.NonceSize():], sessionAD)
+	if err != nil || json.Unmarshal(plain, &ss) != nil || ss.ID == "" || ss.Token == "" {
+		return ss, false
+	}
+	return ss, true
+}
+
+func (k *sessionKeys) csrfToken(sid string) string {
+	m := hmac.New(sha256.New, k.csrf)
+	m.Write([]byte(sid))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// errNoSession is the 401 of a dashboard call without a live session.
+var errNoSession = latchkey.Errorf(latchkey.EUnauthenticated, "no dashboard session: sign in at /ui/")
+
+// currentSession opens the request's session cookie and checks that it
+// has neither expired nor been signed out.
+func (s *Server) currentSession(r *http.Request) (session, *sessionKeys, error) {
+	k, err := s.sessionKeys()
+	if err != nil {
+		return session{}, nil, err
+	}
+	c, err := r.Cookie(SessionCookie)
+	if err != nil {
+		return session{}, k, errNoSession
+	}
+	ss, ok := k.open(c.Value)
+	if !ok || time.Now().Unix() >= ss.Expires {
+		return session{}, k, errNoSession
+	}
+	if s.Sessions != nil {
+		_, ended, err := s.Sessions.GetSetting(r.Context(), sessionEndKey+ss.ID)
+		if err != nil {
+			return session{}, k, latchkey.Errorf(latchkey.EUnavailable, "cannot check the session right now")
+		}
+		if ended {
+			return session{}, k, errNoSession
+		}
+	}
+	return ss, k, nil
+}
+
+// checkCSRF refuses a state change without the session's CSRF token, or
+// sent from another origin.
+func checkCSRF(r *http.Request, k *sessionKeys, ss session) error {
+	if o := r.Header.Get("Origin"); o != "" {
+		if u, err := url.Parse(o); err != nil || u.Host != r.Host {
+			return latchkey.Errorf(latchkey.EPermissionDenied, "cross-origin request refused")
+		}
+	}
+	got := r.Header.Get(CSRFHeader)
+	if got == "" || !hmac.Equal([]byte(got), []byte(k.csrfToken(ss.ID))) {
+		return latchkey.Errorf(latchkey.EPermissionDenied, "missing or wrong CSRF token: send the session's csrf_token in %s", CSRFHeader)
+	}
+	return nil
+}
+
+func stateChanging(method string) bool {
+	return method != http.MethodGet && method != http.MethodHead && method != http.MethodOptions
+}
+
+// sessionCookie builds the cookie; an empty value with maxAge < 0 clears it.
+func (s *Server) sessionCookie(r *http.Request, value string, maxAge int) *http.Cookie {
+	return &http.Cookie{Name: SessionCookie, Value: value, Path: "/ui/", MaxAge: maxAge,
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: s.overTLS(r)}
+}
+
+// overTLS reports whether the browser reached us over TLS: directly, or
+// through a trusted proxy that says so in X-Forwarded-Proto.
+func (s *Server) overTLS(r *http.Request) bool {
+	if r.TLS != nil {
+		return true
+	}
+	peer, err := netip.ParseAddrPort(r.RemoteAddr)
+	return err == nil && s.TrustedProxies.Trusts(peer.Addr().Unmap()) && r.Header.Get("X-Forwarded-Proto") == "https"
+}
+
+// signIn serves POST /ui/api/session.
+func (s *Server) signIn(w http.ResponseWriter, r *http.Request, a tokens.Actor) error {
+	k, err := s.sessionKeys()
+	if err != nil {
+		return err
+	}
+	if err := checkOrigin(r); err != nil {
+		return err
+	}
+	var req SignInRequest
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	if req.Token == "" {
+		return latchkey.Errorf(latchkey.EInvalid, "token is required: paste an admin token")
+	}
+	_, src, _ := s.clientAddr(r)
+	d, err := s.authenticateToken(r, req.Token, "", &a, src, false)
+	if err != nil {
+		return err
+	}
+	if !latchkey.ScopesCover(d.Scopes, latchkey.ScopeTokensRead) && !latchkey.ScopesCover(d.Scopes, latchkey.ScopeAuditRead) {
+		return latchkey.Errorf(latchkey.EPermissionDenied, "this token holds neither %s nor %s: the dashboard needs an admin token",
+			latchkey.ScopeTokensRead, latchkey.ScopeAuditRead)
+	}
+	exp := time.Now().Add(s.sessionTTL())
+	if !d.ExpiresAt.IsZero() && d.ExpiresAt.Before(exp) {
+		exp = d.ExpiresAt // a session never outlives its token
+	}
+	var sid [16]byte
+	rand.Read(sid[:])
+	ss := session{ID: hex.EncodeToString(sid[:]), Token: req.Token, Expires: exp.Unix()}
+	http.SetCookie(w, s.sessionCookie(r, k.seal(ss), int(time.Until(exp)/time.Second)))
+	writeJSON(w, http.StatusOK, SessionInfo{TokenID: d.TokenID, Subject: d.Subject, Scopes: nonNilScopes(d.Scopes),
+		ExpiresAt: time.Unix(ss.Expires, 0).UTC(), CSRFToken: k.csrfToken(ss.ID)})
+	return nil
+}
+
+// checkOrigin refuses a request another site's page sent (sign-in needs
+// no CSRF token: there is no session yet, but it must come from our page).
+func checkOrigin(r *http.Request) error {
+	if o := r.Header.Get("Origin"); o != "" {
+		if u, err := url.Parse(o); err != nil || u.Host != r.Host {
+			return latchkey.Errorf(latchkey.EPermissionDenied, "cross-origin request refused")
+		}
+	}
+	return nil
+}
+
+func nonNilScopes(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// sessionInfo serves GET /ui/api/session: who is signed in, and the CSRF
+// token again (a reloaded page has lost it from memory).
+func (s *Server) sessionInfo(w http.ResponseWriter, r *http.Request, a tokens.Actor) error {
+	ss, k, err := s.currentSession(r)
+	if err != nil {
+		return err
+	}
+	_, src, _ := s.clientAddr(r)
+	d, err := s.authenticateToken(r, ss.Token, "", &a, src, true)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, SessionInfo{TokenID: d.TokenID, Subject: d.Subject, Scopes: nonNilScopes(d.Scopes),
+		ExpiresAt: time.Unix(ss.Expires, 0).UTC(), CSRFToken: k.csrfToken(ss.ID)})
+	return nil
+}
+
+// signOut serves DELETE /ui/api/session: the session ends on every node and
+// the cookie is cleared.
+func (s *Server) signOut(w http.ResponseWriter, r *http.Request, _ tokens.Actor) error {
+	ss, k, err := s.currentSession(r)
+	if err != nil {
+		if errors.Is(err, errNoSession) {
+			http.SetCookie(w, s.sessionCookie(r, "", -1))
+		}
+		return err
+	}
+	if err := checkCSRF(r, k, ss); err != nil {
+		return err
+	}
+	if s.Sessions != nil {
+		if err := s.Sessions.PutSetting(r.Context(), sessionEndKey+ss.ID, strconv.FormatInt(ss.Expires, 10)); err != nil {
+			return latchkey.Errorf(latchkey.EUnavailable, "cannot end the session right now; try again")
+		}
+	}
+	http.SetCookie(w, s.sessionCookie(r, "", -1))
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// uiHeaders are set on everything under /ui/.
+func uiHeaders(h http.Header) {
+	h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "+
+		"connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Cross-Origin-Opener-Policy", "same-origin")
+}

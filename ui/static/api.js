@@ -1,0 +1,90 @@
+// Talking to latchkey. The session cookie is HttpOnly, so this script
+// never sees the admin token; the CSRF token lives in this module's memory
+// only (never localStorage or sessionStorage) and is fetched again from
+// GET /ui/api/session after a reload.
+
+let csrf = '';
+let onSignedOut = () => {};
+
+export class APIError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+export function setSignedOutHandler(fn) {
+  onSignedOut = fn;
+}
+
+async function call(method, path, body) {
+  const headers = {};
+  const opts = { method, headers, credentials: 'same-origin', cache: 'no-store' };
+  if (body !== undefined) {
+    headers['Content-Type'] = 'application/json';
+    opts.body = JSON.stringify(body);
+  }
+  if (method !== 'GET' && csrf) headers['X-CSRF-Token'] = csrf;
+  let res;
+  try {
+    res = await fetch(path, opts);
+  } catch (e) {
+    throw new APIError(0, 'network', 'latchkey cannot be reached: ' + e.message);
+  }
+  if (res.status === 204) return null;
+  let data = null;
+  try {
+    data = await res.json();
+  } catch {
+    data = null;
+  }
+  if (!res.ok) {
+    const err = new APIError(res.status, data?.error?.code || 'error', data?.error?.message || res.statusText);
+    if (res.status === 401 && !path.endsWith('/ui/api/session')) {
+      csrf = '';
+      onSignedOut(err);
+    }
+    throw err;
+  }
+  return data;
+}
+
+// v1(method, '/tokens', body) calls the admin API through the session.
+export function v1(method, path, body) {
+  return call(method, '/ui/api/v1' + path, body);
+}
+
+export function query(params) {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) {
+    if (v !== undefined && v !== null && v !== '' && v !== false) q.set(k, String(v));
+  }
+  const s = q.toString();
+  return s ? '?' + s : '';
+}
+
+export async function session() {
+  const info = await call('GET', '/ui/api/session');
+  csrf = info.csrf_token;
+  return info;
+}
+
+export async function signIn(token) {
+  const info = await call('POST', '/ui/api/session', { token });
+  csrf = info.csrf_token;
+  return info;
+}
+
+export async function signOut() {
+  try {
+    await call('DELETE', '/ui/api/session');
+  } finally {
+    csrf = '';
+  }
+}
+
+// stream opens the audit stream (server-sent events) through the session.
+export function stream(params) {
+  return new EventSource('/ui/api/v1/audit/stream' + query(params));
+}

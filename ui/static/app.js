@@ -1,0 +1,100 @@
+// The dashboard's shell: sign-in, navigation and the views.
+import * as api from './api.js';
+import { h, replace, notice } from './dom.js';
+import { liveView } from './live.js';
+import { tokensView, tokenView, createView } from './tokens.js';
+import { securityView } from './security.js';
+
+const main = document.getElementById('main');
+const nav = document.getElementById('nav');
+const who = document.getElementById('who');
+const signoutBtn = document.getElementById('signout');
+let cleanup = null;
+let me = null;
+
+function stopView() {
+  if (cleanup) {
+    try { cleanup(); } catch { /* the view is gone anyway */ }
+    cleanup = null;
+  }
+}
+
+function showSignIn(message) {
+  stopView();
+  me = null;
+  nav.hidden = true;
+  signoutBtn.hidden = true;
+  replace(who);
+  const input = h('input', { type: 'password', id: 'token', autocomplete: 'off', spellcheck: 'false',
+    required: true, placeholder: 'lk_…', 'aria-label': 'Admin token' });
+  const status = h('div');
+  const form = h('form', { class: 'signin card', id: 'signin' },
+    h('h1', null, 'Sign in'),
+    h('p', { class: 'muted' }, 'Paste an admin token (one holding latchkey:admin, or latchkey:tokens:read / latchkey:audit:read). ' +
+      'It is exchanged for a session cookie and never kept by this page.'),
+    h('label', null, h('span', null, 'Admin token'), input),
+    status,
+    h('button', { type: 'submit', class: 'primary' }, 'Sign in'));
+  if (message) status.append(notice(message));
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const token = input.value.trim();
+    input.value = '';
+    replace(status);
+    try {
+      me = await api.signIn(token);
+      signedIn();
+    } catch (err) {
+      replace(status, notice(err.message));
+    }
+  });
+  replace(main, form);
+  input.focus();
+}
+
+function signedIn() {
+  nav.hidden = false;
+  signoutBtn.hidden = false;
+  replace(who, 'Signed in as ', h('span', { class: 'mono' }, me.token_id), me.subject ? ` (${me.subject})` : '');
+  route();
+}
+
+signoutBtn.addEventListener('click', async () => {
+  try {
+    await api.signOut();
+  } catch { /* the session is over either way */ }
+  location.hash = '#/live';
+  showSignIn('Signed out.');
+});
+
+api.setSignedOutHandler((err) => showSignIn(err.message || 'Your session has ended; sign in again.'));
+
+function route() {
+  if (!me) return;
+  stopView();
+  const path = (location.hash || '#/live').slice(1);
+  const parts = path.split('/').filter(Boolean).map(decodeURIComponent);
+  for (const a of nav.querySelectorAll('a')) a.classList.toggle('active', a.dataset.view === parts[0]);
+  const view = h('section', { class: 'view' });
+  replace(main, view);
+  try {
+    if (parts[0] === 'tokens' && parts[1] === 'new') cleanup = createView(view);
+    else if (parts[0] === 'tokens' && parts[1]) cleanup = tokenView(view, parts[1]);
+    else if (parts[0] === 'tokens') cleanup = tokensView(view);
+    else if (parts[0] === 'security') cleanup = securityView(view);
+    else cleanup = liveView(view);
+  } catch (err) {
+    replace(view, notice(err.message));
+  }
+}
+
+window.addEventListener('hashchange', route);
+
+(async () => {
+  try {
+    me = await api.session();
+    signedIn();
+  } catch (err) {
+    showSignIn(err.status === 401 ? '' : err.message);
+  }
+})();

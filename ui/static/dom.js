@@ -1,0 +1,147 @@
+// Building the page. Everything from the API goes in as text: h() turns
+// strings into text nodes, and nothing here ever assigns innerHTML.
+
+const SVG = 'http://www.w3.org/2000/svg';
+
+function build(el, attrs, kids) {
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v == null || v === false) continue;
+    if (k.startsWith('on') && typeof v === 'function') el.addEventListener(k.slice(2), v);
+    else if (k === 'class') el.setAttribute('class', v);
+    else el.setAttribute(k, v === true ? '' : String(v));
+  }
+  for (const kid of kids.flat(Infinity)) {
+    if (kid == null || kid === false) continue;
+    el.append(kid instanceof Node ? kid : document.createTextNode(String(kid)));
+  }
+  return el;
+}
+
+// h('a', {href: '#/x', class: 'y'}, 'text', child, ...) makes an element.
+export function h(tag, attrs, ...kids) {
+  return build(document.createElement(tag), attrs, kids);
+}
+
+// s() is h() for SVG elements.
+export function s(tag, attrs, ...kids) {
+  return build(document.createElementNS(SVG, tag), attrs, kids);
+}
+
+// replace(el, ...kids) swaps el's children for kids.
+export function replace(el, ...kids) {
+  el.replaceChildren();
+  return build(el, null, kids);
+}
+
+// Dates and durations, for people.
+export function when(t) {
+  if (!t) return '—';
+  const d = new Date(t);
+  if (isNaN(d)) return String(t);
+  return d.toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'medium' });
+}
+
+export function clock(t) {
+  const d = new Date(t);
+  return isNaN(d) ? String(t) : d.toLocaleTimeString(undefined, { hour12: false });
+}
+
+export function ago(t) {
+  if (!t) return 'never';
+  const sec = Math.round((Date.now() - new Date(t).getTime()) / 1000);
+  const fmt = (n, u) => `${n} ${u}${n === 1 ? '' : 's'}`;
+  const abs = Math.abs(sec);
+  let out;
+  if (abs < 60) out = fmt(abs, 'second');
+  else if (abs < 3600) out = fmt(Math.round(abs / 60), 'minute');
+  else if (abs < 86400) out = fmt(Math.round(abs / 3600), 'hour');
+  else out = fmt(Math.round(abs / 86400), 'day');
+  return sec >= 0 ? `${out} ago` : `in ${out}`;
+}
+
+export function latency(ns) {
+  if (!ns) return '—';
+  if (ns < 1e3) return `${ns} ns`;
+  if (ns < 1e6) return `${(ns / 1e3).toFixed(1)} µs`;
+  return `${(ns / 1e6).toFixed(1)} ms`;
+}
+
+// outcomeClass maps a verification outcome to its colour class.
+export function outcomeClass(o) {
+  if (o === 'VALID' || o === 'OK') return 'valid';
+  if (o === 'BLOCKED') return 'blocked';
+  return 'refused';
+}
+
+export function badge(text, cls) {
+  return h('span', { class: `badge ${cls}` }, text);
+}
+
+// tokenLink links to a token's page; the id goes in the URL encoded.
+export function tokenLink(id) {
+  if (!id) return '—';
+  return h('a', { href: `#/tokens/${encodeURIComponent(id)}`, class: 'mono' }, id);
+}
+
+// A message line for errors and notices.
+export function notice(text, cls = 'error') {
+  return h('p', { class: `notice ${cls}`, role: cls === 'error' ? 'alert' : 'status' }, text);
+}
+
+// confirmDialog asks before a change. fields are extra inputs
+// ({name, label, type, value, options}); it resolves to their values, or
+// null when cancelled.
+export function confirmDialog(title, message, fields = [], action = 'Confirm', danger = false) {
+  return new Promise((resolve) => {
+    const inputs = {};
+    const rows = fields.map((f) => {
+      let input;
+      if (f.options) {
+        input = h('select', { name: f.name }, f.options.map(([v, l]) => h('option', { value: v, selected: v === f.value }, l)));
+      } else {
+        input = h('input', { name: f.name, type: f.type || 'text', value: f.value ?? '', placeholder: f.placeholder || '' });
+      }
+      inputs[f.name] = input;
+      return h('label', null, h('span', null, f.label), input);
+    });
+    const dlg = h('dialog', { class: 'confirm', 'aria-label': title });
+    const form = h('form', { method: 'dialog' },
+      h('h2', null, title),
+      h('p', null, message),
+      rows,
+      h('div', { class: 'actions' },
+        h('button', { type: 'button', class: 'quiet', onclick: () => dlg.close('cancel') }, 'Cancel'),
+        h('button', { type: 'submit', value: 'ok', class: danger ? 'danger' : 'primary', 'data-confirm': '' }, action)));
+    dlg.append(form);
+    dlg.addEventListener('close', () => {
+      const ok = dlg.returnValue === 'ok';
+      const values = {};
+      for (const [k, el] of Object.entries(inputs)) values[k] = el.value;
+      dlg.remove();
+      resolve(ok ? values : null);
+    });
+    document.body.append(dlg);
+    dlg.showModal();
+  });
+}
+
+// copyButton copies text to the clipboard, falling back to selecting the
+// input where the Clipboard API is not available (plain HTTP).
+export function copyButton(input) {
+  const btn = h('button', { type: 'button', class: 'primary' }, 'Copy');
+  btn.addEventListener('click', async () => {
+    try {
+      await navigator.clipboard.writeText(input.value);
+      btn.textContent = 'Copied';
+    } catch {
+      input.select();
+      btn.textContent = 'Selected: press Ctrl+C';
+    }
+  });
+  return btn;
+}
+
+// splitList reads "a, b c" into ['a', 'b', 'c'].
+export function splitList(v) {
+  return String(v || '').split(/[\s,]+/).filter(Boolean);
+}

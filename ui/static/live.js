@@ -1,0 +1,174 @@
+// The live view: counters for today, attempts per second over the last
+// five minutes, and the attempts feed from the audit stream.
+import * as api from './api.js';
+import { h, s, replace, clock, latency, outcomeClass, badge, tokenLink, notice } from './dom.js';
+
+const KEEP = 1000; // attempts kept in memory for filtering
+const SHOW = 200;  // rows shown
+const CLASSES = ['valid', 'refused', 'blocked'];
+
+export function liveView(root) {
+  const counters = {};
+  const counterRow = h('div', { class: 'counters' }, CLASSES.map((c) => {
+    counters[c] = h('span', { class: 'count', id: `count-${c}` }, '–');
+    return h('div', { class: `counter ${c}` }, counters[c], h('span', { class: 'label' }, `${c} today`));
+  }));
+  const chart = h('div', { class: 'chart card', id: 'chart' });
+  const state = { paused: false, events: [], pending: 0, outcome: '', token: '', source: '' };
+
+  const pauseBtn = h('button', { type: 'button', id: 'pause' }, 'Pause');
+  const outcomeSel = h('select', { id: 'f-outcome', 'aria-label': 'Outcome' },
+    h('option', { value: '' }, 'All outcomes'),
+    h('option', { value: 'valid' }, 'Valid'),
+    h('option', { value: 'refused' }, 'Refused (any)'),
+    h('option', { value: 'blocked' }, 'Blocked'),
+    ['NOT_FOUND', 'MALFORMED', 'REVOKED', 'SUSPENDED', 'EXPIRED', 'NOT_YET_VALID', 'IP_NOT_ALLOWED', 'FORBIDDEN',
+      'INSUFFICIENT_SCOPE', 'RATE_LIMITED', 'USAGE_EXCEEDED'].map((o) => h('option', { value: o }, o)));
+  const tokenIn = h('input', { id: 'f-token', placeholder: 'token id', 'aria-label': 'Token id' });
+  const sourceIn = h('input', { id: 'f-source', placeholder: 'source IP', 'aria-label': 'Source IP' });
+  const status = h('span', { class: 'muted', id: 'stream-status' }, 'connecting…');
+  const tbody = h('tbody', { id: 'feed' });
+  const table = h('table', { class: 'feed' },
+    h('thead', null, h('tr', null, ['Time', 'Outcome', 'Token', 'Subject', 'Source', 'Request', 'Latency', 'Reason'].map((t) => h('th', null, t)))),
+    tbody);
+
+  replace(root,
+    h('h1', null, 'Live'),
+    counterRow,
+    chart,
+    h('div', { class: 'toolbar' }, pauseBtn, outcomeSel, tokenIn, sourceIn, status),
+    h('div', { class: 'scroll' }, table));
+
+  const matches = (ev) => {
+    if (state.outcome) {
+      const cls = outcomeClass(ev.outcome);
+      if (CLASSES.includes(state.outcome) ? cls !== state.outcome : ev.outcome !== state.outcome) return false;
+    }
+    if (state.token && !(ev.token_id || '').includes(state.token)) return false;
+    if (state.source && !(ev.client_ip || '').startsWith(state.source)) return false;
+    return true;
+  };
+
+  const row = (ev) => h('tr', { class: `ev ${outcomeClass(ev.outcome)}`, 'data-seq': ev.seq },
+    h('td', { class: 'mono' }, clock(ev.time)),
+    h('td', null, badge(ev.outcome, outcomeClass(ev.outcome))),
+    h('td', null, tokenLink(ev.token_id)),
+    h('td', null, ev.subject || '—'),
+    h('td', { class: 'mono' }, ev.client_ip || '—'),
+    h('td', { class: 'mono' }, [ev.method, ev.path].filter(Boolean).join(' ') || ev.action),
+    h('td', { class: 'num' }, latency(ev.latency_ns)),
+    h('td', { class: 'muted' }, ev.reason || ''));
+
+  let frame = 0;
+  const render = () => {
+    frame = 0;
+    const shown = [];
+    for (let i = state.events.length - 1; i >= 0 && shown.length < SHOW; i--) {
+      if (matches(state.events[i])) shown.push(row(state.events[i]));
+    }
+    if (shown.length === 0) shown.push(h('tr', null, h('td', { colspan: 8, class: 'muted' }, 'No attempts yet: they appear here as they happen.')));
+    tbody.replaceChildren(...shown);
+    state.pending = 0;
+    pauseBtn.textContent = 'Pause';
+  };
+  const schedule = () => {
+    if (state.paused) {
+      pauseBtn.textContent = `Resume (${state.pending} new)`;
+      return;
+    }
+    if (!frame) frame = requestAnimationFrame(render);
+  };
+
+  pauseBtn.addEventListener('click', () => {
+    state.paused = !state.paused;
+    pauseBtn.classList.toggle('active', state.paused);
+    if (state.paused) pauseBtn.textContent = 'Resume';
+    else schedule();
+  });
+  outcomeSel.addEventListener('change', () => { state.outcome = outcomeSel.value; render(); });
+  tokenIn.addEventListener('input', () => { state.token = tokenIn.value.trim(); render(); });
+  sourceIn.addEventListener('input', () => { state.source = sourceIn.value.trim(); render(); });
+  render();
+
+  // The feed: verification attempts, from now on.
+  const es = api.stream({ kind: 'verify' });
+  es.addEventListener('open', () => { status.textContent = 'live'; status.className = 'live'; });
+  es.addEventListener('audit', (m) => {
+    let ev;
+    try { ev = JSON.parse(m.data); } catch { return; }
+    state.events.push(ev);
+    if (state.events.length > KEEP) state.events.splice(0, state.events.length - KEEP);
+    state.pending++;
+    schedule();
+  });
+  es.addEventListener('error', async () => {
+    status.textContent = 'reconnecting…';
+    status.className = 'muted';
+    if (es.readyState === EventSource.CLOSED) {
+      try { await api.session(); } catch { /* the sign-in page is showing */ }
+    }
+  });
+
+  // Counters and chart: polled once a second.
+  let timer = 0;
+  let stopped = false;
+  const poll = async () => {
+    try {
+      const sum = await api.v1('GET', '/audit/summary');
+      for (const c of CLASSES) counters[c].textContent = sum.today[c].toLocaleString();
+      drawChart(chart, sum.series);
+    } catch (err) {
+      if (err.status !== 401) replace(chart, notice(err.message));
+    }
+    if (!stopped) timer = setTimeout(poll, 1000);
+  };
+  poll();
+
+  return () => {
+    stopped = true;
+    clearTimeout(timer);
+    if (frame) cancelAnimationFrame(frame);
+    es.close();
+  };
+}
+
+// drawChart draws attempts per second by class as lines over the window.
+function drawChart(root, series) {
+  const W = 900, H = 180, L = 44, B = 22, T = 10;
+  const n = series.valid.length;
+  let max = 1;
+  for (let i = 0; i < n; i++) max = Math.max(max, series.valid[i], series.refused[i], series.blocked[i]);
+  const nice = niceMax(max);
+  const x = (i) => L + (i / (n - 1)) * (W - L - 4);
+  const y = (v) => T + (1 - v / nice) * (H - T - B);
+  const grid = [0, 0.5, 1].map((f) => [
+    s('line', { x1: L, x2: W - 4, y1: y(nice * f), y2: y(nice * f), class: 'grid' }),
+    s('text', { x: L - 6, y: y(nice * f) + 4, class: 'axis', 'text-anchor': 'end' }, fmtRate(nice * f)),
+  ]);
+  const ticks = [0, 60, 120, 180, 240, 299].map((i) =>
+    s('text', { x: x(i), y: H - 6, class: 'axis', 'text-anchor': i === 0 ? 'start' : i === 299 ? 'end' : 'middle' },
+      i === 299 ? 'now' : `-${Math.round((299 - i) / 60)}m`));
+  const lines = CLASSES.map((c) => {
+    const pts = series[c].map((v, i) => `${x(i).toFixed(1)},${y(v).toFixed(1)}`).join(' ');
+    return s('polyline', { points: pts, class: `line ${c}` });
+  });
+  const last = (c) => series[c].slice(-5).reduce((a, b) => a + b, 0) / 5;
+  replace(root,
+    h('div', { class: 'chart-head' },
+      h('strong', null, 'Attempts per second, last 5 minutes'),
+      h('span', { class: 'legend' }, CLASSES.map((c) => h('span', { class: `key ${c}` }, `${c} ${fmtRate(last(c))}/s`)))),
+    s('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': 'Attempts per second by outcome' },
+      grid, ticks, lines));
+}
+
+function niceMax(v) {
+  const p = Math.pow(10, Math.floor(Math.log10(v)));
+  for (const m of [1, 2, 5, 10]) if (v <= m * p) return m * p;
+  return 10 * p;
+}
+
+function fmtRate(v) {
+  if (v >= 1e6) return (v / 1e6).toFixed(1) + 'M';
+  if (v >= 1e3) return (v / 1e3).toFixed(1) + 'k';
+  return Number.isInteger(v) ? String(v) : v.toFixed(1);
+}

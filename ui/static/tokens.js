@@ -1,0 +1,298 @@
+// Tokens: the list, one token's page, creating and deriving, and the
+// lifecycle actions.
+import * as api from './api.js';
+import { h, replace, when, ago, clock, latency, outcomeClass, badge, tokenLink, notice, confirmDialog, copyButton, splitList } from './dom.js';
+
+function statusBadge(t) {
+  if (t.status === 'active' && t.expires_at && new Date(t.expires_at) <= new Date()) return badge('expired', 'refused');
+  const cls = { active: 'valid', suspended: 'warn', revoked: 'refused' }[t.status] || 'refused';
+  return badge(t.status, cls);
+}
+
+function scopesList(scopes) {
+  if (!scopes || scopes.length === 0) return h('span', { class: 'muted' }, 'none');
+  return h('span', { class: 'chips' }, scopes.map((sc) => h('code', { class: 'chip' }, sc)));
+}
+
+export function tokensView(root) {
+  const f = { subject: '', status: '', tag: '', rotation_due: false };
+  const subject = h('input', { name: 'subject', id: 'f-subject', placeholder: 'subject' });
+  const status = h('select', { name: 'status', id: 'f-status', 'aria-label': 'Status' },
+    ['', 'active', 'suspended', 'revoked'].map((v) => h('option', { value: v }, v || 'Any status')));
+  const tag = h('input', { name: 'tag', id: 'f-tag', placeholder: 'tag' });
+  const due = h('input', { type: 'checkbox', name: 'rotation_due', id: 'f-due' });
+  const form = h('form', { class: 'toolbar', id: 'token-filters' }, subject, status, tag,
+    h('label', { class: 'inline' }, due, 'rotation due'),
+    h('button', { type: 'submit' }, 'Filter'),
+    h('a', { href: '#/tokens/new', class: 'button primary', id: 'new-token' }, 'New token'));
+  const tbody = h('tbody', { id: 'tokens' });
+  const more = h('button', { type: 'button', hidden: true }, 'Load more');
+  const msg = h('div');
+  replace(root, h('h1', null, 'Tokens'), form, msg,
+    h('div', { class: 'scroll' }, h('table', null,
+      h('thead', null, h('tr', null, ['Name', 'Id', 'Subject', 'Status', 'Scopes', 'Expires', 'Last used'].map((t) => h('th', null, t)))),
+      tbody)),
+    more);
+
+  let cursor = '';
+  let alive = true;
+  const load = async (append) => {
+    replace(msg);
+    try {
+      const page = await api.v1('GET', '/tokens' + api.query({ ...f, cursor: append ? cursor : '', limit: 50 }));
+      if (!alive) return;
+      const rows = page.tokens.map((t) => h('tr', { 'data-id': t.id },
+        h('td', null, h('a', { href: `#/tokens/${encodeURIComponent(t.id)}`, class: 'name' }, t.name || '(unnamed)')),
+        h('td', null, tokenLink(t.id)),
+        h('td', null, t.subject || '—'),
+        h('td', null, statusBadge(t)),
+        h('td', null, scopesList(t.scopes)),
+        h('td', null, t.expires_at ? ago(t.expires_at) : 'never'),
+        h('td', null, ago(t.last_used_at))));
+      if (append) tbody.append(...rows);
+      else tbody.replaceChildren(...rows);
+      if (!append && rows.length === 0) tbody.append(h('tr', null, h('td', { colspan: 7, class: 'muted' }, 'No tokens match.')));
+      cursor = page.next_cursor || '';
+      more.hidden = !cursor;
+    } catch (err) {
+      replace(msg, notice(err.message));
+    }
+  };
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    f.subject = subject.value.trim();
+    f.status = status.value;
+    f.tag = tag.value.trim();
+    f.rotation_due = due.checked;
+    load(false);
+  });
+  more.addEventListener('click', () => load(true));
+  load(false);
+  return () => { alive = false; };
+}
+
+// grantFields are the inputs shared by create and derive.
+function grantFields(prefill = {}) {
+  const field = (name, label, attrs = {}, help = '') => {
+    const input = h('input', { name, id: `c-${name}`, ...attrs });
+    return [input, h('label', null, h('span', null, label), input, help ? h('small', { class: 'muted' }, help) : null)];
+  };
+  const parts = {
+    name: field('name', 'Name', { required: true, maxlength: 200 }),
+    subject: field('subject', 'Subject', { placeholder: 'user:42, service:billing…', value: prefill.subject || '' }),
+    scopes: field('scopes', 'Scopes', { placeholder: 'billing.invoices:read orders:write', value: (prefill.scopes || []).join(' ') }, 'Separated by spaces or commas.'),
+    ttl: field('ttl', 'Time to live', { placeholder: '30d, 12h' }, 'Empty: the server\'s default policy.'),
+    tags: field('tags', 'Tags', { placeholder: 'ci, team-payments' }),
+    idle_timeout: field('idle_timeout', 'Idle timeout', { placeholder: '7d' }, 'Expires when unused this long.'),
+    allowed_cidrs: field('allowed_cidrs', 'Allowed networks', { placeholder: '10.0.0.0/8 2001:db8::/32' }),
+    allowed_methods: field('allowed_methods', 'Allowed methods', { placeholder: 'GET HEAD' }),
+    allowed_paths: field('allowed_paths', 'Allowed paths', { placeholder: '/v1/invoices/**' }),
+    rate_limit: field('rate_limit', 'Rate limit', { placeholder: '100/1m' }, 'Requests per window, e.g. 100/1m.'),
+    max_uses: field('max_uses', 'Usage limit', { type: 'number', min: 0, placeholder: 'unlimited' }),
+  };
+  const meta = h('textarea', { name: 'meta', id: 'c-meta', rows: 3, placeholder: '{"team": "payments"}' });
+  const el = h('div', { class: 'grid-form' },
+    h('fieldset', null, h('legend', null, 'Grant'), parts.name[1], parts.subject[1], parts.scopes[1], parts.ttl[1], parts.tags[1],
+      h('label', null, h('span', null, 'Metadata (JSON object)'), meta)),
+    h('fieldset', null, h('legend', null, 'Constraints'), parts.idle_timeout[1], parts.allowed_cidrs[1], parts.allowed_methods[1],
+      parts.allowed_paths[1], parts.rate_limit[1], parts.max_uses[1]));
+  const read = () => {
+    const v = (k) => parts[k][0].value.trim();
+    const body = { name: v('name'), subject: v('subject'), scopes: splitList(v('scopes')) };
+    if (v('ttl')) body.ttl = v('ttl');
+    if (v('tags')) body.tags = splitList(v('tags'));
+    if (v('idle_timeout')) body.idle_timeout = v('idle_timeout');
+    for (const k of ['allowed_cidrs', 'allowed_methods', 'allowed_paths']) if (v(k)) body[k] = splitList(v(k));
+    if (v('rate_limit')) {
+      const m = /^(\d+)\s*\/\s*(\S+)$/.exec(v('rate_limit'));
+      if (!m) throw new Error('Rate limit: write it as requests/window, e.g. 100/1m.');
+      body.rate_limit = { limit: Number(m[1]), window: m[2] };
+    }
+    if (v('max_uses')) body.max_uses = Number(v('max_uses'));
+    if (meta.value.trim()) {
+      try { body.meta = JSON.parse(meta.value); } catch { throw new Error('Metadata must be a JSON object.'); }
+    }
+    return body;
+  };
+  return { el, read };
+}
+
+// shownOnce displays a new token's plaintext, the only time it exists.
+function shownOnce(token, plaintext, heading) {
+  const input = h('input', { id: 'plaintext', class: 'mono secret', readonly: true, value: plaintext, 'aria-label': 'New token' });
+  input.addEventListener('focus', () => input.select());
+  return h('div', { class: 'card once', id: 'created' },
+    h('h2', null, heading),
+    h('p', { class: 'warning', role: 'alert' }, 'Copy this token now. It is shown once and cannot be shown again: latchkey keeps only a keyed hash of it.'),
+    h('div', { class: 'copy' }, input, copyButton(input)),
+    h('p', null, 'Token ', tokenLink(token.id), token.name ? ` (${token.name})` : '', '.'));
+}
+
+export function createView(root) {
+  const grants = grantFields();
+  const msg = h('div');
+  const form = h('form', { id: 'create-form', class: 'card' }, grants.el, msg,
+    h('div', { class: 'actions' }, h('a', { href: '#/tokens', class: 'button quiet' }, 'Cancel'), h('button', { type: 'submit', class: 'primary' }, 'Create token')));
+  replace(root, h('h1', null, 'New token'), form);
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    replace(msg);
+    let body;
+    try { body = grants.read(); } catch (err) { replace(msg, notice(err.message)); return; }
+    try {
+      const res = await api.v1('POST', '/tokens', body);
+      replace(root, h('h1', null, 'Token created'), shownOnce(res, res.token, 'Your new token'),
+        h('p', null, h('a', { href: '#/tokens', class: 'button' }, 'Back to tokens')));
+    } catch (err) {
+      replace(msg, notice(err.message));
+    }
+  });
+  return () => {};
+}
+
+function dl(pairs) {
+  return h('dl', { class: 'facts' }, pairs.filter(Boolean).map(([k, v]) => [h('dt', null, k), h('dd', null, v)]));
+}
+
+export function tokenView(root, id) {
+  let alive = true;
+  const load = async (flash) => {
+    let t;
+    try {
+      t = await api.v1('GET', `/tokens/${encodeURIComponent(id)}`);
+    } catch (err) {
+      replace(root, h('h1', null, 'Token'), notice(err.message));
+      return;
+    }
+    if (!alive) return;
+    const [children, attempts] = await Promise.all([
+      api.v1('GET', '/tokens' + api.query({ parent: id, limit: 50 })).catch((e) => e),
+      api.v1('GET', '/audit' + api.query({ token_id: id, kind: 'verify', limit: 20 })).catch((e) => e),
+    ]);
+    if (!alive) return;
+    const c = t.constraints || t;
+    const rate = c.rate_limit ? `${c.rate_limit.limit} per ${c.rate_limit.window}` : null;
+    const actions = h('div', { class: 'actions left', id: 'actions' });
+    const act = (label, cls, fn) => actions.append(h('button', { type: 'button', class: cls, 'data-action': label.toLowerCase(), onclick: fn }, label));
+    const out = h('div', { id: 'action-result' });
+    const run = async (f) => {
+      replace(out);
+      try { await f(); } catch (err) { replace(out, notice(err.message)); }
+    };
+    if (t.status !== 'revoked') {
+      act('Revoke', 'danger', () => run(async () => {
+        const v = await confirmDialog('Revoke this token?', `Revoking ${t.name || t.id} is final: it and every token derived from it stop working at once, on every node.`,
+          [{ name: 'reason', label: 'Reason (recorded in the audit log)', placeholder: 'leaked in a log' }], 'Revoke', true);
+        if (!v) return;
+        await api.v1('POST', `/tokens/${encodeURIComponent(id)}/revoke`, { reason: v.reason });
+        load('Revoked.');
+      }));
+    }
+    if (t.status === 'active') {
+      act('Suspend', 'warn', () => run(async () => {
+        const v = await confirmDialog('Suspend this token?', 'It and its derived tokens are refused until resumed.',
+          [{ name: 'reason', label: 'Reason', placeholder: 'investigating' }], 'Suspend', true);
+        if (!v) return;
+        await api.v1('POST', `/tokens/${encodeURIComponent(id)}/suspend`, { reason: v.reason });
+        load('Suspended.');
+      }));
+      act('Rotate', '', () => run(async () => {
+        const v = await confirmDialog('Rotate this token?', 'A successor is issued with the same grants. Choose how long the old token keeps working.',
+          [{ name: 'grace', label: 'Grace period', value: '24h', options: [['0s', 'none: stop at once'], ['1h', '1 hour'], ['24h', '24 hours'], ['7d', '7 days']] }], 'Rotate');
+        if (!v) return;
+        const res = await api.v1('POST', `/tokens/${encodeURIComponent(id)}/rotate`, { grace: v.grace });
+        replace(out, shownOnce(res, res.token, 'The successor'));
+      }));
+      act('Derive', '', () => run(() => deriveForm(out, t)));
+    }
+    if (t.status === 'suspended') {
+      act('Resume', 'primary', () => run(async () => {
+        const v = await confirmDialog('Resume this token?', 'It works again (unless an ancestor is still suspended).', [], 'Resume');
+        if (!v) return;
+        await api.v1('POST', `/tokens/${encodeURIComponent(id)}/resume`, {});
+        load('Resumed.');
+      }));
+    }
+    const kids = children instanceof Error ? notice(children.message)
+      : children.tokens.length ? h('ul', { class: 'plain' }, children.tokens.map((k) => h('li', null, tokenLink(k.id), ' ', k.name || '', ' ', statusBadge(k))))
+        : h('span', { class: 'muted' }, 'none');
+    const recent = attempts instanceof Error ? notice(attempts.message)
+      : h('div', { class: 'scroll' }, h('table', { class: 'feed' },
+        h('thead', null, h('tr', null, ['Time', 'Outcome', 'Source', 'Request', 'Latency', 'Reason'].map((x) => h('th', null, x)))),
+        h('tbody', { id: 'attempts' }, attempts.events.length ? attempts.events.map((ev) => h('tr', null,
+          h('td', { class: 'mono' }, `${new Date(ev.time).toLocaleDateString()} ${clock(ev.time)}`),
+          h('td', null, badge(ev.outcome, outcomeClass(ev.outcome))),
+          h('td', { class: 'mono' }, ev.client_ip || '—'),
+          h('td', { class: 'mono' }, [ev.method, ev.path].filter(Boolean).join(' ') || ev.action),
+          h('td', { class: 'num' }, latency(ev.latency_ns)),
+          h('td', { class: 'muted' }, ev.reason || '')))
+          : h('tr', null, h('td', { colspan: 6, class: 'muted' }, 'No attempts on record.')))));
+    replace(root,
+      h('p', null, h('a', { href: '#/tokens' }, '← Tokens')),
+      h('h1', null, h('span', { id: 'token-name' }, t.name || '(unnamed)'), ' ', statusBadge(t)),
+      flash ? notice(flash, 'ok') : null,
+      actions, out,
+      h('div', { class: 'columns' },
+        h('div', { class: 'card' }, h('h2', null, 'Token'), dl([
+          ['Id', h('span', { class: 'mono' }, t.id)],
+          ['Prefix', h('span', { class: 'mono' }, t.prefix)],
+          ['Subject', t.subject || '—'],
+          ['Created', `${when(t.created_at)} by ${t.created_by || '—'}`],
+          ['Expires', t.expires_at ? `${when(t.expires_at)} (${ago(t.expires_at)})` : 'never'],
+          t.not_before && ['Not before', when(t.not_before)],
+          ['Last used', t.last_used_at ? `${when(t.last_used_at)} (${ago(t.last_used_at)})` : 'never'],
+          t.uses != null && ['Uses', String(t.uses)],
+          t.revoked_at && ['Revoked', `${when(t.revoked_at)} by ${t.revoked_by || '—'}: ${t.revoked_reason || 'no reason given'}`],
+          t.suspended_at && ['Suspended', `${when(t.suspended_at)} by ${t.suspended_by || '—'}: ${t.suspended_reason || 'no reason given'}` +
+            (t.suspended_via && t.suspended_via !== t.id ? ` (via ${t.suspended_via})` : '')],
+          ['Tags', t.tags && t.tags.length ? t.tags.join(', ') : '—'],
+          ['Metadata', h('code', null, JSON.stringify(t.meta ?? {}))],
+        ])),
+        h('div', { class: 'card' }, h('h2', null, 'Grants'), scopesList(t.scopes),
+          h('h2', null, 'Constraints'), dl([
+            ['Idle timeout', c.idle_timeout || '—'],
+            ['Networks', c.allowed_cidrs?.length ? c.allowed_cidrs.join(', ') : 'any'],
+            ['Methods', c.allowed_methods?.length ? c.allowed_methods.join(', ') : 'any'],
+            ['Paths', c.allowed_paths?.length ? c.allowed_paths.join(', ') : 'any'],
+            ['Rate limit', rate || 'none'],
+            ['Usage limit', c.max_uses ? String(c.max_uses) : 'none'],
+          ])),
+        h('div', { class: 'card' }, h('h2', null, 'Lineage'), dl([
+          ['Parent', tokenLink(t.parent_id)],
+          t.ancestors?.length && ['Ancestors', h('span', null, t.ancestors.map((a) => [tokenLink(a), ' ']))],
+          ['Predecessor', tokenLink(t.predecessor_id)],
+          ['Successor', tokenLink(t.successor_id)],
+          t.rotated_at && ['Rotated', when(t.rotated_at)],
+          ['Children', kids],
+        ]))),
+      h('h2', null, 'Recent attempts'), recent);
+  };
+  load();
+  return () => { alive = false; };
+}
+
+function deriveForm(out, parent) {
+  const grants = grantFields({ subject: parent.subject, scopes: parent.scopes });
+  const msg = h('div');
+  const form = h('form', { class: 'card', id: 'derive-form' },
+    h('h2', null, 'Derive a narrower token'),
+    h('p', { class: 'muted' }, 'The child can only narrow its parent: fewer scopes, tighter constraints, an earlier expiry. Revoking the parent revokes it.'),
+    grants.el, msg,
+    h('div', { class: 'actions' }, h('button', { type: 'button', class: 'quiet', onclick: () => replace(out) }, 'Cancel'),
+      h('button', { type: 'submit', class: 'primary' }, 'Derive')));
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    replace(msg);
+    let body;
+    try { body = grants.read(); } catch (err) { replace(msg, notice(err.message)); return; }
+    const ok = await confirmDialog('Derive this token?', `A child of ${parent.name || parent.id} is issued with the grants in the form.`, [], 'Derive');
+    if (!ok) return;
+    try {
+      const res = await api.v1('POST', `/tokens/${encodeURIComponent(parent.id)}/derive`, body);
+      replace(out, shownOnce(res, res.token, 'The derived token'));
+    } catch (err) {
+      replace(msg, notice(err.message));
+    }
+  });
+  replace(out, form);
+}
