@@ -1,6 +1,6 @@
 // Talking to latchkey. The session cookie is HttpOnly, so this script
 // never sees the admin token; the CSRF token lives in this module's memory
-// only (never localStorage or sessionStorage) and is fetched again from
+// only (never in the browser's web storage) and is fetched again from
 // GET /ui/api/session after a reload.
 
 let csrf = '';

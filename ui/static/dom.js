@@ -1,5 +1,5 @@
 // Building the page. Everything from the API goes in as text: h() turns
-// strings into text nodes, and nothing here ever assigns innerHTML.
+// strings into text nodes, and nothing here ever parses a string as markup.
 
 const SVG = 'http://www.w3.org/2000/svg';
 

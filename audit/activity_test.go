@@ -1,0 +1,56 @@
+package audit
+
+import (
+	"testing"
+	"time"
+
+	"github.com/latchkeyhq/latchkey"
+)
+
+func TestActivity(t *testing.T) {
+	var a Activity
+	now := time.Date(2026, 11, 29, 12, 0, 0, 0, time.Local)
+	ev := func(ago time.Duration, kind, outcome string) latchkey.AuditEvent {
+		return latchkey.AuditEvent{Time: now.Add(-ago), Kind: kind, Outcome: outcome}
+	}
+	a.Observe([]latchkey.AuditEvent{
+		ev(0, latchkey.KindVerify, "VALID"), ev(0, latchkey.KindVerify, "VALID"),
+		ev(0, latchkey.KindVerify, "REVOKED"), ev(time.Second, latchkey.KindVerify, "NOT_FOUND"),
+		ev(2*time.Second, latchkey.KindVerify, "BLOCKED"),
+		ev(0, latchkey.KindAdmin, "OK"),                  // not an attempt
+		ev(0, latchkey.KindVerify, "ERROR"),              // not a verdict
+		ev(10*time.Minute, latchkey.KindVerify, "VALID"), // today, but outside the window
+	})
+	s := a.Summary(now)
+	if s.Today.Valid != 3 || s.Today.Refused != 2 || s.Today.Blocked != 1 {
+		t.Errorf("today %+v, want 3 valid, 2 refused, 1 blocked", s.Today)
+	}
+	n := ActivityWindow - 1
+	if len(s.Series.Valid) != ActivityWindow || !s.Series.Start.Equal(now.Add(-time.Duration(n)*time.Second)) {
+		t.Fatalf("series of %d from %s", len(s.Series.Valid), s.Series.Start)
+	}
+	if s.Series.Valid[n] != 2 || s.Series.Refused[n] != 1 || s.Series.Refused[n-1] != 1 || s.Series.Blocked[n-2] != 1 {
+		t.Errorf("last seconds: valid %v refused %v blocked %v", s.Series.Valid[n-2:], s.Series.Refused[n-2:], s.Series.Blocked[n-2:])
+	}
+	var total uint64
+	for i := range s.Series.Valid {
+		total += s.Series.Valid[i] + s.Series.Refused[i] + s.Series.Blocked[i]
+	}
+	if total != 5 {
+		t.Errorf("%d attempts in the window, want 5 (the one 10 minutes ago is outside)", total)
+	}
+	// Six minutes on, the window has moved past them all; the day has not.
+	s = a.Summary(now.Add(6 * time.Minute))
+	total = 0
+	for i := range s.Series.Valid {
+		total += s.Series.Valid[i] + s.Series.Refused[i] + s.Series.Blocked[i]
+	}
+	if total != 0 || s.Today.Valid != 3 {
+		t.Errorf("six minutes later: %d in the window, today %+v", total, s.Today)
+	}
+	// A new day starts from zero.
+	s = a.Summary(now.Add(13 * time.Hour))
+	if s.Today.Valid+s.Today.Refused+s.Today.Blocked != 0 || !s.Today.Since.After(now) {
+		t.Errorf("next day: %+v", s.Today)
+	}
+}
