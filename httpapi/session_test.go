@@ -179,6 +179,11 @@ func TestUISessionLifecycle(t *testing.T) {
 	if resp, body := e.call(t, "POST", httpapi.UISessionPath, "", "", `{"token":"`+app.Plaintext+`"}`); resp.StatusCode != http.StatusForbidden {
 		t.Errorf("app token sign-in: %d %s", resp.StatusCode, body)
 	}
+	e.pipe.Flush(ctx)
+	page, err := e.db.ListAudit(ctx, latchkey.AuditFilter{TokenID: app.ID, Action: latchkey.ActionAdminAuth})
+	if err != nil || len(page.Events) != 1 || page.Events[0].Outcome != "INSUFFICIENT_SCOPE" || page.Events[0].Path != httpapi.UISessionPath {
+		t.Errorf("the refused sign-in on record: %v %+v", err, page.Events)
+	}
 	for _, bad := range []string{`{"token":"lk_nope"}`, `{"token":""}`, `{}`, `{"token":"x","extra":1}`, `not json`} {
 		if resp, _ := e.call(t, "POST", httpapi.UISessionPath, "", "", bad); resp.StatusCode/100 != 4 || resp.Header.Get("Set-Cookie") != "" {
 			t.Errorf("sign-in with %s: %d, cookie %q", bad, resp.StatusCode, resp.Header.Get("Set-Cookie"))

@@ -451,6 +451,14 @@ func TestCanary(t *testing.T) {
 		presp.Body.Close()
 		bodies = append(bodies, string(rb))
 	}
+	// The dashboard: signing in with it (refused: no admin scope), and the
+	// canary inside a session's calls.
+	for _, body := range []string{`{"token":"` + canary + `"}`, `{"token":"` + canary + `","x":1}`, `{"token":"` + canary} {
+		_, b := ts.post(t, "/ui/api/session", "", []byte(body))
+		bodies = append(bodies, b)
+	}
+	_, b = ts.post(t, "/ui/api/v1/tokens", "", []byte(`{"name":"`+canary+`"}`))
+	bodies = append(bodies, b)
 	if _, err := c.RotateToken(ctx, id, "1h"); err != nil { // the successor's plaintext is meant to be shown, once
 		t.Fatal(err)
 	}

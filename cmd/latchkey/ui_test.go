@@ -62,7 +62,11 @@ func newBrowser(t *testing.T) *browser {
 	bctx, cancel := chromedp.NewContext(actx)
 	t.Cleanup(func() { cancel(); cancelAlloc() })
 	shots := os.Getenv("LATCHKEY_UI_SCREENSHOTS")
-	if shots == "" {
+	if shots != "" {
+		if err := os.MkdirAll(shots, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	} else {
 		var err error
 		if shots, err = os.MkdirTemp("", "latchkey-dashboard-"); err != nil {
 			t.Fatal(err)
@@ -274,6 +278,14 @@ func TestDashboardInBrowser(t *testing.T) {
 	t.Logf("REVOKED attempt appeared in the live feed after %s", took.Round(time.Millisecond))
 	b.waitFor(t, "the refused counter", `Number(document.querySelector('#count-refused').textContent.replace(/\D/g, '')) >= 1`, 3*time.Second)
 	b.screenshot(t, "3-live")
+	// On a phone's screen the page does not overflow sideways: wide tables
+	// scroll inside their own box.
+	b.do(t, "a phone-sized screen", chromedp.EmulateViewport(390, 844), chromedp.Sleep(300*time.Millisecond))
+	if v := b.eval(t, `String(document.documentElement.scrollWidth <= window.innerWidth)`); v != "true" {
+		t.Errorf("the live view overflows a 390-pixel screen: %s", b.eval(t, `String(document.documentElement.scrollWidth)`))
+	}
+	b.screenshot(t, "3-live-phone")
+	b.do(t, "back to a laptop-sized screen", chromedp.EmulateViewport(1280, 1000))
 
 	// The list shows the name as text too; the security view loads.
 	b.do(t, "the token list", chromedp.Navigate(ts.url+"/ui/#/tokens"), chromedp.WaitVisible(`#tokens tr[data-id="`+id+`"]`))

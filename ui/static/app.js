@@ -30,7 +30,7 @@ function showSignIn(message) {
   const status = h('div');
   const form = h('form', { class: 'signin card', id: 'signin' },
     h('h1', null, 'Sign in'),
-    h('p', { class: 'muted' }, 'Paste an admin token (one holding latchkey:admin, or latchkey:tokens:read / latchkey:audit:read). ' +
+    h('p', { class: 'muted' }, 'Paste an admin token: one holding latchkey:admin, or latchkey:audit:read to watch without changing anything. ' +
       'It is exchanged for a session cookie and never kept by this page.'),
     h('label', null, h('span', null, 'Admin token'), input),
     status,
