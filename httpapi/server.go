@@ -316,11 +316,33 @@ func (s *Server) endpoint(rt Route, fn handlerFunc) http.Handler {
 				return
 			}
 			a.TokenID, a.Scopes = d.TokenID, d.Scopes
+			// A long answer (the audit stream) checks again as it goes.
+			r = withRecheck(r, func() error {
+				_, err := s.authenticate(r, scope, &tokens.Actor{ClientIP: a.ClientIP, UserAgent: a.UserAgent, RequestID: a.RequestID}, src)
+				return err
+			})
 		}
 		if err := fn(w, r, a); err != nil {
 			s.writeError(w, r, err)
 		}
 	})
+}
+
+type recheckKey struct{}
+
+// withRecheck attaches a check that the request's credential still holds.
+func withRecheck(r *http.Request, check func() error) *http.Request {
+	return r.WithContext(context.WithValue(r.Context(), recheckKey{}, check))
+}
+
+// recheck reports whether the credential behind r still holds: a
+// long-lived answer ends when its token is revoked, suspended or expires,
+// or its dashboard session ends.
+func recheck(r *http.Request) error {
+	if f, ok := r.Context().Value(recheckKey{}).(func() error); ok {
+		return f()
+	}
+	return nil
 }
 
 // uiSessionEndpoint serves /ui/api/session, which checks its own credentials.
@@ -358,6 +380,13 @@ func (s *Server) uiEndpoint(rt Route, fn handlerFunc) http.Handler {
 				return
 			}
 			a.TokenID, a.Scopes = d.TokenID, d.Scopes
+			r = withRecheck(r, func() error {
+				ss, _, err := s.currentSession(r)
+				if err == nil {
+					_, err = s.authenticateToken(r, ss.Token, rt.Scope, &tokens.Actor{ClientIP: a.ClientIP, UserAgent: a.UserAgent, RequestID: a.RequestID}, src, true)
+				}
+				return err
+			})
 		}
 		if err := fn(w, r, a); err != nil {
 			s.writeError(w, r, err)

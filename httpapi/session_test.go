@@ -314,3 +314,64 @@ func TestUISourcesStayPlain(t *testing.T) {
 		}
 	}
 }
+
+// An open audit stream ends once its credential no longer holds: the
+// bearer token revoked, or the dashboard session signed out.
+func TestStreamEndsWhenCredentialEnds(t *testing.T) {
+	defer httpapi.SetStreamRecheck(50 * time.Millisecond)()
+	e := newUIServer(t, false, 0)
+	ctx := context.Background()
+	admin := e.client(e.root)
+	open := func(path, bearer, cookie string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest("GET", e.url+path, nil)
+		if bearer != "" {
+			req.Header.Set("Authorization", "Bearer "+bearer)
+		}
+		if cookie != "" {
+			req.AddCookie(&http.Cookie{Name: httpapi.SessionCookie, Value: cookie})
+		}
+		resp, err := e.srv.Client().Do(req)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("open %s: %v %v", path, err, resp)
+		}
+		return resp
+	}
+	// ends reads the stream until it closes, failing after limit.
+	ends := func(resp *http.Response, limit time.Duration) string {
+		t.Helper()
+		done := make(chan string, 1)
+		go func() {
+			b, _ := io.ReadAll(resp.Body)
+			done <- string(b)
+		}()
+		select {
+		case b := <-done:
+			return b
+		case <-time.After(limit):
+			resp.Body.Close()
+			t.Fatalf("the stream was still open after %s", limit)
+			return ""
+		}
+	}
+	watcher, err := admin.CreateToken(ctx, tokens.CreateRequest{Name: "watcher", Scopes: []string{latchkey.ScopeAuditRead}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream := open("/v1/audit/stream", watcher.Plaintext, "")
+	// Still open while the token holds.
+	time.Sleep(200 * time.Millisecond)
+	if _, err := admin.RevokeToken(ctx, watcher.ID, "done watching"); err != nil {
+		t.Fatal(err)
+	}
+	if body := ends(stream, 3*time.Second); !strings.Contains(body, "event: end") {
+		t.Errorf("the stream ended without saying why: %q", body)
+	}
+
+	cookie, info, _ := e.signIn(t, e.root)
+	stream = open("/ui/api/v1/audit/stream", "", cookie)
+	if resp, _ := e.call(t, "DELETE", httpapi.UISessionPath, cookie, info.CSRFToken, ""); resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("sign-out: %d", resp.StatusCode)
+	}
+	ends(stream, 3*time.Second)
+}

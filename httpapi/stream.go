@@ -20,6 +20,11 @@ const streamPoll = 500 * time.Millisecond
 // streamHeartbeat keeps idle connections (and proxies) from timing out.
 const streamHeartbeat = 15 * time.Second
 
+// streamRecheck is how often a stream checks that its credential still
+// holds: revoking the token (or ending the dashboard session) ends the
+// stream within this.
+var streamRecheck = 5 * time.Second
+
 // streamAudit serves GET /v1/audit/stream: audit records as server-sent
 // events, oldest first, each with its seq as the event id, so a client
 // that reconnects with Last-Event-ID (or ?after=) misses nothing. Without
@@ -67,6 +72,8 @@ func (s *Server) streamAudit(w http.ResponseWriter, r *http.Request, _ tokens.Ac
 	ctx := r.Context()
 	heartbeat := time.NewTicker(streamHeartbeat)
 	defer heartbeat.Stop()
+	rechecks := time.NewTicker(streamRecheck)
+	defer rechecks.Stop()
 	for {
 		var woke <-chan struct{}
 		if s.AuditWritten != nil {
@@ -103,6 +110,14 @@ func (s *Server) streamAudit(w http.ResponseWriter, r *http.Request, _ tokens.Ac
 		case <-heartbeat.C:
 			fmt.Fprint(w, ": keep-alive\n\n")
 			if rc.Flush() != nil {
+				return nil
+			}
+		case <-rechecks.C:
+			if err := recheck(r); err != nil {
+				// The credential no longer holds: say so and end. (An
+				// EventSource reconnects and then gets the 401.)
+				fmt.Fprintf(w, "event: end\ndata: %s\n\n", `{"reason":"credentials no longer valid"}`)
+				rc.Flush()
 				return nil
 			}
 		}

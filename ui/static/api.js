@@ -70,6 +70,17 @@ export async function session() {
   return info;
 }
 
+// checkSession asks whether the session still holds; when it does not,
+// the sign-in page is shown.
+export async function checkSession() {
+  try {
+    return await session();
+  } catch (err) {
+    if (err.status === 401) onSignedOut(err);
+    return null;
+  }
+}
+
 export async function signIn(token) {
   const info = await call('POST', '/ui/api/session', { token });
   csrf = info.csrf_token;

@@ -101,12 +101,17 @@ export function liveView(root) {
     state.pending++;
     schedule();
   });
-  es.addEventListener('error', async () => {
+  es.addEventListener('error', () => {
     status.textContent = 'reconnecting…';
     status.className = 'muted';
-    if (es.readyState === EventSource.CLOSED) {
-      try { await api.session(); } catch { /* the sign-in page is showing */ }
-    }
+    if (es.readyState === EventSource.CLOSED) api.checkSession();
+  });
+  // The server ends the stream when the session no longer holds.
+  es.addEventListener('end', () => {
+    es.close();
+    status.textContent = 'ended';
+    status.className = 'muted';
+    api.checkSession();
   });
 
   // Counters and chart: polled once a second.
