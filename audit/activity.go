@@ -27,6 +27,8 @@ type Activity struct {
 	mu    sync.Mutex
 	secs  [ActivityWindow]bucket
 	day   time.Time // local midnight the today counts start from
+	start int64     // day, in unix seconds
+	next  int64     // the next midnight, unix seconds
 	today [numClasses]uint64
 }
 
@@ -56,11 +58,11 @@ func (a *Activity) Observe(evs []latchkey.AuditEvent) {
 			continue
 		}
 		c := Classify(ev.Outcome)
+		sec := ev.Time.Unix()
 		a.rollDay(ev.Time)
-		if !ev.Time.Before(a.day) {
+		if sec >= a.start {
 			a.today[c]++
 		}
-		sec := ev.Time.Unix()
 		b := &a.secs[uint64(sec)%ActivityWindow]
 		if b.at != sec {
 			if b.at > sec {
@@ -74,11 +76,13 @@ func (a *Activity) Observe(evs []latchkey.AuditEvent) {
 
 // rollDay starts a new day's counts when t is past the current one's.
 func (a *Activity) rollDay(t time.Time) {
-	if a.day.IsZero() || !t.Before(a.day.AddDate(0, 0, 1)) {
-		y, m, d := t.Local().Date()
-		a.day = time.Date(y, m, d, 0, 0, 0, 0, time.Local)
-		a.today = [numClasses]uint64{}
+	if t.Unix() < a.next {
+		return
 	}
+	y, m, d := t.Local().Date()
+	a.day = time.Date(y, m, d, 0, 0, 0, 0, time.Local)
+	a.start, a.next = a.day.Unix(), a.day.AddDate(0, 0, 1).Unix()
+	a.today = [numClasses]uint64{}
 }
 
 // ActivitySummary is a snapshot of Activity.

@@ -20,6 +20,7 @@ import (
 
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/httpapi"
+	"github.com/latchkeyhq/latchkey/tokens"
 )
 
 // xssName is a token name that would run script if the dashboard put API
@@ -286,6 +287,46 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	b.screenshot(t, "3-live-phone")
 	b.do(t, "back to a laptop-sized screen", chromedp.EmulateViewport(1280, 1000))
+
+	// The other lifecycle actions, each through its confirmation.
+	other, err := ts.client(ts.root).CreateToken(ctx, tokens.CreateRequest{Name: "deploy", Subject: "ci", Scopes: []string{"deploy:write", "deploy:read"}, TTL: "30d"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	confirm := chromedp.Click("dialog.confirm button[data-confirm]")
+	b.do(t, "open the second token", chromedp.Navigate(ts.url+"/ui/#/tokens/"+other.ID), chromedp.WaitVisible(`button[data-action="suspend"]`))
+	b.do(t, "suspend", chromedp.Click(`button[data-action="suspend"]`), chromedp.WaitVisible("dialog.confirm"), confirm)
+	b.waitFor(t, "the suspended status", `document.querySelector('h1 .badge')?.textContent === 'suspended'`, 5*time.Second)
+	b.do(t, "resume", chromedp.Click(`button[data-action="resume"]`), chromedp.WaitVisible("dialog.confirm"), confirm)
+	b.waitFor(t, "the active status again", `document.querySelector('h1 .badge')?.textContent === 'active'`, 5*time.Second)
+	b.do(t, "derive", chromedp.Click(`button[data-action="derive"]`), chromedp.WaitVisible("#derive-form"),
+		chromedp.SendKeys("#derive-form #c-name", "deploy-job"), chromedp.Clear("#derive-form #c-scopes"),
+		chromedp.SendKeys("#derive-form #c-scopes", "deploy:read"), chromedp.SendKeys("#derive-form #c-ttl", "1h"),
+		chromedp.Click(`#derive-form button[type=submit]`), chromedp.WaitVisible("dialog.confirm"), confirm,
+		chromedp.WaitVisible("#created #plaintext"))
+	kids, err := ts.client(ts.root).ListTokens(ctx, latchkey.TokenFilter{ParentID: other.ID})
+	if err != nil || len(kids.Tokens) != 1 || kids.Tokens[0].Name != "deploy-job" || len(kids.Tokens[0].Scopes) != 1 {
+		t.Fatalf("the derived child: %v %+v", err, kids)
+	}
+	if got := verifyOutside(t, ts, b.eval(t, `document.querySelector('#created #plaintext').value`)); got != "VALID" {
+		t.Errorf("the derived token from the UI verifies %s", got)
+	}
+	b.do(t, "rotate", chromedp.Click(`button[data-action="rotate"]`), chromedp.WaitVisible("dialog.confirm select[name=grace]"),
+		chromedp.SetValue("dialog.confirm select[name=grace]", "1h"), confirm, chromedp.WaitVisible("#created #plaintext"))
+	successor := b.eval(t, `document.querySelector('#created #plaintext').value`)
+	if got := verifyOutside(t, ts, successor); got != "VALID" {
+		t.Errorf("the successor from the UI verifies %s", got)
+	}
+	if got := verifyOutside(t, ts, other.Plaintext); got != "VALID" {
+		t.Errorf("the rotated token within its hour of grace verifies %s", got)
+	}
+	old, err := ts.client(ts.root).GetToken(ctx, other.ID)
+	if err != nil || old.SuccessorID == "" || old.ExpiresAt.After(time.Now().Add(61*time.Minute)) {
+		t.Errorf("the rotated token: %v %+v", err, old)
+	}
+	// The page shows the token as it now stands, with the successor.
+	b.waitFor(t, "the successor in the lineage", fmt.Sprintf(`[...document.querySelectorAll('dl.facts dd a')].some(a => a.textContent === %q)`, old.SuccessorID), 3*time.Second)
+	b.screenshot(t, "2b-rotated")
 
 	// The list shows the name as text too; the security view loads.
 	b.do(t, "the token list", chromedp.Navigate(ts.url+"/ui/#/tokens"), chromedp.WaitVisible(`#tokens tr[data-id="`+id+`"]`))

@@ -79,7 +79,8 @@ function grantFields(prefill = {}) {
   };
   const parts = {
     name: field('name', 'Name', { required: true, maxlength: 200 }),
-    subject: field('subject', 'Subject', { placeholder: 'user:42, service:billing…', value: prefill.subject || '' }),
+    subject: field('subject', 'Subject', { placeholder: 'user:42, service:billing…', value: prefill.subject || '', readonly: prefill.lockSubject },
+      prefill.lockSubject ? 'A derived token keeps its parent\'s subject.' : ''),
     scopes: field('scopes', 'Scopes', { placeholder: 'billing.invoices:read orders:write', value: (prefill.scopes || []).join(' ') }, 'Separated by spaces or commas.'),
     ttl: field('ttl', 'Time to live', { placeholder: '30d, 12h' }, 'Empty: the server\'s default policy.'),
     tags: field('tags', 'Tags', { placeholder: 'ci, team-payments' }),
@@ -156,7 +157,9 @@ function dl(pairs) {
 
 export function tokenView(root, id) {
   let alive = true;
-  const load = async (flash) => {
+  // load (re)draws the page; keep is a panel to show above the details
+  // (a new plaintext, which must survive the redraw).
+  const load = async (flash, keep) => {
     let t;
     try {
       t = await api.v1('GET', `/tokens/${encodeURIComponent(id)}`);
@@ -196,14 +199,14 @@ export function tokenView(root, id) {
         await api.v1('POST', `/tokens/${encodeURIComponent(id)}/suspend`, { reason: v.reason });
         load('Suspended.');
       }));
-      act('Rotate', '', () => run(async () => {
+      if (!t.successor_id) act('Rotate', '', () => run(async () => {
         const v = await confirmDialog('Rotate this token?', 'A successor is issued with the same grants. Choose how long the old token keeps working.',
           [{ name: 'grace', label: 'Grace period', value: '24h', options: [['0s', 'none: stop at once'], ['1h', '1 hour'], ['24h', '24 hours'], ['7d', '7 days']] }], 'Rotate');
         if (!v) return;
         const res = await api.v1('POST', `/tokens/${encodeURIComponent(id)}/rotate`, { grace: v.grace });
-        replace(out, shownOnce(res, res.token, 'The successor'));
+        load(`Rotated: this token now expires ${ago(res.predecessor?.expires_at)}.`, shownOnce(res, res.token, 'The successor'));
       }));
-      act('Derive', '', () => run(() => deriveForm(out, t)));
+      act('Derive', '', () => run(() => deriveForm(out, t, (panel) => load('Derived.', panel))));
     }
     if (t.status === 'suspended') {
       act('Resume', 'primary', () => run(async () => {
@@ -231,7 +234,7 @@ export function tokenView(root, id) {
       h('p', null, h('a', { href: '#/tokens' }, '← Tokens')),
       h('h1', null, h('span', { id: 'token-name' }, t.name || '(unnamed)'), ' ', statusBadge(t)),
       flash ? notice(flash, 'ok') : null,
-      actions, out,
+      actions, keep ? build(out, keep) : out,
       h('div', { class: 'columns' },
         h('div', { class: 'card' }, h('h2', null, 'Token'), dl([
           ['Id', h('span', { class: 'mono' }, t.id)],
@@ -271,8 +274,15 @@ export function tokenView(root, id) {
   return () => { alive = false; };
 }
 
-function deriveForm(out, parent) {
-  const grants = grantFields({ subject: parent.subject, scopes: parent.scopes });
+function build(el, child) {
+  el.append(child);
+  return el;
+}
+
+// deriveForm shows the derive form in out; done gets the new token's
+// shown-once panel.
+function deriveForm(out, parent, done) {
+  const grants = grantFields({ subject: parent.subject, scopes: parent.scopes, lockSubject: true });
   const msg = h('div');
   const form = h('form', { class: 'card', id: 'derive-form' },
     h('h2', null, 'Derive a narrower token'),
@@ -289,7 +299,7 @@ function deriveForm(out, parent) {
     if (!ok) return;
     try {
       const res = await api.v1('POST', `/tokens/${encodeURIComponent(parent.id)}/derive`, body);
-      replace(out, shownOnce(res, res.token, 'The derived token'));
+      done(shownOnce(res, res.token, 'The derived token'));
     } catch (err) {
       replace(msg, notice(err.message));
     }
