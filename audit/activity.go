@@ -24,6 +24,9 @@ const (
 // are this node's, from its start. The dashboard's chart and counters read
 // it through GET /v1/audit/summary.
 type Activity struct {
+	// Node names the node counting, reported with the counts.
+	Node string
+
 	mu    sync.Mutex
 	secs  [ActivityWindow]bucket
 	day   time.Time // local midnight the today counts start from
@@ -87,6 +90,8 @@ func (a *Activity) rollDay(t time.Time) {
 
 // ActivitySummary is a snapshot of Activity.
 type ActivitySummary struct {
+	// Node is the node whose attempts these are.
+	Node  string    `json:"node"`
 	Now   time.Time `json:"now"`
 	Today struct {
 		Since   time.Time `json:"since"`
@@ -107,7 +112,7 @@ type ActivitySummary struct {
 // Summary returns the counts as of now.
 func (a *Activity) Summary(now time.Time) ActivitySummary {
 	var s ActivitySummary
-	s.Now = now.UTC()
+	s.Node, s.Now = a.Node, now.UTC()
 	end := now.Unix()
 	start := end - ActivityWindow + 1
 	s.Series.Start = time.Unix(start, 0).UTC()

@@ -634,7 +634,7 @@ func startDaemon(ctx context.Context, cfg serveConfig, logger *slog.Logger, stde
 		return nil, err
 	}
 	det.Restore(blocks)
-	activity := &audit.Activity{}
+	activity := &audit.Activity{Node: node}
 	pipe := &audit.Pipeline{Sink: db, Logger: logger, BatchSize: cfg.AuditBatch, FlushInterval: cfg.AuditFlush, QueueSize: cfg.AuditQueue,
 		Observe:  func(evs []latchkey.AuditEvent) { det.Valid(evs); met.ObserveEvents(evs); activity.Observe(evs) },
 		OnCommit: met.ObserveCommit}
