@@ -1,6 +1,9 @@
 package audit
 
 import (
+	"context"
+	"encoding/json"
+	"sort"
 	"sync"
 	"time"
 
@@ -21,8 +24,8 @@ const (
 // Activity counts verification attempts per second (the last
 // ActivityWindow seconds) and since local midnight, by outcome class. It
 // is fed committed records (Pipeline.Observe) and kept in memory: counts
-// are this node's, from its start. The dashboard's chart and counters read
-// it through GET /v1/audit/summary.
+// are this node's, from its start (ActivityBoard adds up a cluster's). The
+// dashboard's chart and counters read it through GET /v1/audit/summary.
 type Activity struct {
 	// Node names the node counting, reported with the counts.
 	Node string
@@ -88,10 +91,14 @@ func (a *Activity) rollDay(t time.Time) {
 	a.today = [numClasses]uint64{}
 }
 
-// ActivitySummary is a snapshot of Activity.
+// ActivitySummary is a snapshot of Activity (or of a cluster's).
 type ActivitySummary struct {
-	// Node is the node whose attempts these are.
-	Node  string    `json:"node"`
+	// Node is the node that answered.
+	Node string `json:"node"`
+	// Nodes are the nodes whose attempts are counted: the one answering,
+	// and in a cluster every other node that published within the last
+	// few seconds.
+	Nodes []string  `json:"nodes,omitempty"`
 	Now   time.Time `json:"now"`
 	Today struct {
 		Since   time.Time `json:"since"`
@@ -133,4 +140,101 @@ func (a *Activity) Summary(now time.Time) ActivitySummary {
 		s.Series.Valid[i], s.Series.Refused[i], s.Series.Blocked[i] = b.n[ClassValid], b.n[ClassRefused], b.n[ClassBlocked]
 	}
 	return s
+}
+
+// Counts returns the summary as of now (ActivitySource).
+func (a *Activity) Counts(_ context.Context, now time.Time) (ActivitySummary, error) {
+	s := a.Summary(now)
+	s.Nodes = []string{a.Node}
+	return s, nil
+}
+
+// ActivitySource gives the dashboard its counts: one node's Activity, or
+// an ActivityBoard adding up a cluster's.
+type ActivitySource interface {
+	Counts(ctx context.Context, now time.Time) (ActivitySummary, error)
+}
+
+// BoardStore is where an ActivityBoard publishes: a settings table every
+// node reads (the PostgreSQL store).
+type BoardStore interface {
+	PutSetting(ctx context.Context, key, value string) error
+	SettingsWithPrefix(ctx context.Context, prefix string) (map[string]string, error)
+}
+
+// ActivityBoard shares the nodes' counts through the store: each node
+// publishes its summary every second (Publish), and Counts adds this
+// node's live counts to the other nodes' latest, so the dashboard shows
+// the whole cluster whichever node serves it.
+type ActivityBoard struct {
+	Local *Activity
+	Store BoardStore
+	// MaxAge is how old another node's summary may be and still count
+	// (default 10s): a stopped node drops out.
+	MaxAge time.Duration
+}
+
+const boardPrefix = "activity:"
+
+// Publish stores this node's summary as of now.
+func (b *ActivityBoard) Publish(ctx context.Context, now time.Time) error {
+	buf, err := json.Marshal(b.Local.Summary(now))
+	if err != nil {
+		return err
+	}
+	return b.Store.PutSetting(ctx, boardPrefix+b.Local.Node, string(buf))
+}
+
+// Counts returns the cluster's counts as of now: this node's, plus every
+// other node's latest published summary that is recent enough.
+func (b *ActivityBoard) Counts(ctx context.Context, now time.Time) (ActivitySummary, error) {
+	sum, _ := b.Local.Counts(ctx, now)
+	rows, err := b.Store.SettingsWithPrefix(ctx, boardPrefix)
+	if err != nil {
+		return sum, err
+	}
+	maxAge := b.MaxAge
+	if maxAge <= 0 {
+		maxAge = 10 * time.Second
+	}
+	var peers []ActivitySummary
+	for key, v := range rows {
+		if key == boardPrefix+b.Local.Node {
+			continue
+		}
+		var p ActivitySummary
+		if json.Unmarshal([]byte(v), &p) != nil || now.Sub(p.Now) > maxAge {
+			continue
+		}
+		peers = append(peers, p)
+	}
+	sort.Slice(peers, func(i, j int) bool { return peers[i].Node < peers[j].Node })
+	return MergeActivity(sum, peers), nil
+}
+
+// MergeActivity adds the peers' counts to base: series aligned by
+// second (what falls outside base's window is left out), and today's
+// counts where the peer's day is base's.
+func MergeActivity(base ActivitySummary, peers []ActivitySummary) ActivitySummary {
+	start := base.Series.Start.Unix()
+	for _, p := range peers {
+		base.Nodes = append(base.Nodes, p.Node)
+		if p.Today.Since.Equal(base.Today.Since) {
+			base.Today.Valid += p.Today.Valid
+			base.Today.Refused += p.Today.Refused
+			base.Today.Blocked += p.Today.Blocked
+		}
+		off := p.Series.Start.Unix() - start
+		add := func(dst, src []uint64) {
+			for i, v := range src {
+				if j := int64(i) + off; j >= 0 && j < int64(len(dst)) {
+					dst[j] += v
+				}
+			}
+		}
+		add(base.Series.Valid, p.Series.Valid)
+		add(base.Series.Refused, p.Series.Refused)
+		add(base.Series.Blocked, p.Series.Blocked)
+	}
+	return base
 }

@@ -1,6 +1,8 @@
 package audit
 
 import (
+	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -69,4 +71,72 @@ func BenchmarkActivityObserve(b *testing.B) {
 		a.Observe(evs)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(evs)), "ns/record")
+}
+
+func TestMergeActivity(t *testing.T) {
+	now := time.Date(2026, 11, 29, 12, 0, 0, 0, time.Local)
+	var a, b, c Activity
+	a.Node, b.Node, c.Node = "a", "b", "c"
+	a.Observe([]latchkey.AuditEvent{{Time: now, Kind: latchkey.KindVerify, Outcome: "VALID"}})
+	b.Observe([]latchkey.AuditEvent{
+		{Time: now.Add(-2 * time.Second), Kind: latchkey.KindVerify, Outcome: "VALID"},
+		{Time: now.Add(-2 * time.Second), Kind: latchkey.KindVerify, Outcome: "BLOCKED"},
+	})
+	c.Observe([]latchkey.AuditEvent{{Time: now.Add(-24 * time.Hour), Kind: latchkey.KindVerify, Outcome: "VALID"}})
+	// b published a second ago, so its window starts a second earlier.
+	bs := b.Summary(now.Add(-time.Second))
+	cs := c.Summary(now.Add(-24 * time.Hour))
+	base, _ := a.Counts(context.Background(), now)
+	m := MergeActivity(base, []ActivitySummary{bs, cs})
+	n := ActivityWindow - 1
+	if m.Series.Valid[n] != 1 || m.Series.Valid[n-2] != 1 || m.Series.Blocked[n-2] != 1 {
+		t.Errorf("merged series end: valid %v blocked %v", m.Series.Valid[n-3:], m.Series.Blocked[n-3:])
+	}
+	if m.Today.Valid != 2 || m.Today.Blocked != 1 {
+		t.Errorf("merged today %+v: want a's and b's, not c's (yesterday)", m.Today)
+	}
+	if len(m.Nodes) != 3 || m.Node != "a" {
+		t.Errorf("nodes %v (answering %q)", m.Nodes, m.Node)
+	}
+}
+
+// memBoard is a settings table in memory.
+type memBoard map[string]string
+
+func (m memBoard) PutSetting(_ context.Context, k, v string) error { m[k] = v; return nil }
+func (m memBoard) SettingsWithPrefix(_ context.Context, p string) (map[string]string, error) {
+	out := map[string]string{}
+	for k, v := range m {
+		if strings.HasPrefix(k, p) {
+			out[k] = v
+		}
+	}
+	return out, nil
+}
+
+func TestActivityBoard(t *testing.T) {
+	ctx := context.Background()
+	now := time.Now()
+	store := memBoard{"other:x": "not counts"}
+	a := &ActivityBoard{Local: &Activity{Node: "a"}, Store: store}
+	b := &ActivityBoard{Local: &Activity{Node: "b"}, Store: store}
+	gone := &ActivityBoard{Local: &Activity{Node: "gone"}, Store: store}
+	a.Local.Observe([]latchkey.AuditEvent{{Time: now, Kind: latchkey.KindVerify, Outcome: "VALID"}})
+	b.Local.Observe([]latchkey.AuditEvent{{Time: now, Kind: latchkey.KindVerify, Outcome: "NOT_FOUND"}})
+	gone.Local.Observe([]latchkey.AuditEvent{{Time: now, Kind: latchkey.KindVerify, Outcome: "VALID"}})
+	for _, n := range []*ActivityBoard{a, b} {
+		if err := n.Publish(ctx, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gone.Publish(ctx, now.Add(-time.Minute)) // stopped a minute ago
+	a.Local.Observe([]latchkey.AuditEvent{{Time: now, Kind: latchkey.KindVerify, Outcome: "VALID"}})
+	s, err := a.Counts(ctx, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// a's live counts (2 valid), b's published (1 refused), not gone's.
+	if s.Today.Valid != 2 || s.Today.Refused != 1 || strings.Join(s.Nodes, ",") != "a,b" {
+		t.Errorf("board counts %+v from %v", s.Today, s.Nodes)
+	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/audit"
 	"github.com/latchkeyhq/latchkey/tokens"
 )
 
@@ -242,6 +243,16 @@ func auditQuery(f latchkey.AuditFilter) url.Values {
 func (c *Client) VerifyAudit(ctx context.Context) (*latchkey.ChainReport, error) {
 	var out latchkey.ChainReport
 	if err := c.do(ctx, "GET", "/v1/audit/verify", nil, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// AuditSummary calls GET /v1/audit/summary: attempts per second and
+// today, by outcome class.
+func (c *Client) AuditSummary(ctx context.Context) (*audit.ActivitySummary, error) {
+	var out audit.ActivitySummary
+	if err := c.do(ctx, "GET", "/v1/audit/summary", nil, nil, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil

@@ -101,9 +101,9 @@ type Server struct {
 	// rather than at their next poll.
 	AuditWritten func() <-chan struct{}
 
-	// Activity, when set, serves GET /v1/audit/summary: this node's
-	// attempts per second and today, by outcome class.
-	Activity *audit.Activity
+	// Activity, when set, serves GET /v1/audit/summary: attempts per
+	// second and today, by outcome class (this node's, or the cluster's).
+	Activity audit.ActivitySource
 
 	// UI, when set, serves the dashboard's files under GET /ui/ (package
 	// ui); the security headers are added here.

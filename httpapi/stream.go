@@ -147,8 +147,8 @@ func (s *Server) verifyAudit(w http.ResponseWriter, r *http.Request, _ tokens.Ac
 
 // auditSummary serves GET /v1/audit/summary: counts of verification
 // attempts by outcome class (valid, refused, blocked), per second over
-// the last five minutes and since local midnight. They are the serving
-// node's, kept in memory since it started.
+// the last five minutes and since local midnight, kept in memory by each
+// node since it started and, in a cluster, added up across the nodes.
 func (s *Server) auditSummary(w http.ResponseWriter, r *http.Request, _ tokens.Actor) error {
 	if err := onlyParams(r.URL.Query()); err != nil {
 		return err
@@ -159,6 +159,11 @@ func (s *Server) auditSummary(w http.ResponseWriter, r *http.Request, _ tokens.A
 	if s.FlushAudit != nil {
 		s.FlushAudit(r.Context()) // count what was answered before this request
 	}
-	writeJSON(w, http.StatusOK, s.Activity.Summary(time.Now()))
+	sum, err := s.Activity.Counts(r.Context(), time.Now())
+	if err != nil {
+		// This node's counts are still worth showing; say the rest is missing.
+		s.logger().Warn("activity summary: other nodes' counts unavailable", "err", err)
+	}
+	writeJSON(w, http.StatusOK, sum)
 	return nil
 }

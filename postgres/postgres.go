@@ -155,6 +155,25 @@ func (db *DB) PutSetting(ctx context.Context, key, value string) error {
 	return nil
 }
 
+// SettingsWithPrefix returns every setting whose key starts with prefix
+// (the nodes' published activity counts).
+func (db *DB) SettingsWithPrefix(ctx context.Context, prefix string) (map[string]string, error) {
+	rows, err := db.pool.Query(ctx, `SELECT key, value FROM settings WHERE starts_with(key, $1)`, prefix)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: list settings: %w", err)
+	}
+	out := map[string]string{}
+	var k, v string
+	_, err = pgx.ForEachRow(rows, []any{&k, &v}, func() error {
+		out[k] = v
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("postgres: list settings: %w", err)
+	}
+	return out, nil
+}
+
 // PutBlock stores or extends a block with its audit event.
 func (db *DB) PutBlock(ctx context.Context, b latchkey.Block, ev *latchkey.AuditEvent) error {
 	return pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -55,12 +57,12 @@ func TestPostgresCluster(t *testing.T) {
 	key := strings.Repeat("4b", 32)
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	dirA, dirB := t.TempDir(), t.TempDir()
-	a, err := startDaemon(ctx, serveConfig{Listen: "127.0.0.1:0", DataDir: dirA, Database: dsn, ServerKey: key}, logger, io.Discard)
+	a, err := startDaemon(ctx, serveConfig{Listen: "127.0.0.1:0", DataDir: dirA, Database: dsn, ServerKey: key, Node: "a"}, logger, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Shutdown(ctx)
-	b, err := startDaemon(ctx, serveConfig{Listen: "127.0.0.1:0", DataDir: dirB, Database: dsn, ServerKey: key}, logger, io.Discard)
+	b, err := startDaemon(ctx, serveConfig{Listen: "127.0.0.1:0", DataDir: dirB, Database: dsn, ServerKey: key, Node: "b"}, logger, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,6 +98,36 @@ func TestPostgresCluster(t *testing.T) {
 	page, _ := cb.ListAudit(ctx, latchkey.AuditFilter{TokenID: tok.ID, Kind: latchkey.KindVerify})
 	if len(page.Events) != 6 {
 		t.Errorf("%d verification records for the token, want 6", len(page.Events))
+	}
+	// The dashboard's counts add up both nodes' attempts, whichever node
+	// is asked: 3 valid, 3 refused (the spent budget).
+	deadline := time.Now().Add(5 * time.Second)
+	for _, c := range []*httpapi.Client{ca, cb} {
+		for {
+			sum, err := c.AuditSummary(ctx)
+			if err == nil && sum.Today.Valid >= 3 && sum.Today.Refused >= 3 && len(sum.Nodes) == 2 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("summary from one node does not count both: %+v %v", sum, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	// A dashboard session made on A works on B (one server key), and
+	// signing out on A ends it on B too.
+	cookie, csrf := uiSignIn(t, "http://"+a.addr, root)
+	if code := uiGet(t, "http://"+b.addr+"/ui/api/v1/tokens", cookie); code != http.StatusOK {
+		t.Errorf("A's session on B: %d", code)
+	}
+	req, _ := http.NewRequest("DELETE", "http://"+a.addr+httpapi.UISessionPath, nil)
+	req.AddCookie(&http.Cookie{Name: httpapi.SessionCookie, Value: cookie})
+	req.Header.Set(httpapi.CSRFHeader, csrf)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("sign-out on A: %v %v", err, resp)
+	}
+	if code := uiGet(t, "http://"+b.addr+"/ui/api/v1/tokens", cookie); code != http.StatusUnauthorized {
+		t.Errorf("A's session on B after signing out on A: %d", code)
 	}
 	// A node with another server key refuses to start.
 	if _, err := startDaemon(ctx, serveConfig{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Database: dsn, ServerKey: strings.Repeat("5c", 32)}, logger, io.Discard); err == nil ||
@@ -187,4 +219,37 @@ func TestClusterRevocationAndConnectionKill(t *testing.T) {
 	if nodes[1].follower.Stats().Reconnects == 0 {
 		t.Error("B did not reconnect its notification connection")
 	}
+}
+
+// uiSignIn signs in to the dashboard at base and returns the session
+// cookie's value and the CSRF token.
+func uiSignIn(t *testing.T, base, tok string) (string, string) {
+	t.Helper()
+	resp, err := http.Post(base+httpapi.UISessionPath, "application/json", strings.NewReader(`{"token":"`+tok+`"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var info httpapi.SessionInfo
+	json.NewDecoder(resp.Body).Decode(&info)
+	for _, c := range resp.Cookies() {
+		if c.Name == httpapi.SessionCookie && resp.StatusCode == http.StatusOK {
+			return c.Value, info.CSRFToken
+		}
+	}
+	t.Fatalf("sign-in at %s: %d", base, resp.StatusCode)
+	return "", ""
+}
+
+// uiGet sends a dashboard data call with the session cookie.
+func uiGet(t *testing.T, url, cookie string) int {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	req.AddCookie(&http.Cookie{Name: httpapi.SessionCookie, Value: cookie})
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }

@@ -742,6 +742,26 @@ func startDaemon(ctx context.Context, cfg serveConfig, logger *slog.Logger, stde
 		hooks.Start()
 	}
 	if pg, ok := db.(*postgres.DB); ok {
+		// The dashboard's counts: each node publishes its own every
+		// second, and any node adds them up.
+		board := &audit.ActivityBoard{Local: activity, Store: pg}
+		api.Activity = board
+		d.bg.Go(func() {
+			t := time.NewTicker(time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-d.stopBG:
+					return
+				case now := <-t.C:
+					ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+					if err := board.Publish(ctx, now); err != nil {
+						logger.Debug("publishing activity counts failed", "err", err)
+					}
+					cancel()
+				}
+			}
+		})
 		// Other nodes' changes: notifications, and the change log polled
 		// as a backstop.
 		fctx, cancel := context.WithCancel(context.Background())

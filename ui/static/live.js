@@ -121,7 +121,8 @@ export function liveView(root) {
     try {
       const sum = await api.v1('GET', '/audit/summary');
       for (const c of CLASSES) counters[c].textContent = sum.today[c].toLocaleString();
-      drawChart(chart, sum.series, sum.node);
+      const nodes = sum.nodes && sum.nodes.length > 1 ? `${sum.nodes.length} nodes` : `node ${sum.node}`;
+      drawChart(chart, sum.series, nodes);
     } catch (err) {
       if (err.status !== 401) replace(chart, notice(err.message));
     }
@@ -138,7 +139,7 @@ export function liveView(root) {
 }
 
 // drawChart draws attempts per second by class as lines over the window.
-function drawChart(root, series, node) {
+function drawChart(root, series, where) {
   const W = 900, H = 180, L = 44, B = 22, T = 10;
   const n = series.valid.length;
   let max = 1;
@@ -160,7 +161,7 @@ function drawChart(root, series, node) {
   const last = (c) => series[c].slice(-5).reduce((a, b) => a + b, 0) / 5;
   replace(root,
     h('div', { class: 'chart-head' },
-      h('span', null, h('strong', null, 'Attempts per second, last 5 minutes'), node ? h('span', { class: 'muted', id: 'chart-node' }, ` · node ${node}`) : null),
+      h('span', null, h('strong', null, 'Attempts per second, last 5 minutes'), h('span', { class: 'muted', id: 'chart-nodes' }, ` · ${where}`)),
       h('span', { class: 'legend' }, CLASSES.map((c) => h('span', { class: `key ${c}` }, `${c} ${fmtRate(last(c))}/s`)))),
     s('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': 'Attempts per second by outcome' },
       grid, ticks, lines));
