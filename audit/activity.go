@@ -24,8 +24,9 @@ const (
 // Activity counts verification attempts per second (the last
 // ActivityWindow seconds) and since local midnight, by outcome class. It
 // is fed committed records (Pipeline.Observe) and kept in memory: counts
-// are this node's, from its start (ActivityBoard adds up a cluster's). The
-// dashboard's chart and counters read it through GET /v1/audit/summary.
+// are this node's (ActivityBoard keeps them across restarts and adds up a
+// cluster's). The dashboard's chart and counters read them through
+// GET /v1/audit/summary.
 type Activity struct {
 	// Node names the node counting, reported with the counts.
 	Node string
@@ -155,17 +156,18 @@ type ActivitySource interface {
 	Counts(ctx context.Context, now time.Time) (ActivitySummary, error)
 }
 
-// BoardStore is where an ActivityBoard publishes: a settings table every
-// node reads (the PostgreSQL store).
+// BoardStore is where an ActivityBoard publishes: the store's settings
+// (both stores satisfy it).
 type BoardStore interface {
 	PutSetting(ctx context.Context, key, value string) error
 	SettingsWithPrefix(ctx context.Context, prefix string) (map[string]string, error)
 }
 
-// ActivityBoard shares the nodes' counts through the store: each node
-// publishes its summary every second (Publish), and Counts adds this
-// node's live counts to the other nodes' latest, so the dashboard shows
-// the whole cluster whichever node serves it.
+// ActivityBoard keeps the counts in the store: each node publishes its
+// summary every second (Publish), takes it back after a restart
+// (Restore), and Counts adds this node's live counts to the other nodes'
+// latest, so the dashboard shows the whole cluster whichever node serves
+// it.
 type ActivityBoard struct {
 	Local *Activity
 	Store BoardStore
@@ -183,6 +185,50 @@ func (b *ActivityBoard) Publish(ctx context.Context, now time.Time) error {
 		return err
 	}
 	return b.Store.PutSetting(ctx, boardPrefix+b.Local.Node, string(buf))
+}
+
+// Restore takes back this node's counts as last published (before a
+// restart), so that "today" survives it: today's counts if the day is
+// the same, and the seconds still inside the window. Call it before the
+// node counts anything.
+func (b *ActivityBoard) Restore(ctx context.Context, now time.Time) error {
+	key := boardPrefix + b.Local.Node
+	rows, err := b.Store.SettingsWithPrefix(ctx, key)
+	if err != nil {
+		return err
+	}
+	var p ActivitySummary
+	if v, ok := rows[key]; !ok || json.Unmarshal([]byte(v), &p) != nil {
+		return nil
+	}
+	b.Local.restore(p, now)
+	return nil
+}
+
+// restore seeds the counts from a summary taken earlier.
+func (a *Activity) restore(p ActivitySummary, now time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.rollDay(now)
+	if p.Today.Since.Equal(a.day) {
+		a.today[ClassValid] += p.Today.Valid
+		a.today[ClassRefused] += p.Today.Refused
+		a.today[ClassBlocked] += p.Today.Blocked
+	}
+	oldest, start := now.Unix()-ActivityWindow+1, p.Series.Start.Unix()
+	for i := range p.Series.Valid {
+		sec := start + int64(i)
+		if sec < oldest || sec > now.Unix() || i >= len(p.Series.Refused) || i >= len(p.Series.Blocked) {
+			continue
+		}
+		b := &a.secs[uint64(sec)%ActivityWindow]
+		if b.at != sec {
+			*b = bucket{at: sec}
+		}
+		b.n[ClassValid] += p.Series.Valid[i]
+		b.n[ClassRefused] += p.Series.Refused[i]
+		b.n[ClassBlocked] += p.Series.Blocked[i]
+	}
 }
 
 // Counts returns the cluster's counts as of now: this node's, plus every

@@ -140,3 +140,35 @@ func TestActivityBoard(t *testing.T) {
 		t.Errorf("board counts %+v from %v", s.Today, s.Nodes)
 	}
 }
+
+// After a restart the node takes back today's counts and the seconds
+// still inside the window.
+func TestActivityRestore(t *testing.T) {
+	ctx := context.Background()
+	store := memBoard{}
+	now := time.Now()
+	before := &ActivityBoard{Local: &Activity{Node: "a"}, Store: store}
+	before.Local.Observe([]latchkey.AuditEvent{
+		{Time: now.Add(-10 * time.Second), Kind: latchkey.KindVerify, Outcome: "VALID"},
+		{Time: now.Add(-10 * time.Second), Kind: latchkey.KindVerify, Outcome: "BLOCKED"},
+	})
+	if err := before.Publish(ctx, now.Add(-5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	after := &ActivityBoard{Local: &Activity{Node: "a"}, Store: store}
+	if err := after.Restore(ctx, now); err != nil {
+		t.Fatal(err)
+	}
+	after.Local.Observe([]latchkey.AuditEvent{{Time: now, Kind: latchkey.KindVerify, Outcome: "VALID"}})
+	s := after.Local.Summary(now)
+	n := ActivityWindow - 1
+	if s.Today.Valid != 2 || s.Today.Blocked != 1 || s.Series.Valid[n-10] != 1 || s.Series.Blocked[n-10] != 1 || s.Series.Valid[n] != 1 {
+		t.Errorf("restored %+v; valid %v", s.Today, s.Series.Valid[n-11:])
+	}
+	// Another node's row is not taken.
+	other := &ActivityBoard{Local: &Activity{Node: "b"}, Store: store}
+	other.Restore(ctx, now)
+	if s := other.Local.Summary(now); s.Today.Valid != 0 {
+		t.Errorf("node b took a's counts: %+v", s.Today)
+	}
+}

@@ -147,8 +147,8 @@ func (s *Server) verifyAudit(w http.ResponseWriter, r *http.Request, _ tokens.Ac
 
 // auditSummary serves GET /v1/audit/summary: counts of verification
 // attempts by outcome class (valid, refused, blocked), per second over
-// the last five minutes and since local midnight, kept in memory by each
-// node since it started and, in a cluster, added up across the nodes.
+// the last five minutes and since local midnight, counted by each node
+// and, in a cluster, added up across the nodes.
 func (s *Server) auditSummary(w http.ResponseWriter, r *http.Request, _ tokens.Actor) error {
 	if err := onlyParams(r.URL.Query()); err != nil {
 		return err

@@ -245,6 +245,28 @@ func (db *DB) PutSetting(ctx context.Context, key, value string) error {
 	return nil
 }
 
+// SettingsWithPrefix returns every setting whose key starts with prefix
+// (the node's published activity counts).
+func (db *DB) SettingsWithPrefix(ctx context.Context, prefix string) (map[string]string, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT key, value FROM settings WHERE substr(key, 1, length(?1)) = ?1`, prefix)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: list settings: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var k, v string
+		if err := rows.Scan(&k, &v); err != nil {
+			return nil, fmt.Errorf("sqlite: list settings: %w", err)
+		}
+		out[k] = v
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: list settings: %w", err)
+	}
+	return out, nil
+}
+
 // isUniqueViolation reports a UNIQUE or PRIMARY KEY constraint failure.
 func isUniqueViolation(err error) bool {
 	var coder interface{ Code() int }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -37,6 +38,12 @@ func TestCLIAuditVerifyDetectsEdit(t *testing.T) {
 	code, out, errs := cli(t, ts.url, ts.root, "audit", "verify")
 	if code != 0 || !strings.Contains(out, "audit chain intact") {
 		t.Fatalf("intact chain: exit %d %q %s", code, out, errs)
+	}
+	// The counts of those attempts: 2 valid, 1 refused.
+	code, out, errs = cli(t, ts.url, ts.root, "audit", "summary")
+	valid, refused := regexp.MustCompile(`(?m)^valid\s+(\d+)`).FindStringSubmatch(out), regexp.MustCompile(`(?m)^refused\s+(\d+)`).FindStringSubmatch(out)
+	if code != 0 || valid == nil || refused == nil || valid[1] != "2" || refused[1] != "1" {
+		t.Errorf("audit summary: exit %d\n%s%s", code, out, errs)
 	}
 	// Turn the refused attempt into a success, directly in the file.
 	page, _ := c.ListAudit(ctx, latchkey.AuditFilter{Outcome: "INSUFFICIENT_SCOPE"})

@@ -588,6 +588,54 @@ func cmdAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 	return exitOK
 }
 
+const auditSummaryDoc = `
+Count verification attempts by outcome class (GET /v1/audit/summary):
+valid, refused (any refusal) and blocked (the source is blocked), today
+and per second over the last minute and the last five. Each node counts
+in memory and keeps its counts in the store every second, so they survive
+a restart; on PostgreSQL any node adds up every node's. The dashboard's
+counters and chart show the same numbers.`
+
+func cmdAuditSummary(ctx context.Context, args []string, stdout, stderr io.Writer, getenv env) int {
+	var asJSON bool
+	fs := newFlags("audit summary", "audit summary [flags]", auditSummaryDoc, stdout, stderr)
+	fs.BoolVar(&asJSON, "json", false, "print the summary as JSON, with the per-second series")
+	if _, code := parse(fs, args, 0); code >= 0 {
+		return code
+	}
+	c, ok := clientFor("audit summary", stderr, getenv)
+	if !ok {
+		return exitUsage
+	}
+	sum, err := c.AuditSummary(ctx)
+	if err != nil {
+		return apiExit(stderr, "audit summary", err)
+	}
+	if asJSON {
+		printJSON(stdout, sum)
+		return exitOK
+	}
+	rate := func(xs []uint64, last int) string {
+		var n uint64
+		for _, x := range xs[max(0, len(xs)-last):] {
+			n += x
+		}
+		return strconv.FormatFloat(float64(n)/float64(last), 'f', 1, 64) + "/s"
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "OUTCOME\tTODAY\tLAST MINUTE\tLAST 5 MINUTES\n")
+	for _, row := range []struct {
+		name  string
+		today uint64
+		xs    []uint64
+	}{{"valid", sum.Today.Valid, sum.Series.Valid}, {"refused", sum.Today.Refused, sum.Series.Refused}, {"blocked", sum.Today.Blocked, sum.Series.Blocked}} {
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", row.name, row.today, rate(row.xs, 60), rate(row.xs, len(row.xs)))
+	}
+	tw.Flush()
+	fmt.Fprintf(stdout, "today since %s; nodes: %s\n", fmtTime(sum.Today.Since), strings.Join(sum.Nodes, ", "))
+	return exitOK
+}
+
 const auditExportDoc = `
 Write audit records as JSON Lines (one JSON object per line, oldest first),
 for archiving or loading into another system. --since is required; the

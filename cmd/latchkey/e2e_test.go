@@ -513,7 +513,7 @@ func TestCanary(t *testing.T) {
 }
 
 func TestCLIHelp(t *testing.T) {
-	for _, args := range [][]string{{"help"}, {"serve", "--help"}, {"token", "create", "--help"}, {"verify", "--help"}, {"audit", "tail", "--help"}} {
+	for _, args := range [][]string{{"help"}, {"serve", "--help"}, {"token", "create", "--help"}, {"verify", "--help"}, {"audit", "tail", "--help"}, {"audit", "summary", "--help"}} {
 		var out, errb bytes.Buffer
 		if code := run(ctx, args, nil, &out, &errb, func(string) string { return "" }); code != 0 {
 			t.Errorf("latchkey %v: exit %d, stderr %s", args, code, errb.String())

@@ -50,6 +50,7 @@ Client (talks to the server at $LATCHKEY_ADDR with $LATCHKEY_TOKEN):
   audit tail            show the latest audit records (-f to follow live)
   audit verify          check the audit log's hash chain; exit 1 if it is broken
   audit export          write audit records as JSON Lines (--since)
+  audit summary         attempts today and per second, valid/refused/blocked
   blocks list           sources the detector has blocked
   blocks remove SOURCE  lift a block
 
@@ -141,8 +142,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			return cmdAuditVerify(ctx, rest[1:], stdout, stderr, getenv)
 		case rest[0] == "export":
 			return cmdAuditExport(ctx, rest[1:], stdout, stderr, getenv)
+		case rest[0] == "summary":
+			return cmdAuditSummary(ctx, rest[1:], stdout, stderr, getenv)
 		}
-		fmt.Fprintln(stderr, "latchkey audit: expected tail, verify or export")
+		fmt.Fprintln(stderr, "latchkey audit: expected tail, verify, export or summary")
 		return exitUsage
 	}
 	fmt.Fprintf(stderr, "latchkey: unknown command %q\n\n%s", cmd, usage)

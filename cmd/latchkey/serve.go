@@ -498,9 +498,11 @@ type daemon struct {
 	srv  *http.Server
 	api  *httpapi.Server
 	pipe *audit.Pipeline
-	db   latchkey.Store
-	ver  *verify.Verifier
-	det  *detect.Detector
+	// board keeps the dashboard's activity counts in the store.
+	board *audit.ActivityBoard
+	db    latchkey.Store
+	ver   *verify.Verifier
+	det   *detect.Detector
 
 	follower *postgres.Follower // nil on SQLite
 	redis    *lkredis.Client    // nil without --redis
@@ -634,7 +636,13 @@ func startDaemon(ctx context.Context, cfg serveConfig, logger *slog.Logger, stde
 		return nil, err
 	}
 	det.Restore(blocks)
+	// The dashboard's counts, kept in the store every second: they
+	// survive a restart, and on PostgreSQL any node adds up every node's.
 	activity := &audit.Activity{Node: node}
+	board := &audit.ActivityBoard{Local: activity, Store: db.(audit.BoardStore)}
+	if err := board.Restore(ctx, time.Now()); err != nil {
+		logger.Warn("the dashboard's counts from before the restart could not be read", "err", err)
+	}
 	pipe := &audit.Pipeline{Sink: db, Logger: logger, BatchSize: cfg.AuditBatch, FlushInterval: cfg.AuditFlush, QueueSize: cfg.AuditQueue,
 		Observe:  func(evs []latchkey.AuditEvent) { det.Valid(evs); met.ObserveEvents(evs); activity.Observe(evs) },
 		OnCommit: met.ObserveCommit}
@@ -676,7 +684,7 @@ func startDaemon(ctx context.Context, cfg serveConfig, logger *slog.Logger, stde
 		ForwardAuth: fwd, JWKS: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { gateway.ServeJWKS(w, signer) }),
 		FlushAudit: pipe.Flush, TrustedProxies: cfg.TrustedProxies, AuditWritten: pipe.Written,
 		Blocks: &detect.Blocks{Detector: det, Store: db, Node: node}, LeakKeys: cfg.LeakKeys, Metrics: met.Handler(),
-		Activity: activity}
+		Activity: board}
 	if !cfg.NoUI {
 		api.UI, api.SessionKey, api.SessionTTL, api.Sessions = ui.Handler(), key, cfg.SessionTTL, db
 	}
@@ -738,30 +746,12 @@ func startDaemon(ctx context.Context, cfg serveConfig, logger *slog.Logger, stde
 	if cfg.Policy.RotationAge > 0 {
 		d.bg.Go(d.announceRotationDue)
 	}
+	d.board = board
+	d.bg.Go(d.publishActivity)
 	if hooks != nil {
 		hooks.Start()
 	}
 	if pg, ok := db.(*postgres.DB); ok {
-		// The dashboard's counts: each node publishes its own every
-		// second, and any node adds them up.
-		board := &audit.ActivityBoard{Local: activity, Store: pg}
-		api.Activity = board
-		d.bg.Go(func() {
-			t := time.NewTicker(time.Second)
-			defer t.Stop()
-			for {
-				select {
-				case <-d.stopBG:
-					return
-				case now := <-t.C:
-					ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-					if err := board.Publish(ctx, now); err != nil {
-						logger.Debug("publishing activity counts failed", "err", err)
-					}
-					cancel()
-				}
-			}
-		})
 		// Other nodes' changes: notifications, and the change log polled
 		// as a backstop.
 		fctx, cancel := context.WithCancel(context.Background())
@@ -830,6 +820,10 @@ func (d *daemon) Shutdown(ctx context.Context) error {
 	}
 	err = errors.Join(err, d.ver.Close(ctx)) // last-use times
 	err = errors.Join(err, d.pipe.Close(ctx))
+	// Every answered attempt is counted now: keep the counts for the next start.
+	if perr := d.board.Publish(ctx, time.Now()); perr != nil {
+		d.logger.Warn("keeping the dashboard's counts failed", "err", perr)
+	}
 	d.det.Close() // after the pipeline: its last batches may still find something
 	if d.redis != nil {
 		d.redis.Close()
@@ -842,6 +836,31 @@ func (d *daemon) Shutdown(ctx context.Context) error {
 	err = errors.Join(err, d.db.Close())
 	d.unlock()
 	return err
+}
+
+// Both stores keep the dashboard's counts.
+var (
+	_ audit.BoardStore = (*sqlite.DB)(nil)
+	_ audit.BoardStore = (*postgres.DB)(nil)
+)
+
+// publishActivity keeps the dashboard's counts in the store once a
+// second.
+func (d *daemon) publishActivity() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.stopBG:
+			return
+		case now := <-t.C:
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			if err := d.board.Publish(ctx, now); err != nil {
+				d.logger.Debug("publishing activity counts failed", "err", err)
+			}
+			cancel()
+		}
+	}
 }
 
 // openStore opens PostgreSQL when a database URL is given, else the

@@ -436,3 +436,31 @@ func TestDashboardSessionOverHTTP(t *testing.T) {
 		t.Errorf("a copied cookie after sign-out: %d", code)
 	}
 }
+
+// The dashboard's counts of today survive a restart: the node keeps them
+// in the store and takes them back when it starts.
+func TestActivityCountsSurviveRestart(t *testing.T) {
+	dir := t.TempDir()
+	ts := startServer(t, dir)
+	c := ts.client(ts.root)
+	tok, err := c.CreateToken(ctx, tokens.CreateRequest{Scopes: []string{"a:b"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sc := range []string{"a:b", "a:b", "a:c"} {
+		c.Verify(ctx, httpapi.VerifyRequest{Token: tok.Plaintext, Scopes: []string{sc}})
+	}
+	ts.stop(t)
+	ts = startServer(t, dir)
+	sum, err := ts.client(ts.root).AuditSummary(ctx)
+	if err != nil || sum.Today.Valid != 2 || sum.Today.Refused != 1 {
+		t.Fatalf("after a restart: %v %+v", err, sum)
+	}
+	var last uint64
+	for _, n := range sum.Series.Valid {
+		last += n
+	}
+	if last != 2 {
+		t.Errorf("the last five minutes after a restart hold %d valid attempts, want 2", last)
+	}
+}
