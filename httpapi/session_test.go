@@ -375,3 +375,17 @@ func TestStreamEndsWhenCredentialEnds(t *testing.T) {
 	}
 	ends(stream, 3*time.Second)
 }
+
+// With the dashboard off (serve --ui=false) nothing of it answers.
+func TestUIOff(t *testing.T) {
+	e := newServer(t, nil, tokens.Policy{})
+	for _, c := range []struct{ method, path, body string }{
+		{"GET", "/ui/", ""}, {"GET", "/ui/app.js", ""},
+		{"POST", httpapi.UISessionPath, `{"token":"` + e.root + `"}`}, {"GET", "/ui/api/v1/tokens", ""},
+	} {
+		code, hdr, body := e.do(t, c.method, c.path, "", c.body)
+		if code != http.StatusNotFound || hdr.Get("Set-Cookie") != "" {
+			t.Errorf("%s %s with the dashboard off: %d %s", c.method, c.path, code, body)
+		}
+	}
+}
