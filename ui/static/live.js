@@ -76,7 +76,9 @@ export function liveView(root) {
       pauseBtn.textContent = `Resume (${state.pending} new)`;
       return;
     }
-    if (!frame) frame = requestAnimationFrame(render);
+    // At most ten redraws a second, on an animation frame: a busy stream
+    // delivers thousands of attempts a second, and nobody reads faster.
+    if (!frame) frame = setTimeout(() => requestAnimationFrame(render), 100);
   };
 
   pauseBtn.addEventListener('click', () => {
@@ -97,7 +99,7 @@ export function liveView(root) {
     let ev;
     try { ev = JSON.parse(m.data); } catch { return; }
     state.events.push(ev);
-    if (state.events.length > KEEP) state.events.splice(0, state.events.length - KEEP);
+    if (state.events.length >= 2 * KEEP) state.events.splice(0, state.events.length - KEEP); // trimmed now and then, not per event
     state.pending++;
     schedule();
   });
@@ -133,7 +135,7 @@ export function liveView(root) {
   return () => {
     stopped = true;
     clearTimeout(timer);
-    if (frame) cancelAnimationFrame(frame);
+    clearTimeout(frame);
     es.close();
   };
 }
