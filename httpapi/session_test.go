@@ -300,7 +300,7 @@ func TestUIFilesAndHeaders(t *testing.T) {
 // in web storage, or runs inline script.
 func TestUISourcesStayPlain(t *testing.T) {
 	files := ui.Files()
-	for _, name := range []string{"index.html", "app.js", "api.js", "dom.js", "live.js", "tokens.js", "security.js", "style.css"} {
+	for _, name := range []string{"index.html", "app.js", "api.js", "dom.js", "live.js", "tokens.js", "security.js", "audit.js", "style.css"} {
 		b, err := fs.ReadFile(files, name)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)

@@ -288,6 +288,17 @@ func TestDashboardInBrowser(t *testing.T) {
 	b.screenshot(t, "3-live-phone")
 	b.do(t, "back to a laptop-sized screen", chromedp.EmulateViewport(1280, 1000))
 
+	// The audit view: the token's whole record, searchable, and the chain.
+	b.do(t, "the token's audit records", chromedp.Navigate(ts.url+"/ui/#/audit/"+id), chromedp.WaitVisible("#audit-rows tr"))
+	b.waitFor(t, "the token's records", `(() => { const t = document.querySelector('#audit-rows').textContent;
+		return t.includes('token.create') && t.includes('token.revoke') && t.includes('REVOKED') && t.includes('leaked in a test'); })()`, 5*time.Second)
+	b.do(t, "only admin changes", chromedp.SetValue("#a-kind", "admin"), chromedp.Click("#audit-filters button[type=submit]"))
+	b.waitFor(t, "admin records only", `(() => { const rows = [...document.querySelectorAll('#audit-rows tr.ev')];
+		return rows.length >= 2 && rows.every(r => r.children[2].textContent === 'admin'); })()`, 5*time.Second)
+	b.do(t, "check the chain", chromedp.Click("#verify-chain"))
+	b.waitFor(t, "the chain intact", `document.querySelector('#chain')?.textContent.includes('intact')`, 5*time.Second)
+	b.screenshot(t, "3b-audit")
+
 	// The other lifecycle actions, each through its confirmation.
 	other, err := ts.client(ts.root).CreateToken(ctx, tokens.CreateRequest{Name: "deploy", Subject: "ci", Scopes: []string{"deploy:write", "deploy:read"}, TTL: "30d"})
 	if err != nil {

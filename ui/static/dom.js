@@ -46,6 +46,14 @@ export function clock(t) {
   return isNaN(d) ? String(t) : d.toLocaleTimeString(undefined, { hour12: false });
 }
 
+// stamp is a compact local date and time: 2026-11-29 12:47:39.
+export function stamp(t) {
+  const d = new Date(t);
+  if (isNaN(d)) return String(t ?? '—');
+  const p = (n) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+}
+
 export function ago(t) {
   if (!t) return 'never';
   const sec = Math.round((Date.now() - new Date(t).getTime()) / 1000);

@@ -1,7 +1,7 @@
 // Tokens: the list, one token's page, creating and deriving, and the
 // lifecycle actions.
 import * as api from './api.js';
-import { h, replace, when, ago, clock, latency, outcomeClass, badge, tokenLink, notice, confirmDialog, copyButton, splitList } from './dom.js';
+import { h, replace, when, ago, stamp, latency, outcomeClass, badge, tokenLink, notice, confirmDialog, copyButton, splitList } from './dom.js';
 
 function statusBadge(t) {
   if (t.status === 'active' && t.expires_at && new Date(t.expires_at) <= new Date()) return badge('expired', 'refused');
@@ -223,7 +223,7 @@ export function tokenView(root, id) {
       : h('div', { class: 'scroll' }, h('table', { class: 'feed' },
         h('thead', null, h('tr', null, ['Time', 'Outcome', 'Source', 'Request', 'Latency', 'Reason'].map((x) => h('th', null, x)))),
         h('tbody', { id: 'attempts' }, attempts.events.length ? attempts.events.map((ev) => h('tr', null,
-          h('td', { class: 'mono' }, `${new Date(ev.time).toLocaleDateString()} ${clock(ev.time)}`),
+          h('td', { class: 'mono nowrap' }, stamp(ev.time)),
           h('td', null, badge(ev.outcome, outcomeClass(ev.outcome))),
           h('td', { class: 'mono' }, ev.client_ip || '—'),
           h('td', { class: 'mono' }, [ev.method, ev.path].filter(Boolean).join(' ') || ev.action),
@@ -268,7 +268,7 @@ export function tokenView(root, id) {
           t.rotated_at && ['Rotated', when(t.rotated_at)],
           ['Children', kids],
         ]))),
-      h('h2', null, 'Recent attempts'), recent);
+      h('h2', null, 'Recent attempts ', h('a', { href: `#/audit/${encodeURIComponent(id)}`, class: 'quiet-link', id: 'all-records' }, '(all records)')), recent);
   };
   load();
   return () => { alive = false; };

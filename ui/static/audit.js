@@ -1,0 +1,100 @@
+// Audit: the log searched by token, subject, outcome, kind, action and
+// time, page by page, and its hash chain checked.
+import * as api from './api.js';
+import { h, replace, stamp, latency, outcomeClass, badge, tokenLink, notice } from './dom.js';
+
+const OUTCOMES = ['VALID', 'OK', 'NOT_FOUND', 'MALFORMED', 'REVOKED', 'SUSPENDED', 'EXPIRED', 'NOT_YET_VALID', 'IP_NOT_ALLOWED',
+  'FORBIDDEN', 'INSUFFICIENT_SCOPE', 'RATE_LIMITED', 'USAGE_EXCEEDED', 'BLOCKED', 'ERROR'];
+
+// rfc3339 turns a datetime-local value (the browser's local time) into
+// the RFC 3339 time the API takes.
+function rfc3339(v) {
+  if (!v) return '';
+  const d = new Date(v);
+  return isNaN(d) ? '' : d.toISOString();
+}
+
+export function auditView(root, params = {}) {
+  const input = (name, placeholder, value = '') => h('input', { name, id: `a-${name}`, placeholder, value });
+  const token = input('token_id', 'token id', params.token_id);
+  const subject = input('subject', 'subject');
+  const action = input('action', 'action, e.g. token.revoke');
+  const kind = h('select', { name: 'kind', id: 'a-kind', 'aria-label': 'Kind' },
+    [['', 'All kinds'], ['verify', 'Attempts'], ['admin', 'Admin changes'], ['detect', 'Detector']].map(([v, l]) => h('option', { value: v }, l)));
+  const outcome = h('select', { name: 'outcome', id: 'a-outcome', 'aria-label': 'Outcome' },
+    h('option', { value: '' }, 'Any outcome'), OUTCOMES.map((o) => h('option', { value: o }, o)));
+  const since = h('input', { type: 'datetime-local', name: 'since', id: 'a-since', 'aria-label': 'Since' });
+  const until = h('input', { type: 'datetime-local', name: 'until', id: 'a-until', 'aria-label': 'Until' });
+  const form = h('form', { class: 'toolbar', id: 'audit-filters' }, token, subject, kind, outcome, action,
+    h('label', { class: 'inline' }, 'from', since), h('label', { class: 'inline' }, 'to', until),
+    h('button', { type: 'submit' }, 'Search'));
+  const chainBtn = h('button', { type: 'button', id: 'verify-chain' }, 'Check the hash chain');
+  const chain = h('div', { id: 'chain' });
+  const msg = h('div');
+  const tbody = h('tbody', { id: 'audit-rows' });
+  const more = h('button', { type: 'button', hidden: true, id: 'audit-more' }, 'Older records');
+  replace(root, h('h1', null, 'Audit log'),
+    h('div', { class: 'actions left' }, chainBtn), chain, form, msg,
+    h('div', { class: 'scroll' }, h('table', { class: 'feed' },
+      h('thead', null, h('tr', null, ['Seq', 'Time', 'Kind', 'Action', 'Outcome', 'Token', 'Subject', 'Actor', 'Source', 'Request', 'Latency', 'Reason'].map((x) => h('th', null, x)))),
+      tbody)),
+    more);
+
+  let alive = true;
+  let cursor = '';
+  let filter = {};
+  const row = (ev) => {
+    const tr = h('tr', { class: `ev ${outcomeClass(ev.outcome)}` },
+      h('td', { class: 'mono' }, String(ev.seq)),
+      h('td', { class: 'mono nowrap' }, stamp(ev.time)),
+      h('td', null, ev.kind),
+      h('td', { class: 'mono' }, ev.action),
+      h('td', null, badge(ev.outcome, outcomeClass(ev.outcome))),
+      h('td', null, tokenLink(ev.token_id)),
+      h('td', null, ev.subject || '—'),
+      h('td', { class: 'mono' }, ev.actor || '—'),
+      h('td', { class: 'mono' }, ev.client_ip || '—'),
+      h('td', { class: 'mono' }, [ev.method, ev.path].filter(Boolean).join(' ') || '—'),
+      h('td', { class: 'num' }, ev.kind === 'verify' ? latency(ev.latency_ns) : '—'),
+      h('td', { class: 'muted' }, ev.reason || ''));
+    if (!ev.detail) return [tr];
+    return [tr, h('tr', { class: 'detail' }, h('td', { colspan: 12 }, h('pre', { class: 'evidence' }, JSON.stringify(ev.detail, null, 2))))];
+  };
+  const load = async (append) => {
+    replace(msg);
+    try {
+      const page = await api.v1('GET', '/audit' + api.query({ ...filter, cursor: append ? cursor : '', limit: 100 }));
+      if (!alive) return;
+      const rows = page.events.flatMap(row);
+      if (append) tbody.append(...rows);
+      else tbody.replaceChildren(...rows);
+      if (!append && rows.length === 0) tbody.append(h('tr', null, h('td', { colspan: 12, class: 'muted' }, 'No records match.')));
+      cursor = page.next_cursor || '';
+      more.hidden = !cursor;
+    } catch (err) {
+      replace(msg, notice(err.message));
+    }
+  };
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    filter = { token_id: token.value.trim(), subject: subject.value.trim(), kind: kind.value, outcome: outcome.value,
+      action: action.value.trim(), since: rfc3339(since.value), until: rfc3339(until.value) };
+    load(false);
+  });
+  more.addEventListener('click', () => load(true));
+  chainBtn.addEventListener('click', async () => {
+    replace(chain, h('p', { class: 'muted' }, 'Checking…'));
+    try {
+      const rep = await api.v1('GET', '/audit/verify');
+      replace(chain, rep.ok
+        ? notice(`The chain is intact: ${rep.checked.toLocaleString()} records on ${rep.nodes.length} node(s).`, 'ok')
+        : notice(`The chain is BROKEN at record ${rep.broken.seq} (node ${rep.broken.node}): ${rep.broken.reason}. ` +
+          'A record was edited, deleted or inserted outside latchkey.'));
+    } catch (err) {
+      replace(chain, notice(err.message));
+    }
+  });
+  filter = { token_id: token.value.trim() };
+  load(false);
+  return () => { alive = false; };
+}
