@@ -310,6 +310,13 @@ func TestDashboardInBrowser(t *testing.T) {
 	b.waitFor(t, "the suspended status", `document.querySelector('h1 .badge')?.textContent === 'suspended'`, 5*time.Second)
 	b.do(t, "resume", chromedp.Click(`button[data-action="resume"]`), chromedp.WaitVisible("dialog.confirm"), confirm)
 	b.waitFor(t, "the active status again", `document.querySelector('h1 .badge')?.textContent === 'active'`, 5*time.Second)
+	b.do(t, "edit", chromedp.Click(`button[data-action="edit"]`), chromedp.WaitVisible("#edit-form"),
+		chromedp.Clear("#e-name"), chromedp.SendKeys("#e-name", "deploy-prod"), chromedp.SendKeys("#e-tags", "prod"),
+		chromedp.Click(`#edit-form button[type=submit]`), chromedp.WaitVisible("dialog.confirm"), confirm)
+	b.waitFor(t, "the new name", `document.querySelector('#token-name')?.textContent === 'deploy-prod'`, 5*time.Second)
+	if got, err := ts.client(ts.root).GetToken(ctx, other.ID); err != nil || got.Name != "deploy-prod" || len(got.Tags) != 1 || got.Tags[0] != "prod" {
+		t.Errorf("after editing in the UI: %v %+v", err, got)
+	}
 	b.do(t, "derive", chromedp.Click(`button[data-action="derive"]`), chromedp.WaitVisible("#derive-form"),
 		chromedp.SendKeys("#derive-form #c-name", "deploy-job"), chromedp.Clear("#derive-form #c-scopes"),
 		chromedp.SendKeys("#derive-form #c-scopes", "deploy:read"), chromedp.SendKeys("#derive-form #c-ttl", "1h"),

@@ -191,6 +191,7 @@ export function tokenView(root, id) {
         load('Revoked.');
       }));
     }
+    if (t.status !== 'revoked') act('Edit', '', () => run(() => editForm(out, t, (flash) => load(flash))));
     if (t.status === 'active') {
       act('Suspend', 'warn', () => run(async () => {
         const v = await confirmDialog('Suspend this token?', 'It and its derived tokens are refused until resumed.',
@@ -272,6 +273,56 @@ export function tokenView(root, id) {
   };
   load();
   return () => { alive = false; };
+}
+
+// editForm changes a token's name, tags or metadata, or narrows its
+// scopes (PATCH sends only what changed).
+function editForm(out, t, done) {
+  const name = h('input', { id: 'e-name', value: t.name || '', maxlength: 200 });
+  const tags = h('input', { id: 'e-tags', value: (t.tags || []).join(', ') });
+  const scopes = h('input', { id: 'e-scopes', value: (t.scopes || []).join(' ') });
+  const meta = h('textarea', { id: 'e-meta', rows: 3 });
+  meta.value = JSON.stringify(t.meta ?? {}, null, 1);
+  const msg = h('div');
+  const form = h('form', { class: 'card', id: 'edit-form' },
+    h('h2', null, 'Edit'),
+    h('label', null, h('span', null, 'Name'), name),
+    h('label', null, h('span', null, 'Tags'), tags),
+    h('label', null, h('span', null, 'Scopes'), scopes, h('small', { class: 'muted' }, 'Scopes can only be narrowed here; a wider grant needs a new token.')),
+    h('label', null, h('span', null, 'Metadata (JSON object)'), meta),
+    msg,
+    h('div', { class: 'actions' }, h('button', { type: 'button', class: 'quiet', onclick: () => replace(out) }, 'Cancel'),
+      h('button', { type: 'submit', class: 'primary' }, 'Save')));
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    replace(msg);
+    const body = {};
+    if (name.value.trim() !== (t.name || '')) body.name = name.value.trim();
+    const newTags = splitList(tags.value);
+    if (newTags.join(',') !== (t.tags || []).join(',')) body.tags = newTags;
+    const newScopes = splitList(scopes.value);
+    if (newScopes.join(' ') !== (t.scopes || []).join(' ')) body.scopes = newScopes;
+    try {
+      const m = JSON.parse(meta.value || '{}');
+      if (JSON.stringify(m) !== JSON.stringify(t.meta ?? {})) body.meta = m;
+    } catch {
+      replace(msg, notice('Metadata must be a JSON object.'));
+      return;
+    }
+    if (Object.keys(body).length === 0) {
+      replace(msg, notice('Nothing changed.', 'ok'));
+      return;
+    }
+    const ok = await confirmDialog('Save these changes?', `Changing ${Object.keys(body).join(', ')} of ${t.name || t.id}. The change is recorded in the audit log.`, [], 'Save');
+    if (!ok) return;
+    try {
+      await api.v1('PATCH', `/tokens/${encodeURIComponent(t.id)}`, body);
+      done('Updated.');
+    } catch (err) {
+      replace(msg, notice(err.message));
+    }
+  });
+  replace(out, form);
 }
 
 function build(el, child) {
