@@ -346,8 +346,26 @@ func TestDashboardInBrowser(t *testing.T) {
 	b.waitFor(t, "the successor in the lineage", fmt.Sprintf(`[...document.querySelectorAll('dl.facts dd a')].some(a => a.textContent === %q)`, old.SuccessorID), 3*time.Second)
 	b.screenshot(t, "2b-rotated")
 
+	// Offboarding from the list: revoke every token of a subject.
+	for range 2 {
+		if _, err := ts.client(ts.root).CreateToken(ctx, tokens.CreateRequest{Subject: "leaver", Scopes: []string{"x:y"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.do(t, "filter by subject", chromedp.Navigate(ts.url+"/ui/#/tokens"), chromedp.WaitVisible("#f-subject"),
+		chromedp.SendKeys("#f-subject", "leaver"), chromedp.Click("#token-filters button[type=submit]"),
+		chromedp.WaitVisible("#revoke-matching"))
+	b.waitFor(t, "two tokens listed", `document.querySelectorAll('#tokens tr[data-id]').length === 2`, 5*time.Second)
+	b.do(t, "revoke all matching", chromedp.Click("#revoke-matching"), chromedp.WaitVisible("dialog.confirm"), confirm)
+	b.waitFor(t, "the bulk revocation reported", `document.querySelector('main')?.textContent.includes('Revoked 2 token(s)')`, 5*time.Second)
+	if left, err := ts.client(ts.root).ListTokens(ctx, latchkey.TokenFilter{Subject: "leaver", Status: latchkey.StatusActive}); err != nil || len(left.Tokens) != 0 {
+		t.Errorf("active tokens of the subject after revoking all: %v %d", err, len(left.Tokens))
+	}
+
 	// The list shows the name as text too; the security view loads.
-	b.do(t, "the token list", chromedp.Navigate(ts.url+"/ui/#/tokens"), chromedp.WaitVisible(`#tokens tr[data-id="`+id+`"]`))
+	b.eval(t, `document.querySelector('#f-subject').value = ''`)
+	b.do(t, "the token list", chromedp.Click("#token-filters button[type=submit]"),
+		chromedp.WaitVisible(`#tokens tr[data-id="`+id+`"]`))
 	if v := b.eval(t, `document.querySelector('#tokens tr[data-id="`+id+`"] .name').textContent`); v != xssName {
 		t.Errorf("list shows the name as %q", v)
 	}

@@ -21,10 +21,11 @@ export function tokensView(root) {
     ['', 'active', 'suspended', 'revoked'].map((v) => h('option', { value: v }, v || 'Any status')));
   const tag = h('input', { name: 'tag', id: 'f-tag', placeholder: 'tag' });
   const due = h('input', { type: 'checkbox', name: 'rotation_due', id: 'f-due' });
+  const newLink = h('a', { href: '#/tokens/new', class: 'button primary', id: 'new-token' }, 'New token');
   const form = h('form', { class: 'toolbar', id: 'token-filters' }, subject, status, tag,
     h('label', { class: 'inline' }, due, 'rotation due'),
     h('button', { type: 'submit' }, 'Filter'),
-    h('a', { href: '#/tokens/new', class: 'button primary', id: 'new-token' }, 'New token'));
+    newLink);
   const tbody = h('tbody', { id: 'tokens' });
   const more = h('button', { type: 'button', hidden: true }, 'Load more');
   const msg = h('div');
@@ -34,6 +35,24 @@ export function tokensView(root) {
       tbody)),
     more);
 
+  // Offboarding: revoke every token of the filtered subject or tag at
+  // once (POST /v1/revocations), derived ones included.
+  const bulk = h('button', { type: 'button', class: 'danger', id: 'revoke-matching', hidden: true }, 'Revoke all matching');
+  bulk.addEventListener('click', async () => {
+    const [field, value] = f.subject ? ['subject', f.subject] : ['tag', f.tag];
+    const v = await confirmDialog(`Revoke every token with ${field} ${value}?`,
+      `Every token whose ${field} is "${value}", and every token derived from them, stops working at once, on every node. This cannot be undone.`,
+      [{ name: 'reason', label: 'Reason (recorded in the audit log)', placeholder: 'offboarding' }], 'Revoke all', true);
+    if (!v) return;
+    try {
+      const res = await api.v1('POST', '/revocations', { [field]: value, reason: v.reason });
+      await load(false);
+      msg.prepend(notice(`Revoked ${res.revoked} token(s).`, 'ok'));
+    } catch (err) {
+      replace(msg, notice(err.message));
+    }
+  });
+  form.insertBefore(bulk, newLink);
   let cursor = '';
   let alive = true;
   const load = async (append) => {
@@ -64,6 +83,7 @@ export function tokensView(root) {
     f.status = status.value;
     f.tag = tag.value.trim();
     f.rotation_due = due.checked;
+    bulk.hidden = !f.subject === !f.tag; // the API revokes by exactly one of them
     load(false);
   });
   more.addEventListener('click', () => load(true));
