@@ -138,6 +138,9 @@ type Route struct {
 	// token (POST /v1/verify). Its own credential is never blocked on
 	// account of the end client's address.
 	Relay bool
+	// Stream: the answer lasts (server-sent events) and checks now and
+	// then that its credential still holds.
+	Stream bool
 }
 
 // Routes lists every endpoint. The OpenAPI document in docs/ is checked
@@ -156,7 +159,7 @@ func Routes() []Route {
 		{Method: "POST", Path: "/v1/revocations", Scope: latchkey.ScopeTokensWrite},
 		{Method: "POST", Path: "/v1/verify", Scope: latchkey.ScopeVerify, Relay: true},
 		{Method: "GET", Path: "/v1/audit", Scope: latchkey.ScopeAuditRead},
-		{Method: "GET", Path: "/v1/audit/stream", Scope: latchkey.ScopeAuditRead},
+		{Method: "GET", Path: "/v1/audit/stream", Scope: latchkey.ScopeAuditRead, Stream: true},
 		{Method: "GET", Path: "/v1/audit/verify", Scope: latchkey.ScopeAuditRead},
 		{Method: "GET", Path: "/v1/audit/summary", Scope: latchkey.ScopeAuditRead},
 		{Method: "GET", Path: "/v1/blocks", Scope: latchkey.ScopeAuditRead},
@@ -316,11 +319,9 @@ func (s *Server) endpoint(rt Route, fn handlerFunc) http.Handler {
 				return
 			}
 			a.TokenID, a.Scopes = d.TokenID, d.Scopes
-			// A long answer (the audit stream) checks again as it goes.
-			r = withRecheck(r, func() error {
-				_, err := s.authenticate(r, scope, &tokens.Actor{ClientIP: a.ClientIP, UserAgent: a.UserAgent, RequestID: a.RequestID}, src)
-				return err
-			})
+			if rt.Stream { // a long answer checks again as it goes
+				r = s.bearerRecheck(r, scope, a, src)
+			}
 		}
 		if err := fn(w, r, a); err != nil {
 			s.writeError(w, r, err)
@@ -331,16 +332,39 @@ func (s *Server) endpoint(rt Route, fn handlerFunc) http.Handler {
 type recheckKey struct{}
 
 // withRecheck attaches a check that the request's credential still holds.
-func withRecheck(r *http.Request, check func() error) *http.Request {
-	return r.WithContext(context.WithValue(r.Context(), recheckKey{}, check))
+// (The checks are built in functions of their own, so that the closures
+// capture copies: captured by a closure in endpoint, the actor and the
+// request would be moved to the heap on every call, streams or not.)
+func withRecheck(r *http.Request, check func(r *http.Request) error) *http.Request {
+	r = r.WithContext(context.WithValue(r.Context(), recheckKey{}, check))
+	return r
+}
+
+// bearerRecheck checks the bearer token again.
+func (s *Server) bearerRecheck(r *http.Request, scope string, a tokens.Actor, src netip.Addr) *http.Request {
+	return withRecheck(r, func(r *http.Request) error {
+		_, err := s.authenticate(r, scope, &tokens.Actor{ClientIP: a.ClientIP, UserAgent: a.UserAgent, RequestID: a.RequestID}, src)
+		return err
+	})
+}
+
+// sessionRecheck checks the dashboard session, and its token, again.
+func (s *Server) sessionRecheck(r *http.Request, scope string, a tokens.Actor, src netip.Addr) *http.Request {
+	return withRecheck(r, func(r *http.Request) error {
+		ss, _, err := s.currentSession(r)
+		if err == nil {
+			_, err = s.authenticateToken(r, ss.Token, scope, &tokens.Actor{ClientIP: a.ClientIP, UserAgent: a.UserAgent, RequestID: a.RequestID}, src, true)
+		}
+		return err
+	})
 }
 
 // recheck reports whether the credential behind r still holds: a
 // long-lived answer ends when its token is revoked, suspended or expires,
 // or its dashboard session ends.
 func recheck(r *http.Request) error {
-	if f, ok := r.Context().Value(recheckKey{}).(func() error); ok {
-		return f()
+	if f, ok := r.Context().Value(recheckKey{}).(func(*http.Request) error); ok {
+		return f(r)
 	}
 	return nil
 }
@@ -380,13 +404,9 @@ func (s *Server) uiEndpoint(rt Route, fn handlerFunc) http.Handler {
 				return
 			}
 			a.TokenID, a.Scopes = d.TokenID, d.Scopes
-			r = withRecheck(r, func() error {
-				ss, _, err := s.currentSession(r)
-				if err == nil {
-					_, err = s.authenticateToken(r, ss.Token, rt.Scope, &tokens.Actor{ClientIP: a.ClientIP, UserAgent: a.UserAgent, RequestID: a.RequestID}, src, true)
-				}
-				return err
-			})
+			if rt.Stream {
+				r = s.sessionRecheck(r, rt.Scope, a, src)
+			}
 		}
 		if err := fn(w, r, a); err != nil {
 			s.writeError(w, r, err)
