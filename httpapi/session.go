@@ -192,10 +192,8 @@ func (s *Server) currentSession(r *http.Request) (session, *sessionKeys, error) 
 // checkCSRF refuses a state change without the session's CSRF token, or
 // sent from another origin.
 func checkCSRF(r *http.Request, k *sessionKeys, ss session) error {
-	if o := r.Header.Get("Origin"); o != "" {
-		if u, err := url.Parse(o); err != nil || u.Host != r.Host {
-			return latchkey.Errorf(latchkey.EPermissionDenied, "cross-origin request refused")
-		}
+	if err := checkOrigin(r); err != nil {
+		return err
 	}
 	got := r.Header.Get(CSRFHeader)
 	if got == "" || !hmac.Equal([]byte(got), []byte(k.csrfToken(ss.ID))) {
