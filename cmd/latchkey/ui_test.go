@@ -258,7 +258,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	if n := b.eval(t, `String(document.querySelectorAll('main img').length)`); n != "0" {
 		t.Errorf("%s img elements in the page: the name was parsed as markup", n)
 	}
-	b.waitFor(t, "the attempt on the token's page", fmt.Sprintf(`document.querySelector('#attempts')?.textContent.includes('VALID')`), 3*time.Second)
+	b.waitFor(t, "the attempt on the token's page", `document.querySelector('#attempts')?.textContent.includes('VALID')`, 3*time.Second)
 	b.screenshot(t, "2-token")
 	b.do(t, "revoke", chromedp.Click(`button[data-action="revoke"]`),
 		chromedp.WaitVisible("dialog.confirm input[name=reason]"),
