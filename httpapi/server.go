@@ -274,8 +274,11 @@ func (s *Server) Handler() http.Handler {
 	}
 	// Same path, other method: a 405 in the one error shape.
 	for path, methods := range paths {
-		allow := strings.Join(methods, ", ")
+		allow, ui := strings.Join(methods, ", "), strings.HasPrefix(path, UIPrefix+"/")
 		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			if ui {
+				uiHeaders(w.Header())
+			}
 			w.Header().Set("Allow", allow)
 			s.writeError(w, r, &latchkey.Error{Code: "method_not_allowed", Message: "method " + r.Method + " is not allowed here; use " + allow})
 		})

@@ -273,8 +273,10 @@ func TestUISessionBoundByTokenExpiry(t *testing.T) {
 // served as a module from the binary.
 func TestUIFilesAndHeaders(t *testing.T) {
 	e := newUIServer(t, false, 0)
-	for _, p := range []string{"/ui/", "/ui/app.js", "/ui/style.css", httpapi.UISessionPath, "/ui/api/v1/tokens"} {
-		resp, body := e.call(t, "GET", p, "", "", "")
+	for _, c := range []struct{ method, p string }{{"GET", "/ui/"}, {"GET", "/ui/app.js"}, {"GET", "/ui/style.css"},
+		{"GET", httpapi.UISessionPath}, {"GET", "/ui/api/v1/tokens"}, {"PUT", "/ui/api/v1/tokens"}} {
+		p := c.p
+		resp, body := e.call(t, c.method, p, "", "", "")
 		h := resp.Header
 		csp := h.Get("Content-Security-Policy")
 		if !strings.Contains(csp, "script-src 'self'") || strings.Contains(csp, "unsafe-inline") || !strings.Contains(csp, "frame-ancestors 'none'") {
