@@ -316,6 +316,34 @@ func (s *Server) signOut(w http.ResponseWriter, r *http.Request, _ tokens.Actor)
 	return nil
 }
 
+// SessionPruner is a store whose records of ended sessions can be
+// pruned. Both stores satisfy it.
+type SessionPruner interface {
+	SettingsWithPrefix(ctx context.Context, prefix string) (map[string]string, error)
+	DeleteSetting(ctx context.Context, key string) error
+}
+
+// PruneSessionEnds deletes the records of signed-out sessions that have
+// expired anyway (their cookies are refused for that), and returns how
+// many it deleted.
+func PruneSessionEnds(ctx context.Context, st SessionPruner, now time.Time) (int, error) {
+	rows, err := st.SettingsWithPrefix(ctx, sessionEndKey)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for k, v := range rows {
+		if exp, err := strconv.ParseInt(v, 10, 64); err == nil && exp > now.Unix() {
+			continue // still needed: the cookie has not expired
+		}
+		if err := st.DeleteSetting(ctx, k); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
 // uiHeaders are set on everything under /ui/.
 func uiHeaders(h http.Header) {
 	h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "+

@@ -391,3 +391,29 @@ func TestUIOff(t *testing.T) {
 		}
 	}
 }
+
+// Records of ended sessions are pruned once their cookies have expired.
+func TestPruneSessionEnds(t *testing.T) {
+	e := newUIServer(t, false, time.Hour)
+	ctx := context.Background()
+	cookie, info, _ := e.signIn(t, e.root)
+	if resp, _ := e.call(t, "DELETE", httpapi.UISessionPath, cookie, info.CSRFToken, ""); resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("sign-out: %d", resp.StatusCode)
+	}
+	e.db.PutSetting(ctx, "ui_session_end:old", "1000") // expired long ago
+	e.db.PutSetting(ctx, "other", "x")
+	if n, err := httpapi.PruneSessionEnds(ctx, e.db, time.Now()); err != nil || n != 1 {
+		t.Errorf("pruned %d (%v), want only the expired one", n, err)
+	}
+	// The live one still refuses its cookie.
+	if resp, _ := e.call(t, "GET", "/ui/api/v1/tokens", cookie, "", ""); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("signed-out cookie after pruning: %d", resp.StatusCode)
+	}
+	// An hour on, it goes too.
+	if n, err := httpapi.PruneSessionEnds(ctx, e.db, time.Now().Add(2*time.Hour)); err != nil || n != 1 {
+		t.Errorf("pruned %d (%v) an hour on", n, err)
+	}
+	if _, ok, _ := e.db.GetSetting(ctx, "other"); !ok {
+		t.Error("pruning took an unrelated setting")
+	}
+}

@@ -155,6 +155,14 @@ func (db *DB) PutSetting(ctx context.Context, key, value string) error {
 	return nil
 }
 
+// DeleteSetting removes key, if set.
+func (db *DB) DeleteSetting(ctx context.Context, key string) error {
+	if _, err := db.pool.Exec(ctx, `DELETE FROM settings WHERE key = $1`, key); err != nil {
+		return fmt.Errorf("postgres: delete setting: %w", err)
+	}
+	return nil
+}
+
 // SettingsWithPrefix returns every setting whose key starts with prefix
 // (the nodes' published activity counts).
 func (db *DB) SettingsWithPrefix(ctx context.Context, prefix string) (map[string]string, error) {

@@ -245,6 +245,14 @@ func (db *DB) PutSetting(ctx context.Context, key, value string) error {
 	return nil
 }
 
+// DeleteSetting removes key, if set.
+func (db *DB) DeleteSetting(ctx context.Context, key string) error {
+	if _, err := db.w.ExecContext(ctx, `DELETE FROM settings WHERE key = ?`, key); err != nil {
+		return fmt.Errorf("sqlite: delete setting: %w", err)
+	}
+	return nil
+}
+
 // SettingsWithPrefix returns every setting whose key starts with prefix
 // (the node's published activity counts).
 func (db *DB) SettingsWithPrefix(ctx context.Context, prefix string) (map[string]string, error) {

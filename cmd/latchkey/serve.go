@@ -748,6 +748,9 @@ func startDaemon(ctx context.Context, cfg serveConfig, logger *slog.Logger, stde
 	}
 	d.board = board
 	d.bg.Go(d.publishActivity)
+	if api.UI != nil {
+		d.bg.Go(d.pruneSessions)
+	}
 	if hooks != nil {
 		hooks.Start()
 	}
@@ -838,11 +841,32 @@ func (d *daemon) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// Both stores keep the dashboard's counts.
+// Both stores keep the dashboard's counts and its ended sessions.
 var (
-	_ audit.BoardStore = (*sqlite.DB)(nil)
-	_ audit.BoardStore = (*postgres.DB)(nil)
+	_ audit.BoardStore      = (*sqlite.DB)(nil)
+	_ audit.BoardStore      = (*postgres.DB)(nil)
+	_ httpapi.SessionPruner = (*sqlite.DB)(nil)
+	_ httpapi.SessionPruner = (*postgres.DB)(nil)
 )
+
+// pruneSessions deletes, once an hour, the records of signed-out
+// dashboard sessions whose cookies have expired anyway.
+func (d *daemon) pruneSessions() {
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		if n, err := httpapi.PruneSessionEnds(ctx, d.db.(httpapi.SessionPruner), time.Now()); err != nil {
+			d.logger.Warn("pruning ended dashboard sessions failed", "err", err)
+		} else if n > 0 {
+			d.logger.Debug("pruned ended dashboard sessions", "count", n)
+		}
+		cancel()
+		select {
+		case <-d.stopBG:
+			return
+		case <-time.After(time.Hour):
+		}
+	}
+}
 
 // publishActivity keeps the dashboard's counts in the store once a
 // second.
