@@ -277,6 +277,17 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	took = b.waitFor(t, "REVOKED in the live feed", feedHas(id, "REVOKED"), 2*time.Second)
 	t.Logf("REVOKED attempt appeared in the live feed after %s", took.Round(time.Millisecond))
+	// A lock made elsewhere (the API) shows up live under "Locks and unlocks".
+	locked, err := ts.client(ts.root).CreateToken(ctx, tokens.CreateRequest{Name: "locked-elsewhere", Scopes: []string{"a:b"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.client(ts.root).SuspendToken(ctx, locked.ID, "seen in a paste"); err != nil {
+		t.Fatal(err)
+	}
+	took = b.waitFor(t, "the suspension under locks and unlocks", fmt.Sprintf(`(() => { const t = document.querySelector('#changes')?.textContent || '';
+		return t.includes('token.suspend') && t.includes(%q) && t.includes('seen in a paste'); })()`, locked.ID), 2*time.Second)
+	t.Logf("a suspension made through the API appeared live after %s", took.Round(time.Millisecond))
 	b.waitFor(t, "the refused counter", `Number(document.querySelector('#count-refused').textContent.replace(/\D/g, '')) >= 1`, 3*time.Second)
 	b.screenshot(t, "3-live")
 	// On a phone's screen the page does not overflow sideways: wide tables

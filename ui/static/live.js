@@ -1,11 +1,24 @@
 // The live view: counters for today, attempts per second over the last
-// five minutes, and the attempts feed from the audit stream.
+// five minutes, what locked and unlocked (revocations, suspensions,
+// blocks and what lifted them), and the attempts feed, all from the
+// audit stream.
 import * as api from './api.js';
 import { h, s, replace, clock, latency, outcomeClass, badge, tokenLink, notice } from './dom.js';
 
 const KEEP = 1000; // attempts kept in memory for filtering
 const SHOW = 200;  // rows shown
 const CLASSES = ['valid', 'refused', 'blocked'];
+const CHANGES = 12; // lock and unlock events shown
+
+// What an admin or detector action did, for its colour: locked, unlocked
+// or neither.
+const LOCKS = new Set(['token.revoke', 'token.suspend', 'source.blocked', 'token.leak_suspected', 'token.reuse', 'leak.reported', 'token.expire']);
+const UNLOCKS = new Set(['token.resume', 'source.unblocked']);
+function changeClass(action) {
+  if (LOCKS.has(action)) return 'refused';
+  if (UNLOCKS.has(action)) return 'valid';
+  return 'warn';
+}
 
 export function liveView(root) {
   const counters = {};
@@ -14,6 +27,8 @@ export function liveView(root) {
     return h('div', { class: `counter ${c}` }, counters[c], h('span', { class: 'label' }, `${c} today`));
   }));
   const chart = h('div', { class: 'chart card', id: 'chart' });
+  const changes = h('ul', { class: 'plain changes', id: 'changes' }, h('li', { class: 'muted' }, 'Nothing yet: revocations, suspensions, blocks and what lifts them appear here.'));
+  const changed = [];
   const state = { paused: false, events: [], pending: 0, outcome: '', token: '', source: '' };
 
   const pauseBtn = h('button', { type: 'button', id: 'pause' }, 'Pause');
@@ -35,7 +50,7 @@ export function liveView(root) {
   replace(root,
     h('h1', null, 'Live'),
     counterRow,
-    chart,
+    h('div', { class: 'live-grid' }, chart, h('div', { class: 'card' }, h('strong', null, 'Locks, unlocks and changes'), changes)),
     h('div', { class: 'toolbar' }, pauseBtn, outcomeSel, tokenIn, sourceIn, status),
     h('div', { class: 'scroll' }, table));
 
@@ -92,12 +107,28 @@ export function liveView(root) {
   sourceIn.addEventListener('input', () => { state.source = sourceIn.value.trim(); render(); });
   render();
 
-  // The feed: verification attempts, from now on.
-  const es = api.stream({ kind: 'verify' });
+  const change = (ev) => {
+    changed.unshift(ev);
+    changed.length = Math.min(changed.length, CHANGES);
+    changes.replaceChildren(...changed.map((c) => h('li', { class: 'change' },
+      h('span', { class: 'mono muted' }, clock(c.time)), ' ',
+      badge(c.action, changeClass(c.action)), ' ',
+      c.token_id ? tokenLink(c.token_id) : h('span', { class: 'mono' }, c.client_ip || ''),
+      c.subject ? ` ${c.subject}` : '',
+      c.reason ? h('span', { class: 'muted' }, ` — ${c.reason}`) : '')));
+  };
+
+  // The stream, from now on: attempts go to the feed, admin changes and
+  // the detector's actions to "Locks and unlocks".
+  const es = api.stream({});
   es.addEventListener('open', () => { status.textContent = 'live'; status.className = 'live'; });
   es.addEventListener('audit', (m) => {
     let ev;
     try { ev = JSON.parse(m.data); } catch { return; }
+    if (ev.kind !== 'verify') {
+      change(ev);
+      return;
+    }
     state.events.push(ev);
     if (state.events.length >= 2 * KEEP) state.events.splice(0, state.events.length - KEEP); // trimmed now and then, not per event
     state.pending++;
