@@ -714,6 +714,13 @@ func startDaemon(ctx context.Context, cfg serveConfig, logger *slog.Logger, stde
 		}
 		fmt.Fprintf(stderr, "\nlatchkey: created the root token (scope latchkey:admin).\n"+
 			"It is shown once here and saved to %s (mode 0600):\n\n    %s\n\n", path, pt.Reveal())
+		if api.UI != nil {
+			scheme := "http"
+			if cfg.TLSCert != "" {
+				scheme = "https"
+			}
+			fmt.Fprintf(stderr, "Paste it to sign in to the dashboard: %s://%s/ui/\n\n", scheme, cfg.Listen)
+		}
 	}
 
 	ln, err := net.Listen("tcp", cfg.Listen)
