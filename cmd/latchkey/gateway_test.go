@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"net/http"
@@ -93,5 +94,24 @@ func TestGatewaySIGHUP(t *testing.T) {
 	}
 	if err == nil {
 		resp.Body.Close()
+	}
+}
+
+// A route file that does not load stops the start before anything is
+// made: no data directory, no server key.
+func TestGatewayBadRouteFileCreatesNothing(t *testing.T) {
+	conf := filepath.Join(t.TempDir(), "routes.yaml")
+	if err := os.WriteFile(conf, []byte("routes:\n  - path: [not a path\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "data")
+	var errb bytes.Buffer
+	code := run(ctx, []string{"gateway", "--config", conf, "--data-dir", dir, "--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"},
+		nil, io.Discard, &errb, func(string) string { return "" })
+	if code == exitOK {
+		t.Fatalf("a bad route file was accepted: %s", errb.String())
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("the data directory was made (%v) though the route file did not load", err)
 	}
 }

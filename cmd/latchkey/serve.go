@@ -556,6 +556,16 @@ func (d *daemon) changed(id string) {
 // startDaemon opens the data directory, bootstraps it if new, and starts
 // serving. The returned daemon's addr is the bound address.
 func startDaemon(ctx context.Context, cfg serveConfig, logger *slog.Logger, stderr io.Writer) (*daemon, error) {
+	// The route file first: a bad one stops the start before anything is
+	// created (a data directory, a server key).
+	var table *gateway.Table
+	if cfg.GatewayConfig != "" {
+		t, err := gateway.LoadConfig(cfg.GatewayConfig)
+		if err != nil {
+			return nil, err
+		}
+		table = t
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
@@ -667,13 +677,7 @@ func startDaemon(ctx context.Context, cfg serveConfig, logger *slog.Logger, stde
 	}
 	authz := &gateway.Authorizer{Verifier: ver, Signer: signer, TrustedProxies: cfg.TrustedProxies}
 	var gw *gateway.Gateway
-	if cfg.GatewayConfig != "" {
-		table, err := gateway.LoadConfig(cfg.GatewayConfig)
-		if err != nil {
-			pipe.Close(context.Background())
-			det.Close()
-			return nil, err
-		}
+	if table != nil {
 		gw = gateway.New(authz, table, logger)
 	}
 	fwd := &gateway.ForwardAuth{Auth: authz}
