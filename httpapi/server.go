@@ -241,10 +241,10 @@ func (s *Server) Handler() http.Handler {
 			panic("httpapi: no handler for " + rt.Method + " " + rt.Path)
 		}
 		if rt.Method == "*" { // any method: proxies forward the original one
-			mux.Handle(rt.Path, s.endpoint(rt, fn))
+			mux.Handle(rt.Path, s.endpoint(rt, fn, bearerCredential, false))
 			continue
 		}
-		mux.Handle(rt.Method+" "+rt.Path, s.endpoint(rt, fn))
+		mux.Handle(rt.Method+" "+rt.Path, s.endpoint(rt, fn, bearerCredential, false))
 		paths[rt.Path] = append(paths[rt.Path], rt.Method)
 	}
 	// The dashboard: its files, its sessions, and the admin API relayed
@@ -265,11 +265,9 @@ func (s *Server) Handler() http.Handler {
 	}
 	for _, rt := range UIRoutes() {
 		fn := h[rt.Method+" "+rt.Path]
-		if rt.Path == UISessionPath {
-			mux.Handle(rt.Method+" "+rt.Path, s.uiSessionEndpoint(fn))
-		} else {
-			mux.Handle(rt.Method+" "+rt.Path, s.uiEndpoint(rt, fn))
-		}
+		// The session routes have no scope and check their own
+		// credentials; the relayed ones present the session's token.
+		mux.Handle(rt.Method+" "+rt.Path, s.endpoint(rt, fn, s.sessionCredential, true))
 		paths[rt.Path] = append(paths[rt.Path], rt.Method)
 	}
 	// Same path, other method: a 405 in the one error shape.
@@ -303,10 +301,27 @@ func (s *Server) drainCh() chan struct{} {
 	return s.drained
 }
 
+// credential finds the token an admin call presents: the bearer header,
+// or the dashboard's session cookie (with its CSRF check on state
+// changes).
+type credential func(r *http.Request) (string, error)
+
+func bearerCredential(r *http.Request) (string, error) {
+	tok, ok := bearer(r)
+	if !ok {
+		return "", latchkey.Errorf(latchkey.EUnauthenticated, "missing credentials: send Authorization: Bearer <token>")
+	}
+	return tok, nil
+}
+
 // endpoint wraps a handler with authentication (when scope is set) and
-// error rendering.
-func (s *Server) endpoint(rt Route, fn handlerFunc) http.Handler {
+// error rendering. The dashboard's copy of a route differs only in where
+// its credential comes from, and in the UI's security headers.
+func (s *Server) endpoint(rt Route, fn handlerFunc, cred credential, ui bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if ui {
+			uiHeaders(w.Header())
+		}
 		ip, src, _ := s.clientAddr(r)
 		if rt.Relay {
 			src = netip.Addr{}
@@ -316,14 +331,14 @@ func (s *Server) endpoint(rt Route, fn handlerFunc) http.Handler {
 			if rt.Self && presentsSelf(r) {
 				scope = "" // the token acting on itself needs no admin scope
 			}
-			d, err := s.authenticate(r, scope, &a, src)
+			d, err := s.present(r, cred, scope, &a, src)
 			if err != nil {
 				s.writeError(w, r, err)
 				return
 			}
 			a.TokenID, a.Scopes = d.TokenID, d.Scopes
 			if rt.Stream { // a long answer checks again as it goes
-				r = s.bearerRecheck(r, scope, a, src)
+				r = s.withRecheck(r, cred, scope, a, src)
 			}
 		}
 		if err := fn(w, r, a); err != nil {
@@ -332,34 +347,28 @@ func (s *Server) endpoint(rt Route, fn handlerFunc) http.Handler {
 	})
 }
 
+// present authenticates the call's credential for scope.
+func (s *Server) present(r *http.Request, cred credential, scope string, a *tokens.Actor, src netip.Addr) (latchkey.Decision, error) {
+	tok, err := cred(r)
+	if err != nil {
+		return latchkey.Decision{}, err
+	}
+	return s.authenticateToken(r, tok, scope, a, src, true)
+}
+
 type recheckKey struct{}
 
 // withRecheck attaches a check that the request's credential still holds.
-// (The checks are built in functions of their own, so that the closures
-// capture copies: captured by a closure in endpoint, the actor and the
-// request would be moved to the heap on every call, streams or not.)
-func withRecheck(r *http.Request, check func(r *http.Request) error) *http.Request {
-	r = r.WithContext(context.WithValue(r.Context(), recheckKey{}, check))
-	return r
-}
-
-// bearerRecheck checks the bearer token again.
-func (s *Server) bearerRecheck(r *http.Request, scope string, a tokens.Actor, src netip.Addr) *http.Request {
-	return withRecheck(r, func(r *http.Request) error {
-		_, err := s.authenticate(r, scope, &tokens.Actor{ClientIP: a.ClientIP, UserAgent: a.UserAgent, RequestID: a.RequestID}, src)
+// It is built here rather than in endpoint so that the closure captures
+// copies: captured by a closure in endpoint, the actor and the request
+// would be moved to the heap on every call, streams or not.
+func (s *Server) withRecheck(r *http.Request, cred credential, scope string, a tokens.Actor, src netip.Addr) *http.Request {
+	check := func(r *http.Request) error {
+		a := tokens.Actor{ClientIP: a.ClientIP, UserAgent: a.UserAgent, RequestID: a.RequestID}
+		_, err := s.present(r, cred, scope, &a, src)
 		return err
-	})
-}
-
-// sessionRecheck checks the dashboard session, and its token, again.
-func (s *Server) sessionRecheck(r *http.Request, scope string, a tokens.Actor, src netip.Addr) *http.Request {
-	return withRecheck(r, func(r *http.Request) error {
-		ss, _, err := s.currentSession(r)
-		if err == nil {
-			_, err = s.authenticateToken(r, ss.Token, scope, &tokens.Actor{ClientIP: a.ClientIP, UserAgent: a.UserAgent, RequestID: a.RequestID}, src, true)
-		}
-		return err
-	})
+	}
+	return r.WithContext(context.WithValue(r.Context(), recheckKey{}, check))
 }
 
 // recheck reports whether the credential behind r still holds: a
@@ -372,60 +381,11 @@ func recheck(r *http.Request) error {
 	return nil
 }
 
-// uiSessionEndpoint serves /ui/api/session, which checks its own credentials.
-func (s *Server) uiSessionEndpoint(fn handlerFunc) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		uiHeaders(w.Header())
-		ip, _, _ := s.clientAddr(r)
-		a := tokens.Actor{ClientIP: ip, UserAgent: r.UserAgent(), RequestID: requestID(r)}
-		if err := fn(w, r, a); err != nil {
-			s.writeError(w, r, err)
-		}
-	})
-}
-
-// uiEndpoint is endpoint for the dashboard's relay (/ui/api/v1/...): the
-// credential is the session cookie's token, and a state change needs the
-// session's CSRF token too.
-func (s *Server) uiEndpoint(rt Route, fn handlerFunc) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		uiHeaders(w.Header())
-		ip, src, _ := s.clientAddr(r)
-		a := tokens.Actor{ClientIP: ip, UserAgent: r.UserAgent(), RequestID: requestID(r)}
-		ss, k, err := s.currentSession(r)
-		if err == nil && stateChanging(r.Method) {
-			err = checkCSRF(r, k, ss)
-		}
-		if err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		if rt.Scope != "" {
-			d, err := s.authenticateToken(r, ss.Token, rt.Scope, &a, src, true)
-			if err != nil {
-				s.writeError(w, r, err)
-				return
-			}
-			a.TokenID, a.Scopes = d.TokenID, d.Scopes
-			if rt.Stream {
-				r = s.sessionRecheck(r, rt.Scope, a, src)
-			}
-		}
-		if err := fn(w, r, a); err != nil {
-			s.writeError(w, r, err)
-		}
-	})
-}
-
 // authenticate verifies the bearer token for an admin call. Refusals are
 // recorded in the audit log (admin_auth); successful reads are not, so
 // that following the log does not fill it.
 func (s *Server) authenticate(r *http.Request, scope string, a *tokens.Actor, src netip.Addr) (latchkey.Decision, error) {
-	tok, ok := bearer(r)
-	if !ok {
-		return latchkey.Decision{}, latchkey.Errorf(latchkey.EUnauthenticated, "missing credentials: send Authorization: Bearer <token>")
-	}
-	return s.authenticateToken(r, tok, scope, a, src, true)
+	return s.present(r, bearerCredential, scope, a, src)
 }
 
 // authenticateToken is authenticate for a token from anywhere (a bearer

@@ -202,6 +202,17 @@ func checkCSRF(r *http.Request, k *sessionKeys, ss session) error {
 	return nil
 }
 
+// sessionCredential is the credential of a dashboard call: the session
+// cookie's token, once the session is live and, for a state change, the
+// CSRF token matches.
+func (s *Server) sessionCredential(r *http.Request) (string, error) {
+	ss, k, err := s.currentSession(r)
+	if err == nil && stateChanging(r.Method) {
+		err = checkCSRF(r, k, ss)
+	}
+	return ss.Token, err
+}
+
 func stateChanging(method string) bool {
 	return method != http.MethodGet && method != http.MethodHead && method != http.MethodOptions
 }
@@ -253,8 +264,7 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request, a tokens.Actor) 
 	rand.Read(sid[:])
 	ss := session{ID: hex.EncodeToString(sid[:]), Token: req.Token, Expires: exp.Unix()}
 	http.SetCookie(w, s.sessionCookie(r, k.seal(ss), int(time.Until(exp)/time.Second)))
-	writeJSON(w, http.StatusOK, SessionInfo{TokenID: d.TokenID, Subject: d.Subject, Scopes: nonNilScopes(d.Scopes),
-		ExpiresAt: time.Unix(ss.Expires, 0).UTC(), CSRFToken: k.csrfToken(ss.ID)})
+	writeSession(w, d, ss, k)
 	return nil
 }
 
@@ -269,11 +279,14 @@ func checkOrigin(r *http.Request) error {
 	return nil
 }
 
-func nonNilScopes(s []string) []string {
-	if s == nil {
-		return []string{}
+// writeSession answers with who is signed in and the CSRF token.
+func writeSession(w http.ResponseWriter, d latchkey.Decision, ss session, k *sessionKeys) {
+	scopes := d.Scopes
+	if scopes == nil {
+		scopes = []string{}
 	}
-	return s
+	writeJSON(w, http.StatusOK, SessionInfo{TokenID: d.TokenID, Subject: d.Subject, Scopes: scopes,
+		ExpiresAt: time.Unix(ss.Expires, 0).UTC(), CSRFToken: k.csrfToken(ss.ID)})
 }
 
 // sessionInfo serves GET /ui/api/session: who is signed in, and the CSRF
@@ -288,8 +301,7 @@ func (s *Server) sessionInfo(w http.ResponseWriter, r *http.Request, a tokens.Ac
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, SessionInfo{TokenID: d.TokenID, Subject: d.Subject, Scopes: nonNilScopes(d.Scopes),
-		ExpiresAt: time.Unix(ss.Expires, 0).UTC(), CSRFToken: k.csrfToken(ss.ID)})
+	writeSession(w, d, ss, k)
 	return nil
 }
 
