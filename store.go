@@ -80,6 +80,11 @@ type Store interface {
 	PutSettingIfAbsent(ctx context.Context, key, value string) (string, error)
 	// PutSetting stores value under key, replacing any (webhook cursors).
 	PutSetting(ctx context.Context, key, value string) error
+	// SettingsWithPrefix returns every setting whose key starts with
+	// prefix, taken literally (the nodes' activity counts, ended sessions).
+	SettingsWithPrefix(ctx context.Context, prefix string) (map[string]string, error)
+	// DeleteSetting removes key, if set.
+	DeleteSetting(ctx context.Context, key string) error
 
 	// Ping checks that the store is reachable (for /readyz).
 	Ping(ctx context.Context) error

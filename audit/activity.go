@@ -157,7 +157,7 @@ type ActivitySource interface {
 }
 
 // BoardStore is where an ActivityBoard publishes: the store's settings
-// (both stores satisfy it).
+// (latchkey.Store satisfies it).
 type BoardStore interface {
 	PutSetting(ctx context.Context, key, value string) error
 	SettingsWithPrefix(ctx context.Context, prefix string) (map[string]string, error)

@@ -329,7 +329,7 @@ func (s *Server) signOut(w http.ResponseWriter, r *http.Request, _ tokens.Actor)
 }
 
 // SessionPruner is a store whose records of ended sessions can be
-// pruned. Both stores satisfy it.
+// pruned. latchkey.Store satisfies it.
 type SessionPruner interface {
 	SettingsWithPrefix(ctx context.Context, prefix string) (map[string]string, error)
 	DeleteSetting(ctx context.Context, key string) error

@@ -82,21 +82,3 @@ func containsQuery(s string) bool {
 
 // The same conformance suite as SQLite, unchanged.
 func TestConformance(t *testing.T) { storetest.Run(t, open) }
-
-func TestSettingsWithPrefix(t *testing.T) {
-	db := open(t).(*postgres.DB)
-	ctx := context.Background()
-	for k, v := range map[string]string{"activity:a": "1", "activity:b": "2", "activityx": "3", "other": "4", "act%": "5"} {
-		if err := db.PutSetting(ctx, k, v); err != nil {
-			t.Fatal(err)
-		}
-	}
-	got, err := db.SettingsWithPrefix(ctx, "activity:")
-	if err != nil || len(got) != 2 || got["activity:a"] != "1" || got["activity:b"] != "2" {
-		t.Errorf("activity: %v %v", got, err)
-	}
-	// The prefix is taken literally, not as a LIKE pattern.
-	if got, err := db.SettingsWithPrefix(ctx, "act%"); err != nil || len(got) != 1 {
-		t.Errorf("act%%: %v %v", got, err)
-	}
-}

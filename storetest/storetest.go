@@ -449,4 +449,29 @@ func testSettings(t *testing.T, s latchkey.Store) {
 	if v, ok, _ := s.GetSetting(ctx(), "k2"); !ok || v != "b" {
 		t.Errorf("PutSetting did not replace: %q %v", v, ok)
 	}
+	for k, v := range map[string]string{"activity:a": "1", "activity:b": "2", "activityx": "3", "act%": "4"} {
+		if err := s.PutSetting(ctx(), k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.SettingsWithPrefix(ctx(), "activity:")
+	if err != nil || len(got) != 2 || got["activity:a"] != "1" || got["activity:b"] != "2" {
+		t.Errorf("SettingsWithPrefix(activity:) = %v, %v", got, err)
+	}
+	// The prefix is taken literally, not as a LIKE pattern.
+	if got, err := s.SettingsWithPrefix(ctx(), "act%"); err != nil || len(got) != 1 {
+		t.Errorf("SettingsWithPrefix(act%%) = %v, %v", got, err)
+	}
+	if err := s.DeleteSetting(ctx(), "activity:a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteSetting(ctx(), "never-set"); err != nil {
+		t.Errorf("DeleteSetting(absent): %v", err)
+	}
+	if _, ok, _ := s.GetSetting(ctx(), "activity:a"); ok {
+		t.Error("DeleteSetting left the setting")
+	}
+	if _, ok, _ := s.GetSetting(ctx(), "activity:b"); !ok {
+		t.Error("DeleteSetting took another setting")
+	}
 }

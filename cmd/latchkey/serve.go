@@ -649,7 +649,7 @@ func startDaemon(ctx context.Context, cfg serveConfig, logger *slog.Logger, stde
 	// The dashboard's counts, kept in the store every second: they
 	// survive a restart, and on PostgreSQL any node adds up every node's.
 	activity := &audit.Activity{Node: node}
-	board := &audit.ActivityBoard{Local: activity, Store: db.(audit.BoardStore)}
+	board := &audit.ActivityBoard{Local: activity, Store: db}
 	if err := board.Restore(ctx, time.Now()); err != nil {
 		logger.Warn("the dashboard's counts from before the restart could not be read", "err", err)
 	}
@@ -852,20 +852,12 @@ func (d *daemon) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// Both stores keep the dashboard's counts and its ended sessions.
-var (
-	_ audit.BoardStore      = (*sqlite.DB)(nil)
-	_ audit.BoardStore      = (*postgres.DB)(nil)
-	_ httpapi.SessionPruner = (*sqlite.DB)(nil)
-	_ httpapi.SessionPruner = (*postgres.DB)(nil)
-)
-
 // pruneSessions deletes, once an hour, the records of signed-out
 // dashboard sessions whose cookies have expired anyway.
 func (d *daemon) pruneSessions() {
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		if n, err := httpapi.PruneSessionEnds(ctx, d.db.(httpapi.SessionPruner), time.Now()); err != nil {
+		if n, err := httpapi.PruneSessionEnds(ctx, d.db, time.Now()); err != nil {
 			d.logger.Warn("pruning ended dashboard sessions failed", "err", err)
 		} else if n > 0 {
 			d.logger.Debug("pruned ended dashboard sessions", "count", n)
