@@ -1,8 +1,9 @@
 // Audit: the log searched by token, subject, outcome, kind, action and
 // time, page by page, and its hash chain checked.
 import * as api from './api.js';
-import { h, replace, stamp, latency, outcomeClass, badge, tokenLink, notice } from './dom.js';
+import { h, replace, notice, recordHead, recordRow } from './dom.js';
 
+const COLS = ['seq', 'time', 'kind', 'action', 'outcome', 'token', 'subject', 'actor', 'source', 'request', 'latency', 'reason'];
 const OUTCOMES = ['VALID', 'OK', 'NOT_FOUND', 'MALFORMED', 'REVOKED', 'SUSPENDED', 'EXPIRED', 'NOT_YET_VALID', 'IP_NOT_ALLOWED',
   'FORBIDDEN', 'INSUFFICIENT_SCOPE', 'RATE_LIMITED', 'USAGE_EXCEEDED', 'BLOCKED', 'ERROR'];
 
@@ -36,7 +37,7 @@ export function auditView(root, params = {}) {
   replace(root, h('h1', null, 'Audit log'),
     h('div', { class: 'actions left' }, chainBtn), chain, form, msg,
     h('div', { class: 'scroll' }, h('table', { class: 'feed' },
-      h('thead', null, h('tr', null, ['Seq', 'Time', 'Kind', 'Action', 'Outcome', 'Token', 'Subject', 'Actor', 'Source', 'Request', 'Latency', 'Reason'].map((x) => h('th', null, x)))),
+      recordHead(COLS),
       tbody)),
     more);
 
@@ -44,21 +45,9 @@ export function auditView(root, params = {}) {
   let cursor = '';
   let filter = {};
   const row = (ev) => {
-    const tr = h('tr', { class: `ev ${outcomeClass(ev.outcome)}` },
-      h('td', { class: 'mono' }, String(ev.seq)),
-      h('td', { class: 'mono nowrap' }, stamp(ev.time)),
-      h('td', null, ev.kind),
-      h('td', { class: 'mono' }, ev.action),
-      h('td', null, badge(ev.outcome, outcomeClass(ev.outcome))),
-      h('td', null, tokenLink(ev.token_id)),
-      h('td', null, ev.subject || '—'),
-      h('td', { class: 'mono' }, ev.actor || '—'),
-      h('td', { class: 'mono' }, ev.client_ip || '—'),
-      h('td', { class: 'mono' }, [ev.method, ev.path].filter(Boolean).join(' ') || '—'),
-      h('td', { class: 'num' }, ev.kind === 'verify' ? latency(ev.latency_ns) : '—'),
-      h('td', { class: 'muted' }, ev.reason || ''));
+    const tr = recordRow(ev, COLS);
     if (!ev.detail) return [tr];
-    return [tr, h('tr', { class: 'detail' }, h('td', { colspan: 12 }, h('pre', { class: 'evidence' }, JSON.stringify(ev.detail, null, 2))))];
+    return [tr, h('tr', { class: 'detail' }, h('td', { colspan: COLS.length }, h('pre', { class: 'evidence' }, JSON.stringify(ev.detail, null, 2))))];
   };
   const load = async (append) => {
     replace(msg);
@@ -68,7 +57,7 @@ export function auditView(root, params = {}) {
       const rows = page.events.flatMap(row);
       if (append) tbody.append(...rows);
       else tbody.replaceChildren(...rows);
-      if (!append && rows.length === 0) tbody.append(h('tr', null, h('td', { colspan: 12, class: 'muted' }, 'No records match.')));
+      if (!append && rows.length === 0) tbody.append(h('tr', null, h('td', { colspan: COLS.length, class: 'muted' }, 'No records match.')));
       cursor = page.next_cursor || '';
       more.hidden = !cursor;
     } catch (err) {

@@ -91,6 +91,35 @@ export function tokenLink(id) {
   return h('a', { href: `#/tokens/${encodeURIComponent(id)}`, class: 'mono' }, id);
 }
 
+// The columns an audit record can be shown with, by name: the live feed,
+// a token's recent attempts and the audit view each pick theirs.
+const COLUMNS = {
+  seq: ['Seq', (ev) => h('td', { class: 'mono' }, String(ev.seq))],
+  clock: ['Time', (ev) => h('td', { class: 'mono' }, clock(ev.time))],
+  time: ['Time', (ev) => h('td', { class: 'mono nowrap' }, stamp(ev.time))],
+  kind: ['Kind', (ev) => h('td', null, ev.kind)],
+  action: ['Action', (ev) => h('td', { class: 'mono' }, ev.action)],
+  outcome: ['Outcome', (ev) => h('td', null, badge(ev.outcome, outcomeClass(ev.outcome)))],
+  token: ['Token', (ev) => h('td', null, tokenLink(ev.token_id))],
+  subject: ['Subject', (ev) => h('td', null, ev.subject || '—')],
+  actor: ['Actor', (ev) => h('td', { class: 'mono' }, ev.actor || '—')],
+  source: ['Source', (ev) => h('td', { class: 'mono' }, ev.client_ip || '—')],
+  request: ['Request', (ev) => h('td', { class: 'mono' }, [ev.method, ev.path].filter(Boolean).join(' ') || '—')],
+  latency: ['Latency', (ev) => h('td', { class: 'num' }, ev.kind === 'verify' ? latency(ev.latency_ns) : '—')],
+  reason: ['Reason', (ev) => h('td', { class: 'muted' }, ev.reason || '')],
+};
+
+// recordHead is the header row for the named columns.
+export function recordHead(cols) {
+  return h('thead', null, h('tr', null, cols.map((c) => h('th', null, COLUMNS[c][0]))));
+}
+
+// recordRow is one audit record as a row of the named columns, coloured
+// by its outcome.
+export function recordRow(ev, cols, attrs = {}) {
+  return h('tr', { class: `ev ${outcomeClass(ev.outcome)}`, ...attrs }, cols.map((c) => COLUMNS[c][1](ev)));
+}
+
 // A message line for errors and notices.
 export function notice(text, cls = 'error') {
   return h('p', { class: `notice ${cls}`, role: cls === 'error' ? 'alert' : 'status' }, text);

@@ -3,12 +3,13 @@
 // blocks and what lifted them), and the attempts feed, all from the
 // audit stream.
 import * as api from './api.js';
-import { h, s, replace, clock, latency, outcomeClass, badge, tokenLink, notice } from './dom.js';
+import { h, s, replace, clock, outcomeClass, badge, tokenLink, notice, recordHead, recordRow } from './dom.js';
 
 const KEEP = 1000; // attempts kept in memory for filtering
 const SHOW = 200;  // rows shown
 const CLASSES = ['valid', 'refused', 'blocked'];
 const CHANGES = 12; // lock and unlock events shown
+const FEED = ['clock', 'outcome', 'token', 'subject', 'source', 'request', 'latency', 'reason'];
 
 // What an admin or detector action did, for its colour: locked, unlocked
 // or neither.
@@ -44,7 +45,7 @@ export function liveView(root) {
   const status = h('span', { class: 'muted', id: 'stream-status' }, 'connecting…');
   const tbody = h('tbody', { id: 'feed' });
   const table = h('table', { class: 'feed' },
-    h('thead', null, h('tr', null, ['Time', 'Outcome', 'Token', 'Subject', 'Source', 'Request', 'Latency', 'Reason'].map((t) => h('th', null, t)))),
+    recordHead(FEED),
     tbody);
 
   replace(root,
@@ -64,15 +65,7 @@ export function liveView(root) {
     return true;
   };
 
-  const row = (ev) => h('tr', { class: `ev ${outcomeClass(ev.outcome)}`, 'data-seq': ev.seq },
-    h('td', { class: 'mono' }, clock(ev.time)),
-    h('td', null, badge(ev.outcome, outcomeClass(ev.outcome))),
-    h('td', null, tokenLink(ev.token_id)),
-    h('td', null, ev.subject || '—'),
-    h('td', { class: 'mono' }, ev.client_ip || '—'),
-    h('td', { class: 'mono' }, [ev.method, ev.path].filter(Boolean).join(' ') || ev.action),
-    h('td', { class: 'num' }, latency(ev.latency_ns)),
-    h('td', { class: 'muted' }, ev.reason || ''));
+  const row = (ev) => recordRow(ev, FEED, { 'data-seq': ev.seq });
 
   let frame = 0;
   const render = () => {

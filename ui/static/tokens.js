@@ -1,7 +1,10 @@
 // Tokens: the list, one token's page, creating and deriving, and the
 // lifecycle actions.
 import * as api from './api.js';
-import { h, replace, when, ago, stamp, latency, outcomeClass, badge, tokenLink, notice, confirmDialog, copyButton, splitList } from './dom.js';
+import { h, replace, when, ago, badge, tokenLink, notice, confirmDialog, copyButton, splitList, recordHead, recordRow } from './dom.js';
+
+// The columns of a token's recent attempts.
+const ATTEMPTS = ['time', 'outcome', 'source', 'request', 'latency', 'reason'];
 
 function statusBadge(t) {
   if (t.status === 'active' && t.expires_at && new Date(t.expires_at) <= new Date()) return badge('expired', 'refused');
@@ -242,15 +245,9 @@ export function tokenView(root, id) {
         : h('span', { class: 'muted' }, 'none');
     const recent = attempts instanceof Error ? notice(attempts.message)
       : h('div', { class: 'scroll' }, h('table', { class: 'feed' },
-        h('thead', null, h('tr', null, ['Time', 'Outcome', 'Source', 'Request', 'Latency', 'Reason'].map((x) => h('th', null, x)))),
-        h('tbody', { id: 'attempts' }, attempts.events.length ? attempts.events.map((ev) => h('tr', null,
-          h('td', { class: 'mono nowrap' }, stamp(ev.time)),
-          h('td', null, badge(ev.outcome, outcomeClass(ev.outcome))),
-          h('td', { class: 'mono' }, ev.client_ip || '—'),
-          h('td', { class: 'mono' }, [ev.method, ev.path].filter(Boolean).join(' ') || ev.action),
-          h('td', { class: 'num' }, latency(ev.latency_ns)),
-          h('td', { class: 'muted' }, ev.reason || '')))
-          : h('tr', null, h('td', { colspan: 6, class: 'muted' }, 'No attempts on record.')))));
+        recordHead(ATTEMPTS),
+        h('tbody', { id: 'attempts' }, attempts.events.length ? attempts.events.map((ev) => recordRow(ev, ATTEMPTS))
+          : h('tr', null, h('td', { colspan: ATTEMPTS.length, class: 'muted' }, 'No attempts on record.')))));
     replace(root,
       h('p', null, h('a', { href: '#/tokens' }, '← Tokens')),
       h('h1', null, h('span', { id: 'token-name' }, t.name || '(unnamed)'), ' ', statusBadge(t)),
