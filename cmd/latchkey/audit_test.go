@@ -22,19 +22,29 @@ import (
 	"github.com/latchkeyhq/latchkey/tokens"
 )
 
+// verifyScopes issues a token holding a:b and verifies it once per
+// required scope: VALID for a:b, INSUFFICIENT_SCOPE for the others.
+func verifyScopes(t *testing.T, ts *testServer, scopes ...string) {
+	t.Helper()
+	c := ts.client(ts.root)
+	tok, err := c.CreateToken(ctx, tokens.CreateRequest{Scopes: []string{"a:b"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sc := range scopes {
+		if _, err := c.Verify(ctx, httpapi.VerifyRequest{Token: tok.Plaintext, Scopes: []string{sc}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // audit verify from the command line: intact, then broken by editing one
 // row directly in the database, naming that row.
 func TestCLIAuditVerifyDetectsEdit(t *testing.T) {
 	dir := t.TempDir()
 	ts := startServer(t, dir)
 	c := ts.client(ts.root)
-	tok, err := c.CreateToken(ctx, tokens.CreateRequest{Scopes: []string{"a:b"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, sc := range []string{"a:b", "a:c", "a:b"} {
-		c.Verify(ctx, httpapi.VerifyRequest{Token: tok.Plaintext, Scopes: []string{sc}})
-	}
+	verifyScopes(t, ts, "a:b", "a:c", "a:b")
 	code, out, errs := cli(t, ts.url, ts.root, "audit", "verify")
 	if code != 0 || !strings.Contains(out, "audit chain intact") {
 		t.Fatalf("intact chain: exit %d %q %s", code, out, errs)

@@ -489,14 +489,7 @@ func TestDashboardSessionOverHTTP(t *testing.T) {
 func TestActivityCountsSurviveRestart(t *testing.T) {
 	dir := t.TempDir()
 	ts := startServer(t, dir)
-	c := ts.client(ts.root)
-	tok, err := c.CreateToken(ctx, tokens.CreateRequest{Scopes: []string{"a:b"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, sc := range []string{"a:b", "a:b", "a:c"} {
-		c.Verify(ctx, httpapi.VerifyRequest{Token: tok.Plaintext, Scopes: []string{sc}})
-	}
+	verifyScopes(t, ts, "a:b", "a:b", "a:c")
 	ts.stop(t)
 	ts = startServer(t, dir)
 	sum, err := ts.client(ts.root).AuditSummary(ctx)
