@@ -228,11 +228,6 @@ func (s *Server) Handler() http.Handler {
 		"GET " + UISessionPath:          s.sessionInfo,
 		"DELETE " + UISessionPath:       s.signOut,
 	}
-	for _, rt := range Routes() {
-		if rt.Scope != "" {
-			h[rt.Method+" "+UIPrefix+rt.Path] = h[rt.Method+" "+rt.Path]
-		}
-	}
 	mux := http.NewServeMux()
 	paths := map[string][]string{}
 	for _, rt := range Routes() {
@@ -264,7 +259,10 @@ func (s *Server) Handler() http.Handler {
 		})
 	}
 	for _, rt := range UIRoutes() {
-		fn := h[rt.Method+" "+rt.Path]
+		fn := h[rt.Method+" "+rt.Path] // the session's own routes
+		if fn == nil {
+			fn = h[rt.Method+" "+strings.TrimPrefix(rt.Path, UIPrefix)] // a relayed admin route
+		}
 		// The session routes have no scope and check their own
 		// credentials; the relayed ones present the session's token.
 		mux.Handle(rt.Method+" "+rt.Path, s.endpoint(rt, fn, s.sessionCredential, true))
