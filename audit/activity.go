@@ -35,6 +35,7 @@ type Activity struct {
 	secs  [ActivityWindow]bucket
 	day   time.Time // local midnight the today counts start from
 	start int64     // day, in unix seconds
+	seen  uint64    // attempts counted so far (ActivityBoard publishes on change)
 	next  int64     // the next midnight, unix seconds
 	today [numClasses]uint64
 }
@@ -78,6 +79,7 @@ func (a *Activity) Observe(evs []latchkey.AuditEvent) {
 			*b = bucket{at: sec}
 		}
 		b.n[c]++
+		a.seen++
 	}
 }
 
@@ -174,17 +176,37 @@ type ActivityBoard struct {
 	// MaxAge is how old another node's summary may be and still count
 	// (default 10s): a stopped node drops out.
 	MaxAge time.Duration
+
+	published     time.Time // last Publish that wrote
+	publishedSeen uint64    // Local.seen at that write
 }
+
+// quietRepublish is how often an idle node still publishes, to stay
+// among the counted nodes (well inside the default MaxAge).
+const quietRepublish = 5 * time.Second
 
 const boardPrefix = "activity:"
 
 // Publish stores this node's summary as of now.
+// It writes only when something was counted since the last write, or
+// every quietRepublish while idle: an idle server does not write once a
+// second. Publish is called from one goroutine.
 func (b *ActivityBoard) Publish(ctx context.Context, now time.Time) error {
+	b.Local.mu.Lock()
+	seen := b.Local.seen
+	b.Local.mu.Unlock()
+	if seen == b.publishedSeen && !b.published.IsZero() && now.Sub(b.published) < quietRepublish {
+		return nil
+	}
 	buf, err := json.Marshal(b.Local.Summary(now))
 	if err != nil {
 		return err
 	}
-	return b.Store.PutSetting(ctx, boardPrefix+b.Local.Node, string(buf))
+	if err := b.Store.PutSetting(ctx, boardPrefix+b.Local.Node, string(buf)); err != nil {
+		return err
+	}
+	b.published, b.publishedSeen = now, seen
+	return nil
 }
 
 // Restore takes back this node's counts as last published (before a

@@ -172,3 +172,37 @@ func TestActivityRestore(t *testing.T) {
 		t.Errorf("node b took a's counts: %+v", s.Today)
 	}
 }
+
+// countingBoard counts the writes to a memBoard.
+type countingBoard struct {
+	memBoard
+	puts int
+}
+
+func (c *countingBoard) PutSetting(ctx context.Context, k, v string) error {
+	c.puts++
+	return c.memBoard.PutSetting(ctx, k, v)
+}
+
+// An idle node writes its counts only now and then, not every second.
+func TestActivityBoardPublishesOnChange(t *testing.T) {
+	ctx := context.Background()
+	store := &countingBoard{memBoard: memBoard{}}
+	b := &ActivityBoard{Local: &Activity{Node: "a"}, Store: store}
+	now := time.Now()
+	for i := range 4 { // four idle seconds: the first write only
+		b.Publish(ctx, now.Add(time.Duration(i)*time.Second))
+	}
+	if store.puts != 1 {
+		t.Errorf("%d writes in four idle seconds, want 1", store.puts)
+	}
+	b.Local.Observe([]latchkey.AuditEvent{{Time: now, Kind: latchkey.KindVerify, Outcome: "VALID"}})
+	b.Publish(ctx, now.Add(4*time.Second))
+	if store.puts != 2 {
+		t.Errorf("a counted attempt was not published (%d writes)", store.puts)
+	}
+	b.Publish(ctx, now.Add(4*time.Second+quietRepublish))
+	if store.puts != 3 {
+		t.Errorf("an idle node stopped republishing (%d writes): it would drop out of the cluster's counts", store.puts)
+	}
+}

@@ -592,7 +592,7 @@ const auditSummaryDoc = `
 Count verification attempts by outcome class (GET /v1/audit/summary):
 valid, refused (any refusal) and blocked (the source is blocked), today
 and per second over the last minute and the last five. Each node counts
-in memory and keeps its counts in the store every second, so they survive
+in memory and keeps its counts in the store as they change, so they survive
 a restart; on PostgreSQL any node adds up every node's. The dashboard's
 counters and chart show the same numbers.`
 
