@@ -167,10 +167,17 @@ func New(cfg Config, log Log) (*Dispatcher, error) {
 	return &Dispatcher{cfg: cfg, log: log, types: types, stop: make(chan struct{})}, nil
 }
 
-// Start launches one delivery loop per URL.
+// Start launches one delivery loop per URL. A URL's starting cursor is
+// settled before Start returns, so a URL new to the store gets every
+// event written after Start — including those the server writes in the
+// moments before the loop first runs. If the store cannot be read yet,
+// the loop keeps retrying on its own.
 func (d *Dispatcher) Start() {
 	for _, u := range d.cfg.URLs {
-		d.wg.Go(func() { d.loop(u) })
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		cursor, err := d.startCursor(ctx, cursorKey(u))
+		cancel()
+		d.wg.Go(func() { d.loop(u, cursor, err == nil) })
 	}
 }
 
@@ -198,18 +205,19 @@ func cursorKey(url string) string {
 	return "webhook_cursor:" + hex.EncodeToString(sum[:8])
 }
 
-func (d *Dispatcher) loop(url string) {
+func (d *Dispatcher) loop(url string, cursor int64, settled bool) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() { <-d.stop; cancel() }()
 	key := cursorKey(url)
-	cursor, err := d.startCursor(ctx, key)
-	for err != nil {
-		d.cfg.Logger.Error("webhook: reading the cursor failed; retrying", "url", url, "err", err)
+	for !settled {
+		d.cfg.Logger.Error("webhook: reading the cursor failed; retrying", "url", url)
 		if !d.sleep(5 * time.Second) {
 			return
 		}
+		var err error
 		cursor, err = d.startCursor(ctx, key)
+		settled = err == nil
 	}
 	for {
 		var wake <-chan struct{}
