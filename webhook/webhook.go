@@ -177,7 +177,7 @@ func (d *Dispatcher) Start() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		cursor, err := d.startCursor(ctx, cursorKey(u))
 		cancel()
-		d.wg.Go(func() { d.loop(u, cursor, err == nil) })
+		d.wg.Go(func() { d.loop(u, cursor, err) })
 	}
 }
 
@@ -205,19 +205,19 @@ func cursorKey(url string) string {
 	return "webhook_cursor:" + hex.EncodeToString(sum[:8])
 }
 
-func (d *Dispatcher) loop(url string, cursor int64, settled bool) {
+// loop delivers url's events from cursor on; a non-nil err means Start
+// could not settle the cursor, and the loop retries that first.
+func (d *Dispatcher) loop(url string, cursor int64, err error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() { <-d.stop; cancel() }()
 	key := cursorKey(url)
-	for !settled {
-		d.cfg.Logger.Error("webhook: reading the cursor failed; retrying", "url", url)
+	for err != nil {
+		d.cfg.Logger.Error("webhook: reading the cursor failed; retrying", "url", url, "err", err)
 		if !d.sleep(5 * time.Second) {
 			return
 		}
-		var err error
 		cursor, err = d.startCursor(ctx, key)
-		settled = err == nil
 	}
 	for {
 		var wake <-chan struct{}
