@@ -68,6 +68,13 @@ type AuditEvent struct {
 // OutcomeOK is the outcome of a successful admin change.
 const OutcomeOK = "OK"
 
+// OutcomeRefused is the outcome of an attempt a door refused before there
+// was a token to verify (no credential, a credential in the URL, no
+// route, a non-canonical path). Its Reason says which; its Detail
+// {"count": n} says how many refusals the record stands for (they are
+// sampled per source, so a flood cannot fill the disk).
+const OutcomeRefused = "REFUSED"
+
 // AuditFilter selects audit events. Zero fields match all.
 type AuditFilter struct {
 	Node    string

@@ -14,7 +14,6 @@ import (
 	"context"
 	"crypto/rand"
 	"net/http"
-	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,9 +32,11 @@ const (
 	HeaderScopes  = "X-Latchkey-Scopes"
 )
 
-// Verifier decides on a token. *verify.Verifier satisfies it.
+// Verifier decides on a token, and records the attempts refused before
+// there is one to decide on. *verify.Verifier satisfies it.
 type Verifier interface {
 	Verify(ctx context.Context, req *verify.Request) (latchkey.Decision, error)
+	Refuse(req *verify.Request, reason string)
 }
 
 // Authorizer is the decision both the gateway and forward-auth make.
@@ -54,11 +55,10 @@ type Outcome struct {
 	Err      error // the verifier could not decide (store down)
 }
 
-// Check verifies token for a request to route aud, with the required
-// scopes, from the client at ip (src: as a blockable source).
-func (a *Authorizer) Check(ctx context.Context, token string, scopes []string, ip string, src netip.Addr, method, path, ua, reqID, action string) Outcome {
-	d, err := a.Verifier.Verify(ctx, &verify.Request{Token: token, Scopes: scopes, ClientIP: ip, Source: src,
-		Method: method, Path: path, UserAgent: ua, RequestID: reqID, Action: action})
+// Check verifies req (its token, for its required scopes, from its
+// client).
+func (a *Authorizer) Check(ctx context.Context, req *verify.Request) Outcome {
+	d, err := a.Verifier.Verify(ctx, req)
 	return Outcome{Decision: d, Err: err}
 }
 
@@ -91,10 +91,18 @@ func Deny(w http.ResponseWriter, o Outcome, missing bool) {
 	w.Write([]byte(body))
 }
 
+// Refuse records a request refused at the edge (see the Reason
+// constants) and answers it with status and body.
+func (a *Authorizer) Refuse(w http.ResponseWriter, req *verify.Request, reason string, status int, body string) {
+	a.Verifier.Refuse(req, reason)
+	writeError(w, status, body)
+}
+
 // Identify sets the identity headers of an allowed request on h, after
-// removing any the client sent.
-func (a *Authorizer) Identify(h http.Header, d latchkey.Decision, aud string) {
-	StripIdentity(h)
+// removing any the client sent (tokenHeader, the route file's credential
+// header, included).
+func (a *Authorizer) Identify(h http.Header, d latchkey.Decision, aud, tokenHeader string) {
+	StripIdentity(h, tokenHeader)
 	h.Set(HeaderTokenID, d.TokenID)
 	h.Set(HeaderSubject, d.Subject)
 	if a.Signer == nil {
@@ -104,16 +112,6 @@ func (a *Authorizer) Identify(h http.Header, d latchkey.Decision, aud string) {
 	e := a.jwt(&d, aud)
 	h.Set(HeaderScopes, e.scopes)
 	h.Set(identity.Header, e.jwt)
-}
-
-// StripIdentity removes every X-Latchkey-* header: a client must never be
-// able to claim an identity.
-func StripIdentity(h http.Header) {
-	for k := range h {
-		if len(k) > 11 && strings.EqualFold(k[:11], "X-Latchkey-") {
-			delete(h, k)
-		}
-	}
 }
 
 func (a *Authorizer) now() time.Time {
@@ -225,6 +223,7 @@ func TokenInQuery(rawQuery string) bool {
 // writeError answers with a status and a small JSON body.
 func writeError(w http.ResponseWriter, status int, body string) {
 	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	w.Write([]byte(body))
 }

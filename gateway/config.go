@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -25,6 +26,9 @@ import (
 //	    scopes: ["projects.{id}:read"]
 //	    strip_prefix: false        # drop the matched prefix before forwarding
 //	    timeout: 30s               # whole request, upstream included (0: none)
+//	    body_timeout: 30s          # the client's whole body must arrive in this time (default 30s)
+//	    max_body_bytes: 10MiB      # larger bodies are refused with 413 (default: no limit)
+//	    max_header_bytes: 8KiB     # larger headers are refused with 431 (default: the listener's 16 KiB)
 //	transport:
 //	  max_idle_conns_per_host: 256
 //	  idle_conn_timeout: 90s
@@ -45,6 +49,13 @@ type RouteConfig struct {
 	Scopes      []string `yaml:"scopes"`
 	StripPrefix bool     `yaml:"strip_prefix"`
 	Timeout     string   `yaml:"timeout"`
+	// BodyTimeout bounds how long the client may take to send its body,
+	// counted from the end of its headers (default 30s), so a slow or
+	// stalled body cannot hold a connection. Upgrades (websockets) have
+	// no body and are not bounded by it.
+	BodyTimeout    string `yaml:"body_timeout"`
+	MaxBodyBytes   string `yaml:"max_body_bytes"`
+	MaxHeaderBytes string `yaml:"max_header_bytes"`
 }
 
 // TransportConfig tunes the connection pool to the upstreams.
@@ -124,6 +135,35 @@ func optDuration(s string, def time.Duration) (time.Duration, error) {
 	return d, nil
 }
 
+// DefaultBodyTimeout is a route's body_timeout when the file gives none:
+// the API's own read timeout.
+const DefaultBodyTimeout = 30 * time.Second
+
+// optBytes reads a size: a number of bytes, or with a unit (KiB, MiB,
+// GiB; KB, MB, GB are taken as the same binary units). Empty is 0 (no
+// limit).
+func optBytes(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return 0, nil
+	}
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1 << 10}, {"MB", 1 << 20}, {"GB", 1 << 30}, {"B", 1}} {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n <= 0 || n > (1<<50)/mult {
+		return 0, fmt.Errorf("want a positive size such as 1048576, 512KiB or 10MiB")
+	}
+	return n * mult, nil
+}
+
 func compileRoute(rc RouteConfig) (*Route, error) {
 	r := &Route{Name: rc.Name, Host: strings.ToLower(rc.Host), StripPrefix: rc.StripPrefix}
 	if r.Name == "" {
@@ -172,6 +212,15 @@ func compileRoute(rc RouteConfig) (*Route, error) {
 	}
 	if r.Timeout, err = optDuration(rc.Timeout, 0); err != nil {
 		return nil, fmt.Errorf("timeout: %v", err)
+	}
+	if r.BodyTimeout, err = optDuration(rc.BodyTimeout, DefaultBodyTimeout); err != nil || r.BodyTimeout <= 0 {
+		return nil, fmt.Errorf("body_timeout: must be a positive duration")
+	}
+	if r.MaxBodyBytes, err = optBytes(rc.MaxBodyBytes); err != nil {
+		return nil, fmt.Errorf("max_body_bytes: %v", err)
+	}
+	if r.MaxHeaderBytes, err = optBytes(rc.MaxHeaderBytes); err != nil {
+		return nil, fmt.Errorf("max_header_bytes: %v", err)
 	}
 	return r, nil
 }

@@ -2,25 +2,40 @@ package gateway
 
 import (
 	"net/http"
-	"net/url"
 	"strings"
 
 	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/secret"
+	"github.com/latchkeyhq/latchkey/verify"
 )
 
 // ForwardAuth is the gateway's decision as an endpoint for proxies that
 // ask before they forward: nginx auth_request, Traefik ForwardAuth, Caddy
 // forward_auth and Envoy ext_authz (HTTP). It answers any method (proxies
-// send the original one) with 200 and the identity headers, or 401, 403 or
-// 429.
+// send the original one) with 200 and the identity headers, or 401, 403,
+// 429 or 400.
 //
-// It reads the original request from the headers the proxies send:
-// X-Forwarded-Method (or X-Original-Method), X-Forwarded-Uri (or
-// X-Original-URI), X-Forwarded-Host and X-Forwarded-For (believed from
-// trusted proxies only). Envoy instead appends the original path to the
-// endpoint's: /v1/forward-auth/<original path>. Required scopes come from
-// ?scope= (repeatable) or, when a route file is loaded, from the route the
-// original request matches.
+// It reads the original request from exactly one family of headers, set
+// by the proxy and believed only from a trusted proxy (--trusted-proxy,
+// the same rule as X-Forwarded-For):
+//
+//   - nginx: X-Original-Method, X-Original-URI, X-Original-Host;
+//   - Traefik and Caddy: X-Forwarded-Method, X-Forwarded-Uri,
+//     X-Forwarded-Host;
+//   - Envoy: no header; the original path is appended to the endpoint's
+//     (/v1/forward-auth/<path>), with the original method and Host.
+//
+// A request carrying both families, or one from an untrusted peer, or a
+// family without its method or URI, is refused: a client can add headers
+// the proxy passes on, and the one the proxy did not set must not be the
+// one believed.
+//
+// Required scopes come from the route the original request matches when
+// a route file is loaded, and a request that matches no route (or not
+// with its method) is refused, as the gateway would refuse it. ?scope=
+// on the endpoint's own URL (repeatable) adds to the route's scopes, and
+// is the only source without a route file. In Envoy's form the query is
+// the client's own and never names a scope.
 type ForwardAuth struct {
 	Auth *Authorizer
 	// Table, when set, returns the route file in force.
@@ -32,6 +47,20 @@ type ForwardAuth struct {
 	Prefix string // the endpoint's path, default /v1/forward-auth
 }
 
+// The header families of the proxies forward auth serves.
+var (
+	nginxFamily     = [3]string{"X-Original-Method", "X-Original-Uri", "X-Original-Host"}
+	forwardedFamily = [3]string{"X-Forwarded-Method", "X-Forwarded-Uri", "X-Forwarded-Host"}
+)
+
+// original is the request the proxy asks about.
+type original struct {
+	method, host string
+	escapedPath  string
+	rawQuery     string
+	envoy        bool // the path came appended to the endpoint's
+}
+
 func (f *ForwardAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	prefix := f.Prefix
 	if prefix == "" {
@@ -41,77 +70,166 @@ func (f *ForwardAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if f.Table != nil {
 		table = f.Table()
 	}
-	method := firstHeader(r, "X-Forwarded-Method", "X-Original-Method")
-	if method == "" {
-		method = r.Method
-	}
-	uri := firstHeader(r, "X-Forwarded-Uri", "X-Original-URI", "X-Original-Url")
-	if uri == "" {
-		if rest := strings.TrimPrefix(r.URL.Path, prefix); rest != r.URL.Path && rest != "" {
-			uri = rest // Envoy: path_prefix + the original path
-			if r.URL.RawQuery != "" && !strings.Contains(r.URL.RawQuery, "scope=") {
-				uri += "?" + r.URL.RawQuery
-			}
-		}
-	}
-	if uri == "" {
-		uri = "/"
-	}
-	path, rawQuery, _ := strings.Cut(uri, "?")
-	if p, err := url.PathUnescape(path); err == nil {
-		path = p
-	}
-	host := firstHeader(r, "X-Forwarded-Host")
-	if host == "" {
-		host = r.Host
-	}
-	if TokenInQuery(rawQuery) {
-		writeError(w, http.StatusBadRequest, `{"error":"invalid_request","error_description":"credentials in the URL are refused: URLs end up in logs; send Authorization: Bearer <token>"}`)
-		return
-	}
-	scopes := r.URL.Query()["scope"]
-	aud := "forward-auth"
-	if len(scopes) == 0 && table != nil {
-		if m, ok := table.Lookup(host, method, path); ok {
-			s, ok := m.Scopes()
-			if !ok {
-				Deny(w, Outcome{Decision: latchkey.Decision{Code: latchkey.Forbidden}}, false)
-				return
-			}
-			scopes, aud = s, m.Route.Name
-		}
-	}
-	for _, sc := range scopes {
-		if latchkey.ValidateScope(sc) != nil {
-			writeError(w, http.StatusBadRequest, `{"error":"invalid_request","error_description":"a scope= parameter is not a valid scope"}`)
-			return
-		}
+	ip, src := ClientAddr(r, f.Auth.TrustedProxies)
+	vr := verify.Request{ClientIP: ip, Source: src, Method: r.Method, Path: r.URL.Path, UserAgent: r.UserAgent(),
+		RequestID: RequestID(r.Header), Action: "forward_auth"}
+	refuse := func(reason, body string) {
+		// nginx's auth_request passes only 2xx, 401 and 403 on; the
+		// README's snippet turns its 500 back into this 400.
+		f.Auth.Refuse(w, &vr, reason, http.StatusBadRequest, body)
 	}
 	th := f.TokenHeader
 	if th == "" && table != nil {
 		th = table.TokenHeader
 	}
+	for k := range r.Header {
+		if IsIdentityHeader(k, "") {
+			// The proxy forwards the client's headers here; this one would
+			// reach the upstream as latchkey's word unless the proxy strips
+			// it, so the request is refused whatever the proxy does.
+			refuse(ReasonIdentityHeader, errIdentityHeader)
+			return
+		}
+	}
+	o, reason, msg := f.original(r, prefix, table != nil)
+	if reason != "" {
+		refuse(reason, msg)
+		return
+	}
+	vr.Method = o.method
+	path, ok := CanonicalPath(o.escapedPath)
+	if !ok {
+		refuse(ReasonNonCanonical, errNonCanonical)
+		return
+	}
+	vr.Path = path
+	host, ok := CanonicalHost(o.host)
+	if !ok {
+		refuse(ReasonBadHost, errBadHost)
+		return
+	}
+	if MethodOverride(r.Header) {
+		refuse(ReasonMethodOverride, errMethodOverride)
+		return
+	}
+	if TokenInQuery(o.rawQuery) || TokenInQuery(r.URL.RawQuery) {
+		refuse(ReasonCredentialInQuery, errTokenInQuery)
+		return
+	}
+	var scopes []string
+	if !o.envoy {
+		scopes = r.URL.Query()["scope"]
+		for _, sc := range scopes {
+			if latchkey.ValidateScope(sc) != nil || secret.LooksLikeToken(sc) {
+				refuse(ReasonBadScope, `{"error":"invalid_request","error_description":"a scope= parameter is not a valid scope"}`)
+				return
+			}
+		}
+	}
+	aud := "forward-auth"
+	if table != nil {
+		m, ok := table.Lookup(host, o.method, path)
+		var rs []string
+		if ok {
+			rs, ok = m.Scopes()
+		}
+		if !ok {
+			// The gateway would not route it: nothing is allowed through.
+			vr.Scopes = scopes
+			f.Auth.Verifier.Refuse(&vr, ReasonNoRoute)
+			Deny(w, Outcome{Decision: latchkey.Decision{Code: latchkey.Forbidden}}, false)
+			return
+		}
+		scopes, aud = append(rs, scopes...), m.Route.Name
+	}
+	vr.Scopes = scopes
 	token, present := TokenFrom(r, th)
 	if !present {
+		f.Auth.Verifier.Refuse(&vr, ReasonNoCredential)
 		Deny(w, Outcome{}, true)
 		return
 	}
-	ip, src := ClientAddr(r, f.Auth.TrustedProxies)
-	o := f.Auth.Check(r.Context(), token, scopes, ip, src, method, path, r.UserAgent(), r.Header.Get("X-Request-Id"), "forward_auth")
-	if o.Err != nil || !o.Decision.Valid() {
-		Deny(w, o, false)
+	vr.Token = token
+	out := f.Auth.Check(r.Context(), &vr)
+	if out.Err != nil || !out.Decision.Valid() {
+		Deny(w, out, false)
 		return
 	}
-	f.Auth.Identify(w.Header(), o.Decision, aud)
+	f.Auth.Identify(w.Header(), out.Decision, aud, "")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
 }
 
-func firstHeader(r *http.Request, names ...string) string {
-	for _, n := range names {
-		if v := r.Header.Get(n); v != "" {
-			return v
+// ReasonBadScope: a ?scope= on the forward-auth URL is not a scope.
+const ReasonBadScope = "bad_scope"
+
+const errIdentityHeader = `{"error":"invalid_request","error_description":"the request carries an X-Latchkey-* header: only latchkey may set those"}`
+
+// original reads the request the proxy asks about from one header family,
+// or from Envoy's appended path. routed says a route file is loaded: then
+// the original request must be described in full (host included), since
+// a guess could match a looser route.
+func (f *ForwardAuth) original(r *http.Request, prefix string, routed bool) (o original, reason, msg string) {
+	has := func(fam [3]string) bool {
+		for _, n := range fam {
+			if len(r.Header.Values(n)) > 0 {
+				return true
+			}
 		}
+		return false
 	}
-	return ""
+	nginx, fwd := has(nginxFamily), has(forwardedFamily)
+	suffix, envoy := strings.CutPrefix(r.URL.EscapedPath(), prefix)
+	envoy = envoy && suffix != "" && suffix != "/"
+	const (
+		errAmbiguous = `{"error":"invalid_request","error_description":"the original request is described twice (X-Original-* and X-Forwarded-*, or headers with an appended path): have the proxy set one family and clear the other"}`
+		errUntrusted = `{"error":"invalid_request","error_description":"original-request headers are believed only from a trusted proxy (--trusted-proxy)"}`
+		errMissing   = `{"error":"invalid_request","error_description":"the original request is not described: the proxy must send its method and URI (X-Original-Method and X-Original-URI, or X-Forwarded-Method and X-Forwarded-Uri) and, with a route file, its host"}`
+		errDuplicate = `{"error":"invalid_request","error_description":"an original-request header is sent more than once"}`
+	)
+	switch {
+	case nginx && fwd, (nginx || fwd) && envoy:
+		return o, ReasonForwardedHeaders, errAmbiguous
+	case nginx || fwd:
+		if peer := remoteAddr(r); !peer.IsValid() || !f.Auth.TrustedProxies.Trusts(peer) {
+			return o, ReasonForwardedHeaders, errUntrusted
+		}
+		fam := forwardedFamily
+		if nginx {
+			fam = nginxFamily
+		}
+		var v [3]string
+		for i, n := range fam {
+			vs := r.Header.Values(n)
+			if len(vs) > 1 {
+				return o, ReasonForwardedHeaders, errDuplicate
+			}
+			if len(vs) == 1 {
+				v[i] = vs[0]
+			}
+		}
+		if v[0] == "" || v[1] == "" || (routed && v[2] == "") {
+			return o, ReasonForwardedHeaders, errMissing
+		}
+		o.method, o.host = v[0], v[2]
+		if o.host == "" {
+			o.host = r.Host
+		}
+		// The URI as the client sent it (origin form): its path is checked
+		// escaped, as CanonicalPath wants it.
+		if !strings.HasPrefix(v[1], "/") {
+			return o, ReasonNonCanonical, errNonCanonical
+		}
+		o.escapedPath, o.rawQuery, _ = strings.Cut(v[1], "?")
+	case envoy:
+		o.method, o.host, o.envoy = r.Method, r.Host, true
+		o.escapedPath, o.rawQuery = suffix, r.URL.RawQuery
+	default:
+		if routed {
+			return o, ReasonForwardedHeaders, errMissing
+		}
+		// No route file: authentication (and ?scope=) only.
+		o.method, o.host, o.escapedPath = r.Method, r.Host, "/"
+	}
+	return o, "", ""
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/secret"
+	"github.com/latchkeyhq/latchkey/verify"
 )
 
 // Gateway is the reverse proxy. Create it with New; swap its routes with
@@ -68,6 +69,7 @@ type ctxKey struct{}
 type allowed struct {
 	match    Match
 	decision latchkey.Decision
+	path     string // the canonical path that was authorised
 }
 
 func (g *Gateway) proxy(st *state, r *Route) *httputil.ReverseProxy {
@@ -79,16 +81,14 @@ func (g *Gateway) proxy(st *state, r *Route) *httputil.ReverseProxy {
 			a := pr.In.Context().Value(ctxKey{}).(*allowed)
 			m, d := &a.match, &a.decision
 			pr.SetURL(up)
-			path := m.upstreamPath(pr.In.URL.Path)
+			// Exactly the path that was authorised, escaped afresh.
+			path := m.upstreamPath(a.path)
 			pr.Out.URL.Path = singleJoin(up.Path, path)
 			pr.Out.URL.RawPath = ""
 			pr.Out.Host = pr.In.Host // the upstream sees the name the client used
 			h := pr.Out.Header
 			h.Del("Authorization")
-			if th := g.Table().TokenHeader; th != "" {
-				h.Del(th)
-			}
-			g.Auth.Identify(h, *d, r.Name)
+			g.Auth.Identify(h, *d, r.Name, st.table.TokenHeader)
 			g.forwarded(pr)
 		},
 		ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
@@ -180,46 +180,97 @@ func ClientAddr(r *http.Request, tp latchkey.TrustedProxies) (string, netip.Addr
 	return a.String(), a
 }
 
-// ServeHTTP checks the request's token against its route and forwards it.
+// ServeHTTP checks the request at the edge (canonical path and host, no
+// method override, no credential in the URL), then its token against its
+// route, and forwards it. Every refusal is on record.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st := g.state.Load()
 	if r.URL.Path == "/.well-known/jwks.json" && r.Method == http.MethodGet && g.Auth.Signer != nil {
 		ServeJWKS(w, g.Auth.Signer)
 		return
 	}
-	if TokenInQuery(r.URL.RawQuery) {
-		writeError(w, http.StatusBadRequest, `{"error":"invalid_request","error_description":"credentials in the URL are refused: URLs end up in logs, browser history and Referer headers; send Authorization: Bearer <token>"}`)
+	ip, src := ClientAddr(r, g.Auth.TrustedProxies)
+	vr := verify.Request{ClientIP: ip, Source: src, Method: r.Method, Path: r.URL.Path, UserAgent: r.UserAgent(),
+		RequestID: RequestID(r.Header), Action: "gateway"}
+	path, ok := CanonicalPath(r.URL.EscapedPath())
+	if !ok {
+		g.Auth.Refuse(w, &vr, ReasonNonCanonical, http.StatusBadRequest, errNonCanonical)
 		return
 	}
-	m, ok := st.table.Lookup(r.Host, r.Method, r.URL.Path)
+	vr.Path = path
+	host, ok := CanonicalHost(r.Host)
 	if !ok {
-		writeError(w, http.StatusNotFound, `{"error":"no_route"}`)
+		g.Auth.Refuse(w, &vr, ReasonBadHost, http.StatusBadRequest, errBadHost)
+		return
+	}
+	if MethodOverride(r.Header) {
+		g.Auth.Refuse(w, &vr, ReasonMethodOverride, http.StatusBadRequest, errMethodOverride)
+		return
+	}
+	if TokenInQuery(r.URL.RawQuery) {
+		g.Auth.Refuse(w, &vr, ReasonCredentialInQuery, http.StatusBadRequest, errTokenInQuery)
+		return
+	}
+	m, ok := st.table.Lookup(host, r.Method, path)
+	if !ok {
+		g.Auth.Refuse(w, &vr, ReasonNoRoute, http.StatusNotFound, errNoRoute)
 		return
 	}
 	scopes, ok := m.Scopes()
 	if !ok { // a parameter that is not a plain segment: no such resource
-		writeError(w, http.StatusNotFound, `{"error":"no_route"}`)
+		g.Auth.Refuse(w, &vr, ReasonNoRoute, http.StatusNotFound, errNoRoute)
+		return
+	}
+	vr.Scopes = scopes
+	rt := m.Route
+	if rt.MaxHeaderBytes > 0 && int64(headerBytes(r.Header)) > rt.MaxHeaderBytes {
+		g.Auth.Refuse(w, &vr, ReasonHeaderTooLarge, http.StatusRequestHeaderFieldsTooLarge, errHeaderTooLarge)
 		return
 	}
 	token, present := TokenFrom(r, st.table.TokenHeader)
 	if !present {
+		g.Auth.Verifier.Refuse(&vr, ReasonNoCredential)
 		Deny(w, Outcome{}, true)
 		return
 	}
-	ip, src := ClientAddr(r, g.Auth.TrustedProxies)
-	o := g.Auth.Check(r.Context(), token, scopes, ip, src, r.Method, r.URL.Path, r.UserAgent(), r.Header.Get("X-Request-Id"), "gateway")
+	vr.Token = token
+	o := g.Auth.Check(r.Context(), &vr)
 	if o.Err != nil || !o.Decision.Valid() {
 		Deny(w, o, false)
 		return
 	}
-	ctx := context.WithValue(r.Context(), ctxKey{}, &allowed{match: m, decision: o.Decision})
-	if m.Route.Timeout > 0 {
+	if rt.MaxBodyBytes > 0 {
+		if r.ContentLength > rt.MaxBodyBytes {
+			writeError(w, http.StatusRequestEntityTooLarge, `{"error":"request_too_large"}`)
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, rt.MaxBodyBytes)
+	}
+	if r.Body != nil && r.Body != http.NoBody && r.Header.Get("Upgrade") == "" {
+		// The listener has no read timeout (streams pass through); the
+		// body has its route's. An upgrade has no body, and its
+		// connection must not inherit a deadline.
+		http.NewResponseController(w).SetReadDeadline(time.Now().Add(rt.BodyTimeout))
+	}
+	ctx := context.WithValue(r.Context(), ctxKey{}, &allowed{match: m, decision: o.Decision, path: path})
+	if rt.Timeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, m.Route.Timeout)
+		ctx, cancel = context.WithTimeout(ctx, rt.Timeout)
 		defer cancel()
 	}
-	st.proxies[m.Route].ServeHTTP(w, r.WithContext(ctx))
+	st.proxies[rt].ServeHTTP(w, r.WithContext(ctx))
 }
+
+// The edge's answers: a status and a body that says what to fix, and no
+// more (the audit record has the reason).
+const (
+	errNonCanonical   = `{"error":"invalid_request","error_description":"the path is not canonical: no dot segments, empty segments, encoded / or \\, backslashes or ; parameters"}`
+	errBadHost        = `{"error":"invalid_request","error_description":"the Host header is not a host name or address"}`
+	errMethodOverride = `{"error":"invalid_request","error_description":"method override headers (X-HTTP-Method-Override, X-HTTP-Method, X-Method-Override) are refused: the request's own method is the one authorised"}`
+	errTokenInQuery   = `{"error":"invalid_request","error_description":"credentials in the URL are refused: URLs end up in logs, browser history and Referer headers; send Authorization: Bearer <token>"}`
+	errNoRoute        = `{"error":"no_route"}`
+	errHeaderTooLarge = `{"error":"request_header_too_large"}`
+)
 
 // ServeJWKS answers GET /.well-known/jwks.json.
 func ServeJWKS(w http.ResponseWriter, s interface {

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/audit"
 	"github.com/latchkeyhq/latchkey/gateway"
 	"github.com/latchkeyhq/latchkey/identity"
 	"github.com/latchkeyhq/latchkey/secret"
@@ -91,6 +92,9 @@ type env struct {
 	svc    *tokens.Service
 	signer *identity.Signer
 	up     *httptest.Server
+	db     *sqlite.DB
+	pipe   *audit.Pipeline
+	ver    *verify.Verifier
 }
 
 func newEnv(t *testing.T, routes string) *env {
@@ -102,7 +106,10 @@ func newEnv(t *testing.T, routes string) *env {
 	key := make([]byte, 32)
 	rand.Read(key)
 	h, _ := secret.NewHasher(key)
-	v := verify.New(db, h, nil, verify.Config{})
+	pipe := &audit.Pipeline{Sink: db}
+	pipe.Start()
+	t.Cleanup(func() { pipe.Close(ctx) })
+	v := verify.New(db, h, pipe, verify.Config{})
 	t.Cleanup(func() { v.Close(ctx) })
 	signer, _ := identity.NewSigner(key, time.Hour, 0)
 	up := echo(t)
@@ -114,7 +121,8 @@ func newEnv(t *testing.T, routes string) *env {
 	gw := gateway.New(auth, table, nil)
 	srv := httptest.NewServer(gw)
 	t.Cleanup(srv.Close)
-	return &env{gw: gw, url: srv.URL, svc: &tokens.Service{Store: db, Hasher: h, Invalidate: v.Invalidate}, signer: signer, up: up}
+	return &env{gw: gw, url: srv.URL, svc: &tokens.Service{Store: db, Hasher: h, Invalidate: v.Invalidate}, signer: signer, up: up,
+		db: db, pipe: pipe, ver: v}
 }
 
 func mustPrefix(s string) netip.Prefix {
@@ -383,55 +391,6 @@ func withAuth(url, tok string) *http.Request {
 	req, _ := http.NewRequest("GET", url, nil)
 	req.Header.Set("Authorization", "Bearer "+tok)
 	return req
-}
-
-func TestForwardAuth(t *testing.T) {
-	e := newEnv(t, routes)
-	fa := &gateway.ForwardAuth{Auth: e.gw.Auth, Table: e.gw.Table}
-	srv := httptest.NewServer(fa)
-	defer srv.Close()
-	pt, tok := e.token(t, tokens.CreateRequest{Subject: "svc", Scopes: []string{"projects.42:read", "x:y"}})
-	ask := func(method, path string, hdr ...string) *http.Response {
-		req, _ := http.NewRequest(method, srv.URL+path, nil)
-		for i := 0; i+1 < len(hdr); i += 2 {
-			req.Header.Set(hdr[i], hdr[i+1])
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp
-	}
-	bearer := "Bearer " + pt
-	// nginx style: X-Original-URI, scopes from the route file.
-	r := ask("GET", "/v1/forward-auth", "Authorization", bearer, "X-Original-URI", "/v1/projects/42/x")
-	if r.StatusCode != 200 || r.Header.Get(gateway.HeaderTokenID) != tok.ID || r.Header.Get(identity.Header) == "" {
-		t.Errorf("allowed: %d %v", r.StatusCode, r.Header)
-	}
-	if r := ask("GET", "/v1/forward-auth", "Authorization", bearer, "X-Original-URI", "/v1/projects/43/x"); r.StatusCode != 403 {
-		t.Errorf("missing scope via route: %d", r.StatusCode)
-	}
-	// Traefik/Caddy style with the original method, and ?scope=.
-	if r := ask("POST", "/v1/forward-auth?scope=x:y", "Authorization", bearer, "X-Forwarded-Method", "DELETE", "X-Forwarded-Uri", "/anything"); r.StatusCode != 200 {
-		t.Errorf("scope param: %d", r.StatusCode)
-	}
-	if r := ask("GET", "/v1/forward-auth?scope=x:z", "Authorization", bearer); r.StatusCode != 403 {
-		t.Errorf("scope param, not held: %d", r.StatusCode)
-	}
-	// Envoy style: the original path appended.
-	if r := ask("GET", "/v1/forward-auth/v1/projects/42/y", "Authorization", bearer); r.StatusCode != 200 {
-		t.Errorf("envoy path: %d", r.StatusCode)
-	}
-	if r := ask("GET", "/v1/forward-auth/v1/projects/43/y", "Authorization", bearer); r.StatusCode != 403 {
-		t.Errorf("envoy path, no scope: %d", r.StatusCode)
-	}
-	if r := ask("GET", "/v1/forward-auth", "X-Original-URI", "/v1/projects/42"); r.StatusCode != 401 || r.Header.Get("WWW-Authenticate") == "" {
-		t.Errorf("no token: %d", r.StatusCode)
-	}
-	if r := ask("GET", "/v1/forward-auth", "Authorization", bearer, "X-Original-URI", "/v1/projects/42?token="+pt); r.StatusCode != 400 {
-		t.Errorf("token in the original query: %d", r.StatusCode)
-	}
 }
 
 // A token pasted into a path never reaches the logs, even when the

@@ -28,6 +28,12 @@ type Route struct {
 	Scopes      []string // may hold {param}
 	StripPrefix bool
 	Timeout     time.Duration
+	// BodyTimeout bounds the arrival of the client's body after its
+	// headers; MaxBodyBytes and MaxHeaderBytes cap their sizes (0: no
+	// cap beyond the listener's).
+	BodyTimeout    time.Duration
+	MaxBodyBytes   int64
+	MaxHeaderBytes int64
 
 	segs []string // path prefix segments; "{name}" is a parameter
 }

@@ -207,6 +207,15 @@ func randomBase62(dst []byte, rand io.Reader) error {
 
 var anyPrefixRe = regexp.MustCompile(AnyPrefixRegexp)
 
+// guardRe is what the secret guard refuses and redacts: a prefix, an id and
+// at least 8 characters of secret. A token cut short (a truncated paste)
+// still holds most of its secret, so the guard does not wait for the
+// full length or a checksum. Group 1 is the prefix and id.
+var guardRe = regexp.MustCompile(`\b([a-z][a-z0-9]*(?:_[a-z][a-z0-9]*)*_[0-9A-Za-z]{16})_[0-9A-Za-z]{8,}`)
+
+// guardMin is the shortest text guardRe can match.
+const guardMin = 1 + 1 + IDLen + 1 + 8
+
 // FindAll returns every substring of s that looks like a token (any prefix)
 // and passes the checksum. Useful for scanning text offline.
 func FindAll(s string) []string {
@@ -220,20 +229,23 @@ func FindAll(s string) []string {
 }
 
 // LooksLikeToken reports whether s contains something shaped like a token
-// (any prefix, checksum not checked: a mistyped token is still a secret).
+// or a piece of one: any prefix, an id and at least 8 characters of
+// secret (checksum not checked: a mistyped or truncated token is still a
+// secret).
 func LooksLikeToken(s string) bool {
-	return len(s) >= fixedLen+1 && anyPrefixRe.MatchString(s)
+	return len(s) >= guardMin && guardRe.MatchString(s)
 }
 
-// Redact replaces everything in s shaped like a token with its redacted
+// Redact replaces everything in s that LooksLikeToken with its redacted
 // form ("lk_4uW9…[redacted]"), for text that echoes input: error
 // messages, logged paths, audit fields.
 func Redact(s string) string {
 	if !LooksLikeToken(s) {
 		return s
 	}
-	return anyPrefixRe.ReplaceAllStringFunc(s, func(m string) string {
-		i := len(m) - fixedLen
-		return m[:i] + "_" + m[i+1:i+5] + "…[redacted]"
+	return guardRe.ReplaceAllStringFunc(s, func(m string) string {
+		head := guardRe.FindStringSubmatch(m)[1]
+		i := len(head) - IDLen - 1 // the "_" before the id
+		return head[:i] + "_" + head[i+1:i+5] + "…[redacted]"
 	})
 }

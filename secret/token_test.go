@@ -218,4 +218,17 @@ func TestRedact(t *testing.T) {
 	if Redact("nothing here") != "nothing here" || LooksLikeToken("lk_short") {
 		t.Error("Redact changed innocent text")
 	}
+	// A token cut short keeps most of its secret: the guard catches it
+	// (issue 12: 44 secret characters in a tag passed), down to 8.
+	for _, n := range []int{1, 5, 20, 41} {
+		cut := s[:len(s)-n]
+		if !LooksLikeToken("tag:"+cut) || strings.Contains(Redact("x "+cut+" y"), cut[len(cut)-8:]) {
+			t.Errorf("a token missing its last %d characters is not caught: %q", n, Redact(cut))
+		}
+	}
+	// An id alone is public, and so is a short tail after it.
+	id := s[len("acme_live")+1 : len("acme_live")+17]
+	if LooksLikeToken("acme_live_"+id) || LooksLikeToken("acme_live_"+id+"_abc") {
+		t.Error("an id with a short tail is treated as a secret")
+	}
 }

@@ -123,8 +123,10 @@ func (v *Verifier) FlushUsage(ctx context.Context) error {
 	return nil
 }
 
-// Close stops the background writer and writes what is pending.
+// Close stops the background writer and writes what is pending: last
+// uses, and the counts of sampled refusals not yet on record.
 func (v *Verifier) Close(ctx context.Context) error {
+	v.flushRefusals()
 	u := &v.usage
 	u.mu.Lock()
 	stop, done := u.stop, u.done

@@ -148,6 +148,8 @@ type Verifier struct {
 	sf     singleflight.Group
 	epoch  atomic.Pointer[epoch]
 	usage  usage
+	// refusals samples the records of edge refusals (Refuse).
+	refusals refusalSampler
 
 	counters       counters
 	sharedFailures atomic.Uint64

@@ -214,7 +214,8 @@ func (e *benchEnv) benchForwardAuth() ([]benchResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	d, root, err := e.start(serveConfig{})
+	// The front proxy is on loopback: trusted, as serve's default.
+	d, root, err := e.start(serveConfig{TrustedProxies: latchkey.LoopbackProxies})
 	if err != nil {
 		return nil, err
 	}

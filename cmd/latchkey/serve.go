@@ -744,9 +744,10 @@ func startDaemon(ctx context.Context, cfg serveConfig, logger *slog.Logger, stde
 			return nil, fmt.Errorf("gateway: %w", err)
 		}
 		d.gwAddr = gln.Addr().String()
-		d.gwSrv = newHTTPServer(gw, logger)
-		d.gwSrv.WriteTimeout = 0 // streams and websockets pass through; routes set their own timeouts
-		d.gwSrv.ReadTimeout = 0
+		// Streams and websockets pass through: no whole-request read or
+		// write timeout. Headers still have theirs, and each route bounds
+		// its body (body_timeout) and its whole request (timeout).
+		d.gwSrv = gateway.NewServer(gw, gateway.Limits{ReadTimeout: -1, WriteTimeout: -1}, logger)
 		d.gwServed = make(chan error, 1)
 		go func() { d.gwServed <- d.gwSrv.Serve(gln) }()
 		logger.Info("gateway listening", "addr", "http://"+d.gwAddr, "routes", len(gw.Table().Routes))
@@ -918,17 +919,9 @@ func (d *daemon) reloadGateway() {
 	d.logger.Info("gateway: routes reloaded", "routes", len(t.Routes))
 }
 
-// newHTTPServer is the server settings both listeners share.
+// newHTTPServer is the API listener: the edge's default limits.
 func newHTTPServer(h http.Handler, logger *slog.Logger) *http.Server {
-	return &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    16 << 10,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-	}
+	return gateway.NewServer(h, gateway.Limits{}, logger)
 }
 
 // retain prunes audit records older than the retention period, at start

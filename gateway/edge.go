@@ -1,0 +1,306 @@
+package gateway
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/latchkeyhq/latchkey/secret"
+)
+
+// The edge: what every door checks before it asks for a decision. A
+// request that fails any of these is refused (and recorded, outcome
+// REFUSED, with one of the reasons below), whatever its token would allow.
+// The checks are written once, here, because two copies drift and the
+// drift is where bypasses live.
+
+// Reasons for an edge refusal, as recorded in the audit log.
+const (
+	ReasonNoCredential      = "no_credential"
+	ReasonCredentialInQuery = "credential_in_query"
+	ReasonNoRoute           = "no_route"
+	ReasonNonCanonical      = "non_canonical_path"
+	ReasonBadHost           = "bad_host"
+	ReasonMethodOverride    = "method_override"
+	ReasonIdentityHeader    = "identity_header"
+	ReasonForwardedHeaders  = "forwarded_headers"
+	ReasonHeaderTooLarge    = "header_too_large"
+)
+
+// CanonicalPath checks an escaped request path (URL.EscapedPath, or the
+// path of X-Original-URI) and returns it decoded. It refuses what a
+// server behind the door could read as another path than the one
+// authorised: dot segments ("." and "..", escaped or not), an escaped
+// "/" or "\", a raw "\", ";" path parameters ("..;/" on Tomcat), empty
+// segments ("//"), control characters and bad escapes. One trailing "/"
+// is allowed.
+func CanonicalPath(escaped string) (string, bool) {
+	if escaped == "" || escaped[0] != '/' {
+		return "", false
+	}
+	if escaped == "/" {
+		return "/", true
+	}
+	var b strings.Builder
+	rest := escaped[1:]
+	decoded := false
+	for {
+		seg, tail, more := strings.Cut(rest, "/")
+		if seg == "" && more { // "//" (a trailing "/" ends the loop below)
+			return "", false
+		}
+		d, ok := canonicalSegment(seg)
+		if !ok {
+			return "", false
+		}
+		if d != seg {
+			decoded = true
+		}
+		b.WriteByte('/')
+		b.WriteString(d)
+		if !more {
+			break
+		}
+		rest = tail
+		if rest == "" {
+			b.WriteByte('/')
+			break
+		}
+	}
+	if !decoded {
+		return escaped, true
+	}
+	return b.String(), true
+}
+
+// canonicalSegment decodes one path segment, or refuses it.
+func canonicalSegment(seg string) (string, bool) {
+	if !strings.ContainsRune(seg, '%') {
+		if seg == "." || seg == ".." || !plainPathBytes(seg) {
+			return "", false
+		}
+		return seg, true
+	}
+	var b []byte
+	for i := 0; i < len(seg); i++ {
+		c := seg[i]
+		if c == '%' {
+			if i+2 >= len(seg) || !ishex(seg[i+1]) || !ishex(seg[i+2]) {
+				return "", false
+			}
+			c = unhex(seg[i+1])<<4 | unhex(seg[i+2])
+			i += 2
+			if c == '/' || c == '%' {
+				return "", false // %2F splits differently upstream; %25 decodes twice somewhere
+			}
+		}
+		b = append(b, c)
+	}
+	d := string(b)
+	if d == "." || d == ".." || !plainPathBytes(d) {
+		return "", false
+	}
+	return d, true
+}
+
+// plainPathBytes refuses the bytes that change a path's meaning to some
+// server: "\" (a separator on Windows and to some frameworks), ";" (path
+// parameters), control characters and DEL.
+func plainPathBytes(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x20 || c == 0x7f || c == '\\' || c == ';' {
+			return false
+		}
+	}
+	return true
+}
+
+func ishex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0'
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10
+	}
+	return c - 'A' + 10
+}
+
+// CanonicalHost returns the host a request names, as routes match it:
+// without its port, lower case, and without the one trailing dot of a
+// fully qualified name ("admin.example.com." is admin.example.com, and
+// must not escape that host's route). Anything that is not a plain host
+// name or address is refused.
+func CanonicalHost(host string) (string, bool) {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	} else if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
+		host = host[1 : len(host)-1]
+	}
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	if host == "" || len(host) > 253 {
+		return "", false
+	}
+	if strings.Contains(host, ":") { // an IPv6 literal
+		if ip := net.ParseIP(host); ip == nil {
+			return "", false
+		}
+		return host, true
+	}
+	for _, label := range strings.Split(host, ".") {
+		if label == "" || len(label) > 63 {
+			return "", false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+				return "", false
+			}
+		}
+	}
+	return host, true
+}
+
+// methodOverrideHeaders make some frameworks treat a request as another
+// method than the one authorised.
+var methodOverrideHeaders = []string{"X-Http-Method-Override", "X-Http-Method", "X-Method-Override"}
+
+// MethodOverride reports whether h carries a method-override header, in
+// any spelling ("_" for "-" included).
+func MethodOverride(h http.Header) bool {
+	for k := range h {
+		n := normalHeader(k)
+		for _, m := range methodOverrideHeaders {
+			if strings.EqualFold(n, m) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// IsIdentityHeader reports whether a header name is one an upstream could
+// read as latchkey's word: any X-Latchkey-* header, or the configured
+// token header, spelled with "-" or "_" (CGI and WSGI map both to the
+// same variable, HTTP_X_LATCHKEY_SUBJECT).
+func IsIdentityHeader(name, tokenHeader string) bool {
+	n := normalHeader(name)
+	if len(n) > 11 && strings.EqualFold(n[:11], "X-Latchkey-") {
+		return true
+	}
+	return tokenHeader != "" && strings.EqualFold(n, normalHeader(tokenHeader))
+}
+
+// StripIdentity removes every identity header (IsIdentityHeader) from h:
+// a client must never be able to claim an identity.
+func StripIdentity(h http.Header, tokenHeader string) {
+	for k := range h {
+		if IsIdentityHeader(k, tokenHeader) {
+			delete(h, k)
+		}
+	}
+}
+
+// normalHeader spells a header name with "-" for "_".
+func normalHeader(k string) string {
+	if strings.IndexByte(k, '_') < 0 {
+		return k
+	}
+	return strings.ReplaceAll(k, "_", "-")
+}
+
+// RequestID returns the caller's X-Request-Id when it is short and plain
+// (at most 64 of [A-Za-z0-9._-], and not shaped like a token), else a
+// fresh random one: the id is kept in the audit record, which must hold
+// neither junk nor a secret pasted into the header.
+func RequestID(h http.Header) string {
+	if id := h.Get("X-Request-Id"); ValidRequestID(id) {
+		return id
+	}
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// ValidRequestID reports whether a caller's request id can be kept.
+func ValidRequestID(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return !secret.LooksLikeToken(s)
+}
+
+// headerBytes is the size of h as it came on the wire, roughly: names,
+// values and separators.
+func headerBytes(h http.Header) int {
+	n := 0
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4
+		}
+	}
+	return n
+}
+
+// Limits are the timeouts and sizes of a listener. The zero value takes
+// the defaults given.
+type Limits struct {
+	// ReadHeaderTimeout bounds reading a request's headers (default 5s).
+	ReadHeaderTimeout time.Duration
+	// ReadTimeout bounds reading a whole request, body included (default
+	// 30s). A door that streams (the gateway) sets it to -1 and bounds
+	// each request's body itself (Route.BodyTimeout).
+	ReadTimeout time.Duration
+	// WriteTimeout bounds writing the answer (default 30s; -1: none, for
+	// streams passed through).
+	WriteTimeout time.Duration
+	// IdleTimeout closes a keep-alive connection idle this long (default
+	// 120s).
+	IdleTimeout time.Duration
+	// MaxHeaderBytes caps a request's headers (default 16 KiB).
+	MaxHeaderBytes int
+}
+
+// NewServer is the http.Server every listener of latchkey uses (the API,
+// the gateway, forward auth), so that no door is left without a timeout
+// for a slow client to hold a connection open.
+func NewServer(h http.Handler, l Limits, logger *slog.Logger) *http.Server {
+	d := func(v, def time.Duration) time.Duration {
+		switch {
+		case v < 0:
+			return 0
+		case v == 0:
+			return def
+		}
+		return v
+	}
+	if l.MaxHeaderBytes <= 0 {
+		l.MaxHeaderBytes = 16 << 10
+	}
+	if logger == nil {
+		logger = slog.Default()
+	}
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: d(l.ReadHeaderTimeout, 5*time.Second),
+		ReadTimeout:       d(l.ReadTimeout, 30*time.Second),
+		WriteTimeout:      d(l.WriteTimeout, 30*time.Second),
+		IdleTimeout:       d(l.IdleTimeout, 120*time.Second),
+		MaxHeaderBytes:    l.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+}
