@@ -440,6 +440,14 @@ func (s *Service) Derive(ctx context.Context, a Actor, parentID string, req Crea
 	if !self && a.TokenID != "" && !latchkey.ScopesCover(a.Scopes, latchkey.ScopeTokensWrite) {
 		return nil, secret.Plaintext{}, latchkey.Errorf(latchkey.EPermissionDenied, "only the token itself or a token with %s may derive from it", latchkey.ScopeTokensWrite)
 	}
+	return s.derive(ctx, a, parentID, req, self, false)
+}
+
+// derive issues a child of parentID. issued says the child is a token
+// that its parent, a non-admin token, created through POST /v1/tokens
+// (Create): it may name its own subject and prefix, and is recorded as
+// token.create.
+func (s *Service) derive(ctx context.Context, a Actor, parentID string, req CreateRequest, self, issued bool) (*latchkey.Token, secret.Plaintext, error) {
 	s.flushUsage(ctx)
 	now := s.now()
 	// Validate the request's own fields as for a new token; grants are
@@ -465,12 +473,16 @@ func (s *Service) Derive(ctx context.Context, a Actor, parentID string, req Crea
 			return err
 		}
 		parent = p
-		if !self {
+		if !self && !issued {
 			if err := canManage(a, p); err != nil {
 				return err
 			}
 		}
-		if err := usable(p, now, "derived from"); err != nil {
+		verb := "derived from"
+		if issued {
+			verb = "used to create tokens"
+		}
+		if err := usable(p, now, verb); err != nil {
 			return err
 		}
 		if p.SuccessorID != "" {
@@ -479,7 +491,7 @@ func (s *Service) Derive(ctx context.Context, a Actor, parentID string, req Crea
 		if len(p.Ancestors) >= MaxDepth {
 			return latchkey.Errorf(latchkey.EInvalid, "token %s is already %d derivations deep; at most %d are allowed", p.ID, len(p.Ancestors), MaxDepth)
 		}
-		c, err := s.narrow(p, base, cons, expires, notBefore, req, now)
+		c, err := s.narrow(p, base, cons, expires, notBefore, req, now, issued)
 		if err != nil {
 			return err
 		}
@@ -489,7 +501,11 @@ func (s *Service) Derive(ctx context.Context, a Actor, parentID string, req Crea
 		}
 		c.ID, c.Hash = parts.ID, s.Hasher.Sum(parts.ID, &parts.Secret)
 		c.CreatedBy = createdBy(a)
-		ev := s.event(a, latchkey.ActionTokenDerive, c, now, grantsDetail(c, map[string]any{"parent_id": p.ID}))
+		action := latchkey.ActionTokenDerive
+		if issued {
+			action = latchkey.ActionTokenCreate
+		}
+		ev := s.event(a, action, c, now, grantsDetail(c, map[string]any{"parent_id": p.ID}))
 		if err := tx.CreateToken(ctx, c, ev); err != nil {
 			return err
 		}
@@ -516,9 +532,13 @@ func (s *Service) Derive(ctx context.Context, a Actor, parentID string, req Crea
 }
 
 // narrow builds the child of p from the validated request, inheriting
-// what is unset, and refuses anything broader than p.
-func (s *Service) narrow(p, base *latchkey.Token, cons latchkey.Constraints, expires, notBefore time.Time, req CreateRequest, now time.Time) (*latchkey.Token, error) {
+// what is unset, and refuses anything broader than p. An issued child
+// (see derive) may name its own subject and prefix.
+func (s *Service) narrow(p, base *latchkey.Token, cons latchkey.Constraints, expires, notBefore time.Time, req CreateRequest, now time.Time, issued bool) (*latchkey.Token, error) {
 	broader := func(format string, args ...any) error {
+		if issued {
+			return latchkey.Errorf(latchkey.EPermissionDenied, "a token created by a non-admin token cannot be looser than its creator: "+format, args...)
+		}
 		return latchkey.Errorf(latchkey.EPermissionDenied, "a derived token cannot be broader than its parent: "+format, args...)
 	}
 	c := &latchkey.Token{
@@ -526,16 +546,18 @@ func (s *Service) narrow(p, base *latchkey.Token, cons latchkey.Constraints, exp
 		CreatedAt: now, Status: latchkey.StatusActive, Version: 1, ParentID: p.ID,
 		Ancestors: append([]string{p.ID}, p.Ancestors...),
 	}
-	if req.Prefix != "" && req.Prefix != p.Prefix {
+	switch {
+	case issued:
+		c.Prefix, c.Subject = base.Prefix, base.Subject
+	case req.Prefix != "" && req.Prefix != p.Prefix:
 		return nil, latchkey.Errorf(latchkey.EInvalid, "a derived token keeps its parent's prefix (%s)", p.Prefix)
-	}
-	if req.Subject != "" && req.Subject != p.Subject {
+	case req.Subject != "" && req.Subject != p.Subject:
 		return nil, latchkey.Errorf(latchkey.EInvalid, "a derived token keeps its parent's subject (%q)", p.Subject)
 	}
-	if req.Name == "" {
+	if req.Name == "" && !issued {
 		c.Name = p.Name
 	}
-	if len(req.Scopes) == 0 {
+	if len(req.Scopes) == 0 && !issued {
 		c.Scopes = slices.Clone(p.Scopes)
 	}
 	for _, sc := range c.Scopes {
@@ -543,10 +565,10 @@ func (s *Service) narrow(p, base *latchkey.Token, cons latchkey.Constraints, exp
 			return nil, broader("scope %q is not covered by the parent's scopes", sc)
 		}
 	}
-	if len(req.Tags) == 0 {
+	if len(req.Tags) == 0 && !issued {
 		c.Tags = slices.Clone(p.Tags)
 	}
-	if len(req.Meta) == 0 {
+	if len(req.Meta) == 0 && !issued {
 		c.Meta = p.Meta
 	}
 	// Expiry: no later than the parent's, and inherited when not given.

@@ -191,7 +191,21 @@ func CanGrant(granted []string, scope string) bool {
 
 // Create validates req, issues a token and stores it with its audit event.
 // It returns the record and the plaintext, which exists nowhere else.
+//
+// A token created by a token without latchkey:admin (a holder of
+// latchkey:tokens:write) is recorded as its creator's child: it can be no
+// looser than its creator in any dimension derivation checks (scopes,
+// expiry, networks, methods, paths, idle timeout, rate and usage limits,
+// which it also spends from), and is revoked, suspended and idled with
+// it. Otherwise a writer with a 1 h TTL, a network allowlist and a budget
+// could mint a peer with none of them that outlives its own revocation.
 func (s *Service) Create(ctx context.Context, a Actor, req CreateRequest) (*latchkey.Token, secret.Plaintext, error) {
+	if a.TokenID != "" && !latchkey.ScopesCover(a.Scopes, latchkey.AdminScope) {
+		if _, err := s.fields(a, req, s.now()); err != nil { // scopes judged against the creator's grants
+			return nil, secret.Plaintext{}, err
+		}
+		return s.derive(ctx, a, a.TokenID, req, false, true)
+	}
 	now := s.now()
 	t, err := s.validate(a, req, now)
 	if err != nil {
