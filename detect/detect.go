@@ -52,9 +52,22 @@ type Config struct {
 	BlockFor       time.Duration
 	// SecretMismatch fires when one real token id is presented with wrong
 	// secrets this often (default 10 in 10m): its id is out, and someone
-	// is guessing. Default action: alert.
-	SecretMismatch       Rule
-	SecretMismatchAction Action
+	// is guessing. It raises an alert (token.leak_suspected).
+	//
+	// Ids are public (they are in lists, logs and audit records), so
+	// wrong secrets alone prove nothing about the real secret, which
+	// cannot be guessed; and anyone who knows an id can send them. So
+	// SecretMismatchAction, when suspend or revoke, acts on the token only
+	// when SecretMismatchActCount wrong secrets (default 10 times the
+	// source-failure count: 200) come from blockable sources within the
+	// window. No one source can send that many (it is blocked after
+	// SourceFailures.Count), so the action needs a distributed attack.
+	// Tokens holding a latchkey: (admin API) scope are never suspended or
+	// revoked by this rule (the responder checks), so that it cannot lock
+	// the operators out.
+	SecretMismatch         Rule
+	SecretMismatchAction   Action
+	SecretMismatchActCount int
 	// NetworkSpread fires when one token is used from this many distinct
 	// networks (/24 for IPv4, /48 for IPv6); default 10 in 10m. Default
 	// action: suspend.
@@ -99,6 +112,9 @@ func (c *Config) defaults() {
 	def(&c.IPNotAllowed, 10, 10*time.Minute)
 	if c.BlockFor <= 0 {
 		c.BlockFor = 15 * time.Minute
+	}
+	if c.SecretMismatchActCount <= 0 {
+		c.SecretMismatchActCount = 10 * c.SourceFailures.Count
 	}
 	if c.SecretMismatchAction == "" {
 		c.SecretMismatchAction = ActAlert
@@ -337,7 +353,14 @@ func (d *Detector) Refused(src netip.Addr, code latchkey.Code, reason, tokenID s
 			}
 		}
 		if reason == "secret_mismatch" {
-			d.tokenRule(tokenID, RuleSecretMismatch, d.cfg.SecretMismatch, d.cfg.SecretMismatchAction, src, now)
+			d.tokenRule(tokenID, RuleSecretMismatch, d.cfg.SecretMismatch, ActAlert, src, now)
+			if act := d.cfg.SecretMismatchAction; act != ActAlert && src.IsValid() {
+				// Only blockable sources count toward acting on the token: a
+				// trusted proxy's own requests are never blocked, so they
+				// could reach any count.
+				r := Rule{Count: d.cfg.SecretMismatchActCount, Window: d.cfg.SecretMismatch.Window}
+				d.tokenRuleAs(RuleSecretMismatch+"_act", tokenID, RuleSecretMismatch, r, act, src, now)
+			}
 		}
 	case latchkey.IPNotAllowed:
 		d.tokenRule(tokenID, RuleIPNotAllowed, d.cfg.IPNotAllowed, d.cfg.IPNotAllowedAction, src, now)
@@ -350,10 +373,16 @@ func (d *Detector) Refused(src netip.Addr, code latchkey.Code, reason, tokenID s
 }
 
 func (d *Detector) tokenRule(tokenID, rule string, r Rule, act Action, src netip.Addr, now int64) {
+	d.tokenRuleAs(rule, tokenID, rule, r, act, src, now)
+}
+
+// tokenRuleAs is tokenRule counting under counter (one rule may count
+// twice, toward an alert and toward an action).
+func (d *Detector) tokenRuleAs(counter, tokenID, rule string, r Rule, act Action, src netip.Addr, now int64) {
 	if tokenID == "" {
 		return
 	}
-	if n, fire := d.tokens.hit(rule+":"+tokenID, now, r, &d.nOverflow); fire {
+	if n, fire := d.tokens.hit(counter+":"+tokenID, now, r, &d.nOverflow); fire {
 		// tokenID is part of the presented token's memory: keep a copy only.
 		d.emit(Finding{Rule: rule, Action: act, TokenID: strings.Clone(tokenID), At: time.Unix(0, now), Evidence: map[string]any{
 			"count": n, "window": latchkey.Duration(r.Window).String(), "last_client_ip": addrText(src)}})

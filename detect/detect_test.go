@@ -231,3 +231,49 @@ func BenchmarkBlockedSome(b *testing.B) {
 		d.Blocked(src, 1)
 	}
 }
+
+// Issue 12 item 6: knowing a token's public id is not enough to have it
+// suspended or revoked. A few sources get an alert only; acting needs
+// SecretMismatchActCount wrong secrets from blockable sources, which no
+// one source can send before it is blocked; a trusted proxy's requests
+// never count toward it.
+func TestSecretMismatchActionNeedsManySources(t *testing.T) {
+	t.Parallel()
+	d, c := newDet(Config{SecretMismatchAction: ActRevoke})
+	const id = "VictimId00000000"
+	for i := range 12 {
+		src := netip.AddrFrom4([4]byte{203, 0, 113, byte(i % 3)})
+		d.Refused(src, latchkey.NotFound, "secret_mismatch", id, ns(time.Duration(i)*time.Second))
+	}
+	for i := range 500 { // through a trusted proxy: no blockable source
+		d.Refused(netip.Addr{}, latchkey.NotFound, "secret_mismatch", id, ns(time.Duration(i)*time.Millisecond))
+	}
+	for i := range 12 * 15 { // many sources, each under the block threshold: 12+180 < 200
+		src := netip.AddrFrom4([4]byte{198, 51, byte(i / 12), byte(i % 12)})
+		d.Refused(src, latchkey.NotFound, "secret_mismatch", id, ns(time.Minute+time.Duration(i)*time.Millisecond))
+	}
+	fs := c.findings(d)
+	acts := 0
+	for _, f := range fs {
+		if f.Rule == RuleSecretMismatch && f.Action != ActAlert {
+			acts++
+		}
+	}
+	if acts != 0 {
+		t.Errorf("%d wrong secrets acted on the token: %+v", 12+180, fs)
+	}
+	d, c = newDet(Config{SecretMismatchAction: ActRevoke})
+	for i := range 200 {
+		src := netip.AddrFrom4([4]byte{198, 51, byte(i / 10), byte(i % 10)})
+		d.Refused(src, latchkey.NotFound, "secret_mismatch", id, ns(time.Duration(i)*time.Millisecond))
+	}
+	acts = 0
+	for _, f := range c.findings(d) {
+		if f.Rule == RuleSecretMismatch && f.Action == ActRevoke && f.TokenID == id {
+			acts++
+		}
+	}
+	if acts != 1 {
+		t.Errorf("200 wrong secrets from 20 sources: %d revoke findings, want 1", acts)
+	}
+}

@@ -3,6 +3,7 @@ package detect
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"time"
 
 	"github.com/latchkeyhq/latchkey"
@@ -16,10 +17,22 @@ type BlockStore interface {
 	AppendAudit(ctx context.Context, evs []latchkey.AuditEvent) error
 }
 
-// TokenActions suspends and revokes tokens. *tokens.Service satisfies it.
+// TokenActions reads, suspends and revokes tokens. *tokens.Service
+// satisfies it.
 type TokenActions interface {
+	Get(ctx context.Context, id string) (*latchkey.Token, error)
 	Suspend(ctx context.Context, a tokens.Actor, id, reason string) (*latchkey.Token, error)
 	Revoke(ctx context.Context, a tokens.Actor, id, reason string) (*latchkey.Token, error)
+}
+
+// adminToken reports whether t holds a scope of latchkey's own API.
+func adminToken(t *latchkey.Token) bool {
+	for _, sc := range t.Scopes {
+		if sc == "*" || strings.HasPrefix(sc, "latchkey:") || strings.HasPrefix(sc, "*:") {
+			return true
+		}
+	}
+	return false
 }
 
 // StoreResponder carries out findings against the store and the token
@@ -58,6 +71,18 @@ func (r *StoreResponder) Respond(ctx context.Context, f Finding) error {
 	// the actor), then the alert record with the evidence. A token already
 	// suspended or revoked is not an error: acting twice is harmless.
 	var actErr error
+	if f.Rule == RuleSecretMismatch && f.Action != ActAlert {
+		// Anyone who knows an id can send wrong secrets for it: that never
+		// locks out a credential of latchkey's own API (DESIGN.md §6).
+		t, err := r.Tokens.Get(ctx, f.TokenID)
+		if err != nil {
+			return err
+		}
+		if adminToken(t) {
+			detail["exempt"] = "the token holds an admin API scope: wrong secrets for its public id never suspend or revoke it"
+			f.Action = ActAlert
+		}
+	}
 	switch f.Action {
 	case ActSuspend:
 		_, actErr = r.Tokens.Suspend(ctx, actor, f.TokenID, "detector: "+f.Rule)

@@ -134,7 +134,10 @@ unknown ones are refused (503).
 Detector (on by default; --detect=false turns it off): a source with
 --detect-source-failures failed attempts (default 20/1m) is blocked for
 --detect-block-for (default 15m); a token presented with wrong secrets
---detect-secret-mismatch times (10/10m) raises an alert; a token used from
+--detect-secret-mismatch times (10/10m) raises an alert (ids are public:
+with --detect-secret-mismatch-action suspend or revoke, the token is acted
+on only after ten times the source-failure count from unblocked sources,
+and never when it holds a latchkey: scope); a token used from
 --detect-network-spread networks (10/10m) or refused IP_NOT_ALLOWED
 --detect-ip-not-allowed times (10/10m) is suspended. Each token rule's
 action is alert, suspend or revoke. "latchkey blocks list|remove" shows
@@ -180,11 +183,12 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, getenv env) 
 	ruleFlag(fs, &flagErr, &dc.SourceFailures, "detect-source-failures", getenv, "failed attempts from one source that block it, as count/window (default 20/1m)")
 	durVar(fs, &flagErr, &dc.BlockFor, "detect-block-for", getenv, "how long a source stays blocked (default 15m)")
 	ruleFlag(fs, &flagErr, &dc.SecretMismatch, "detect-secret-mismatch", getenv, "wrong secrets for one real token id that fire the leak rule (default 10/10m)")
-	actionFlag(fs, &dc.SecretMismatchAction, "detect-secret-mismatch-action", getenv, "alert")
+	actionFlag(fs, &dc.SecretMismatchAction, "detect-secret-mismatch-action", getenv, "alert",
+		". Token ids are public, so anyone can send wrong secrets for one: suspend or revoke acts only after 10x --detect-source-failures wrong secrets from unblocked sources in the window (no single source gets that far), and never on a token holding a latchkey: scope")
 	ruleFlag(fs, &flagErr, &dc.NetworkSpread, "detect-network-spread", getenv, "distinct networks (/24, /48) one token may be used from (default 10/10m)")
-	actionFlag(fs, &dc.NetworkSpreadAction, "detect-network-spread-action", getenv, "suspend")
+	actionFlag(fs, &dc.NetworkSpreadAction, "detect-network-spread-action", getenv, "suspend", "")
 	ruleFlag(fs, &flagErr, &dc.IPNotAllowed, "detect-ip-not-allowed", getenv, "IP_NOT_ALLOWED refusals of one token that fire (default 10/10m)")
-	actionFlag(fs, &dc.IPNotAllowedAction, "detect-ip-not-allowed-action", getenv, "suspend")
+	actionFlag(fs, &dc.IPNotAllowedAction, "detect-ip-not-allowed-action", getenv, "suspend", "")
 	leakKeys := getenv("LATCHKEY_LEAK_KEYS")
 	fs.StringVar(&leakKeys, "leak-keys", leakKeys, "JSON `file` of secret-scanner public keys ({\"public_keys\":[{\"key_identifier\",\"key\"}]}, as GitHub publishes) [LATCHKEY_LEAK_KEYS]")
 	fs.StringVar(&cfg.GatewayConfig, "gateway-config", getenv("LATCHKEY_GATEWAY_CONFIG"), "run the gateway with this route `file` (YAML); SIGHUP reloads it [LATCHKEY_GATEWAY_CONFIG]")
@@ -388,10 +392,10 @@ func ruleFlag(fs *flag.FlagSet, errp *error, r *detect.Rule, name string, getenv
 }
 
 // actionFlag defines an alert|suspend|revoke flag.
-func actionFlag(fs *flag.FlagSet, a *detect.Action, name string, getenv env, def string) {
+func actionFlag(fs *flag.FlagSet, a *detect.Action, name string, getenv env, def, note string) {
 	envName := "LATCHKEY_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
 	*a = detect.Action(envOr(getenv, envName, def))
-	fs.Func(name, "what the rule does: alert, suspend or revoke (default "+def+") ["+envName+"]", func(s string) error {
+	fs.Func(name, "what the rule does: alert, suspend or revoke (default "+def+")"+note+" ["+envName+"]", func(s string) error {
 		*a = detect.Action(s)
 		return nil
 	})
