@@ -14,16 +14,17 @@ const (
 
 // Audit actions.
 const (
-	ActionVerify       = "verify"        // POST /v1/verify
-	ActionAdminAuth    = "admin_auth"    // authenticating an admin API call
-	ActionTokenCreate  = "token.create"  // a token was issued
-	ActionTokenRevoke  = "token.revoke"  // a token was revoked
-	ActionTokenSuspend = "token.suspend" // a token was suspended
-	ActionTokenResume  = "token.resume"  // a suspended token was resumed
-	ActionTokenRotate  = "token.rotate"  // a token was rotated (on the old token)
-	ActionTokenDerive  = "token.derive"  // a token was derived (on the child)
-	ActionTokenUpdate  = "token.update"  // name, meta, tags or scopes changed
-	ActionTokenExpire  = "token.expire"  // a descendant's expiry was cut to its ancestor's
+	ActionVerify       = "verify"             // POST /v1/verify
+	ActionAdminAuth    = "admin_auth"         // authenticating an admin API call
+	ActionTokenCreate  = "token.create"       // a token was issued
+	ActionTokenRevoke  = "token.revoke"       // a token was revoked
+	ActionTokenSuspend = "token.suspend"      // a token was suspended
+	ActionTokenResume  = "token.resume"       // a suspended token was resumed
+	ActionTokenRotate  = "token.rotate"       // a token was rotated (on the old token)
+	ActionTokenDerive  = "token.derive"       // a token was derived (on the child)
+	ActionTokenUpdate  = "token.update"       // name, meta, tags or scopes changed
+	ActionTokenExpire  = "token.expire"       // a descendant's expiry was cut to its ancestor's
+	ActionRootRecover  = "token.recover_root" // a new root token made from the data directory (latchkey admin recover-root)
 
 	ActionSourceBlocked   = "source.blocked"       // the detector blocked a client address
 	ActionSourceUnblocked = "source.unblocked"     // a block was removed (by an admin, or it expired)

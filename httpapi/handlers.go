@@ -103,12 +103,18 @@ type RevocationRequest struct {
 	// Parent revokes every token derived from it (not the parent itself).
 	Parent string `json:"parent,omitempty"`
 	Reason string `json:"reason,omitempty"`
+	// IncludeSelf revokes the caller's own token too when it matches; by
+	// default it (and the ancestors whose revocation would revoke it) is
+	// spared.
+	IncludeSelf bool `json:"include_self,omitempty"`
+	// DryRun changes nothing and answers what would be revoked.
+	DryRun bool `json:"dry_run,omitempty"`
 }
 
-// RevocationResult is the answer of POST /v1/revocations.
-type RevocationResult struct {
-	Revoked int `json:"revoked"`
-}
+// RevocationResult is the answer of POST /v1/revocations: how many tokens
+// were revoked (or would be, dry run), and the matching tokens spared
+// because they are the caller's own.
+type RevocationResult = tokens.BulkResult
 
 func (s *Server) createToken(w http.ResponseWriter, r *http.Request, a tokens.Actor) error {
 	var req tokens.CreateRequest
@@ -285,12 +291,13 @@ func (s *Server) revocations(w http.ResponseWriter, r *http.Request, a tokens.Ac
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
-	n, err := s.Tokens.RevokeMatching(r.Context(), a, latchkey.TokenSelector{
-		Subject: req.Subject, Tag: req.Tag, Prefix: req.Prefix, Parent: req.Parent}, req.Reason)
+	res, err := s.Tokens.RevokeMatching(r.Context(), a, latchkey.TokenSelector{
+		Subject: req.Subject, Tag: req.Tag, Prefix: req.Prefix, Parent: req.Parent}, req.Reason,
+		tokens.BulkOptions{IncludeSelf: req.IncludeSelf, DryRun: req.DryRun})
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, RevocationResult{Revoked: n})
+	writeJSON(w, http.StatusOK, res)
 	return nil
 }
 

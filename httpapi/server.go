@@ -39,7 +39,7 @@ type Verifier interface {
 type TokenService interface {
 	Create(ctx context.Context, a tokens.Actor, req tokens.CreateRequest) (*latchkey.Token, secret.Plaintext, error)
 	Revoke(ctx context.Context, a tokens.Actor, id, reason string) (*latchkey.Token, error)
-	RevokeMatching(ctx context.Context, a tokens.Actor, sel latchkey.TokenSelector, reason string) (int, error)
+	RevokeMatching(ctx context.Context, a tokens.Actor, sel latchkey.TokenSelector, reason string, opt tokens.BulkOptions) (tokens.BulkResult, error)
 	Suspend(ctx context.Context, a tokens.Actor, id, reason string) (*latchkey.Token, error)
 	Resume(ctx context.Context, a tokens.Actor, id string) (*latchkey.Token, error)
 	Rotate(ctx context.Context, a tokens.Actor, id string, grace time.Duration) (tokens.Rotated, error)

@@ -200,13 +200,35 @@ func (s *Service) revokeAll(ctx context.Context, tx latchkey.Tx, a Actor, toks [
 	return n, nil
 }
 
+// BulkOptions adjust a bulk revocation.
+type BulkOptions struct {
+	// IncludeSelf revokes the caller's own token too when it matches (or
+	// descends from a match). By default it is spared, with its
+	// ancestors, so that "revoke --prefix lk" run with the root token
+	// does not lock the operator out.
+	IncludeSelf bool
+	// DryRun changes nothing: the result says what would be revoked.
+	DryRun bool
+}
+
+// BulkResult is what a bulk revocation did (or, dry run, would do).
+type BulkResult struct {
+	Revoked int `json:"revoked"`
+	// Spared lists the matching tokens left alone: the caller's own
+	// token and the ancestors whose revocation would revoke it.
+	Spared []string `json:"spared,omitempty"`
+	DryRun bool     `json:"dry_run,omitempty"`
+}
+
 // RevokeMatching revokes, in one transaction, every token sel picks and
-// all their descendants (POST /v1/revocations). It returns how many were
-// revoked; tokens already revoked are not counted. If the caller may not
-// manage one of them, nothing is revoked.
-func (s *Service) RevokeMatching(ctx context.Context, a Actor, sel latchkey.TokenSelector, reason string) (int, error) {
+// all their descendants (POST /v1/revocations), except the caller's own
+// token unless opt.IncludeSelf. It returns how many were revoked; tokens
+// already revoked are not counted. If the caller may not manage one of
+// them, nothing is revoked.
+func (s *Service) RevokeMatching(ctx context.Context, a Actor, sel latchkey.TokenSelector, reason string, opt BulkOptions) (BulkResult, error) {
+	res := BulkResult{DryRun: opt.DryRun}
 	if err := checkReason(reason); err != nil {
-		return 0, err
+		return res, err
 	}
 	set := 0
 	for _, v := range []string{sel.Subject, sel.Tag, sel.Prefix, sel.Parent} {
@@ -215,22 +237,21 @@ func (s *Service) RevokeMatching(ctx context.Context, a Actor, sel latchkey.Toke
 		}
 	}
 	if set != 1 || len(sel.IDs) > 0 {
-		return 0, latchkey.Errorf(latchkey.EInvalid, "give exactly one of subject, tag, prefix or parent")
+		return res, latchkey.Errorf(latchkey.EInvalid, "give exactly one of subject, tag, prefix or parent")
 	}
 	if sel.Tag != "" {
 		if err := ValidateTag(sel.Tag); err != nil {
-			return 0, err
+			return res, err
 		}
 	}
 	if sel.Prefix != "" && !secret.ValidPrefix(sel.Prefix) {
-		return 0, latchkey.Errorf(latchkey.EInvalid, "prefix %q is not a valid token prefix", sel.Prefix)
+		return res, latchkey.Errorf(latchkey.EInvalid, "prefix %q is not a valid token prefix", sel.Prefix)
 	}
 	if sel.Parent != "" && len(sel.Parent) != secret.IDLen {
-		return 0, latchkey.Errorf(latchkey.EInvalid, "parent must be a token id")
+		return res, latchkey.Errorf(latchkey.EInvalid, "parent must be a token id")
 	}
 	sel.Descendants = true
 	now := s.now()
-	n := 0
 	err := s.apply(ctx, func(tx latchkey.Tx, changed func(string)) error {
 		if sel.Parent != "" {
 			if _, err := tx.GetToken(ctx, sel.Parent); err != nil {
@@ -241,10 +262,56 @@ func (s *Service) RevokeMatching(ctx context.Context, a Actor, sel latchkey.Toke
 		if err != nil {
 			return err
 		}
-		n, err = s.revokeAll(ctx, tx, a, toks, sel.Parent, reason, now, changed)
+		if !opt.IncludeSelf && a.TokenID != "" {
+			toks, res.Spared, err = spareSelf(ctx, tx, a.TokenID, toks)
+			if err != nil {
+				return err
+			}
+		}
+		if opt.DryRun {
+			for _, t := range toks {
+				if t.Status == latchkey.StatusRevoked {
+					continue
+				}
+				if err := canManage(a, t); err != nil {
+					return err
+				}
+				res.Revoked++
+			}
+			return nil
+		}
+		res.Revoked, err = s.revokeAll(ctx, tx, a, toks, sel.Parent, reason, now, changed)
 		return err
 	})
-	return n, err
+	if err != nil {
+		res.Revoked = 0
+	}
+	return res, err
+}
+
+// spareSelf removes from toks the caller's token self and its ancestors
+// (revoking one of them would revoke self), returning the ids removed
+// that were not revoked already.
+func spareSelf(ctx context.Context, tx latchkey.Tx, self string, toks []*latchkey.Token) ([]*latchkey.Token, []string, error) {
+	me, err := tx.GetToken(ctx, self)
+	if latchkey.ErrorCode(err) == latchkey.ENotFound {
+		return toks, nil, nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	var spared []string
+	kept := toks[:0:0]
+	for _, t := range toks {
+		if t.ID == me.ID || slices.Contains(me.Ancestors, t.ID) {
+			if t.Status != latchkey.StatusRevoked {
+				spared = append(spared, t.ID)
+			}
+			continue
+		}
+		kept = append(kept, t)
+	}
+	return kept, spared, nil
 }
 
 // Suspend suspends a token and every active token derived from it. It is

@@ -398,34 +398,34 @@ func TestRevocations(t *testing.T) {
 
 	// A caller that cannot manage one of the matches revokes nothing.
 	weak := tokens.Actor{TokenID: "Weak000000000000", Scopes: []string{latchkey.ScopeTokensWrite, "other:read"}}
-	_, err := e.svc.RevokeMatching(ctx, weak, latchkey.TokenSelector{Subject: "alice"}, "")
+	_, err := revokeN(e.svc.RevokeMatching(ctx, weak, latchkey.TokenSelector{Subject: "alice"}, "", tokens.BulkOptions{}))
 	wantCode(t, err, latchkey.EPermissionDenied, "invoices:read")
 	if c := e.code(a2PT); c != latchkey.Valid {
 		t.Fatalf("a refused bulk revocation changed a token: %s", c)
 	}
 
-	n, err := e.svc.RevokeMatching(ctx, admin, latchkey.TokenSelector{Subject: "alice"}, "offboarded")
+	n, err := revokeN(e.svc.RevokeMatching(ctx, admin, latchkey.TokenSelector{Subject: "alice"}, "offboarded", tokens.BulkOptions{}))
 	if err != nil || n != 3 {
 		t.Fatalf("by subject: %d, %v; want 3 (two tokens and a derived one)", n, err)
 	}
 	if e.code(a2kidPT) != latchkey.Revoked || e.get(a2kid.ID).RevokedReason != "offboarded" {
 		t.Error("the derived token survived its parent's bulk revocation")
 	}
-	n, _ = e.svc.RevokeMatching(ctx, admin, latchkey.TokenSelector{Tag: "ci"}, "")
+	n, _ = revokeN(e.svc.RevokeMatching(ctx, admin, latchkey.TokenSelector{Tag: "ci"}, "", tokens.BulkOptions{}))
 	if n != 1 {
 		t.Errorf("by tag: %d, want 1 (a1 already revoked)", n)
 	}
 	if e.code(b1PT) != latchkey.Revoked {
 		t.Error("tag revocation missed b1")
 	}
-	n, _ = e.svc.RevokeMatching(ctx, admin, latchkey.TokenSelector{Prefix: "acme"}, "")
+	n, _ = revokeN(e.svc.RevokeMatching(ctx, admin, latchkey.TokenSelector{Prefix: "acme"}, "", tokens.BulkOptions{}))
 	if n != 0 {
 		t.Errorf("by prefix again: %d, want 0", n)
 	}
 	p, _ := e.create(tokens.CreateRequest{})
 	pk1, _ := e.derive(admin, p.ID, tokens.CreateRequest{})
 	e.derive(admin, pk1.ID, tokens.CreateRequest{})
-	n, err = e.svc.RevokeMatching(ctx, admin, latchkey.TokenSelector{Parent: p.ID}, "")
+	n, err = revokeN(e.svc.RevokeMatching(ctx, admin, latchkey.TokenSelector{Parent: p.ID}, "", tokens.BulkOptions{}))
 	if err != nil || n != 2 {
 		t.Fatalf("by parent: %d, %v; want 2 descendants", n, err)
 	}
@@ -433,11 +433,11 @@ func TestRevocations(t *testing.T) {
 		t.Error("revoking by parent revoked the parent")
 	}
 	for _, sel := range []latchkey.TokenSelector{{}, {Subject: "x", Tag: "y"}, {Tag: "bad tag"}, {Prefix: "BAD"}, {Parent: "short"}} {
-		if _, err := e.svc.RevokeMatching(ctx, admin, sel, ""); latchkey.ErrorCode(err) != latchkey.EInvalid {
+		if _, err := revokeN(e.svc.RevokeMatching(ctx, admin, sel, "", tokens.BulkOptions{})); latchkey.ErrorCode(err) != latchkey.EInvalid {
 			t.Errorf("selector %+v: %v, want %s", sel, err, latchkey.EInvalid)
 		}
 	}
-	if _, err := e.svc.RevokeMatching(ctx, admin, latchkey.TokenSelector{Parent: "0000000000000000"}, ""); latchkey.ErrorCode(err) != latchkey.ENotFound {
+	if _, err := revokeN(e.svc.RevokeMatching(ctx, admin, latchkey.TokenSelector{Parent: "0000000000000000"}, "", tokens.BulkOptions{})); latchkey.ErrorCode(err) != latchkey.ENotFound {
 		t.Errorf("unknown parent: %v", err)
 	}
 	_ = b2
@@ -592,3 +592,5 @@ func TestIdleTokensAndLifecycle(t *testing.T) {
 	_, _, err = e.svc.Derive(ctx, admin, idle.ID, tokens.CreateRequest{})
 	wantCode(t, err, latchkey.EConflict, "unused")
 }
+
+func revokeN(r tokens.BulkResult, err error) (int, error) { return r.Revoked, err }

@@ -506,3 +506,28 @@ func (s *Service) Bootstrap(ctx context.Context) (pt secret.Plaintext, created b
 	s.invalidate(id)
 	return pt, true, nil
 }
+
+// RecoverRoot issues a new root token (latchkey:admin) for whoever holds
+// the data directory and the server key, when every admin token is lost
+// or revoked (latchkey admin recover-root). It is recorded as its own
+// action, token.recover_root, so that the break-glass path is never
+// mistaken for an ordinary creation.
+func (s *Service) RecoverRoot(ctx context.Context, by string) (*latchkey.Token, secret.Plaintext, error) {
+	pt, parts, err := secret.Generate(secret.DefaultPrefix, s.rand())
+	if err != nil {
+		return nil, secret.Plaintext{}, fmt.Errorf("tokens: generate: %w", err)
+	}
+	now := s.now()
+	t := &latchkey.Token{
+		ID: parts.ID, Prefix: secret.DefaultPrefix, Name: "root (recovered)", Subject: "latchkey-root",
+		Scopes: []string{latchkey.AdminScope}, Tags: []string{}, Meta: json.RawMessage(`{}`),
+		CreatedAt: now, CreatedBy: "latchkey:recover-root", Status: latchkey.StatusActive, Version: 1,
+		Hash: s.Hasher.Sum(parts.ID, &parts.Secret),
+	}
+	ev := s.event(Actor{System: "recover-root"}, latchkey.ActionRootRecover, t, now, map[string]any{"scopes": t.Scopes, "by": by})
+	if err := s.Store.CreateToken(ctx, t, ev); err != nil {
+		return nil, secret.Plaintext{}, fmt.Errorf("tokens: recover root: %w", err)
+	}
+	s.invalidate(t.ID)
+	return t, pt, nil
+}

@@ -357,13 +357,43 @@ derived from a revoked one is revoked with it.
 Give a token ID, or exactly one of --subject, --tag, --prefix or --parent
 to revoke in bulk (--parent revokes everything derived from that token,
 not the token itself). A bulk revocation is all or nothing: if your token
-cannot manage one of the matches, none is revoked.`
+cannot manage one of the matches, none is revoked.
 
-func cmdTokenRevoke(ctx context.Context, args []string, stdout, stderr io.Writer, getenv env) int {
+A bulk revocation first says how many tokens it will revoke. On a terminal
+it then asks for confirmation; elsewhere it needs --yes. --dry-run only
+says. Your own token (and any ancestor whose revocation would revoke it)
+is spared unless you pass --include-self, so that revoking "--prefix lk"
+with the root token does not lock you out. If you are locked out anyway,
+"latchkey admin recover-root" makes a new root token from the data
+directory and the server key.`
+
+// terminal reports whether r is an interactive terminal (a character
+// device), where a question can be asked and answered.
+func terminal(r io.Reader) bool {
+	f, ok := r.(interface{ Stat() (os.FileInfo, error) })
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// confirm asks question on w and reads a yes from r.
+func confirm(r io.Reader, w io.Writer, question string) bool {
+	fmt.Fprintf(w, "%s [y/N] ", question)
+	line, _ := bufio.NewReader(r).ReadString('\n')
+	switch strings.ToLower(strings.TrimSpace(line)) {
+	case "y", "yes":
+		return true
+	}
+	return false
+}
+
+func cmdTokenRevoke(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv env) int {
 	var (
-		reason string
-		asJSON bool
-		bulk   httpapi.RevocationRequest
+		reason                   string
+		asJSON, yes, dry, myself bool
+		bulk                     httpapi.RevocationRequest
 	)
 	fs := newFlags("token revoke", "token revoke ID | --subject S | --tag T | --prefix P | --parent ID [flags]", revokeDoc, stdout, stderr)
 	fs.StringVar(&reason, "reason", "", "why, for the audit log")
@@ -371,6 +401,9 @@ func cmdTokenRevoke(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.StringVar(&bulk.Tag, "tag", "", "revoke every token with this tag")
 	fs.StringVar(&bulk.Prefix, "prefix", "", "revoke every token with this prefix")
 	fs.StringVar(&bulk.Parent, "parent", "", "revoke every token derived from this token `ID`")
+	fs.BoolVar(&yes, "yes", false, "bulk: do not ask for confirmation")
+	fs.BoolVar(&dry, "dry-run", false, "bulk: say how many tokens would be revoked, and revoke none")
+	fs.BoolVar(&myself, "include-self", false, "bulk: revoke your own token too if it matches")
 	fs.BoolVar(&asJSON, "json", false, "print the API response as JSON")
 	pos, code := parse(fs, args, -1)
 	if code >= 0 {
@@ -386,22 +419,16 @@ func cmdTokenRevoke(ctx context.Context, args []string, stdout, stderr io.Writer
 		fmt.Fprintln(stderr, "latchkey token revoke: give a token ID or exactly one of --subject, --tag, --prefix, --parent")
 		return exitUsage
 	}
+	if selectors == 0 && (yes || dry || myself) {
+		fmt.Fprintln(stderr, "latchkey token revoke: --yes, --dry-run and --include-self are for bulk revocations")
+		return exitUsage
+	}
 	c, ok := clientFor("token revoke", stderr, getenv)
 	if !ok {
 		return exitUsage
 	}
 	if selectors == 1 {
-		bulk.Reason = reason
-		res, err := c.Revoke(ctx, bulk)
-		if err != nil {
-			return apiExit(stderr, "token revoke", err)
-		}
-		if asJSON {
-			printJSON(stdout, res)
-		} else {
-			fmt.Fprintf(stdout, "revoked %d token(s)\n", res.Revoked)
-		}
-		return exitOK
+		return revokeBulk(ctx, c, bulk, reason, myself, dry, yes, asJSON, stdin, stdout, stderr)
 	}
 	t, err := c.RevokeToken(ctx, pos[0], reason)
 	if err != nil {
@@ -412,6 +439,53 @@ func cmdTokenRevoke(ctx context.Context, args []string, stdout, stderr io.Writer
 		return exitOK
 	}
 	fmt.Fprintf(stdout, "revoked %s\n", t.ID)
+	return exitOK
+}
+
+// revokeBulk looks first (a dry run), says what it will do, asks, then
+// revokes.
+func revokeBulk(ctx context.Context, c *httpapi.Client, bulk httpapi.RevocationRequest, reason string, myself, dry, yes, asJSON bool,
+	stdin io.Reader, stdout, stderr io.Writer) int {
+	bulk.Reason, bulk.IncludeSelf, bulk.DryRun = reason, myself, true
+	plan, err := c.Revoke(ctx, bulk)
+	if err != nil {
+		return apiExit(stderr, "token revoke", err)
+	}
+	say := stdout
+	if asJSON {
+		say = stderr
+	}
+	for _, id := range plan.Spared {
+		fmt.Fprintf(say, "sparing %s: it is your own token, or revoking it would revoke yours (--include-self to revoke it)\n", id)
+	}
+	if dry || plan.Revoked == 0 {
+		if asJSON {
+			printJSON(stdout, plan)
+		} else {
+			fmt.Fprintf(stdout, "would revoke %d token(s)\n", plan.Revoked)
+		}
+		return exitOK
+	}
+	if !yes {
+		if !terminal(stdin) {
+			fmt.Fprintf(stderr, "latchkey token revoke: this would revoke %d token(s); confirm with --yes (or look first with --dry-run)\n", plan.Revoked)
+			return exitUsage
+		}
+		if !confirm(stdin, stderr, fmt.Sprintf("Revoke %d token(s)?", plan.Revoked)) {
+			fmt.Fprintln(stderr, "nothing revoked")
+			return exitRefused
+		}
+	}
+	bulk.DryRun = false
+	res, err := c.Revoke(ctx, bulk)
+	if err != nil {
+		return apiExit(stderr, "token revoke", err)
+	}
+	if asJSON {
+		printJSON(stdout, res)
+	} else {
+		fmt.Fprintf(stdout, "revoked %d token(s)\n", res.Revoked)
+	}
 	return exitOK
 }
 

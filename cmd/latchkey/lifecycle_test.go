@@ -136,7 +136,7 @@ func TestCLILifecycle(t *testing.T) {
 	}
 
 	// Bulk revocation by subject: the old token, the successor, the child.
-	code, out, errs = cli(t, u, root, "token", "revoke", "--subject", "ci", "--reason", "offboarded")
+	code, out, errs = cli(t, u, root, "token", "revoke", "--subject", "ci", "--reason", "offboarded", "--yes")
 	if code != 0 || strings.TrimSpace(out) != "revoked 3 token(s)" {
 		t.Errorf("bulk revoke: %d %q %s", code, out, errs)
 	}

@@ -19,7 +19,7 @@ import (
 // Exit statuses.
 const (
 	exitOK          = 0 // success; for verify, the token is VALID
-	exitRefused     = 1 // verify: the token was refused (any code but VALID)
+	exitRefused     = 1 // verify: the token was refused (any code but VALID); a confirmation was declined
 	exitUsage       = 2 // bad command line
 	exitAPIError    = 3 // the server answered with an error (not found, permission denied, ...)
 	exitUnreachable = 4 // the server could not be reached
@@ -34,6 +34,7 @@ Server:
   serve                 run the server (embedded SQLite in --data-dir)
   gateway               run the gateway: a reverse proxy that checks every request's token
   bench                 measure latchkey on this machine against same-run baselines
+  admin recover-root    break glass: a new root token from the data directory and server key
 
 Client (talks to the server at $LATCHKEY_ADDR with $LATCHKEY_TOKEN):
   token create          issue a token; its plaintext is printed once
@@ -45,7 +46,7 @@ Client (talks to the server at $LATCHKEY_ADDR with $LATCHKEY_TOKEN):
   token suspend ID      suspend a token and its descendants (reversible)
   token resume ID       lift a suspension
   token revoke ID       revoke for good, with descendants (or in bulk: --subject,
-                        --tag, --prefix, --parent)
+                        --tag, --prefix, --parent; asks first, spares your own token)
   verify TOKEN          verify a token; exit status 0 only if it is VALID
   audit tail            show the latest audit records (-f to follow live)
   audit verify          check the audit log's hash chain; exit 1 if it is broken
@@ -119,7 +120,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		case "show":
 			return cmdTokenShow(ctx, rest[1:], stdout, stderr, getenv)
 		case "revoke":
-			return cmdTokenRevoke(ctx, rest[1:], stdout, stderr, getenv)
+			return cmdTokenRevoke(ctx, rest[1:], stdin, stdout, stderr, getenv)
 		case "update":
 			return cmdTokenUpdate(ctx, rest[1:], stdout, stderr, getenv)
 		case "rotate":
@@ -133,6 +134,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return exitUsage
 	case "blocks":
 		return cmdBlocks(ctx, rest, stdout, stderr, getenv)
+	case "admin":
+		return cmdAdmin(ctx, rest, stdout, stderr, getenv)
 	case "audit":
 		switch {
 		case len(rest) == 0:
