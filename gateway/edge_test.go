@@ -287,8 +287,8 @@ func TestEdgeRefusalsOnRecord(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, routes)
 	pt, _ := e.token(t, tokens.CreateRequest{Scopes: []string{"projects.42:read"}})
-	e.do(t, "GET", "/v1/projects/42", "")                    // no credential
-	e.do(t, "GET", "/v1/projects/42?access_token=x", pt)     // credential in the URL
+	e.do(t, "GET", "/v1/projects/42", "")                // no credential
+	e.do(t, "GET", "/v1/projects/42?access_token=x", pt) // credential in the URL
 	rawRequest(t, e.url, "GET /v1/projects/42/../43 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
 	for range 50 { // a flood of one kind: one record, then counts
 		e.do(t, "GET", "/v1/projects/42", "")
