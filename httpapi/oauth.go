@@ -81,8 +81,12 @@ func (s *Server) oauthRevoke(w http.ResponseWriter, r *http.Request, a tokens.Ac
 	if err != nil {
 		return err
 	}
+	// Unauthenticated: the caller is the one presenting the token, so its
+	// failures count toward its block like any other (a flood of forged
+	// tokens here would otherwise be free, and fill the audit log).
+	_, src, _ := s.clientAddr(r)
 	d, err := s.Verifier.Verify(r.Context(), &verify.Request{Token: tok, ClientIP: a.ClientIP, UserAgent: a.UserAgent,
-		RequestID: a.RequestID, Action: "oauth_revoke", NoSpend: true})
+		RequestID: a.RequestID, Action: "oauth_revoke", NoSpend: true, Source: src})
 	if err != nil {
 		return latchkey.Errorf(latchkey.EUnavailable, "cannot revoke right now")
 	}

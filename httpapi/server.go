@@ -321,7 +321,10 @@ func (s *Server) endpoint(rt Route, fn handlerFunc, cred credential, ui bool) ht
 		}
 		ip, src, _ := s.clientAddr(r)
 		if rt.Relay {
-			src = netip.Addr{}
+			// The caller relays an end client's request: its own credential
+			// counts toward the caller itself (the peer, unless a trusted
+			// proxy), never toward the address a header names.
+			src = s.peerSource(r)
 		}
 		a := tokens.Actor{ClientIP: ip, UserAgent: r.UserAgent(), RequestID: requestID(r)}
 		if scope := rt.Scope; scope != "" {
@@ -464,6 +467,16 @@ func (s *Server) clientAddr(r *http.Request) (ip string, src netip.Addr, forward
 		src = a
 	}
 	return a.String(), src, a != peer.Addr().Unmap()
+}
+
+// peerSource is the connection's peer as a blockable source: invalid
+// when it is a trusted proxy, which relays everyone and is never blocked.
+func (s *Server) peerSource(r *http.Request) netip.Addr {
+	peer, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil || s.TrustedProxies.Trusts(peer.Addr()) {
+		return netip.Addr{}
+	}
+	return peer.Addr().Unmap()
 }
 
 // bearer extracts the token from "Authorization: Bearer <token>".

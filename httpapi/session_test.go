@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"io/fs"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -416,4 +417,87 @@ func TestPruneSessionEnds(t *testing.T) {
 	if _, ok, _ := e.db.GetSetting(ctx, "other"); !ok {
 		t.Error("pruning took an unrelated setting")
 	}
+}
+
+// Issue 12 item 11: a stream with a backlog, read slowly, still ends soon
+// after its token is revoked: the credential is rechecked between pages,
+// and no write blocks past the recheck interval.
+func TestBackloggedStreamEndsOnRevocation(t *testing.T) {
+	defer httpapi.SetStreamRecheck(100 * time.Millisecond)()
+	api, e := wire(t, nil, tokens.Policy{})
+	// Small socket buffers, so that what is "delivered" is what the
+	// server wrote, not what the kernel holds for it.
+	srv := httptest.NewUnstartedServer(api.Handler())
+	srv.Listener = smallBuffers{srv.Listener}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	e.url = srv.URL
+	ctx := context.Background()
+	admin := e.client(e.root)
+	watcher, err := admin.CreateToken(ctx, tokens.CreateRequest{Name: "watcher", Scopes: []string{latchkey.ScopeAuditRead}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	backlog := make([]latchkey.AuditEvent, 20000)
+	for i := range backlog {
+		backlog[i] = latchkey.AuditEvent{Time: time.Now(), Node: "n", Kind: latchkey.KindVerify, Action: "verify", Outcome: "VALID",
+			Path: "/v1/some/longer/path/" + strings.Repeat("x", 200)}
+	}
+	if err := e.db.AppendAudit(ctx, backlog); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("GET", e.url+"/v1/audit/stream?after=0", nil)
+	req.Header.Set("Authorization", "Bearer "+watcher.Plaintext)
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err == nil {
+			c.(*net.TCPConn).SetReadBuffer(16 << 10)
+		}
+		return c, err
+	}}}
+	resp, err := hc.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("open: %v %v", err, resp)
+	}
+	defer resp.Body.Close()
+	buf := make([]byte, 4096)
+	read := func() (int, error) {
+		time.Sleep(5 * time.Millisecond) // a slow reader: about 800 KB/s of a 6 MB backlog
+		return resp.Body.Read(buf)
+	}
+	for got := 0; got < 100<<10; {
+		n, err := read()
+		if err != nil {
+			t.Fatalf("stream ended early after %d bytes: %v %q", got, err, buf[:n])
+		}
+		got += n
+	}
+	if _, err := admin.RevokeToken(ctx, watcher.ID, "done watching"); err != nil {
+		t.Fatal(err)
+	}
+	revoked := time.Now()
+	after := 0
+	for {
+		n, err := read()
+		after += n
+		if err != nil {
+			break
+		}
+		if time.Since(revoked) > 5*time.Second {
+			t.Fatalf("a slow stream still delivers %v after its token was revoked (%d bytes since)", time.Since(revoked), after)
+		}
+	}
+	if after > 2<<20 {
+		t.Errorf("%d bytes delivered after the revocation", after)
+	}
+}
+
+type smallBuffers struct{ net.Listener }
+
+func (l smallBuffers) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		c.(*net.TCPConn).SetWriteBuffer(16 << 10)
+	}
+	return c, err
 }

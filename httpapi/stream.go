@@ -72,27 +72,56 @@ func (s *Server) streamAudit(w http.ResponseWriter, r *http.Request, _ tokens.Ac
 	ctx := r.Context()
 	heartbeat := time.NewTicker(streamHeartbeat)
 	defer heartbeat.Stop()
-	rechecks := time.NewTicker(streamRecheck)
-	defer rechecks.Stop()
+	// The credential is checked every streamRecheck whatever the stream is
+	// doing: between pages of a backlog too, and no write may block longer
+	// than that, so a slow reader cannot keep receiving records once its
+	// token is revoked.
+	checked := time.Now()
+	writeWait := max(streamRecheck, time.Second) // at least a second: small socket buffers stall that long on delayed ACKs
+	stillValid := func() bool {
+		checked = time.Now()
+		if err := recheck(r); err != nil {
+			// The credential no longer holds: say so and end. (An
+			// EventSource reconnects and then gets the 401.)
+			rc.SetWriteDeadline(time.Now().Add(writeWait))
+			fmt.Fprintf(w, "event: end\ndata: %s\n\n", `{"reason":"credentials no longer valid"}`)
+			rc.Flush()
+			return false
+		}
+		return true
+	}
+	flush := func() error {
+		rc.SetWriteDeadline(time.Now().Add(writeWait))
+		return rc.Flush()
+	}
 	for {
 		var woke <-chan struct{}
 		if s.AuditWritten != nil {
 			woke = s.AuditWritten()
 		}
 		for {
+			if time.Since(checked) >= streamRecheck && !stillValid() {
+				return nil
+			}
 			page, err := s.Audit.ListAudit(ctx, f)
 			if err != nil {
 				s.logger().Warn("audit stream: read failed", "err", err)
 				return nil // the client reconnects with Last-Event-ID
 			}
 			for i := range page.Events {
+				if time.Since(checked) >= streamRecheck && !stillValid() {
+					return nil
+				}
 				ev := &page.Events[i]
 				b, _ := json.Marshal(ev)
-				fmt.Fprintf(w, "id: %d\nevent: audit\ndata: %s\n\n", ev.Seq, b)
+				rc.SetWriteDeadline(time.Now().Add(writeWait))
+				if _, err := fmt.Fprintf(w, "id: %d\nevent: audit\ndata: %s\n\n", ev.Seq, b); err != nil {
+					return nil // a reader stalled past the deadline reconnects
+				}
 				f.After = ev.Seq
 			}
 			if len(page.Events) > 0 {
-				if rc.Flush() != nil {
+				if flush() != nil {
 					return nil
 				}
 			}
@@ -106,18 +135,11 @@ func (s *Server) streamAudit(w http.ResponseWriter, r *http.Request, _ tokens.Ac
 		case <-s.drainCh():
 			return nil
 		case <-woke:
-		case <-time.After(streamPoll):
+		case <-time.After(min(streamPoll, max(0, streamRecheck-time.Since(checked)))):
 		case <-heartbeat.C:
+			rc.SetWriteDeadline(time.Now().Add(writeWait))
 			fmt.Fprint(w, ": keep-alive\n\n")
-			if rc.Flush() != nil {
-				return nil
-			}
-		case <-rechecks.C:
-			if err := recheck(r); err != nil {
-				// The credential no longer holds: say so and end. (An
-				// EventSource reconnects and then gets the 401.)
-				fmt.Fprintf(w, "event: end\ndata: %s\n\n", `{"reason":"credentials no longer valid"}`)
-				rc.Flush()
+			if flush() != nil {
 				return nil
 			}
 		}
