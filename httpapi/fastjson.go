@@ -78,6 +78,7 @@ func parseVerifyFast(b []byte, req *VerifyRequest) bool {
 		p.ws()
 		return p.end()
 	}
+	var seen uint8 // a field named twice goes to the strict decoder, which refuses it
 	for {
 		key, ok := p.str()
 		if !ok {
@@ -88,23 +89,25 @@ func parseVerifyFast(b []byte, req *VerifyRequest) bool {
 			return false
 		}
 		p.ws()
+		var bit uint8
 		switch string(key) {
 		case "token":
-			ok = p.strField(&req.Token)
+			bit, ok = 1, p.strField(&req.Token)
 		case "ip":
-			ok = p.strField(&req.IP)
+			bit, ok = 2, p.strField(&req.IP)
 		case "method":
-			ok = p.strField(&req.Method)
+			bit, ok = 4, p.strField(&req.Method)
 		case "path":
-			ok = p.strField(&req.Path)
+			bit, ok = 8, p.strField(&req.Path)
 		case "scopes":
-			ok = p.strArray(&req.Scopes)
+			bit, ok = 16, p.strArray(&req.Scopes)
 		default:
 			return false
 		}
-		if !ok {
+		if !ok || seen&bit != 0 {
 			return false
 		}
+		seen |= bit
 		p.ws()
 		if p.byte('}') {
 			p.ws()

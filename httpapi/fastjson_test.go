@@ -18,6 +18,8 @@ var verifyBodies = []string{
 	`{"token":"t","token":"u"}`,
 	`{"scopes":["a"],"scopes":["b","c"]}`,
 	`{"Token":"t"}`,
+	`null`,
+	"{\"token\":\"\xff\"}",
 	`{"token":"t\u0041"}`,
 	`{"token":"é"}`,
 	`{"token":null}`,
@@ -54,10 +56,46 @@ func FuzzVerifyJSON(f *testing.F) {
 }
 
 func TestVerifyJSONFastPathTaken(t *testing.T) {
-	for i, b := range verifyBodies[:6] {
+	for i, b := range verifyBodies[:4] {
 		var r VerifyRequest
 		if !parseVerifyFast([]byte(b), &r) {
 			t.Errorf("body %d %q: the common shape fell back to encoding/json", i, b)
+		}
+	}
+}
+
+// Issue 12 item 13: duplicate fields, case variants, null, invalid UTF-8
+// and trailing data are refused, on the fast path and off it.
+func TestDecodeIsStrict(t *testing.T) {
+	for _, b := range []string{
+		`{"token":"t","token":"u"}`, `{"scopes":["a"],"scopes":["b"]}`, `{"Token":"t"}`, `{"TOKEN":"t","scopes":[]}`,
+		`null`, ` null `, `[]`, `"x"`, "{\"token\":\"\xff\"}", `{"token":"t"} {}`, `{"token":"t"}x`,
+	} {
+		var r VerifyRequest
+		if parseVerifyFast([]byte(b), &r) {
+			t.Errorf("fast path accepted %q", b)
+		}
+		r = VerifyRequest{}
+		if err := decodeFrom(bytes.NewReader([]byte(b)), &r); latchkey.ErrorCode(err) != latchkey.EInvalid {
+			t.Errorf("decodeFrom(%q) = %v, want invalid_argument", b, err)
+		}
+	}
+	var r struct {
+		Name   string `json:"name"`
+		Nested struct {
+			Limit int `json:"limit"`
+		} `json:"rate_limit"`
+	}
+	for b, want := range map[string]string{
+		`{"name":"a","name":"b"}`:              `"name" appears twice`,
+		`{"NAME":"a"}`:                         `unknown field "NAME"`,
+		`{"rate_limit":{"Limit":1}}`:           `unknown field "rate_limit.Limit"`,
+		`{"rate_limit":{"limit":"x"}}`:         `"rate_limit.limit" must be of type int`,
+		`{"rate_limit":{"limit":1,"limit":2}}`: `appears twice`,
+	} {
+		err := decodeFrom(bytes.NewReader([]byte(b)), &r)
+		if latchkey.ErrorCode(err) != latchkey.EInvalid || !bytes.Contains([]byte(latchkey.ErrorMessage(err)), []byte(want)) {
+			t.Errorf("decodeFrom(%s) = %v, want %q", b, err, want)
 		}
 	}
 }

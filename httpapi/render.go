@@ -1,12 +1,20 @@
 package httpapi
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
 	"net/http"
+	"reflect"
+	"strconv"
 	"strings"
+	"time"
+	"unicode/utf8"
+
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/secret"
@@ -86,51 +94,80 @@ func decode(w http.ResponseWriter, r *http.Request, v any) error {
 	return decodeFrom(http.MaxBytesReader(w, r.Body, MaxBodyBytes), v)
 }
 
-// decodeFrom reads exactly one JSON object from body into v, refusing
-// unknown fields.
+// decodeFrom reads exactly one JSON object from body into v, strictly:
+// unknown fields, field names that differ only in case ("NAME"),
+// duplicate fields, invalid UTF-8, a body that is not an object (null
+// included) and anything after the object are refused. encoding/json
+// accepts the first four silently, so the decoding is done by
+// github.com/go-json-experiment/json, encoding/json/v2 as it will be
+// in the standard library.
 func decodeFrom(body io.Reader, v any) error {
-	dec := json.NewDecoder(body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	b, err := io.ReadAll(body)
+	if err != nil {
 		return decodeError(err)
 	}
-	if err := dec.Decode(&struct{}{}); !errors.Is(err, io.EOF) {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return decodeError(err)
-		}
-		return latchkey.Errorf(latchkey.EInvalid, "request body must hold a single JSON object")
+	t := bytes.TrimLeft(b, " \t\r\n")
+	switch {
+	case len(t) == 0:
+		return latchkey.Errorf(latchkey.EInvalid, "request body is empty; a JSON object is required")
+	case t[0] != '{':
+		return latchkey.Errorf(latchkey.EInvalid, "request body must be a JSON object")
+	case !utf8.Valid(b):
+		return latchkey.Errorf(latchkey.EInvalid, "request body is not valid UTF-8")
+	}
+	if err := jsonv2.Unmarshal(b, v, jsonv2.RejectUnknownMembers(true)); err != nil {
+		return decodeError(err)
 	}
 	return nil
 }
 
 func decodeError(err error) error {
 	var (
-		syn *json.SyntaxError
-		typ *json.UnmarshalTypeError
+		syn *jsontext.SyntacticError
+		sem *jsonv2.SemanticError
 		mbe *http.MaxBytesError
+		lk  *latchkey.Error
 	)
 	switch {
 	case errors.As(err, &mbe):
 		return latchkey.Errorf(latchkey.EInvalid, "request body is larger than %d bytes", mbe.Limit)
-	case errors.As(err, &syn):
-		return latchkey.Errorf(latchkey.EInvalid, "malformed JSON at byte %d", syn.Offset)
-	case errors.Is(err, io.EOF):
-		return latchkey.Errorf(latchkey.EInvalid, "request body is empty; a JSON object is required")
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return latchkey.Errorf(latchkey.EInvalid, "malformed JSON: the body ends early")
-	case errors.As(err, &typ):
-		if typ.Field == "" {
-			return latchkey.Errorf(latchkey.EInvalid, "request body must be a JSON object")
+	case errors.As(err, &syn):
+		switch {
+		case errors.Is(err, jsontext.ErrDuplicateName):
+			return latchkey.Errorf(latchkey.EInvalid, "field %s appears twice", fieldName(syn.JSONPointer))
+		case strings.Contains(syn.Error(), "after top-level value"):
+			return latchkey.Errorf(latchkey.EInvalid, "request body must hold a single JSON object")
 		}
-		return latchkey.Errorf(latchkey.EInvalid, "field %q must be of type %s", typ.Field, typ.Type.String())
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return latchkey.Errorf(latchkey.EInvalid, "unknown field %s", strings.TrimPrefix(err.Error(), "json: unknown field "))
-	}
-	if strings.Contains(err.Error(), "parsing time") {
-		return latchkey.Errorf(latchkey.EInvalid, "times must be RFC 3339, e.g. 2026-12-31T23:59:59Z")
+		return latchkey.Errorf(latchkey.EInvalid, "malformed JSON at byte %d", syn.ByteOffset)
+	case errors.As(err, &lk):
+		return lk // a field's own check (a duration, a code) said what is wrong
+	case errors.As(err, &sem):
+		switch {
+		case errors.Is(err, jsonv2.ErrUnknownName):
+			return latchkey.Errorf(latchkey.EInvalid, "unknown field %s (field names are case-sensitive)", fieldName(sem.JSONPointer))
+		case sem.GoType == reflect.TypeFor[time.Time]():
+			return latchkey.Errorf(latchkey.EInvalid, "times must be RFC 3339, e.g. 2026-12-31T23:59:59Z")
+		case sem.GoType != nil && sem.JSONPointer != "":
+			return latchkey.Errorf(latchkey.EInvalid, "field %s must be of type %s", fieldName(sem.JSONPointer), sem.GoType.String())
+		}
 	}
 	return latchkey.Errorf(latchkey.EInvalid, "invalid request body")
+}
+
+// fieldName quotes the JSON field a pointer ends at (/rate_limit/limit:
+// "rate_limit.limit"), at most 64 bytes of it, escaped.
+func fieldName(p jsontext.Pointer) string {
+	var parts []string
+	for tok := range p.Tokens() {
+		parts = append(parts, tok)
+	}
+	name := strings.Join(parts, ".")
+	if len(name) > 64 {
+		name = name[:64]
+	}
+	return strconv.Quote(name)
 }
 
 func (s *Server) logger() *slog.Logger {

@@ -43,7 +43,7 @@ func checkReason(reason string) error {
 	if secret.LooksLikeToken(reason) {
 		return latchkey.Errorf(latchkey.EInvalid, "reason must not contain a token")
 	}
-	return nil
+	return PlainText("reason", reason)
 }
 
 // expiredAt reports whether t has stopped working by time (its expiry, or

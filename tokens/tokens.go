@@ -16,6 +16,8 @@ import (
 	"io"
 	"slices"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/secret"
@@ -251,6 +253,11 @@ func (s *Service) fields(a Actor, req CreateRequest, now time.Time) (*latchkey.T
 	if len(req.Subject) > MaxSubjectLen {
 		return nil, latchkey.Errorf(latchkey.EInvalid, "subject is longer than %d bytes", MaxSubjectLen)
 	}
+	for _, f := range []struct{ name, v string }{{"name", req.Name}, {"subject", req.Subject}} {
+		if err := PlainText(f.name, f.v); err != nil {
+			return nil, err
+		}
+	}
 	// A token pasted into the wrong field would be stored, listed and
 	// audited in clear: refuse it (without quoting it back).
 	for _, f := range []struct{ name, v string }{{"name", req.Name}, {"subject", req.Subject}, {"meta", string(req.Meta)}} {
@@ -371,9 +378,28 @@ func requestedTimes(req CreateRequest, now time.Time) (expires, notBefore time.T
 	return expires, notBefore, nil
 }
 
+// PlainText refuses text that would drive a terminal or hide what it
+// says when printed: invalid UTF-8, control characters (NUL, ESC, the C1
+// range, newlines) and the bidirectional overrides (U+202A-U+202E,
+// U+2066-U+2069) that make "txt.exe" read as "exe.txt".
+func PlainText(field, s string) error {
+	if !utf8.ValidString(s) {
+		return latchkey.Errorf(latchkey.EInvalid, "%s is not valid UTF-8", field)
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) || (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069) {
+			return latchkey.Errorf(latchkey.EInvalid, "%s must not contain control characters (found U+%04X)", field, r)
+		}
+	}
+	return nil
+}
+
 // ValidateTag checks one tag: 1 to MaxTagLen characters of
 // [A-Za-z0-9_.:-].
 func ValidateTag(tag string) error {
+	if secret.LooksLikeToken(tag) {
+		return latchkey.Errorf(latchkey.EInvalid, "tags must not contain a token")
+	}
 	if tag == "" || len(tag) > MaxTagLen {
 		return latchkey.Errorf(latchkey.EInvalid, "tag %q must be 1 to %d characters", tag, MaxTagLen)
 	}

@@ -2,29 +2,17 @@ package main
 
 import (
 	"bytes"
-	"io/fs"
-	"os"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/tokens"
 )
 
-// fakeTTY is an input that reports itself as a terminal, with an answer.
+// fakeTTY is an input that says it is a terminal, with an answer.
 type fakeTTY struct{ *strings.Reader }
 
-func (fakeTTY) Stat() (os.FileInfo, error) { return ttyInfo{}, nil }
-
-type ttyInfo struct{}
-
-func (ttyInfo) Name() string       { return "tty" }
-func (ttyInfo) Size() int64        { return 0 }
-func (ttyInfo) Mode() fs.FileMode  { return fs.ModeDevice | fs.ModeCharDevice }
-func (ttyInfo) ModTime() time.Time { return time.Time{} }
-func (ttyInfo) IsDir() bool        { return false }
-func (ttyInfo) Sys() any           { return nil }
+func (fakeTTY) IsTerminal() bool { return true }
 
 // Issue 12 item 7: a bulk revocation spares the caller unless asked, says
 // how many first, asks on a terminal, and the data directory's holder can

@@ -18,6 +18,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"golang.org/x/term"
+
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/audit"
 	"github.com/latchkeyhq/latchkey/httpapi"
@@ -367,15 +369,17 @@ with the root token does not lock you out. If you are locked out anyway,
 "latchkey admin recover-root" makes a new root token from the data
 directory and the server key.`
 
-// terminal reports whether r is an interactive terminal (a character
-// device), where a question can be asked and answered.
+// terminal reports whether r is an interactive terminal, where a question
+// can be asked and answered (not /dev/null, a pipe or a file). An input
+// that knows (it has IsTerminal) says so itself.
 func terminal(r io.Reader) bool {
-	f, ok := r.(interface{ Stat() (os.FileInfo, error) })
-	if !ok {
-		return false
+	switch f := r.(type) {
+	case interface{ IsTerminal() bool }:
+		return f.IsTerminal()
+	case interface{ Fd() uintptr }:
+		return term.IsTerminal(int(f.Fd()))
 	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
+	return false
 }
 
 // confirm asks question on w and reads a yes from r.

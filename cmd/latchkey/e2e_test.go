@@ -295,7 +295,7 @@ func TestBadInput(t *testing.T) {
 		name, body, msg string
 	}{
 		{"malformed JSON", `{"name": "x",`, "malformed JSON"},
-		{"not JSON", `name=x`, "malformed JSON"},
+		{"not JSON", `name=x`, "must be a JSON object"},
 		{"unknown field", `{"name":"x","admin":true}`, `unknown field "admin"`},
 		{"oversized body", `{"name":"` + strings.Repeat("a", 70<<10) + `"}`, "larger than 65536 bytes"},
 		{"invalid scope", `{"scopes":["invoices read"]}`, `scope "invoices read"`},
@@ -310,6 +310,16 @@ func TestBadInput(t *testing.T) {
 		{"bad prefix", `{"prefix":"Live"}`, "prefix"},
 		{"expiry centuries away", `{"ttl":"100000d"}`, "100 years"},
 		{"not_before centuries away", `{"not_before":"2400-01-01T00:00:00Z"}`, "100 years"},
+		// Issue 12 item 13: looser JSON than documented.
+		{"null body", `null`, "must be a JSON object"},
+		{"duplicate field", `{"name":"a","name":"b"}`, `"name" appears twice`},
+		{"case-variant field", `{"NAME":"a"}`, `unknown field "NAME"`},
+		{"case-variant field, mixed", `{"Scopes":["a:b"]}`, `unknown field "Scopes"`},
+		{"invalid UTF-8", "{\"name\":\"a\xff\"}", "not valid UTF-8"},
+		{"ESC in a name", `{"name":"\u001b[2J\u001b]0;pwned\u0007"}`, "control characters"},
+		{"NUL in a subject", `{"subject":"ci\u0000root"}`, "control characters"},
+		{"bidi override in a name", `{"name":"invoice\u202etxt.exe"}`, "control characters"},
+		{"truncated token in a tag", `{"tags":["` + ts.root[:len(ts.root)-5] + `"]}`, "token"},
 	}
 	for _, tc := range cases {
 		status, body := ts.post(t, "/v1/tokens", ts.root, []byte(tc.body))
@@ -319,8 +329,13 @@ func TestBadInput(t *testing.T) {
 			t.Errorf("%s: %d %s; want 400 invalid_argument mentioning %q", tc.name, status, body, tc.msg)
 		}
 	}
-	// Verify and audit endpoints refuse bad input too.
+	// Verify and audit endpoints refuse bad input too; a null body is not
+	// an empty one.
 	for _, tc := range []struct{ path, body string }{
+		{"/v1/verify", `null`},
+		{"/v1/verify", `{"token":"x","token":"y"}`},
+		{"/v1/revocations", `null`},
+		{"/v1/tokens/AAAAAAAAAAAAAAAA/revoke", `null`},
 		{"/v1/verify", `{"token":"x","ip":"not-an-ip"}`},
 		{"/v1/verify", `{"token":"x","scopes":["bad scope"]}`},
 		{"/v1/verify", `{"token":"x","extra":1}`},

@@ -83,6 +83,8 @@ func main() {
 type env func(string) string
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv env) int {
+	// Nothing the server stores reaches the terminal raw (issue 12).
+	stdout, stderr = &termSafe{w: stdout}, &termSafe{w: stderr}
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return exitUsage
