@@ -5,6 +5,7 @@ import (
 	"hash/maphash"
 	"strings"
 	"sync"
+	"time"
 	"unique"
 	"unsafe"
 
@@ -92,18 +93,34 @@ func stateOf(s latchkey.Status) state {
 // large tables are backed by transparent huge pages where the kernel
 // allows, so they rarely miss the TLB either. Each shard counts its
 // invalidations, so a load that raced with an invalidation is not stored.
+//
+// Negative entries (ids nobody holds) come from whoever presents a token,
+// without credentials, so they are kept to a small share of the cache
+// (maxNegPerShard: 1/16 of it) and swept on schedule: a shard drops its
+// stale entries, and shrinks its table, at most every sweepEvery seconds
+// when something is stored in it, and whenever its negative share fills.
 type cache struct {
-	shards      [numShards]shard
-	maxPerShard int
-	seed        maphash.Seed
+	shards         [numShards]shard
+	maxPerShard    int
+	maxNegPerShard int
+	seed           maphash.Seed
 }
 
 type shard struct {
-	mu    sync.RWMutex
-	slots []slot // power-of-two length; a zero key marks an empty slot
-	n     int    // occupied slots
-	gen   uint64 // bumped by every invalidation in this shard
+	mu      sync.RWMutex
+	slots   []slot // power-of-two length; a zero key marks an empty slot
+	n       int32  // occupied slots
+	neg     int32  // of which negative entries
+	gen     uint32 // bumped by every invalidation in this shard (wraps; a load spans far fewer)
+	sweepAt uint32 // Unix seconds after which the next store sweeps stale entries
 } // 64 bytes: one cache line per shard (TestCacheLayout)
+
+// NegativeShare is the part of the cache negative entries may fill.
+const NegativeShare = 16
+
+// sweepEvery is how often, in seconds, a shard that is written to drops
+// its stale entries.
+const sweepEvery = 10
 
 type slot struct {
 	k key // zero: empty (a real id is base62 text, never all zero bytes)
@@ -114,6 +131,7 @@ const minSlots = 64
 
 func newCache(maxEntries int) *cache {
 	c := &cache{maxPerShard: max(16, maxEntries/numShards), seed: maphash.MakeSeed()}
+	c.maxNegPerShard = max(4, c.maxPerShard/NegativeShare)
 	for i := range c.shards {
 		c.shards[i].slots = makeSlots(minSlots)
 	}
@@ -164,7 +182,7 @@ func (c *cache) get(k *key, now int64) (entry, bool) {
 }
 
 // generation returns the invalidation count of k's shard.
-func (c *cache) generation(k *key) uint64 {
+func (c *cache) generation(k *key) uint32 {
 	s := c.shardOf(c.hash(k))
 	s.mu.RLock()
 	g := s.gen
@@ -174,7 +192,7 @@ func (c *cache) generation(k *key) uint64 {
 
 // putIfCurrent stores e unless the shard saw an invalidation since gen was
 // read: then e may predate a change and is discarded.
-func (c *cache) putIfCurrent(k *key, e entry, gen uint64, now int64) {
+func (c *cache) putIfCurrent(k *key, e entry, gen uint32, now int64) {
 	h := c.hash(k)
 	s := c.shardOf(h)
 	s.mu.Lock()
@@ -182,26 +200,64 @@ func (c *cache) putIfCurrent(k *key, e entry, gen uint64, now int64) {
 	if s.gen != gen {
 		return
 	}
+	negative := e.info == nil
+	if sec := uint32(now / int64(time.Second)); sec >= s.sweepAt || (negative && int(s.neg) >= c.maxNegPerShard) {
+		c.sweepLocked(s, now)
+		s.sweepAt = sec + sweepEvery
+	}
 	i, ok := s.find(k, h)
 	if ok {
+		if old := s.slots[i].e.info == nil; old != negative {
+			if negative {
+				s.neg++
+			} else {
+				s.neg--
+			}
+		}
 		s.slots[i].e = e
 		return
 	}
-	if s.n >= c.maxPerShard {
+	if negative && int(s.neg) >= c.maxNegPerShard {
+		return // the share is full of live negative entries: the next miss reads the store again
+	}
+	if int(s.n) >= c.maxPerShard {
 		c.evictLocked(s, now)
-	} else if (s.n+1)*8 > len(s.slots)*7 {
+	} else if (int(s.n)+1)*8 > len(s.slots)*7 {
 		c.rehashLocked(s, len(s.slots)*2, func(*slot) bool { return true })
 	}
 	i, _ = s.find(k, h)
 	s.slots[i] = slot{k: *k, e: e}
 	s.n++
+	if negative {
+		s.neg++
+	}
+}
+
+// sweepLocked drops the shard's stale entries, and shrinks its table when
+// what is left would fit in half of it.
+func (c *cache) sweepLocked(s *shard, now int64) {
+	stale := 0
+	for j := range s.slots {
+		if sl := &s.slots[j]; sl.k != (key{}) && now >= sl.e.staleAt {
+			stale++
+		}
+	}
+	if stale == 0 {
+		return
+	}
+	live := int(s.n) - stale
+	size := len(s.slots)
+	for size > minSlots && (live+1)*8 <= (size/2)*7/2 {
+		size /= 2
+	}
+	c.rehashLocked(s, size, func(sl *slot) bool { return now < sl.e.staleAt })
 }
 
 // rehashLocked rebuilds the shard's table with size slots, keeping the
 // slots keep accepts.
 func (c *cache) rehashLocked(s *shard, size int, keep func(*slot) bool) {
 	old := s.slots
-	s.slots, s.n = makeSlots(size), 0
+	s.slots, s.n, s.neg = makeSlots(size), 0, 0
 	mask := uint64(size - 1)
 	for j := range old {
 		sl := &old[j]
@@ -214,6 +270,9 @@ func (c *cache) rehashLocked(s *shard, size int, keep func(*slot) bool) {
 		}
 		s.slots[i] = *sl
 		s.n++
+		if sl.e.info == nil {
+			s.neg++
+		}
 	}
 }
 
@@ -262,6 +321,9 @@ func (c *cache) invalidate(k *key) {
 	if !ok {
 		return
 	}
+	if s.slots[i].e.info == nil {
+		s.neg--
+	}
 	mask := len(s.slots) - 1
 	for j := (i + 1) & mask; s.slots[j].k != (key{}); j = (j + 1) & mask {
 		home := int(c.hash(&s.slots[j].k)) & mask
@@ -281,7 +343,7 @@ func (c *cache) len() int {
 	for i := range c.shards {
 		s := &c.shards[i]
 		s.mu.RLock()
-		n += s.n
+		n += int(s.n)
 		s.mu.RUnlock()
 	}
 	return n

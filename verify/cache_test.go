@@ -89,3 +89,58 @@ func TestCacheLayout(t *testing.T) {
 		t.Errorf("a slot is %d bytes; keep it at 64 (one cache line)", n)
 	}
 }
+
+// Issue 12 item 14: unknown ids (anyone can send them) fill at most a
+// small share of the cache, and are reclaimed on schedule once stale,
+// table memory included; real tokens are not pushed out by them.
+func TestNegativeEntriesBounded(t *testing.T) {
+	t.Parallel()
+	const max = 64 * 1024
+	c := newCache(max)
+	r := mrand.New(mrand.NewPCG(5, 6))
+	tok := &tokenInfo{}
+	rnd := func() (k key) {
+		for j := range k {
+			k[j] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"[r.IntN(62)]
+		}
+		return k
+	}
+	real := make([]key, 2000)
+	for i := range real {
+		real[i] = rnd()
+		c.putIfCurrent(&real[i], entry{info: tok, staleAt: 1 << 62}, c.generation(&real[i]), 0)
+	}
+	const sec = int64(1e9)
+	now := int64(1000) * sec
+	for i := 0; i < 200000; i++ { // a flood of forged ids, 2 s negative TTL
+		k := rnd()
+		c.putIfCurrent(&k, entry{staleAt: now + 2*sec}, c.generation(&k), now)
+		now += sec / 1000
+	}
+	neg := 0
+	for i := range c.shards {
+		neg += int(c.shards[i].neg)
+	}
+	if limit := max / NegativeShare; neg > limit {
+		t.Errorf("%d negative entries, more than 1/%d of the cache (%d)", neg, NegativeShare, limit)
+	}
+	for i := range real {
+		if _, ok := c.get(&real[i], now); !ok {
+			t.Fatalf("a real token was pushed out by forged ids")
+		}
+	}
+	// Once the flood stops and the entries are stale, the next sweep of
+	// each shard drops them and gives the table memory back.
+	now += 60 * sec
+	for i := range real {
+		c.putIfCurrent(&real[i], entry{info: tok, staleAt: 1 << 62}, c.generation(&real[i]), now)
+	}
+	slots, neg := 0, 0
+	for i := range c.shards {
+		slots += len(c.shards[i].slots)
+		neg += int(c.shards[i].neg)
+	}
+	if neg != 0 || c.len() != len(real) || slots > 4*len(real)+64*minSlots {
+		t.Errorf("after the sweep: %d entries (%d negative) in %d slots", c.len(), neg, slots)
+	}
+}

@@ -54,7 +54,10 @@ type Config struct {
 	// a flood of made-up ids costs one store read each per interval.
 	NegativeTTL time.Duration
 	// MaxEntries caps the cache (default 1<<21). Stale and negative entries
-	// are evicted first.
+	// are evicted first. Negative entries (unknown ids, which anyone can
+	// send) fill at most 1/NegativeShare of it, and stale entries are
+	// swept from a shard at most every 10 s as it is written to, its table
+	// shrinking with them.
 	MaxEntries int
 	// LoadTimeout bounds one store read on a miss (default 5s).
 	LoadTimeout time.Duration
