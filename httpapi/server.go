@@ -281,7 +281,18 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, latchkey.Errorf(latchkey.ENotFound, "no such endpoint: %s", r.URL.Path))
 	})
-	return s.middleware(mux)
+	// Forward auth sees its path before the mux does: the mux would
+	// redirect a path with dot segments to its cleaned form (Envoy appends
+	// the client's path here), where forward auth refuses it with 400.
+	fa := s.endpoint(Route{Method: "*", Path: "/v1/forward-auth/{path...}"}, s.forwardAuth, bearerCredential, false)
+	root := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := r.URL.EscapedPath(); p == "/v1/forward-auth" || strings.HasPrefix(p, "/v1/forward-auth/") {
+			fa.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+	return s.middleware(root)
 }
 
 // Drain makes /readyz fail, so load balancers stop sending traffic before

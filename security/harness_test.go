@@ -1,0 +1,236 @@
+package security
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/latchkeyhq/latchkey/httpapi"
+)
+
+var ctx = context.Background()
+
+// bin is the latchkey binary built for the suite.
+var bin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "latchkey-security")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bin = filepath.Join(dir, "latchkey")
+	build := exec.Command("go", "build", "-o", bin, "github.com/latchkeyhq/latchkey/cmd/latchkey")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building latchkey:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// requireService skips, or under LATCHKEY_REQUIRE_INTEGRATION=1 fails,
+// when an outside program is missing.
+func requireService(t *testing.T, what string) string {
+	t.Helper()
+	p, err := exec.LookPath(what)
+	if err == nil {
+		return p
+	}
+	if os.Getenv("LATCHKEY_REQUIRE_INTEGRATION") == "1" {
+		t.Fatalf("%s is required (LATCHKEY_REQUIRE_INTEGRATION=1) but not installed", what)
+	}
+	t.Skipf("%s is not installed; skipping (LATCHKEY_REQUIRE_INTEGRATION=1 makes this a failure)", what)
+	return ""
+}
+
+// logs collects a process's output.
+type logs struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logs) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logs) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// start runs cmd in its own process group, killed with everything it
+// forked at cleanup.
+func start(t *testing.T, cmd *exec.Cmd) *logs {
+	t.Helper()
+	out := &logs{}
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-done
+		}
+	})
+	return out
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func waitListening(t *testing.T, addr string, out func() string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not come up:\n%s", addr, out())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// server is a latchkey process.
+type server struct {
+	api, gw string // addresses
+	dir     string
+	root    string
+	out     *logs
+	cmd     *exec.Cmd
+}
+
+// routes, when not empty, is a route file's text with UPSTREAM for the
+// upstream's URL.
+func startLatchkey(t *testing.T, routes, upstream string, args ...string) *server {
+	t.Helper()
+	s := &server{api: freeAddr(t), dir: t.TempDir()}
+	argv := []string{"serve", "--listen", s.api, "--data-dir", s.dir, "--ui=false"}
+	if routes != "" {
+		path := filepath.Join(s.dir, "routes.yaml")
+		if err := os.WriteFile(path, []byte(strings.ReplaceAll(routes, "UPSTREAM", upstream)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		s.gw = freeAddr(t)
+		argv = append(argv, "--gateway-config", path, "--gateway-listen", s.gw)
+	}
+	s.cmd = exec.Command(bin, append(argv, args...)...)
+	s.cmd.Env = append(os.Environ(), "LATCHKEY_LOG_LEVEL=debug")
+	s.out = start(t, s.cmd)
+	waitListening(t, s.api, s.out.String)
+	if s.gw != "" {
+		waitListening(t, s.gw, s.out.String)
+	}
+	root, err := os.ReadFile(filepath.Join(s.dir, "root-token"))
+	if err != nil {
+		t.Fatalf("root token: %v\n%s", err, s.out.String())
+	}
+	s.root = strings.TrimSpace(string(root))
+	return s
+}
+
+func (s *server) client(tok string) *httpapi.Client {
+	return &httpapi.Client{BaseURL: "http://" + s.api, Token: tok}
+}
+
+// upstream is the service behind the proxies: it records what reaches it.
+type upstream struct {
+	mu   sync.Mutex
+	reqs []*http.Request
+}
+
+func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	io.Copy(io.Discard, r.Body)
+	u.mu.Lock()
+	u.reqs = append(u.reqs, r.Clone(context.Background()))
+	u.mu.Unlock()
+	fmt.Fprint(w, "upstream ok")
+}
+
+// take returns and forgets the requests seen so far.
+func (u *upstream) take() []*http.Request {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	r := u.reqs
+	u.reqs = nil
+	return r
+}
+
+// readmeBlock returns the README's fenced block of lang whose text
+// contains marker.
+func readmeBlock(t *testing.T, lang, marker string) string {
+	t.Helper()
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range regexp.MustCompile("(?s)```"+regexp.QuoteMeta(lang)+"\n(.*?)```").FindAllSubmatch(b, -1) {
+		if strings.Contains(string(m[1]), marker) {
+			return string(m[1])
+		}
+	}
+	t.Fatalf("README.md has no %s block containing %q", lang, marker)
+	return ""
+}
+
+// raw sends one request exactly as written (no client cleans its path)
+// and returns the status, headers and body.
+func raw(t *testing.T, addr, req string) (int, http.Header, string) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	io.Copy(&buf, c)
+	resp, err := http.ReadResponse(bufioReader(&buf), nil)
+	if err != nil {
+		t.Fatalf("reading the answer to %q: %v (%q)", req, err, buf.String())
+	}
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, string(body)
+}
+
+func bufioReader(r io.Reader) *bufio.Reader { return bufio.NewReader(r) }
