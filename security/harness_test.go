@@ -167,8 +167,14 @@ func startLatchkey(t *testing.T, routes, upstream string, args ...string) *serve
 }
 
 func (s *server) client(tok string) *httpapi.Client {
-	return &httpapi.Client{BaseURL: "http://" + s.api, Token: tok}
+	return &httpapi.Client{BaseURL: "http://" + s.api, Token: tok, HTTP: operatorHTTP}
 }
+
+// operatorHTTP connects from 127.0.0.2: the operator's requests come from
+// another source than the attacker's (127.0.0.1), so a block on the
+// attacker does not lock the test out.
+var operatorHTTP = &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{
+	LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}).DialContext}}
 
 // upstream is the service behind the proxies: it records what reaches it.
 type upstream struct {

@@ -24,24 +24,77 @@ func (v *Verifier) Refuse(req *Request, reason string) {
 		return
 	}
 	now, _ := v.clock()
-	k := refusalKey{ip: req.ClientIP, action: req.Action, reason: reason}
-	n, ok, ended := v.refusals.admit(k, now)
-	for ek, en := range ended {
-		v.recordRefusal(&Request{ClientIP: ek.ip, Action: ek.action}, ek.reason, now, en)
+	v.sampled(req, latchkey.OutcomeRefused, reason, "", now)
+}
+
+// sampled records an attempt under the per-source sampling of Refuse:
+// refusals at the edge, and attempts from a blocked source (which keeps
+// sending after its block, and must not fill the disk either).
+func (v *Verifier) sampled(req *Request, outcome, reason, tokenID string, now int64) {
+	action := req.Action
+	if action == "" {
+		action = latchkey.ActionVerify
 	}
+	k := refusalKey{ip: req.ClientIP, action: action, outcome: outcome, reason: reason}
+	n, ok, ended := v.refusals.admit(k, now)
+	v.recordEnded(ended, now)
 	if ok {
-		v.recordRefusal(req, reason, now, n)
+		v.recordRefusal(req, outcome, reason, tokenID, now, n)
+	} else {
+		v.startRefusalFlusher() // the count is written when its window ends
 	}
 }
 
-func (v *Verifier) recordRefusal(req *Request, reason string, now int64, n int64) {
+func (v *Verifier) recordEnded(ended map[refusalKey]int64, now int64) {
+	for k, n := range ended {
+		v.recordRefusal(&Request{ClientIP: k.ip, Action: k.action}, k.outcome, k.reason, "", now, n)
+	}
+}
+
+// startRefusalFlusher starts, once, the loop that writes the counts of
+// sampling windows that have ended, every second, so that a source that
+// stops sending still has its last refusals on record within a second or
+// two. Close stops it.
+func (v *Verifier) startRefusalFlusher() {
+	s := &v.refusals
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started {
+		return
+	}
+	s.started = true
+	s.stop, s.done = make(chan struct{}), make(chan struct{})
+	go func(stop, done chan struct{}) {
+		defer close(done)
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				now, _ := v.clock()
+				s.mu.Lock()
+				ended := s.sweepLocked(now)
+				s.mu.Unlock()
+				v.recordEnded(ended, now)
+			}
+		}
+	}(s.stop, s.done)
+}
+
+func (v *Verifier) recordRefusal(req *Request, outcome, reason, tokenID string, now int64, n int64) {
 	v.rec.RecordFunc(func(ev *latchkey.AuditEvent) {
 		ev.Time = time.Unix(0, now)
 		ev.Node = v.cfg.Node
 		ev.RequestID = req.RequestID
 		ev.Kind = latchkey.KindVerify
 		ev.Action = req.Action
-		ev.Outcome, ev.Reason = latchkey.OutcomeRefused, reason
+		if ev.Action == "" {
+			ev.Action = latchkey.ActionVerify
+		}
+		ev.TokenID = tokenID
+		ev.Outcome, ev.Reason = outcome, reason
 		ev.Scopes = req.Scopes
 		ev.ClientIP = req.ClientIP
 		ev.UserAgent = req.UserAgent
@@ -59,18 +112,28 @@ func refusalDetail(n int64) []byte {
 	return append(b, '}')
 }
 
-// flushRefusals writes the counts of refusals not yet on record.
+// flushRefusals stops the flusher and writes the counts of refusals not
+// yet on record.
 func (v *Verifier) flushRefusals() {
+	s := &v.refusals
+	s.mu.Lock()
+	stop, done := s.stop, s.done
+	s.started, s.stop = true, nil // no restart after Close
+	s.mu.Unlock()
+	if stop != nil {
+		close(stop)
+		<-done
+	}
 	if v.rec == nil {
 		return
 	}
 	now, _ := v.clock()
 	for k, n := range v.refusals.drain() {
-		v.recordRefusal(&Request{ClientIP: k.ip, Action: k.action}, k.reason, now, n)
+		v.recordRefusal(&Request{ClientIP: k.ip, Action: k.action}, k.outcome, k.reason, "", now, n)
 	}
 }
 
-type refusalKey struct{ ip, action, reason string }
+type refusalKey struct{ ip, action, outcome, reason string }
 
 type refusalWindow struct {
 	start   int64 // when the window's record was written (Unix ns)
@@ -85,6 +148,9 @@ type refusalSampler struct {
 	mu        sync.Mutex
 	m         map[refusalKey]*refusalWindow
 	nextSweep int64
+
+	started    bool          // the flusher runs (or Close has run)
+	stop, done chan struct{} // the flusher's
 }
 
 const (
@@ -148,6 +214,9 @@ func (s *refusalSampler) drain() map[refusalKey]int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := map[refusalKey]int64{}
+	if s.m == nil {
+		return out
+	}
 	for k, w := range s.m {
 		if w.pending > 0 {
 			out[k] = w.pending

@@ -246,6 +246,12 @@ func (v *Verifier) Verify(ctx context.Context, req *Request) (latchkey.Decision,
 		g.Refused(req.Source, d.Code, d.Reason, d.TokenID, now)
 	}
 	d.Latency = time.Duration(max(0, monoclock.Nanos()-start))
+	if v.rec != nil && d.Code == latchkey.Blocked && err == nil {
+		// A blocked source may keep sending as fast as it can: its attempts
+		// are sampled like edge refusals, one record a second with a count.
+		v.sampled(req, "BLOCKED", d.Reason, d.TokenID, now)
+		return d, nil
+	}
 	if v.rec != nil && !(req.AuditFailuresOnly && d.Code == latchkey.Valid) {
 		v.rec.RecordFunc(func(ev *latchkey.AuditEvent) {
 			ev.Time = time.Unix(0, now)
