@@ -176,7 +176,9 @@ func TestBlockedSourceLearnsNothing(t *testing.T) {
 		"admin API":    func(tok string) answer { return do("GET", api+"/v1/tokens", tok, "") },
 		"verify":       func(tok string) answer { return do("POST", api+"/v1/verify", tok, `{"token":"x"}`) },
 		"audit stream": func(tok string) answer { return do("GET", api+"/v1/audit?limit=1", tok, "") },
-		"introspect":   func(tok string) answer { return do("POST", api+"/oauth2/introspect", tok, "token=x", "Content-Type", "application/x-www-form-urlencoded") },
+		"introspect": func(tok string) answer {
+			return do("POST", api+"/oauth2/introspect", tok, "token=x", "Content-Type", "application/x-www-form-urlencoded")
+		},
 		"revoke": func(tok string) answer {
 			return do("POST", api+"/oauth2/revoke", "", "token="+tok, "Content-Type", "application/x-www-form-urlencoded")
 		},
