@@ -436,3 +436,59 @@ func FuzzCanonicalPath(f *testing.F) {
 		}
 	})
 }
+
+// The route matcher, on what the edge lets through: a match's literal
+// segments are the path's, its parameters fill scopes only as plain
+// segments, and what goes upstream is still canonical.
+func FuzzRouteLookup(f *testing.F) {
+	table, err := gateway.ParseConfig([]byte(strings.ReplaceAll(faRoutes, "UPSTREAM", "http://127.0.0.1:9") +
+		"  - name: files\n    path: /files/{bucket}\n    strip_prefix: true\n    upstream: http://127.0.0.1:9/base\n    scopes: [\"files.{bucket}:read\"]\n"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, s := range [][3]string{{"api.example.com", "GET", "/v1/projects/42/x"}, {"admin.example.com.", "POST", "/"},
+		{"x", "GET", "/files/b/c/d"}, {"x", "GET", "/v1/projects/%2A"}, {"x", "GET", "/public/../v1"}} {
+		f.Add(s[0], s[1], s[2])
+	}
+	f.Fuzz(func(t *testing.T, host, method, escaped string) {
+		path, ok := gateway.CanonicalPath(escaped)
+		if !ok {
+			return
+		}
+		h, ok := gateway.CanonicalHost(host)
+		if !ok {
+			return
+		}
+		m, ok := table.Lookup(h, method, path)
+		if !ok {
+			return
+		}
+		scopes, ok := m.Scopes()
+		if !ok {
+			return
+		}
+		for _, sc := range scopes {
+			if err := latchkey.ValidateScope(sc); err != nil || strings.Contains(sc, "{") {
+				t.Fatalf("%s %s: route %s gives scope %q (%v)", method, path, m.Route.Name, sc, err)
+			}
+		}
+		if len(m.Route.Methods) > 0 && !contains(m.Route.Methods, method) {
+			t.Fatalf("%s %s matched route %s, which does not take %s", method, path, m.Route.Name, method)
+		}
+		if m.Route.Host != "" && m.Route.Host != h {
+			t.Fatalf("host %q matched route %s for %s", h, m.Route.Name, m.Route.Host)
+		}
+		if up := gateway.UpstreamPath(&m, path); !latchkey.CanonicalPath(up) {
+			t.Fatalf("%s goes upstream as %q", path, up)
+		}
+	})
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}

@@ -6,8 +6,10 @@ import (
 	"reflect"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/tokens"
 )
 
 var verifyBodies = []string{
@@ -160,6 +162,62 @@ func FuzzVerifyResponseMeta(f *testing.F) {
 		}
 		if string(got) != want.String() {
 			t.Fatalf("meta %q:\n got %s\nwant %s", m, got, want.String())
+		}
+	})
+}
+
+// The strict decoder either refuses a body with invalid_argument or takes
+// exactly one JSON object, valid UTF-8, with no field named twice.
+func FuzzDecodeStrict(f *testing.F) {
+	for _, b := range append(verifyBodies, `{"name":"a","rate_limit":{"limit":1,"window":"1m"},"meta":{"a":[1,{"b":null}]}}`,
+		`{"expires_at":"2030-01-01T00:00:00Z","ttl":"1h"}`, `{"meta":{"k":1,"k":2}}`) {
+		f.Add([]byte(b))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var req tokens.CreateRequest
+		err := decodeFrom(bytes.NewReader(b), &req)
+		if err != nil {
+			if latchkey.ErrorCode(err) != latchkey.EInvalid {
+				t.Fatalf("decodeFrom(%q) = %v, want invalid_argument", b, err)
+			}
+			return
+		}
+		if !utf8.Valid(b) || bytes.TrimLeft(b, " \t\r\n")[0] != '{' {
+			t.Fatalf("decodeFrom accepted %q", b)
+		}
+		dec := json.NewDecoder(bytes.NewReader(b))
+		var walk func(depth int) error
+		walk = func(depth int) error {
+			tok, err := dec.Token()
+			if err != nil {
+				return err
+			}
+			switch tok {
+			case json.Delim('{'):
+				seen := map[string]bool{}
+				for dec.More() {
+					k, _ := dec.Token()
+					if seen[k.(string)] {
+						t.Fatalf("decodeFrom accepted %q, which names %q twice", b, k)
+					}
+					seen[k.(string)] = true
+					if err := walk(depth + 1); err != nil {
+						return err
+					}
+				}
+				_, err = dec.Token()
+			case json.Delim('['):
+				for dec.More() {
+					if err := walk(depth + 1); err != nil {
+						return err
+					}
+				}
+				_, err = dec.Token()
+			}
+			return err
+		}
+		if err := walk(0); err != nil {
+			t.Fatalf("decodeFrom accepted %q, which encoding/json cannot walk: %v", b, err)
 		}
 	})
 }

@@ -1,0 +1,4 @@
+package gateway
+
+// UpstreamPath is the path a match sends upstream, for tests.
+func UpstreamPath(m *Match, path string) string { return m.upstreamPath(path) }
