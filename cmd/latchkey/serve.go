@@ -111,8 +111,10 @@ take s, m, h, d (days) and w (weeks): 30d, 12h, 1h30m.
 
 --trusted-proxy lists the proxies (addresses or networks, repeatable or
 comma-separated) whose X-Forwarded-For header is believed when working out
-the client's address; from any other peer the header is ignored. Default:
-loopback only.
+the client's address; from any other peer the header is ignored. Forward
+auth believes the original-request headers (X-Original-*, X-Forwarded-
+Method/-Uri/-Host) from these peers only, and refuses them from any other.
+Default: loopback only.
 
 Audit: every attempt is recorded. In the default durability mode, async,
 records are committed in batches (--audit-batch-size records or every
