@@ -45,6 +45,9 @@ func CanonicalPath(escaped string) (string, bool) {
 	if escaped == "/" {
 		return "/", true
 	}
+	if strings.IndexByte(escaped, '%') < 0 {
+		return escaped, plainPath(escaped) // nothing to decode: no copy
+	}
 	var b strings.Builder
 	rest := escaped[1:]
 	decoded := false
@@ -75,6 +78,22 @@ func CanonicalPath(escaped string) (string, bool) {
 		return escaped, true
 	}
 	return b.String(), true
+}
+
+// plainPath checks an unescaped path (starting with "/") segment by
+// segment, as CanonicalPath does.
+func plainPath(p string) bool {
+	rest := p[1:]
+	for {
+		seg, tail, more := strings.Cut(rest, "/")
+		if (seg == "" && more) || seg == "." || seg == ".." || !plainPathBytes(seg) {
+			return false
+		}
+		if !more || tail == "" {
+			return true
+		}
+		rest = tail
+	}
 }
 
 // canonicalSegment decodes one path segment, or refuses it.
@@ -140,12 +159,17 @@ func unhex(c byte) byte {
 // must not escape that host's route). Anything that is not a plain host
 // name or address is refused.
 func CanonicalHost(host string) (string, bool) {
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	} else if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
-		host = host[1 : len(host)-1]
+	if strings.IndexByte(host, ':') >= 0 { // a port, or an IPv6 literal
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		} else if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
+			host = host[1 : len(host)-1]
+		}
 	}
-	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	if hasUpper(host) {
+		host = strings.ToLower(host)
+	}
+	host = strings.TrimSuffix(host, ".")
 	if host == "" || len(host) > 253 {
 		return "", false
 	}
@@ -155,18 +179,32 @@ func CanonicalHost(host string) (string, bool) {
 		}
 		return host, true
 	}
-	for _, label := range strings.Split(host, ".") {
-		if label == "" || len(label) > 63 {
-			return "", false
-		}
-		for i := 0; i < len(label); i++ {
-			c := label[i]
-			if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+	label := 0 // length of the label so far
+	for i := 0; i < len(host); i++ {
+		switch c := host[i]; {
+		case c == '.':
+			if label == 0 {
 				return "", false
 			}
+			label = 0
+		case 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_':
+			if label++; label > 63 {
+				return "", false
+			}
+		default:
+			return "", false
 		}
 	}
-	return host, true
+	return host, label > 0
+}
+
+func hasUpper(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if 'A' <= s[i] && s[i] <= 'Z' {
+			return true
+		}
+	}
+	return false
 }
 
 // methodOverrideHeaders make some frameworks treat a request as another
@@ -222,12 +260,22 @@ func normalHeader(k string) string {
 // fresh random one: the id is kept in the audit record, which must hold
 // neither junk nor a secret pasted into the header.
 func RequestID(h http.Header) string {
-	if id := h.Get("X-Request-Id"); ValidRequestID(id) {
+	if id := PlainRequestID(h); id != "" {
 		return id
 	}
 	var b [8]byte
 	rand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+// PlainRequestID is the caller's X-Request-Id when ValidRequestID, else
+// "": the doors keep a caller's id in their records, and none of their
+// own (a proxy in front has its own logs to match).
+func PlainRequestID(h http.Header) string {
+	if id := h.Get("X-Request-Id"); ValidRequestID(id) {
+		return id
+	}
+	return ""
 }
 
 // ValidRequestID reports whether a caller's request id can be kept.

@@ -72,7 +72,7 @@ func (f *ForwardAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ip, src := ClientAddr(r, f.Auth.TrustedProxies)
 	vr := verify.Request{ClientIP: ip, Source: src, Method: r.Method, Path: r.URL.Path, UserAgent: r.UserAgent(),
-		RequestID: RequestID(r.Header), Action: "forward_auth"}
+		RequestID: PlainRequestID(r.Header), Action: "forward_auth"}
 	refuse := func(reason, body string) {
 		// nginx's auth_request passes only 2xx, 401 and 403 on; the
 		// README's snippet turns its 500 back into this 400.

@@ -191,7 +191,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ip, src := ClientAddr(r, g.Auth.TrustedProxies)
 	vr := verify.Request{ClientIP: ip, Source: src, Method: r.Method, Path: r.URL.Path, UserAgent: r.UserAgent(),
-		RequestID: RequestID(r.Header), Action: "gateway"}
+		RequestID: PlainRequestID(r.Header), Action: "gateway"}
 	path, ok := CanonicalPath(r.URL.EscapedPath())
 	if !ok {
 		g.Auth.Refuse(w, &vr, ReasonNonCanonical, http.StatusBadRequest, errNonCanonical)

@@ -81,10 +81,12 @@ func plainSegment(s string) bool {
 // host and methods match, the one with the longest path prefix (the first
 // in the file on a tie).
 func (t *Table) Lookup(host, method, path string) (Match, bool) {
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
+	if strings.IndexByte(host, ':') >= 0 {
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
 	}
-	host = strings.ToLower(host)
+	host = strings.ToLower(host) // no copy when it is lower case already
 	var best Match
 	found := false
 	for _, r := range t.Routes {
