@@ -14,11 +14,11 @@ import (
 	"regexp"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/latchkeyhq/latchkey/httpapi"
+	"github.com/latchkeyhq/latchkey/internal/itest"
 )
 
 var ctx = context.Background()
@@ -44,96 +44,29 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// requireService skips, or under LATCHKEY_REQUIRE_INTEGRATION=1 fails,
-// when an outside program is missing.
+// requireService returns the path of program what, or skips (under
+// LATCHKEY_REQUIRE_INTEGRATION=1: fails) when it is not installed.
 func requireService(t *testing.T, what string) string {
 	t.Helper()
 	p, err := exec.LookPath(what)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("LATCHKEY_REQUIRE_INTEGRATION") == "1" {
-		t.Fatalf("%s is required (LATCHKEY_REQUIRE_INTEGRATION=1) but not installed", what)
-	}
-	t.Skipf("%s is not installed; skipping (LATCHKEY_REQUIRE_INTEGRATION=1 makes this a failure)", what)
-	return ""
-}
-
-// logs collects a process's output.
-type logs struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logs) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logs) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// start runs cmd in its own process group, killed with everything it
-// forked at cleanup.
-func start(t *testing.T, cmd *exec.Cmd) *logs {
-	t.Helper()
-	out := &logs{}
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-done
-		}
-	})
-	return out
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		itest.Require(t, what)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return p
 }
 
-func waitListening(t *testing.T, addr string, out func() string) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s did not come up:\n%s", addr, out())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+var (
+	start         = itest.Start
+	freeAddr      = itest.FreeAddr
+	waitListening = itest.WaitListening
+)
 
 // server is a latchkey process.
 type server struct {
 	api, gw string // addresses
 	dir     string
 	root    string
-	out     *logs
+	out     *itest.Buffer
 	cmd     *exec.Cmd
 }
 

@@ -85,21 +85,9 @@ func (v *Verifier) startRefusalFlusher() {
 
 func (v *Verifier) recordRefusal(req *Request, outcome, reason, tokenID string, now int64, n int64) {
 	v.rec.RecordFunc(func(ev *latchkey.AuditEvent) {
-		ev.Time = time.Unix(0, now)
-		ev.Node = v.cfg.Node
-		ev.RequestID = req.RequestID
-		ev.Kind = latchkey.KindVerify
-		ev.Action = req.Action
-		if ev.Action == "" {
-			ev.Action = latchkey.ActionVerify
-		}
+		v.fillAttempt(ev, req, now)
 		ev.TokenID = tokenID
 		ev.Outcome, ev.Reason = outcome, reason
-		ev.Scopes = req.Scopes
-		ev.ClientIP = req.ClientIP
-		ev.UserAgent = req.UserAgent
-		ev.Method = req.Method
-		ev.Path = req.Path
 		ev.Detail = refusalDetail(n)
 	})
 }

@@ -254,25 +254,13 @@ func (v *Verifier) Verify(ctx context.Context, req *Request) (latchkey.Decision,
 	}
 	if v.rec != nil && !(req.AuditFailuresOnly && d.Code == latchkey.Valid) {
 		v.rec.RecordFunc(func(ev *latchkey.AuditEvent) {
-			ev.Time = time.Unix(0, now)
-			ev.Node = v.cfg.Node
-			ev.RequestID = req.RequestID
-			ev.Kind = latchkey.KindVerify
-			ev.Action = req.Action
-			if ev.Action == "" {
-				ev.Action = latchkey.ActionVerify
-			}
+			v.fillAttempt(ev, req, now)
 			ev.TokenID = d.TokenID
 			ev.Subject = d.Subject
 			ev.Outcome, ev.Reason = d.Code.String(), d.Reason
 			if err != nil {
 				ev.Outcome, ev.Reason = "ERROR", "store_unavailable"
 			}
-			ev.Scopes = req.Scopes
-			ev.ClientIP = req.ClientIP
-			ev.UserAgent = req.UserAgent
-			ev.Method = req.Method
-			ev.Path = req.Path
 			ev.Latency = d.Latency
 		})
 		if v.cfg.SyncAudit && err == nil {
@@ -282,6 +270,24 @@ func (v *Verifier) Verify(ctx context.Context, req *Request) (latchkey.Decision,
 		}
 	}
 	return d, err
+}
+
+// fillAttempt writes what every record of an attempt says about its
+// request: when, where, which door, and the caller's facts.
+func (v *Verifier) fillAttempt(ev *latchkey.AuditEvent, req *Request, now int64) {
+	ev.Time = time.Unix(0, now)
+	ev.Node = v.cfg.Node
+	ev.RequestID = req.RequestID
+	ev.Kind = latchkey.KindVerify
+	ev.Action = req.Action
+	if ev.Action == "" {
+		ev.Action = latchkey.ActionVerify
+	}
+	ev.Scopes = req.Scopes
+	ev.ClientIP = req.ClientIP
+	ev.UserAgent = req.UserAgent
+	ev.Method = req.Method
+	ev.Path = req.Path
 }
 
 // decide fills in d, which the caller keeps on its stack. With spend
