@@ -25,10 +25,12 @@ type TokenActions interface {
 	Revoke(ctx context.Context, a tokens.Actor, id, reason string) (*latchkey.Token, error)
 }
 
-// adminToken reports whether t holds a scope of latchkey's own API.
+// adminToken reports whether t holds a scope of latchkey's own API. Only
+// grants that start with "latchkey:" cover those ("*" does not: an
+// application token holding it is no administrator).
 func adminToken(t *latchkey.Token) bool {
 	for _, sc := range t.Scopes {
-		if sc == "*" || strings.HasPrefix(sc, "latchkey:") || strings.HasPrefix(sc, "*:") {
+		if strings.HasPrefix(sc, "latchkey:") {
 			return true
 		}
 	}

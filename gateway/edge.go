@@ -6,9 +6,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
+	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/secret"
 )
 
@@ -29,6 +31,7 @@ const (
 	ReasonIdentityHeader    = "identity_header"
 	ReasonForwardedHeaders  = "forwarded_headers"
 	ReasonHeaderTooLarge    = "header_too_large"
+	ReasonBadScope          = "bad_scope" // a ?scope= on the forward-auth URL is not a scope
 )
 
 // CanonicalPath checks an escaped request path (URL.EscapedPath, or the
@@ -37,93 +40,27 @@ const (
 // authorised: dot segments ("." and "..", escaped or not), an escaped
 // "/" or "\", a raw "\", ";" path parameters ("..;/" on Tomcat), empty
 // segments ("//"), control characters and bad escapes. One trailing "/"
-// is allowed.
+// is allowed. The decoded path passes latchkey.CanonicalPath, the check
+// allowed_paths matching relies on.
 func CanonicalPath(escaped string) (string, bool) {
-	if escaped == "" || escaped[0] != '/' {
-		return "", false
-	}
-	if escaped == "/" {
-		return "/", true
-	}
-	if strings.IndexByte(escaped, '%') < 0 {
-		return escaped, plainPath(escaped) // nothing to decode: no copy
-	}
-	var b strings.Builder
-	rest := escaped[1:]
-	decoded := false
-	for {
-		seg, tail, more := strings.Cut(rest, "/")
-		if seg == "" && more { // "//" (a trailing "/" ends the loop below)
-			return "", false
-		}
-		d, ok := canonicalSegment(seg)
-		if !ok {
-			return "", false
-		}
-		if d != seg {
-			decoded = true
-		}
-		b.WriteByte('/')
-		b.WriteString(d)
-		if !more {
-			break
-		}
-		rest = tail
-		if rest == "" {
-			b.WriteByte('/')
-			break
-		}
-	}
-	if !decoded {
-		return escaped, true
-	}
-	return b.String(), true
-}
-
-// plainPath checks an unescaped path (starting with "/") segment by
-// segment, as CanonicalPath does.
-func plainPath(p string) bool {
-	rest := p[1:]
-	for {
-		seg, tail, more := strings.Cut(rest, "/")
-		if (seg == "" && more) || seg == "." || seg == ".." || !plainPathBytes(seg) {
-			return false
-		}
-		if !more || tail == "" {
-			return true
-		}
-		rest = tail
-	}
-}
-
-// canonicalSegment decodes one path segment, or refuses it.
-func canonicalSegment(seg string) (string, bool) {
-	if !strings.ContainsRune(seg, '%') {
-		if seg == "." || seg == ".." || !plainPathBytes(seg) {
-			return "", false
-		}
-		return seg, true
-	}
-	var b []byte
-	for i := 0; i < len(seg); i++ {
-		c := seg[i]
-		if c == '%' {
-			if i+2 >= len(seg) || !ishex(seg[i+1]) || !ishex(seg[i+2]) {
+	p := escaped
+	if strings.IndexByte(escaped, '%') >= 0 {
+		segs := strings.Split(escaped, "/")
+		for i, seg := range segs {
+			d, err := url.PathUnescape(seg)
+			// An escaped "/" splits differently upstream; an escaped "%"
+			// decodes a second time somewhere.
+			if err != nil || strings.ContainsAny(d, "/%") {
 				return "", false
 			}
-			c = unhex(seg[i+1])<<4 | unhex(seg[i+2])
-			i += 2
-			if c == '/' || c == '%' {
-				return "", false // %2F splits differently upstream; %25 decodes twice somewhere
-			}
+			segs[i] = d
 		}
-		b = append(b, c)
+		p = strings.Join(segs, "/")
 	}
-	d := string(b)
-	if d == "." || d == ".." || !plainPathBytes(d) {
+	if !latchkey.CanonicalPath(p) || !plainPathBytes(p) {
 		return "", false
 	}
-	return d, true
+	return p, true
 }
 
 // plainPathBytes refuses the bytes that change a path's meaning to some
@@ -137,20 +74,6 @@ func plainPathBytes(s string) bool {
 		}
 	}
 	return true
-}
-
-func ishex(c byte) bool {
-	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
-}
-
-func unhex(c byte) byte {
-	switch {
-	case '0' <= c && c <= '9':
-		return c - '0'
-	case 'a' <= c && c <= 'f':
-		return c - 'a' + 10
-	}
-	return c - 'A' + 10
 }
 
 // CanonicalHost returns the host a request names, as routes match it:

@@ -51,20 +51,7 @@ func forwardAuth(t *testing.T, e *env) string {
 
 func ask(t *testing.T, url, method string, hdr ...string) *http.Response {
 	t.Helper()
-	req, _ := http.NewRequest(method, url, nil)
-	for i := 0; i+1 < len(hdr); i += 2 {
-		if hdr[i] == "Host" {
-			req.Host = hdr[i+1]
-			continue
-		}
-		req.Header.Add(hdr[i], hdr[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
+	resp, _ := send(t, method, url, hdr...)
 	return resp
 }
 

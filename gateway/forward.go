@@ -160,9 +160,6 @@ func (f *ForwardAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
-// ReasonBadScope: a ?scope= on the forward-auth URL is not a scope.
-const ReasonBadScope = "bad_scope"
-
 const errIdentityHeader = `{"error":"invalid_request","error_description":"the request carries an X-Latchkey-* header: only latchkey may set those"}`
 
 // original reads the request the proxy asks about from one header family,

@@ -143,10 +143,17 @@ func (e *env) token(t *testing.T, req tokens.CreateRequest) (string, *latchkey.T
 
 func (e *env) do(t *testing.T, method, path, tok string, hdr ...string) (*http.Response, []byte) {
 	t.Helper()
-	req, _ := http.NewRequest(method, e.url+path, nil)
 	if tok != "" {
-		req.Header.Set("Authorization", "Bearer "+tok)
+		hdr = append([]string{"Authorization", "Bearer " + tok}, hdr...)
 	}
+	return send(t, method, e.url+path, hdr...)
+}
+
+// send makes one request with headers as name, value pairs ("Host" sets
+// the request's host) and reads the answer.
+func send(t *testing.T, method, url string, hdr ...string) (*http.Response, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, nil)
 	for i := 0; i+1 < len(hdr); i += 2 {
 		if hdr[i] == "Host" {
 			req.Host = hdr[i+1]

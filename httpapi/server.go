@@ -229,13 +229,14 @@ func (s *Server) Handler() http.Handler {
 	}
 	mux := http.NewServeMux()
 	paths := map[string][]string{}
+	var anyMethod http.Handler
 	for _, rt := range Routes() {
 		fn := h[rt.Method+" "+rt.Path]
 		if fn == nil {
 			panic("httpapi: no handler for " + rt.Method + " " + rt.Path)
 		}
-		if rt.Method == "*" { // any method: proxies forward the original one
-			mux.Handle(rt.Path, s.endpoint(rt, fn, bearerCredential, false))
+		if rt.Method == "*" { // forward auth: any method (proxies forward the original one), served before the mux below
+			anyMethod = s.endpoint(rt, fn, bearerCredential, false)
 			continue
 		}
 		mux.Handle(rt.Method+" "+rt.Path, s.endpoint(rt, fn, bearerCredential, false))
@@ -284,10 +285,9 @@ func (s *Server) Handler() http.Handler {
 	// Forward auth sees its path before the mux does: the mux would
 	// redirect a path with dot segments to its cleaned form (Envoy appends
 	// the client's path here), where forward auth refuses it with 400.
-	fa := s.endpoint(Route{Method: "*", Path: "/v1/forward-auth/{path...}"}, s.forwardAuth, bearerCredential, false)
 	root := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if p := r.URL.EscapedPath(); p == "/v1/forward-auth" || strings.HasPrefix(p, "/v1/forward-auth/") {
-			fa.ServeHTTP(w, r)
+			anyMethod.ServeHTTP(w, r)
 			return
 		}
 		mux.ServeHTTP(w, r)

@@ -137,8 +137,7 @@ func (s *Server) streamAudit(w http.ResponseWriter, r *http.Request, _ tokens.Ac
 		case <-woke:
 		case <-time.After(min(streamPoll, max(0, streamRecheck-time.Since(checked)))):
 		case <-heartbeat.C:
-			rc.SetWriteDeadline(time.Now().Add(writeWait))
-			fmt.Fprint(w, ": keep-alive\n\n")
+			fmt.Fprint(w, ": keep-alive\n\n") // buffered: flush sets the deadline before writing
 			if flush() != nil {
 				return nil
 			}

@@ -164,12 +164,10 @@ func raw(t *testing.T, addr, req string) (int, http.Header, string) {
 	}
 	var buf bytes.Buffer
 	io.Copy(&buf, c)
-	resp, err := http.ReadResponse(bufioReader(&buf), nil)
+	resp, err := http.ReadResponse(bufio.NewReader(&buf), nil)
 	if err != nil {
 		t.Fatalf("reading the answer to %q: %v (%q)", req, err, buf.String())
 	}
 	body, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, resp.Header, string(body)
 }
-
-func bufioReader(r io.Reader) *bufio.Reader { return bufio.NewReader(r) }

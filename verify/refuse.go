@@ -57,30 +57,13 @@ func (v *Verifier) recordEnded(ended map[refusalKey]int64, now int64) {
 // two. Close stops it.
 func (v *Verifier) startRefusalFlusher() {
 	s := &v.refusals
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.started {
-		return
-	}
-	s.started = true
-	s.stop, s.done = make(chan struct{}), make(chan struct{})
-	go func(stop, done chan struct{}) {
-		defer close(done)
-		t := time.NewTicker(time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-				now, _ := v.clock()
-				s.mu.Lock()
-				ended := s.sweepLocked(now)
-				s.mu.Unlock()
-				v.recordEnded(ended, now)
-			}
-		}
-	}(s.stop, s.done)
+	s.flusher.start(time.Second, func() {
+		now, _ := v.clock()
+		s.mu.Lock()
+		ended := s.sweepLocked(now)
+		s.mu.Unlock()
+		v.recordEnded(ended, now)
+	})
 }
 
 func (v *Verifier) recordRefusal(req *Request, outcome, reason, tokenID string, now int64, n int64) {
@@ -103,15 +86,7 @@ func refusalDetail(n int64) []byte {
 // flushRefusals stops the flusher and writes the counts of refusals not
 // yet on record.
 func (v *Verifier) flushRefusals() {
-	s := &v.refusals
-	s.mu.Lock()
-	stop, done := s.stop, s.done
-	s.started, s.stop = true, nil // no restart after Close
-	s.mu.Unlock()
-	if stop != nil {
-		close(stop)
-		<-done
-	}
+	v.refusals.flusher.close()
 	if v.rec == nil {
 		return
 	}
@@ -137,8 +112,7 @@ type refusalSampler struct {
 	m         map[refusalKey]*refusalWindow
 	nextSweep int64
 
-	started    bool          // the flusher runs (or Close has run)
-	stop, done chan struct{} // the flusher's
+	flusher background // writes the counts of ended windows
 }
 
 const (

@@ -19,9 +19,7 @@ const idleNoteEvery = time.Second
 type usage struct {
 	mu      sync.Mutex
 	pending map[key]int64 // token id → latest use noted (Unix nanoseconds)
-	started bool
-	stop    chan struct{}
-	done    chan struct{}
+	flusher background    // writes them every TouchInterval
 }
 
 // note records a use of k at now (after the cache slot was touched).
@@ -82,29 +80,10 @@ func (v *Verifier) noteUse(k *key, e *entry, now int64) {
 }
 
 func (v *Verifier) startFlusher() {
-	u := &v.usage
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if u.started || v.store == nil {
+	if v.store == nil {
 		return
 	}
-	u.started = true
-	u.stop, u.done = make(chan struct{}), make(chan struct{})
-	go v.flushLoop(u.stop, u.done)
-}
-
-func (v *Verifier) flushLoop(stop, done chan struct{}) {
-	defer close(done)
-	t := time.NewTicker(v.cfg.TouchInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-t.C:
-			v.FlushUsage(context.Background())
-		}
-	}
+	v.usage.flusher.start(v.cfg.TouchInterval, func() { v.FlushUsage(context.Background()) })
 }
 
 // FlushUsage writes every pending last use now. Uses whose write fails
@@ -127,14 +106,6 @@ func (v *Verifier) FlushUsage(ctx context.Context) error {
 // uses, and the counts of sampled refusals not yet on record.
 func (v *Verifier) Close(ctx context.Context) error {
 	v.flushRefusals()
-	u := &v.usage
-	u.mu.Lock()
-	stop, done := u.stop, u.done
-	u.started, u.stop = true, nil // no restart after Close
-	u.mu.Unlock()
-	if stop != nil {
-		close(stop)
-		<-done
-	}
+	v.usage.flusher.close()
 	return v.FlushUsage(ctx)
 }
