@@ -135,7 +135,7 @@ func TestTimeRules(t *testing.T) {
 	t.Run("idle", func(t *testing.T) {
 		f := newFixture(t)
 		idle := cons(latchkey.Constraints{IdleTimeout: latchkey.Duration(time.Hour)})
-		unused, _ := f.issue(t, idle)
+		unused, unusedTok := f.issue(t, idle)
 		used, _ := f.issue(t, idle)
 		// Used every 50 minutes: never idle, however long.
 		for range 5 {
@@ -148,7 +148,7 @@ func TestTimeRules(t *testing.T) {
 		if d := f.verify(t, unused); d.Code != latchkey.Expired || d.Reason != "idle" {
 			t.Fatalf("unused for 4h with a 1h idle timeout: %s/%s, want EXPIRED/idle", d.Code, d.Reason)
 		}
-		if ev := f.rec.last(); ev.Outcome != "EXPIRED" || ev.Reason != "idle" {
+		if ev := f.rec.lastFor(unusedTok.ID); ev.Outcome != "EXPIRED" || ev.Reason != "idle" {
 			t.Errorf("audit: %s/%s", ev.Outcome, ev.Reason)
 		}
 		// One hour (plus the second uses are noted to) after the last use.

@@ -124,6 +124,24 @@ func (r *recorder) count() int {
 	return len(r.sink.evs)
 }
 
+// lastFor is the newest record of token id. The pipeline queues records
+// in stripes chosen by stack address, which can change between two calls
+// of one goroutine (a stack that grew was moved), so the newest record of
+// all is not always the last written; per token, under a test's clock
+// that advances between its attempts, it is.
+func (r *recorder) lastFor(id string) latchkey.AuditEvent {
+	r.p.Flush(context.Background())
+	r.sink.mu.Lock()
+	defer r.sink.mu.Unlock()
+	var last latchkey.AuditEvent
+	for _, ev := range r.sink.evs {
+		if ev.TokenID == id && !ev.Time.Before(last.Time) {
+			last = ev
+		}
+	}
+	return last
+}
+
 func (r *recorder) last() latchkey.AuditEvent {
 	r.p.Flush(context.Background())
 	r.sink.mu.Lock()
