@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/latchkeyhq/latchkey"
-	"github.com/latchkeyhq/latchkey/tokens"
 )
 
 // BlockStore persists blocks and alert records. latchkey.Store satisfies
@@ -21,8 +20,8 @@ type BlockStore interface {
 // satisfies it.
 type TokenActions interface {
 	Get(ctx context.Context, id string) (*latchkey.Token, error)
-	Suspend(ctx context.Context, a tokens.Actor, id, reason string) (*latchkey.Token, error)
-	Revoke(ctx context.Context, a tokens.Actor, id, reason string) (*latchkey.Token, error)
+	Suspend(ctx context.Context, a latchkey.Actor, id, reason string) (*latchkey.Token, error)
+	Revoke(ctx context.Context, a latchkey.Actor, id, reason string) (*latchkey.Token, error)
 }
 
 // adminToken reports whether t holds a scope of latchkey's own API. Only
@@ -47,7 +46,7 @@ type StoreResponder struct {
 }
 
 // actor is how the detector appears in records: "latchkey:detector".
-var actor = tokens.Actor{System: "detector", Scopes: []string{latchkey.AdminScope}}
+var actor = latchkey.Actor{System: "detector", Scopes: []string{latchkey.AdminScope}}
 
 // alertAction names the audit record of a token finding.
 var alertAction = map[string]string{
@@ -142,7 +141,7 @@ func (b *Blocks) List(ctx context.Context) ([]latchkey.Block, error) {
 
 // Remove lifts the block on source (an address, or an IPv6 /64), with an
 // audit event naming who lifted it.
-func (b *Blocks) Remove(ctx context.Context, a tokens.Actor, source string) error {
+func (b *Blocks) Remove(ctx context.Context, a latchkey.Actor, source string) error {
 	k, err := ParseSource(source)
 	if err != nil {
 		return err

@@ -22,7 +22,6 @@ import (
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/identity"
 	"github.com/latchkeyhq/latchkey/secret"
-	"github.com/latchkeyhq/latchkey/verify"
 )
 
 // Headers set for the upstream.
@@ -32,16 +31,13 @@ const (
 	HeaderScopes  = "X-Latchkey-Scopes"
 )
 
-// Verifier decides on a token, and records the attempts refused before
-// there is one to decide on. *verify.Verifier satisfies it.
-type Verifier interface {
-	Verify(ctx context.Context, req *verify.Request) (latchkey.Decision, error)
-	Refuse(req *verify.Request, reason string)
-}
-
 // Authorizer is the decision both the gateway and forward-auth make.
 type Authorizer struct {
-	Verifier       Verifier
+	Verifier latchkey.Verifier
+	// Refuser records the attempts refused at the edge, before there is a
+	// token to decide on (nil: they are answered, not recorded). The
+	// daemon gives the verifier, which samples them.
+	Refuser        latchkey.Refuser
 	Signer         *identity.Signer
 	TrustedProxies latchkey.TrustedProxies
 	Now            func() time.Time
@@ -57,7 +53,7 @@ type Outcome struct {
 
 // Check verifies req (its token, for its required scopes, from its
 // client).
-func (a *Authorizer) Check(ctx context.Context, req *verify.Request) Outcome {
+func (a *Authorizer) Check(ctx context.Context, req *latchkey.VerifyRequest) Outcome {
 	d, err := a.Verifier.Verify(ctx, req)
 	return Outcome{Decision: d, Err: err}
 }
@@ -93,9 +89,16 @@ func Deny(w http.ResponseWriter, o Outcome, missing bool) {
 
 // Refuse records a request refused at the edge (see the Reason
 // constants) and answers it with status and body.
-func (a *Authorizer) Refuse(w http.ResponseWriter, req *verify.Request, reason string, status int, body string) {
-	a.Verifier.Refuse(req, reason)
+func (a *Authorizer) Refuse(w http.ResponseWriter, req *latchkey.VerifyRequest, reason string, status int, body string) {
+	a.refused(req, reason)
 	writeError(w, status, body)
+}
+
+// refused records an edge refusal answered elsewhere.
+func (a *Authorizer) refused(req *latchkey.VerifyRequest, reason string) {
+	if a.Refuser != nil {
+		a.Refuser.Refuse(req, reason)
+	}
 }
 
 // Identify sets the identity headers of an allowed request on h, after

@@ -43,7 +43,7 @@ routes:
 // forwardAuth serves forward auth for e's routes, trusting loopback peers
 // as the proxy (the default of serve).
 func forwardAuth(t *testing.T, e *env) string {
-	auth := &gateway.Authorizer{Verifier: e.ver, Signer: e.signer, TrustedProxies: latchkey.LoopbackProxies}
+	auth := &gateway.Authorizer{Verifier: e.ver, Refuser: e.ver, Signer: e.signer, TrustedProxies: latchkey.LoopbackProxies}
 	srv := httptest.NewServer(&gateway.ForwardAuth{Auth: auth, Table: e.gw.Table})
 	t.Cleanup(srv.Close)
 	return srv.URL
@@ -167,7 +167,7 @@ func TestForwardAuthUntrustedPeer(t *testing.T) {
 func TestForwardAuthWithoutRoutes(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, faRoutes)
-	auth := &gateway.Authorizer{Verifier: e.ver, TrustedProxies: latchkey.LoopbackProxies}
+	auth := &gateway.Authorizer{Verifier: e.ver, Refuser: e.ver, TrustedProxies: latchkey.LoopbackProxies}
 	srv := httptest.NewServer(&gateway.ForwardAuth{Auth: auth})
 	t.Cleanup(srv.Close)
 	pt, _ := e.token(t, tokens.CreateRequest{Scopes: []string{"x:y"}})

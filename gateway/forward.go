@@ -6,7 +6,6 @@ import (
 
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/secret"
-	"github.com/latchkeyhq/latchkey/verify"
 )
 
 // ForwardAuth is the gateway's decision as an endpoint for proxies that
@@ -71,7 +70,7 @@ func (f *ForwardAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		table = f.Table()
 	}
 	ip, src := ClientAddr(r, f.Auth.TrustedProxies)
-	vr := verify.Request{ClientIP: ip, Source: src, Method: r.Method, Path: r.URL.Path, UserAgent: r.UserAgent(),
+	vr := latchkey.VerifyRequest{ClientIP: ip, Source: src, Method: r.Method, Path: r.URL.Path, UserAgent: r.UserAgent(),
 		RequestID: PlainRequestID(r.Header), Action: "forward_auth"}
 	refuse := func(reason, body string) {
 		// nginx's auth_request passes only 2xx, 401 and 403 on; the
@@ -136,7 +135,7 @@ func (f *ForwardAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if !ok {
 			// The gateway would not route it: nothing is allowed through.
 			vr.Scopes = scopes
-			f.Auth.Verifier.Refuse(&vr, ReasonNoRoute)
+			f.Auth.refused(&vr, ReasonNoRoute)
 			Deny(w, Outcome{Decision: latchkey.Decision{Code: latchkey.Forbidden}}, false)
 			return
 		}
@@ -145,7 +144,7 @@ func (f *ForwardAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	vr.Scopes = scopes
 	token, present := TokenFrom(r, th)
 	if !present {
-		f.Auth.Verifier.Refuse(&vr, ReasonNoCredential)
+		f.Auth.refused(&vr, ReasonNoCredential)
 		Deny(w, Outcome{}, true)
 		return
 	}

@@ -15,7 +15,6 @@ import (
 
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/secret"
-	"github.com/latchkeyhq/latchkey/verify"
 )
 
 // Gateway is the reverse proxy. Create it with New; swap its routes with
@@ -190,7 +189,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ip, src := ClientAddr(r, g.Auth.TrustedProxies)
-	vr := verify.Request{ClientIP: ip, Source: src, Method: r.Method, Path: r.URL.Path, UserAgent: r.UserAgent(),
+	vr := latchkey.VerifyRequest{ClientIP: ip, Source: src, Method: r.Method, Path: r.URL.Path, UserAgent: r.UserAgent(),
 		RequestID: PlainRequestID(r.Header), Action: "gateway"}
 	path, ok := CanonicalPath(r.URL.EscapedPath())
 	if !ok {
@@ -229,7 +228,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	token, present := TokenFrom(r, st.table.TokenHeader)
 	if !present {
-		g.Auth.Verifier.Refuse(&vr, ReasonNoCredential)
+		g.Auth.refused(&vr, ReasonNoCredential)
 		Deny(w, Outcome{}, true)
 		return
 	}

@@ -117,7 +117,7 @@ func newEnv(t *testing.T, routes string) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	auth := &gateway.Authorizer{Verifier: v, Signer: signer, TrustedProxies: latchkey.TrustedProxies{mustPrefix("10.0.0.0/8")}}
+	auth := &gateway.Authorizer{Verifier: v, Refuser: v, Signer: signer, TrustedProxies: latchkey.TrustedProxies{mustPrefix("10.0.0.0/8")}}
 	gw := gateway.New(auth, table, nil)
 	srv := httptest.NewServer(gw)
 	t.Cleanup(srv.Close)
@@ -134,7 +134,7 @@ func mustPrefix(s string) netip.Prefix {
 }
 
 func (e *env) token(t *testing.T, req tokens.CreateRequest) (string, *latchkey.Token) {
-	tok, pt, err := e.svc.Create(ctx, tokens.Actor{}, req)
+	tok, pt, err := e.svc.Create(ctx, latchkey.Actor{}, req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -285,7 +285,7 @@ func TestGatewayDenials(t *testing.T) {
 	if resp, _ := e.do(t, "GET", "/v1/projects/42", pt2); resp.StatusCode != 200 {
 		t.Fatal(resp.StatusCode)
 	}
-	e.svc.Revoke(ctx, tokens.Actor{}, tok2.ID, "")
+	e.svc.Revoke(ctx, latchkey.Actor{}, tok2.ID, "")
 	if resp, _ := e.do(t, "GET", "/v1/projects/42", pt2); resp.StatusCode != 401 {
 		t.Errorf("right after a revoke: %d", resp.StatusCode)
 	}

@@ -111,7 +111,7 @@ routes:
 	if err != nil {
 		b.Fatal(err)
 	}
-	gw := gateway.New(&gateway.Authorizer{Verifier: v, Signer: signer, TrustedProxies: latchkey.LoopbackProxies}, table, nil)
+	gw := gateway.New(&gateway.Authorizer{Verifier: v, Refuser: v, Signer: signer, TrustedProxies: latchkey.LoopbackProxies}, table, nil)
 	gwSrv := httptest.NewServer(gw)
 	defer gwSrv.Close()
 
@@ -130,7 +130,7 @@ routes:
 	defer pooledSrv.Close()
 
 	svc := &tokens.Service{Store: db, Hasher: h, Invalidate: v.Invalidate}
-	_, pt, err := svc.Create(ctx, tokens.Actor{}, tokens.CreateRequest{Subject: "bench", Scopes: []string{"invoices:read"}})
+	_, pt, err := svc.Create(ctx, latchkey.Actor{}, tokens.CreateRequest{Subject: "bench", Scopes: []string{"invoices:read"}})
 	if err != nil {
 		b.Fatal(err)
 	}

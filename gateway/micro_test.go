@@ -48,10 +48,10 @@ func BenchmarkProxyWork(b *testing.B) {
 	defer v.Close(ctx)
 	signer, _ := identity.NewSigner(key, 0, 0)
 	table, _ := gateway.ParseConfig([]byte("routes:\n  - name: a\n    path: /v1\n    upstream: http://upstream.invalid\n    scopes: [\"a:read\"]\n"))
-	gw := gateway.New(&gateway.Authorizer{Verifier: v, Signer: signer, TrustedProxies: latchkey.LoopbackProxies}, table, nil)
+	gw := gateway.New(&gateway.Authorizer{Verifier: v, Refuser: v, Signer: signer, TrustedProxies: latchkey.LoopbackProxies}, table, nil)
 	gateway.SetTransport(gw, stubTransport{})
 	svc := &tokens.Service{Store: db, Hasher: h, Invalidate: v.Invalidate}
-	_, pt, _ := svc.Create(ctx, tokens.Actor{}, tokens.CreateRequest{Scopes: []string{"a:read"}})
+	_, pt, _ := svc.Create(ctx, latchkey.Actor{}, tokens.CreateRequest{Scopes: []string{"a:read"}})
 	up, _ := url.Parse("http://upstream.invalid")
 	bare := &httputil.ReverseProxy{Transport: stubTransport{}, Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(up); pr.SetXForwarded() }}
 	for _, c := range []struct {

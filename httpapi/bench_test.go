@@ -17,7 +17,7 @@ import (
 func BenchmarkVerifyHandler(b *testing.B) {
 	api, e := wire(b, nil, tokens.Policy{})
 	h := api.Handler()
-	admin := tokens.Actor{System: "bench", Scopes: []string{latchkey.AdminScope}}
+	admin := latchkey.Actor{System: "bench", Scopes: []string{latchkey.AdminScope}}
 	_, caller, err := api.Tokens.(*tokens.Service).Create(context.Background(), admin, tokens.CreateRequest{Scopes: []string{latchkey.ScopeVerify}})
 	if err != nil {
 		b.Fatal(err)

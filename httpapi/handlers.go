@@ -12,7 +12,6 @@ import (
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/secret"
 	"github.com/latchkeyhq/latchkey/tokens"
-	"github.com/latchkeyhq/latchkey/verify"
 )
 
 // CreatedToken is the response to POST /v1/tokens: the record plus the
@@ -116,7 +115,7 @@ type RevocationRequest struct {
 // because they are the caller's own.
 type RevocationResult = tokens.BulkResult
 
-func (s *Server) createToken(w http.ResponseWriter, r *http.Request, a tokens.Actor) error {
+func (s *Server) createToken(w http.ResponseWriter, r *http.Request, a latchkey.Actor) error {
 	var req tokens.CreateRequest
 	if err := decode(w, r, &req); err != nil {
 		return err
@@ -130,7 +129,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, a tokens.Ac
 	return nil
 }
 
-func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, _ tokens.Actor) error {
+func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, _ latchkey.Actor) error {
 	q := r.URL.Query()
 	if err := onlyParams(q, "subject", "status", "tag", "prefix", "parent", "rotation_due", "cursor", "limit"); err != nil {
 		return err
@@ -168,7 +167,7 @@ func validID(id string) error {
 	return nil
 }
 
-func (s *Server) getToken(w http.ResponseWriter, r *http.Request, _ tokens.Actor) error {
+func (s *Server) getToken(w http.ResponseWriter, r *http.Request, _ latchkey.Actor) error {
 	id := r.PathValue("id")
 	if err := validID(id); err != nil {
 		return err
@@ -181,7 +180,7 @@ func (s *Server) getToken(w http.ResponseWriter, r *http.Request, _ tokens.Actor
 	return nil
 }
 
-func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, a tokens.Actor) error {
+func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, a latchkey.Actor) error {
 	id, req, err := tokenRequest[RevokeRequest](w, r, false)
 	if err != nil {
 		return err
@@ -222,7 +221,7 @@ func replyToken(w http.ResponseWriter, t *latchkey.Token, err error) error {
 	return nil
 }
 
-func (s *Server) updateToken(w http.ResponseWriter, r *http.Request, a tokens.Actor) error {
+func (s *Server) updateToken(w http.ResponseWriter, r *http.Request, a latchkey.Actor) error {
 	id, req, err := tokenRequest[tokens.UpdateRequest](w, r, true)
 	if err != nil {
 		return err
@@ -231,7 +230,7 @@ func (s *Server) updateToken(w http.ResponseWriter, r *http.Request, a tokens.Ac
 	return replyToken(w, t, err)
 }
 
-func (s *Server) suspendToken(w http.ResponseWriter, r *http.Request, a tokens.Actor) error {
+func (s *Server) suspendToken(w http.ResponseWriter, r *http.Request, a latchkey.Actor) error {
 	id, req, err := tokenRequest[RevokeRequest](w, r, false)
 	if err != nil {
 		return err
@@ -240,7 +239,7 @@ func (s *Server) suspendToken(w http.ResponseWriter, r *http.Request, a tokens.A
 	return replyToken(w, t, err)
 }
 
-func (s *Server) resumeToken(w http.ResponseWriter, r *http.Request, a tokens.Actor) error {
+func (s *Server) resumeToken(w http.ResponseWriter, r *http.Request, a latchkey.Actor) error {
 	id, _, err := tokenRequest[struct{}](w, r, false)
 	if err != nil {
 		return err
@@ -249,7 +248,7 @@ func (s *Server) resumeToken(w http.ResponseWriter, r *http.Request, a tokens.Ac
 	return replyToken(w, t, err)
 }
 
-func (s *Server) rotateToken(w http.ResponseWriter, r *http.Request, a tokens.Actor) error {
+func (s *Server) rotateToken(w http.ResponseWriter, r *http.Request, a latchkey.Actor) error {
 	id, req, err := tokenRequest[RotateRequest](w, r, false)
 	if err != nil {
 		return err
@@ -272,7 +271,7 @@ func (s *Server) rotateToken(w http.ResponseWriter, r *http.Request, a tokens.Ac
 	return nil
 }
 
-func (s *Server) deriveToken(w http.ResponseWriter, r *http.Request, a tokens.Actor) error {
+func (s *Server) deriveToken(w http.ResponseWriter, r *http.Request, a latchkey.Actor) error {
 	id, req, err := tokenRequest[tokens.CreateRequest](w, r, false)
 	if err != nil {
 		return err
@@ -286,7 +285,7 @@ func (s *Server) deriveToken(w http.ResponseWriter, r *http.Request, a tokens.Ac
 	return nil
 }
 
-func (s *Server) revocations(w http.ResponseWriter, r *http.Request, a tokens.Actor) error {
+func (s *Server) revocations(w http.ResponseWriter, r *http.Request, a latchkey.Actor) error {
 	var req RevocationRequest
 	if err := decode(w, r, &req); err != nil {
 		return err
@@ -301,7 +300,7 @@ func (s *Server) revocations(w http.ResponseWriter, r *http.Request, a tokens.Ac
 	return nil
 }
 
-func (s *Server) verify(w http.ResponseWriter, r *http.Request, a tokens.Actor) error {
+func (s *Server) verify(w http.ResponseWriter, r *http.Request, a latchkey.Actor) error {
 	var req VerifyRequest
 	if err := decodeVerify(w, r, &req); err != nil {
 		return err
@@ -342,7 +341,7 @@ func (s *Server) verify(w http.ResponseWriter, r *http.Request, a tokens.Actor) 
 	if len(req.Method) > 16 || len(req.Path) > 2048 {
 		return latchkey.Errorf(latchkey.EInvalid, "method or path is too long")
 	}
-	d, err := s.Verifier.Verify(r.Context(), &verify.Request{
+	d, err := s.Verifier.Verify(r.Context(), &latchkey.VerifyRequest{
 		Token: req.Token, Scopes: req.Scopes, ClientIP: ip, UserAgent: a.UserAgent,
 		Method: req.Method, Path: req.Path, RequestID: a.RequestID, Source: src,
 	})
@@ -399,7 +398,7 @@ func auditFilter(q url.Values) (latchkey.AuditFilter, error) {
 	return f, nil
 }
 
-func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, _ tokens.Actor) error {
+func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, _ latchkey.Actor) error {
 	q := r.URL.Query()
 	if err := onlyParams(q, "token_id", "subject", "outcome", "kind", "action", "node", "since", "until", "after", "cursor", "limit"); err != nil {
 		return err

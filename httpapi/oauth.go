@@ -5,8 +5,6 @@ import (
 	"strings"
 
 	"github.com/latchkeyhq/latchkey"
-	"github.com/latchkeyhq/latchkey/tokens"
-	"github.com/latchkeyhq/latchkey/verify"
 )
 
 // Introspection is the answer of POST /oauth2/introspect (RFC 7662).
@@ -45,12 +43,12 @@ func formToken(w http.ResponseWriter, r *http.Request) (string, error) {
 // introspect serves POST /oauth2/introspect. The caller authenticates with
 // a latchkey token holding latchkey:verify (or latchkey:admin). Looking a
 // token up spends none of its rate or uses.
-func (s *Server) introspect(w http.ResponseWriter, r *http.Request, a tokens.Actor) error {
+func (s *Server) introspect(w http.ResponseWriter, r *http.Request, a latchkey.Actor) error {
 	tok, err := formToken(w, r)
 	if err != nil {
 		return err
 	}
-	d, err := s.Verifier.Verify(r.Context(), &verify.Request{Token: tok, ClientIP: a.ClientIP, UserAgent: a.UserAgent,
+	d, err := s.Verifier.Verify(r.Context(), &latchkey.VerifyRequest{Token: tok, ClientIP: a.ClientIP, UserAgent: a.UserAgent,
 		RequestID: a.RequestID, Action: "introspect", NoSpend: true})
 	if err != nil {
 		return latchkey.Errorf(latchkey.EUnavailable, "cannot introspect right now")
@@ -76,7 +74,7 @@ func (s *Server) introspect(w http.ResponseWriter, r *http.Request, a tokens.Act
 // the authority to revoke it: the token in the body is checked in full and
 // revoked, with everything derived from it. As the RFC asks, the answer is
 // 200 whether or not the token was valid, so it tells a guesser nothing.
-func (s *Server) oauthRevoke(w http.ResponseWriter, r *http.Request, a tokens.Actor) error {
+func (s *Server) oauthRevoke(w http.ResponseWriter, r *http.Request, a latchkey.Actor) error {
 	tok, err := formToken(w, r)
 	if err != nil {
 		return err
@@ -85,14 +83,14 @@ func (s *Server) oauthRevoke(w http.ResponseWriter, r *http.Request, a tokens.Ac
 	// failures count toward its block like any other (a flood of forged
 	// tokens here would otherwise be free, and fill the audit log).
 	_, src, _ := s.clientAddr(r)
-	d, err := s.Verifier.Verify(r.Context(), &verify.Request{Token: tok, ClientIP: a.ClientIP, UserAgent: a.UserAgent,
+	d, err := s.Verifier.Verify(r.Context(), &latchkey.VerifyRequest{Token: tok, ClientIP: a.ClientIP, UserAgent: a.UserAgent,
 		RequestID: a.RequestID, Action: "oauth_revoke", NoSpend: true, Source: src})
 	if err != nil {
 		return latchkey.Errorf(latchkey.EUnavailable, "cannot revoke right now")
 	}
 	if d.Found && d.Code != latchkey.Revoked {
 		id := strings.Clone(d.TokenID)
-		self := tokens.Actor{TokenID: id, Scopes: d.Scopes, ClientIP: a.ClientIP, UserAgent: a.UserAgent, RequestID: a.RequestID}
+		self := latchkey.Actor{TokenID: id, Scopes: d.Scopes, ClientIP: a.ClientIP, UserAgent: a.UserAgent, RequestID: a.RequestID}
 		if _, err := s.Tokens.Revoke(r.Context(), self, id, "revoked by its holder (RFC 7009)"); err != nil &&
 			latchkey.ErrorCode(err) != latchkey.EConflict {
 			return err

@@ -18,7 +18,7 @@ type BlockList struct {
 	Blocks []latchkey.Block `json:"blocks"`
 }
 
-func (s *Server) listBlocks(w http.ResponseWriter, r *http.Request, _ tokens.Actor) error {
+func (s *Server) listBlocks(w http.ResponseWriter, r *http.Request, _ latchkey.Actor) error {
 	if err := onlyParams(r.URL.Query()); err != nil {
 		return err
 	}
@@ -37,7 +37,7 @@ func (s *Server) listBlocks(w http.ResponseWriter, r *http.Request, _ tokens.Act
 	return nil
 }
 
-func (s *Server) removeBlock(w http.ResponseWriter, r *http.Request, a tokens.Actor) error {
+func (s *Server) removeBlock(w http.ResponseWriter, r *http.Request, a latchkey.Actor) error {
 	if s.Blocks == nil {
 		return latchkey.Errorf(latchkey.ENotFound, "no blocks: the detector is off")
 	}
@@ -58,7 +58,7 @@ const (
 // tokens. It is accepted when signed by a configured scanner key (ECDSA
 // P-256 over the raw body, as GitHub signs), or from a caller holding
 // latchkey:tokens:write. Each real token is revoked before the answer.
-func (s *Server) reportLeaks(w http.ResponseWriter, r *http.Request, a tokens.Actor) error {
+func (s *Server) reportLeaks(w http.ResponseWriter, r *http.Request, a latchkey.Actor) error {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
 	if err != nil {
 		var mbe *http.MaxBytesError

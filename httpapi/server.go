@@ -27,34 +27,28 @@ import (
 	"github.com/latchkeyhq/latchkey/gateway"
 	"github.com/latchkeyhq/latchkey/secret"
 	"github.com/latchkeyhq/latchkey/tokens"
-	"github.com/latchkeyhq/latchkey/verify"
 )
-
-// Verifier decides on a presented token. *verify.Verifier satisfies it.
-type Verifier interface {
-	Verify(ctx context.Context, req *verify.Request) (latchkey.Decision, error)
-}
 
 // TokenService performs admin operations. *tokens.Service satisfies it.
 type TokenService interface {
-	Create(ctx context.Context, a tokens.Actor, req tokens.CreateRequest) (*latchkey.Token, secret.Plaintext, error)
-	Revoke(ctx context.Context, a tokens.Actor, id, reason string) (*latchkey.Token, error)
-	RevokeMatching(ctx context.Context, a tokens.Actor, sel latchkey.TokenSelector, reason string, opt tokens.BulkOptions) (tokens.BulkResult, error)
-	Suspend(ctx context.Context, a tokens.Actor, id, reason string) (*latchkey.Token, error)
-	Resume(ctx context.Context, a tokens.Actor, id string) (*latchkey.Token, error)
-	Rotate(ctx context.Context, a tokens.Actor, id string, grace time.Duration) (tokens.Rotated, error)
-	Derive(ctx context.Context, a tokens.Actor, parentID string, req tokens.CreateRequest) (*latchkey.Token, secret.Plaintext, error)
-	Update(ctx context.Context, a tokens.Actor, id string, req tokens.UpdateRequest) (*latchkey.Token, error)
+	Create(ctx context.Context, a latchkey.Actor, req tokens.CreateRequest) (*latchkey.Token, secret.Plaintext, error)
+	Revoke(ctx context.Context, a latchkey.Actor, id, reason string) (*latchkey.Token, error)
+	RevokeMatching(ctx context.Context, a latchkey.Actor, sel latchkey.TokenSelector, reason string, opt tokens.BulkOptions) (tokens.BulkResult, error)
+	Suspend(ctx context.Context, a latchkey.Actor, id, reason string) (*latchkey.Token, error)
+	Resume(ctx context.Context, a latchkey.Actor, id string) (*latchkey.Token, error)
+	Rotate(ctx context.Context, a latchkey.Actor, id string, grace time.Duration) (tokens.Rotated, error)
+	Derive(ctx context.Context, a latchkey.Actor, parentID string, req tokens.CreateRequest) (*latchkey.Token, secret.Plaintext, error)
+	Update(ctx context.Context, a latchkey.Actor, id string, req tokens.UpdateRequest) (*latchkey.Token, error)
 	Get(ctx context.Context, id string) (*latchkey.Token, error)
 	List(ctx context.Context, f latchkey.TokenFilter) (latchkey.TokenPage, error)
-	ReportLeaks(ctx context.Context, a tokens.Actor, reports []tokens.LeakReport) ([]tokens.LeakResult, error)
+	ReportLeaks(ctx context.Context, a latchkey.Actor, reports []tokens.LeakReport) ([]tokens.LeakResult, error)
 }
 
 // BlockService lists and lifts the detector's blocks. *detect.Blocks
 // satisfies it.
 type BlockService interface {
 	List(ctx context.Context) ([]latchkey.Block, error)
-	Remove(ctx context.Context, a tokens.Actor, source string) error
+	Remove(ctx context.Context, a latchkey.Actor, source string) error
 }
 
 // AuditReader reads the audit log and its chain. latchkey.Store
@@ -67,7 +61,7 @@ type AuditReader interface {
 
 // Server serves the API. Verifier, Tokens and Audit are required.
 type Server struct {
-	Verifier Verifier
+	Verifier latchkey.Verifier
 	Tokens   TokenService
 	Audit    AuditReader
 	// FlushAudit, when set, is called before audit records are listed, so a
@@ -192,7 +186,7 @@ func UIRoutes() []Route {
 	return rts
 }
 
-type handlerFunc func(w http.ResponseWriter, r *http.Request, a tokens.Actor) error
+type handlerFunc func(w http.ResponseWriter, r *http.Request, a latchkey.Actor) error
 
 // Handler returns the API's http.Handler.
 func (s *Server) Handler() http.Handler {
@@ -337,7 +331,7 @@ func (s *Server) endpoint(rt Route, fn handlerFunc, cred credential, ui bool) ht
 			// proxy), never toward the address a header names.
 			src = s.peerSource(r)
 		}
-		a := tokens.Actor{ClientIP: ip, UserAgent: r.UserAgent(), RequestID: requestID(r)}
+		a := latchkey.Actor{ClientIP: ip, UserAgent: r.UserAgent(), RequestID: requestID(r)}
 		if scope := rt.Scope; scope != "" {
 			if rt.Self && presentsSelf(r) {
 				scope = "" // the token acting on itself needs no admin scope
@@ -359,7 +353,7 @@ func (s *Server) endpoint(rt Route, fn handlerFunc, cred credential, ui bool) ht
 }
 
 // present authenticates the call's credential for scope.
-func (s *Server) present(r *http.Request, cred credential, scope string, a *tokens.Actor, src netip.Addr) (latchkey.Decision, error) {
+func (s *Server) present(r *http.Request, cred credential, scope string, a *latchkey.Actor, src netip.Addr) (latchkey.Decision, error) {
 	tok, err := cred(r)
 	if err != nil {
 		return latchkey.Decision{}, err
@@ -373,9 +367,9 @@ type recheckKey struct{}
 // It is built here rather than in endpoint so that the closure captures
 // copies: captured by a closure in endpoint, the actor and the request
 // would be moved to the heap on every call, streams or not.
-func (s *Server) withRecheck(r *http.Request, cred credential, scope string, a tokens.Actor, src netip.Addr) *http.Request {
+func (s *Server) withRecheck(r *http.Request, cred credential, scope string, a latchkey.Actor, src netip.Addr) *http.Request {
 	check := func(r *http.Request) error {
-		a := tokens.Actor{ClientIP: a.ClientIP, UserAgent: a.UserAgent, RequestID: a.RequestID}
+		a := latchkey.Actor{ClientIP: a.ClientIP, UserAgent: a.UserAgent, RequestID: a.RequestID}
 		_, err := s.present(r, cred, scope, &a, src)
 		return err
 	}
@@ -395,19 +389,19 @@ func recheck(r *http.Request) error {
 // authenticate verifies the bearer token for an admin call. Refusals are
 // recorded in the audit log (admin_auth); successful reads are not, so
 // that following the log does not fill it.
-func (s *Server) authenticate(r *http.Request, scope string, a *tokens.Actor, src netip.Addr) (latchkey.Decision, error) {
+func (s *Server) authenticate(r *http.Request, scope string, a *latchkey.Actor, src netip.Addr) (latchkey.Decision, error) {
 	return s.present(r, bearerCredential, scope, a, src)
 }
 
 // authenticateToken is authenticate for a token from anywhere (a bearer
 // header, a dashboard session). failuresOnly leaves successes out of the
 // audit log.
-func (s *Server) authenticateToken(r *http.Request, tok, scope string, a *tokens.Actor, src netip.Addr, failuresOnly bool) (latchkey.Decision, error) {
+func (s *Server) authenticateToken(r *http.Request, tok, scope string, a *latchkey.Actor, src netip.Addr, failuresOnly bool) (latchkey.Decision, error) {
 	var scopes []string
 	if scope != "" {
 		scopes = []string{scope}
 	}
-	d, err := s.Verifier.Verify(r.Context(), &verify.Request{
+	d, err := s.Verifier.Verify(r.Context(), &latchkey.VerifyRequest{
 		Token: tok, Scopes: scopes, ClientIP: a.ClientIP, UserAgent: a.UserAgent,
 		Method: r.Method, Path: r.URL.Path, RequestID: a.RequestID, // the audit writer redacts it
 		Action: latchkey.ActionAdminAuth, AuditFailuresOnly: failuresOnly, APICall: true, Source: src,
@@ -567,7 +561,7 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 	})
 }
 
-func (s *Server) forwardAuth(w http.ResponseWriter, r *http.Request, _ tokens.Actor) error {
+func (s *Server) forwardAuth(w http.ResponseWriter, r *http.Request, _ latchkey.Actor) error {
 	if s.ForwardAuth == nil {
 		return latchkey.Errorf(latchkey.ENotFound, "forward auth is not enabled")
 	}
@@ -575,7 +569,7 @@ func (s *Server) forwardAuth(w http.ResponseWriter, r *http.Request, _ tokens.Ac
 	return nil
 }
 
-func (s *Server) jwks(w http.ResponseWriter, r *http.Request, _ tokens.Actor) error {
+func (s *Server) jwks(w http.ResponseWriter, r *http.Request, _ latchkey.Actor) error {
 	if s.JWKS == nil {
 		return latchkey.Errorf(latchkey.ENotFound, "identity signing is not enabled")
 	}
@@ -583,7 +577,7 @@ func (s *Server) jwks(w http.ResponseWriter, r *http.Request, _ tokens.Actor) er
 	return nil
 }
 
-func (s *Server) metrics(w http.ResponseWriter, r *http.Request, _ tokens.Actor) error {
+func (s *Server) metrics(w http.ResponseWriter, r *http.Request, _ latchkey.Actor) error {
 	if s.Metrics == nil {
 		return latchkey.Errorf(latchkey.ENotFound, "metrics are not enabled")
 	}
@@ -591,12 +585,12 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request, _ tokens.Actor)
 	return nil
 }
 
-func (s *Server) healthz(w http.ResponseWriter, r *http.Request, _ tokens.Actor) error {
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request, _ latchkey.Actor) error {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	return nil
 }
 
-func (s *Server) readyz(w http.ResponseWriter, r *http.Request, _ tokens.Actor) error {
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request, _ latchkey.Actor) error {
 	if s.draining.Load() {
 		return latchkey.Errorf(latchkey.EUnavailable, "shutting down")
 	}

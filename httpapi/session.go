@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/latchkeyhq/latchkey"
-	"github.com/latchkeyhq/latchkey/tokens"
 )
 
 // The dashboard's sessions (docs/dashboard.md).
@@ -234,7 +233,7 @@ func (s *Server) overTLS(r *http.Request) bool {
 }
 
 // signIn serves POST /ui/api/session.
-func (s *Server) signIn(w http.ResponseWriter, r *http.Request, a tokens.Actor) error {
+func (s *Server) signIn(w http.ResponseWriter, r *http.Request, a latchkey.Actor) error {
 	k, err := s.sessionKeys()
 	if err != nil {
 		return err
@@ -291,7 +290,7 @@ func writeSession(w http.ResponseWriter, d latchkey.Decision, ss session, k *ses
 
 // sessionInfo serves GET /ui/api/session: who is signed in, and the CSRF
 // token again (a reloaded page has lost it from memory).
-func (s *Server) sessionInfo(w http.ResponseWriter, r *http.Request, a tokens.Actor) error {
+func (s *Server) sessionInfo(w http.ResponseWriter, r *http.Request, a latchkey.Actor) error {
 	ss, k, err := s.currentSession(r)
 	if err != nil {
 		return err
@@ -307,7 +306,7 @@ func (s *Server) sessionInfo(w http.ResponseWriter, r *http.Request, a tokens.Ac
 
 // signOut serves DELETE /ui/api/session: the session ends on every node and
 // the cookie is cleared.
-func (s *Server) signOut(w http.ResponseWriter, r *http.Request, _ tokens.Actor) error {
+func (s *Server) signOut(w http.ResponseWriter, r *http.Request, _ latchkey.Actor) error {
 	ss, k, err := s.currentSession(r)
 	if err != nil {
 		if errors.Is(err, errNoSession) {

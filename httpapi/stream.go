@@ -9,7 +9,6 @@ import (
 
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/audit"
-	"github.com/latchkeyhq/latchkey/tokens"
 )
 
 // streamPoll is how often a stream reads the log when nothing woke it:
@@ -29,7 +28,7 @@ var streamRecheck = 5 * time.Second
 // events, oldest first, each with its seq as the event id, so a client
 // that reconnects with Last-Event-ID (or ?after=) misses nothing. Without
 // either it starts with records committed from now on.
-func (s *Server) streamAudit(w http.ResponseWriter, r *http.Request, _ tokens.Actor) error {
+func (s *Server) streamAudit(w http.ResponseWriter, r *http.Request, _ latchkey.Actor) error {
 	q := r.URL.Query()
 	if err := onlyParams(q, "token_id", "subject", "outcome", "kind", "action", "node", "after"); err != nil {
 		return err
@@ -148,7 +147,7 @@ func (s *Server) streamAudit(w http.ResponseWriter, r *http.Request, _ tokens.Ac
 // verifyAudit serves GET /v1/audit/verify: the hash chain checked from
 // its anchors. A broken chain is a 200 with ok=false naming the first
 // broken record; errors are for a store that cannot be read.
-func (s *Server) verifyAudit(w http.ResponseWriter, r *http.Request, _ tokens.Actor) error {
+func (s *Server) verifyAudit(w http.ResponseWriter, r *http.Request, _ latchkey.Actor) error {
 	if err := onlyParams(r.URL.Query()); err != nil {
 		return err
 	}
@@ -170,7 +169,7 @@ func (s *Server) verifyAudit(w http.ResponseWriter, r *http.Request, _ tokens.Ac
 // attempts by outcome class (valid, refused, blocked), per second over
 // the last five minutes and since local midnight, counted by each node
 // and, in a cluster, added up across the nodes.
-func (s *Server) auditSummary(w http.ResponseWriter, r *http.Request, _ tokens.Actor) error {
+func (s *Server) auditSummary(w http.ResponseWriter, r *http.Request, _ latchkey.Actor) error {
 	if err := onlyParams(r.URL.Query()); err != nil {
 		return err
 	}

@@ -18,7 +18,6 @@ import (
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/gateway"
 	"github.com/latchkeyhq/latchkey/httpapi"
-	"github.com/latchkeyhq/latchkey/verify"
 )
 
 // Identity is who is calling.
@@ -82,12 +81,12 @@ func RequireWith(c Checker, o Options, scopes ...string) func(http.Handler) http
 }
 
 // Local checks tokens with a verifier in the same process.
-func Local(v *verify.Verifier) Checker { return local{v} }
+func Local(v latchkey.Verifier) Checker { return local{v} }
 
-type local struct{ v *verify.Verifier }
+type local struct{ v latchkey.Verifier }
 
 func (l local) Check(ctx context.Context, token string, scopes []string, ip string, src netip.Addr, method, path string) (latchkey.Decision, Identity, error) {
-	d, err := l.v.Verify(ctx, &verify.Request{Token: token, Scopes: scopes, ClientIP: ip, Source: src, Method: method, Path: path, Action: "middleware"})
+	d, err := l.v.Verify(ctx, &latchkey.VerifyRequest{Token: token, Scopes: scopes, ClientIP: ip, Source: src, Method: method, Path: path, Action: "middleware"})
 	if err != nil || !d.Valid() {
 		return d, Identity{}, err
 	}

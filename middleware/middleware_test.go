@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/httpapi"
 	"github.com/latchkeyhq/latchkey/middleware"
 	"github.com/latchkeyhq/latchkey/secret"
@@ -32,7 +33,7 @@ func TestRequire(t *testing.T) {
 	defer v.Close(ctx)
 	svc := &tokens.Service{Store: db, Hasher: h, Invalidate: v.Invalidate}
 	root, _, _ := svc.Bootstrap(ctx)
-	_, pt, _ := svc.Create(ctx, tokens.Actor{}, tokens.CreateRequest{Subject: "svc-a", Scopes: []string{"invoices:read"}})
+	_, pt, _ := svc.Create(ctx, latchkey.Actor{}, tokens.CreateRequest{Subject: "svc-a", Scopes: []string{"invoices:read"}})
 	api := httptest.NewServer((&httpapi.Server{Verifier: v, Tokens: svc, Audit: db}).Handler())
 	defer api.Close()
 

@@ -17,7 +17,7 @@ func TestWriterCannotShedConstraints(t *testing.T) {
 	writer, _ := e.create(tokens.CreateRequest{Subject: "provisioner", TTL: "1h",
 		Scopes: []string{latchkey.ScopeTokensWrite, "invoices:*"}, AllowedCIDRs: []string{"10.0.0.0/8"}, AllowedMethods: []string{"GET"},
 		AllowedPaths: []string{"/v1/**"}, IdleTimeout: "30m", MaxUses: 100, RateLimit: &tokens.RateRequest{Limit: 10, Window: "1m"}})
-	as := tokens.Actor{TokenID: writer.ID, Scopes: writer.Scopes}
+	as := latchkey.Actor{TokenID: writer.ID, Scopes: writer.Scopes}
 
 	// Asking for more than the writer has is refused, dimension by dimension.
 	for name, req := range map[string]tokens.CreateRequest{

@@ -44,7 +44,7 @@ const (
 // once, with everything derived from it; every match is recorded as a
 // leak.reported audit event. The caller has already checked the report's
 // signature or the admin credential.
-func (s *Service) ReportLeaks(ctx context.Context, a Actor, reports []LeakReport) ([]LeakResult, error) {
+func (s *Service) ReportLeaks(ctx context.Context, a latchkey.Actor, reports []LeakReport) ([]LeakResult, error) {
 	if len(reports) == 0 {
 		return nil, latchkey.Errorf(latchkey.EInvalid, "the report lists no tokens")
 	}

@@ -123,7 +123,7 @@ func lineage(ctx context.Context, tx latchkey.Tx, id string) ([]*latchkey.Token,
 
 // Revoke revokes a token for good, and every token derived from it.
 // Revoking a revoked token is EConflict.
-func (s *Service) Revoke(ctx context.Context, a Actor, id, reason string) (*latchkey.Token, error) {
+func (s *Service) Revoke(ctx context.Context, a latchkey.Actor, id, reason string) (*latchkey.Token, error) {
 	if err := checkReason(reason); err != nil {
 		return nil, err
 	}
@@ -174,7 +174,7 @@ func cascadeDetail(t *latchkey.Token, root string) map[string]any {
 // revokeAll revokes every token in toks that is not revoked yet. Tokens
 // revoked because an ancestor was are marked with cascade_from. The
 // caller must be able to manage every one of them, or nothing changes.
-func (s *Service) revokeAll(ctx context.Context, tx latchkey.Tx, a Actor, toks []*latchkey.Token, root, reason string, now time.Time, changed func(string)) (int, error) {
+func (s *Service) revokeAll(ctx context.Context, tx latchkey.Tx, a latchkey.Actor, toks []*latchkey.Token, root, reason string, now time.Time, changed func(string)) (int, error) {
 	n := 0
 	for _, t := range toks {
 		if t.Status == latchkey.StatusRevoked {
@@ -225,7 +225,7 @@ type BulkResult struct {
 // token unless opt.IncludeSelf. It returns how many were revoked; tokens
 // already revoked are not counted. If the caller may not manage one of
 // them, nothing is revoked.
-func (s *Service) RevokeMatching(ctx context.Context, a Actor, sel latchkey.TokenSelector, reason string, opt BulkOptions) (BulkResult, error) {
+func (s *Service) RevokeMatching(ctx context.Context, a latchkey.Actor, sel latchkey.TokenSelector, reason string, opt BulkOptions) (BulkResult, error) {
 	res := BulkResult{DryRun: opt.DryRun}
 	if err := checkReason(reason); err != nil {
 		return res, err
@@ -316,7 +316,7 @@ func spareSelf(ctx context.Context, tx latchkey.Tx, self string, toks []*latchke
 
 // Suspend suspends a token and every active token derived from it. It is
 // reversible (Resume); a suspended token answers SUSPENDED.
-func (s *Service) Suspend(ctx context.Context, a Actor, id, reason string) (*latchkey.Token, error) {
+func (s *Service) Suspend(ctx context.Context, a latchkey.Actor, id, reason string) (*latchkey.Token, error) {
 	if err := checkReason(reason); err != nil {
 		return nil, err
 	}
@@ -351,7 +351,7 @@ func (s *Service) Suspend(ctx context.Context, a Actor, id, reason string) (*lat
 
 // Resume lifts a suspension, with every descendant that was suspended
 // because this token was.
-func (s *Service) Resume(ctx context.Context, a Actor, id string) (*latchkey.Token, error) {
+func (s *Service) Resume(ctx context.Context, a latchkey.Actor, id string) (*latchkey.Token, error) {
 	return s.changeLineage(ctx, id, func(t0 *latchkey.Token) error {
 		if t0.Status != latchkey.StatusSuspended {
 			return latchkey.Errorf(latchkey.EConflict, "token %s is %s, not suspended", id, t0.Status)
@@ -391,7 +391,7 @@ type Rotated struct {
 // then answers EXPIRED (reason rotated); tokens derived from it end then
 // too. Rotating a token that no longer works, or was already rotated, is
 // EConflict.
-func (s *Service) Rotate(ctx context.Context, a Actor, id string, grace time.Duration) (Rotated, error) {
+func (s *Service) Rotate(ctx context.Context, a latchkey.Actor, id string, grace time.Duration) (Rotated, error) {
 	if grace < 0 || grace > MaxGrace {
 		return Rotated{}, latchkey.Errorf(latchkey.EInvalid, "grace must be between 0 and %s", latchkey.Duration(MaxGrace))
 	}
@@ -475,7 +475,7 @@ func (s *Service) Rotate(ctx context.Context, a Actor, id string, grace time.Dur
 
 // cutDescendants ends every descendant of t no later than t ends: a
 // derived token never outlives its parent.
-func (s *Service) cutDescendants(ctx context.Context, tx latchkey.Tx, a Actor, t *latchkey.Token, now time.Time, changed func(string)) error {
+func (s *Service) cutDescendants(ctx context.Context, tx latchkey.Tx, a latchkey.Actor, t *latchkey.Token, now time.Time, changed func(string)) error {
 	toks, err := tx.SelectTokens(ctx, latchkey.TokenSelector{Parent: t.ID})
 	if err != nil {
 		return err
@@ -502,7 +502,7 @@ func (s *Service) cutDescendants(ctx context.Context, tx latchkey.Tx, a Actor, t
 // own plaintext) or a token holding latchkey:tokens:write that covers the
 // parent's scopes. The child spends the parent's usage budget and rate
 // limit as well as its own.
-func (s *Service) Derive(ctx context.Context, a Actor, parentID string, req CreateRequest) (*latchkey.Token, secret.Plaintext, error) {
+func (s *Service) Derive(ctx context.Context, a latchkey.Actor, parentID string, req CreateRequest) (*latchkey.Token, secret.Plaintext, error) {
 	self := a.TokenID != "" && a.TokenID == parentID
 	if !self && a.TokenID != "" && !latchkey.ScopesCover(a.Scopes, latchkey.ScopeTokensWrite) {
 		return nil, secret.Plaintext{}, latchkey.Errorf(latchkey.EPermissionDenied, "only the token itself or a token with %s may derive from it", latchkey.ScopeTokensWrite)
@@ -514,7 +514,7 @@ func (s *Service) Derive(ctx context.Context, a Actor, parentID string, req Crea
 // that its parent, a non-admin token, created through POST /v1/tokens
 // (Create): it may name its own subject and prefix, and is recorded as
 // token.create.
-func (s *Service) derive(ctx context.Context, a Actor, parentID string, req CreateRequest, self, issued bool) (*latchkey.Token, secret.Plaintext, error) {
+func (s *Service) derive(ctx context.Context, a latchkey.Actor, parentID string, req CreateRequest, self, issued bool) (*latchkey.Token, secret.Plaintext, error) {
 	s.flushUsage(ctx)
 	now := s.now()
 	// Validate the request's own fields as for a new token; grants are
@@ -523,7 +523,7 @@ func (s *Service) derive(ctx context.Context, a Actor, parentID string, req Crea
 	if err != nil {
 		return nil, secret.Plaintext{}, err
 	}
-	base, err := s.fields(Actor{}, req, now)
+	base, err := s.fields(latchkey.Actor{}, req, now)
 	if err != nil {
 		return nil, secret.Plaintext{}, err
 	}
@@ -699,7 +699,7 @@ type UpdateRequest struct {
 
 // Update changes a token's name, meta or tags, or narrows its scopes.
 // Scopes can never be widened in place: that needs a new token.
-func (s *Service) Update(ctx context.Context, a Actor, id string, req UpdateRequest) (*latchkey.Token, error) {
+func (s *Service) Update(ctx context.Context, a latchkey.Actor, id string, req UpdateRequest) (*latchkey.Token, error) {
 	if req.Name == nil && req.Meta == nil && req.Tags == nil && req.Scopes == nil {
 		return nil, latchkey.Errorf(latchkey.EInvalid, "nothing to change: give name, meta, tags or scopes")
 	}
@@ -716,7 +716,7 @@ func (s *Service) Update(ctx context.Context, a Actor, id string, req UpdateRequ
 		probe.Scopes = *req.Scopes
 	}
 	now := s.now()
-	v, err := s.fields(Actor{}, probe, now)
+	v, err := s.fields(latchkey.Actor{}, probe, now)
 	if err != nil {
 		return nil, err
 	}

@@ -31,7 +31,7 @@ type env struct {
 
 var ctx = context.Background()
 
-var admin = tokens.Actor{TokenID: "Admin00000000000", Scopes: []string{latchkey.AdminScope}}
+var admin = latchkey.Actor{TokenID: "Admin00000000000", Scopes: []string{latchkey.AdminScope}}
 
 func newEnv(t *testing.T, p tokens.Policy) *env {
 	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "t.db"))
@@ -75,7 +75,7 @@ func (e *env) create(req tokens.CreateRequest) (*latchkey.Token, string) {
 	return tok, pt.Reveal()
 }
 
-func (e *env) derive(a tokens.Actor, parent string, req tokens.CreateRequest) (*latchkey.Token, string) {
+func (e *env) derive(a latchkey.Actor, parent string, req tokens.CreateRequest) (*latchkey.Token, string) {
 	e.t.Helper()
 	tok, pt, err := e.svc.Derive(ctx, a, parent, req)
 	if err != nil {
@@ -86,7 +86,7 @@ func (e *env) derive(a tokens.Actor, parent string, req tokens.CreateRequest) (*
 
 func (e *env) code(pt string, scopes ...string) latchkey.Code {
 	e.t.Helper()
-	d, err := e.v.Verify(ctx, &verify.Request{Token: pt, Scopes: scopes, ClientIP: "10.0.0.1", Method: "GET", Path: "/v1/x"})
+	d, err := e.v.Verify(ctx, &latchkey.VerifyRequest{Token: pt, Scopes: scopes, ClientIP: "10.0.0.1", Method: "GET", Path: "/v1/x"})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -236,7 +236,7 @@ func TestRotate(t *testing.T) {
 		t.Fatalf("successor: %s", c)
 	}
 	e.advance(24 * time.Hour)
-	d, _ := e.v.Verify(ctx, &verify.Request{Token: oldPT, ClientIP: "10.0.0.1"})
+	d, _ := e.v.Verify(ctx, &latchkey.VerifyRequest{Token: oldPT, ClientIP: "10.0.0.1"})
 	if d.Code != latchkey.Expired || d.Reason != "rotated" {
 		t.Fatalf("old token after grace: %s/%s, want EXPIRED/rotated", d.Code, d.Reason)
 	}
@@ -295,9 +295,9 @@ func TestCascadeThreeLevels(t *testing.T) {
 	e := newEnv(t, tokens.Policy{})
 	root, rootPT := e.create(tokens.CreateRequest{Scopes: []string{"invoices:*"}})
 	kid, kidPT := e.derive(admin, root.ID, tokens.CreateRequest{})
-	self := tokens.Actor{TokenID: kid.ID, Scopes: kid.Scopes}
+	self := latchkey.Actor{TokenID: kid.ID, Scopes: kid.Scopes}
 	grand, grandPT := e.derive(self, kid.ID, tokens.CreateRequest{Scopes: []string{"invoices:read"}})
-	great, greatPT := e.derive(tokens.Actor{TokenID: grand.ID, Scopes: grand.Scopes}, grand.ID, tokens.CreateRequest{})
+	great, greatPT := e.derive(latchkey.Actor{TokenID: grand.ID, Scopes: grand.Scopes}, grand.ID, tokens.CreateRequest{})
 	if !slices.Equal(e.get(great.ID).Ancestors, []string{grand.ID, kid.ID, root.ID}) {
 		t.Fatalf("ancestors %v", e.get(great.ID).Ancestors)
 	}
@@ -355,7 +355,7 @@ func TestCascadeThreeLevels(t *testing.T) {
 	_, err = e.svc.Suspend(ctx, admin, kid.ID, "")
 	wantCode(t, err, latchkey.EConflict, "revoked")
 	// Every verification refusal is in the audit log with its reason.
-	e.v.Verify(ctx, &verify.Request{Token: greatPT})
+	e.v.Verify(ctx, &latchkey.VerifyRequest{Token: greatPT})
 	flushAudit(t, e)
 	vevs, _ := e.db.ListAudit(ctx, latchkey.AuditFilter{TokenID: great.ID, Kind: latchkey.KindVerify})
 	reasons := map[string]bool{}
@@ -397,7 +397,7 @@ func TestRevocations(t *testing.T) {
 	_ = a1
 
 	// A caller that cannot manage one of the matches revokes nothing.
-	weak := tokens.Actor{TokenID: "Weak000000000000", Scopes: []string{latchkey.ScopeTokensWrite, "other:read"}}
+	weak := latchkey.Actor{TokenID: "Weak000000000000", Scopes: []string{latchkey.ScopeTokensWrite, "other:read"}}
 	_, err := revokeN(e.svc.RevokeMatching(ctx, weak, latchkey.TokenSelector{Subject: "alice"}, "", tokens.BulkOptions{}))
 	wantCode(t, err, latchkey.EPermissionDenied, "invoices:read")
 	if c := e.code(a2PT); c != latchkey.Valid {
@@ -498,13 +498,13 @@ func TestDeriveAttenuation(t *testing.T) {
 		t.Errorf("inherited child %+v\nfrom parent %+v", inh, parent)
 	}
 	// Who may derive: the token itself, or a tokens:write holder covering it.
-	reader := tokens.Actor{TokenID: "Reader0000000000", Scopes: []string{latchkey.ScopeTokensRead, "billing.*:read", "invoices:read"}}
+	reader := latchkey.Actor{TokenID: "Reader0000000000", Scopes: []string{latchkey.ScopeTokensRead, "billing.*:read", "invoices:read"}}
 	_, _, err := e.svc.Derive(ctx, reader, parent.ID, tokens.CreateRequest{})
 	wantCode(t, err, latchkey.EPermissionDenied, "tokens:write")
-	narrowAdmin := tokens.Actor{TokenID: "Narrow0000000000", Scopes: []string{latchkey.ScopeTokensWrite, "invoices:read"}}
+	narrowAdmin := latchkey.Actor{TokenID: "Narrow0000000000", Scopes: []string{latchkey.ScopeTokensWrite, "invoices:read"}}
 	_, _, err = e.svc.Derive(ctx, narrowAdmin, parent.ID, tokens.CreateRequest{})
 	wantCode(t, err, latchkey.EPermissionDenied, "billing.*:read")
-	if _, _, err := e.svc.Derive(ctx, tokens.Actor{TokenID: parent.ID, Scopes: parent.Scopes}, parent.ID, tokens.CreateRequest{}); err != nil {
+	if _, _, err := e.svc.Derive(ctx, latchkey.Actor{TokenID: parent.ID, Scopes: parent.Scopes}, parent.ID, tokens.CreateRequest{}); err != nil {
 		t.Errorf("self-derive: %v", err)
 	}
 	// Not from a suspended, revoked or rotated parent.

@@ -86,19 +86,6 @@ func (p Policy) Validate() error {
 	return nil
 }
 
-// Actor is who is making a change, for permission checks and the audit
-// record. TokenID is "" for the server itself (bootstrap).
-type Actor struct {
-	TokenID string
-	// System names a part of the server acting on its own (e.g.
-	// "detector") when TokenID is "". It shows as "latchkey:<System>".
-	System    string
-	Scopes    []string
-	ClientIP  string
-	UserAgent string
-	RequestID string
-}
-
 // CreateRequest is the body of POST /v1/tokens (DESIGN.md §8), and of
 // POST /v1/tokens/{id}/derive, where unset fields are inherited from the
 // parent.
@@ -201,7 +188,7 @@ func CanGrant(granted []string, scope string) bool {
 // which it also spends from), and is revoked, suspended and idled with
 // it. Otherwise a writer with a 1 h TTL, a network allowlist and a budget
 // could mint a peer with none of them that outlives its own revocation.
-func (s *Service) Create(ctx context.Context, a Actor, req CreateRequest) (*latchkey.Token, secret.Plaintext, error) {
+func (s *Service) Create(ctx context.Context, a latchkey.Actor, req CreateRequest) (*latchkey.Token, secret.Plaintext, error) {
 	if a.TokenID != "" && !latchkey.ScopesCover(a.Scopes, latchkey.AdminScope) {
 		return s.derive(ctx, a, a.TokenID, req, false, true) // scopes judged against the creator's, as a parent's
 	}
@@ -227,7 +214,7 @@ func (s *Service) Create(ctx context.Context, a Actor, req CreateRequest) (*latc
 }
 
 // validate checks every field of a new token and applies the policy.
-func (s *Service) validate(a Actor, req CreateRequest, now time.Time) (*latchkey.Token, error) {
+func (s *Service) validate(a latchkey.Actor, req CreateRequest, now time.Time) (*latchkey.Token, error) {
 	t, err := s.fields(a, req, now)
 	if err != nil {
 		return nil, err
@@ -243,7 +230,7 @@ func (s *Service) validate(a Actor, req CreateRequest, now time.Time) (*latchkey
 
 // fields checks the descriptive fields and grants of a request (not its
 // times or constraints).
-func (s *Service) fields(a Actor, req CreateRequest, now time.Time) (*latchkey.Token, error) {
+func (s *Service) fields(a latchkey.Actor, req CreateRequest, now time.Time) (*latchkey.Token, error) {
 	if len(req.Name) > MaxNameLen {
 		return nil, latchkey.Errorf(latchkey.EInvalid, "name is longer than %d bytes", MaxNameLen)
 	}
@@ -428,7 +415,7 @@ func validateMeta(m json.RawMessage) (json.RawMessage, error) {
 	return json.RawMessage(buf.Bytes()), nil
 }
 
-func createdBy(a Actor) string {
+func createdBy(a latchkey.Actor) string {
 	switch {
 	case a.TokenID != "":
 		return a.TokenID
@@ -446,7 +433,7 @@ func optTime(t time.Time) any {
 }
 
 // event builds the audit record of an admin change.
-func (s *Service) event(a Actor, action string, t *latchkey.Token, now time.Time, detail map[string]any) *latchkey.AuditEvent {
+func (s *Service) event(a latchkey.Actor, action string, t *latchkey.Token, now time.Time, detail map[string]any) *latchkey.AuditEvent {
 	var raw json.RawMessage
 	if detail != nil {
 		raw, _ = json.Marshal(detail) // plain values only: cannot fail
@@ -461,7 +448,7 @@ func (s *Service) event(a Actor, action string, t *latchkey.Token, now time.Time
 // canManage refuses changes to a token the caller could not have issued:
 // a latchkey:tokens:write token must not revoke the root token, or any
 // token holding more than it does.
-func canManage(a Actor, t *latchkey.Token) error {
+func canManage(a latchkey.Actor, t *latchkey.Token) error {
 	if a.TokenID == "" {
 		return nil // the server itself
 	}
@@ -519,7 +506,7 @@ func (s *Service) Bootstrap(ctx context.Context) (pt secret.Plaintext, created b
 		CreatedAt: now, CreatedBy: "latchkey", Status: latchkey.StatusActive, Version: 1,
 		Hash: s.Hasher.Sum(parts.ID, &parts.Secret),
 	}
-	ev := s.event(Actor{}, latchkey.ActionTokenCreate, t, now, map[string]any{"name": "root", "scopes": t.Scopes, "bootstrap": true})
+	ev := s.event(latchkey.Actor{}, latchkey.ActionTokenCreate, t, now, map[string]any{"name": "root", "scopes": t.Scopes, "bootstrap": true})
 	if err := s.Store.CreateToken(ctx, t, ev); err != nil {
 		if latchkey.ErrorCode(err) == latchkey.EConflict {
 			return secret.Plaintext{}, false, nil // another node finished it
@@ -547,7 +534,7 @@ func (s *Service) RecoverRoot(ctx context.Context, by string) (*latchkey.Token, 
 		CreatedAt: now, CreatedBy: "latchkey:recover-root", Status: latchkey.StatusActive, Version: 1,
 		Hash: s.Hasher.Sum(parts.ID, &parts.Secret),
 	}
-	ev := s.event(Actor{System: "recover-root"}, latchkey.ActionRootRecover, t, now, map[string]any{"scopes": t.Scopes, "by": by})
+	ev := s.event(latchkey.Actor{System: "recover-root"}, latchkey.ActionRootRecover, t, now, map[string]any{"scopes": t.Scopes, "by": by})
 	if err := s.Store.CreateToken(ctx, t, ev); err != nil {
 		return nil, secret.Plaintext{}, fmt.Errorf("tokens: recover root: %w", err)
 	}

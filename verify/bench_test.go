@@ -35,7 +35,7 @@ func benchVerifier(b *testing.B) (*fixture, *audit.Pipeline) {
 func BenchmarkVerify(b *testing.B) {
 	f, _ := benchVerifier(b)
 	tok, _ := f.issue(b)
-	req := &Request{Token: tok, Scopes: []string{"invoices:read"}, ClientIP: "203.0.113.9", UserAgent: "bench"}
+	req := &latchkey.VerifyRequest{Token: tok, Scopes: []string{"invoices:read"}, ClientIP: "203.0.113.9", UserAgent: "bench"}
 	ctx := context.Background()
 	if d, _ := f.v.Verify(ctx, req); d.Code != latchkey.Valid {
 		b.Fatal(d.Code)
@@ -68,7 +68,7 @@ func BenchmarkVerifyConstrained(b *testing.B) {
 		}
 		t.Constraints = c
 	})
-	req := &Request{Token: tok, Scopes: []string{"invoices:read", "billing.eu:read"}, ClientIP: "203.0.113.9",
+	req := &latchkey.VerifyRequest{Token: tok, Scopes: []string{"invoices:read", "billing.eu:read"}, ClientIP: "203.0.113.9",
 		UserAgent: "bench", Method: "GET", Path: "/v1/invoices/2026/11"}
 	ctx := context.Background()
 	if d, _ := f.v.Verify(ctx, req); d.Code != latchkey.Valid {
@@ -120,7 +120,7 @@ func BenchmarkVerifyParallel(b *testing.B) {
 		all := unsafe.String(&arena[0], len(arena))
 		for i := range n { // warm the cache
 			tok := all[i*tokLen : (i+1)*tokLen]
-			if d, _ := f.v.Verify(context.Background(), &Request{Token: tok}); d.Code != latchkey.Valid {
+			if d, _ := f.v.Verify(context.Background(), &latchkey.VerifyRequest{Token: tok}); d.Code != latchkey.Valid {
 				b.Fatal(d.Code)
 			}
 		}
@@ -137,7 +137,7 @@ func BenchmarkVerifyParallel(b *testing.B) {
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		r := mrand.New(mrand.NewPCG(mrand.Uint64(), 1))
-		req := Request{Scopes: []string{"invoices:read"}, ClientIP: "203.0.113.9"}
+		req := latchkey.VerifyRequest{Scopes: []string{"invoices:read"}, ClientIP: "203.0.113.9"}
 		for pb.Next() {
 			i := r.IntN(n)
 			req.Token = all[i*tokLen : (i+1)*tokLen]
@@ -159,7 +159,7 @@ func BenchmarkVerifyMalformed(b *testing.B) {
 	f, _ := benchVerifier(b)
 	tok, _ := f.issue(b)
 	bad := tok[:len(tok)-6] + "AAAAAA"
-	req := &Request{Token: bad, ClientIP: "203.0.113.9"}
+	req := &latchkey.VerifyRequest{Token: bad, ClientIP: "203.0.113.9"}
 	ctx := context.Background()
 	b.ReportAllocs()
 	before := f.v.rec.Stats().Stalls
@@ -180,7 +180,7 @@ func BenchmarkVerifyNoAudit(b *testing.B) {
 	f := newFixture(b)
 	f.v = New(f.loader, f.hasher, nil, Config{})
 	tok, _ := f.issue(b)
-	req := &Request{Token: tok, Scopes: []string{"invoices:read"}, ClientIP: "203.0.113.9", UserAgent: "bench"}
+	req := &latchkey.VerifyRequest{Token: tok, Scopes: []string{"invoices:read"}, ClientIP: "203.0.113.9", UserAgent: "bench"}
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {

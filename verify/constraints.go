@@ -154,7 +154,7 @@ func (v *Verifier) newConstraints(t *latchkey.Token) *constraints {
 // check applies the constraints of step 6 (DESIGN.md §2): client network,
 // then method and path binding. It returns a refusal code and reason, or
 // Valid.
-func (c *constraints) check(req *Request) (latchkey.Code, string) {
+func (c *constraints) check(req *latchkey.VerifyRequest) (latchkey.Code, string) {
 	if len(c.cidrs) > 0 {
 		if req.ClientIP == "" {
 			return latchkey.IPNotAllowed, "no_client_ip"

@@ -12,7 +12,7 @@ import (
 	"github.com/latchkeyhq/latchkey/ratelimit"
 )
 
-func (f *fixture) check(t testing.TB, req *Request) latchkey.Decision {
+func (f *fixture) check(t testing.TB, req *latchkey.VerifyRequest) latchkey.Decision {
 	t.Helper()
 	d, err := f.v.Verify(context.Background(), req)
 	if err != nil {
@@ -44,42 +44,42 @@ func TestConstraints(t *testing.T) {
 	cases := []struct {
 		name   string
 		mut    func(*latchkey.Token)
-		req    Request
+		req    latchkey.VerifyRequest
 		code   latchkey.Code
 		reason string
 	}{
-		{"cidr v4 inside", net, Request{ClientIP: "10.1.2.3"}, latchkey.Valid, ""},
-		{"cidr v4 outside", net, Request{ClientIP: "11.0.0.1"}, latchkey.IPNotAllowed, "ip_not_allowed"},
-		{"cidr single address", net, Request{ClientIP: "192.0.2.7"}, latchkey.Valid, ""},
-		{"cidr single address neighbour", net, Request{ClientIP: "192.0.2.8"}, latchkey.IPNotAllowed, "ip_not_allowed"},
-		{"cidr v6 inside", net, Request{ClientIP: "2001:db8:1::5"}, latchkey.Valid, ""},
-		{"cidr v6 outside", net, Request{ClientIP: "2001:db9::1"}, latchkey.IPNotAllowed, "ip_not_allowed"},
-		{"cidr v4-mapped v6", net, Request{ClientIP: "::ffff:10.9.9.9"}, latchkey.Valid, ""},
-		{"cidr no client ip", net, Request{}, latchkey.IPNotAllowed, "no_client_ip"},
-		{"cidr garbage ip", net, Request{ClientIP: "10.0.0.1.evil"}, latchkey.IPNotAllowed, "bad_client_ip"},
-		{"method allowed", meth, Request{Method: "GET"}, latchkey.Valid, ""},
-		{"method case-insensitive", meth, Request{Method: "head"}, latchkey.Valid, ""},
-		{"method refused", meth, Request{Method: "DELETE"}, latchkey.Forbidden, "method_not_allowed"},
-		{"method unknown", meth, Request{}, latchkey.Forbidden, "method_unknown"},
-		{"path exact", path, Request{Path: "/v1/invoices"}, latchkey.Valid, ""},
-		{"path exact, trailing slash differs", path, Request{Path: "/v1/invoices/"}, latchkey.Forbidden, "path_not_allowed"},
-		{"path below exact", path, Request{Path: "/v1/invoices/7"}, latchkey.Forbidden, "path_not_allowed"},
-		{"path one-segment wildcard", path, Request{Path: "/v1/users/ana"}, latchkey.Valid, ""},
-		{"path wildcard is one segment", path, Request{Path: "/v1/users/ana/keys"}, latchkey.Forbidden, "path_not_allowed"},
-		{"path wildcard needs a segment", path, Request{Path: "/v1/users/"}, latchkey.Forbidden, "path_not_allowed"},
-		{"path double star root", path, Request{Path: "/v1/projects/42/files"}, latchkey.Valid, ""},
-		{"path double star deep", path, Request{Path: "/v1/projects/42/files/a/b.txt"}, latchkey.Valid, ""},
-		{"path dot-dot escape", path, Request{Path: "/v1/projects/42/files/../../secrets"}, latchkey.Forbidden, "path_not_canonical"},
-		{"path double slash", path, Request{Path: "/v1//invoices"}, latchkey.Forbidden, "path_not_canonical"},
-		{"path relative", path, Request{Path: "v1/invoices"}, latchkey.Forbidden, "path_not_canonical"},
-		{"path unknown", path, Request{}, latchkey.Forbidden, "path_unknown"},
-		{"path case-sensitive", path, Request{Path: "/V1/invoices"}, latchkey.Forbidden, "path_not_allowed"},
-		{"api call: bindings describe the resource server", meth, Request{APICall: true, Method: "DELETE"}, latchkey.Valid, ""},
-		{"api call: network still applies", net, Request{APICall: true, ClientIP: "11.0.0.1"}, latchkey.IPNotAllowed, "ip_not_allowed"},
-		{"all pass", all, Request{ClientIP: "10.0.0.1", Method: "GET", Path: "/v1/x"}, latchkey.Valid, ""},
-		{"network checked before method", all, Request{ClientIP: "8.8.8.8", Method: "POST", Path: "/x"}, latchkey.IPNotAllowed, "ip_not_allowed"},
-		{"method checked before scope", all, Request{ClientIP: "10.0.0.1", Method: "POST", Path: "/v1/x", Scopes: []string{"nope:read"}}, latchkey.Forbidden, "method_not_allowed"},
-		{"scope after constraints", all, Request{ClientIP: "10.0.0.1", Method: "GET", Path: "/v1/x", Scopes: []string{"nope:read"}}, latchkey.InsufficientScope, "missing_scope"},
+		{"cidr v4 inside", net, latchkey.VerifyRequest{ClientIP: "10.1.2.3"}, latchkey.Valid, ""},
+		{"cidr v4 outside", net, latchkey.VerifyRequest{ClientIP: "11.0.0.1"}, latchkey.IPNotAllowed, "ip_not_allowed"},
+		{"cidr single address", net, latchkey.VerifyRequest{ClientIP: "192.0.2.7"}, latchkey.Valid, ""},
+		{"cidr single address neighbour", net, latchkey.VerifyRequest{ClientIP: "192.0.2.8"}, latchkey.IPNotAllowed, "ip_not_allowed"},
+		{"cidr v6 inside", net, latchkey.VerifyRequest{ClientIP: "2001:db8:1::5"}, latchkey.Valid, ""},
+		{"cidr v6 outside", net, latchkey.VerifyRequest{ClientIP: "2001:db9::1"}, latchkey.IPNotAllowed, "ip_not_allowed"},
+		{"cidr v4-mapped v6", net, latchkey.VerifyRequest{ClientIP: "::ffff:10.9.9.9"}, latchkey.Valid, ""},
+		{"cidr no client ip", net, latchkey.VerifyRequest{}, latchkey.IPNotAllowed, "no_client_ip"},
+		{"cidr garbage ip", net, latchkey.VerifyRequest{ClientIP: "10.0.0.1.evil"}, latchkey.IPNotAllowed, "bad_client_ip"},
+		{"method allowed", meth, latchkey.VerifyRequest{Method: "GET"}, latchkey.Valid, ""},
+		{"method case-insensitive", meth, latchkey.VerifyRequest{Method: "head"}, latchkey.Valid, ""},
+		{"method refused", meth, latchkey.VerifyRequest{Method: "DELETE"}, latchkey.Forbidden, "method_not_allowed"},
+		{"method unknown", meth, latchkey.VerifyRequest{}, latchkey.Forbidden, "method_unknown"},
+		{"path exact", path, latchkey.VerifyRequest{Path: "/v1/invoices"}, latchkey.Valid, ""},
+		{"path exact, trailing slash differs", path, latchkey.VerifyRequest{Path: "/v1/invoices/"}, latchkey.Forbidden, "path_not_allowed"},
+		{"path below exact", path, latchkey.VerifyRequest{Path: "/v1/invoices/7"}, latchkey.Forbidden, "path_not_allowed"},
+		{"path one-segment wildcard", path, latchkey.VerifyRequest{Path: "/v1/users/ana"}, latchkey.Valid, ""},
+		{"path wildcard is one segment", path, latchkey.VerifyRequest{Path: "/v1/users/ana/keys"}, latchkey.Forbidden, "path_not_allowed"},
+		{"path wildcard needs a segment", path, latchkey.VerifyRequest{Path: "/v1/users/"}, latchkey.Forbidden, "path_not_allowed"},
+		{"path double star root", path, latchkey.VerifyRequest{Path: "/v1/projects/42/files"}, latchkey.Valid, ""},
+		{"path double star deep", path, latchkey.VerifyRequest{Path: "/v1/projects/42/files/a/b.txt"}, latchkey.Valid, ""},
+		{"path dot-dot escape", path, latchkey.VerifyRequest{Path: "/v1/projects/42/files/../../secrets"}, latchkey.Forbidden, "path_not_canonical"},
+		{"path double slash", path, latchkey.VerifyRequest{Path: "/v1//invoices"}, latchkey.Forbidden, "path_not_canonical"},
+		{"path relative", path, latchkey.VerifyRequest{Path: "v1/invoices"}, latchkey.Forbidden, "path_not_canonical"},
+		{"path unknown", path, latchkey.VerifyRequest{}, latchkey.Forbidden, "path_unknown"},
+		{"path case-sensitive", path, latchkey.VerifyRequest{Path: "/V1/invoices"}, latchkey.Forbidden, "path_not_allowed"},
+		{"api call: bindings describe the resource server", meth, latchkey.VerifyRequest{APICall: true, Method: "DELETE"}, latchkey.Valid, ""},
+		{"api call: network still applies", net, latchkey.VerifyRequest{APICall: true, ClientIP: "11.0.0.1"}, latchkey.IPNotAllowed, "ip_not_allowed"},
+		{"all pass", all, latchkey.VerifyRequest{ClientIP: "10.0.0.1", Method: "GET", Path: "/v1/x"}, latchkey.Valid, ""},
+		{"network checked before method", all, latchkey.VerifyRequest{ClientIP: "8.8.8.8", Method: "POST", Path: "/x"}, latchkey.IPNotAllowed, "ip_not_allowed"},
+		{"method checked before scope", all, latchkey.VerifyRequest{ClientIP: "10.0.0.1", Method: "POST", Path: "/v1/x", Scopes: []string{"nope:read"}}, latchkey.Forbidden, "method_not_allowed"},
+		{"scope after constraints", all, latchkey.VerifyRequest{ClientIP: "10.0.0.1", Method: "GET", Path: "/v1/x", Scopes: []string{"nope:read"}}, latchkey.InsufficientScope, "missing_scope"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -449,7 +449,7 @@ func TestSharedRateLimitPolicy(t *testing.T) {
 			t.Errorf("closed=%v: a token without a rate limit, limiter down: %s", closed, d.Code)
 		}
 		fresh, _ := f.issue(t, rl)
-		d, err := f.v.Verify(context.Background(), &Request{Token: fresh})
+		d, err := f.v.Verify(context.Background(), &latchkey.VerifyRequest{Token: fresh})
 		if closed {
 			if err == nil {
 				t.Errorf("fail closed, limiter down: %s with no error; want an error (503)", d.Code)
@@ -458,7 +458,7 @@ func TestSharedRateLimitPolicy(t *testing.T) {
 			// Node-local: the local limiter counts 3, then refuses.
 			for i := range 4 {
 				if i > 0 {
-					d, err = f.v.Verify(context.Background(), &Request{Token: fresh})
+					d, err = f.v.Verify(context.Background(), &latchkey.VerifyRequest{Token: fresh})
 				}
 				want := latchkey.Valid
 				if i == 3 {

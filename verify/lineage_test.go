@@ -53,7 +53,7 @@ func (s *stack) advance(d time.Duration) {
 	s.mu.Unlock()
 }
 
-var admin = tokens.Actor{TokenID: "Admin00000000000", Scopes: []string{latchkey.AdminScope}}
+var admin = latchkey.Actor{TokenID: "Admin00000000000", Scopes: []string{latchkey.AdminScope}}
 
 // max_uses is exact under 100 concurrent verifiers on the real store.
 func TestMaxUsesExactUnderConcurrency(t *testing.T) {
@@ -68,7 +68,7 @@ func TestMaxUsesExactUnderConcurrency(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 100 {
 		wg.Go(func() {
-			d, err := s.v.Verify(context.Background(), &Request{Token: pt.Reveal(), Scopes: []string{"a:read"}})
+			d, err := s.v.Verify(context.Background(), &latchkey.VerifyRequest{Token: pt.Reveal(), Scopes: []string{"a:read"}})
 			if err != nil {
 				t.Error(err)
 				return
@@ -91,7 +91,7 @@ func TestMaxUsesExactUnderConcurrency(t *testing.T) {
 			t.Fatalf("remaining values %v, want each of 0..39 once", remaining)
 		}
 	}
-	if d, _ := s.v.Verify(context.Background(), &Request{Token: pt.Reveal()}); d.Code != latchkey.UsageExceeded {
+	if d, _ := s.v.Verify(context.Background(), &latchkey.VerifyRequest{Token: pt.Reveal()}); d.Code != latchkey.UsageExceeded {
 		t.Errorf("afterwards: %s", d.Code)
 	}
 }
@@ -117,7 +117,7 @@ func TestChildrenShareParentLimits(t *testing.T) {
 	valid := 0
 	for range 3 {
 		for _, k := range kids {
-			if d, _ := s.v.Verify(ctx, &Request{Token: k}); d.Valid() {
+			if d, _ := s.v.Verify(ctx, &latchkey.VerifyRequest{Token: k}); d.Valid() {
 				valid++
 			}
 		}
@@ -205,7 +205,7 @@ func TestDerivedNeverExceedsParent(t *testing.T) {
 		var kids []kid
 		for range 4 {
 			creq := randomRequest(true)
-			_, cpt, err := s.svc.Derive(ctx, tokens.Actor{TokenID: parent.ID, Scopes: parent.Scopes}, parent.ID, creq)
+			_, cpt, err := s.svc.Derive(ctx, latchkey.Actor{TokenID: parent.ID, Scopes: parent.Scopes}, parent.ID, creq)
 			if err != nil {
 				refusedDerive++
 				continue
@@ -219,7 +219,7 @@ func TestDerivedNeverExceedsParent(t *testing.T) {
 		for range 40 {
 			s.advance(time.Duration(rng.IntN(40)) * time.Second)
 			k := kids[rng.IntN(len(kids))]
-			req := Request{ClientIP: ips[rng.IntN(len(ips))], Method: methods[rng.IntN(len(methods))], Path: reqPaths[rng.IntN(len(reqPaths))]}
+			req := latchkey.VerifyRequest{ClientIP: ips[rng.IntN(len(ips))], Method: methods[rng.IntN(len(methods))], Path: reqPaths[rng.IntN(len(reqPaths))]}
 			if rng.IntN(4) == 0 {
 				req.Method = ""
 			}
@@ -277,12 +277,12 @@ func TestAncestorIdle(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.advance(55 * time.Minute)
-	if d, _ := s.v.Verify(ctx, &Request{Token: pt.Reveal()}); d.Code != latchkey.Valid {
+	if d, _ := s.v.Verify(ctx, &latchkey.VerifyRequest{Token: pt.Reveal()}); d.Code != latchkey.Valid {
 		t.Fatalf("within both idle windows: %s/%s", d.Code, d.Reason)
 	}
 	// That use kept the parent alive too: 1h after it, both have idled.
 	s.advance(59 * time.Minute)
-	if d, _ := s.v.Verify(ctx, &Request{Token: pt.Reveal()}); d.Code != latchkey.Valid {
+	if d, _ := s.v.Verify(ctx, &latchkey.VerifyRequest{Token: pt.Reveal()}); d.Code != latchkey.Valid {
 		t.Fatalf("59m after the last use: %s/%s", d.Code, d.Reason)
 	}
 	// Another child, never used, with a late not_before: its own clock is
@@ -293,7 +293,7 @@ func TestAncestorIdle(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.advance(70 * time.Minute) // the parent was last used 70m ago (at the derivation)
-	d, _ := s.v.Verify(ctx, &Request{Token: pt2.Reveal()})
+	d, _ := s.v.Verify(ctx, &latchkey.VerifyRequest{Token: pt2.Reveal()})
 	if d.Code != latchkey.Expired || d.Reason != "ancestor_idle" {
 		t.Fatalf("child of an idle parent: %s/%s, want EXPIRED/ancestor_idle", d.Code, d.Reason)
 	}

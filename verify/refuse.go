@@ -19,7 +19,7 @@ import (
 // one record per second for each source, door and reason. The next record
 // of that key carries in Detail {"count": n} how many refusals it stands
 // for, itself included; counts still pending are written by Close.
-func (v *Verifier) Refuse(req *Request, reason string) {
+func (v *Verifier) Refuse(req *latchkey.VerifyRequest, reason string) {
 	if v.rec == nil {
 		return
 	}
@@ -30,7 +30,7 @@ func (v *Verifier) Refuse(req *Request, reason string) {
 // sampled records an attempt under the per-source sampling of Refuse:
 // refusals at the edge, and attempts from a blocked source (which keeps
 // sending after its block, and must not fill the disk either).
-func (v *Verifier) sampled(req *Request, outcome, reason, tokenID string, now int64) {
+func (v *Verifier) sampled(req *latchkey.VerifyRequest, outcome, reason, tokenID string, now int64) {
 	action := req.Action
 	if action == "" {
 		action = latchkey.ActionVerify
@@ -47,7 +47,7 @@ func (v *Verifier) sampled(req *Request, outcome, reason, tokenID string, now in
 
 func (v *Verifier) recordEnded(ended map[refusalKey]int64, now int64) {
 	for k, n := range ended {
-		v.recordRefusal(&Request{ClientIP: k.ip, Action: k.action}, k.outcome, k.reason, "", now, n)
+		v.recordRefusal(&latchkey.VerifyRequest{ClientIP: k.ip, Action: k.action}, k.outcome, k.reason, "", now, n)
 	}
 }
 
@@ -66,7 +66,7 @@ func (v *Verifier) startRefusalFlusher() {
 	})
 }
 
-func (v *Verifier) recordRefusal(req *Request, outcome, reason, tokenID string, now int64, n int64) {
+func (v *Verifier) recordRefusal(req *latchkey.VerifyRequest, outcome, reason, tokenID string, now int64, n int64) {
 	v.rec.RecordFunc(func(ev *latchkey.AuditEvent) {
 		v.fillAttempt(ev, req, now)
 		ev.TokenID = tokenID
@@ -92,7 +92,7 @@ func (v *Verifier) flushRefusals() {
 	}
 	now, _ := v.clock()
 	for k, n := range v.refusals.drain() {
-		v.recordRefusal(&Request{ClientIP: k.ip, Action: k.action}, k.outcome, k.reason, "", now, n)
+		v.recordRefusal(&latchkey.VerifyRequest{ClientIP: k.ip, Action: k.action}, k.outcome, k.reason, "", now, n)
 	}
 }
 

@@ -89,41 +89,6 @@ type Config struct {
 	SyncAudit bool
 }
 
-// Request is one verification. Only Token is required.
-type Request struct {
-	Token string
-	// Scopes that must all be covered by the token's grants.
-	Scopes []string
-	// Facts about the caller, checked against the token's constraints and
-	// kept in the audit record. ClientIP is the end client's address,
-	// already resolved through trusted proxies.
-	ClientIP  string
-	UserAgent string
-	Method    string
-	Path      string
-	RequestID string
-	// Action names the attempt in the audit log (default "verify").
-	Action string
-	// AuditFailuresOnly records the attempt only when it is refused. Used for
-	// authenticating admin calls, so that reading the log does not flood it.
-	AuditFailuresOnly bool
-	// NoSpend decides without spending the token's rate or uses, and
-	// without noting a use (token introspection).
-	NoSpend bool
-	// Source is the end client as a blockable source: the address the
-	// detector counts failures against and may block. Leave it invalid when
-	// the address is only the calling backend or a trusted proxy, which
-	// relay everyone's requests and must never be blocked on their own
-	// account.
-	Source netip.Addr
-	// APICall marks a call to latchkey's own API (admin calls, a token
-	// deriving from itself). A token's allowed_methods and allowed_paths
-	// describe the resource server it was issued for, so they are not
-	// applied to such calls; Method and Path are still audited. Every
-	// other check, network and rate and usage included, applies.
-	APICall bool
-}
-
 // SharedLimits is a rate limiter shared by the nodes of a cluster.
 // *redis.Client satisfies it.
 type SharedLimits interface {
@@ -238,7 +203,7 @@ func (v *Verifier) CacheLen() int { return v.cache.len() }
 // Verify decides on req. A refusal is a Decision, not an error; the error
 // is non-nil only when the store could not be read, and then the Decision
 // must not be used.
-func (v *Verifier) Verify(ctx context.Context, req *Request) (latchkey.Decision, error) {
+func (v *Verifier) Verify(ctx context.Context, req *latchkey.VerifyRequest) (latchkey.Decision, error) {
 	now, start := v.clock()
 	d := latchkey.Decision{Remaining: -1}
 	err := v.decide(ctx, req, now, &d, !req.NoSpend)
@@ -274,7 +239,7 @@ func (v *Verifier) Verify(ctx context.Context, req *Request) (latchkey.Decision,
 
 // fillAttempt writes what every record of an attempt says about its
 // request: when, where, which door, and the caller's facts.
-func (v *Verifier) fillAttempt(ev *latchkey.AuditEvent, req *Request, now int64) {
+func (v *Verifier) fillAttempt(ev *latchkey.AuditEvent, req *latchkey.VerifyRequest, now int64) {
 	ev.Time = time.Unix(0, now)
 	ev.Node = v.cfg.Node
 	ev.RequestID = req.RequestID
@@ -292,7 +257,7 @@ func (v *Verifier) fillAttempt(ev *latchkey.AuditEvent, req *Request, now int64)
 
 // decide fills in d, which the caller keeps on its stack. With spend
 // false it changes nothing: no rate or budget is spent and no use noted.
-func (v *Verifier) decide(ctx context.Context, req *Request, now int64, d *latchkey.Decision, spend bool) error {
+func (v *Verifier) decide(ctx context.Context, req *latchkey.VerifyRequest, now int64, d *latchkey.Decision, spend bool) error {
 	parts, err := secret.Parse(req.Token)
 	if g := v.cfg.Guard; g != nil && g.Blocked(req.Source, now) {
 		// A blocked source is told so whatever it sends, before any lookup.

@@ -198,7 +198,7 @@ func (f *fixture) issue(t testing.TB, mutate ...func(*latchkey.Token)) (string, 
 
 func (f *fixture) verify(t testing.TB, tok string, scopes ...string) latchkey.Decision {
 	t.Helper()
-	d, err := f.v.Verify(context.Background(), &Request{Token: tok, Scopes: scopes, ClientIP: "198.51.100.4", UserAgent: "test"})
+	d, err := f.v.Verify(context.Background(), &latchkey.VerifyRequest{Token: tok, Scopes: scopes, ClientIP: "198.51.100.4", UserAgent: "test"})
 	if err != nil {
 		t.Fatalf("Verify: %v", err)
 	}
@@ -363,7 +363,7 @@ func TestSingleflight(t *testing.T) {
 	codes := make(chan latchkey.Code, 50)
 	for i := 0; i < 50; i++ {
 		wg.Go(func() {
-			d, _ := f.v.Verify(context.Background(), &Request{Token: tok})
+			d, _ := f.v.Verify(context.Background(), &latchkey.VerifyRequest{Token: tok})
 			codes <- d.Code
 		})
 	}
@@ -392,7 +392,7 @@ func TestLoadRacingInvalidation(t *testing.T) {
 	f.loader.gate = make(chan struct{})
 	done := make(chan latchkey.Code)
 	go func() {
-		d, _ := f.v.Verify(context.Background(), &Request{Token: tok})
+		d, _ := f.v.Verify(context.Background(), &latchkey.VerifyRequest{Token: tok})
 		done <- d.Code
 	}()
 	for f.loader.loads.Load() == 0 {
@@ -417,7 +417,7 @@ func TestStoreError(t *testing.T) {
 	f := newFixture(t)
 	tok, _ := f.issue(t)
 	f.loader.err = errors.New("disk on fire")
-	_, err := f.v.Verify(context.Background(), &Request{Token: tok})
+	_, err := f.v.Verify(context.Background(), &latchkey.VerifyRequest{Token: tok})
 	if err == nil {
 		t.Fatal("Verify with a failing store returned no error")
 	}
@@ -434,11 +434,11 @@ func TestAuditFailuresOnly(t *testing.T) {
 	f := newFixture(t)
 	tok, _ := f.issue(t)
 	n := f.rec.count()
-	f.v.Verify(context.Background(), &Request{Token: tok, AuditFailuresOnly: true, Action: latchkey.ActionAdminAuth})
+	f.v.Verify(context.Background(), &latchkey.VerifyRequest{Token: tok, AuditFailuresOnly: true, Action: latchkey.ActionAdminAuth})
 	if f.rec.count() != n {
 		t.Error("a valid admin auth was recorded")
 	}
-	f.v.Verify(context.Background(), &Request{Token: tok + "x", AuditFailuresOnly: true, Action: latchkey.ActionAdminAuth})
+	f.v.Verify(context.Background(), &latchkey.VerifyRequest{Token: tok + "x", AuditFailuresOnly: true, Action: latchkey.ActionAdminAuth})
 	if f.rec.count() != n+1 || f.rec.last().Action != latchkey.ActionAdminAuth {
 		t.Error("a failed admin auth was not recorded")
 	}
@@ -469,7 +469,7 @@ func TestVerifyHitDoesNotAllocate(t *testing.T) {
 	defer p.Close(context.Background())
 	f.v = New(f.loader, f.hasher, p, Config{})
 	tok, _ := f.issue(t)
-	req := &Request{Token: tok, Scopes: []string{"invoices:read"}, ClientIP: "203.0.113.9"}
+	req := &latchkey.VerifyRequest{Token: tok, Scopes: []string{"invoices:read"}, ClientIP: "203.0.113.9"}
 	f.v.Verify(context.Background(), req)
 	if n := testing.AllocsPerRun(1000, func() { f.v.Verify(context.Background(), req) }); n != 0 {
 		t.Errorf("a cache hit allocates %v times, want 0", n)
@@ -491,7 +491,7 @@ func TestConstrainedVerifyDoesNotAllocate(t *testing.T) {
 		AllowedPaths: []string{"/v1/**"}, IdleTimeout: latchkey.Duration(time.Hour),
 		RateLimit: &latchkey.RateLimit{Limit: 1_000_000_000, Window: latchkey.Duration(time.Second)}}.Normalize()
 	tok, _ := f.issue(t, func(tk *latchkey.Token) { tk.Constraints = c })
-	for _, req := range []*Request{
+	for _, req := range []*latchkey.VerifyRequest{
 		{Token: tok, Scopes: []string{"invoices:read"}, ClientIP: "10.0.0.9", Method: "GET", Path: "/v1/x"},
 		{Token: tok, ClientIP: "2001:db8::1", Method: "GET", Path: "/v1/x/y"},
 		{Token: tok, ClientIP: "11.0.0.9", Method: "GET", Path: "/v1/x"},
@@ -528,7 +528,7 @@ func TestSyncAuditWaitsForCommit(t *testing.T) {
 	tok, _ := f.issue(t)
 	res := make(chan latchkey.Decision, 1)
 	go func() {
-		d, err := f.v.Verify(context.Background(), &Request{Token: tok})
+		d, err := f.v.Verify(context.Background(), &latchkey.VerifyRequest{Token: tok})
 		if err != nil {
 			t.Error(err)
 		}
@@ -552,7 +552,7 @@ func TestSyncAuditWaitsForCommit(t *testing.T) {
 	f.v = New(f.loader, f.hasher, p2, Config{SyncAudit: true})
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { <-g2.called; cancel() }()
-	if _, err := f.v.Verify(ctx, &Request{Token: tok}); err == nil {
+	if _, err := f.v.Verify(ctx, &latchkey.VerifyRequest{Token: tok}); err == nil {
 		t.Error("Verify returned a decision whose record was never committed")
 	}
 }

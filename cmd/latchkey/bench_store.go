@@ -30,7 +30,7 @@ import (
 
 func detectOff() detect.Config { return detect.Config{Off: true} }
 
-var benchAdmin = tokens.Actor{System: "bench", Scopes: []string{latchkey.AdminScope}}
+var benchAdmin = latchkey.Actor{System: "bench", Scopes: []string{latchkey.AdminScope}}
 
 // apiServer is the HTTP API on SQLite with or without the audit log and
 // nothing else (no detector, no webhooks): the audit figure's two sides
@@ -178,7 +178,7 @@ func (e *benchEnv) benchColdVerify() ([]benchResult, error) {
 			}
 			raw = append(raw, time.Since(t0))
 			t0 = time.Now()
-			dec, err := d.ver.Verify(e.ctx, &verify.Request{Token: pts[j+1], Scopes: []string{"a:b"}, ClientIP: "198.51.100.7"})
+			dec, err := d.ver.Verify(e.ctx, &latchkey.VerifyRequest{Token: pts[j+1], Scopes: []string{"a:b"}, ClientIP: "198.51.100.7"})
 			took := time.Since(t0)
 			if err != nil || dec.Code != latchkey.Valid {
 				return nil, fmt.Errorf("cold verify: %v %v", dec.Code, err)
@@ -344,7 +344,7 @@ func (e *benchEnv) benchMemory() ([]benchResult, error) {
 	defer v.Close(context.Background())
 	before := settledHeap()
 	for _, pt := range pts {
-		if d, err := v.Verify(e.ctx, &verify.Request{Token: pt, NoSpend: true}); err != nil || d.Code != latchkey.Valid {
+		if d, err := v.Verify(e.ctx, &latchkey.VerifyRequest{Token: pt, NoSpend: true}); err != nil || d.Code != latchkey.Valid {
 			return nil, fmt.Errorf("memory: %v %v", d.Code, err)
 		}
 	}

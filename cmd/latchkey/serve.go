@@ -681,7 +681,7 @@ func startDaemon(ctx context.Context, cfg serveConfig, logger *slog.Logger, stde
 		det.Close()
 		return nil, err
 	}
-	authz := &gateway.Authorizer{Verifier: ver, Signer: signer, TrustedProxies: cfg.TrustedProxies}
+	authz := &gateway.Authorizer{Verifier: ver, Refuser: ver, Signer: signer, TrustedProxies: cfg.TrustedProxies}
 	var gw *gateway.Gateway
 	if table != nil {
 		gw = gateway.New(authz, table, logger)

@@ -1,0 +1,76 @@
+package latchkey
+
+import (
+	"context"
+	"net/netip"
+)
+
+// The verification contract: what every door (the API, the gateway,
+// forward auth, the middleware and the gateways to come) asks and what it
+// gets back. It lives here, beside Decision, so that a door depends on
+// the domain and not on the verifier that implements it (package verify).
+
+// VerifyRequest is one verification: a presented token, the scopes it
+// must cover and the facts about the caller. Only Token is required. Every
+// door builds one and hands it to a Verifier.
+type VerifyRequest struct {
+	Token string
+	// Scopes that must all be covered by the token's grants.
+	Scopes []string
+	// Facts about the caller, checked against the token's constraints and
+	// kept in the audit record. ClientIP is the end client's address,
+	// already resolved through trusted proxies.
+	ClientIP  string
+	UserAgent string
+	Method    string
+	Path      string
+	RequestID string
+	// Action names the attempt in the audit log (default "verify").
+	Action string
+	// AuditFailuresOnly records the attempt only when it is refused. Used for
+	// authenticating admin calls, so that reading the log does not flood it.
+	AuditFailuresOnly bool
+	// NoSpend decides without spending the token's rate or uses, and
+	// without noting a use (token introspection).
+	NoSpend bool
+	// Source is the end client as a blockable source: the address the
+	// detector counts failures against and may block. Leave it invalid when
+	// the address is only the calling backend or a trusted proxy, which
+	// relay everyone's requests and must never be blocked on their own
+	// account.
+	Source netip.Addr
+	// APICall marks a call to latchkey's own API (admin calls, a token
+	// deriving from itself). A token's allowed_methods and allowed_paths
+	// describe the resource server it was issued for, so they are not
+	// applied to such calls; Method and Path are still audited. Every
+	// other check, network and rate and usage included, applies.
+	APICall bool
+}
+
+// Verifier decides on a presented token. A refusal is a Decision with
+// Code != Valid; an error means no decision could be made (the store is
+// down) and the request must be refused. *verify.Verifier satisfies it.
+type Verifier interface {
+	Verify(ctx context.Context, req *VerifyRequest) (Decision, error)
+}
+
+// Refuser records an attempt a door refused before there was a token to
+// decide on (no credential, a non-canonical path, a header only latchkey
+// may set...), with one of the edge's reasons. *verify.Verifier
+// satisfies it; the records are sampled, so a flood cannot fill the log.
+type Refuser interface {
+	Refuse(req *VerifyRequest, reason string)
+}
+
+// Actor is who is making a change, for permission checks and the audit
+// record. TokenID is "" for the server itself (bootstrap).
+type Actor struct {
+	TokenID string
+	// System names a part of the server acting on its own (e.g.
+	// "detector") when TokenID is "". It shows as "latchkey:<System>".
+	System    string
+	Scopes    []string
+	ClientIP  string
+	UserAgent string
+	RequestID string
+}
