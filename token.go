@@ -158,6 +158,17 @@ type TokenSelector struct {
 	Descendants bool
 }
 
+// BulkOptions adjust a bulk revocation (tokens.Service.RevokeMatching).
+type BulkOptions struct {
+	// IncludeSelf revokes the caller's own token too when it matches (or
+	// descends from a match). By default it is spared, with its
+	// ancestors, so that "revoke --prefix lk" run with the root token
+	// does not lock the operator out.
+	IncludeSelf bool
+	// DryRun changes nothing: the result says what would be revoked.
+	DryRun bool
+}
+
 // TokenUse is one noted use, for Store.TouchTokens.
 type TokenUse struct {
 	ID string

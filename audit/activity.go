@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/client"
 )
 
 // ActivityWindow is how far back Activity keeps per-second counts.
@@ -94,34 +95,9 @@ func (a *Activity) rollDay(t time.Time) {
 	a.today = [numClasses]uint64{}
 }
 
-// ActivitySummary is a snapshot of Activity (or of a cluster's).
-type ActivitySummary struct {
-	// Node is the node that answered.
-	Node string `json:"node"`
-	// Nodes are the nodes whose attempts are counted: the one answering,
-	// and in a cluster every other node that published within the last
-	// few seconds.
-	Nodes []string  `json:"nodes,omitempty"`
-	Now   time.Time `json:"now"`
-	Today struct {
-		Since   time.Time `json:"since"`
-		Valid   uint64    `json:"valid"`
-		Refused uint64    `json:"refused"`
-		Blocked uint64    `json:"blocked"`
-	} `json:"today"`
-	// Series holds per-second counts for the seconds Start, Start+1, ...
-	// up to the current second (ActivityWindow of them), oldest first.
-	Series struct {
-		Start   time.Time `json:"start"`
-		Valid   []uint64  `json:"valid"`
-		Refused []uint64  `json:"refused"`
-		Blocked []uint64  `json:"blocked"`
-	} `json:"series"`
-}
-
 // Summary returns the counts as of now.
-func (a *Activity) Summary(now time.Time) ActivitySummary {
-	var s ActivitySummary
+func (a *Activity) Summary(now time.Time) client.ActivitySummary {
+	var s client.ActivitySummary
 	s.Node, s.Now = a.Node, now.UTC()
 	end := now.Unix()
 	start := end - ActivityWindow + 1
@@ -146,7 +122,7 @@ func (a *Activity) Summary(now time.Time) ActivitySummary {
 }
 
 // Counts returns the summary as of now (ActivitySource).
-func (a *Activity) Counts(_ context.Context, now time.Time) (ActivitySummary, error) {
+func (a *Activity) Counts(_ context.Context, now time.Time) (client.ActivitySummary, error) {
 	s := a.Summary(now)
 	s.Nodes = []string{a.Node}
 	return s, nil
@@ -155,7 +131,7 @@ func (a *Activity) Counts(_ context.Context, now time.Time) (ActivitySummary, er
 // ActivitySource gives the dashboard its counts: one node's Activity, or
 // an ActivityBoard adding up a cluster's.
 type ActivitySource interface {
-	Counts(ctx context.Context, now time.Time) (ActivitySummary, error)
+	Counts(ctx context.Context, now time.Time) (client.ActivitySummary, error)
 }
 
 // BoardStore is where an ActivityBoard publishes: the store's settings
@@ -219,7 +195,7 @@ func (b *ActivityBoard) Restore(ctx context.Context, now time.Time) error {
 	if err != nil {
 		return err
 	}
-	var p ActivitySummary
+	var p client.ActivitySummary
 	if v, ok := rows[key]; !ok || json.Unmarshal([]byte(v), &p) != nil {
 		return nil
 	}
@@ -228,7 +204,7 @@ func (b *ActivityBoard) Restore(ctx context.Context, now time.Time) error {
 }
 
 // restore seeds the counts from a summary taken earlier.
-func (a *Activity) restore(p ActivitySummary, now time.Time) {
+func (a *Activity) restore(p client.ActivitySummary, now time.Time) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.rollDay(now)
@@ -255,7 +231,7 @@ func (a *Activity) restore(p ActivitySummary, now time.Time) {
 
 // Counts returns the cluster's counts as of now: this node's, plus every
 // other node's latest published summary that is recent enough.
-func (b *ActivityBoard) Counts(ctx context.Context, now time.Time) (ActivitySummary, error) {
+func (b *ActivityBoard) Counts(ctx context.Context, now time.Time) (client.ActivitySummary, error) {
 	sum, _ := b.Local.Counts(ctx, now)
 	rows, err := b.Store.SettingsWithPrefix(ctx, boardPrefix)
 	if err != nil {
@@ -265,12 +241,12 @@ func (b *ActivityBoard) Counts(ctx context.Context, now time.Time) (ActivitySumm
 	if maxAge <= 0 {
 		maxAge = 10 * time.Second
 	}
-	var peers []ActivitySummary
+	var peers []client.ActivitySummary
 	for key, v := range rows {
 		if key == boardPrefix+b.Local.Node {
 			continue
 		}
-		var p ActivitySummary
+		var p client.ActivitySummary
 		if json.Unmarshal([]byte(v), &p) != nil || now.Sub(p.Now) > maxAge {
 			continue
 		}
@@ -283,7 +259,7 @@ func (b *ActivityBoard) Counts(ctx context.Context, now time.Time) (ActivitySumm
 // MergeActivity adds the peers' counts to base: series aligned by
 // second (what falls outside base's window is left out), and today's
 // counts where the peer's day is base's.
-func MergeActivity(base ActivitySummary, peers []ActivitySummary) ActivitySummary {
+func MergeActivity(base client.ActivitySummary, peers []client.ActivitySummary) client.ActivitySummary {
 	start := base.Series.Start.Unix()
 	for _, p := range peers {
 		base.Nodes = append(base.Nodes, p.Node)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/client"
 )
 
 func TestActivity(t *testing.T) {
@@ -87,7 +88,7 @@ func TestMergeActivity(t *testing.T) {
 	bs := b.Summary(now.Add(-time.Second))
 	cs := c.Summary(now.Add(-24 * time.Hour))
 	base, _ := a.Counts(context.Background(), now)
-	m := MergeActivity(base, []ActivitySummary{bs, cs})
+	m := MergeActivity(base, []client.ActivitySummary{bs, cs})
 	n := ActivityWindow - 1
 	if m.Series.Valid[n] != 1 || m.Series.Valid[n-2] != 1 || m.Series.Blocked[n-2] != 1 {
 		t.Errorf("merged series end: valid %v blocked %v", m.Series.Valid[n-3:], m.Series.Blocked[n-3:])

@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/client"
 	"github.com/latchkeyhq/latchkey/gateway"
 	"github.com/latchkeyhq/latchkey/identity"
-	"github.com/latchkeyhq/latchkey/tokens"
 )
 
 // The attacker's view of the edge: every request below is one a client
@@ -59,7 +59,7 @@ func TestForwardAuthFamilies(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, faRoutes)
 	fa := forwardAuth(t, e)
-	pt, tok := e.token(t, tokens.CreateRequest{Subject: "svc", Scopes: []string{"projects.42:read", "x:y"}})
+	pt, tok := e.token(t, client.CreateRequest{Subject: "svc", Scopes: []string{"projects.42:read", "x:y"}})
 	bearer := "Bearer " + pt
 	nginx := func(method, uri string) []string {
 		return []string{"Authorization", bearer, "X-Original-Method", method, "X-Original-URI", uri, "X-Original-Host", "api.example.com"}
@@ -137,7 +137,7 @@ func TestForwardAuthFamilies(t *testing.T) {
 		}
 	}
 	// The trailing dot is the same host: the host route applies.
-	adminPT, _ := e.token(t, tokens.CreateRequest{Scopes: []string{"admin:all"}})
+	adminPT, _ := e.token(t, client.CreateRequest{Scopes: []string{"admin:all"}})
 	if r := ask(t, fa+"/v1/forward-auth", "GET", "Authorization", "Bearer "+adminPT, "X-Original-Method", "GET", "X-Original-URI", "/anything", "X-Original-Host", "Admin.Example.COM.:443"); r.StatusCode != 200 {
 		t.Errorf("admin token on the admin host with a trailing dot: %d", r.StatusCode)
 	}
@@ -151,7 +151,7 @@ func TestForwardAuthUntrustedPeer(t *testing.T) {
 	// e.gw.Auth trusts 10.0.0.0/8 only; the test client is 127.0.0.1.
 	srv := httptest.NewServer(&gateway.ForwardAuth{Auth: e.gw.Auth, Table: e.gw.Table})
 	t.Cleanup(srv.Close)
-	pt, _ := e.token(t, tokens.CreateRequest{Scopes: []string{"projects.42:read"}})
+	pt, _ := e.token(t, client.CreateRequest{Scopes: []string{"projects.42:read"}})
 	for _, fam := range [][]string{
 		{"X-Original-Method", "GET", "X-Original-URI", "/v1/projects/42", "X-Original-Host", "h"},
 		{"X-Forwarded-Method", "GET", "X-Forwarded-Uri", "/v1/projects/42", "X-Forwarded-Host", "h"},
@@ -170,7 +170,7 @@ func TestForwardAuthWithoutRoutes(t *testing.T) {
 	auth := &gateway.Authorizer{Verifier: e.ver, Refuser: e.ver, TrustedProxies: latchkey.LoopbackProxies}
 	srv := httptest.NewServer(&gateway.ForwardAuth{Auth: auth})
 	t.Cleanup(srv.Close)
-	pt, _ := e.token(t, tokens.CreateRequest{Scopes: []string{"x:y"}})
+	pt, _ := e.token(t, client.CreateRequest{Scopes: []string{"x:y"}})
 	b := "Bearer " + pt
 	if r := ask(t, srv.URL+"/v1/forward-auth?scope=x:y", "POST", "Authorization", b, "X-Forwarded-Method", "DELETE", "X-Forwarded-Uri", "/anything"); r.StatusCode != 200 {
 		t.Errorf("scope param: %d", r.StatusCode)
@@ -189,7 +189,7 @@ func TestForwardAuthWithoutRoutes(t *testing.T) {
 func TestGatewayCanonicalPaths(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, routes)
-	pt, _ := e.token(t, tokens.CreateRequest{Scopes: []string{"projects.42:read"}})
+	pt, _ := e.token(t, client.CreateRequest{Scopes: []string{"projects.42:read"}})
 	for _, p := range []string{
 		"/v1/projects/42/../43", "/v1/projects/42/%2e%2e/43", "/v1/projects/42/.%2E/43", "/v1/projects/42%2F..%2F43",
 		"/v1/projects/42/..;/43", "/v1/projects/42;x=1", "/v1/projects//42", "/v1/projects/42/./x", "/v1/projects/42/%5c..%5c43",
@@ -227,7 +227,7 @@ func TestGatewayCanonicalPaths(t *testing.T) {
 func TestGatewayStripsUnderscoreIdentity(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, routes)
-	pt, _ := e.token(t, tokens.CreateRequest{Subject: "team-a", Scopes: []string{"projects.42:read"}})
+	pt, _ := e.token(t, client.CreateRequest{Subject: "team-a", Scopes: []string{"projects.42:read"}})
 	resp, body := rawRequest(t, e.url, "GET /v1/projects/42 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+pt+
 		"\r\nX_Latchkey_Subject: root\r\nx_latchkey_scopes: *\r\nX_API_Key: "+pt+"\r\nX-Latchkey-Role: admin\r\nConnection: close\r\n\r\n")
 	if resp.StatusCode != 200 {
@@ -273,7 +273,7 @@ func rawRequest(t *testing.T, base, req string) (*http.Response, string) {
 func TestEdgeRefusalsOnRecord(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, routes)
-	pt, _ := e.token(t, tokens.CreateRequest{Scopes: []string{"projects.42:read"}})
+	pt, _ := e.token(t, client.CreateRequest{Scopes: []string{"projects.42:read"}})
 	e.do(t, "GET", "/v1/projects/42", "")                // no credential
 	e.do(t, "GET", "/v1/projects/42?access_token=x", pt) // credential in the URL
 	rawRequest(t, e.url, "GET /v1/projects/42/../43 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -310,7 +310,7 @@ func TestEdgeRefusalsOnRecord(t *testing.T) {
 func TestGatewayRequestID(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, routes)
-	pt, tok := e.token(t, tokens.CreateRequest{Scopes: []string{"projects.42:read"}})
+	pt, tok := e.token(t, client.CreateRequest{Scopes: []string{"projects.42:read"}})
 	truncated := pt[:len(pt)-5]
 	for _, id := range []string{pt, truncated, strings.Repeat("a", 8025), "ok-id.1"} {
 		e.do(t, "GET", "/v1/projects/42", pt, "X-Request-Id", id)
@@ -345,7 +345,7 @@ func TestGatewaySlowBody(t *testing.T) {
 	srv.Config = gateway.NewServer(gw, gateway.Limits{ReadTimeout: -1, WriteTimeout: -1}, nil)
 	srv.Start()
 	t.Cleanup(srv.Close)
-	pt, _ := e.token(t, tokens.CreateRequest{Scopes: []string{"x:y"}})
+	pt, _ := e.token(t, client.CreateRequest{Scopes: []string{"x:y"}})
 	for _, trickle := range []bool{false, true} {
 		c, err := net.Dial("tcp", srv.Listener.Addr().String())
 		if err != nil {

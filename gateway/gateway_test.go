@@ -21,6 +21,7 @@ import (
 
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/audit"
+	"github.com/latchkeyhq/latchkey/client"
 	"github.com/latchkeyhq/latchkey/gateway"
 	"github.com/latchkeyhq/latchkey/identity"
 	"github.com/latchkeyhq/latchkey/secret"
@@ -133,7 +134,7 @@ func mustPrefix(s string) netip.Prefix {
 	return q
 }
 
-func (e *env) token(t *testing.T, req tokens.CreateRequest) (string, *latchkey.Token) {
+func (e *env) token(t *testing.T, req client.CreateRequest) (string, *latchkey.Token) {
 	tok, pt, err := e.svc.Create(ctx, latchkey.Actor{}, req)
 	if err != nil {
 		t.Fatal(err)
@@ -195,7 +196,7 @@ routes:
 
 func TestGatewayAllowAndIdentity(t *testing.T) {
 	e := newEnv(t, routes)
-	pt, tok := e.token(t, tokens.CreateRequest{Subject: "team-a", Scopes: []string{"projects.42:read", "files:read"}})
+	pt, tok := e.token(t, client.CreateRequest{Subject: "team-a", Scopes: []string{"projects.42:read", "files:read"}})
 	resp, body := e.do(t, "GET", "/v1/projects/42/invoices?x=1", pt,
 		"X-Latchkey-Subject", "root", "X-Latchkey-Identity", "forged", "X-Forwarded-For", "6.6.6.6")
 	if resp.StatusCode != 200 {
@@ -232,7 +233,7 @@ func TestGatewayAllowAndIdentity(t *testing.T) {
 		t.Errorf("X-API-Key with strip_prefix: %d path %q", resp.StatusCode, s.Path)
 	}
 	// Host and method routing, and the upstream's base path.
-	adminPT, _ := e.token(t, tokens.CreateRequest{Scopes: []string{"admin:write"}})
+	adminPT, _ := e.token(t, client.CreateRequest{Scopes: []string{"admin:write"}})
 	resp, body = e.do(t, "POST", "/do", adminPT, "Host", "admin.example.com")
 	json.Unmarshal(body, &s)
 	if resp.StatusCode != 200 || s.Path != "/base/do" || s.Host != "admin.example.com" {
@@ -248,7 +249,7 @@ func TestGatewayAllowAndIdentity(t *testing.T) {
 
 func TestGatewayDenials(t *testing.T) {
 	e := newEnv(t, routes)
-	pt, tok := e.token(t, tokens.CreateRequest{Scopes: []string{"projects.42:read"}, RateLimit: &tokens.RateRequest{Limit: 2, Window: "1m"}})
+	pt, tok := e.token(t, client.CreateRequest{Scopes: []string{"projects.42:read"}, RateLimit: &client.RateRequest{Limit: 2, Window: "1m"}})
 	cases := []struct {
 		name, path, tok string
 		status          int
@@ -281,7 +282,7 @@ func TestGatewayDenials(t *testing.T) {
 		t.Errorf("over the rate: %d Retry-After %q", resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
 	// Revoked: refused at once.
-	pt2, tok2 := e.token(t, tokens.CreateRequest{Scopes: []string{"projects.42:read"}})
+	pt2, tok2 := e.token(t, client.CreateRequest{Scopes: []string{"projects.42:read"}})
 	if resp, _ := e.do(t, "GET", "/v1/projects/42", pt2); resp.StatusCode != 200 {
 		t.Fatal(resp.StatusCode)
 	}
@@ -294,7 +295,7 @@ func TestGatewayDenials(t *testing.T) {
 
 func TestGatewayReload(t *testing.T) {
 	e := newEnv(t, routes)
-	pt, _ := e.token(t, tokens.CreateRequest{Scopes: []string{"projects.42:read"}})
+	pt, _ := e.token(t, client.CreateRequest{Scopes: []string{"projects.42:read"}})
 	if _, err := gateway.ParseConfig([]byte("routes:\n  - name: x\n    path: nope\n    upstream: http://x")); err == nil {
 		t.Error("a path without / was accepted")
 	}
@@ -324,7 +325,7 @@ routes:
 // Streaming responses, websockets and large bodies pass through untouched.
 func TestGatewayPassThrough(t *testing.T) {
 	e := newEnv(t, routes)
-	pt, tok := e.token(t, tokens.CreateRequest{Scopes: []string{"files:read"}})
+	pt, tok := e.token(t, client.CreateRequest{Scopes: []string{"files:read"}})
 	// Streaming: the first event arrives before the upstream has finished.
 	req, _ := http.NewRequest("GET", e.url+"/files/stream", nil)
 	req.Header.Set("Authorization", "Bearer "+pt)
@@ -404,7 +405,7 @@ func withAuth(url, tok string) *http.Request {
 // upstream fails and the error quotes the URL.
 func TestGatewayLogsNoToken(t *testing.T) {
 	e := newEnv(t, routes)
-	pt, _ := e.token(t, tokens.CreateRequest{Scopes: []string{"files:read"}})
+	pt, _ := e.token(t, client.CreateRequest{Scopes: []string{"files:read"}})
 	var logs strings.Builder
 	var mu sync.Mutex
 	e.gw.Logger = slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {

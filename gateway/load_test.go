@@ -24,6 +24,7 @@ import (
 
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/audit"
+	"github.com/latchkeyhq/latchkey/client"
 	"github.com/latchkeyhq/latchkey/detect"
 	"github.com/latchkeyhq/latchkey/gateway"
 	"github.com/latchkeyhq/latchkey/identity"
@@ -130,7 +131,7 @@ routes:
 	defer pooledSrv.Close()
 
 	svc := &tokens.Service{Store: db, Hasher: h, Invalidate: v.Invalidate}
-	_, pt, err := svc.Create(ctx, latchkey.Actor{}, tokens.CreateRequest{Subject: "bench", Scopes: []string{"invoices:read"}})
+	_, pt, err := svc.Create(ctx, latchkey.Actor{}, client.CreateRequest{Subject: "bench", Scopes: []string{"invoices:read"}})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/client"
 	"github.com/latchkeyhq/latchkey/gateway"
 	"github.com/latchkeyhq/latchkey/identity"
 	"github.com/latchkeyhq/latchkey/secret"
@@ -51,7 +52,7 @@ func BenchmarkProxyWork(b *testing.B) {
 	gw := gateway.New(&gateway.Authorizer{Verifier: v, Refuser: v, Signer: signer, TrustedProxies: latchkey.LoopbackProxies}, table, nil)
 	gateway.SetTransport(gw, stubTransport{})
 	svc := &tokens.Service{Store: db, Hasher: h, Invalidate: v.Invalidate}
-	_, pt, _ := svc.Create(ctx, latchkey.Actor{}, tokens.CreateRequest{Scopes: []string{"a:read"}})
+	_, pt, _ := svc.Create(ctx, latchkey.Actor{}, client.CreateRequest{Scopes: []string{"a:read"}})
 	up, _ := url.Parse("http://upstream.invalid")
 	bare := &httputil.ReverseProxy{Transport: stubTransport{}, Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(up); pr.SetXForwarded() }}
 	for _, c := range []struct {

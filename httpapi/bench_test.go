@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/client"
 	"github.com/latchkeyhq/latchkey/tokens"
 )
 
@@ -18,11 +19,11 @@ func BenchmarkVerifyHandler(b *testing.B) {
 	api, e := wire(b, nil, tokens.Policy{})
 	h := api.Handler()
 	admin := latchkey.Actor{System: "bench", Scopes: []string{latchkey.AdminScope}}
-	_, caller, err := api.Tokens.(*tokens.Service).Create(context.Background(), admin, tokens.CreateRequest{Scopes: []string{latchkey.ScopeVerify}})
+	_, caller, err := api.Tokens.(*tokens.Service).Create(context.Background(), admin, client.CreateRequest{Scopes: []string{latchkey.ScopeVerify}})
 	if err != nil {
 		b.Fatal(err)
 	}
-	_, tok, err := api.Tokens.(*tokens.Service).Create(context.Background(), admin, tokens.CreateRequest{Scopes: []string{"a:b"}})
+	_, tok, err := api.Tokens.(*tokens.Service).Create(context.Background(), admin, client.CreateRequest{Scopes: []string{"a:b"}})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/latchkeyhq/latchkey/client"
 )
 
 // POST /v1/verify is the hot endpoint, and encoding/json's reflection was
@@ -27,7 +29,7 @@ var bodyPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b
 
 // decodeVerify reads a VerifyRequest from the body, with decode's limits
 // and errors.
-func decodeVerify(w http.ResponseWriter, r *http.Request, req *VerifyRequest) error {
+func decodeVerify(w http.ResponseWriter, r *http.Request, req *client.VerifyRequest) error {
 	bp := bodyPool.Get().(*[]byte)
 	defer func() {
 		if cap(*bp) <= 64<<10 {
@@ -43,7 +45,7 @@ func decodeVerify(w http.ResponseWriter, r *http.Request, req *VerifyRequest) er
 	if parseVerifyFast(b, req) {
 		return nil
 	}
-	*req = VerifyRequest{}
+	*req = client.VerifyRequest{}
 	return decodeFrom(bytes.NewReader(b), req)
 }
 
@@ -67,7 +69,7 @@ func readBody(r io.Reader, b []byte) ([]byte, error) {
 // parseVerifyFast parses b into req if it is a flat JSON object of the
 // known fields whose strings are plain printable ASCII; otherwise it
 // returns false, and req must be reset before another decoder fills it.
-func parseVerifyFast(b []byte, req *VerifyRequest) bool {
+func parseVerifyFast(b []byte, req *client.VerifyRequest) bool {
 	p := jsonScan{b: b}
 	p.ws()
 	if !p.byte('{') {
@@ -204,7 +206,7 @@ func (p *jsonScan) strArray(dst *[]string) bool {
 }
 
 // writeVerify writes resp as writeJSON would, byte for byte.
-func writeVerify(w http.ResponseWriter, resp *VerifyResponse) {
+func writeVerify(w http.ResponseWriter, resp *client.VerifyResponse) {
 	bp := bodyPool.Get().(*[]byte)
 	defer func() {
 		*bp = (*bp)[:0]
@@ -228,7 +230,7 @@ func writeVerify(w http.ResponseWriter, resp *VerifyResponse) {
 // escaping off writes it, newline included), or reports false when a
 // value needs what only encoding/json does (escapes, odd times, meta to
 // compact).
-func appendVerifyResponse(b []byte, r *VerifyResponse) ([]byte, bool) {
+func appendVerifyResponse(b []byte, r *client.VerifyResponse) ([]byte, bool) {
 	b = append(b, `{"valid":`...)
 	b = strconv.AppendBool(b, r.Valid)
 	code := r.Code.String()

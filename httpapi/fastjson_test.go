@@ -9,7 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/latchkeyhq/latchkey"
-	"github.com/latchkeyhq/latchkey/tokens"
+	"github.com/latchkeyhq/latchkey/client"
 )
 
 var verifyBodies = []string{
@@ -44,7 +44,7 @@ func FuzzVerifyJSON(f *testing.F) {
 		f.Add([]byte(b))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		var fast, slow VerifyRequest
+		var fast, slow client.VerifyRequest
 		if !parseVerifyFast(b, &fast) {
 			return
 		}
@@ -59,7 +59,7 @@ func FuzzVerifyJSON(f *testing.F) {
 
 func TestVerifyJSONFastPathTaken(t *testing.T) {
 	for i, b := range verifyBodies[:4] {
-		var r VerifyRequest
+		var r client.VerifyRequest
 		if !parseVerifyFast([]byte(b), &r) {
 			t.Errorf("body %d %q: the common shape fell back to encoding/json", i, b)
 		}
@@ -73,11 +73,11 @@ func TestDecodeIsStrict(t *testing.T) {
 		`{"token":"t","token":"u"}`, `{"scopes":["a"],"scopes":["b"]}`, `{"Token":"t"}`, `{"TOKEN":"t","scopes":[]}`,
 		`null`, ` null `, `[]`, `"x"`, "{\"token\":\"\xff\"}", `{"token":"t"} {}`, `{"token":"t"}x`,
 	} {
-		var r VerifyRequest
+		var r client.VerifyRequest
 		if parseVerifyFast([]byte(b), &r) {
 			t.Errorf("fast path accepted %q", b)
 		}
-		r = VerifyRequest{}
+		r = client.VerifyRequest{}
 		if err := decodeFrom(bytes.NewReader([]byte(b)), &r); latchkey.ErrorCode(err) != latchkey.EInvalid {
 			t.Errorf("decodeFrom(%q) = %v, want invalid_argument", b, err)
 		}
@@ -106,11 +106,11 @@ func TestDecodeIsStrict(t *testing.T) {
 func TestVerifyResponseMatchesEncodingJSON(t *testing.T) {
 	exp := time.Date(2027, 1, 2, 3, 4, 5, 600, time.UTC)
 	rem := int64(7)
-	cases := []VerifyResponse{
+	cases := []client.VerifyResponse{
 		{Valid: true, Code: latchkey.Valid, TokenID: "AbCdEfGhIjKlMnOp", Subject: "svc", Scopes: []string{"a:b", "c:*"}, Meta: json.RawMessage(`{}`)},
 		{Valid: true, Code: latchkey.Valid, TokenID: "x", ExpiresAt: &exp, Meta: json.RawMessage(`{"team":"<billing & co>","n":[1,2]}`), Remaining: &rem,
-			RateLimit: &RateLimitStatus{Limit: 10, Remaining: 3, Reset: exp}, Warnings: []string{"rotation_due"}},
-		{Valid: false, Code: latchkey.RateLimited, TokenID: "x", RateLimit: &RateLimitStatus{Limit: 10, Reset: exp.In(time.FixedZone("x", 3600)), RetryAfter: 6}},
+			RateLimit: &client.RateLimitStatus{Limit: 10, Remaining: 3, Reset: exp}, Warnings: []string{"rotation_due"}},
+		{Valid: false, Code: latchkey.RateLimited, TokenID: "x", RateLimit: &client.RateLimitStatus{Limit: 10, Reset: exp.In(time.FixedZone("x", 3600)), RetryAfter: 6}},
 		{Valid: false, Code: latchkey.NotFound},
 		{Valid: true, Code: latchkey.Valid, Subject: "naïve", Scopes: []string{"a"}},
 		{Valid: true, Code: latchkey.Valid, Subject: "quote\"d", Meta: json.RawMessage(`{ "spaced": true }`)},
@@ -149,7 +149,7 @@ func FuzzVerifyResponseMeta(f *testing.F) {
 		if !json.Valid(m) {
 			return
 		}
-		r := VerifyResponse{Valid: true, Code: latchkey.Valid, TokenID: "x", Meta: json.RawMessage(m)}
+		r := client.VerifyResponse{Valid: true, Code: latchkey.Valid, TokenID: "x", Meta: json.RawMessage(m)}
 		got, ok := appendVerifyResponse(nil, &r)
 		if !ok {
 			return
@@ -174,7 +174,7 @@ func FuzzDecodeStrict(f *testing.F) {
 		f.Add([]byte(b))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		var req tokens.CreateRequest
+		var req client.CreateRequest
 		err := decodeFrom(bytes.NewReader(b), &req)
 		if err != nil {
 			if latchkey.ErrorCode(err) != latchkey.EInvalid {

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/latchkeyhq/latchkey/httpapi"
+	"github.com/latchkeyhq/latchkey/client"
 	"github.com/latchkeyhq/latchkey/tokens"
 )
 
@@ -62,7 +62,7 @@ func FuzzAPI(f *testing.F) {
 			t.Fatalf("%s %s: response is not JSON: %q", method, path, rec.Body)
 		}
 		if rec.Code >= 400 {
-			var eb httpapi.ErrorBody
+			var eb client.ErrorBody
 			if json.Unmarshal(rec.Body.Bytes(), &eb) != nil || eb.Error.Code == "" || eb.Error.Message == "" {
 				t.Fatalf("%s %s: error without the error shape: %s", method, path, rec.Body)
 			}

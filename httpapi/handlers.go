@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -10,113 +9,12 @@ import (
 	"time"
 
 	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/client"
 	"github.com/latchkeyhq/latchkey/secret"
-	"github.com/latchkeyhq/latchkey/tokens"
 )
 
-// CreatedToken is the response to POST /v1/tokens: the record plus the
-// plaintext, which is shown this once and never again.
-type CreatedToken struct {
-	Plaintext string `json:"token"`
-	*latchkey.Token
-}
-
-// TokenList is the response to GET /v1/tokens.
-type TokenList struct {
-	Tokens     []*latchkey.Token `json:"tokens"`
-	NextCursor string            `json:"next_cursor,omitempty"`
-}
-
-// AuditList is the response to GET /v1/audit.
-type AuditList struct {
-	Events     []latchkey.AuditEvent `json:"events"`
-	NextCursor string                `json:"next_cursor,omitempty"`
-}
-
-// RevokeRequest is the body of POST /v1/tokens/{id}/revoke.
-type RevokeRequest struct {
-	Reason string `json:"reason"`
-}
-
-// VerifyRequest is the body of POST /v1/verify.
-type VerifyRequest struct {
-	Token  string   `json:"token"`
-	Scopes []string `json:"scopes,omitempty"`
-	// IP is the end client's address, as seen by the calling backend.
-	IP     string `json:"ip,omitempty"`
-	Method string `json:"method,omitempty"`
-	Path   string `json:"path,omitempty"`
-}
-
-// VerifyResponse is the answer of POST /v1/verify. A refused token is a
-// 200 with valid=false and a code; only the token's public facts are
-// returned, and only when it is valid (rate_limit also when RATE_LIMITED).
-type VerifyResponse struct {
-	Valid     bool            `json:"valid"`
-	Code      latchkey.Code   `json:"code"`
-	TokenID   string          `json:"token_id,omitempty"`
-	Subject   string          `json:"subject,omitempty"`
-	Scopes    []string        `json:"scopes,omitempty"`
-	ExpiresAt *time.Time      `json:"expires_at,omitempty"`
-	Meta      json.RawMessage `json:"meta,omitempty"`
-	// Remaining is the number of uses left, for a usage-limited token.
-	Remaining *int64 `json:"remaining,omitempty"`
-	// RateLimit is the token's rate limit after this verification.
-	RateLimit *RateLimitStatus `json:"rate_limit,omitempty"`
-	// Warnings: "rotation_due" when the token is older than the rotation
-	// policy allows.
-	Warnings []string `json:"warnings,omitempty"`
-}
-
-// RateLimitStatus reports a token's rate limit.
-type RateLimitStatus struct {
-	Limit     int64 `json:"limit"`
-	Remaining int64 `json:"remaining"`
-	// Reset is when the full limit is available again.
-	Reset time.Time `json:"reset"`
-	// RetryAfter, when RATE_LIMITED, is the number of seconds (rounded
-	// up) until one more verification is allowed.
-	RetryAfter int64 `json:"retry_after,omitempty"`
-}
-
-// RotateRequest is the body of POST /v1/tokens/{id}/rotate.
-type RotateRequest struct {
-	// Grace is how long the old token keeps working, e.g. "24h" (default
-	// 0: it stops at once). It never outlives its own expiry.
-	Grace string `json:"grace,omitempty"`
-}
-
-// RotatedToken is the answer to a rotation: the successor with its
-// plaintext (shown this once), and the old token as it now stands.
-type RotatedToken struct {
-	CreatedToken
-	Predecessor *latchkey.Token `json:"predecessor"`
-}
-
-// RevocationRequest is the body of POST /v1/revocations: exactly one of
-// subject, tag, prefix or parent.
-type RevocationRequest struct {
-	Subject string `json:"subject,omitempty"`
-	Tag     string `json:"tag,omitempty"`
-	Prefix  string `json:"prefix,omitempty"`
-	// Parent revokes every token derived from it (not the parent itself).
-	Parent string `json:"parent,omitempty"`
-	Reason string `json:"reason,omitempty"`
-	// IncludeSelf revokes the caller's own token too when it matches; by
-	// default it (and the ancestors whose revocation would revoke it) is
-	// spared.
-	IncludeSelf bool `json:"include_self,omitempty"`
-	// DryRun changes nothing and answers what would be revoked.
-	DryRun bool `json:"dry_run,omitempty"`
-}
-
-// RevocationResult is the answer of POST /v1/revocations: how many tokens
-// were revoked (or would be, dry run), and the matching tokens spared
-// because they are the caller's own.
-type RevocationResult = tokens.BulkResult
-
 func (s *Server) createToken(w http.ResponseWriter, r *http.Request, a latchkey.Actor) error {
-	var req tokens.CreateRequest
+	var req client.CreateRequest
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
@@ -125,7 +23,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, a latchkey.
 		return err
 	}
 	w.Header().Set("Location", "/v1/tokens/"+t.ID)
-	writeJSON(w, http.StatusCreated, CreatedToken{Plaintext: pt.Reveal(), Token: t})
+	writeJSON(w, http.StatusCreated, client.CreatedToken{Plaintext: pt.Reveal(), Token: t})
 	return nil
 }
 
@@ -156,7 +54,7 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, _ latchkey.A
 	if page.Tokens == nil {
 		page.Tokens = []*latchkey.Token{}
 	}
-	writeJSON(w, http.StatusOK, TokenList{Tokens: page.Tokens, NextCursor: page.Next})
+	writeJSON(w, http.StatusOK, client.TokenList{Tokens: page.Tokens, NextCursor: page.Next})
 	return nil
 }
 
@@ -181,7 +79,7 @@ func (s *Server) getToken(w http.ResponseWriter, r *http.Request, _ latchkey.Act
 }
 
 func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, a latchkey.Actor) error {
-	id, req, err := tokenRequest[RevokeRequest](w, r, false)
+	id, req, err := tokenRequest[client.RevokeRequest](w, r, false)
 	if err != nil {
 		return err
 	}
@@ -222,7 +120,7 @@ func replyToken(w http.ResponseWriter, t *latchkey.Token, err error) error {
 }
 
 func (s *Server) updateToken(w http.ResponseWriter, r *http.Request, a latchkey.Actor) error {
-	id, req, err := tokenRequest[tokens.UpdateRequest](w, r, true)
+	id, req, err := tokenRequest[client.UpdateRequest](w, r, true)
 	if err != nil {
 		return err
 	}
@@ -231,7 +129,7 @@ func (s *Server) updateToken(w http.ResponseWriter, r *http.Request, a latchkey.
 }
 
 func (s *Server) suspendToken(w http.ResponseWriter, r *http.Request, a latchkey.Actor) error {
-	id, req, err := tokenRequest[RevokeRequest](w, r, false)
+	id, req, err := tokenRequest[client.RevokeRequest](w, r, false)
 	if err != nil {
 		return err
 	}
@@ -249,7 +147,7 @@ func (s *Server) resumeToken(w http.ResponseWriter, r *http.Request, a latchkey.
 }
 
 func (s *Server) rotateToken(w http.ResponseWriter, r *http.Request, a latchkey.Actor) error {
-	id, req, err := tokenRequest[RotateRequest](w, r, false)
+	id, req, err := tokenRequest[client.RotateRequest](w, r, false)
 	if err != nil {
 		return err
 	}
@@ -259,20 +157,20 @@ func (s *Server) rotateToken(w http.ResponseWriter, r *http.Request, a latchkey.
 			return latchkey.Errorf(latchkey.EInvalid, "grace: %s", latchkey.ErrorMessage(err))
 		}
 	}
-	res, err := s.Tokens.Rotate(r.Context(), a, id, grace)
+	succ, pt, old, err := s.Tokens.Rotate(r.Context(), a, id, grace)
 	if err != nil {
 		return err
 	}
-	w.Header().Set("Location", "/v1/tokens/"+res.Successor.ID)
-	writeJSON(w, http.StatusCreated, RotatedToken{
-		CreatedToken: CreatedToken{Plaintext: res.Plaintext.Reveal(), Token: res.Successor},
-		Predecessor:  res.Old,
+	w.Header().Set("Location", "/v1/tokens/"+succ.ID)
+	writeJSON(w, http.StatusCreated, client.RotatedToken{
+		CreatedToken: client.CreatedToken{Plaintext: pt.Reveal(), Token: succ},
+		Predecessor:  old,
 	})
 	return nil
 }
 
 func (s *Server) deriveToken(w http.ResponseWriter, r *http.Request, a latchkey.Actor) error {
-	id, req, err := tokenRequest[tokens.CreateRequest](w, r, false)
+	id, req, err := tokenRequest[client.CreateRequest](w, r, false)
 	if err != nil {
 		return err
 	}
@@ -281,18 +179,18 @@ func (s *Server) deriveToken(w http.ResponseWriter, r *http.Request, a latchkey.
 		return err
 	}
 	w.Header().Set("Location", "/v1/tokens/"+t.ID)
-	writeJSON(w, http.StatusCreated, CreatedToken{Plaintext: pt.Reveal(), Token: t})
+	writeJSON(w, http.StatusCreated, client.CreatedToken{Plaintext: pt.Reveal(), Token: t})
 	return nil
 }
 
 func (s *Server) revocations(w http.ResponseWriter, r *http.Request, a latchkey.Actor) error {
-	var req RevocationRequest
+	var req client.RevocationRequest
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
 	res, err := s.Tokens.RevokeMatching(r.Context(), a, latchkey.TokenSelector{
 		Subject: req.Subject, Tag: req.Tag, Prefix: req.Prefix, Parent: req.Parent}, req.Reason,
-		tokens.BulkOptions{IncludeSelf: req.IncludeSelf, DryRun: req.DryRun})
+		latchkey.BulkOptions{IncludeSelf: req.IncludeSelf, DryRun: req.DryRun})
 	if err != nil {
 		return err
 	}
@@ -301,7 +199,7 @@ func (s *Server) revocations(w http.ResponseWriter, r *http.Request, a latchkey.
 }
 
 func (s *Server) verify(w http.ResponseWriter, r *http.Request, a latchkey.Actor) error {
-	var req VerifyRequest
+	var req client.VerifyRequest
 	if err := decodeVerify(w, r, &req); err != nil {
 		return err
 	}
@@ -348,9 +246,9 @@ func (s *Server) verify(w http.ResponseWriter, r *http.Request, a latchkey.Actor
 	if err != nil {
 		return latchkey.Errorf(latchkey.EUnavailable, "cannot verify right now")
 	}
-	resp := VerifyResponse{Valid: d.Valid(), Code: d.Code}
+	resp := client.VerifyResponse{Valid: d.Valid(), Code: d.Code}
 	if d.Rate.Limit > 0 && (d.Valid() || d.Code == latchkey.RateLimited) {
-		resp.RateLimit = &RateLimitStatus{Limit: d.Rate.Limit, Remaining: d.Rate.Remaining, Reset: time.Unix(0, d.Rate.Reset).UTC()}
+		resp.RateLimit = &client.RateLimitStatus{Limit: d.Rate.Limit, Remaining: d.Rate.Remaining, Reset: time.Unix(0, d.Rate.Reset).UTC()}
 		if d.Code == latchkey.RateLimited {
 			resp.RateLimit.RetryAfter, _ = strconv.ParseInt(retryAfterSeconds(d.Rate.RetryAfter), 10, 64)
 		}
@@ -435,7 +333,7 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, _ latchkey.Ac
 	if page.Events == nil {
 		page.Events = []latchkey.AuditEvent{}
 	}
-	writeJSON(w, http.StatusOK, AuditList{Events: page.Events, NextCursor: page.Next})
+	writeJSON(w, http.StatusOK, client.AuditList{Events: page.Events, NextCursor: page.Next})
 	return nil
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/audit"
+	"github.com/latchkeyhq/latchkey/client"
 	"github.com/latchkeyhq/latchkey/httpapi"
 	"github.com/latchkeyhq/latchkey/secret"
 	"github.com/latchkeyhq/latchkey/sqlite"
@@ -64,8 +65,8 @@ func newServer(t *testing.T, proxies latchkey.TrustedProxies, policy tokens.Poli
 	return e
 }
 
-func (e *apiEnv) client(tok string) *httpapi.Client {
-	return &httpapi.Client{BaseURL: e.url, Token: tok}
+func (e *apiEnv) client(tok string) *client.Client {
+	return &client.Client{BaseURL: e.url, Token: tok}
 }
 
 func (e *apiEnv) do(t *testing.T, method, path, tok, body string, hdr ...string) (int, http.Header, string) {
@@ -86,9 +87,9 @@ func (e *apiEnv) do(t *testing.T, method, path, tok, body string, hdr ...string)
 	return resp.StatusCode, resp.Header, string(b)
 }
 
-func verifyCode(t *testing.T, body string) (latchkey.Code, httpapi.VerifyResponse) {
+func verifyCode(t *testing.T, body string) (latchkey.Code, client.VerifyResponse) {
 	t.Helper()
-	var vr httpapi.VerifyResponse
+	var vr client.VerifyResponse
 	if err := json.Unmarshal([]byte(body), &vr); err != nil {
 		t.Fatalf("verify response %q: %v", body, err)
 	}
@@ -114,7 +115,7 @@ func TestForwardedForOnlyFromTrustedProxies(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			e := newServer(t, c.proxies, tokens.Policy{})
 			cl := e.client(e.root)
-			tok, err := cl.CreateToken(context.Background(), tokens.CreateRequest{Scopes: []string{"a:read"}, AllowedCIDRs: []string{"203.0.113.0/24"}})
+			tok, err := cl.CreateToken(context.Background(), client.CreateRequest{Scopes: []string{"a:read"}, AllowedCIDRs: []string{"203.0.113.0/24"}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -133,7 +134,7 @@ func TestForwardedForOnlyFromTrustedProxies(t *testing.T) {
 				t.Errorf("audit client_ip %v, want %s", page.Events, c.ip)
 			}
 			// The same rule guards admin calls made with a bound token.
-			adm, _ := cl.CreateToken(context.Background(), tokens.CreateRequest{Scopes: []string{latchkey.ScopeTokensRead}, AllowedCIDRs: []string{"203.0.113.0/24"}})
+			adm, _ := cl.CreateToken(context.Background(), client.CreateRequest{Scopes: []string{latchkey.ScopeTokensRead}, AllowedCIDRs: []string{"203.0.113.0/24"}})
 			status, _, _ := e.do(t, "GET", "/v1/tokens", adm.Plaintext, "", hdr...)
 			if want := map[bool]int{true: 200, false: 403}[c.want == latchkey.Valid]; status != want {
 				t.Errorf("admin call: status %d, want %d", status, want)
@@ -142,7 +143,7 @@ func TestForwardedForOnlyFromTrustedProxies(t *testing.T) {
 	}
 	// The "ip" field of /v1/verify is the caller's statement and wins.
 	e := newServer(t, nil, tokens.Policy{})
-	tok, _ := e.client(e.root).CreateToken(context.Background(), tokens.CreateRequest{AllowedCIDRs: []string{"203.0.113.0/24"}})
+	tok, _ := e.client(e.root).CreateToken(context.Background(), client.CreateRequest{AllowedCIDRs: []string{"203.0.113.0/24"}})
 	_, _, body := e.do(t, "POST", "/v1/verify", e.root, `{"token":"`+tok.Plaintext+`","ip":"203.0.113.77"}`)
 	if code, _ := verifyCode(t, body); code != latchkey.Valid {
 		t.Errorf("with ip field: %s", code)
@@ -161,19 +162,19 @@ func TestLifecycleOverHTTP(t *testing.T) {
 	e := newServer(t, nil, tokens.Policy{RotationAge: 90 * 24 * time.Hour})
 	ctx := context.Background()
 	cl := e.client(e.root)
-	tok, err := cl.CreateToken(ctx, tokens.CreateRequest{Name: "svc", Subject: "billing", Scopes: []string{"invoices:*"}, TTL: "30d",
+	tok, err := cl.CreateToken(ctx, client.CreateRequest{Name: "svc", Subject: "billing", Scopes: []string{"invoices:*"}, TTL: "30d",
 		AllowedMethods: []string{"GET", "POST"}, AllowedPaths: []string{"/api/**"}, MaxUses: 100,
-		RateLimit: &tokens.RateRequest{Limit: 50, Window: "1m"}})
+		RateLimit: &client.RateRequest{Limit: 50, Window: "1m"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	vreq := httpapi.VerifyRequest{Token: tok.Plaintext, Scopes: []string{"invoices:read"}, IP: "10.0.0.1", Method: "GET", Path: "/api/invoices"}
+	vreq := client.VerifyRequest{Token: tok.Plaintext, Scopes: []string{"invoices:read"}, IP: "10.0.0.1", Method: "GET", Path: "/api/invoices"}
 	vr, err := cl.Verify(ctx, vreq)
 	if err != nil || !vr.Valid || vr.Remaining == nil || *vr.Remaining != 99 || vr.RateLimit == nil ||
 		vr.RateLimit.Limit != 50 || vr.RateLimit.Remaining != 49 || vr.RateLimit.Reset.IsZero() || len(vr.Warnings) != 0 {
 		t.Fatalf("verify: %+v %v", vr, err)
 	}
-	vr, _ = cl.Verify(ctx, httpapi.VerifyRequest{Token: tok.Plaintext, Method: "DELETE", Path: "/api/invoices"})
+	vr, _ = cl.Verify(ctx, client.VerifyRequest{Token: tok.Plaintext, Method: "DELETE", Path: "/api/invoices"})
 	if vr.Code != latchkey.Forbidden || vr.Valid || vr.Remaining != nil {
 		t.Errorf("forbidden method: %+v", vr)
 	}
@@ -199,7 +200,7 @@ func TestLifecycleOverHTTP(t *testing.T) {
 	}
 
 	// Derive, authenticated as the token itself (no admin scope).
-	child, err := e.client(rot.Plaintext).DeriveToken(ctx, rot.ID, tokens.CreateRequest{Scopes: []string{"invoices:read"}, TTL: "1h"})
+	child, err := e.client(rot.Plaintext).DeriveToken(ctx, rot.ID, client.CreateRequest{Scopes: []string{"invoices:read"}, TTL: "1h"})
 	if err != nil {
 		t.Fatalf("self-derive: %v", err)
 	}
@@ -207,10 +208,10 @@ func TestLifecycleOverHTTP(t *testing.T) {
 		t.Errorf("child: %+v", child.Token)
 	}
 	// A token may not derive from another token without tokens:write.
-	if _, err := e.client(child.Plaintext).DeriveToken(ctx, rot.ID, tokens.CreateRequest{}); latchkey.ErrorCode(err) == "" {
+	if _, err := e.client(child.Plaintext).DeriveToken(ctx, rot.ID, client.CreateRequest{}); latchkey.ErrorCode(err) == "" {
 		t.Error("a child derived from its parent by presenting itself")
 	}
-	_, err = e.client(rot.Plaintext).DeriveToken(ctx, rot.ID, tokens.CreateRequest{Scopes: []string{"invoices:write", "admin:*"}})
+	_, err = e.client(rot.Plaintext).DeriveToken(ctx, rot.ID, client.CreateRequest{Scopes: []string{"invoices:write", "admin:*"}})
 	if latchkey.ErrorCode(err) != latchkey.EPermissionDenied {
 		t.Errorf("broader child: %v", err)
 	}
@@ -219,19 +220,19 @@ func TestLifecycleOverHTTP(t *testing.T) {
 	if _, err := cl.SuspendToken(ctx, rot.ID, "investigating"); err != nil {
 		t.Fatal(err)
 	}
-	if vr, _ := cl.Verify(ctx, httpapi.VerifyRequest{Token: child.Plaintext, Method: "GET", Path: "/api/x"}); vr.Code != latchkey.Suspended {
+	if vr, _ := cl.Verify(ctx, client.VerifyRequest{Token: child.Plaintext, Method: "GET", Path: "/api/x"}); vr.Code != latchkey.Suspended {
 		t.Errorf("child of a suspended token: %s", vr.Code)
 	}
 	if _, err := cl.ResumeToken(ctx, rot.ID); err != nil {
 		t.Fatal(err)
 	}
-	if vr, _ := cl.Verify(ctx, httpapi.VerifyRequest{Token: child.Plaintext, Method: "GET", Path: "/api/x"}); vr.Code != latchkey.Valid {
+	if vr, _ := cl.Verify(ctx, client.VerifyRequest{Token: child.Plaintext, Method: "GET", Path: "/api/x"}); vr.Code != latchkey.Valid {
 		t.Errorf("child after resume: %s", vr.Code)
 	}
 
 	// PATCH: rename and narrow; widen refused.
 	name := "renamed"
-	up, err := cl.UpdateToken(ctx, rot.ID, tokens.UpdateRequest{Name: &name})
+	up, err := cl.UpdateToken(ctx, rot.ID, client.UpdateRequest{Name: &name})
 	if err != nil || up.Name != name {
 		t.Fatalf("patch: %+v %v", up, err)
 	}
@@ -259,7 +260,7 @@ func TestLifecycleOverHTTP(t *testing.T) {
 	}
 
 	// Bulk revocation by subject takes the series, the child and all.
-	res, err := cl.Revoke(ctx, httpapi.RevocationRequest{Subject: "billing", Reason: "offboarded"})
+	res, err := cl.Revoke(ctx, client.RevocationRequest{Subject: "billing", Reason: "offboarded"})
 	if err != nil || res.Revoked != 3 {
 		t.Fatalf("revocations: %+v %v, want 3", res, err)
 	}
@@ -273,8 +274,8 @@ func TestLifecycleOverHTTP(t *testing.T) {
 // An admin token over its rate limit gets 429 with Retry-After.
 func TestAdminRateLimited(t *testing.T) {
 	e := newServer(t, nil, tokens.Policy{})
-	adm, err := e.client(e.root).CreateToken(context.Background(), tokens.CreateRequest{Scopes: []string{latchkey.ScopeTokensRead},
-		RateLimit: &tokens.RateRequest{Limit: 2, Window: "1h"}})
+	adm, err := e.client(e.root).CreateToken(context.Background(), client.CreateRequest{Scopes: []string{latchkey.ScopeTokensRead},
+		RateLimit: &client.RateRequest{Limit: 2, Window: "1h"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -288,7 +289,7 @@ func TestAdminRateLimited(t *testing.T) {
 		t.Errorf("over the limit: %d Retry-After %q %s", status, hdr.Get("Retry-After"), body)
 	}
 	// And /v1/verify reports the limit of a verified token.
-	tok, _ := e.client(e.root).CreateToken(context.Background(), tokens.CreateRequest{RateLimit: &tokens.RateRequest{Limit: 1, Window: "1m"}})
+	tok, _ := e.client(e.root).CreateToken(context.Background(), client.CreateRequest{RateLimit: &client.RateRequest{Limit: 1, Window: "1m"}})
 	e.do(t, "POST", "/v1/verify", e.root, `{"token":"`+tok.Plaintext+`"}`)
 	_, _, body = e.do(t, "POST", "/v1/verify", e.root, `{"token":"`+tok.Plaintext+`"}`)
 	code, vr := verifyCode(t, body)

@@ -5,21 +5,8 @@ import (
 	"strings"
 
 	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/client"
 )
-
-// Introspection is the answer of POST /oauth2/introspect (RFC 7662).
-// An inactive token gets {"active":false} and nothing else.
-type Introspection struct {
-	Active    bool   `json:"active"`
-	Scope     string `json:"scope,omitempty"`
-	ClientID  string `json:"client_id,omitempty"`
-	Subject   string `json:"sub,omitempty"`
-	ExpiresAt int64  `json:"exp,omitempty"`
-	IssuedAt  int64  `json:"iat,omitempty"`
-	NotBefore int64  `json:"nbf,omitempty"`
-	JTI       string `json:"jti,omitempty"`
-	TokenType string `json:"token_type,omitempty"`
-}
 
 // formToken reads the form-encoded token parameter of RFC 7662 and 7009.
 func formToken(w http.ResponseWriter, r *http.Request) (string, error) {
@@ -55,10 +42,10 @@ func (s *Server) introspect(w http.ResponseWriter, r *http.Request, a latchkey.A
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	if !d.Valid() {
-		writeJSON(w, http.StatusOK, Introspection{Active: false})
+		writeJSON(w, http.StatusOK, client.Introspection{Active: false})
 		return nil
 	}
-	res := Introspection{Active: true, Scope: strings.Join(d.Scopes, " "), ClientID: d.TokenID, Subject: d.Subject,
+	res := client.Introspection{Active: true, Scope: strings.Join(d.Scopes, " "), ClientID: d.TokenID, Subject: d.Subject,
 		IssuedAt: d.CreatedAt.Unix(), JTI: d.TokenID, TokenType: "Bearer"}
 	if !d.ExpiresAt.IsZero() {
 		res.ExpiresAt = d.ExpiresAt.Unix()

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/latchkeyhq/latchkey"
-	"github.com/latchkeyhq/latchkey/httpapi"
+	"github.com/latchkeyhq/latchkey/client"
 	"github.com/latchkeyhq/latchkey/tokens"
 )
 
@@ -42,11 +42,11 @@ func form(t *testing.T, e *apiEnv, path, bearer string, v url.Values) (int, stri
 func TestIntrospection(t *testing.T) {
 	e := newServer(t, nil, tokens.Policy{})
 	cl := e.client(e.root)
-	tok, _ := cl.CreateToken(context.Background(), tokens.CreateRequest{Subject: "svc", Scopes: []string{"a:read", "b:write"}, TTL: "1h",
-		MaxUses: 1, RateLimit: &tokens.RateRequest{Limit: 1, Window: "1h"}})
+	tok, _ := cl.CreateToken(context.Background(), client.CreateRequest{Subject: "svc", Scopes: []string{"a:read", "b:write"}, TTL: "1h",
+		MaxUses: 1, RateLimit: &client.RateRequest{Limit: 1, Window: "1h"}})
 	for range 3 {
 		code, body := form(t, e, "/oauth2/introspect", e.root, url.Values{"token": {tok.Plaintext}})
-		var in httpapi.Introspection
+		var in client.Introspection
 		json.Unmarshal([]byte(body), &in)
 		if code != 200 || !in.Active || in.Scope != "a:read b:write" || in.Subject != "svc" || in.JTI != tok.ID ||
 			in.ClientID != tok.ID || in.TokenType != "Bearer" || in.ExpiresAt == 0 || in.IssuedAt == 0 {
@@ -54,7 +54,7 @@ func TestIntrospection(t *testing.T) {
 		}
 	}
 	// Three introspections spent neither the one use nor the rate.
-	if v, _ := cl.Verify(context.Background(), httpapi.VerifyRequest{Token: tok.Plaintext}); !v.Valid {
+	if v, _ := cl.Verify(context.Background(), client.VerifyRequest{Token: tok.Plaintext}); !v.Valid {
 		t.Errorf("after introspection the token is %s", v.Code)
 	}
 	for _, bad := range []string{"lk_forged", tok.Plaintext} { // the second: its one use is now spent
@@ -66,7 +66,7 @@ func TestIntrospection(t *testing.T) {
 	if code, _ := form(t, e, "/oauth2/introspect", "", url.Values{"token": {tok.Plaintext}}); code != 401 {
 		t.Errorf("without authentication: %d", code)
 	}
-	plain, _ := cl.CreateToken(context.Background(), tokens.CreateRequest{Scopes: []string{"a:read"}})
+	plain, _ := cl.CreateToken(context.Background(), client.CreateRequest{Scopes: []string{"a:read"}})
 	if code, _ := form(t, e, "/oauth2/introspect", plain.Plaintext, url.Values{"token": {tok.Plaintext}}); code != 403 {
 		t.Errorf("a caller without latchkey:verify: %d", code)
 	}
@@ -79,13 +79,13 @@ func TestIntrospection(t *testing.T) {
 func TestOAuthRevoke(t *testing.T) {
 	e := newServer(t, nil, tokens.Policy{})
 	cl := e.client(e.root)
-	tok, _ := cl.CreateToken(context.Background(), tokens.CreateRequest{Scopes: []string{"a:read"}})
-	child, _ := cl.DeriveToken(context.Background(), tok.ID, tokens.CreateRequest{})
+	tok, _ := cl.CreateToken(context.Background(), client.CreateRequest{Scopes: []string{"a:read"}})
+	child, _ := cl.DeriveToken(context.Background(), tok.ID, client.CreateRequest{})
 	if code, _ := form(t, e, "/oauth2/revoke", "", url.Values{"token": {tok.Plaintext}, "token_type_hint": {"access_token"}}); code != 200 {
 		t.Fatalf("revoke: %d", code)
 	}
 	for _, pt := range []string{tok.Plaintext, child.Plaintext} {
-		if v, _ := cl.Verify(context.Background(), httpapi.VerifyRequest{Token: pt}); v.Code != latchkey.Revoked {
+		if v, _ := cl.Verify(context.Background(), client.VerifyRequest{Token: pt}); v.Code != latchkey.Revoked {
 			t.Errorf("after RFC 7009 revocation: %s", v.Code)
 		}
 	}

@@ -9,8 +9,7 @@ import (
 	"testing"
 
 	"github.com/latchkeyhq/latchkey"
-	"github.com/latchkeyhq/latchkey/audit"
-	"github.com/latchkeyhq/latchkey/tokens"
+	"github.com/latchkeyhq/latchkey/client"
 )
 
 // The OpenAPI document lists exactly the registered routes.
@@ -77,30 +76,30 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 	}
 	for name, v := range map[string]any{
 		"Token":              latchkey.Token{},
-		"CreateTokenRequest": tokens.CreateRequest{},
-		"UpdateTokenRequest": tokens.UpdateRequest{},
+		"CreateTokenRequest": client.CreateRequest{},
+		"UpdateTokenRequest": client.UpdateRequest{},
 		"RateLimit":          latchkey.RateLimit{},
-		"VerifyRequest":      VerifyRequest{},
-		"VerifyResponse":     VerifyResponse{},
-		"RateLimitStatus":    RateLimitStatus{},
-		"RotateRequest":      RotateRequest{},
-		"RevokeRequest":      RevokeRequest{},
-		"RevocationRequest":  RevocationRequest{},
-		"RevocationResult":   RevocationResult{},
+		"VerifyRequest":      client.VerifyRequest{},
+		"VerifyResponse":     client.VerifyResponse{},
+		"RateLimitStatus":    client.RateLimitStatus{},
+		"RotateRequest":      client.RotateRequest{},
+		"RevokeRequest":      client.RevokeRequest{},
+		"RevocationRequest":  client.RevocationRequest{},
+		"RevocationResult":   client.RevocationResult{},
 		"AuditEvent":         latchkey.AuditEvent{},
-		"TokenList":          TokenList{},
-		"AuditList":          AuditList{},
+		"TokenList":          client.TokenList{},
+		"AuditList":          client.AuditList{},
 		"ChainReport":        latchkey.ChainReport{},
 		"ChainBreak":         latchkey.ChainBreak{},
 		"AuditAnchor":        latchkey.AuditAnchor{},
 		"Block":              latchkey.Block{},
-		"BlockList":          BlockList{},
-		"LeakReport":         tokens.LeakReport{},
-		"LeakResult":         tokens.LeakResult{},
-		"Introspection":      Introspection{},
-		"SignInRequest":      SignInRequest{},
-		"SessionInfo":        SessionInfo{},
-		"ActivitySummary":    audit.ActivitySummary{},
+		"BlockList":          client.BlockList{},
+		"LeakReport":         client.LeakReport{},
+		"LeakResult":         client.LeakResult{},
+		"Introspection":      client.Introspection{},
+		"SignInRequest":      client.SignInRequest{},
+		"SessionInfo":        client.SessionInfo{},
+		"ActivitySummary":    client.ActivitySummary{},
 	} {
 		s, ok := doc.Components.Schemas[name]
 		if !ok {

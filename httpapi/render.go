@@ -17,6 +17,7 @@ import (
 	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/client"
 	"github.com/latchkeyhq/latchkey/secret"
 )
 
@@ -46,14 +47,6 @@ func statusOf(code string) int {
 	return http.StatusInternalServerError
 }
 
-// ErrorBody is the one error shape: {"error":{"code","message"}}.
-type ErrorBody struct {
-	Error struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	} `json:"error"`
-}
-
 // writeError renders err. Internal errors are logged in full and shown to
 // the client only as "internal error".
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
@@ -61,7 +54,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if code == latchkey.EInternal {
 		s.logger().Error("request failed", "method", r.Method, "path", secret.Redact(r.URL.Path), "request_id", requestID(r), "err", err)
 	}
-	var body ErrorBody
+	var body client.ErrorBody
 	// A message may quote input, and input may hold a token by mistake.
 	body.Error.Code, body.Error.Message = code, secret.Redact(latchkey.ErrorMessage(err))
 	if code == latchkey.EUnauthenticated {

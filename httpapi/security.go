@@ -10,20 +10,15 @@ import (
 	"net/http"
 
 	"github.com/latchkeyhq/latchkey"
-	"github.com/latchkeyhq/latchkey/tokens"
+	"github.com/latchkeyhq/latchkey/client"
 )
-
-// BlockList is the answer of GET /v1/blocks.
-type BlockList struct {
-	Blocks []latchkey.Block `json:"blocks"`
-}
 
 func (s *Server) listBlocks(w http.ResponseWriter, r *http.Request, _ latchkey.Actor) error {
 	if err := onlyParams(r.URL.Query()); err != nil {
 		return err
 	}
 	if s.Blocks == nil {
-		writeJSON(w, http.StatusOK, BlockList{Blocks: []latchkey.Block{}})
+		writeJSON(w, http.StatusOK, client.BlockList{Blocks: []latchkey.Block{}})
 		return nil
 	}
 	bs, err := s.Blocks.List(r.Context())
@@ -33,7 +28,7 @@ func (s *Server) listBlocks(w http.ResponseWriter, r *http.Request, _ latchkey.A
 	if bs == nil {
 		bs = []latchkey.Block{}
 	}
-	writeJSON(w, http.StatusOK, BlockList{Blocks: bs})
+	writeJSON(w, http.StatusOK, client.BlockList{Blocks: bs})
 	return nil
 }
 
@@ -80,7 +75,7 @@ func (s *Server) reportLeaks(w http.ResponseWriter, r *http.Request, a latchkey.
 		}
 		a.TokenID, a.Scopes = d.TokenID, d.Scopes
 	}
-	var reports []tokens.LeakReport
+	var reports []client.LeakReport
 	if err := json.Unmarshal(body, &reports); err != nil {
 		return latchkey.Errorf(latchkey.EInvalid, `the report must be a JSON array of {"token","type","url","source"}`)
 	}

@@ -24,24 +24,24 @@ import (
 
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/audit"
+	"github.com/latchkeyhq/latchkey/client"
 	"github.com/latchkeyhq/latchkey/gateway"
 	"github.com/latchkeyhq/latchkey/secret"
-	"github.com/latchkeyhq/latchkey/tokens"
 )
 
 // TokenService performs admin operations. *tokens.Service satisfies it.
 type TokenService interface {
-	Create(ctx context.Context, a latchkey.Actor, req tokens.CreateRequest) (*latchkey.Token, secret.Plaintext, error)
+	Create(ctx context.Context, a latchkey.Actor, req client.CreateRequest) (*latchkey.Token, secret.Plaintext, error)
 	Revoke(ctx context.Context, a latchkey.Actor, id, reason string) (*latchkey.Token, error)
-	RevokeMatching(ctx context.Context, a latchkey.Actor, sel latchkey.TokenSelector, reason string, opt tokens.BulkOptions) (tokens.BulkResult, error)
+	RevokeMatching(ctx context.Context, a latchkey.Actor, sel latchkey.TokenSelector, reason string, opt latchkey.BulkOptions) (client.RevocationResult, error)
 	Suspend(ctx context.Context, a latchkey.Actor, id, reason string) (*latchkey.Token, error)
 	Resume(ctx context.Context, a latchkey.Actor, id string) (*latchkey.Token, error)
-	Rotate(ctx context.Context, a latchkey.Actor, id string, grace time.Duration) (tokens.Rotated, error)
-	Derive(ctx context.Context, a latchkey.Actor, parentID string, req tokens.CreateRequest) (*latchkey.Token, secret.Plaintext, error)
-	Update(ctx context.Context, a latchkey.Actor, id string, req tokens.UpdateRequest) (*latchkey.Token, error)
+	Rotate(ctx context.Context, a latchkey.Actor, id string, grace time.Duration) (successor *latchkey.Token, pt secret.Plaintext, old *latchkey.Token, err error)
+	Derive(ctx context.Context, a latchkey.Actor, parentID string, req client.CreateRequest) (*latchkey.Token, secret.Plaintext, error)
+	Update(ctx context.Context, a latchkey.Actor, id string, req client.UpdateRequest) (*latchkey.Token, error)
 	Get(ctx context.Context, id string) (*latchkey.Token, error)
 	List(ctx context.Context, f latchkey.TokenFilter) (latchkey.TokenPage, error)
-	ReportLeaks(ctx context.Context, a latchkey.Actor, reports []tokens.LeakReport) ([]tokens.LeakResult, error)
+	ReportLeaks(ctx context.Context, a latchkey.Actor, reports []client.LeakReport) ([]client.LeakResult, error)
 }
 
 // BlockService lists and lifts the detector's blocks. *detect.Blocks

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/client"
 )
 
 // The dashboard's sessions (docs/dashboard.md).
@@ -75,22 +76,6 @@ type session struct {
 	ID      string `json:"sid"`
 	Token   string `json:"tok"`
 	Expires int64  `json:"exp"` // unix seconds
-}
-
-// SessionInfo answers POST and GET /ui/api/session.
-type SessionInfo struct {
-	TokenID   string    `json:"token_id"`
-	Subject   string    `json:"subject"`
-	Scopes    []string  `json:"scopes"`
-	ExpiresAt time.Time `json:"expires_at"`
-	// CSRFToken goes in X-CSRF-Token on every state-changing call. The
-	// page keeps it in memory only.
-	CSRFToken string `json:"csrf_token"`
-}
-
-// SignInRequest is the body of POST /ui/api/session.
-type SignInRequest struct {
-	Token string `json:"token"`
 }
 
 func deriveKey(key []byte, label string) []byte {
@@ -241,7 +226,7 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request, a latchkey.Actor
 	if err := checkOrigin(r); err != nil {
 		return err
 	}
-	var req SignInRequest
+	var req client.SignInRequest
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
@@ -284,7 +269,7 @@ func writeSession(w http.ResponseWriter, d latchkey.Decision, ss session, k *ses
 	if scopes == nil {
 		scopes = []string{}
 	}
-	writeJSON(w, http.StatusOK, SessionInfo{TokenID: d.TokenID, Subject: d.Subject, Scopes: scopes,
+	writeJSON(w, http.StatusOK, client.SessionInfo{TokenID: d.TokenID, Subject: d.Subject, Scopes: scopes,
 		ExpiresAt: time.Unix(ss.Expires, 0).UTC(), CSRFToken: k.csrfToken(ss.ID)})
 }
 

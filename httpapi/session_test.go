@@ -15,6 +15,7 @@ import (
 
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/audit"
+	"github.com/latchkeyhq/latchkey/client"
 	"github.com/latchkeyhq/latchkey/httpapi"
 	"github.com/latchkeyhq/latchkey/tokens"
 	"github.com/latchkeyhq/latchkey/ui"
@@ -67,13 +68,13 @@ func (e *uiEnv) call(t *testing.T, method, path, cookie, csrf, body string, hdr 
 }
 
 // signIn returns the session cookie's value and the CSRF token.
-func (e *uiEnv) signIn(t *testing.T, tok string) (string, httpapi.SessionInfo, *http.Cookie) {
+func (e *uiEnv) signIn(t *testing.T, tok string) (string, client.SessionInfo, *http.Cookie) {
 	t.Helper()
 	resp, body := e.call(t, "POST", httpapi.UISessionPath, "", "", `{"token":"`+tok+`"}`)
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("sign-in: %d %s", resp.StatusCode, body)
 	}
-	var info httpapi.SessionInfo
+	var info client.SessionInfo
 	if err := json.Unmarshal([]byte(body), &info); err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +138,7 @@ func TestUIRoutesNeedSessionAndCSRF(t *testing.T) {
 	if resp.StatusCode != http.StatusCreated {
 		t.Fatalf("create with session and CSRF: %d %s", resp.StatusCode, body)
 	}
-	var created httpapi.CreatedToken
+	var created client.CreatedToken
 	json.Unmarshal([]byte(body), &created)
 	if created.CreatedBy != info.TokenID {
 		t.Errorf("created_by %q, want the session's token %q", created.CreatedBy, info.TokenID)
@@ -173,7 +174,7 @@ func TestUISessionLifecycle(t *testing.T) {
 	admin := e.client(e.root)
 
 	// A token without an admin read scope cannot sign in.
-	app, err := admin.CreateToken(ctx, tokens.CreateRequest{Name: "app", Scopes: []string{"orders:read"}})
+	app, err := admin.CreateToken(ctx, client.CreateRequest{Name: "app", Scopes: []string{"orders:read"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +197,7 @@ func TestUISessionLifecycle(t *testing.T) {
 	}
 
 	// A read-only operator token signs in; its session reads but cannot write.
-	ro, err := admin.CreateToken(ctx, tokens.CreateRequest{Name: "viewer", Scopes: []string{latchkey.ScopeTokensRead, latchkey.ScopeAuditRead}})
+	ro, err := admin.CreateToken(ctx, client.CreateRequest{Name: "viewer", Scopes: []string{latchkey.ScopeTokensRead, latchkey.ScopeAuditRead}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,7 +222,7 @@ func TestUISessionLifecycle(t *testing.T) {
 	// GET /ui/api/session gives the CSRF token back after a reload.
 	cookie, info, _ := e.signIn(t, e.root)
 	resp, body := e.call(t, "GET", httpapi.UISessionPath, cookie, "", "")
-	var again httpapi.SessionInfo
+	var again client.SessionInfo
 	json.Unmarshal([]byte(body), &again)
 	if resp.StatusCode != http.StatusOK || again.CSRFToken != info.CSRFToken || again.TokenID != info.TokenID {
 		t.Errorf("session info: %d %s", resp.StatusCode, body)
@@ -256,7 +257,7 @@ func TestUISessionLifecycle(t *testing.T) {
 func TestUISessionBoundByTokenExpiry(t *testing.T) {
 	e := newUIServer(t, false, 0)
 	exp := time.Now().Add(2 * time.Second)
-	tok, err := e.client(e.root).CreateToken(context.Background(), tokens.CreateRequest{Name: "brief", Scopes: []string{latchkey.AdminScope}, ExpiresAt: &exp})
+	tok, err := e.client(e.root).CreateToken(context.Background(), client.CreateRequest{Name: "brief", Scopes: []string{latchkey.AdminScope}, ExpiresAt: &exp})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -357,7 +358,7 @@ func TestStreamEndsWhenCredentialEnds(t *testing.T) {
 			return ""
 		}
 	}
-	watcher, err := admin.CreateToken(ctx, tokens.CreateRequest{Name: "watcher", Scopes: []string{latchkey.ScopeAuditRead}})
+	watcher, err := admin.CreateToken(ctx, client.CreateRequest{Name: "watcher", Scopes: []string{latchkey.ScopeAuditRead}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -434,7 +435,7 @@ func TestBackloggedStreamEndsOnRevocation(t *testing.T) {
 	e.url = srv.URL
 	ctx := context.Background()
 	admin := e.client(e.root)
-	watcher, err := admin.CreateToken(ctx, tokens.CreateRequest{Name: "watcher", Scopes: []string{latchkey.ScopeAuditRead}})
+	watcher, err := admin.CreateToken(ctx, client.CreateRequest{Name: "watcher", Scopes: []string{latchkey.ScopeAuditRead}})
 	if err != nil {
 		t.Fatal(err)
 	}

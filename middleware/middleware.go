@@ -1,7 +1,7 @@
 // Package middleware protects a Go HTTP service with latchkey tokens:
 //
 //	v := middleware.Local(verifier)                       // the verifier in process
-//	v := middleware.Remote(&httpapi.Client{BaseURL, Token}) // or a latchkey server
+//	v := middleware.Remote(&client.Client{BaseURL, Token}) // or a latchkey server
 //	mux.Handle("/invoices", middleware.Require(v, "invoices:read")(handler))
 //
 // A request without a valid token covering the scopes gets 401, 403 or 429
@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/client"
 	"github.com/latchkeyhq/latchkey/gateway"
-	"github.com/latchkeyhq/latchkey/httpapi"
 )
 
 // Identity is who is calling.
@@ -95,12 +95,12 @@ func (l local) Check(ctx context.Context, token string, scopes []string, ip stri
 
 // Remote checks tokens with a latchkey server's POST /v1/verify; the
 // client's token needs latchkey:verify.
-func Remote(c *httpapi.Client) Checker { return remote{c} }
+func Remote(c *client.Client) Checker { return remote{c} }
 
-type remote struct{ c *httpapi.Client }
+type remote struct{ c *client.Client }
 
 func (rm remote) Check(ctx context.Context, token string, scopes []string, ip string, _ netip.Addr, method, path string) (latchkey.Decision, Identity, error) {
-	res, err := rm.c.Verify(ctx, httpapi.VerifyRequest{Token: token, Scopes: scopes, IP: ip, Method: method, Path: path})
+	res, err := rm.c.Verify(ctx, client.VerifyRequest{Token: token, Scopes: scopes, IP: ip, Method: method, Path: path})
 	if err != nil {
 		return latchkey.Decision{}, Identity{}, err
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/client"
 	"github.com/latchkeyhq/latchkey/httpapi"
 	"github.com/latchkeyhq/latchkey/middleware"
 	"github.com/latchkeyhq/latchkey/secret"
@@ -33,7 +34,7 @@ func TestRequire(t *testing.T) {
 	defer v.Close(ctx)
 	svc := &tokens.Service{Store: db, Hasher: h, Invalidate: v.Invalidate}
 	root, _, _ := svc.Bootstrap(ctx)
-	_, pt, _ := svc.Create(ctx, latchkey.Actor{}, tokens.CreateRequest{Subject: "svc-a", Scopes: []string{"invoices:read"}})
+	_, pt, _ := svc.Create(ctx, latchkey.Actor{}, client.CreateRequest{Subject: "svc-a", Scopes: []string{"invoices:read"}})
 	api := httptest.NewServer((&httpapi.Server{Verifier: v, Tokens: svc, Audit: db}).Handler())
 	defer api.Close()
 
@@ -47,7 +48,7 @@ func TestRequire(t *testing.T) {
 	})
 	for name, c := range map[string]middleware.Checker{
 		"local":  middleware.Local(v),
-		"remote": middleware.Remote(&httpapi.Client{BaseURL: api.URL, Token: root.Reveal()}),
+		"remote": middleware.Remote(&client.Client{BaseURL: api.URL, Token: root.Reveal()}),
 	} {
 		t.Run(name, func(t *testing.T) {
 			srv := httptest.NewServer(middleware.Require(c, "invoices:read")(app))

@@ -15,9 +15,9 @@ import (
 	"time"
 
 	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/client"
 	"github.com/latchkeyhq/latchkey/httpapi"
 	"github.com/latchkeyhq/latchkey/secret"
-	"github.com/latchkeyhq/latchkey/tokens"
 )
 
 // Item 10: a body that never comes, or trickles, cannot hold gateway
@@ -27,7 +27,7 @@ func TestSlowBodiesOnTheGateway(t *testing.T) {
 	up := httptest.NewServer(&upstream{})
 	t.Cleanup(up.Close)
 	lk := startLatchkey(t, "routes:\n  - name: up\n    path: /\n    upstream: UPSTREAM\n    body_timeout: 1s\n", up.URL)
-	tok, err := lk.client(lk.root).CreateToken(ctx, tokens.CreateRequest{Scopes: []string{"x:y"}})
+	tok, err := lk.client(lk.root).CreateToken(ctx, client.CreateRequest{Scopes: []string{"x:y"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,10 +142,10 @@ func TestBlockedSourceLearnsNothing(t *testing.T) {
 	lk := startLatchkey(t, "routes:\n  - name: up\n    path: /\n    upstream: UPSTREAM\n    scopes: [\"x:y\"]\n", up.URL,
 		"--trusted-proxy", "192.0.2.1", "--ui=true")
 	admin := lk.client(lk.root)
-	valid, _ := admin.CreateToken(ctx, tokens.CreateRequest{Scopes: []string{"x:y", latchkey.ScopeTokensRead, latchkey.ScopeAuditRead, latchkey.ScopeVerify}})
-	scopeless, _ := admin.CreateToken(ctx, tokens.CreateRequest{Scopes: []string{"other:thing"}})
+	valid, _ := admin.CreateToken(ctx, client.CreateRequest{Scopes: []string{"x:y", latchkey.ScopeTokensRead, latchkey.ScopeAuditRead, latchkey.ScopeVerify}})
+	scopeless, _ := admin.CreateToken(ctx, client.CreateRequest{Scopes: []string{"other:thing"}})
 	for range 25 { // get blocked
-		(&httpapi.Client{BaseURL: "http://" + lk.api, Token: forgedWithChecksum(), HTTP: http.DefaultClient}).ListTokens(ctx, latchkey.TokenFilter{})
+		(&client.Client{BaseURL: "http://" + lk.api, Token: forgedWithChecksum(), HTTP: http.DefaultClient}).ListTokens(ctx, latchkey.TokenFilter{})
 	}
 	if bs, _ := listBlocks(lk); len(bs) != 1 {
 		t.Fatalf("not blocked: %+v", bs)
@@ -215,7 +215,7 @@ func TestWrongSecretsCannotKillAToken(t *testing.T) {
 	t.Parallel()
 	lk := startLatchkey(t, "", "", "--detect-secret-mismatch-action", "revoke")
 	admin := lk.client(lk.root)
-	victim, _ := admin.CreateToken(ctx, tokens.CreateRequest{Subject: "svc", Scopes: []string{"x:y"}})
+	victim, _ := admin.CreateToken(ctx, client.CreateRequest{Subject: "svc", Scopes: []string{"x:y"}})
 	rootID := lk.root[3:19]
 	guess := func(id, from string) {
 		pt, _, _ := secret.GenerateWithID("lk", id, rand.Reader)
@@ -288,7 +288,7 @@ func TestCanaryNeverLeaks(t *testing.T) {
 	t.Cleanup(up.Close)
 	lk := startLatchkey(t, "routes:\n  - name: up\n    path: /\n    upstream: UPSTREAM\n", up.URL)
 	admin := lk.client(lk.root)
-	created, err := admin.CreateToken(ctx, tokens.CreateRequest{Name: "canary", Scopes: []string{"x:y"}})
+	created, err := admin.CreateToken(ctx, client.CreateRequest{Name: "canary", Scopes: []string{"x:y"}})
 	if err != nil {
 		t.Fatal(err)
 	}

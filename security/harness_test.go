@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/latchkeyhq/latchkey/httpapi"
+	"github.com/latchkeyhq/latchkey/client"
 	"github.com/latchkeyhq/latchkey/internal/itest"
 )
 
@@ -99,8 +99,8 @@ func startLatchkey(t *testing.T, routes, upstream string, args ...string) *serve
 	return s
 }
 
-func (s *server) client(tok string) *httpapi.Client {
-	return &httpapi.Client{BaseURL: "http://" + s.api, Token: tok, HTTP: operatorHTTP}
+func (s *server) client(tok string) *client.Client {
+	return &client.Client{BaseURL: "http://" + s.api, Token: tok, HTTP: operatorHTTP}
 }
 
 // operatorHTTP connects from 127.0.0.2: the operator's requests come from

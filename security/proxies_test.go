@@ -13,9 +13,9 @@ import (
 	"testing"
 
 	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/client"
 	"github.com/latchkeyhq/latchkey/identity"
 	"github.com/latchkeyhq/latchkey/secret"
-	"github.com/latchkeyhq/latchkey/tokens"
 )
 
 // The route file behind the proxies: forward auth answers for what the
@@ -96,12 +96,12 @@ func attackProxy(t *testing.T, startProxy func(t *testing.T, listen, lk, upstrea
 	t.Cleanup(upSrv.Close)
 	lk := startLatchkey(t, proxyRoutes, upSrv.URL)
 	c := lk.client(lk.root)
-	good, err := c.CreateToken(ctx, tokens.CreateRequest{Subject: "billing-svc", Scopes: []string{"invoices:read", "projects.42:read"}})
+	good, err := c.CreateToken(ctx, client.CreateRequest{Subject: "billing-svc", Scopes: []string{"invoices:read", "projects.42:read"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	limited, _ := c.CreateToken(ctx, tokens.CreateRequest{Subject: "slow", Scopes: []string{"invoices:read"}, RateLimit: &tokens.RateRequest{Limit: 1, Window: "1m"}})
-	weak, _ := c.CreateToken(ctx, tokens.CreateRequest{Subject: "other", Scopes: []string{"reports:read"}})
+	limited, _ := c.CreateToken(ctx, client.CreateRequest{Subject: "slow", Scopes: []string{"invoices:read"}, RateLimit: &client.RateRequest{Limit: 1, Window: "1m"}})
+	weak, _ := c.CreateToken(ctx, client.CreateRequest{Subject: "other", Scopes: []string{"reports:read"}})
 	proxy := freeAddr(t)
 	startProxy(t, proxy, lk.api, strings.TrimPrefix(upSrv.URL, "http://"))
 

@@ -6,9 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/latchkeyhq/latchkey/client"
 	"go.yaml.in/yaml/v3"
-
-	"github.com/latchkeyhq/latchkey/tokens"
 )
 
 // clientRequest is what a client sends to the proxy.
@@ -157,7 +156,7 @@ func TestEnvoyReadmeShape(t *testing.T) {
 // project 42 and invoices.
 func shapeServer(t *testing.T) (*server, string) {
 	lk := startLatchkey(t, proxyRoutes, "http://127.0.0.1:9")
-	tok, err := lk.client(lk.root).CreateToken(ctx, tokens.CreateRequest{Scopes: []string{"invoices:read", "projects.42:read"}})
+	tok, err := lk.client(lk.root).CreateToken(ctx, client.CreateRequest{Scopes: []string{"invoices:read", "projects.42:read"}})
 	if err != nil {
 		t.Fatal(err)
 	}

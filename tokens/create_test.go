@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/client"
 	"github.com/latchkeyhq/latchkey/tokens"
 )
 
@@ -14,20 +15,20 @@ import (
 func TestWriterCannotShedConstraints(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, tokens.Policy{})
-	writer, _ := e.create(tokens.CreateRequest{Subject: "provisioner", TTL: "1h",
+	writer, _ := e.create(client.CreateRequest{Subject: "provisioner", TTL: "1h",
 		Scopes: []string{latchkey.ScopeTokensWrite, "invoices:*"}, AllowedCIDRs: []string{"10.0.0.0/8"}, AllowedMethods: []string{"GET"},
-		AllowedPaths: []string{"/v1/**"}, IdleTimeout: "30m", MaxUses: 100, RateLimit: &tokens.RateRequest{Limit: 10, Window: "1m"}})
+		AllowedPaths: []string{"/v1/**"}, IdleTimeout: "30m", MaxUses: 100, RateLimit: &client.RateRequest{Limit: 10, Window: "1m"}})
 	as := latchkey.Actor{TokenID: writer.ID, Scopes: writer.Scopes}
 
 	// Asking for more than the writer has is refused, dimension by dimension.
-	for name, req := range map[string]tokens.CreateRequest{
+	for name, req := range map[string]client.CreateRequest{
 		"later expiry":   {Scopes: []string{"invoices:read"}, TTL: "2h"},
 		"other network":  {Scopes: []string{"invoices:read"}, AllowedCIDRs: []string{"0.0.0.0/0"}},
 		"other method":   {Scopes: []string{"invoices:read"}, AllowedMethods: []string{"DELETE"}},
 		"wider path":     {Scopes: []string{"invoices:read"}, AllowedPaths: []string{"/**"}},
 		"longer idle":    {Scopes: []string{"invoices:read"}, IdleTimeout: "2h"},
 		"bigger budget":  {Scopes: []string{"invoices:read"}, MaxUses: 1000},
-		"faster rate":    {Scopes: []string{"invoices:read"}, RateLimit: &tokens.RateRequest{Limit: 100, Window: "1m"}},
+		"faster rate":    {Scopes: []string{"invoices:read"}, RateLimit: &client.RateRequest{Limit: 100, Window: "1m"}},
 		"scope not held": {Scopes: []string{"reports:read"}},
 		"admin scope":    {Scopes: []string{latchkey.AdminScope}},
 	} {
@@ -38,7 +39,7 @@ func TestWriterCannotShedConstraints(t *testing.T) {
 
 	// Asking for nothing inherits everything, and the subject is the
 	// caller's to choose.
-	peer, pt, err := e.svc.Create(ctx, as, tokens.CreateRequest{Subject: "customer-7", Scopes: []string{"invoices:read"}})
+	peer, pt, err := e.svc.Create(ctx, as, client.CreateRequest{Subject: "customer-7", Scopes: []string{"invoices:read"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +59,7 @@ func TestWriterCannotShedConstraints(t *testing.T) {
 		t.Errorf("peer after its writer's revocation: %v", c)
 	}
 	// An admin still issues independent tokens.
-	free, _ := e.create(tokens.CreateRequest{Subject: "svc"})
+	free, _ := e.create(client.CreateRequest{Subject: "svc"})
 	if free.ParentID != "" || !free.ExpiresAt.IsZero() {
 		t.Errorf("admin-created token: %+v", free)
 	}

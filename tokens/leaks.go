@@ -7,59 +7,34 @@ import (
 	"encoding/json"
 
 	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/client"
 	"github.com/latchkeyhq/latchkey/secret"
 )
 
 // MaxLeakReports bounds the matches in one report.
 const MaxLeakReports = 100
 
-// LeakReport is one match in a secret scanner's report, in GitHub's
-// secret-scanning partner format.
-type LeakReport struct {
-	Token  string `json:"token"`
-	Type   string `json:"type"`
-	URL    string `json:"url"`
-	Source string `json:"source"`
-}
-
-// LeakResult answers one match, in GitHub's feedback format: the token is
-// named by its SHA-256 (never echoed), and labelled true_positive when it
-// was a real latchkey token (now revoked), false_positive otherwise.
-type LeakResult struct {
-	TokenHash string `json:"token_hash"`
-	TokenType string `json:"token_type"`
-	Label     string `json:"label"`
-	// TokenID is the public id of a real token (latchkey's addition).
-	TokenID string `json:"token_id,omitempty"`
-}
-
-// Leak labels.
-const (
-	LabelTruePositive  = "true_positive"
-	LabelFalsePositive = "false_positive"
-)
-
 // ReportLeaks handles a leak report: each match that is a real token (its
 // secret checked against the keyed hash, not just its id) is revoked at
 // once, with everything derived from it; every match is recorded as a
 // leak.reported audit event. The caller has already checked the report's
 // signature or the admin credential.
-func (s *Service) ReportLeaks(ctx context.Context, a latchkey.Actor, reports []LeakReport) ([]LeakResult, error) {
+func (s *Service) ReportLeaks(ctx context.Context, a latchkey.Actor, reports []client.LeakReport) ([]client.LeakResult, error) {
 	if len(reports) == 0 {
 		return nil, latchkey.Errorf(latchkey.EInvalid, "the report lists no tokens")
 	}
 	if len(reports) > MaxLeakReports {
 		return nil, latchkey.Errorf(latchkey.EInvalid, "at most %d tokens per report", MaxLeakReports)
 	}
-	out := make([]LeakResult, len(reports))
+	out := make([]client.LeakResult, len(reports))
 	for i, r := range reports {
 		sum := sha256.Sum256([]byte(r.Token))
-		res := LeakResult{TokenHash: hex.EncodeToString(sum[:]), TokenType: secret.Redact(r.Type), Label: LabelFalsePositive}
+		res := client.LeakResult{TokenHash: hex.EncodeToString(sum[:]), TokenType: secret.Redact(r.Type), Label: client.LabelFalsePositive}
 		outcome, id := s.judgeLeak(ctx, r.Token)
 		detail := map[string]any{"url": secret.Redact(r.URL), "source": secret.Redact(r.Source), "type": res.TokenType, "token_hash": res.TokenHash}
 		switch outcome {
 		case "real", "already_revoked":
-			res.Label, res.TokenID = LabelTruePositive, id
+			res.Label, res.TokenID = client.LabelTruePositive, id
 			if outcome == "real" {
 				if _, err := s.Revoke(ctx, a, id, "leaked: reported by a secret scanner at "+detail["url"].(string)); err != nil &&
 					latchkey.ErrorCode(err) != latchkey.EConflict {

@@ -2,12 +2,12 @@ package tokens
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"time"
 
 	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/client"
 	"github.com/latchkeyhq/latchkey/secret"
 )
 
@@ -200,33 +200,13 @@ func (s *Service) revokeAll(ctx context.Context, tx latchkey.Tx, a latchkey.Acto
 	return n, nil
 }
 
-// BulkOptions adjust a bulk revocation.
-type BulkOptions struct {
-	// IncludeSelf revokes the caller's own token too when it matches (or
-	// descends from a match). By default it is spared, with its
-	// ancestors, so that "revoke --prefix lk" run with the root token
-	// does not lock the operator out.
-	IncludeSelf bool
-	// DryRun changes nothing: the result says what would be revoked.
-	DryRun bool
-}
-
-// BulkResult is what a bulk revocation did (or, dry run, would do).
-type BulkResult struct {
-	Revoked int `json:"revoked"`
-	// Spared lists the matching tokens left alone: the caller's own
-	// token and the ancestors whose revocation would revoke it.
-	Spared []string `json:"spared,omitempty"`
-	DryRun bool     `json:"dry_run,omitempty"`
-}
-
 // RevokeMatching revokes, in one transaction, every token sel picks and
 // all their descendants (POST /v1/revocations), except the caller's own
 // token unless opt.IncludeSelf. It returns how many were revoked; tokens
 // already revoked are not counted. If the caller may not manage one of
 // them, nothing is revoked.
-func (s *Service) RevokeMatching(ctx context.Context, a latchkey.Actor, sel latchkey.TokenSelector, reason string, opt BulkOptions) (BulkResult, error) {
-	res := BulkResult{DryRun: opt.DryRun}
+func (s *Service) RevokeMatching(ctx context.Context, a latchkey.Actor, sel latchkey.TokenSelector, reason string, opt latchkey.BulkOptions) (client.RevocationResult, error) {
+	res := client.RevocationResult{DryRun: opt.DryRun}
 	if err := checkReason(reason); err != nil {
 		return res, err
 	}
@@ -379,27 +359,20 @@ func (s *Service) Resume(ctx context.Context, a latchkey.Actor, id string) (*lat
 	})
 }
 
-// Rotated is the result of a rotation.
-type Rotated struct {
-	Successor *latchkey.Token
-	Plaintext secret.Plaintext
-	Old       *latchkey.Token
-}
-
 // Rotate issues a successor to token id with the same grants and a new
-// secret. The old token keeps working until min(its expiry, now+grace),
+// secret, and returns it with its plaintext (shown once) and the old token
+// as it now stands. The old token keeps working until min(its expiry, now+grace),
 // then answers EXPIRED (reason rotated); tokens derived from it end then
 // too. Rotating a token that no longer works, or was already rotated, is
 // EConflict.
-func (s *Service) Rotate(ctx context.Context, a latchkey.Actor, id string, grace time.Duration) (Rotated, error) {
+func (s *Service) Rotate(ctx context.Context, a latchkey.Actor, id string, grace time.Duration) (successor *latchkey.Token, pt secret.Plaintext, old *latchkey.Token, err error) {
 	if grace < 0 || grace > MaxGrace {
-		return Rotated{}, latchkey.Errorf(latchkey.EInvalid, "grace must be between 0 and %s", latchkey.Duration(MaxGrace))
+		return nil, secret.Plaintext{}, nil, latchkey.Errorf(latchkey.EInvalid, "grace must be between 0 and %s", latchkey.Duration(MaxGrace))
 	}
 	s.flushUsage(ctx)
 	now := s.now()
-	var r Rotated
-	err := s.apply(ctx, func(tx latchkey.Tx, changed func(string)) error {
-		old, err := tx.GetToken(ctx, id)
+	err = s.apply(ctx, func(tx latchkey.Tx, changed func(string)) error {
+		old, err = tx.GetToken(ctx, id)
 		if err != nil {
 			return err
 		}
@@ -412,7 +385,8 @@ func (s *Service) Rotate(ctx context.Context, a latchkey.Actor, id string, grace
 		if err := usable(old, now, "rotated"); err != nil {
 			return err
 		}
-		pt, parts, err := secret.Generate(old.Prefix, s.rand())
+		var parts secret.Parts
+		pt, parts, err = secret.Generate(old.Prefix, s.rand())
 		if err != nil {
 			return fmt.Errorf("tokens: generate: %w", err)
 		}
@@ -464,13 +438,13 @@ func (s *Service) Rotate(ctx context.Context, a latchkey.Actor, id string, grace
 		if err := s.cutDescendants(ctx, tx, a, old, now, changed); err != nil {
 			return err
 		}
-		r = Rotated{Successor: succ, Plaintext: pt, Old: old}
+		successor = succ
 		return nil
 	})
 	if err != nil {
-		return Rotated{}, err
+		return nil, secret.Plaintext{}, nil, err
 	}
-	return r, nil
+	return successor, pt, old, nil
 }
 
 // cutDescendants ends every descendant of t no later than t ends: a
@@ -502,7 +476,7 @@ func (s *Service) cutDescendants(ctx context.Context, tx latchkey.Tx, a latchkey
 // own plaintext) or a token holding latchkey:tokens:write that covers the
 // parent's scopes. The child spends the parent's usage budget and rate
 // limit as well as its own.
-func (s *Service) Derive(ctx context.Context, a latchkey.Actor, parentID string, req CreateRequest) (*latchkey.Token, secret.Plaintext, error) {
+func (s *Service) Derive(ctx context.Context, a latchkey.Actor, parentID string, req client.CreateRequest) (*latchkey.Token, secret.Plaintext, error) {
 	self := a.TokenID != "" && a.TokenID == parentID
 	if !self && a.TokenID != "" && !latchkey.ScopesCover(a.Scopes, latchkey.ScopeTokensWrite) {
 		return nil, secret.Plaintext{}, latchkey.Errorf(latchkey.EPermissionDenied, "only the token itself or a token with %s may derive from it", latchkey.ScopeTokensWrite)
@@ -514,12 +488,12 @@ func (s *Service) Derive(ctx context.Context, a latchkey.Actor, parentID string,
 // that its parent, a non-admin token, created through POST /v1/tokens
 // (Create): it may name its own subject and prefix, and is recorded as
 // token.create.
-func (s *Service) derive(ctx context.Context, a latchkey.Actor, parentID string, req CreateRequest, self, issued bool) (*latchkey.Token, secret.Plaintext, error) {
+func (s *Service) derive(ctx context.Context, a latchkey.Actor, parentID string, req client.CreateRequest, self, issued bool) (*latchkey.Token, secret.Plaintext, error) {
 	s.flushUsage(ctx)
 	now := s.now()
 	// Validate the request's own fields as for a new token; grants are
 	// judged against the parent below, not against the caller.
-	cons, err := req.constraints()
+	cons, err := requestConstraints(&req)
 	if err != nil {
 		return nil, secret.Plaintext{}, err
 	}
@@ -601,7 +575,7 @@ func (s *Service) derive(ctx context.Context, a latchkey.Actor, parentID string,
 // narrow builds the child of p from the validated request, inheriting
 // what is unset, and refuses anything broader than p. An issued child
 // (see derive) may name its own subject and prefix.
-func (s *Service) narrow(p, base *latchkey.Token, cons latchkey.Constraints, expires, notBefore time.Time, req CreateRequest, now time.Time, issued bool) (*latchkey.Token, error) {
+func (s *Service) narrow(p, base *latchkey.Token, cons latchkey.Constraints, expires, notBefore time.Time, req client.CreateRequest, now time.Time, issued bool) (*latchkey.Token, error) {
 	broader := func(format string, args ...any) error {
 		if issued {
 			return latchkey.Errorf(latchkey.EPermissionDenied, "a token created by a non-admin token cannot be looser than its creator: "+format, args...)
@@ -688,23 +662,14 @@ func (s *Service) narrow(p, base *latchkey.Token, cons latchkey.Constraints, exp
 	return c, nil
 }
 
-// UpdateRequest is the body of PATCH /v1/tokens/{id}. Absent fields are
-// left as they are.
-type UpdateRequest struct {
-	Name   *string         `json:"name,omitempty"`
-	Meta   json.RawMessage `json:"meta,omitempty"`
-	Tags   *[]string       `json:"tags,omitempty"`
-	Scopes *[]string       `json:"scopes,omitempty"`
-}
-
 // Update changes a token's name, meta or tags, or narrows its scopes.
 // Scopes can never be widened in place: that needs a new token.
-func (s *Service) Update(ctx context.Context, a latchkey.Actor, id string, req UpdateRequest) (*latchkey.Token, error) {
+func (s *Service) Update(ctx context.Context, a latchkey.Actor, id string, req client.UpdateRequest) (*latchkey.Token, error) {
 	if req.Name == nil && req.Meta == nil && req.Tags == nil && req.Scopes == nil {
 		return nil, latchkey.Errorf(latchkey.EInvalid, "nothing to change: give name, meta, tags or scopes")
 	}
 	// Validate the new values as for a new token.
-	probe := CreateRequest{}
+	probe := client.CreateRequest{}
 	if req.Name != nil {
 		probe.Name = *req.Name
 	}

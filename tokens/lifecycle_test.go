@@ -12,6 +12,7 @@ import (
 
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/audit"
+	"github.com/latchkeyhq/latchkey/client"
 	"github.com/latchkeyhq/latchkey/secret"
 	"github.com/latchkeyhq/latchkey/sqlite"
 	"github.com/latchkeyhq/latchkey/tokens"
@@ -63,7 +64,7 @@ func (e *env) advance(d time.Duration) {
 	e.mu.Unlock()
 }
 
-func (e *env) create(req tokens.CreateRequest) (*latchkey.Token, string) {
+func (e *env) create(req client.CreateRequest) (*latchkey.Token, string) {
 	e.t.Helper()
 	if req.Scopes == nil {
 		req.Scopes = []string{"invoices:read"}
@@ -75,7 +76,7 @@ func (e *env) create(req tokens.CreateRequest) (*latchkey.Token, string) {
 	return tok, pt.Reveal()
 }
 
-func (e *env) derive(a latchkey.Actor, parent string, req tokens.CreateRequest) (*latchkey.Token, string) {
+func (e *env) derive(a latchkey.Actor, parent string, req client.CreateRequest) (*latchkey.Token, string) {
 	e.t.Helper()
 	tok, pt, err := e.svc.Derive(ctx, a, parent, req)
 	if err != nil {
@@ -113,7 +114,7 @@ func wantCode(t *testing.T, err error, code string, contains string) {
 func TestPolicy(t *testing.T) {
 	t.Run("default ttl", func(t *testing.T) {
 		e := newEnv(t, tokens.Policy{DefaultTTL: 30 * 24 * time.Hour})
-		tok, pt := e.create(tokens.CreateRequest{})
+		tok, pt := e.create(client.CreateRequest{})
 		if !tok.ExpiresAt.Equal(e.clock().Add(30 * 24 * time.Hour)) {
 			t.Fatalf("expires_at %v, want the default TTL from now", tok.ExpiresAt)
 		}
@@ -128,22 +129,22 @@ func TestPolicy(t *testing.T) {
 	})
 	t.Run("require expiry", func(t *testing.T) {
 		e := newEnv(t, tokens.Policy{RequireExpiry: true})
-		_, _, err := e.svc.Create(ctx, admin, tokens.CreateRequest{Scopes: []string{"a:b"}})
+		_, _, err := e.svc.Create(ctx, admin, client.CreateRequest{Scopes: []string{"a:b"}})
 		wantCode(t, err, latchkey.EInvalid, "requires every token to expire")
-		if _, _, err := e.svc.Create(ctx, admin, tokens.CreateRequest{Scopes: []string{"a:b"}, TTL: "1h"}); err != nil {
+		if _, _, err := e.svc.Create(ctx, admin, client.CreateRequest{Scopes: []string{"a:b"}, TTL: "1h"}); err != nil {
 			t.Errorf("with a ttl: %v", err)
 		}
 	})
 	t.Run("max lifetime", func(t *testing.T) {
 		e := newEnv(t, tokens.Policy{MaxLifetime: 90 * 24 * time.Hour})
-		_, _, err := e.svc.Create(ctx, admin, tokens.CreateRequest{TTL: "91d"})
+		_, _, err := e.svc.Create(ctx, admin, client.CreateRequest{TTL: "91d"})
 		wantCode(t, err, latchkey.EInvalid, "maximum lifetime of 90d")
 		at := e.clock().Add(90*24*time.Hour + time.Second)
-		_, _, err = e.svc.Create(ctx, admin, tokens.CreateRequest{ExpiresAt: &at})
+		_, _, err = e.svc.Create(ctx, admin, client.CreateRequest{ExpiresAt: &at})
 		wantCode(t, err, latchkey.EInvalid, "maximum lifetime")
-		_, _, err = e.svc.Create(ctx, admin, tokens.CreateRequest{})
+		_, _, err = e.svc.Create(ctx, admin, client.CreateRequest{})
 		wantCode(t, err, latchkey.EInvalid, "limits tokens to a lifetime of 90d")
-		tok, pt := e.create(tokens.CreateRequest{TTL: "90d"})
+		tok, pt := e.create(client.CreateRequest{TTL: "90d"})
 		e.advance(90 * 24 * time.Hour)
 		if c := e.code(pt); c != latchkey.Expired {
 			t.Errorf("at its maximum lifetime: %s", c)
@@ -165,30 +166,30 @@ func TestPolicy(t *testing.T) {
 func TestCreateConstraintsValidated(t *testing.T) {
 	e := newEnv(t, tokens.Policy{})
 	bad := []struct {
-		req  tokens.CreateRequest
+		req  client.CreateRequest
 		want string
 	}{
-		{tokens.CreateRequest{AllowedCIDRs: []string{"10.0.0.0/33"}}, "allowed_cidrs"},
-		{tokens.CreateRequest{AllowedCIDRs: []string{"example.com"}}, "allowed_cidrs"},
-		{tokens.CreateRequest{AllowedMethods: []string{"GET /"}}, "allowed_methods"},
-		{tokens.CreateRequest{AllowedPaths: []string{"v1/x"}}, "must start with /"},
-		{tokens.CreateRequest{AllowedPaths: []string{"/v1/**/x"}}, "last segment"},
-		{tokens.CreateRequest{AllowedPaths: []string{"/v1/a*"}}, "whole segment"},
-		{tokens.CreateRequest{AllowedPaths: []string{"/v1/../x"}}, ". or .."},
-		{tokens.CreateRequest{RateLimit: &tokens.RateRequest{Limit: 0, Window: "1m"}}, "rate_limit.limit"},
-		{tokens.CreateRequest{RateLimit: &tokens.RateRequest{Limit: 10}}, "rate_limit.window is required"},
-		{tokens.CreateRequest{RateLimit: &tokens.RateRequest{Limit: 10, Window: "forever"}}, "rate_limit.window"},
-		{tokens.CreateRequest{MaxUses: -1}, "max_uses"},
-		{tokens.CreateRequest{IdleTimeout: "10s"}, "idle_timeout must be at least 1m"},
-		{tokens.CreateRequest{IdleTimeout: "soon"}, "idle_timeout"},
+		{client.CreateRequest{AllowedCIDRs: []string{"10.0.0.0/33"}}, "allowed_cidrs"},
+		{client.CreateRequest{AllowedCIDRs: []string{"example.com"}}, "allowed_cidrs"},
+		{client.CreateRequest{AllowedMethods: []string{"GET /"}}, "allowed_methods"},
+		{client.CreateRequest{AllowedPaths: []string{"v1/x"}}, "must start with /"},
+		{client.CreateRequest{AllowedPaths: []string{"/v1/**/x"}}, "last segment"},
+		{client.CreateRequest{AllowedPaths: []string{"/v1/a*"}}, "whole segment"},
+		{client.CreateRequest{AllowedPaths: []string{"/v1/../x"}}, ". or .."},
+		{client.CreateRequest{RateLimit: &client.RateRequest{Limit: 0, Window: "1m"}}, "rate_limit.limit"},
+		{client.CreateRequest{RateLimit: &client.RateRequest{Limit: 10}}, "rate_limit.window is required"},
+		{client.CreateRequest{RateLimit: &client.RateRequest{Limit: 10, Window: "forever"}}, "rate_limit.window"},
+		{client.CreateRequest{MaxUses: -1}, "max_uses"},
+		{client.CreateRequest{IdleTimeout: "10s"}, "idle_timeout must be at least 1m"},
+		{client.CreateRequest{IdleTimeout: "soon"}, "idle_timeout"},
 	}
 	for _, b := range bad {
 		b.req.Scopes = []string{"a:b"}
 		_, _, err := e.svc.Create(ctx, admin, b.req)
 		wantCode(t, err, latchkey.EInvalid, b.want)
 	}
-	tok, _ := e.create(tokens.CreateRequest{AllowedCIDRs: []string{"10.1.2.3/8", "192.0.2.1", "::ffff:10.0.0.0/104"},
-		AllowedMethods: []string{"get", "GET"}, RateLimit: &tokens.RateRequest{Limit: 100, Window: "1m"}})
+	tok, _ := e.create(client.CreateRequest{AllowedCIDRs: []string{"10.1.2.3/8", "192.0.2.1", "::ffff:10.0.0.0/104"},
+		AllowedMethods: []string{"get", "GET"}, RateLimit: &client.RateRequest{Limit: 100, Window: "1m"}})
 	if !slices.Equal(tok.AllowedCIDRs, []string{"10.0.0.0/8", "192.0.2.1/32"}) || !slices.Equal(tok.AllowedMethods, []string{"GET"}) {
 		t.Errorf("normalised constraints: %v %v", tok.AllowedCIDRs, tok.AllowedMethods)
 	}
@@ -200,11 +201,11 @@ func TestCreateConstraintsValidated(t *testing.T) {
 
 func TestRotate(t *testing.T) {
 	e := newEnv(t, tokens.Policy{})
-	old, oldPT := e.create(tokens.CreateRequest{Name: "ci", Subject: "svc", Scopes: []string{"invoices:read", "billing.*:read"},
+	old, oldPT := e.create(client.CreateRequest{Name: "ci", Subject: "svc", Scopes: []string{"invoices:read", "billing.*:read"},
 		TTL: "30d", Tags: []string{"ci"}, AllowedCIDRs: []string{"10.0.0.0/8"}, MaxUses: 100})
 	e.code(oldPT) // one use
 	e.advance(10 * 24 * time.Hour)
-	r, err := e.svc.Rotate(ctx, admin, old.ID, 24*time.Hour)
+	r, err := e.rotate(ctx, admin, old.ID, 24*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,22 +245,22 @@ func TestRotate(t *testing.T) {
 		t.Fatalf("successor after grace: %s", c)
 	}
 	// Refusals: already rotated, expired, revoked.
-	_, err = e.svc.Rotate(ctx, admin, old.ID, 0)
+	_, err = e.rotate(ctx, admin, old.ID, 0)
 	wantCode(t, err, latchkey.EConflict, "already rotated")
-	exp, _ := e.create(tokens.CreateRequest{TTL: "1h"})
+	exp, _ := e.create(client.CreateRequest{TTL: "1h"})
 	e.advance(time.Hour)
-	_, err = e.svc.Rotate(ctx, admin, exp.ID, 0)
+	_, err = e.rotate(ctx, admin, exp.ID, 0)
 	wantCode(t, err, latchkey.EConflict, "expired")
-	rev, _ := e.create(tokens.CreateRequest{})
+	rev, _ := e.create(client.CreateRequest{})
 	e.svc.Revoke(ctx, admin, rev.ID, "")
-	_, err = e.svc.Rotate(ctx, admin, rev.ID, 0)
+	_, err = e.rotate(ctx, admin, rev.ID, 0)
 	wantCode(t, err, latchkey.EConflict, "revoked")
-	if _, err := e.svc.Rotate(ctx, admin, succ.ID, -time.Second); latchkey.ErrorCode(err) != latchkey.EInvalid {
+	if _, err := e.rotate(ctx, admin, succ.ID, -time.Second); latchkey.ErrorCode(err) != latchkey.EInvalid {
 		t.Errorf("negative grace: %v", err)
 	}
 	// The grace never outlives the token's own expiry.
-	short, _ := e.create(tokens.CreateRequest{TTL: "2h"})
-	r2, err := e.svc.Rotate(ctx, admin, short.ID, 7*24*time.Hour)
+	short, _ := e.create(client.CreateRequest{TTL: "2h"})
+	r2, err := e.rotate(ctx, admin, short.ID, 7*24*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,9 +277,9 @@ func TestRotate(t *testing.T) {
 // Rotating a parent ends its descendants with it.
 func TestRotateCutsDescendants(t *testing.T) {
 	e := newEnv(t, tokens.Policy{})
-	parent, _ := e.create(tokens.CreateRequest{TTL: "30d"})
-	kid, kidPT := e.derive(admin, parent.ID, tokens.CreateRequest{})
-	if _, err := e.svc.Rotate(ctx, admin, parent.ID, time.Hour); err != nil {
+	parent, _ := e.create(client.CreateRequest{TTL: "30d"})
+	kid, kidPT := e.derive(admin, parent.ID, client.CreateRequest{})
+	if _, err := e.rotate(ctx, admin, parent.ID, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	if got := e.get(kid.ID).ExpiresAt; !got.Equal(e.clock().Add(time.Hour)) {
@@ -293,11 +294,11 @@ func TestRotateCutsDescendants(t *testing.T) {
 // Three generations: revoke, suspend and resume cascade.
 func TestCascadeThreeLevels(t *testing.T) {
 	e := newEnv(t, tokens.Policy{})
-	root, rootPT := e.create(tokens.CreateRequest{Scopes: []string{"invoices:*"}})
-	kid, kidPT := e.derive(admin, root.ID, tokens.CreateRequest{})
+	root, rootPT := e.create(client.CreateRequest{Scopes: []string{"invoices:*"}})
+	kid, kidPT := e.derive(admin, root.ID, client.CreateRequest{})
 	self := latchkey.Actor{TokenID: kid.ID, Scopes: kid.Scopes}
-	grand, grandPT := e.derive(self, kid.ID, tokens.CreateRequest{Scopes: []string{"invoices:read"}})
-	great, greatPT := e.derive(latchkey.Actor{TokenID: grand.ID, Scopes: grand.Scopes}, grand.ID, tokens.CreateRequest{})
+	grand, grandPT := e.derive(self, kid.ID, client.CreateRequest{Scopes: []string{"invoices:read"}})
+	great, greatPT := e.derive(latchkey.Actor{TokenID: grand.ID, Scopes: grand.Scopes}, grand.ID, client.CreateRequest{})
 	if !slices.Equal(e.get(great.ID).Ancestors, []string{grand.ID, kid.ID, root.ID}) {
 		t.Fatalf("ancestors %v", e.get(great.ID).Ancestors)
 	}
@@ -389,43 +390,43 @@ func flushAudit(t *testing.T, e *env) {
 
 func TestRevocations(t *testing.T) {
 	e := newEnv(t, tokens.Policy{})
-	a1, _ := e.create(tokens.CreateRequest{Subject: "alice", Tags: []string{"ci"}})
-	a2, a2PT := e.create(tokens.CreateRequest{Subject: "alice"})
-	a2kid, a2kidPT := e.derive(admin, a2.ID, tokens.CreateRequest{})
-	_, b1PT := e.create(tokens.CreateRequest{Subject: "bob", Tags: []string{"ci"}, Prefix: "acme"})
-	b2, _ := e.create(tokens.CreateRequest{Subject: "bob"})
+	a1, _ := e.create(client.CreateRequest{Subject: "alice", Tags: []string{"ci"}})
+	a2, a2PT := e.create(client.CreateRequest{Subject: "alice"})
+	a2kid, a2kidPT := e.derive(admin, a2.ID, client.CreateRequest{})
+	_, b1PT := e.create(client.CreateRequest{Subject: "bob", Tags: []string{"ci"}, Prefix: "acme"})
+	b2, _ := e.create(client.CreateRequest{Subject: "bob"})
 	_ = a1
 
 	// A caller that cannot manage one of the matches revokes nothing.
 	weak := latchkey.Actor{TokenID: "Weak000000000000", Scopes: []string{latchkey.ScopeTokensWrite, "other:read"}}
-	_, err := revokeN(e.svc.RevokeMatching(ctx, weak, latchkey.TokenSelector{Subject: "alice"}, "", tokens.BulkOptions{}))
+	_, err := revokeN(e.svc.RevokeMatching(ctx, weak, latchkey.TokenSelector{Subject: "alice"}, "", latchkey.BulkOptions{}))
 	wantCode(t, err, latchkey.EPermissionDenied, "invoices:read")
 	if c := e.code(a2PT); c != latchkey.Valid {
 		t.Fatalf("a refused bulk revocation changed a token: %s", c)
 	}
 
-	n, err := revokeN(e.svc.RevokeMatching(ctx, admin, latchkey.TokenSelector{Subject: "alice"}, "offboarded", tokens.BulkOptions{}))
+	n, err := revokeN(e.svc.RevokeMatching(ctx, admin, latchkey.TokenSelector{Subject: "alice"}, "offboarded", latchkey.BulkOptions{}))
 	if err != nil || n != 3 {
 		t.Fatalf("by subject: %d, %v; want 3 (two tokens and a derived one)", n, err)
 	}
 	if e.code(a2kidPT) != latchkey.Revoked || e.get(a2kid.ID).RevokedReason != "offboarded" {
 		t.Error("the derived token survived its parent's bulk revocation")
 	}
-	n, _ = revokeN(e.svc.RevokeMatching(ctx, admin, latchkey.TokenSelector{Tag: "ci"}, "", tokens.BulkOptions{}))
+	n, _ = revokeN(e.svc.RevokeMatching(ctx, admin, latchkey.TokenSelector{Tag: "ci"}, "", latchkey.BulkOptions{}))
 	if n != 1 {
 		t.Errorf("by tag: %d, want 1 (a1 already revoked)", n)
 	}
 	if e.code(b1PT) != latchkey.Revoked {
 		t.Error("tag revocation missed b1")
 	}
-	n, _ = revokeN(e.svc.RevokeMatching(ctx, admin, latchkey.TokenSelector{Prefix: "acme"}, "", tokens.BulkOptions{}))
+	n, _ = revokeN(e.svc.RevokeMatching(ctx, admin, latchkey.TokenSelector{Prefix: "acme"}, "", latchkey.BulkOptions{}))
 	if n != 0 {
 		t.Errorf("by prefix again: %d, want 0", n)
 	}
-	p, _ := e.create(tokens.CreateRequest{})
-	pk1, _ := e.derive(admin, p.ID, tokens.CreateRequest{})
-	e.derive(admin, pk1.ID, tokens.CreateRequest{})
-	n, err = revokeN(e.svc.RevokeMatching(ctx, admin, latchkey.TokenSelector{Parent: p.ID}, "", tokens.BulkOptions{}))
+	p, _ := e.create(client.CreateRequest{})
+	pk1, _ := e.derive(admin, p.ID, client.CreateRequest{})
+	e.derive(admin, pk1.ID, client.CreateRequest{})
+	n, err = revokeN(e.svc.RevokeMatching(ctx, admin, latchkey.TokenSelector{Parent: p.ID}, "", latchkey.BulkOptions{}))
 	if err != nil || n != 2 {
 		t.Fatalf("by parent: %d, %v; want 2 descendants", n, err)
 	}
@@ -433,11 +434,11 @@ func TestRevocations(t *testing.T) {
 		t.Error("revoking by parent revoked the parent")
 	}
 	for _, sel := range []latchkey.TokenSelector{{}, {Subject: "x", Tag: "y"}, {Tag: "bad tag"}, {Prefix: "BAD"}, {Parent: "short"}} {
-		if _, err := revokeN(e.svc.RevokeMatching(ctx, admin, sel, "", tokens.BulkOptions{})); latchkey.ErrorCode(err) != latchkey.EInvalid {
+		if _, err := revokeN(e.svc.RevokeMatching(ctx, admin, sel, "", latchkey.BulkOptions{})); latchkey.ErrorCode(err) != latchkey.EInvalid {
 			t.Errorf("selector %+v: %v, want %s", sel, err, latchkey.EInvalid)
 		}
 	}
-	if _, err := revokeN(e.svc.RevokeMatching(ctx, admin, latchkey.TokenSelector{Parent: "0000000000000000"}, "", tokens.BulkOptions{})); latchkey.ErrorCode(err) != latchkey.ENotFound {
+	if _, err := revokeN(e.svc.RevokeMatching(ctx, admin, latchkey.TokenSelector{Parent: "0000000000000000"}, "", latchkey.BulkOptions{})); latchkey.ErrorCode(err) != latchkey.ENotFound {
 		t.Errorf("unknown parent: %v", err)
 	}
 	_ = b2
@@ -448,32 +449,32 @@ func TestRevocations(t *testing.T) {
 func TestDeriveAttenuation(t *testing.T) {
 	e := newEnv(t, tokens.Policy{})
 	nb := e.clock().Add(time.Minute)
-	parent, _ := e.create(tokens.CreateRequest{Scopes: []string{"billing.*:read", "invoices:read"}, TTL: "10d", NotBefore: &nb,
+	parent, _ := e.create(client.CreateRequest{Scopes: []string{"billing.*:read", "invoices:read"}, TTL: "10d", NotBefore: &nb,
 		IdleTimeout: "1h", AllowedCIDRs: []string{"10.0.0.0/8"}, AllowedMethods: []string{"GET", "HEAD"},
-		AllowedPaths: []string{"/v1/projects/*/files/**"}, RateLimit: &tokens.RateRequest{Limit: 10, Window: "1m"}, MaxUses: 50})
+		AllowedPaths: []string{"/v1/projects/*/files/**"}, RateLimit: &client.RateRequest{Limit: 10, Window: "1m"}, MaxUses: 50})
 	later := parent.ExpiresAt.Add(time.Second)
 	earlier := nb.Add(-time.Second)
 	broader := []struct {
 		name string
-		req  tokens.CreateRequest
+		req  client.CreateRequest
 		want string
 	}{
-		{"scope", tokens.CreateRequest{Scopes: []string{"invoices:write"}}, `scope "invoices:write"`},
-		{"scope wildcard", tokens.CreateRequest{Scopes: []string{"billing.*:*"}}, "scope"},
-		{"ttl", tokens.CreateRequest{TTL: "11d"}, "after the parent"},
-		{"expires_at", tokens.CreateRequest{ExpiresAt: &later}, "after the parent"},
-		{"not_before", tokens.CreateRequest{NotBefore: &earlier}, "not_before"},
-		{"idle", tokens.CreateRequest{IdleTimeout: "2h"}, "idle_timeout"},
-		{"cidr", tokens.CreateRequest{AllowedCIDRs: []string{"11.0.0.0/8"}}, "allowed_cidrs"},
-		{"cidr wider", tokens.CreateRequest{AllowedCIDRs: []string{"0.0.0.0/0"}}, "allowed_cidrs"},
-		{"method", tokens.CreateRequest{AllowedMethods: []string{"POST"}}, "allowed_methods"},
-		{"path", tokens.CreateRequest{AllowedPaths: []string{"/v1/**"}}, "allowed_paths"},
-		{"path sibling", tokens.CreateRequest{AllowedPaths: []string{"/v1/users/*"}}, "allowed_paths"},
-		{"rate limit", tokens.CreateRequest{RateLimit: &tokens.RateRequest{Limit: 11, Window: "1m"}}, "rate_limit"},
-		{"rate faster", tokens.CreateRequest{RateLimit: &tokens.RateRequest{Limit: 10, Window: "30s"}}, "rate_limit"},
-		{"max uses", tokens.CreateRequest{MaxUses: 51}, "max_uses"},
-		{"prefix", tokens.CreateRequest{Prefix: "other"}, "prefix"},
-		{"subject", tokens.CreateRequest{Subject: "someone-else"}, "subject"},
+		{"scope", client.CreateRequest{Scopes: []string{"invoices:write"}}, `scope "invoices:write"`},
+		{"scope wildcard", client.CreateRequest{Scopes: []string{"billing.*:*"}}, "scope"},
+		{"ttl", client.CreateRequest{TTL: "11d"}, "after the parent"},
+		{"expires_at", client.CreateRequest{ExpiresAt: &later}, "after the parent"},
+		{"not_before", client.CreateRequest{NotBefore: &earlier}, "not_before"},
+		{"idle", client.CreateRequest{IdleTimeout: "2h"}, "idle_timeout"},
+		{"cidr", client.CreateRequest{AllowedCIDRs: []string{"11.0.0.0/8"}}, "allowed_cidrs"},
+		{"cidr wider", client.CreateRequest{AllowedCIDRs: []string{"0.0.0.0/0"}}, "allowed_cidrs"},
+		{"method", client.CreateRequest{AllowedMethods: []string{"POST"}}, "allowed_methods"},
+		{"path", client.CreateRequest{AllowedPaths: []string{"/v1/**"}}, "allowed_paths"},
+		{"path sibling", client.CreateRequest{AllowedPaths: []string{"/v1/users/*"}}, "allowed_paths"},
+		{"rate limit", client.CreateRequest{RateLimit: &client.RateRequest{Limit: 11, Window: "1m"}}, "rate_limit"},
+		{"rate faster", client.CreateRequest{RateLimit: &client.RateRequest{Limit: 10, Window: "30s"}}, "rate_limit"},
+		{"max uses", client.CreateRequest{MaxUses: 51}, "max_uses"},
+		{"prefix", client.CreateRequest{Prefix: "other"}, "prefix"},
+		{"subject", client.CreateRequest{Subject: "someone-else"}, "subject"},
 	}
 	for _, b := range broader {
 		_, _, err := e.svc.Derive(ctx, admin, parent.ID, b.req)
@@ -483,14 +484,14 @@ func TestDeriveAttenuation(t *testing.T) {
 	}
 	// Narrower in every dimension is fine.
 	soon := parent.ExpiresAt.Add(-time.Hour)
-	kid, _ := e.derive(admin, parent.ID, tokens.CreateRequest{Scopes: []string{"billing.eu:read"}, ExpiresAt: &soon, IdleTimeout: "30m",
+	kid, _ := e.derive(admin, parent.ID, client.CreateRequest{Scopes: []string{"billing.eu:read"}, ExpiresAt: &soon, IdleTimeout: "30m",
 		AllowedCIDRs: []string{"10.1.0.0/16"}, AllowedMethods: []string{"GET"}, AllowedPaths: []string{"/v1/projects/42/files/**"},
-		RateLimit: &tokens.RateRequest{Limit: 5, Window: "1m"}, MaxUses: 10})
+		RateLimit: &client.RateRequest{Limit: 5, Window: "1m"}, MaxUses: 10})
 	if kid.MaxUses != 10 || kid.RateLimit.Limit != 5 || kid.ParentID != parent.ID {
 		t.Errorf("narrower child: %+v", kid)
 	}
 	// Unset dimensions are inherited.
-	inh, _ := e.derive(admin, parent.ID, tokens.CreateRequest{})
+	inh, _ := e.derive(admin, parent.ID, client.CreateRequest{})
 	if !slices.Equal(inh.Scopes, parent.Scopes) || !inh.ExpiresAt.Equal(parent.ExpiresAt) || !inh.NotBefore.Equal(parent.NotBefore) ||
 		inh.IdleTimeout != parent.IdleTimeout || !slices.Equal(inh.AllowedCIDRs, parent.AllowedCIDRs) ||
 		!slices.Equal(inh.AllowedMethods, parent.AllowedMethods) || !slices.Equal(inh.AllowedPaths, parent.AllowedPaths) ||
@@ -499,25 +500,25 @@ func TestDeriveAttenuation(t *testing.T) {
 	}
 	// Who may derive: the token itself, or a tokens:write holder covering it.
 	reader := latchkey.Actor{TokenID: "Reader0000000000", Scopes: []string{latchkey.ScopeTokensRead, "billing.*:read", "invoices:read"}}
-	_, _, err := e.svc.Derive(ctx, reader, parent.ID, tokens.CreateRequest{})
+	_, _, err := e.svc.Derive(ctx, reader, parent.ID, client.CreateRequest{})
 	wantCode(t, err, latchkey.EPermissionDenied, "tokens:write")
 	narrowAdmin := latchkey.Actor{TokenID: "Narrow0000000000", Scopes: []string{latchkey.ScopeTokensWrite, "invoices:read"}}
-	_, _, err = e.svc.Derive(ctx, narrowAdmin, parent.ID, tokens.CreateRequest{})
+	_, _, err = e.svc.Derive(ctx, narrowAdmin, parent.ID, client.CreateRequest{})
 	wantCode(t, err, latchkey.EPermissionDenied, "billing.*:read")
-	if _, _, err := e.svc.Derive(ctx, latchkey.Actor{TokenID: parent.ID, Scopes: parent.Scopes}, parent.ID, tokens.CreateRequest{}); err != nil {
+	if _, _, err := e.svc.Derive(ctx, latchkey.Actor{TokenID: parent.ID, Scopes: parent.Scopes}, parent.ID, client.CreateRequest{}); err != nil {
 		t.Errorf("self-derive: %v", err)
 	}
 	// Not from a suspended, revoked or rotated parent.
 	e.svc.Suspend(ctx, admin, parent.ID, "")
-	_, _, err = e.svc.Derive(ctx, admin, parent.ID, tokens.CreateRequest{})
+	_, _, err = e.svc.Derive(ctx, admin, parent.ID, client.CreateRequest{})
 	wantCode(t, err, latchkey.EConflict, "suspended")
 }
 
 func TestUpdate(t *testing.T) {
 	e := newEnv(t, tokens.Policy{})
-	tok, pt := e.create(tokens.CreateRequest{Name: "a", Scopes: []string{"invoices:*", "billing:read"}})
+	tok, pt := e.create(client.CreateRequest{Name: "a", Scopes: []string{"invoices:*", "billing:read"}})
 	name, tags := "renamed", []string{"x", "y"}
-	got, err := e.svc.Update(ctx, admin, tok.ID, tokens.UpdateRequest{Name: &name, Tags: &tags, Meta: json.RawMessage(`{"team":"core"}`)})
+	got, err := e.svc.Update(ctx, admin, tok.ID, client.UpdateRequest{Name: &name, Tags: &tags, Meta: json.RawMessage(`{"team":"core"}`)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -525,36 +526,36 @@ func TestUpdate(t *testing.T) {
 		t.Errorf("after update: %+v", got)
 	}
 	narrow := []string{"invoices:read"}
-	if _, err := e.svc.Update(ctx, admin, tok.ID, tokens.UpdateRequest{Scopes: &narrow}); err != nil {
+	if _, err := e.svc.Update(ctx, admin, tok.ID, client.UpdateRequest{Scopes: &narrow}); err != nil {
 		t.Fatal(err)
 	}
 	if c := e.code(pt, "billing:read"); c != latchkey.InsufficientScope {
 		t.Errorf("a narrowed-away scope still verifies: %s", c)
 	}
 	wide := []string{"invoices:*"}
-	_, err = e.svc.Update(ctx, admin, tok.ID, tokens.UpdateRequest{Scopes: &wide})
+	_, err = e.svc.Update(ctx, admin, tok.ID, client.UpdateRequest{Scopes: &wide})
 	wantCode(t, err, latchkey.EPermissionDenied, "only be narrowed")
 	if s := e.get(tok.ID).Scopes; !slices.Equal(s, narrow) {
 		t.Errorf("a refused widening changed scopes to %v", s)
 	}
 	// Narrowing below what a derived token holds is refused.
-	p, _ := e.create(tokens.CreateRequest{Scopes: []string{"a:read", "b:read"}})
-	e.derive(admin, p.ID, tokens.CreateRequest{Scopes: []string{"b:read"}})
+	p, _ := e.create(client.CreateRequest{Scopes: []string{"a:read", "b:read"}})
+	e.derive(admin, p.ID, client.CreateRequest{Scopes: []string{"b:read"}})
 	only := []string{"a:read"}
-	_, err = e.svc.Update(ctx, admin, p.ID, tokens.UpdateRequest{Scopes: &only})
+	_, err = e.svc.Update(ctx, admin, p.ID, client.UpdateRequest{Scopes: &only})
 	wantCode(t, err, latchkey.EConflict, "derived token")
-	_, err = e.svc.Update(ctx, admin, p.ID, tokens.UpdateRequest{})
+	_, err = e.svc.Update(ctx, admin, p.ID, client.UpdateRequest{})
 	wantCode(t, err, latchkey.EInvalid, "nothing to change")
 	e.svc.Revoke(ctx, admin, p.ID, "")
-	_, err = e.svc.Update(ctx, admin, p.ID, tokens.UpdateRequest{Name: &name})
+	_, err = e.svc.Update(ctx, admin, p.ID, client.UpdateRequest{Name: &name})
 	wantCode(t, err, latchkey.EConflict, "revoked")
 }
 
 func TestRotationDueList(t *testing.T) {
 	e := newEnv(t, tokens.Policy{RotationAge: 90 * 24 * time.Hour})
-	old, _ := e.create(tokens.CreateRequest{})
+	old, _ := e.create(client.CreateRequest{})
 	e.advance(91 * 24 * time.Hour)
-	e.create(tokens.CreateRequest{})
+	e.create(client.CreateRequest{})
 	page, err := e.svc.List(ctx, latchkey.TokenFilter{RotationDue: true})
 	if err != nil {
 		t.Fatal(err)
@@ -562,7 +563,7 @@ func TestRotationDueList(t *testing.T) {
 	if len(page.Tokens) != 1 || page.Tokens[0].ID != old.ID {
 		t.Fatalf("rotation due: %d tokens", len(page.Tokens))
 	}
-	if _, err := e.svc.Rotate(ctx, admin, old.ID, 0); err != nil {
+	if _, err := e.rotate(ctx, admin, old.ID, 0); err != nil {
 		t.Fatal(err)
 	}
 	if page, _ := e.svc.List(ctx, latchkey.TokenFilter{RotationDue: true}); len(page.Tokens) != 0 {
@@ -577,20 +578,32 @@ func TestRotationDueList(t *testing.T) {
 // verifier holds in memory counts; a token that has idled out is refused.
 func TestIdleTokensAndLifecycle(t *testing.T) {
 	e := newEnv(t, tokens.Policy{})
-	used, usedPT := e.create(tokens.CreateRequest{IdleTimeout: "1h"})
-	idle, _ := e.create(tokens.CreateRequest{IdleTimeout: "1h"})
+	used, usedPT := e.create(client.CreateRequest{IdleTimeout: "1h"})
+	idle, _ := e.create(client.CreateRequest{IdleTimeout: "1h"})
 	e.advance(50 * time.Minute)
 	if c := e.code(usedPT); c != latchkey.Valid {
 		t.Fatal(c)
 	}
 	e.advance(50 * time.Minute) // 100m: idle since creation, or used 50m ago
-	if _, err := e.svc.Rotate(ctx, admin, used.ID, 0); err != nil {
+	if _, err := e.rotate(ctx, admin, used.ID, 0); err != nil {
 		t.Errorf("rotating a token used 50m ago (not yet written behind): %v", err)
 	}
-	_, err := e.svc.Rotate(ctx, admin, idle.ID, 0)
+	_, err := e.rotate(ctx, admin, idle.ID, 0)
 	wantCode(t, err, latchkey.EConflict, "unused")
-	_, _, err = e.svc.Derive(ctx, admin, idle.ID, tokens.CreateRequest{})
+	_, _, err = e.svc.Derive(ctx, admin, idle.ID, client.CreateRequest{})
 	wantCode(t, err, latchkey.EConflict, "unused")
 }
 
-func revokeN(r tokens.BulkResult, err error) (int, error) { return r.Revoked, err }
+func revokeN(r client.RevocationResult, err error) (int, error) { return r.Revoked, err }
+
+// rotated is what one rotation returned.
+type rotated struct {
+	Successor *latchkey.Token
+	Plaintext secret.Plaintext
+	Old       *latchkey.Token
+}
+
+func (e *env) rotate(ctx context.Context, a latchkey.Actor, id string, grace time.Duration) (rotated, error) {
+	succ, pt, old, err := e.svc.Rotate(ctx, a, id, grace)
+	return rotated{succ, pt, old}, err
+}

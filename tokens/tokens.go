@@ -20,6 +20,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/client"
 	"github.com/latchkeyhq/latchkey/secret"
 )
 
@@ -86,37 +87,8 @@ func (p Policy) Validate() error {
 	return nil
 }
 
-// CreateRequest is the body of POST /v1/tokens (DESIGN.md §8), and of
-// POST /v1/tokens/{id}/derive, where unset fields are inherited from the
-// parent.
-type CreateRequest struct {
-	Name      string          `json:"name"`
-	Subject   string          `json:"subject"`
-	Scopes    []string        `json:"scopes"`
-	TTL       string          `json:"ttl,omitempty"`
-	ExpiresAt *time.Time      `json:"expires_at,omitempty"`
-	NotBefore *time.Time      `json:"not_before,omitempty"`
-	Tags      []string        `json:"tags,omitempty"`
-	Meta      json.RawMessage `json:"meta,omitempty"`
-	Prefix    string          `json:"prefix,omitempty"`
-
-	IdleTimeout    string       `json:"idle_timeout,omitempty"`
-	AllowedCIDRs   []string     `json:"allowed_cidrs,omitempty"`
-	AllowedMethods []string     `json:"allowed_methods,omitempty"`
-	AllowedPaths   []string     `json:"allowed_paths,omitempty"`
-	RateLimit      *RateRequest `json:"rate_limit,omitempty"`
-	MaxUses        int64        `json:"max_uses,omitempty"`
-}
-
-// RateRequest is a rate limit as written in a request: {"limit": 100,
-// "window": "1m"}.
-type RateRequest struct {
-	Limit  int64  `json:"limit"`
-	Window string `json:"window"`
-}
-
 // constraints parses and normalises the constraint fields of req.
-func (req *CreateRequest) constraints() (latchkey.Constraints, error) {
+func requestConstraints(req *client.CreateRequest) (latchkey.Constraints, error) {
 	var c latchkey.Constraints
 	if req.IdleTimeout != "" {
 		d, err := latchkey.ParseDuration(req.IdleTimeout)
@@ -188,7 +160,7 @@ func CanGrant(granted []string, scope string) bool {
 // which it also spends from), and is revoked, suspended and idled with
 // it. Otherwise a writer with a 1 h TTL, a network allowlist and a budget
 // could mint a peer with none of them that outlives its own revocation.
-func (s *Service) Create(ctx context.Context, a latchkey.Actor, req CreateRequest) (*latchkey.Token, secret.Plaintext, error) {
+func (s *Service) Create(ctx context.Context, a latchkey.Actor, req client.CreateRequest) (*latchkey.Token, secret.Plaintext, error) {
 	if a.TokenID != "" && !latchkey.ScopesCover(a.Scopes, latchkey.AdminScope) {
 		return s.derive(ctx, a, a.TokenID, req, false, true) // scopes judged against the creator's, as a parent's
 	}
@@ -214,12 +186,12 @@ func (s *Service) Create(ctx context.Context, a latchkey.Actor, req CreateReques
 }
 
 // validate checks every field of a new token and applies the policy.
-func (s *Service) validate(a latchkey.Actor, req CreateRequest, now time.Time) (*latchkey.Token, error) {
+func (s *Service) validate(a latchkey.Actor, req client.CreateRequest, now time.Time) (*latchkey.Token, error) {
 	t, err := s.fields(a, req, now)
 	if err != nil {
 		return nil, err
 	}
-	if t.Constraints, err = req.constraints(); err != nil {
+	if t.Constraints, err = requestConstraints(&req); err != nil {
 		return nil, err
 	}
 	if t.ExpiresAt, t.NotBefore, err = s.times(req, now); err != nil {
@@ -230,7 +202,7 @@ func (s *Service) validate(a latchkey.Actor, req CreateRequest, now time.Time) (
 
 // fields checks the descriptive fields and grants of a request (not its
 // times or constraints).
-func (s *Service) fields(a latchkey.Actor, req CreateRequest, now time.Time) (*latchkey.Token, error) {
+func (s *Service) fields(a latchkey.Actor, req client.CreateRequest, now time.Time) (*latchkey.Token, error) {
 	if len(req.Name) > MaxNameLen {
 		return nil, latchkey.Errorf(latchkey.EInvalid, "name is longer than %d bytes", MaxNameLen)
 	}
@@ -301,7 +273,7 @@ func (s *Service) fields(a latchkey.Actor, req CreateRequest, now time.Time) (*l
 // times reads the requested expiry and not-before and applies the policy:
 // the default TTL when none is given, the expiry requirement, and the
 // maximum lifetime.
-func (s *Service) times(req CreateRequest, now time.Time) (expires, notBefore time.Time, err error) {
+func (s *Service) times(req client.CreateRequest, now time.Time) (expires, notBefore time.Time, err error) {
 	expires, notBefore, err = requestedTimes(req, now)
 	if err != nil {
 		return
@@ -328,7 +300,7 @@ func (s *Service) times(req CreateRequest, now time.Time) (expires, notBefore ti
 }
 
 // requestedTimes parses ttl, expires_at and not_before as given.
-func requestedTimes(req CreateRequest, now time.Time) (expires, notBefore time.Time, err error) {
+func requestedTimes(req client.CreateRequest, now time.Time) (expires, notBefore time.Time, err error) {
 	switch {
 	case req.TTL != "" && req.ExpiresAt != nil:
 		return expires, notBefore, latchkey.Errorf(latchkey.EInvalid, "give ttl or expires_at, not both")

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/client"
 	"github.com/latchkeyhq/latchkey/secret"
 	"github.com/latchkeyhq/latchkey/sqlite"
 	"github.com/latchkeyhq/latchkey/tokens"
@@ -58,7 +59,7 @@ var admin = latchkey.Actor{TokenID: "Admin00000000000", Scopes: []string{latchke
 // max_uses is exact under 100 concurrent verifiers on the real store.
 func TestMaxUsesExactUnderConcurrency(t *testing.T) {
 	s := newStack(t)
-	_, pt, err := s.svc.Create(context.Background(), admin, tokens.CreateRequest{Scopes: []string{"a:read"}, MaxUses: 40})
+	_, pt, err := s.svc.Create(context.Background(), admin, client.CreateRequest{Scopes: []string{"a:read"}, MaxUses: 40})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,14 +102,14 @@ func TestMaxUsesExactUnderConcurrency(t *testing.T) {
 func TestChildrenShareParentLimits(t *testing.T) {
 	s := newStack(t)
 	ctx := context.Background()
-	parent, _, err := s.svc.Create(ctx, admin, tokens.CreateRequest{Scopes: []string{"a:read"}, MaxUses: 5,
-		RateLimit: &tokens.RateRequest{Limit: 100, Window: "1s"}})
+	parent, _, err := s.svc.Create(ctx, admin, client.CreateRequest{Scopes: []string{"a:read"}, MaxUses: 5,
+		RateLimit: &client.RateRequest{Limit: 100, Window: "1s"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var kids []string
 	for range 3 {
-		_, pt, err := s.svc.Derive(ctx, admin, parent.ID, tokens.CreateRequest{})
+		_, pt, err := s.svc.Derive(ctx, admin, parent.ID, client.CreateRequest{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -155,8 +156,8 @@ func TestDerivedNeverExceedsParent(t *testing.T) {
 		}
 		return out
 	}
-	randomRequest := func(narrow bool) tokens.CreateRequest {
-		var r tokens.CreateRequest
+	randomRequest := func(narrow bool) client.CreateRequest {
+		var r client.CreateRequest
 		p := 0.35
 		if narrow {
 			p = 0.2
@@ -172,7 +173,7 @@ func TestDerivedNeverExceedsParent(t *testing.T) {
 			r.AllowedPaths = pick(paths, p)
 		}
 		if rng.IntN(3) == 0 {
-			r.RateLimit = &tokens.RateRequest{Limit: int64(1 + rng.IntN(5)), Window: []string{"1s", "10s", "1m"}[rng.IntN(3)]}
+			r.RateLimit = &client.RateRequest{Limit: int64(1 + rng.IntN(5)), Window: []string{"1s", "10s", "1m"}[rng.IntN(3)]}
 		}
 		if rng.IntN(3) == 0 {
 			r.MaxUses = int64(1 + rng.IntN(8))
@@ -267,12 +268,12 @@ func TestDerivedNeverExceedsParent(t *testing.T) {
 func TestAncestorIdle(t *testing.T) {
 	s := newStack(t)
 	ctx := context.Background()
-	parent, _, err := s.svc.Create(ctx, admin, tokens.CreateRequest{Scopes: []string{"a:read"}, IdleTimeout: "1h"})
+	parent, _, err := s.svc.Create(ctx, admin, client.CreateRequest{Scopes: []string{"a:read"}, IdleTimeout: "1h"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	nb := s.clock().Add(50 * time.Minute)
-	child, pt, err := s.svc.Derive(ctx, admin, parent.ID, tokens.CreateRequest{NotBefore: &nb})
+	child, pt, err := s.svc.Derive(ctx, admin, parent.ID, client.CreateRequest{NotBefore: &nb})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -288,7 +289,7 @@ func TestAncestorIdle(t *testing.T) {
 	// Another child, never used, with a late not_before: its own clock is
 	// fresh, its parent's is not.
 	nb2 := s.clock().Add(30 * time.Minute)
-	_, pt2, err := s.svc.Derive(ctx, admin, parent.ID, tokens.CreateRequest{NotBefore: &nb2})
+	_, pt2, err := s.svc.Derive(ctx, admin, parent.ID, client.CreateRequest{NotBefore: &nb2})
 	if err != nil {
 		t.Fatal(err)
 	}

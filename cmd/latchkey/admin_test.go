@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/latchkeyhq/latchkey"
-	"github.com/latchkeyhq/latchkey/tokens"
+	"github.com/latchkeyhq/latchkey/client"
 )
 
 // fakeTTY is an input that says it is a terminal, with an answer.
@@ -24,7 +24,7 @@ func TestBulkRevokeSparesSelfAndRecoverRoot(t *testing.T) {
 	u, root := ts.url, ts.root
 	c := ts.client(root)
 	for i := range 3 {
-		if _, err := c.CreateToken(ctx, tokens.CreateRequest{Subject: "svc", Scopes: []string{"x:y"}, Tags: []string{"t" + string(rune('a'+i))}}); err != nil {
+		if _, err := c.CreateToken(ctx, client.CreateRequest{Subject: "svc", Scopes: []string{"x:y"}, Tags: []string{"t" + string(rune('a'+i))}}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -18,8 +18,7 @@ import (
 	"time"
 
 	"github.com/latchkeyhq/latchkey"
-	"github.com/latchkeyhq/latchkey/httpapi"
-	"github.com/latchkeyhq/latchkey/tokens"
+	"github.com/latchkeyhq/latchkey/client"
 )
 
 // verifyScopes issues a token holding a:b and verifies it once per
@@ -27,12 +26,12 @@ import (
 func verifyScopes(t *testing.T, ts *testServer, scopes ...string) {
 	t.Helper()
 	c := ts.client(ts.root)
-	tok, err := c.CreateToken(ctx, tokens.CreateRequest{Scopes: []string{"a:b"}})
+	tok, err := c.CreateToken(ctx, client.CreateRequest{Scopes: []string{"a:b"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, sc := range scopes {
-		if _, err := c.Verify(ctx, httpapi.VerifyRequest{Token: tok.Plaintext, Scopes: []string{sc}}); err != nil {
+		if _, err := c.Verify(ctx, client.VerifyRequest{Token: tok.Plaintext, Scopes: []string{sc}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -87,7 +86,7 @@ func TestCLIAuditExport(t *testing.T) {
 	ts := startServer(t, t.TempDir())
 	c := ts.client(ts.root)
 	for range 5 {
-		c.Verify(ctx, httpapi.VerifyRequest{Token: "lk_nope"})
+		c.Verify(ctx, client.VerifyRequest{Token: "lk_nope"})
 	}
 	out := filepath.Join(t.TempDir(), "audit.jsonl")
 	code, _, errs := cli(t, ts.url, ts.root, "audit", "export", "--since", "1h", "-o", out)
@@ -148,9 +147,9 @@ func TestAuditStream(t *testing.T) {
 		})
 	}()
 	for range 3 {
-		c.Verify(ctx, httpapi.VerifyRequest{Token: "lk_forged"})
+		c.Verify(ctx, client.VerifyRequest{Token: "lk_forged"})
 	}
-	c.Verify(ctx, httpapi.VerifyRequest{Token: ts.root})
+	c.Verify(ctx, client.VerifyRequest{Token: ts.root})
 	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(got) >= 3 })
 	cancel()
 	<-done
@@ -208,7 +207,7 @@ func TestCLIAuditTailFollow(t *testing.T) {
 		done <- run(tctx, []string{"audit", "tail", "-f", "-n", "1"}, nil, &out, io.Discard, env)
 	}()
 	waitFor(t, func() bool { return strings.Contains(out.String(), "TIME") })
-	ts.client(ts.root).Verify(ctx, httpapi.VerifyRequest{Token: "lk_followme"})
+	ts.client(ts.root).Verify(ctx, client.VerifyRequest{Token: "lk_followme"})
 	waitFor(t, func() bool { return strings.Contains(out.String(), "MALFORMED") })
 	cancel()
 	if code := <-done; code != 0 {
@@ -229,9 +228,9 @@ func TestAuditRetention(t *testing.T) {
 	}
 	defer d.Shutdown(ctx)
 	u, root := "http://"+d.addr, readRoot(t, dir)
-	c := &httpapi.Client{BaseURL: u, Token: root}
+	c := &client.Client{BaseURL: u, Token: root}
 	for range 5 {
-		c.Verify(ctx, httpapi.VerifyRequest{Token: "lk_old"})
+		c.Verify(ctx, client.VerifyRequest{Token: "lk_old"})
 	}
 	d.pipe.Flush(ctx)
 	waitFor(t, func() bool {

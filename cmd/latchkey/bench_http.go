@@ -12,10 +12,9 @@ import (
 	"strings"
 
 	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/client"
 	"github.com/latchkeyhq/latchkey/gateway"
-	"github.com/latchkeyhq/latchkey/httpapi"
 	"github.com/latchkeyhq/latchkey/internal/loadgen"
-	"github.com/latchkeyhq/latchkey/tokens"
 )
 
 // bareVerify is the verify-http baseline: it reads the same JSON body
@@ -26,7 +25,7 @@ func bareVerify(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, `{"error":"unauthenticated"}`, http.StatusUnauthorized)
 		return
 	}
-	var req httpapi.VerifyRequest
+	var req client.VerifyRequest
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil || req.Token == "" {
@@ -38,7 +37,7 @@ func bareVerify(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
-	enc.Encode(httpapi.VerifyResponse{Valid: true, Code: latchkey.Valid, TokenID: req.Token[3:19], Scopes: req.Scopes, Meta: json.RawMessage(`{}`)})
+	enc.Encode(client.VerifyResponse{Valid: true, Code: latchkey.Valid, TokenID: req.Token[3:19], Scopes: req.Scopes, Meta: json.RawMessage(`{}`)})
 }
 
 // verifyCall posts one verification as a backend would: its own verifier
@@ -68,12 +67,12 @@ func (e *benchEnv) verifyServer(cfg serveConfig) (url, caller, tok string, err e
 		return "", "", "", err
 	}
 	url = "http://" + d.addr
-	c := &httpapi.Client{BaseURL: url, Token: root}
-	v, err := c.CreateToken(e.ctx, tokens.CreateRequest{Name: "bench-verifier", Scopes: []string{latchkey.ScopeVerify}})
+	c := &client.Client{BaseURL: url, Token: root}
+	v, err := c.CreateToken(e.ctx, client.CreateRequest{Name: "bench-verifier", Scopes: []string{latchkey.ScopeVerify}})
 	if err != nil {
 		return "", "", "", err
 	}
-	t, err := c.CreateToken(e.ctx, tokens.CreateRequest{Name: "bench", Scopes: []string{"a:b"}})
+	t, err := c.CreateToken(e.ctx, client.CreateRequest{Name: "bench", Scopes: []string{"a:b"}})
 	if err != nil {
 		return "", "", "", err
 	}
@@ -139,7 +138,7 @@ func (e *benchEnv) benchGateway() ([]benchResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	t, err := (&httpapi.Client{BaseURL: "http://" + d.addr, Token: root}).CreateToken(e.ctx, tokens.CreateRequest{Scopes: []string{"a:b"}})
+	t, err := (&client.Client{BaseURL: "http://" + d.addr, Token: root}).CreateToken(e.ctx, client.CreateRequest{Scopes: []string{"a:b"}})
 	if err != nil {
 		return nil, err
 	}
@@ -219,7 +218,7 @@ func (e *benchEnv) benchForwardAuth() ([]benchResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	t, err := (&httpapi.Client{BaseURL: "http://" + d.addr, Token: root}).CreateToken(e.ctx, tokens.CreateRequest{Scopes: []string{"a:b"}})
+	t, err := (&client.Client{BaseURL: "http://" + d.addr, Token: root}).CreateToken(e.ctx, client.CreateRequest{Scopes: []string{"a:b"}})
 	if err != nil {
 		return nil, err
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/audit"
+	"github.com/latchkeyhq/latchkey/client"
 	"github.com/latchkeyhq/latchkey/detect"
 	"github.com/latchkeyhq/latchkey/httpapi"
 	"github.com/latchkeyhq/latchkey/internal/loadgen"
@@ -70,11 +71,11 @@ func (e *benchEnv) apiServer(withAudit bool) (url, caller, tok string, err error
 	if url, err = e.listen(api.Handler()); err != nil {
 		return "", "", "", err
 	}
-	_, vp, err := svc.Create(e.ctx, benchAdmin, tokens.CreateRequest{Name: "bench-verifier", Scopes: []string{latchkey.ScopeVerify}})
+	_, vp, err := svc.Create(e.ctx, benchAdmin, client.CreateRequest{Name: "bench-verifier", Scopes: []string{latchkey.ScopeVerify}})
 	if err != nil {
 		return "", "", "", err
 	}
-	_, tp, err := svc.Create(e.ctx, benchAdmin, tokens.CreateRequest{Name: "bench", Scopes: []string{"a:b"}})
+	_, tp, err := svc.Create(e.ctx, benchAdmin, client.CreateRequest{Name: "bench", Scopes: []string{"a:b"}})
 	if err != nil {
 		return "", "", "", err
 	}
@@ -107,9 +108,9 @@ func (e *benchEnv) benchIssue() ([]benchResult, error) {
 			return nil, err
 		}
 		hc := loadgen.Client(e.conc)
-		c := &httpapi.Client{BaseURL: "http://" + d.addr, Token: root, HTTP: hc}
+		c := &client.Client{BaseURL: "http://" + d.addr, Token: root, HTTP: hc}
 		create := func(w, i int) bool {
-			_, err := c.CreateToken(e.ctx, tokens.CreateRequest{Name: "bench", Subject: "svc", Scopes: []string{"a:b"}})
+			_, err := c.CreateToken(e.ctx, client.CreateRequest{Name: "bench", Subject: "svc", Scopes: []string{"a:b"}})
 			return err == nil
 		}
 		if !create(0, 0) {
@@ -155,7 +156,7 @@ func (e *benchEnv) benchColdVerify() ([]benchResult, error) {
 		for w := range e.conc {
 			wg.Go(func() {
 				for j := w; j < 2*n; j += e.conc {
-					t, pt, err := d.svc.Create(e.ctx, benchAdmin, tokens.CreateRequest{Name: "cold", Subject: "svc", Scopes: []string{"a:b"}})
+					t, pt, err := d.svc.Create(e.ctx, benchAdmin, client.CreateRequest{Name: "cold", Subject: "svc", Scopes: []string{"a:b"}})
 					if err != nil {
 						mu.Lock()
 						firstErr = err
@@ -275,14 +276,14 @@ func (e *benchEnv) propagation(dsn string, n int) (afterCommit, fromRequest []ti
 			root = strings.TrimSpace(string(r))
 		}
 	}
-	a := &httpapi.Client{BaseURL: "http://" + addrs[0], Token: root}
-	c := &httpapi.Client{BaseURL: "http://" + addrs[2], Token: root}
+	a := &client.Client{BaseURL: "http://" + addrs[0], Token: root}
+	c := &client.Client{BaseURL: "http://" + addrs[2], Token: root}
 	for range n {
-		tok, err := a.CreateToken(e.ctx, tokens.CreateRequest{})
+		tok, err := a.CreateToken(e.ctx, client.CreateRequest{})
 		if err != nil {
 			return nil, nil, err
 		}
-		if v, err := c.Verify(e.ctx, httpapi.VerifyRequest{Token: tok.Plaintext}); err != nil || !v.Valid {
+		if v, err := c.Verify(e.ctx, client.VerifyRequest{Token: tok.Plaintext}); err != nil || !v.Valid {
 			return nil, nil, fmt.Errorf("node C: %+v %v", v, err)
 		}
 		start := time.Now()
@@ -291,7 +292,7 @@ func (e *benchEnv) propagation(dsn string, n int) (afterCommit, fromRequest []ti
 		}
 		committed := time.Now()
 		for {
-			v, err := c.Verify(e.ctx, httpapi.VerifyRequest{Token: tok.Plaintext})
+			v, err := c.Verify(e.ctx, client.VerifyRequest{Token: tok.Plaintext})
 			if err == nil && v.Code == latchkey.Revoked {
 				break
 			}

@@ -22,14 +22,13 @@ import (
 
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/audit"
-	"github.com/latchkeyhq/latchkey/httpapi"
-	"github.com/latchkeyhq/latchkey/tokens"
+	"github.com/latchkeyhq/latchkey/client"
 )
 
 // newClient builds the API client from the environment: LATCHKEY_ADDR,
 // then LATCHKEY_TOKEN, falling back to the root-token file when the server
 // is on this machine.
-func newClient(getenv env) (*httpapi.Client, error) {
+func newClient(getenv env) (*client.Client, error) {
 	addr := envOr(getenv, "LATCHKEY_ADDR", "http://127.0.0.1:7480")
 	if !strings.Contains(addr, "://") {
 		addr = "http://" + addr
@@ -44,7 +43,7 @@ func newClient(getenv env) (*httpapi.Client, error) {
 	if tok == "" {
 		return nil, fmt.Errorf("no credentials: set LATCHKEY_TOKEN to an admin token")
 	}
-	c := &httpapi.Client{BaseURL: addr, Token: tok}
+	c := &client.Client{BaseURL: addr, Token: tok}
 	if ca := getenv("LATCHKEY_CA_FILE"); ca != "" {
 		pem, err := os.ReadFile(ca)
 		if err != nil {
@@ -62,7 +61,7 @@ func newClient(getenv env) (*httpapi.Client, error) {
 }
 
 // clientFor is newClient for a command: it reports a failure on stderr.
-func clientFor(cmd string, stderr io.Writer, getenv env) (*httpapi.Client, bool) {
+func clientFor(cmd string, stderr io.Writer, getenv env) (*client.Client, bool) {
 	c, err := newClient(getenv)
 	if err != nil {
 		fmt.Fprintf(stderr, "latchkey %s: %v\n", cmd, err)
@@ -126,7 +125,7 @@ func cmdTokenCreate(ctx context.Context, args []string, stdout, stderr io.Writer
 }
 
 // printCreated shows a new token with its plaintext, once.
-func printCreated(stdout io.Writer, out *httpapi.CreatedToken, quiet, asJSON bool) {
+func printCreated(stdout io.Writer, out *client.CreatedToken, quiet, asJSON bool) {
 	switch {
 	case quiet:
 		fmt.Fprintln(stdout, out.Plaintext)
@@ -144,7 +143,7 @@ func printCreated(stdout io.Writer, out *httpapi.CreatedToken, quiet, asJSON boo
 // grantFlags are the flags that describe a token's grants and constraints,
 // shared by token create and token derive.
 type grantFlags struct {
-	req                      tokens.CreateRequest
+	req                      client.CreateRequest
 	scopes, tags             strs
 	cidrs, methods, paths    strs
 	expires, notBefore, meta string
@@ -177,7 +176,7 @@ func addGrantFlags(fs *flag.FlagSet, create bool) *grantFlags {
 }
 
 // request assembles the API request from the parsed flags.
-func (g *grantFlags) request() (tokens.CreateRequest, error) {
+func (g *grantFlags) request() (client.CreateRequest, error) {
 	req := g.req
 	req.Scopes, req.Tags = g.scopes, g.tags
 	req.AllowedCIDRs, req.AllowedMethods, req.AllowedPaths = g.cidrs, g.methods, g.paths
@@ -212,13 +211,13 @@ func (g *grantFlags) request() (tokens.CreateRequest, error) {
 }
 
 // parseRate reads "100/1m" (limit per window).
-func parseRate(s string) (*tokens.RateRequest, error) {
+func parseRate(s string) (*client.RateRequest, error) {
 	l, w, ok := strings.Cut(s, "/")
 	n, err := strconv.ParseInt(strings.TrimSpace(l), 10, 64)
 	if !ok || err != nil || n < 1 || strings.TrimSpace(w) == "" {
 		return nil, fmt.Errorf("--rate must be limit/window, e.g. 100/1m or 10/1s")
 	}
-	return &tokens.RateRequest{Limit: n, Window: strings.TrimSpace(w)}, nil
+	return &client.RateRequest{Limit: n, Window: strings.TrimSpace(w)}, nil
 }
 
 func printTokenFields(tw *tabwriter.Writer, t *latchkey.Token) {
@@ -397,7 +396,7 @@ func cmdTokenRevoke(ctx context.Context, args []string, stdin io.Reader, stdout,
 	var (
 		reason                   string
 		asJSON, yes, dry, myself bool
-		bulk                     httpapi.RevocationRequest
+		bulk                     client.RevocationRequest
 	)
 	fs := newFlags("token revoke", "token revoke ID | --subject S | --tag T | --prefix P | --parent ID [flags]", revokeDoc, stdout, stderr)
 	fs.StringVar(&reason, "reason", "", "why, for the audit log")
@@ -448,7 +447,7 @@ func cmdTokenRevoke(ctx context.Context, args []string, stdin io.Reader, stdout,
 
 // revokeBulk looks first (a dry run), says what it will do, asks, then
 // revokes.
-func revokeBulk(ctx context.Context, c *httpapi.Client, bulk httpapi.RevocationRequest, reason string, myself, dry, yes, asJSON bool,
+func revokeBulk(ctx context.Context, c *client.Client, bulk client.RevocationRequest, reason string, myself, dry, yes, asJSON bool,
 	stdin io.Reader, stdout, stderr io.Writer) int {
 	bulk.Reason, bulk.IncludeSelf, bulk.DryRun = reason, myself, true
 	plan, err := c.Revoke(ctx, bulk)
@@ -529,7 +528,7 @@ func cmdVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if !ok {
 		return exitUsage
 	}
-	res, err := c.Verify(ctx, httpapi.VerifyRequest{Token: tok, Scopes: scopes, IP: ip, Method: method, Path: path})
+	res, err := c.Verify(ctx, client.VerifyRequest{Token: tok, Scopes: scopes, IP: ip, Method: method, Path: path})
 	if err != nil {
 		return apiExit(stderr, "verify", err)
 	}

@@ -24,8 +24,8 @@ import (
 	"time"
 
 	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/client"
 	"github.com/latchkeyhq/latchkey/detect"
-	"github.com/latchkeyhq/latchkey/httpapi"
 	"github.com/latchkeyhq/latchkey/secret"
 	"github.com/latchkeyhq/latchkey/tokens"
 	"github.com/latchkeyhq/latchkey/webhook"
@@ -47,7 +47,7 @@ func verifyFrom(t *testing.T, ts *testServer, tok, ip string, hdr ...string) lat
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var vr httpapi.VerifyResponse
+	var vr client.VerifyResponse
 	if err := json.NewDecoder(resp.Body).Decode(&vr); err != nil {
 		t.Fatalf("verify: HTTP %d: %v", resp.StatusCode, err)
 	}
@@ -60,7 +60,7 @@ func verifyFrom(t *testing.T, ts *testServer, tok, ip string, hdr ...string) lat
 func TestAttackIsBlocked(t *testing.T) {
 	ts := startServer(t, t.TempDir())
 	c := ts.client(ts.root)
-	real, err := c.CreateToken(ctx, tokens.CreateRequest{Scopes: []string{"a:read"}})
+	real, err := c.CreateToken(ctx, client.CreateRequest{Scopes: []string{"a:read"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +143,7 @@ func TestRelaysAreNeverBlocked(t *testing.T) {
 	}
 	defer d.Shutdown(ctx)
 	ts := &testServer{d: d, dir: dir, url: "http://" + d.addr, root: readRoot(t, dir), out: &syncBuffer{}}
-	real, err := ts.client(ts.root).CreateToken(ctx, tokens.CreateRequest{})
+	real, err := ts.client(ts.root).CreateToken(ctx, client.CreateRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,10 +203,10 @@ func TestLeakReport(t *testing.T) {
 	}
 	defer d.Shutdown(ctx)
 	u, root := "http://"+d.addr, readRoot(t, dir)
-	c := &httpapi.Client{BaseURL: u, Token: root}
-	leaked, _ := c.CreateToken(ctx, tokens.CreateRequest{Name: "leaky"})
-	child, _ := c.DeriveToken(ctx, leaked.ID, tokens.CreateRequest{})
-	body, _ := json.Marshal([]tokens.LeakReport{
+	c := &client.Client{BaseURL: u, Token: root}
+	leaked, _ := c.CreateToken(ctx, client.CreateRequest{Name: "leaky"})
+	child, _ := c.DeriveToken(ctx, leaked.ID, client.CreateRequest{})
+	body, _ := json.Marshal([]client.LeakReport{
 		{Token: leaked.Plaintext, Type: "latchkey_api_token", URL: "https://example.com/repo/blob/x/.env", Source: "content"},
 		{Token: leaked.Plaintext[:len(leaked.Plaintext)-6] + "AAAAAA", Type: "latchkey_api_token", URL: "https://example.com/y"},
 	})
@@ -242,14 +242,14 @@ func TestLeakReport(t *testing.T) {
 			t.Errorf("bad signature: HTTP %d, want 401", status)
 		}
 	}
-	if v, _ := c.Verify(ctx, httpapi.VerifyRequest{Token: leaked.Plaintext}); !v.Valid {
+	if v, _ := c.Verify(ctx, client.VerifyRequest{Token: leaked.Plaintext}); !v.Valid {
 		t.Fatalf("a rejected report changed the token: %s", v.Code)
 	}
 	status, out := post(body, "k1", sign(body, key))
 	if status != 200 {
 		t.Fatalf("signed report: HTTP %d %s", status, out)
 	}
-	var res []tokens.LeakResult
+	var res []client.LeakResult
 	json.Unmarshal([]byte(out), &res)
 	sum := sha256.Sum256([]byte(leaked.Plaintext))
 	if len(res) != 2 || res[0].Label != "true_positive" || res[0].TokenHash != fmt.Sprintf("%x", sum) || res[0].TokenID != leaked.ID ||
@@ -261,7 +261,7 @@ func TestLeakReport(t *testing.T) {
 	}
 	// Revoked within the request, with what was derived from it.
 	for _, tok := range []string{leaked.Plaintext, child.Plaintext} {
-		if v, _ := c.Verify(ctx, httpapi.VerifyRequest{Token: tok}); v.Code != latchkey.Revoked {
+		if v, _ := c.Verify(ctx, client.VerifyRequest{Token: tok}); v.Code != latchkey.Revoked {
 			t.Errorf("after the report: %s, want REVOKED", v.Code)
 		}
 	}
@@ -271,11 +271,11 @@ func TestLeakReport(t *testing.T) {
 	}
 	// Reported again: still true_positive, nothing more to do. And an admin
 	// may send the same body with a bearer token.
-	res2, err := c.ReportLeaks(ctx, []tokens.LeakReport{{Token: leaked.Plaintext, Type: "t", URL: "u"}})
+	res2, err := c.ReportLeaks(ctx, []client.LeakReport{{Token: leaked.Plaintext, Type: "t", URL: "u"}})
 	if err != nil || len(res2) != 1 || res2[0].Label != "true_positive" {
 		t.Errorf("admin report of an already revoked token: %+v %v", res2, err)
 	}
-	if _, err := (&httpapi.Client{BaseURL: u, Token: child.Plaintext}).ReportLeaks(ctx, []tokens.LeakReport{{Token: "x"}}); err == nil {
+	if _, err := (&client.Client{BaseURL: u, Token: child.Plaintext}).ReportLeaks(ctx, []client.LeakReport{{Token: "x"}}); err == nil {
 		t.Error("a report with neither a signature nor an admin token was accepted")
 	}
 	d.pipe.Flush(ctx)
@@ -306,11 +306,11 @@ func forgeToken(t *testing.T) string {
 func TestMetrics(t *testing.T) {
 	ts := startServer(t, t.TempDir())
 	c := ts.client(ts.root)
-	tok, _ := c.CreateToken(ctx, tokens.CreateRequest{Scopes: []string{"a:b"}})
+	tok, _ := c.CreateToken(ctx, client.CreateRequest{Scopes: []string{"a:b"}})
 	for range 3 {
-		c.Verify(ctx, httpapi.VerifyRequest{Token: tok.Plaintext})
+		c.Verify(ctx, client.VerifyRequest{Token: tok.Plaintext})
 	}
-	c.Verify(ctx, httpapi.VerifyRequest{Token: "lk_bad"})
+	c.Verify(ctx, client.VerifyRequest{Token: "lk_bad"})
 	ts.flush(t)
 	resp, err := http.Get(ts.url + "/metrics")
 	if err != nil {
@@ -365,8 +365,8 @@ func TestWebhooksFromDaemon(t *testing.T) {
 	defer d.Shutdown(ctx)
 	ts := &testServer{d: d, dir: dir, url: "http://" + d.addr, root: readRoot(t, dir), out: &syncBuffer{}}
 	c := ts.client(ts.root)
-	tok, _ := c.CreateToken(ctx, tokens.CreateRequest{Name: "hooked"})
-	c.Verify(ctx, httpapi.VerifyRequest{Token: tok.Plaintext})
+	tok, _ := c.CreateToken(ctx, client.CreateRequest{Name: "hooked"})
+	c.Verify(ctx, client.VerifyRequest{Token: tok.Plaintext})
 	c.RevokeToken(ctx, tok.ID, "done")
 	for range 5 {
 		verifyFrom(t, ts, "lk_x", "203.0.113.200")
@@ -405,8 +405,8 @@ func TestRotationDueAnnounced(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Shutdown(ctx)
-	c := &httpapi.Client{BaseURL: "http://" + d.addr, Token: readRoot(t, dir)}
-	tok, _ := c.CreateToken(ctx, tokens.CreateRequest{Name: "old"})
+	c := &client.Client{BaseURL: "http://" + d.addr, Token: readRoot(t, dir)}
+	tok, _ := c.CreateToken(ctx, client.CreateRequest{Name: "old"})
 	time.Sleep(5 * time.Millisecond) // older than the 1ms rotation age
 	d.rotationDueOnce()
 	d.rotationDueOnce() // idempotent

@@ -16,9 +16,8 @@ import (
 	"time"
 
 	"github.com/latchkeyhq/latchkey"
-	"github.com/latchkeyhq/latchkey/httpapi"
+	"github.com/latchkeyhq/latchkey/client"
 	"github.com/latchkeyhq/latchkey/secret"
-	"github.com/latchkeyhq/latchkey/tokens"
 )
 
 // testServer is the whole daemon, in-process on 127.0.0.1:0.
@@ -61,8 +60,8 @@ func (ts *testServer) stop(t *testing.T) {
 	}
 }
 
-func (ts *testServer) client(tok string) *httpapi.Client {
-	return &httpapi.Client{BaseURL: ts.url, Token: tok}
+func (ts *testServer) client(tok string) *client.Client {
+	return &client.Client{BaseURL: ts.url, Token: tok}
 }
 
 func (ts *testServer) flush(t *testing.T) {
@@ -190,15 +189,15 @@ func TestWalkthrough(t *testing.T) {
 func TestRefusals(t *testing.T) {
 	ts := startServer(t, t.TempDir())
 	c := ts.client(ts.root)
-	good, err := c.CreateToken(ctx, tokens.CreateRequest{Name: "r", Subject: "svc", Scopes: []string{"invoices:read"}})
+	good, err := c.CreateToken(ctx, client.CreateRequest{Name: "r", Subject: "svc", Scopes: []string{"invoices:read"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	shortLived, err := c.CreateToken(ctx, tokens.CreateRequest{Scopes: []string{"invoices:read"}, TTL: "1s"})
+	shortLived, err := c.CreateToken(ctx, client.CreateRequest{Scopes: []string{"invoices:read"}, TTL: "1s"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	revoked, _ := c.CreateToken(ctx, tokens.CreateRequest{Scopes: []string{"invoices:read"}})
+	revoked, _ := c.CreateToken(ctx, client.CreateRequest{Scopes: []string{"invoices:read"}})
 	if _, err := c.RevokeToken(ctx, revoked.ID, "test"); err != nil {
 		t.Fatal(err)
 	}
@@ -221,7 +220,7 @@ func TestRefusals(t *testing.T) {
 		{"missing scope", p, "2001:db8::6", []string{"invoices:write"}, latchkey.InsufficientScope, "missing_scope"},
 	}
 	for _, tc := range cases {
-		res, err := c.Verify(ctx, httpapi.VerifyRequest{Token: tc.token, IP: tc.ip, Scopes: tc.scopes})
+		res, err := c.Verify(ctx, client.VerifyRequest{Token: tc.token, IP: tc.ip, Scopes: tc.scopes})
 		if err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
@@ -304,7 +303,7 @@ func TestBadInput(t *testing.T) {
 	}
 	for _, tc := range cases {
 		status, body := ts.post(t, "/v1/tokens", ts.root, []byte(tc.body))
-		var eb httpapi.ErrorBody
+		var eb client.ErrorBody
 		if status != 400 || json.Unmarshal([]byte(body), &eb) != nil || eb.Error.Code != latchkey.EInvalid ||
 			!strings.Contains(eb.Error.Message, tc.msg) {
 			t.Errorf("%s: %d %s; want 400 invalid_argument mentioning %q", tc.name, status, body, tc.msg)
@@ -347,19 +346,19 @@ func TestBadInput(t *testing.T) {
 func TestNoPrivilegeEscalation(t *testing.T) {
 	ts := startServer(t, t.TempDir())
 	root := ts.client(ts.root)
-	writer, err := root.CreateToken(ctx, tokens.CreateRequest{Name: "writer", Scopes: []string{latchkey.ScopeTokensWrite, "invoices:*"}})
+	writer, err := root.CreateToken(ctx, client.CreateRequest{Name: "writer", Scopes: []string{latchkey.ScopeTokensWrite, "invoices:*"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	star, _ := root.CreateToken(ctx, tokens.CreateRequest{Name: "app", Scopes: []string{"*"}})
+	star, _ := root.CreateToken(ctx, client.CreateRequest{Name: "app", Scopes: []string{"*"}})
 	w := ts.client(writer.Plaintext)
 	for _, scope := range []string{latchkey.AdminScope, latchkey.ScopeAuditRead, latchkey.ScopeTokensRead, "latchkey:*", "*", "billing:read"} {
-		_, err := w.CreateToken(ctx, tokens.CreateRequest{Scopes: []string{scope}})
+		_, err := w.CreateToken(ctx, client.CreateRequest{Scopes: []string{scope}})
 		if latchkey.ErrorCode(err) != latchkey.EPermissionDenied {
 			t.Errorf("a latchkey:tokens:write token minted %q: err %v, want permission_denied", scope, err)
 		}
 	}
-	if _, err := w.CreateToken(ctx, tokens.CreateRequest{Scopes: []string{"invoices:read", latchkey.ScopeTokensWrite}}); err != nil {
+	if _, err := w.CreateToken(ctx, client.CreateRequest{Scopes: []string{"invoices:read", latchkey.ScopeTokensWrite}}); err != nil {
 		t.Errorf("minting scopes the caller holds: %v", err)
 	}
 	// Nor may it revoke a token holding more than it does (the root token),
@@ -368,7 +367,7 @@ func TestNoPrivilegeEscalation(t *testing.T) {
 	if _, err := w.RevokeToken(ctx, rootID, "coup"); latchkey.ErrorCode(err) != latchkey.EPermissionDenied {
 		t.Errorf("a tokens:write token revoked the root token: %v", err)
 	}
-	mine, _ := w.CreateToken(ctx, tokens.CreateRequest{Scopes: []string{"invoices:read"}})
+	mine, _ := w.CreateToken(ctx, client.CreateRequest{Scopes: []string{"invoices:read"}})
 	if _, err := w.RevokeToken(ctx, mine.ID, "done"); err != nil {
 		t.Errorf("revoking a token the caller could issue: %v", err)
 	}
@@ -400,7 +399,7 @@ func TestCanary(t *testing.T) {
 	dir := t.TempDir()
 	ts := startServer(t, dir)
 	c := ts.client(ts.root)
-	created, err := c.CreateToken(ctx, tokens.CreateRequest{Name: "canary", Subject: "canary", Scopes: []string{"invoices:read"}})
+	created, err := c.CreateToken(ctx, client.CreateRequest{Name: "canary", Subject: "canary", Scopes: []string{"invoices:read"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -410,8 +409,8 @@ func TestCanary(t *testing.T) {
 	var bodies []string
 	// Use it every way there is: valid, refused, inside bad requests, as an
 	// admin credential, in a URL.
-	c.Verify(ctx, httpapi.VerifyRequest{Token: canary, Scopes: []string{"invoices:read"}})
-	c.Verify(ctx, httpapi.VerifyRequest{Token: canary, Scopes: []string{"other:scope"}})
+	c.Verify(ctx, client.VerifyRequest{Token: canary, Scopes: []string{"invoices:read"}})
+	c.Verify(ctx, client.VerifyRequest{Token: canary, Scopes: []string{"other:scope"}})
 	for _, body := range []string{
 		`{"token":"` + canary + `","bogus":1}`,
 		`{"token":"` + canary + `","scopes":["bad scope"]}`,

@@ -14,8 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/latchkeyhq/latchkey/httpapi"
-	"github.com/latchkeyhq/latchkey/tokens"
+	"github.com/latchkeyhq/latchkey/client"
 )
 
 // latchkey gateway as a process: SIGHUP swaps the routes without dropping
@@ -39,9 +38,9 @@ func TestGatewaySIGHUP(t *testing.T) {
 	gwAddr, apiAddr := freeAddr(t), freeAddr(t)
 	cmd, _, logs := startChildArgs(t, "gateway", "--config", conf, "--listen", gwAddr, "--api-listen", apiAddr, "--data-dir", dir)
 	waitListening(t, gwAddr, logs.String)
-	c := &httpapi.Client{BaseURL: "http://" + apiAddr, Token: readRoot(t, dir)}
-	reader, _ := c.CreateToken(ctx, tokens.CreateRequest{Scopes: []string{"api:read"}})
-	writer, _ := c.CreateToken(ctx, tokens.CreateRequest{Scopes: []string{"api:write"}})
+	c := &client.Client{BaseURL: "http://" + apiAddr, Token: readRoot(t, dir)}
+	reader, _ := c.CreateToken(ctx, client.CreateRequest{Scopes: []string{"api:read"}})
+	writer, _ := c.CreateToken(ctx, client.CreateRequest{Scopes: []string{"api:write"}})
 	get := func(tok, path string) int {
 		req, _ := http.NewRequest("GET", "http://"+gwAddr+path, nil)
 		req.Header.Set("Authorization", "Bearer "+tok)

@@ -16,9 +16,8 @@ import (
 
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/audit"
-	"github.com/latchkeyhq/latchkey/httpapi"
+	"github.com/latchkeyhq/latchkey/client"
 	"github.com/latchkeyhq/latchkey/sqlite"
-	"github.com/latchkeyhq/latchkey/tokens"
 )
 
 var binOnce struct {
@@ -101,7 +100,7 @@ func TestHardKill(t *testing.T) {
 			dir := t.TempDir()
 			srv, url, logs := startChild(t, dir, "--audit-durability", mode)
 			root := readRoot(t, dir)
-			tok, err := (&httpapi.Client{BaseURL: url, Token: root}).CreateToken(ctx, tokens.CreateRequest{Scopes: []string{"a:b"}})
+			tok, err := (&client.Client{BaseURL: url, Token: root}).CreateToken(ctx, client.CreateRequest{Scopes: []string{"a:b"}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -109,7 +108,7 @@ func TestHardKill(t *testing.T) {
 			acked := map[string]bool{}
 			stop := make(chan struct{})
 			var wg sync.WaitGroup
-			client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
+			hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
 			for g := range 8 {
 				wg.Go(func() {
 					for n := 0; ; n++ {
@@ -123,11 +122,11 @@ func TestHardKill(t *testing.T) {
 						req, _ := http.NewRequest("POST", url+"/v1/verify", strings.NewReader(body))
 						req.Header.Set("Authorization", "Bearer "+root)
 						req.Header.Set("X-Request-Id", id)
-						resp, err := client.Do(req)
+						resp, err := hc.Do(req)
 						if err != nil {
 							continue // the server is gone: not acknowledged
 						}
-						var vr httpapi.VerifyResponse
+						var vr client.VerifyResponse
 						err = json.NewDecoder(resp.Body).Decode(&vr)
 						resp.Body.Close()
 						if err == nil && resp.StatusCode == 200 && vr.Valid {

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/latchkeyhq/latchkey/tokens"
+	"github.com/latchkeyhq/latchkey/client"
 )
 
 const rotateDoc = `
@@ -161,7 +161,7 @@ func cmdTokenUpdate(ctx context.Context, args []string, stdout, stderr io.Writer
 	if code >= 0 {
 		return code
 	}
-	var req tokens.UpdateRequest
+	var req client.UpdateRequest
 	fs.Visit(func(f *flag.Flag) {
 		switch f.Name {
 		case "name":

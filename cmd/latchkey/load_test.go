@@ -26,9 +26,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/latchkeyhq/latchkey/httpapi"
+	"github.com/latchkeyhq/latchkey/client"
 	"github.com/latchkeyhq/latchkey/secret"
-	"github.com/latchkeyhq/latchkey/tokens"
 )
 
 const (
@@ -116,7 +115,7 @@ func BenchmarkAttack(b *testing.B) {
 	defer d.Shutdown(context.Background())
 	url := "http://" + d.addr
 	root := readRootB(b, dir)
-	tok, err := (&httpapi.Client{BaseURL: url, Token: root}).CreateToken(context.Background(), tokens.CreateRequest{Scopes: []string{"a:b"}})
+	tok, err := (&client.Client{BaseURL: url, Token: root}).CreateToken(context.Background(), client.CreateRequest{Scopes: []string{"a:b"}})
 	if err != nil {
 		b.Fatal(err)
 	}

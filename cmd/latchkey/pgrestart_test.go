@@ -18,9 +18,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/latchkeyhq/latchkey"
-	"github.com/latchkeyhq/latchkey/httpapi"
+	"github.com/latchkeyhq/latchkey/client"
 	"github.com/latchkeyhq/latchkey/secret"
-	"github.com/latchkeyhq/latchkey/tokens"
 )
 
 // pgServer is a PostgreSQL server of the test's own, so that stopping and
@@ -121,7 +120,7 @@ func TestPostgresRestart(t *testing.T) {
 		cmd  *exec.Cmd
 		url  string
 		logs *syncBuffer
-		cl   *httpapi.Client
+		cl   *client.Client
 	}
 	var nodes []*node
 	var dirs []string
@@ -139,14 +138,14 @@ func TestPostgresRestart(t *testing.T) {
 		}
 	}
 	for _, n := range nodes {
-		n.cl = &httpapi.Client{BaseURL: n.url, Token: root}
+		n.cl = &client.Client{BaseURL: n.url, Token: root}
 	}
 	a, b := nodes[0].cl, nodes[1].cl
-	loadTok, err := a.CreateToken(ctx, tokens.CreateRequest{Scopes: []string{"a:b"}})
+	loadTok, err := a.CreateToken(ctx, client.CreateRequest{Scopes: []string{"a:b"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	unknownOnB, err := a.CreateToken(ctx, tokens.CreateRequest{}) // never verified on B
+	unknownOnB, err := a.CreateToken(ctx, client.CreateRequest{}) // never verified on B
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +163,7 @@ func TestPostgresRestart(t *testing.T) {
 					return
 				default:
 				}
-				v, err := c.Verify(ctx, httpapi.VerifyRequest{Token: loadTok.Plaintext, Scopes: []string{"a:b"}})
+				v, err := c.Verify(ctx, client.VerifyRequest{Token: loadTok.Plaintext, Scopes: []string{"a:b"}})
 				switch {
 				case err == nil && v.Valid:
 					valid.Add(1)
@@ -181,23 +180,23 @@ func TestPostgresRestart(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 
 	// A token cached on B just before the outage.
-	fresh, err := a.CreateToken(ctx, tokens.CreateRequest{})
+	fresh, err := a.CreateToken(ctx, client.CreateRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// B's own caller, loaded into B's cache with it: the outage checks
 	// below then test the token asked about, not the caller's credentials.
-	checker, err := a.CreateToken(ctx, tokens.CreateRequest{Scopes: []string{latchkey.ScopeVerify}})
+	checker, err := a.CreateToken(ctx, client.CreateRequest{Scopes: []string{latchkey.ScopeVerify}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	bc := &httpapi.Client{BaseURL: nodes[1].url, Token: checker.Plaintext}
-	budget, err := a.CreateToken(ctx, tokens.CreateRequest{MaxUses: 100})
+	bc := &client.Client{BaseURL: nodes[1].url, Token: checker.Plaintext}
+	budget, err := a.CreateToken(ctx, client.CreateRequest{MaxUses: 100})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, tok := range []string{budget.Plaintext, fresh.Plaintext} {
-		if v, err := bc.Verify(ctx, httpapi.VerifyRequest{Token: tok}); err != nil || !v.Valid {
+		if v, err := bc.Verify(ctx, client.VerifyRequest{Token: tok}); err != nil || !v.Valid {
 			t.Fatalf("B: %+v %v", v, err)
 		}
 	}
@@ -220,16 +219,16 @@ func TestPostgresRestart(t *testing.T) {
 	}
 	// Within the staleness bound, the cached token is served...
 	if time.Since(cachedAt) < staleness-time.Second {
-		if v, err := bc.Verify(ctx, httpapi.VerifyRequest{Token: fresh.Plaintext}); err != nil || !v.Valid {
+		if v, err := bc.Verify(ctx, client.VerifyRequest{Token: fresh.Plaintext}); err != nil || !v.Valid {
 			t.Errorf("a token cached %v ago, during the outage: %+v %v (want VALID: within the maximum staleness)", time.Since(cachedAt), v, err)
 		}
 		// ...but not one with a usage limit, whose count lives in the
 		// database: usage limits fail closed...
-		if v, err := bc.Verify(ctx, httpapi.VerifyRequest{Token: budget.Plaintext}); latchkey.ErrorCode(err) != latchkey.EUnavailable {
+		if v, err := bc.Verify(ctx, client.VerifyRequest{Token: budget.Plaintext}); latchkey.ErrorCode(err) != latchkey.EUnavailable {
 			t.Errorf("a usage-limited token cached on B, during the outage: %+v %v (want 503: usage limits fail closed)", v, err)
 		}
 		// ...an unknown one is refused (503, not VALID and not NOT_FOUND)...
-		if v, err := bc.Verify(ctx, httpapi.VerifyRequest{Token: unknownOnB.Plaintext}); latchkey.ErrorCode(err) != latchkey.EUnavailable ||
+		if v, err := bc.Verify(ctx, client.VerifyRequest{Token: unknownOnB.Plaintext}); latchkey.ErrorCode(err) != latchkey.EUnavailable ||
 			!strings.Contains(latchkey.ErrorMessage(err), "cannot verify right now") {
 			t.Errorf("a token B never loaded, during the outage: %+v %v (want 503 unavailable)", v, err)
 		}
@@ -238,7 +237,7 @@ func TestPostgresRestart(t *testing.T) {
 	}
 	// ...and nothing is served past the bound.
 	time.Sleep(time.Until(cachedAt.Add(staleness + 500*time.Millisecond)))
-	if v, err := bc.Verify(ctx, httpapi.VerifyRequest{Token: fresh.Plaintext}); latchkey.ErrorCode(err) != latchkey.EUnavailable {
+	if v, err := bc.Verify(ctx, client.VerifyRequest{Token: fresh.Plaintext}); latchkey.ErrorCode(err) != latchkey.EUnavailable {
 		t.Errorf("a token cached %v ago (max staleness %v), during the outage: %+v %v (want 503)", time.Since(cachedAt), staleness, v, err)
 	}
 	outage := time.Since(down)
@@ -263,13 +262,13 @@ func TestPostgresRestart(t *testing.T) {
 	}
 	// Recovered: writes work, a new token verifies on the other node, and
 	// a revocation reaches the other node again.
-	var tok *httpapi.CreatedToken
+	var tok *client.CreatedToken
 	waitFor(t, func() bool {
-		tok, err = a.CreateToken(ctx, tokens.CreateRequest{})
+		tok, err = a.CreateToken(ctx, client.CreateRequest{})
 		return err == nil
 	})
 	waitFor(t, func() bool {
-		v, err := b.Verify(ctx, httpapi.VerifyRequest{Token: tok.Plaintext})
+		v, err := b.Verify(ctx, client.VerifyRequest{Token: tok.Plaintext})
 		return err == nil && v.Valid
 	})
 	if _, err := a.RevokeToken(ctx, tok.ID, "test"); err != nil {
@@ -277,12 +276,12 @@ func TestPostgresRestart(t *testing.T) {
 	}
 	revoked := time.Now()
 	waitFor(t, func() bool {
-		v, err := b.Verify(ctx, httpapi.VerifyRequest{Token: tok.Plaintext})
+		v, err := b.Verify(ctx, client.VerifyRequest{Token: tok.Plaintext})
 		return err == nil && v.Code == latchkey.Revoked
 	})
 	t.Logf("after recovery, a revocation on A was refused on B after %v", time.Since(revoked).Round(time.Microsecond))
 	waitFor(t, func() bool {
-		v, err := b.Verify(ctx, httpapi.VerifyRequest{Token: loadTok.Plaintext, Scopes: []string{"a:b"}})
+		v, err := b.Verify(ctx, client.VerifyRequest{Token: loadTok.Plaintext, Scopes: []string{"a:b"}})
 		return err == nil && v.Valid
 	})
 	before := valid.Load()

@@ -16,8 +16,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/client"
 	"github.com/latchkeyhq/latchkey/httpapi"
-	"github.com/latchkeyhq/latchkey/tokens"
 )
 
 // pgSchema makes a fresh schema on the test PostgreSQL server and returns
@@ -71,17 +71,17 @@ func TestPostgresCluster(t *testing.T) {
 		t.Error("the second node created a root token too: one per database")
 	}
 	root := readRoot(t, dirA)
-	ca := &httpapi.Client{BaseURL: "http://" + a.addr, Token: root}
-	cb := &httpapi.Client{BaseURL: "http://" + b.addr, Token: root}
-	tok, err := ca.CreateToken(ctx, tokens.CreateRequest{Scopes: []string{"a:b"}, MaxUses: 3})
+	ca := &client.Client{BaseURL: "http://" + a.addr, Token: root}
+	cb := &client.Client{BaseURL: "http://" + b.addr, Token: root}
+	tok, err := ca.CreateToken(ctx, client.CreateRequest{Scopes: []string{"a:b"}, MaxUses: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Issued on A, verified on B; the usage budget is shared exactly.
 	valid := 0
 	for i := range 6 {
-		c := []*httpapi.Client{ca, cb}[i%2]
-		if v, err := c.Verify(ctx, httpapi.VerifyRequest{Token: tok.Plaintext, Scopes: []string{"a:b"}}); err == nil && v.Valid {
+		c := []*client.Client{ca, cb}[i%2]
+		if v, err := c.Verify(ctx, client.VerifyRequest{Token: tok.Plaintext, Scopes: []string{"a:b"}}); err == nil && v.Valid {
 			valid++
 		}
 	}
@@ -102,7 +102,7 @@ func TestPostgresCluster(t *testing.T) {
 	// The dashboard's counts add up both nodes' attempts, whichever node
 	// is asked: 3 valid, 3 refused (the spent budget).
 	deadline := time.Now().Add(5 * time.Second)
-	for _, c := range []*httpapi.Client{ca, cb} {
+	for _, c := range []*client.Client{ca, cb} {
 		for {
 			sum, err := c.AuditSummary(ctx)
 			if err == nil && sum.Today.Valid >= 3 && sum.Today.Refused >= 3 && len(sum.Nodes) == 2 {
@@ -155,12 +155,12 @@ func TestClusterRevocationAndConnectionKill(t *testing.T) {
 		nodes, dirs = append(nodes, d), append(dirs, dir)
 	}
 	root := readRoot(t, dirs[0])
-	cl := func(i int) *httpapi.Client { return &httpapi.Client{BaseURL: "http://" + nodes[i].addr, Token: root} }
+	cl := func(i int) *client.Client { return &client.Client{BaseURL: "http://" + nodes[i].addr, Token: root} }
 	waitFor(t, func() bool { return nodes[1].follower.Listening() && nodes[2].follower.Listening() })
 	refusedWithin := func(node int, tok string, bound time.Duration) time.Duration {
 		start := time.Now()
 		for time.Since(start) < bound {
-			if v, err := cl(node).Verify(ctx, httpapi.VerifyRequest{Token: tok}); err == nil && v.Code == latchkey.Revoked {
+			if v, err := cl(node).Verify(ctx, client.VerifyRequest{Token: tok}); err == nil && v.Code == latchkey.Revoked {
 				return time.Since(start)
 			}
 			time.Sleep(2 * time.Millisecond)
@@ -168,9 +168,9 @@ func TestClusterRevocationAndConnectionKill(t *testing.T) {
 		t.Fatalf("node %d still accepts a token revoked %v ago", node, bound)
 		return 0
 	}
-	tok, _ := cl(0).CreateToken(ctx, tokens.CreateRequest{})
+	tok, _ := cl(0).CreateToken(ctx, client.CreateRequest{})
 	for i := range 3 { // cached everywhere
-		if v, _ := cl(i).Verify(ctx, httpapi.VerifyRequest{Token: tok.Plaintext}); !v.Valid {
+		if v, _ := cl(i).Verify(ctx, client.VerifyRequest{Token: tok.Plaintext}); !v.Valid {
 			t.Fatalf("node %d: %s", i, v.Code)
 		}
 	}
@@ -182,20 +182,20 @@ func TestClusterRevocationAndConnectionKill(t *testing.T) {
 	// free on A again.
 	const attacker = "198.51.100.7"
 	for range 20 {
-		cl(0).Verify(ctx, httpapi.VerifyRequest{Token: "lk_made_up_token", IP: attacker})
+		cl(0).Verify(ctx, client.VerifyRequest{Token: "lk_made_up_token", IP: attacker})
 	}
 	waitFor(t, func() bool {
-		v, err := cl(2).Verify(ctx, httpapi.VerifyRequest{Token: tok.Plaintext, IP: attacker})
+		v, err := cl(2).Verify(ctx, client.VerifyRequest{Token: tok.Plaintext, IP: attacker})
 		return err == nil && v.Code == latchkey.Blocked
 	})
-	if v, _ := cl(2).Verify(ctx, httpapi.VerifyRequest{Token: tok.Plaintext, IP: "198.51.100.8"}); v.Code != latchkey.Revoked {
+	if v, _ := cl(2).Verify(ctx, client.VerifyRequest{Token: tok.Plaintext, IP: "198.51.100.8"}); v.Code != latchkey.Revoked {
 		t.Errorf("another source on C: %s, want REVOKED (not blocked)", v.Code)
 	}
 	if err := cl(2).RemoveBlock(ctx, attacker); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool {
-		v, err := cl(0).Verify(ctx, httpapi.VerifyRequest{Token: tok.Plaintext, IP: attacker})
+		v, err := cl(0).Verify(ctx, client.VerifyRequest{Token: tok.Plaintext, IP: attacker})
 		return err == nil && v.Code == latchkey.Revoked
 	})
 
@@ -210,8 +210,8 @@ func TestClusterRevocationAndConnectionKill(t *testing.T) {
 		nodes[1].follower.AppName()).Scan(&killed); err != nil || !killed {
 		t.Fatalf("pg_terminate_backend: %v %v", killed, err)
 	}
-	tok2, _ := cl(0).CreateToken(ctx, tokens.CreateRequest{})
-	cl(1).Verify(ctx, httpapi.VerifyRequest{Token: tok2.Plaintext}) // cached on B
+	tok2, _ := cl(0).CreateToken(ctx, client.CreateRequest{})
+	cl(1).Verify(ctx, client.VerifyRequest{Token: tok2.Plaintext}) // cached on B
 	cl(0).RevokeToken(ctx, tok2.ID, "test")
 	took = refusedWithin(1, tok2.Plaintext, 3*time.Second) // the poll bound (200ms here) plus a margin
 	t.Logf("with its notification connection killed, B refused after %v", took)
@@ -230,7 +230,7 @@ func uiSignIn(t *testing.T, base, tok string) (string, string) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var info httpapi.SessionInfo
+	var info client.SessionInfo
 	json.NewDecoder(resp.Body).Decode(&info)
 	for _, c := range resp.Cookies() {
 		if c.Name == httpapi.SessionCookie && resp.StatusCode == http.StatusOK {

@@ -15,8 +15,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/latchkeyhq/latchkey"
-	"github.com/latchkeyhq/latchkey/httpapi"
-	"github.com/latchkeyhq/latchkey/tokens"
+	"github.com/latchkeyhq/latchkey/client"
 )
 
 // redisURL returns the test Redis and a key prefix of the test's own,
@@ -52,7 +51,7 @@ func redisURL(t *testing.T) (url, prefix string) {
 
 // cluster starts n in-process nodes on one fresh PostgreSQL schema with
 // cfg's settings, and returns a client on each (holding the root token).
-func cluster(t *testing.T, n int, cfg serveConfig) []*httpapi.Client {
+func cluster(t *testing.T, n int, cfg serveConfig) []*client.Client {
 	t.Helper()
 	cfg.Database, cfg.ServerKey, cfg.Listen = pgSchema(t), strings.Repeat("4b", 32), "127.0.0.1:0"
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -71,23 +70,23 @@ func cluster(t *testing.T, n int, cfg serveConfig) []*httpapi.Client {
 		}
 		nodes = append(nodes, d)
 	}
-	var cls []*httpapi.Client
+	var cls []*client.Client
 	for _, d := range nodes {
 		if d.follower != nil {
 			waitFor(t, d.follower.Listening)
 		}
-		cls = append(cls, &httpapi.Client{BaseURL: "http://" + d.addr, Token: root})
+		cls = append(cls, &client.Client{BaseURL: "http://" + d.addr, Token: root})
 	}
 	return cls
 }
 
 // validAcross verifies tok n times, round robin over the nodes, and
 // counts the VALID answers.
-func validAcross(t *testing.T, cls []*httpapi.Client, tok string, n int) int {
+func validAcross(t *testing.T, cls []*client.Client, tok string, n int) int {
 	t.Helper()
 	valid := 0
 	for i := range n {
-		v, err := cls[i%len(cls)].Verify(ctx, httpapi.VerifyRequest{Token: tok})
+		v, err := cls[i%len(cls)].Verify(ctx, client.VerifyRequest{Token: tok})
 		if err != nil {
 			t.Fatalf("verify on node %d: %v", i%len(cls), err)
 		}
@@ -107,8 +106,8 @@ func validAcross(t *testing.T, cls []*httpapi.Client, tok string, n int) int {
 func TestClusterRedisSharedCounters(t *testing.T) {
 	url, prefix := redisURL(t)
 	cls := cluster(t, 3, serveConfig{Redis: url, RedisPrefix: prefix, Poll: 200 * time.Millisecond})
-	rl := &tokens.RateRequest{Limit: 10, Window: "1m"}
-	tok, err := cls[0].CreateToken(ctx, tokens.CreateRequest{RateLimit: rl})
+	rl := &client.RateRequest{Limit: 10, Window: "1m"}
+	tok, err := cls[0].CreateToken(ctx, client.CreateRequest{RateLimit: rl})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,33 +119,33 @@ func TestClusterRedisSharedCounters(t *testing.T) {
 	// block, the cluster does, on every node.
 	const attacker = "203.0.113.77"
 	for i := range 21 {
-		cls[i%3].Verify(ctx, httpapi.VerifyRequest{Token: "lk_made_up", IP: attacker})
+		cls[i%3].Verify(ctx, client.VerifyRequest{Token: "lk_made_up", IP: attacker})
 	}
 	for i := range cls {
 		waitFor(t, func() bool {
-			v, err := cls[i].Verify(ctx, httpapi.VerifyRequest{Token: tok.Plaintext, IP: attacker})
+			v, err := cls[i].Verify(ctx, client.VerifyRequest{Token: tok.Plaintext, IP: attacker})
 			return err == nil && v.Code == latchkey.Blocked
 		})
 	}
 
 	// A token used from 12 networks, 4 per node (threshold 10): suspended.
-	spread, err := cls[0].CreateToken(ctx, tokens.CreateRequest{})
+	spread, err := cls[0].CreateToken(ctx, client.CreateRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := range 12 {
-		if v, _ := cls[i%3].Verify(ctx, httpapi.VerifyRequest{Token: spread.Plaintext, IP: fmt.Sprintf("10.%d.0.1", i)}); !v.Valid {
+		if v, _ := cls[i%3].Verify(ctx, client.VerifyRequest{Token: spread.Plaintext, IP: fmt.Sprintf("10.%d.0.1", i)}); !v.Valid {
 			t.Fatalf("use %d: %s", i, v.Code)
 		}
 	}
 	waitFor(t, func() bool {
-		v, err := cls[2].Verify(ctx, httpapi.VerifyRequest{Token: spread.Plaintext})
+		v, err := cls[2].Verify(ctx, client.VerifyRequest{Token: spread.Plaintext})
 		return err == nil && v.Code == latchkey.Suspended
 	})
 
 	// Without Redis: each node has the whole limit.
 	local := cluster(t, 2, serveConfig{})
-	tok2, err := local[0].CreateToken(ctx, tokens.CreateRequest{RateLimit: rl})
+	tok2, err := local[0].CreateToken(ctx, client.CreateRequest{RateLimit: rl})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,16 +162,16 @@ func TestClusterRedisDownPolicy(t *testing.T) {
 	for _, closed := range []bool{false, true} {
 		t.Run(fmt.Sprintf("fail-closed=%v", closed), func(t *testing.T) {
 			cls := cluster(t, 1, serveConfig{Redis: dead, RedisFailClosed: closed})
-			tok, err := cls[0].CreateToken(ctx, tokens.CreateRequest{RateLimit: &tokens.RateRequest{Limit: 3, Window: "1m"}})
+			tok, err := cls[0].CreateToken(ctx, client.CreateRequest{RateLimit: &client.RateRequest{Limit: 3, Window: "1m"}})
 			if err != nil {
 				t.Fatal(err)
 			}
-			plain, _ := cls[0].CreateToken(ctx, tokens.CreateRequest{})
-			if v, err := cls[0].Verify(ctx, httpapi.VerifyRequest{Token: plain.Plaintext}); err != nil || !v.Valid {
+			plain, _ := cls[0].CreateToken(ctx, client.CreateRequest{})
+			if v, err := cls[0].Verify(ctx, client.VerifyRequest{Token: plain.Plaintext}); err != nil || !v.Valid {
 				t.Errorf("a token without a rate limit: %+v %v", v, err)
 			}
 			if closed {
-				v, err := cls[0].Verify(ctx, httpapi.VerifyRequest{Token: tok.Plaintext})
+				v, err := cls[0].Verify(ctx, client.VerifyRequest{Token: tok.Plaintext})
 				if latchkey.ErrorCode(err) != latchkey.EUnavailable {
 					t.Errorf("fail closed: %+v %v, want 503", v, err)
 				}

@@ -19,8 +19,8 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/client"
 	"github.com/latchkeyhq/latchkey/httpapi"
-	"github.com/latchkeyhq/latchkey/tokens"
 )
 
 // xssName is a token name that would run script if the dashboard put API
@@ -278,7 +278,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	took = b.waitFor(t, "REVOKED in the live feed", feedHas(id, "REVOKED"), 2*time.Second)
 	t.Logf("REVOKED attempt appeared in the live feed after %s", took.Round(time.Millisecond))
 	// A lock made elsewhere (the API) shows up live under "Locks and unlocks".
-	locked, err := ts.client(ts.root).CreateToken(ctx, tokens.CreateRequest{Name: "locked-elsewhere", Scopes: []string{"a:b"}})
+	locked, err := ts.client(ts.root).CreateToken(ctx, client.CreateRequest{Name: "locked-elsewhere", Scopes: []string{"a:b"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,7 +311,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	b.screenshot(t, "3b-audit")
 
 	// The other lifecycle actions, each through its confirmation.
-	other, err := ts.client(ts.root).CreateToken(ctx, tokens.CreateRequest{Name: "deploy", Subject: "ci", Scopes: []string{"deploy:write", "deploy:read"}, TTL: "30d"})
+	other, err := ts.client(ts.root).CreateToken(ctx, client.CreateRequest{Name: "deploy", Subject: "ci", Scopes: []string{"deploy:write", "deploy:read"}, TTL: "30d"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -359,7 +359,7 @@ func TestDashboardInBrowser(t *testing.T) {
 
 	// Offboarding from the list: revoke every token of a subject.
 	for range 2 {
-		if _, err := ts.client(ts.root).CreateToken(ctx, tokens.CreateRequest{Subject: "leaver", Scopes: []string{"x:y"}}); err != nil {
+		if _, err := ts.client(ts.root).CreateToken(ctx, client.CreateRequest{Subject: "leaver", Scopes: []string{"x:y"}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -446,7 +446,7 @@ func TestDashboardSessionOverHTTP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var info httpapi.SessionInfo
+	var info client.SessionInfo
 	json.NewDecoder(resp.Body).Decode(&info)
 	resp.Body.Close()
 	if resp.StatusCode != 200 || len(info.CSRFToken) != 64 {

@@ -1,4 +1,4 @@
-package httpapi
+package client
 
 import (
 	"bufio"
@@ -14,8 +14,6 @@ import (
 	"time"
 
 	"github.com/latchkeyhq/latchkey"
-	"github.com/latchkeyhq/latchkey/audit"
-	"github.com/latchkeyhq/latchkey/tokens"
 )
 
 // Client calls the latchkey API. BaseURL is required (e.g.
@@ -86,7 +84,7 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 }
 
 // CreateToken issues a token. The plaintext is in the result's Plaintext.
-func (c *Client) CreateToken(ctx context.Context, req tokens.CreateRequest) (*CreatedToken, error) {
+func (c *Client) CreateToken(ctx context.Context, req CreateRequest) (*CreatedToken, error) {
 	var out CreatedToken
 	if err := c.do(ctx, "POST", "/v1/tokens", nil, req, &out); err != nil {
 		return nil, err
@@ -135,7 +133,7 @@ func (c *Client) RevokeToken(ctx context.Context, id, reason string) (*latchkey.
 }
 
 // UpdateToken changes a token's name, meta or tags, or narrows its scopes.
-func (c *Client) UpdateToken(ctx context.Context, id string, req tokens.UpdateRequest) (*latchkey.Token, error) {
+func (c *Client) UpdateToken(ctx context.Context, id string, req UpdateRequest) (*latchkey.Token, error) {
 	var out latchkey.Token
 	if err := c.do(ctx, "PATCH", "/v1/tokens/"+url.PathEscape(id), nil, req, &out); err != nil {
 		return nil, err
@@ -172,7 +170,7 @@ func (c *Client) RotateToken(ctx context.Context, id string, grace string) (*Rot
 
 // DeriveToken mints a narrower child of token id. The client's token must
 // be id itself or hold latchkey:tokens:write.
-func (c *Client) DeriveToken(ctx context.Context, id string, req tokens.CreateRequest) (*CreatedToken, error) {
+func (c *Client) DeriveToken(ctx context.Context, id string, req CreateRequest) (*CreatedToken, error) {
 	var out CreatedToken
 	if err := c.do(ctx, "POST", "/v1/tokens/"+url.PathEscape(id)+"/derive", nil, req, &out); err != nil {
 		return nil, err
@@ -250,8 +248,8 @@ func (c *Client) VerifyAudit(ctx context.Context) (*latchkey.ChainReport, error)
 
 // AuditSummary calls GET /v1/audit/summary: attempts per second and
 // today, by outcome class.
-func (c *Client) AuditSummary(ctx context.Context) (*audit.ActivitySummary, error) {
-	var out audit.ActivitySummary
+func (c *Client) AuditSummary(ctx context.Context) (*ActivitySummary, error) {
+	var out ActivitySummary
 	if err := c.do(ctx, "GET", "/v1/audit/summary", nil, nil, &out); err != nil {
 		return nil, err
 	}
@@ -355,8 +353,8 @@ func (c *Client) RemoveBlock(ctx context.Context, source string) error {
 }
 
 // ReportLeaks reports leaked tokens (authenticated as an admin).
-func (c *Client) ReportLeaks(ctx context.Context, reports []tokens.LeakReport) ([]tokens.LeakResult, error) {
-	var out []tokens.LeakResult
+func (c *Client) ReportLeaks(ctx context.Context, reports []LeakReport) ([]LeakResult, error) {
+	var out []LeakResult
 	if err := c.do(ctx, "POST", "/v1/leaks", nil, reports, &out); err != nil {
 		return nil, err
 	}

@@ -1,0 +1,257 @@
+// Package client is latchkey's Go SDK: a client for the HTTP API and
+// every type that crosses it (requests, answers, lists, errors). The
+// server decodes into and encodes from these same types, so the two
+// cannot drift. It imports only the root package, whose domain values
+// (Token, AuditEvent, Decision, Block) it shares; a program that talks to
+// a latchkey server links no server code.
+//
+// API errors come back as *latchkey.Error with the server's code and
+// message (latchkey.ErrorCode reads it); transport failures as
+// *latchkey.Error with code EUnavailable.
+package client
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/latchkeyhq/latchkey"
+)
+
+// CreatedToken is the response to POST /v1/tokens: the record plus the
+// plaintext, which is shown this once and never again.
+type CreatedToken struct {
+	Plaintext string `json:"token"`
+	*latchkey.Token
+}
+
+// TokenList is the response to GET /v1/tokens.
+type TokenList struct {
+	Tokens     []*latchkey.Token `json:"tokens"`
+	NextCursor string            `json:"next_cursor,omitempty"`
+}
+
+// AuditList is the response to GET /v1/audit.
+type AuditList struct {
+	Events     []latchkey.AuditEvent `json:"events"`
+	NextCursor string                `json:"next_cursor,omitempty"`
+}
+
+// RevokeRequest is the body of POST /v1/tokens/{id}/revoke.
+type RevokeRequest struct {
+	Reason string `json:"reason"`
+}
+
+// VerifyRequest is the body of POST /v1/verify.
+type VerifyRequest struct {
+	Token  string   `json:"token"`
+	Scopes []string `json:"scopes,omitempty"`
+	// IP is the end client's address, as seen by the calling backend.
+	IP     string `json:"ip,omitempty"`
+	Method string `json:"method,omitempty"`
+	Path   string `json:"path,omitempty"`
+}
+
+// VerifyResponse is the answer of POST /v1/verify. A refused token is a
+// 200 with valid=false and a code; only the token's public facts are
+// returned, and only when it is valid (rate_limit also when RATE_LIMITED).
+type VerifyResponse struct {
+	Valid     bool            `json:"valid"`
+	Code      latchkey.Code   `json:"code"`
+	TokenID   string          `json:"token_id,omitempty"`
+	Subject   string          `json:"subject,omitempty"`
+	Scopes    []string        `json:"scopes,omitempty"`
+	ExpiresAt *time.Time      `json:"expires_at,omitempty"`
+	Meta      json.RawMessage `json:"meta,omitempty"`
+	// Remaining is the number of uses left, for a usage-limited token.
+	Remaining *int64 `json:"remaining,omitempty"`
+	// RateLimit is the token's rate limit after this verification.
+	RateLimit *RateLimitStatus `json:"rate_limit,omitempty"`
+	// Warnings: "rotation_due" when the token is older than the rotation
+	// policy allows.
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+// RateLimitStatus reports a token's rate limit.
+type RateLimitStatus struct {
+	Limit     int64 `json:"limit"`
+	Remaining int64 `json:"remaining"`
+	// Reset is when the full limit is available again.
+	Reset time.Time `json:"reset"`
+	// RetryAfter, when RATE_LIMITED, is the number of seconds (rounded
+	// up) until one more verification is allowed.
+	RetryAfter int64 `json:"retry_after,omitempty"`
+}
+
+// RotateRequest is the body of POST /v1/tokens/{id}/rotate.
+type RotateRequest struct {
+	// Grace is how long the old token keeps working, e.g. "24h" (default
+	// 0: it stops at once). It never outlives its own expiry.
+	Grace string `json:"grace,omitempty"`
+}
+
+// RotatedToken is the answer to a rotation: the successor with its
+// plaintext (shown this once), and the old token as it now stands.
+type RotatedToken struct {
+	CreatedToken
+	Predecessor *latchkey.Token `json:"predecessor"`
+}
+
+// RevocationRequest is the body of POST /v1/revocations: exactly one of
+// subject, tag, prefix or parent.
+type RevocationRequest struct {
+	Subject string `json:"subject,omitempty"`
+	Tag     string `json:"tag,omitempty"`
+	Prefix  string `json:"prefix,omitempty"`
+	// Parent revokes every token derived from it (not the parent itself).
+	Parent string `json:"parent,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	// IncludeSelf revokes the caller's own token too when it matches; by
+	// default it (and the ancestors whose revocation would revoke it) is
+	// spared.
+	IncludeSelf bool `json:"include_self,omitempty"`
+	// DryRun changes nothing and answers what would be revoked.
+	DryRun bool `json:"dry_run,omitempty"`
+}
+
+// RevocationResult is the answer of POST /v1/revocations: how many tokens
+// were revoked (or would be, dry run), and the matching tokens spared
+// because they are the caller's own.
+type RevocationResult struct {
+	Revoked int `json:"revoked"`
+	// Spared lists the matching tokens left alone: the caller's own
+	// token and the ancestors whose revocation would revoke it.
+	Spared []string `json:"spared,omitempty"`
+	DryRun bool     `json:"dry_run,omitempty"`
+}
+
+// Introspection is the answer of POST /oauth2/introspect (RFC 7662).
+// An inactive token gets {"active":false} and nothing else.
+type Introspection struct {
+	Active    bool   `json:"active"`
+	Scope     string `json:"scope,omitempty"`
+	ClientID  string `json:"client_id,omitempty"`
+	Subject   string `json:"sub,omitempty"`
+	ExpiresAt int64  `json:"exp,omitempty"`
+	IssuedAt  int64  `json:"iat,omitempty"`
+	NotBefore int64  `json:"nbf,omitempty"`
+	JTI       string `json:"jti,omitempty"`
+	TokenType string `json:"token_type,omitempty"`
+}
+
+// ErrorBody is the one error shape: {"error":{"code","message"}}.
+type ErrorBody struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+// BlockList is the answer of GET /v1/blocks.
+type BlockList struct {
+	Blocks []latchkey.Block `json:"blocks"`
+}
+
+// SessionInfo answers POST and GET /ui/api/session.
+type SessionInfo struct {
+	TokenID   string    `json:"token_id"`
+	Subject   string    `json:"subject"`
+	Scopes    []string  `json:"scopes"`
+	ExpiresAt time.Time `json:"expires_at"`
+	// CSRFToken goes in X-CSRF-Token on every state-changing call. The
+	// page keeps it in memory only.
+	CSRFToken string `json:"csrf_token"`
+}
+
+// SignInRequest is the body of POST /ui/api/session.
+type SignInRequest struct {
+	Token string `json:"token"`
+}
+
+// CreateRequest is the body of POST /v1/tokens (DESIGN.md §8), and of
+// POST /v1/tokens/{id}/derive, where unset fields are inherited from the
+// parent.
+type CreateRequest struct {
+	Name      string          `json:"name"`
+	Subject   string          `json:"subject"`
+	Scopes    []string        `json:"scopes"`
+	TTL       string          `json:"ttl,omitempty"`
+	ExpiresAt *time.Time      `json:"expires_at,omitempty"`
+	NotBefore *time.Time      `json:"not_before,omitempty"`
+	Tags      []string        `json:"tags,omitempty"`
+	Meta      json.RawMessage `json:"meta,omitempty"`
+	Prefix    string          `json:"prefix,omitempty"`
+
+	IdleTimeout    string       `json:"idle_timeout,omitempty"`
+	AllowedCIDRs   []string     `json:"allowed_cidrs,omitempty"`
+	AllowedMethods []string     `json:"allowed_methods,omitempty"`
+	AllowedPaths   []string     `json:"allowed_paths,omitempty"`
+	RateLimit      *RateRequest `json:"rate_limit,omitempty"`
+	MaxUses        int64        `json:"max_uses,omitempty"`
+}
+
+// RateRequest is a rate limit as written in a request: {"limit": 100,
+// "window": "1m"}.
+type RateRequest struct {
+	Limit  int64  `json:"limit"`
+	Window string `json:"window"`
+}
+
+// LeakReport is one match in a secret scanner's report, in GitHub's
+// secret-scanning partner format.
+type LeakReport struct {
+	Token  string `json:"token"`
+	Type   string `json:"type"`
+	URL    string `json:"url"`
+	Source string `json:"source"`
+}
+
+// LeakResult answers one match, in GitHub's feedback format: the token is
+// named by its SHA-256 (never echoed), and labelled true_positive when it
+// was a real latchkey token (now revoked), false_positive otherwise.
+type LeakResult struct {
+	TokenHash string `json:"token_hash"`
+	TokenType string `json:"token_type"`
+	Label     string `json:"label"`
+	// TokenID is the public id of a real token (latchkey's addition).
+	TokenID string `json:"token_id,omitempty"`
+}
+
+// Leak labels.
+const (
+	LabelTruePositive  = "true_positive"
+	LabelFalsePositive = "false_positive"
+)
+
+// UpdateRequest is the body of PATCH /v1/tokens/{id}. Absent fields are
+// left as they are.
+type UpdateRequest struct {
+	Name   *string         `json:"name,omitempty"`
+	Meta   json.RawMessage `json:"meta,omitempty"`
+	Tags   *[]string       `json:"tags,omitempty"`
+	Scopes *[]string       `json:"scopes,omitempty"`
+}
+
+// ActivitySummary is a snapshot of Activity (or of a cluster's).
+type ActivitySummary struct {
+	// Node is the node that answered.
+	Node string `json:"node"`
+	// Nodes are the nodes whose attempts are counted: the one answering,
+	// and in a cluster every other node that published within the last
+	// few seconds.
+	Nodes []string  `json:"nodes,omitempty"`
+	Now   time.Time `json:"now"`
+	Today struct {
+		Since   time.Time `json:"since"`
+		Valid   uint64    `json:"valid"`
+		Refused uint64    `json:"refused"`
+		Blocked uint64    `json:"blocked"`
+	} `json:"today"`
+	// Series holds per-second counts for the seconds Start, Start+1, ...
+	// up to the current second (ActivityWindow of them), oldest first.
+	Series struct {
+		Start   time.Time `json:"start"`
+		Valid   []uint64  `json:"valid"`
+		Refused []uint64  `json:"refused"`
+		Blocked []uint64  `json:"blocked"`
+	} `json:"series"`
+}
