@@ -14,12 +14,12 @@ import (
 	"context"
 	"crypto/rand"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/edge"
 	"github.com/latchkeyhq/latchkey/identity"
 	"github.com/latchkeyhq/latchkey/secret"
 )
@@ -45,53 +45,17 @@ type Authorizer struct {
 	jwts jwtCache
 }
 
-// Outcome of one authorization.
-type Outcome struct {
-	Decision latchkey.Decision
-	Err      error // the verifier could not decide (store down)
-}
-
 // Check verifies req (its token, for its required scopes, from its
 // client).
-func (a *Authorizer) Check(ctx context.Context, req *latchkey.VerifyRequest) Outcome {
-	d, err := a.Verifier.Verify(ctx, req)
-	return Outcome{Decision: d, Err: err}
-}
-
-// Deny writes the answer for a refused (or undecidable) request: 401, 403
-// or 429 with the RFC 6750 challenge, and nothing more in the body.
-func Deny(w http.ResponseWriter, o Outcome, missing bool) {
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	status, body := http.StatusUnauthorized, `{"error":"invalid_token"}`
-	switch {
-	case o.Err != nil:
-		status, body = http.StatusServiceUnavailable, `{"error":"temporarily_unavailable"}`
-	case missing:
-		h.Set("WWW-Authenticate", `Bearer realm="latchkey"`)
-		status, body = http.StatusUnauthorized, `{"error":"invalid_request"}`
-	default:
-		switch o.Decision.Code {
-		case latchkey.InsufficientScope, latchkey.IPNotAllowed, latchkey.Forbidden, latchkey.Blocked:
-			h.Set("WWW-Authenticate", `Bearer realm="latchkey", error="insufficient_scope"`)
-			status, body = http.StatusForbidden, `{"error":"insufficient_scope"}`
-		case latchkey.RateLimited:
-			h.Set("Retry-After", strconv.FormatInt(max(1, int64((o.Decision.Rate.RetryAfter+time.Second-1)/time.Second)), 10))
-			status, body = http.StatusTooManyRequests, `{"error":"rate_limited"}`
-		default:
-			h.Set("WWW-Authenticate", `Bearer realm="latchkey", error="invalid_token"`)
-		}
-	}
-	w.WriteHeader(status)
-	w.Write([]byte(body))
+func (a *Authorizer) Check(ctx context.Context, req *latchkey.VerifyRequest) (latchkey.Decision, error) {
+	return a.Verifier.Verify(ctx, req)
 }
 
 // Refuse records a request refused at the edge (see the Reason
 // constants) and answers it with status and body.
 func (a *Authorizer) Refuse(w http.ResponseWriter, req *latchkey.VerifyRequest, reason string, status int, body string) {
 	a.refused(req, reason)
-	writeError(w, status, body)
+	edge.Refuse(w, status, body)
 }
 
 // refused records an edge refusal answered elsewhere.
@@ -105,7 +69,7 @@ func (a *Authorizer) refused(req *latchkey.VerifyRequest, reason string) {
 // removing any the client sent (tokenHeader, the route file's credential
 // header, included).
 func (a *Authorizer) Identify(h http.Header, d latchkey.Decision, aud, tokenHeader string) {
-	StripIdentity(h, tokenHeader)
+	edge.StripIdentity(h, tokenHeader)
 	h.Set(HeaderTokenID, d.TokenID)
 	h.Set(HeaderSubject, d.Subject)
 	if a.Signer == nil {
@@ -185,48 +149,4 @@ func (c *jwtCache) put(k jwtKey, e jwtEntry) {
 		c.m = map[jwtKey]jwtEntry{} // start over: the cache refills as it is used
 	}
 	c.m[k] = e
-}
-
-// TokenFrom extracts the presented token: from header (when configured),
-// else from "Authorization: Bearer".
-func TokenFrom(r *http.Request, header string) (string, bool) {
-	if header != "" {
-		if v := strings.TrimSpace(r.Header.Get(header)); v != "" {
-			return v, true
-		}
-	}
-	h := r.Header.Get("Authorization")
-	const p = "bearer "
-	if len(h) > len(p) && strings.EqualFold(h[:len(p)], p) {
-		return strings.TrimSpace(h[len(p):]), true
-	}
-	return "", false
-}
-
-// TokenInQuery reports whether the query string carries something that
-// looks like a credential: such URLs end up in logs, browser history and
-// Referer headers.
-func TokenInQuery(rawQuery string) bool {
-	if rawQuery == "" {
-		return false
-	}
-	for _, kv := range strings.Split(rawQuery, "&") {
-		k, v, _ := strings.Cut(kv, "=")
-		switch strings.ToLower(k) {
-		case "token", "access_token", "api_key", "apikey", "key", "auth", "bearer":
-			return true
-		}
-		if secret.LooksLikeToken(v) || secret.LooksLikeToken(k) {
-			return true
-		}
-	}
-	return false
-}
-
-// writeError answers with a status and a small JSON body.
-func writeError(w http.ResponseWriter, status int, body string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	w.Write([]byte(body))
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/client"
+	"github.com/latchkeyhq/latchkey/edge"
 	"github.com/latchkeyhq/latchkey/gateway"
 	"github.com/latchkeyhq/latchkey/identity"
 )
@@ -297,11 +298,11 @@ func TestEdgeRefusalsOnRecord(t *testing.T) {
 		total[ev.Reason] += d.Count
 		records[ev.Reason]++
 	}
-	if total[gateway.ReasonNoCredential] != 51 || total[gateway.ReasonCredentialInQuery] != 1 || total[gateway.ReasonNonCanonical] != 1 {
+	if total[edge.ReasonNoCredential] != 51 || total[edge.ReasonCredentialInQuery] != 1 || total[edge.ReasonNonCanonical] != 1 {
 		t.Errorf("refusals counted %v", total)
 	}
-	if records[gateway.ReasonNoCredential] > 3 {
-		t.Errorf("a flood of %d refusals took %d records", 51, records[gateway.ReasonNoCredential])
+	if records[edge.ReasonNoCredential] > 3 {
+		t.Errorf("a flood of %d refusals took %d records", 51, records[edge.ReasonNoCredential])
 	}
 }
 
@@ -342,7 +343,7 @@ func TestGatewaySlowBody(t *testing.T) {
 	}
 	gw := gateway.New(e.gw.Auth, table, nil)
 	srv := httptest.NewUnstartedServer(gw)
-	srv.Config = gateway.NewServer(gw, gateway.Limits{ReadTimeout: -1, WriteTimeout: -1}, nil)
+	srv.Config = edge.NewServer(gw, edge.Limits{ReadTimeout: -1, WriteTimeout: -1}, nil)
 	srv.Start()
 	t.Cleanup(srv.Close)
 	pt, _ := e.token(t, client.CreateRequest{Scopes: []string{"x:y"}})
@@ -387,43 +388,6 @@ func TestGatewaySlowBody(t *testing.T) {
 	}
 }
 
-func TestCanonicalPath(t *testing.T) {
-	t.Parallel()
-	for in, want := range map[string]string{
-		"/": "/", "/a": "/a", "/a/b/": "/a/b/", "/a/%41": "/a/A", "/a%20b": "/a b", "/a/b.c": "/a/b.c", "/...": "/...",
-	} {
-		if got, ok := gateway.CanonicalPath(in); !ok || got != want {
-			t.Errorf("CanonicalPath(%q) = %q, %v; want %q", in, got, ok, want)
-		}
-	}
-	for _, in := range []string{"", "a", "*", "//", "/a//b", "/.", "/..", "/a/./b", "/a/%2e", "/a/%2E%2e", "/a%2fb", "/a%2Fb", `/a\b`, "/a%5cb",
-		"/a;b", "/a%3bb", "/a/%00", "/a/%7f", "/a/%", "/a/%4", "/a/%g0", "/a/%25", "/a/\x01"} {
-		if got, ok := gateway.CanonicalPath(in); ok {
-			t.Errorf("CanonicalPath(%q) = %q, accepted", in, got)
-		}
-	}
-}
-
-func FuzzCanonicalPath(f *testing.F) {
-	for _, s := range []string{"/", "/a/b", "/a/%2e%2e/b", "/a/..;/b", "/%41"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		p, ok := gateway.CanonicalPath(s)
-		if !ok {
-			return
-		}
-		// What is accepted has no dot segment, empty segment or separator
-		// trick left, and is its own canonical form once decoded.
-		for i, seg := range strings.Split(p[1:], "/") {
-			last := i == strings.Count(p[1:], "/")
-			if seg == "." || seg == ".." || (seg == "" && !last && p != "/") || strings.ContainsAny(seg, "\\;") {
-				t.Fatalf("CanonicalPath(%q) = %q", s, p)
-			}
-		}
-	})
-}
-
 // The route matcher, on what the edge lets through: a match's literal
 // segments are the path's, its parameters fill scopes only as plain
 // segments, and what goes upstream is still canonical.
@@ -438,11 +402,11 @@ func FuzzRouteLookup(f *testing.F) {
 		f.Add(s[0], s[1], s[2])
 	}
 	f.Fuzz(func(t *testing.T, host, method, escaped string) {
-		path, ok := gateway.CanonicalPath(escaped)
+		path, ok := edge.CanonicalPath(escaped)
 		if !ok {
 			return
 		}
-		h, ok := gateway.CanonicalHost(host)
+		h, ok := edge.CanonicalHost(host)
 		if !ok {
 			return
 		}

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/edge"
 	"github.com/latchkeyhq/latchkey/secret"
 )
 
@@ -69,9 +70,9 @@ func (f *ForwardAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if f.Table != nil {
 		table = f.Table()
 	}
-	ip, src := ClientAddr(r, f.Auth.TrustedProxies)
-	vr := latchkey.VerifyRequest{ClientIP: ip, Source: src, Method: r.Method, Path: r.URL.Path, UserAgent: r.UserAgent(),
-		RequestID: PlainRequestID(r.Header), Action: "forward_auth"}
+	ca := edge.ClientAddr(r, f.Auth.TrustedProxies)
+	vr := latchkey.VerifyRequest{ClientIP: ca.IP, Source: ca.Source, Method: r.Method, Path: r.URL.Path, UserAgent: r.UserAgent(),
+		RequestID: edge.PlainRequestID(r.Header), Action: "forward_auth"}
 	refuse := func(reason, body string) {
 		// nginx's auth_request passes only 2xx, 401 and 403 on; the
 		// README's snippet turns its 500 back into this 400.
@@ -82,11 +83,11 @@ func (f *ForwardAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		th = table.TokenHeader
 	}
 	for k := range r.Header {
-		if IsIdentityHeader(k, "") {
+		if edge.IsIdentityHeader(k, "") {
 			// The proxy forwards the client's headers here; this one would
 			// reach the upstream as latchkey's word unless the proxy strips
 			// it, so the request is refused whatever the proxy does.
-			refuse(ReasonIdentityHeader, errIdentityHeader)
+			refuse(edge.ReasonIdentityHeader, edge.AnswerIdentityHeader)
 			return
 		}
 	}
@@ -96,23 +97,12 @@ func (f *ForwardAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	vr.Method = o.method
-	path, ok := CanonicalPath(o.escapedPath)
-	if !ok {
-		refuse(ReasonNonCanonical, errNonCanonical)
-		return
+	tg, reason, answer := edge.CheckTarget(o.escapedPath, o.host, r.Header, o.rawQuery, r.URL.RawQuery)
+	if tg.Path != "" {
+		vr.Path = tg.Path
 	}
-	vr.Path = path
-	host, ok := CanonicalHost(o.host)
-	if !ok {
-		refuse(ReasonBadHost, errBadHost)
-		return
-	}
-	if MethodOverride(r.Header) {
-		refuse(ReasonMethodOverride, errMethodOverride)
-		return
-	}
-	if TokenInQuery(o.rawQuery) || TokenInQuery(r.URL.RawQuery) {
-		refuse(ReasonCredentialInQuery, errTokenInQuery)
+	if reason != "" {
+		refuse(reason, answer)
 		return
 	}
 	var scopes []string
@@ -120,14 +110,14 @@ func (f *ForwardAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		scopes = r.URL.Query()["scope"]
 		for _, sc := range scopes {
 			if latchkey.ValidateScope(sc) != nil || secret.LooksLikeToken(sc) {
-				refuse(ReasonBadScope, `{"error":"invalid_request","error_description":"a scope= parameter is not a valid scope"}`)
+				refuse(edge.ReasonBadScope, `{"error":"invalid_request","error_description":"a scope= parameter is not a valid scope"}`)
 				return
 			}
 		}
 	}
 	aud := "forward-auth"
 	if table != nil {
-		m, ok := table.Lookup(host, o.method, path)
+		m, ok := table.Lookup(tg.Host, o.method, tg.Path)
 		var rs []string
 		if ok {
 			rs, ok = m.Scopes()
@@ -135,31 +125,29 @@ func (f *ForwardAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if !ok {
 			// The gateway would not route it: nothing is allowed through.
 			vr.Scopes = scopes
-			f.Auth.refused(&vr, ReasonNoRoute)
-			Deny(w, Outcome{Decision: latchkey.Decision{Code: latchkey.Forbidden}}, false)
+			f.Auth.refused(&vr, edge.ReasonNoRoute)
+			edge.Deny(w, latchkey.Decision{Code: latchkey.Forbidden}, nil)
 			return
 		}
 		scopes, aud = append(rs, scopes...), m.Route.Name
 	}
 	vr.Scopes = scopes
-	token, present := TokenFrom(r, th)
+	token, present := edge.Credential(r, th)
 	if !present {
-		f.Auth.refused(&vr, ReasonNoCredential)
-		Deny(w, Outcome{}, true)
+		f.Auth.refused(&vr, edge.ReasonNoCredential)
+		edge.Challenge(w)
 		return
 	}
 	vr.Token = token
-	out := f.Auth.Check(r.Context(), &vr)
-	if out.Err != nil || !out.Decision.Valid() {
-		Deny(w, out, false)
+	d, err := f.Auth.Check(r.Context(), &vr)
+	if err != nil || !d.Valid() {
+		edge.Deny(w, d, err)
 		return
 	}
-	f.Auth.Identify(w.Header(), out.Decision, aud, "")
+	f.Auth.Identify(w.Header(), d, aud, "")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
 }
-
-const errIdentityHeader = `{"error":"invalid_request","error_description":"the request carries an X-Latchkey-* header: only latchkey may set those"}`
 
 // original reads the request the proxy asks about from one header family,
 // or from Envoy's appended path. routed says a route file is loaded: then
@@ -185,10 +173,10 @@ func (f *ForwardAuth) original(r *http.Request, prefix string, routed bool) (o o
 	)
 	switch {
 	case nginx && fwd, (nginx || fwd) && envoy:
-		return o, ReasonForwardedHeaders, errAmbiguous
+		return o, edge.ReasonForwardedHeaders, errAmbiguous
 	case nginx || fwd:
-		if peer := remoteAddr(r); !peer.IsValid() || !f.Auth.TrustedProxies.Trusts(peer) {
-			return o, ReasonForwardedHeaders, errUntrusted
+		if peer := edge.PeerAddr(r); !peer.IsValid() || !f.Auth.TrustedProxies.Trusts(peer) {
+			return o, edge.ReasonForwardedHeaders, errUntrusted
 		}
 		fam := forwardedFamily
 		if nginx {
@@ -198,14 +186,14 @@ func (f *ForwardAuth) original(r *http.Request, prefix string, routed bool) (o o
 		for i, n := range fam {
 			vs := r.Header.Values(n)
 			if len(vs) > 1 {
-				return o, ReasonForwardedHeaders, errDuplicate
+				return o, edge.ReasonForwardedHeaders, errDuplicate
 			}
 			if len(vs) == 1 {
 				v[i] = vs[0]
 			}
 		}
 		if v[0] == "" || v[1] == "" || (routed && v[2] == "") {
-			return o, ReasonForwardedHeaders, errMissing
+			return o, edge.ReasonForwardedHeaders, errMissing
 		}
 		o.method, o.host = v[0], v[2]
 		if o.host == "" {
@@ -214,7 +202,7 @@ func (f *ForwardAuth) original(r *http.Request, prefix string, routed bool) (o o
 		// The URI as the client sent it (origin form): its path is checked
 		// escaped, as CanonicalPath wants it.
 		if !strings.HasPrefix(v[1], "/") {
-			return o, ReasonNonCanonical, errNonCanonical
+			return o, edge.ReasonNonCanonical, edge.AnswerNonCanonical
 		}
 		o.escapedPath, o.rawQuery, _ = strings.Cut(v[1], "?")
 	case envoy:
@@ -222,7 +210,7 @@ func (f *ForwardAuth) original(r *http.Request, prefix string, routed bool) (o o
 		o.escapedPath, o.rawQuery = suffix, r.URL.RawQuery
 	default:
 		if routed {
-			return o, ReasonForwardedHeaders, errMissing
+			return o, edge.ReasonForwardedHeaders, errMissing
 		}
 		// No route file: authentication (and ?scope=) only.
 		o.method, o.host, o.escapedPath = r.Method, r.Host, "/"

@@ -4,16 +4,15 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httputil"
-	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/edge"
 	"github.com/latchkeyhq/latchkey/secret"
 )
 
@@ -100,7 +99,7 @@ func (g *Gateway) proxy(st *state, r *Route) *httputil.ReverseProxy {
 				// client's path: it could hold a token pasted by mistake.
 				g.Logger.Warn("gateway: upstream failed", "route", r.Name, "err", secret.Redact(err.Error()))
 			}
-			writeError(w, status, `{"error":"upstream_unavailable"}`)
+			edge.Refuse(w, status, `{"error":"upstream_unavailable"}`)
 		},
 	}
 }
@@ -134,7 +133,7 @@ func singleJoin(base, path string) string {
 // trusted peer's chain is kept and extended, anyone else's is dropped.
 // X-Forwarded-Host and -Proto say what the client asked for.
 func (g *Gateway) forwarded(pr *httputil.ProxyRequest) {
-	peer := remoteAddr(pr.In)
+	peer := edge.PeerAddr(pr.In)
 	chain := ""
 	if peer.IsValid() && g.Auth.TrustedProxies.Trusts(peer) {
 		chain = strings.Join(pr.In.Header.Values("X-Forwarded-For"), ", ")
@@ -156,29 +155,6 @@ func (g *Gateway) forwarded(pr *httputil.ProxyRequest) {
 	pr.Out.Header.Set("X-Forwarded-Proto", proto)
 }
 
-func remoteAddr(r *http.Request) netip.Addr {
-	ap, err := netip.ParseAddrPort(r.RemoteAddr)
-	if err != nil {
-		return netip.Addr{}
-	}
-	return ap.Addr().Unmap()
-}
-
-// ClientAddr resolves the end client of r through the trusted proxies: its
-// address as text, and as a blockable source (invalid for a trusted proxy).
-func ClientAddr(r *http.Request, tp latchkey.TrustedProxies) (string, netip.Addr) {
-	peer := remoteAddr(r)
-	if !peer.IsValid() {
-		host, _, _ := net.SplitHostPort(r.RemoteAddr)
-		return host, netip.Addr{}
-	}
-	a := tp.ClientIP(peer, r.Header.Values("X-Forwarded-For"))
-	if tp.Trusts(a) {
-		return a.String(), netip.Addr{}
-	}
-	return a.String(), a
-}
-
 // ServeHTTP checks the request at the edge (canonical path and host, no
 // method override, no credential in the URL), then its token against its
 // route, and forwards it. Every refusal is on record.
@@ -188,59 +164,49 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ServeJWKS(w, g.Auth.Signer)
 		return
 	}
-	ip, src := ClientAddr(r, g.Auth.TrustedProxies)
-	vr := latchkey.VerifyRequest{ClientIP: ip, Source: src, Method: r.Method, Path: r.URL.Path, UserAgent: r.UserAgent(),
-		RequestID: PlainRequestID(r.Header), Action: "gateway"}
-	path, ok := CanonicalPath(r.URL.EscapedPath())
+	ca := edge.ClientAddr(r, g.Auth.TrustedProxies)
+	vr := latchkey.VerifyRequest{ClientIP: ca.IP, Source: ca.Source, Method: r.Method, Path: r.URL.Path, UserAgent: r.UserAgent(),
+		RequestID: edge.PlainRequestID(r.Header), Action: "gateway"}
+	tg, reason, answer := edge.CheckTarget(r.URL.EscapedPath(), r.Host, r.Header, r.URL.RawQuery)
+	if tg.Path != "" {
+		vr.Path = tg.Path
+	}
+	if reason != "" {
+		g.Auth.Refuse(w, &vr, reason, http.StatusBadRequest, answer)
+		return
+	}
+	path := tg.Path
+	m, ok := st.table.Lookup(tg.Host, r.Method, path)
 	if !ok {
-		g.Auth.Refuse(w, &vr, ReasonNonCanonical, http.StatusBadRequest, errNonCanonical)
-		return
-	}
-	vr.Path = path
-	host, ok := CanonicalHost(r.Host)
-	if !ok {
-		g.Auth.Refuse(w, &vr, ReasonBadHost, http.StatusBadRequest, errBadHost)
-		return
-	}
-	if MethodOverride(r.Header) {
-		g.Auth.Refuse(w, &vr, ReasonMethodOverride, http.StatusBadRequest, errMethodOverride)
-		return
-	}
-	if TokenInQuery(r.URL.RawQuery) {
-		g.Auth.Refuse(w, &vr, ReasonCredentialInQuery, http.StatusBadRequest, errTokenInQuery)
-		return
-	}
-	m, ok := st.table.Lookup(host, r.Method, path)
-	if !ok {
-		g.Auth.Refuse(w, &vr, ReasonNoRoute, http.StatusNotFound, errNoRoute)
+		g.Auth.Refuse(w, &vr, edge.ReasonNoRoute, http.StatusNotFound, edge.AnswerNoRoute)
 		return
 	}
 	scopes, ok := m.Scopes()
 	if !ok { // a parameter that is not a plain segment: no such resource
-		g.Auth.Refuse(w, &vr, ReasonNoRoute, http.StatusNotFound, errNoRoute)
+		g.Auth.Refuse(w, &vr, edge.ReasonNoRoute, http.StatusNotFound, edge.AnswerNoRoute)
 		return
 	}
 	vr.Scopes = scopes
 	rt := m.Route
-	if rt.MaxHeaderBytes > 0 && int64(headerBytes(r.Header)) > rt.MaxHeaderBytes {
-		g.Auth.Refuse(w, &vr, ReasonHeaderTooLarge, http.StatusRequestHeaderFieldsTooLarge, errHeaderTooLarge)
+	if rt.MaxHeaderBytes > 0 && int64(edge.HeaderBytes(r.Header)) > rt.MaxHeaderBytes {
+		g.Auth.Refuse(w, &vr, edge.ReasonHeaderTooLarge, http.StatusRequestHeaderFieldsTooLarge, edge.AnswerHeaderTooLarge)
 		return
 	}
-	token, present := TokenFrom(r, st.table.TokenHeader)
+	token, present := edge.Credential(r, st.table.TokenHeader)
 	if !present {
-		g.Auth.refused(&vr, ReasonNoCredential)
-		Deny(w, Outcome{}, true)
+		g.Auth.refused(&vr, edge.ReasonNoCredential)
+		edge.Challenge(w)
 		return
 	}
 	vr.Token = token
-	o := g.Auth.Check(r.Context(), &vr)
-	if o.Err != nil || !o.Decision.Valid() {
-		Deny(w, o, false)
+	d, err := g.Auth.Check(r.Context(), &vr)
+	if err != nil || !d.Valid() {
+		edge.Deny(w, d, err)
 		return
 	}
 	if rt.MaxBodyBytes > 0 {
 		if r.ContentLength > rt.MaxBodyBytes {
-			writeError(w, http.StatusRequestEntityTooLarge, `{"error":"request_too_large"}`)
+			edge.Refuse(w, http.StatusRequestEntityTooLarge, `{"error":"request_too_large"}`)
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, rt.MaxBodyBytes)
@@ -251,7 +217,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// connection must not inherit a deadline.
 		http.NewResponseController(w).SetReadDeadline(time.Now().Add(rt.BodyTimeout))
 	}
-	ctx := context.WithValue(r.Context(), ctxKey{}, &allowed{match: m, decision: o.Decision, path: path})
+	ctx := context.WithValue(r.Context(), ctxKey{}, &allowed{match: m, decision: d, path: path})
 	if rt.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, rt.Timeout)
@@ -259,17 +225,6 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	st.proxies[rt].ServeHTTP(w, r.WithContext(ctx))
 }
-
-// The edge's answers: a status and a body that says what to fix, and no
-// more (the audit record has the reason).
-const (
-	errNonCanonical   = `{"error":"invalid_request","error_description":"the path is not canonical: no dot segments, empty segments, encoded / or \\, backslashes or ; parameters"}`
-	errBadHost        = `{"error":"invalid_request","error_description":"the Host header is not a host name or address"}`
-	errMethodOverride = `{"error":"invalid_request","error_description":"method override headers (X-HTTP-Method-Override, X-HTTP-Method, X-Method-Override) are refused: the request's own method is the one authorised"}`
-	errTokenInQuery   = `{"error":"invalid_request","error_description":"credentials in the URL are refused: URLs end up in logs, browser history and Referer headers; send Authorization: Bearer <token>"}`
-	errNoRoute        = `{"error":"no_route"}`
-	errHeaderTooLarge = `{"error":"request_header_too_large"}`
-)
 
 // ServeJWKS answers GET /.well-known/jwks.json.
 func ServeJWKS(w http.ResponseWriter, s interface {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/client"
+	"github.com/latchkeyhq/latchkey/edge"
 	"github.com/latchkeyhq/latchkey/secret"
 )
 
@@ -224,8 +225,9 @@ func (s *Server) verify(w http.ResponseWriter, r *http.Request, a latchkey.Actor
 	// a trusted proxy in front of us says (X-Forwarded-For). Otherwise the
 	// connection's address is the backend's own: it is checked against
 	// allowlists but never blocked, since it relays everyone's requests.
-	ip, src, forwarded := s.clientAddr(r)
-	if !forwarded {
+	ca := s.clientAddr(r)
+	ip, src := ca.IP, ca.Source
+	if !ca.Forwarded {
 		src = netip.Addr{}
 	}
 	if req.IP != "" {
@@ -250,7 +252,7 @@ func (s *Server) verify(w http.ResponseWriter, r *http.Request, a latchkey.Actor
 	if d.Rate.Limit > 0 && (d.Valid() || d.Code == latchkey.RateLimited) {
 		resp.RateLimit = &client.RateLimitStatus{Limit: d.Rate.Limit, Remaining: d.Rate.Remaining, Reset: time.Unix(0, d.Rate.Reset).UTC()}
 		if d.Code == latchkey.RateLimited {
-			resp.RateLimit.RetryAfter, _ = strconv.ParseInt(retryAfterSeconds(d.Rate.RetryAfter), 10, 64)
+			resp.RateLimit.RetryAfter = edge.RetryAfter(d.Rate.RetryAfter)
 		}
 	}
 	if d.Valid() {

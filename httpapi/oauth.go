@@ -69,7 +69,7 @@ func (s *Server) oauthRevoke(w http.ResponseWriter, r *http.Request, a latchkey.
 	// Unauthenticated: the caller is the one presenting the token, so its
 	// failures count toward its block like any other (a flood of forged
 	// tokens here would otherwise be free, and fill the audit log).
-	_, src, _ := s.clientAddr(r)
+	src := s.clientAddr(r).Source
 	d, err := s.Verifier.Verify(r.Context(), &latchkey.VerifyRequest{Token: tok, ClientIP: a.ClientIP, UserAgent: a.UserAgent,
 		RequestID: a.RequestID, Action: "oauth_revoke", NoSpend: true, Source: src})
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/client"
+	"github.com/latchkeyhq/latchkey/edge"
 	"github.com/latchkeyhq/latchkey/secret"
 )
 
@@ -62,7 +63,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	var rl *rateLimited
 	if errors.As(err, &rl) {
-		w.Header().Set("Retry-After", retryAfterSeconds(rl.retryAfter))
+		w.Header().Set("Retry-After", strconv.FormatInt(edge.RetryAfter(rl.retryAfter), 10))
 	}
 	writeJSON(w, statusOf(code), body)
 }

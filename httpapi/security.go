@@ -68,7 +68,7 @@ func (s *Server) reportLeaks(w http.ResponseWriter, r *http.Request, a latchkey.
 		}
 		a.System = "leak-report"
 	} else {
-		_, src, _ := s.clientAddr(r)
+		src := s.clientAddr(r).Source
 		d, err := s.authenticate(r, latchkey.ScopeTokensWrite, &a, src)
 		if err != nil {
 			return err

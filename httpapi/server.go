@@ -13,7 +13,6 @@ import (
 	"crypto/ecdsa"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -25,7 +24,7 @@ import (
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/audit"
 	"github.com/latchkeyhq/latchkey/client"
-	"github.com/latchkeyhq/latchkey/gateway"
+	"github.com/latchkeyhq/latchkey/edge"
 	"github.com/latchkeyhq/latchkey/secret"
 )
 
@@ -309,7 +308,7 @@ func (s *Server) drainCh() chan struct{} {
 type credential func(r *http.Request) (string, error)
 
 func bearerCredential(r *http.Request) (string, error) {
-	tok, ok := bearer(r)
+	tok, ok := edge.Bearer(r)
 	if !ok {
 		return "", latchkey.Errorf(latchkey.EUnauthenticated, "missing credentials: send Authorization: Bearer <token>")
 	}
@@ -324,12 +323,13 @@ func (s *Server) endpoint(rt Route, fn handlerFunc, cred credential, ui bool) ht
 		if ui {
 			uiHeaders(w.Header())
 		}
-		ip, src, _ := s.clientAddr(r)
+		ca := s.clientAddr(r)
+		ip, src := ca.IP, ca.Source
 		if rt.Relay {
 			// The caller relays an end client's request: its own credential
 			// counts toward the caller itself (the peer, unless a trusted
 			// proxy), never toward the address a header names.
-			src = s.peerSource(r)
+			src = edge.PeerSource(r, s.TrustedProxies)
 		}
 		a := latchkey.Actor{ClientIP: ip, UserAgent: r.UserAgent(), RequestID: requestID(r)}
 		if scope := rt.Scope; scope != "" {
@@ -432,74 +432,19 @@ type rateLimited struct{ retryAfter time.Duration }
 func (e *rateLimited) Error() string { return "rate limited" }
 
 func (e *rateLimited) Unwrap() error {
-	return latchkey.Errorf(latchkey.EResourceExhausted, "this token's rate limit is exhausted; retry in %s", retryAfterSeconds(e.retryAfter)+"s")
-}
-
-// retryAfterSeconds rounds up to whole seconds, at least 1, for the
-// Retry-After header.
-func retryAfterSeconds(d time.Duration) string {
-	return strconv.FormatInt(max(1, int64((d+time.Second-1)/time.Second)), 10)
+	return latchkey.Errorf(latchkey.EResourceExhausted, "this token's rate limit is exhausted; retry in %s", strconv.FormatInt(edge.RetryAfter(e.retryAfter), 10)+"s")
 }
 
 // presentsSelf reports whether the bearer token's id is the {id} of the
 // path: the token acting on itself. The id is read without verifying;
 // authentication follows.
 func presentsSelf(r *http.Request) bool {
-	tok, ok := bearer(r)
+	tok, ok := edge.Bearer(r)
 	if !ok {
 		return false
 	}
 	parts, err := secret.Parse(tok)
 	return err == nil && parts.ID == r.PathValue("id")
-}
-
-// clientAddr is the end client's address: the peer, or what trusted
-// proxies report in X-Forwarded-For. src is the same address as a
-// blockable source, or invalid when the walk ended at a trusted proxy
-// (no header): a proxy relays everyone and is never blocked itself.
-// forwarded reports that the address came from a proxy's header rather
-// than being the peer.
-func (s *Server) clientAddr(r *http.Request) (ip string, src netip.Addr, forwarded bool) {
-	peer, err := netip.ParseAddrPort(r.RemoteAddr)
-	if err != nil {
-		return remoteIP(r), netip.Addr{}, false
-	}
-	a := s.TrustedProxies.ClientIP(peer.Addr(), r.Header.Values("X-Forwarded-For"))
-	if !a.IsValid() {
-		return remoteIP(r), netip.Addr{}, false
-	}
-	if !s.TrustedProxies.Trusts(a) {
-		src = a
-	}
-	return a.String(), src, a != peer.Addr().Unmap()
-}
-
-// peerSource is the connection's peer as a blockable source: invalid
-// when it is a trusted proxy, which relays everyone and is never blocked.
-func (s *Server) peerSource(r *http.Request) netip.Addr {
-	peer, err := netip.ParseAddrPort(r.RemoteAddr)
-	if err != nil || s.TrustedProxies.Trusts(peer.Addr()) {
-		return netip.Addr{}
-	}
-	return peer.Addr().Unmap()
-}
-
-// bearer extracts the token from "Authorization: Bearer <token>".
-func bearer(r *http.Request) (string, bool) {
-	h := r.Header.Get("Authorization")
-	const p = "bearer "
-	if len(h) <= len(p) || !strings.EqualFold(h[:len(p)], p) {
-		return "", false
-	}
-	return strings.TrimSpace(h[len(p):]), true
-}
-
-func remoteIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
 }
 
 type ctxKey struct{}
@@ -536,7 +481,7 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 func (s *Server) middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		id := gateway.RequestID(r.Header) // the caller's when plain and not token-shaped
+		id := edge.RequestID(r.Header) // the caller's when plain and not token-shaped
 		w.Header().Set("X-Request-Id", id)
 		r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, id))
 		sw := &statusWriter{ResponseWriter: w}
@@ -554,7 +499,7 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 			}
 			if l := s.logger(); l.Enabled(r.Context(), slog.LevelDebug) { // skip the redaction scan otherwise
 				l.Debug("request", "method", r.Method, "path", secret.Redact(r.URL.Path), "status", sw.status,
-					"duration", time.Since(start), "request_id", id, "remote", remoteIP(r))
+					"duration", time.Since(start), "request_id", id, "remote", edge.RemoteHost(r))
 			}
 		}()
 		next.ServeHTTP(sw, r)
@@ -605,3 +550,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request, _ latchkey.Actor
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 	return nil
 }
+
+// clientAddr is the end client's address (edge.ClientAddr, through the
+// trusted proxies).
+func (s *Server) clientAddr(r *http.Request) edge.Addr { return edge.ClientAddr(r, s.TrustedProxies) }

@@ -235,7 +235,7 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request, a latchkey.Actor
 	}
 	// The dashboard opens on the live view: it needs audit:read (admin
 	// covers it). The attempt is recorded, success or not.
-	_, src, _ := s.clientAddr(r)
+	src := s.clientAddr(r).Source
 	d, err := s.authenticateToken(r, req.Token, latchkey.ScopeAuditRead, &a, src, false)
 	if err != nil {
 		return err
@@ -280,7 +280,7 @@ func (s *Server) sessionInfo(w http.ResponseWriter, r *http.Request, a latchkey.
 	if err != nil {
 		return err
 	}
-	_, src, _ := s.clientAddr(r)
+	src := s.clientAddr(r).Source
 	d, err := s.authenticateToken(r, ss.Token, "", &a, src, true)
 	if err != nil {
 		return err

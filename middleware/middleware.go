@@ -1,6 +1,6 @@
 // Package middleware protects a Go HTTP service with latchkey tokens:
 //
-//	v := middleware.Local(verifier)                       // the verifier in process
+//	v := middleware.Local(verifier)                                   // the verifier in process
 //	v := middleware.Remote(&client.Client{BaseURL, Token}) // or a latchkey server
 //	mux.Handle("/invoices", middleware.Require(v, "invoices:read")(handler))
 //
@@ -12,12 +12,11 @@ package middleware
 import (
 	"context"
 	"net/http"
-	"net/netip"
 	"time"
 
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/client"
-	"github.com/latchkeyhq/latchkey/gateway"
+	"github.com/latchkeyhq/latchkey/edge"
 )
 
 // Identity is who is calling.
@@ -37,9 +36,10 @@ func FromContext(ctx context.Context) (Identity, bool) {
 	return id, ok
 }
 
-// Checker decides on a token for a request.
+// Checker decides on a token for a request: req carries the token, the
+// scopes it must cover and the facts about the caller.
 type Checker interface {
-	Check(ctx context.Context, token string, scopes []string, clientIP string, src netip.Addr, method, path string) (latchkey.Decision, Identity, error)
+	Check(ctx context.Context, req *latchkey.VerifyRequest) (latchkey.Decision, Identity, error)
 }
 
 // Options tune Require.
@@ -60,19 +60,21 @@ func Require(c Checker, scopes ...string) func(http.Handler) http.Handler {
 func RequireWith(c Checker, o Options, scopes ...string) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if gateway.TokenInQuery(r.URL.RawQuery) {
-				http.Error(w, `{"error":"invalid_request","error_description":"credentials in the URL are refused"}`, http.StatusBadRequest)
+			if edge.CredentialInQuery(r.URL.RawQuery) {
+				edge.Refuse(w, http.StatusBadRequest, edge.AnswerInQuery)
 				return
 			}
-			tok, ok := gateway.TokenFrom(r, o.TokenHeader)
+			tok, ok := edge.Credential(r, o.TokenHeader)
 			if !ok {
-				gateway.Deny(w, gateway.Outcome{}, true)
+				edge.Challenge(w)
 				return
 			}
-			ip, src := gateway.ClientAddr(r, o.TrustedProxies)
-			d, id, err := c.Check(r.Context(), tok, scopes, ip, src, r.Method, r.URL.Path)
+			ca := edge.ClientAddr(r, o.TrustedProxies)
+			req := latchkey.VerifyRequest{Token: tok, Scopes: scopes, ClientIP: ca.IP, Source: ca.Source, UserAgent: r.UserAgent(),
+				Method: r.Method, Path: r.URL.Path, RequestID: edge.PlainRequestID(r.Header)}
+			d, id, err := c.Check(r.Context(), &req)
 			if err != nil || !d.Valid() {
-				gateway.Deny(w, gateway.Outcome{Decision: d, Err: err}, false)
+				edge.Deny(w, d, err)
 				return
 			}
 			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, id)))
@@ -85,8 +87,11 @@ func Local(v latchkey.Verifier) Checker { return local{v} }
 
 type local struct{ v latchkey.Verifier }
 
-func (l local) Check(ctx context.Context, token string, scopes []string, ip string, src netip.Addr, method, path string) (latchkey.Decision, Identity, error) {
-	d, err := l.v.Verify(ctx, &latchkey.VerifyRequest{Token: token, Scopes: scopes, ClientIP: ip, Source: src, Method: method, Path: path, Action: "middleware"})
+func (l local) Check(ctx context.Context, req *latchkey.VerifyRequest) (latchkey.Decision, Identity, error) {
+	if req.Action == "" {
+		req.Action = "middleware"
+	}
+	d, err := l.v.Verify(ctx, req)
 	if err != nil || !d.Valid() {
 		return d, Identity{}, err
 	}
@@ -99,8 +104,8 @@ func Remote(c *client.Client) Checker { return remote{c} }
 
 type remote struct{ c *client.Client }
 
-func (rm remote) Check(ctx context.Context, token string, scopes []string, ip string, _ netip.Addr, method, path string) (latchkey.Decision, Identity, error) {
-	res, err := rm.c.Verify(ctx, client.VerifyRequest{Token: token, Scopes: scopes, IP: ip, Method: method, Path: path})
+func (rm remote) Check(ctx context.Context, req *latchkey.VerifyRequest) (latchkey.Decision, Identity, error) {
+	res, err := rm.c.Verify(ctx, client.VerifyRequest{Token: req.Token, Scopes: req.Scopes, IP: req.ClientIP, Method: req.Method, Path: req.Path})
 	if err != nil {
 		return latchkey.Decision{}, Identity{}, err
 	}

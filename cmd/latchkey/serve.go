@@ -26,6 +26,7 @@ import (
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/audit"
 	"github.com/latchkeyhq/latchkey/detect"
+	"github.com/latchkeyhq/latchkey/edge"
 	"github.com/latchkeyhq/latchkey/gateway"
 	"github.com/latchkeyhq/latchkey/httpapi"
 	"github.com/latchkeyhq/latchkey/identity"
@@ -753,7 +754,7 @@ func startDaemon(ctx context.Context, cfg serveConfig, logger *slog.Logger, stde
 		// Streams and websockets pass through: no whole-request read or
 		// write timeout. Headers still have theirs, and each route bounds
 		// its body (body_timeout) and its whole request (timeout).
-		d.gwSrv = gateway.NewServer(gw, gateway.Limits{ReadTimeout: -1, WriteTimeout: -1}, logger)
+		d.gwSrv = edge.NewServer(gw, edge.Limits{ReadTimeout: -1, WriteTimeout: -1}, logger)
 		d.gwServed = make(chan error, 1)
 		go func() { d.gwServed <- d.gwSrv.Serve(gln) }()
 		logger.Info("gateway listening", "addr", "http://"+d.gwAddr, "routes", len(gw.Table().Routes))
@@ -927,7 +928,7 @@ func (d *daemon) reloadGateway() {
 
 // newHTTPServer is the API listener: the edge's default limits.
 func newHTTPServer(h http.Handler, logger *slog.Logger) *http.Server {
-	return gateway.NewServer(h, gateway.Limits{}, logger)
+	return edge.NewServer(h, edge.Limits{}, logger)
 }
 
 // retain prunes audit records older than the retention period, at start

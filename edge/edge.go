@@ -1,24 +1,34 @@
-package gateway
+// Package edge is what every door of latchkey checks and answers before
+// and after it asks for a decision: the API, the gateway, forward auth,
+// the middleware, and the gateways to come. The checks are written once,
+// here, because two copies drift and the drift is where bypasses live.
+//
+// A request that fails a check is refused (and recorded, outcome REFUSED,
+// with one of the Reason constants), whatever its token would allow:
+//   - the path must be canonical (CanonicalPath), the host plain
+//     (CanonicalHost), and no method-override header may be present;
+//   - no credential may ride in the URL (CredentialInQuery);
+//   - no header an upstream would read as latchkey's word may come from
+//     the client (IsIdentityHeader, StripIdentity).
+//
+// ClientAddr resolves the end client through the trusted proxies,
+// Credential reads the presented token, and Deny answers a refused
+// decision (401, 403, 429 with RFC 6750 challenges and Retry-After).
+// NewServer is the one http.Server constructor, so that no listener is
+// left without timeouts.
+package edge
 
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/secret"
 )
-
-// The edge: what every door checks before it asks for a decision. A
-// request that fails any of these is refused (and recorded, outcome
-// REFUSED, with one of the reasons below), whatever its token would allow.
-// The checks are written once, here, because two copies drift and the
-// drift is where bypasses live.
 
 // Reasons for an edge refusal, as recorded in the audit log.
 const (
@@ -215,9 +225,9 @@ func ValidRequestID(s string) bool {
 	return !secret.LooksLikeToken(s)
 }
 
-// headerBytes is the size of h as it came on the wire, roughly: names,
+// HeaderBytes is the size of h as it came on the wire, roughly: names,
 // values and separators.
-func headerBytes(h http.Header) int {
+func HeaderBytes(h http.Header) int {
 	n := 0
 	for k, vs := range h {
 		for _, v := range vs {
@@ -225,53 +235,4 @@ func headerBytes(h http.Header) int {
 		}
 	}
 	return n
-}
-
-// Limits are the timeouts and sizes of a listener. The zero value takes
-// the defaults given.
-type Limits struct {
-	// ReadHeaderTimeout bounds reading a request's headers (default 5s).
-	ReadHeaderTimeout time.Duration
-	// ReadTimeout bounds reading a whole request, body included (default
-	// 30s). A door that streams (the gateway) sets it to -1 and bounds
-	// each request's body itself (Route.BodyTimeout).
-	ReadTimeout time.Duration
-	// WriteTimeout bounds writing the answer (default 30s; -1: none, for
-	// streams passed through).
-	WriteTimeout time.Duration
-	// IdleTimeout closes a keep-alive connection idle this long (default
-	// 120s).
-	IdleTimeout time.Duration
-	// MaxHeaderBytes caps a request's headers (default 16 KiB).
-	MaxHeaderBytes int
-}
-
-// NewServer is the http.Server every listener of latchkey uses (the API,
-// the gateway, forward auth), so that no door is left without a timeout
-// for a slow client to hold a connection open.
-func NewServer(h http.Handler, l Limits, logger *slog.Logger) *http.Server {
-	d := func(v, def time.Duration) time.Duration {
-		switch {
-		case v < 0:
-			return 0
-		case v == 0:
-			return def
-		}
-		return v
-	}
-	if l.MaxHeaderBytes <= 0 {
-		l.MaxHeaderBytes = 16 << 10
-	}
-	if logger == nil {
-		logger = slog.Default()
-	}
-	return &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: d(l.ReadHeaderTimeout, 5*time.Second),
-		ReadTimeout:       d(l.ReadTimeout, 30*time.Second),
-		WriteTimeout:      d(l.WriteTimeout, 30*time.Second),
-		IdleTimeout:       d(l.IdleTimeout, 120*time.Second),
-		MaxHeaderBytes:    l.MaxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-	}
 }
