@@ -6,7 +6,9 @@ import (
 	"testing"
 )
 
-// deps lists the packages pkg imports, directly or not.
+const module = "github.com/latchkeyhq/latchkey"
+
+// deps lists the packages pkg imports, directly or not (tests excluded).
 func deps(t *testing.T, pkg string) []string {
 	t.Helper()
 	out, err := exec.Command("go", "list", "-deps", pkg).Output()
@@ -16,33 +18,65 @@ func deps(t *testing.T, pkg string) []string {
 	return strings.Fields(string(out))
 }
 
-const module = "github.com/latchkeyhq/latchkey"
+// stdlib reports whether an import path is the standard library's.
+func stdlib(p string) bool { return !strings.Contains(strings.SplitN(p, "/", 2)[0], ".") }
 
-// Imports point inward (DESIGN.md §9): the domain and the token format use
-// the standard library only.
-func TestDomainImportsOnlyStdlib(t *testing.T) {
-	for _, pkg := range []string{module, module + "/secret"} {
-		for _, d := range deps(t, pkg) {
-			if d == pkg {
-				continue
-			}
-			if first := strings.SplitN(d, "/", 2)[0]; strings.Contains(first, ".") {
-				t.Errorf("%s imports %s; it may import only the standard library", pkg, d)
-			}
-		}
-	}
+// drivers are the packages that talk to a database or Redis.
+var drivers = []string{"database/sql", "modernc.org/", "github.com/jackc/", "github.com/redis/", module + "/sqlite", module + "/postgres", module + "/redis"}
+
+// The import rules of the layout (docs/architecture.md). Each names the
+// packages it binds, what they must not depend on (a path, or a prefix
+// ending in "/"), and why. Imports point inward: the doors depend on the
+// contract in the root, never on the packages that implement it.
+var importRules = []struct {
+	pkgs      []string
+	forbidden []string
+	// only, when set, is the whole list of module packages allowed (the
+	// standard library always is).
+	only   []string
+	reason string
+}{
+	{pkgs: []string{"", "/secret"}, only: []string{},
+		reason: "the domain and the token format use the standard library only"},
+	{pkgs: []string{"/client"}, only: []string{""},
+		reason: "the Go SDK links no server code: a program that calls latchkey pays for the wire types and net/http alone"},
+	{pkgs: []string{"/edge"}, only: []string{"", "/secret"},
+		reason: "the edge is shared by every door; it must not pull a door (or the verifier) into the others"},
+	{pkgs: []string{"/httpapi", "/gateway", "/middleware", "/detect"}, forbidden: []string{module + "/verify", module + "/tokens"},
+		reason: "the doors and the detector ask for decisions and changes through the root's interfaces (Verifier, Refuser, Actor); the wiring in cmd/ plugs in verify and tokens"},
+	{pkgs: []string{"/middleware"}, forbidden: []string{module + "/httpapi", module + "/gateway", module + "/audit"},
+		reason: "a resource server that only checks tokens links the client, the edge and the root, not the admin stack"},
+	{pkgs: []string{"/gateway"}, forbidden: []string{module + "/httpapi"},
+		reason: "the gateway is a door beside the API, not inside it: the API mounts forward auth, not the reverse"},
+	{pkgs: []string{"/httpapi", "/verify", "/tokens", "/audit", "/detect", "/gateway", "/middleware", "/client", "/edge"}, forbidden: drivers,
+		reason: "the stores and counters plug in through the root's interfaces, wired in cmd/: no door or domain service links a database driver"},
+	{pkgs: []string{"/verify", "/tokens", "/audit", "/detect"}, forbidden: []string{module + "/httpapi", module + "/gateway", module + "/middleware", module + "/edge", module + "/identity"},
+		reason: "the domain services know no door: every door, HTTP or not (the PostgreSQL and MCP gateways to come), uses them alike"},
 }
 
-// The CLI's client path (httpapi, which holds the client) and the packages
-// the API depends on never link a database driver (Redis's included): the
-// stores and counters plug in through interfaces, wired in cmd/.
-func TestClientPathHasNoDatabaseDriver(t *testing.T) {
-	for _, pkg := range []string{module + "/httpapi", module + "/verify", module + "/tokens", module + "/audit", module + "/detect"} {
-		for _, d := range deps(t, pkg) {
-			if d == "database/sql" || strings.HasPrefix(d, "modernc.org/") || strings.HasPrefix(d, "github.com/jackc/") ||
-				strings.HasPrefix(d, "github.com/redis/") ||
-				d == module+"/sqlite" || d == module+"/postgres" || d == module+"/redis" {
-				t.Errorf("%s depends on %s; the client path must not link a database driver", pkg, d)
+func TestImportRules(t *testing.T) {
+	t.Parallel()
+	for _, rule := range importRules {
+		for _, p := range rule.pkgs {
+			pkg := module + p
+			for _, d := range deps(t, pkg) {
+				if d == pkg {
+					continue
+				}
+				if rule.only != nil && !stdlib(d) {
+					ok := false
+					for _, o := range rule.only {
+						ok = ok || d == module+o
+					}
+					if !ok {
+						t.Errorf("%s imports %s: %s", pkg, d, rule.reason)
+					}
+				}
+				for _, f := range rule.forbidden {
+					if d == f || (strings.HasSuffix(f, "/") && strings.HasPrefix(d, f)) {
+						t.Errorf("%s imports %s: %s", pkg, d, rule.reason)
+					}
+				}
 			}
 		}
 	}
