@@ -129,3 +129,30 @@ func UpdateInTx(ctx context.Context, writeTx func(ctx context.Context, fn func(t
 	})
 	return out, err
 }
+
+// ChangeFeed reports the changes other nodes make to a store they share,
+// so that each node's caches follow. *postgres.Follower implements it; a
+// store one node has to itself (SQLite) needs none.
+type ChangeFeed interface {
+	// Follow calls h for every change made on any node until ctx ends,
+	// then returns.
+	Follow(ctx context.Context, h ChangeHandler)
+	// FeedStats reports how the feed keeps up.
+	FeedStats() FeedStats
+}
+
+// ChangeHandler applies changes made on other nodes.
+type ChangeHandler interface {
+	// TokenChanged: token id changed; drop it from caches.
+	TokenChanged(id string)
+	// BlockChanged: a block on source was put or lifted; read it back.
+	BlockChanged(source string)
+}
+
+// FeedStats are a change feed's counters.
+type FeedStats struct {
+	Listening  bool   // the notification connection is up
+	Notified   uint64 // changes received by notification
+	Polled     uint64 // changes found by polling
+	Reconnects uint64 // times the notification connection was replaced
+}

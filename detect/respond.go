@@ -134,6 +134,28 @@ type Blocks struct {
 	Node string
 }
 
+// Changed applies a block put or lifted on another node: the block on
+// source is read back from the store and installed, or lifted when the
+// store no longer holds it.
+func (b *Blocks) Changed(ctx context.Context, source string) error {
+	k, err := ParseSource(source)
+	if err != nil {
+		return err
+	}
+	blocks, err := b.Store.ListBlocks(ctx, time.Now())
+	if err != nil {
+		return err
+	}
+	for _, bl := range blocks {
+		if bl.Source == source {
+			b.Detector.Block(k, bl.Until)
+			return nil
+		}
+	}
+	b.Detector.Unblock(k)
+	return nil
+}
+
 // List returns the blocks in force.
 func (b *Blocks) List(ctx context.Context) ([]latchkey.Block, error) {
 	return b.Store.ListBlocks(ctx, time.Now())

@@ -118,6 +118,10 @@ func compile(c Config) (*Table, error) {
 	if t.Transport.IdleConnTimeout, err = optDuration(tr.IdleConnTimeout, 90*time.Second); err != nil {
 		return nil, fmt.Errorf("gateway config: transport.idle_conn_timeout: %v", err)
 	}
+	if t.Transport.IdleConnTimeout <= 0 {
+		// A reload retires the old pool by this timeout: it must have one.
+		return nil, fmt.Errorf("gateway config: transport.idle_conn_timeout must be positive")
+	}
 	if t.Transport.ResponseHeaderTimeout, err = optDuration(tr.ResponseHeaderTimeout, 60*time.Second); err != nil {
 		return nil, fmt.Errorf("gateway config: transport.response_header_timeout: %v", err)
 	}

@@ -47,17 +47,17 @@ func New(auth *Authorizer, table *Table, logger *slog.Logger) *Gateway {
 func (g *Gateway) Table() *Table { return g.state.Load().table }
 
 // Reload puts table in force. The previous generation's idle upstream
-// connections are closed once its requests are done.
+// connections are closed at once; those still carrying a request on the
+// old routes finish it, and then close after the old transport's idle
+// timeout (never unbounded: compile gives every table one). No goroutine
+// outlives the call.
 func (g *Gateway) Reload(table *Table) {
 	st := &state{table: table, proxies: map[*Route]*httputil.ReverseProxy{}, transport: table.transport()}
 	for _, r := range table.Routes {
 		st.proxies[r] = g.proxy(st, r)
 	}
 	if old := g.state.Swap(st); old != nil {
-		go func() {
-			time.Sleep(time.Minute) // let requests on the old routes finish
-			old.transport.CloseIdleConnections()
-		}()
+		old.transport.CloseIdleConnections()
 	}
 }
 

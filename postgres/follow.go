@@ -6,10 +6,12 @@ import (
 	"encoding/hex"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/latchkeyhq/latchkey"
 )
 
 // Channel is the LISTEN/NOTIFY channel changes are announced on; the
@@ -68,6 +70,44 @@ func (f *Follower) AppName() string { return f.appName }
 
 // Listening reports whether the notification connection is up.
 func (f *Follower) Listening() bool { return f.listening.Load() }
+
+// Follow implements latchkey.ChangeFeed: it dispatches every change to h
+// (a block's subject carries BlockChange) and, while it runs, prunes the
+// change log of entries older than a day once an hour.
+func (f *Follower) Follow(ctx context.Context, h latchkey.ChangeHandler) {
+	if f.Logger == nil {
+		f.Logger = slog.Default()
+	}
+	f.OnChange = func(id string) {
+		if src, ok := strings.CutPrefix(id, BlockChange); ok {
+			h.BlockChanged(src)
+			return
+		}
+		h.TokenChanged(id)
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() {
+		t := time.NewTicker(time.Hour)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if err := f.DB.PruneChanges(ctx, 24*time.Hour); err != nil && ctx.Err() == nil {
+					f.Logger.Warn("postgres: pruning the change log failed", "err", err)
+				}
+			}
+		}
+	})
+	f.Run(ctx)
+}
+
+// FeedStats implements latchkey.ChangeFeed.
+func (f *Follower) FeedStats() latchkey.FeedStats {
+	return latchkey.FeedStats{Listening: f.Listening(), Notified: f.notified.Load(), Polled: f.polled.Load(), Reconnects: f.reconnects.Load()}
+}
 
 // Run follows changes until ctx ends.
 func (f *Follower) Run(ctx context.Context) {

@@ -58,6 +58,15 @@ func Open(ctx context.Context, url, prefix string) (*Client, error) {
 	return c, nil
 }
 
+// CheckURL checks a Redis URL (redis://, rediss:// or unix://) without
+// connecting.
+func CheckURL(url string) error {
+	if _, err := goredis.ParseURL(url); err != nil {
+		return fmt.Errorf("redis: %w", err)
+	}
+	return nil
+}
+
 // New is Open without the check: the pool connects when first used, so a
 // node can start while Redis is down (and count alone until it is back).
 func New(url, prefix string) (*Client, error) {

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -58,6 +59,8 @@ type Service struct {
 	// (verify.Verifier.FlushUsage), so that idle expiry is judged on
 	// current data before a rotation or derivation.
 	FlushUsage func(ctx context.Context) error
+
+	rotationMu sync.Mutex // one AnnounceRotationDue at a time
 }
 
 // Policy is the server's rules for token lifetimes (DESIGN.md §3).

@@ -123,8 +123,16 @@ type Dispatcher struct {
 // MinSecretLen is the shortest secret accepted.
 const MinSecretLen = 16
 
-// New checks cfg and returns a dispatcher; Start runs it.
-func New(cfg Config, log Log) (*Dispatcher, error) {
+// Validate checks the configuration New would refuse: the secret's
+// length, the URLs' schemes and the event types.
+func (cfg Config) Validate() error {
+	_, err := cfg.types()
+	return err
+}
+
+// types checks cfg and maps the audit actions to send to their event
+// types.
+func (cfg Config) types() (map[string]string, error) {
 	if len(cfg.Secret) < MinSecretLen {
 		return nil, latchkey.Errorf(latchkey.EInvalid, "the webhook secret must be at least %d bytes", MinSecretLen)
 	}
@@ -133,21 +141,29 @@ func New(cfg Config, log Log) (*Dispatcher, error) {
 			return nil, latchkey.Errorf(latchkey.EInvalid, "webhook URL %q must be http:// or https://", u)
 		}
 	}
-	types := map[string]string{}
 	if len(cfg.Types) == 0 {
-		types = EventTypes
-	} else {
-		known := map[string]string{}
-		for a, t := range EventTypes {
-			known[t] = a
+		return EventTypes, nil
+	}
+	known := map[string]string{}
+	for a, t := range EventTypes {
+		known[t] = a
+	}
+	types := map[string]string{}
+	for _, t := range cfg.Types {
+		a, ok := known[t]
+		if !ok {
+			return nil, latchkey.Errorf(latchkey.EInvalid, "unknown webhook event type %q", t)
 		}
-		for _, t := range cfg.Types {
-			a, ok := known[t]
-			if !ok {
-				return nil, latchkey.Errorf(latchkey.EInvalid, "unknown webhook event type %q", t)
-			}
-			types[a] = t
-		}
+		types[a] = t
+	}
+	return types, nil
+}
+
+// New checks cfg and returns a dispatcher; Start runs it.
+func New(cfg Config, log Log) (*Dispatcher, error) {
+	types, err := cfg.types()
+	if err != nil {
+		return nil, err
 	}
 	if cfg.MaxAttempts <= 0 {
 		cfg.MaxAttempts = 10

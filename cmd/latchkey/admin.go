@@ -80,16 +80,11 @@ func recoverRoot(ctx context.Context, cfg serveConfig) (secret.Plaintext, string
 	if err != nil {
 		return none, "", err
 	}
-	db, err := openStore(ctx, cfg)
+	db, _, err := openStore(ctx, cfg, key, slog.New(slog.DiscardHandler))
 	if err != nil {
 		return none, "", err
 	}
 	defer db.Close()
-	if stored, err := db.PutSettingIfAbsent(ctx, tokens.SettingKeyFingerprint, secret.Fingerprint(key)); err != nil {
-		return none, "", err
-	} else if stored != secret.Fingerprint(key) {
-		return none, "", fmt.Errorf("the server key does not match this database: give the key it was created with")
-	}
 	host, _ := os.Hostname()
 	svc := &tokens.Service{Store: db, Hasher: hasher, Node: host}
 	t, pt, err := svc.RecoverRoot(ctx, "latchkey admin recover-root on "+host)

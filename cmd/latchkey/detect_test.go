@@ -408,8 +408,11 @@ func TestRotationDueAnnounced(t *testing.T) {
 	c := &client.Client{BaseURL: "http://" + d.addr, Token: readRoot(t, dir)}
 	tok, _ := c.CreateToken(ctx, client.CreateRequest{Name: "old"})
 	time.Sleep(5 * time.Millisecond) // older than the 1ms rotation age
-	d.rotationDueOnce()
-	d.rotationDueOnce() // idempotent
+	for range 2 { // idempotent
+		if err := d.svc.AnnounceRotationDue(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
 	evs, err := c.ListAudit(ctx, latchkey.AuditFilter{TokenID: tok.ID, Action: latchkey.ActionRotationDue})
 	if err != nil || len(evs.Events) != 1 {
 		t.Fatalf("rotation_due records for the token: %+v %v, want exactly one", evs, err)

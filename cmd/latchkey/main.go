@@ -213,3 +213,11 @@ func apiExit(stderr io.Writer, cmd string, err error) int {
 	}
 	return exitAPIError
 }
+
+// envOr is the environment variable name, or def when it is unset.
+func envOr(getenv env, name, def string) string {
+	if v := getenv(name); v != "" {
+		return v
+	}
+	return def
+}

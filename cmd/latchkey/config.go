@@ -1,0 +1,379 @@
+package main
+
+import (
+	"crypto/ecdsa"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/detect"
+	lkredis "github.com/latchkeyhq/latchkey/redis"
+	"github.com/latchkeyhq/latchkey/tokens"
+	"github.com/latchkeyhq/latchkey/webhook"
+)
+
+// serveConfig is everything serve reads from flags and the environment.
+// Its zero value (with Listen and DataDir) is a working server: zero
+// fields take their component's default.
+type serveConfig struct {
+	Listen    string
+	DataDir   string
+	LogLevel  string
+	TLSCert   string
+	TLSKey    string
+	ServerKey string        // LATCHKEY_SERVER_KEY; empty: use the key file
+	Database  string        // postgres://... ; empty: SQLite in DataDir
+	Node      string        // names this node in audit records (its hash chain); default: the host name
+	Poll      time.Duration // change-log poll interval (PostgreSQL)
+	// Redis, when set, shares rate limits and detector windows across
+	// nodes; RedisFailClosed refuses rate-limited tokens while it is down
+	// (default: each node counts alone meanwhile).
+	Redis           string
+	RedisPrefix     string
+	RedisFailClosed bool
+	Staleness       time.Duration // longest a cached entry is served without a reload
+
+	Policy         tokens.Policy
+	TouchInterval  time.Duration
+	TrustedProxies latchkey.TrustedProxies
+
+	// Audit pipeline (zero: the pipeline's defaults).
+	AuditSync          bool // durability mode sync
+	AuditBatch         int
+	AuditFlush         time.Duration
+	AuditQueue         int
+	AuditRetention     time.Duration // 0: keep forever
+	AuditArchiveDir    string
+	AuditPruneInterval time.Duration // default 1h
+
+	Detect   detect.Config
+	LeakKeys map[string]*ecdsa.PublicKey
+
+	// The dashboard (/ui/): on unless NoUI; SessionTTL 0 is the default.
+	NoUI       bool
+	SessionTTL time.Duration
+
+	Webhooks      []string
+	WebhookSecret string
+	WebhookTypes  []string
+
+	GatewayConfig     string // route file; empty: no gateway
+	GatewayListen     string // gateway listener (default 127.0.0.1:8080)
+	IdentityKeyPeriod time.Duration
+}
+
+// A setting is one line of serve's configuration: its flag, its
+// environment twin, its default, its help, and how its text becomes part
+// of a serveConfig. Every setting is read the same way: the flag when
+// given, else the environment variable when set, else the default; a
+// value that does not parse is a usage error naming where it came from.
+// A configuration file can later add a source between the environment
+// and the default without touching the wiring.
+type setting struct {
+	flag  string // flag name; "" for a setting read from the environment only
+	env   string // environment twin; default LATCHKEY_ + the flag name in upper case, "-" as "_"
+	def   string // default, as it would be written; "" leaves the component's own default
+	arg   string // the value's name in --help ("URL", "file")
+	kind  settingKind
+	usage string
+	// set stores one value (for a list, every value at once).
+	set  func(c *serveConfig, v string) error
+	list func(c *serveConfig, vs []string) error
+}
+
+type settingKind uint8
+
+const (
+	textSetting settingKind = iota
+	boolSetting
+	listSetting // repeatable flag; the environment variable is comma-separated
+)
+
+func (s *setting) envName() string {
+	if s.env != "" {
+		return s.env
+	}
+	return "LATCHKEY_" + strings.ToUpper(strings.ReplaceAll(s.flag, "-", "_"))
+}
+
+// help is the flag's usage line: what it does, its default, its twin.
+func (s *setting) help() string {
+	u := s.usage
+	if s.arg != "" {
+		u = "`" + s.arg + "`: " + u
+	}
+	if s.def != "" && s.kind != boolSetting {
+		u += " (default " + s.def + ")"
+	}
+	return u + " [" + s.envName() + "]"
+}
+
+// serveSettings is the configuration table, in the order --help lists it.
+var serveSettings = []setting{
+	{flag: "listen", def: "127.0.0.1:7480", arg: "host:port", usage: "address the API listens on", set: func(c *serveConfig, v string) error { c.Listen = v; return nil }},
+	{flag: "data-dir", def: "./latchkey-data", arg: "dir", usage: "data directory: database, server key, root token", set: func(c *serveConfig, v string) error { c.DataDir = v; return nil }},
+	{flag: "log-level", def: "info", usage: "debug, info, warn or error", set: func(c *serveConfig, v string) error {
+		var l slog.Level
+		if l.UnmarshalText([]byte(v)) != nil {
+			return fmt.Errorf("%q: want debug, info, warn or error", v)
+		}
+		c.LogLevel = v
+		return nil
+	}},
+	{env: "LATCHKEY_SERVER_KEY", usage: "the server key (base64 or hex, at least 32 bytes) instead of the key file", set: func(c *serveConfig, v string) error { c.ServerKey = v; return nil }},
+	{flag: "database", arg: "URL", usage: "PostgreSQL URL (postgres://user@host/db) for a cluster of nodes; default: SQLite in --data-dir", set: func(c *serveConfig, v string) error {
+		if !strings.HasPrefix(v, "postgres://") && !strings.HasPrefix(v, "postgresql://") {
+			return errors.New("must be a postgres:// URL")
+		}
+		c.Database = v
+		return nil
+	}},
+	{flag: "poll-interval", usage: "with --database: how often each node reads the change log, the bound for a node that missed a notification (default 1s)", set: duration(func(c *serveConfig) *time.Duration { return &c.Poll })},
+	{flag: "cache-max-staleness", usage: "longest a cached token is served without re-reading the store (default 30s)", set: duration(func(c *serveConfig) *time.Duration { return &c.Staleness })},
+	{flag: "redis", arg: "URL", usage: "Redis URL (redis://host:6379/0) where the nodes of a cluster count rate limits and detector windows together; default: each node counts its own", set: func(c *serveConfig, v string) error {
+		c.Redis = v
+		return lkredis.CheckURL(v)
+	}},
+	{flag: "redis-prefix", def: "latchkey:", usage: "prefix of every Redis key latchkey writes", set: func(c *serveConfig, v string) error { c.RedisPrefix = v; return nil }},
+	{flag: "redis-failure", def: "local", usage: "while Redis is unreachable: local (each node enforces rate limits alone) or closed (rate-limited tokens are refused, 503)", set: func(c *serveConfig, v string) error {
+		var err error
+		c.RedisFailClosed, err = oneOf(v, "local", "closed")
+		return err
+	}},
+	{flag: "node", arg: "name", usage: "this node's name in audit records; each node keeps its own hash chain, so give every node of a cluster a distinct name (default: the host name)", set: func(c *serveConfig, v string) error { c.Node = v; return nil }},
+	{flag: "tls-cert", arg: "file", usage: "TLS certificate (PEM); serve HTTPS with --tls-key", set: func(c *serveConfig, v string) error { c.TLSCert = v; return nil }},
+	{flag: "tls-key", arg: "file", usage: "TLS private key (PEM)", set: func(c *serveConfig, v string) error { c.TLSKey = v; return nil }},
+	{flag: "default-ttl", usage: "expiry given to tokens created without one, e.g. 90d (default: none)", set: duration(func(c *serveConfig) *time.Duration { return &c.Policy.DefaultTTL })},
+	{flag: "max-lifetime", usage: "refuse tokens that would live longer than this, e.g. 1y is 365d (default: no cap)", set: duration(func(c *serveConfig) *time.Duration { return &c.Policy.MaxLifetime })},
+	{flag: "rotate-after", usage: "age at which a token is due for rotation, e.g. 90d (default: no rotation policy)", set: duration(func(c *serveConfig) *time.Duration { return &c.Policy.RotationAge })},
+	{flag: "last-used-interval", usage: "write each token's last_used_at at most once per this interval (default 1m)", set: duration(func(c *serveConfig) *time.Duration { return &c.TouchInterval })},
+	{flag: "require-expiry", kind: boolSetting, usage: "refuse tokens that never expire", set: boolean(func(c *serveConfig) *bool { return &c.Policy.RequireExpiry })},
+	{flag: "audit-durability", def: "async", usage: "async (batched; a crash loses at most one flush interval) or sync (answer only once recorded)", set: func(c *serveConfig, v string) error {
+		var err error
+		c.AuditSync, err = oneOf(v, "async", "sync")
+		return err
+	}},
+	{flag: "audit-batch-size", def: "512", usage: "most audit records per transaction", set: positive(func(c *serveConfig) *int { return &c.AuditBatch })},
+	{flag: "audit-flush-interval", usage: "longest a record waits before it is committed (default 50ms)", set: duration(func(c *serveConfig) *time.Duration { return &c.AuditFlush })},
+	{flag: "audit-queue-size", def: "16384", usage: "records that may wait; when full, verifications wait (never dropped)", set: positive(func(c *serveConfig) *int { return &c.AuditQueue })},
+	{flag: "audit-retention", usage: "delete audit records older than this, e.g. 90d (default: keep all)", set: duration(func(c *serveConfig) *time.Duration { return &c.AuditRetention })},
+	{flag: "audit-archive-dir", arg: "dir", usage: "with --audit-retention, write pruned records here as JSON Lines first", set: func(c *serveConfig, v string) error { c.AuditArchiveDir = v; return nil }},
+	{flag: "detect", kind: boolSetting, def: "true", usage: "run the detector (blocks, alerts, automatic suspension); --detect=false turns it off", set: func(c *serveConfig, v string) error {
+		on, err := strconv.ParseBool(v)
+		c.Detect.Off = !on
+		return err
+	}},
+	{flag: "detect-source-failures", usage: "failed attempts from one source that block it, as count/window (default 20/1m)", set: rule(func(c *serveConfig) *detect.Rule { return &c.Detect.SourceFailures })},
+	{flag: "detect-block-for", usage: "how long a source stays blocked (default 15m)", set: duration(func(c *serveConfig) *time.Duration { return &c.Detect.BlockFor })},
+	{flag: "detect-secret-mismatch", usage: "wrong secrets for one real token id that fire the leak rule (default 10/10m)", set: rule(func(c *serveConfig) *detect.Rule { return &c.Detect.SecretMismatch })},
+	{flag: "detect-secret-mismatch-action", def: "alert", usage: "what the rule does: alert, suspend or revoke. Token ids are public, so anyone can send wrong secrets for one: suspend or revoke acts only after 10x --detect-source-failures wrong secrets from unblocked sources in the window (no single source gets that far), and never on a token holding a latchkey: scope",
+		set: action(func(c *serveConfig) *detect.Action { return &c.Detect.SecretMismatchAction })},
+	{flag: "detect-network-spread", usage: "distinct networks (/24, /48) one token may be used from (default 10/10m)", set: rule(func(c *serveConfig) *detect.Rule { return &c.Detect.NetworkSpread })},
+	{flag: "detect-network-spread-action", def: "suspend", usage: "what the rule does: alert, suspend or revoke", set: action(func(c *serveConfig) *detect.Action { return &c.Detect.NetworkSpreadAction })},
+	{flag: "detect-ip-not-allowed", usage: "IP_NOT_ALLOWED refusals of one token that fire (default 10/10m)", set: rule(func(c *serveConfig) *detect.Rule { return &c.Detect.IPNotAllowed })},
+	{flag: "detect-ip-not-allowed-action", def: "suspend", usage: "what the rule does: alert, suspend or revoke", set: action(func(c *serveConfig) *detect.Action { return &c.Detect.IPNotAllowedAction })},
+	{flag: "leak-keys", arg: "file", usage: `JSON file of secret-scanner public keys ({"public_keys":[{"key_identifier","key"}]}, as GitHub publishes)`, set: func(c *serveConfig, v string) error {
+		keys, err := loadLeakKeys(v)
+		c.LeakKeys = keys
+		return err
+	}},
+	{flag: "gateway-config", arg: "file", usage: "run the gateway with this route file (YAML); SIGHUP reloads it", set: func(c *serveConfig, v string) error { c.GatewayConfig = v; return nil }},
+	{flag: "gateway-listen", def: "127.0.0.1:8080", arg: "host:port", usage: "address the gateway listens on", set: func(c *serveConfig, v string) error { c.GatewayListen = v; return nil }},
+	{flag: "identity-key-period", usage: "how often the identity JWT signing key rotates (default 24h)", set: duration(func(c *serveConfig) *time.Duration { return &c.IdentityKeyPeriod })},
+	{flag: "ui", kind: boolSetting, def: "true", usage: "serve the dashboard at /ui/; --ui=false turns it off", set: func(c *serveConfig, v string) error {
+		on, err := strconv.ParseBool(v)
+		c.NoUI = !on
+		return err
+	}},
+	{flag: "ui-session-ttl", usage: "how long a dashboard sign-in lasts, never beyond its token's expiry (default 12h)", set: duration(func(c *serveConfig) *time.Duration { return &c.SessionTTL })},
+	{flag: "webhook", env: "LATCHKEY_WEBHOOKS", kind: listSetting, arg: "URL", usage: "POST events (token.created, token.revoked, source.blocked, leak.reported, ...) here; repeatable, or comma-separated",
+		list: func(c *serveConfig, vs []string) error { c.Webhooks = vs; return nil }},
+	{flag: "webhook-secret", usage: "HMAC key signing webhook deliveries, at least 16 bytes", set: func(c *serveConfig, v string) error { c.WebhookSecret = v; return nil }},
+	{flag: "webhook-event", env: "LATCHKEY_WEBHOOK_EVENTS", kind: listSetting, arg: "type", usage: "send only this event type; repeatable, or comma-separated (default: all)",
+		list: func(c *serveConfig, vs []string) error { c.WebhookTypes = vs; return nil }},
+	{flag: "trusted-proxy", env: "LATCHKEY_TRUSTED_PROXIES", kind: listSetting, arg: "address or network", usage: "proxy whose X-Forwarded-For (and forward-auth original-request headers) is believed; repeatable, or comma-separated (default: loopback)",
+		list: func(c *serveConfig, vs []string) error {
+			tp, err := latchkey.ParseTrustedProxies(vs)
+			if err != nil {
+				return errors.New(latchkey.ErrorMessage(err))
+			}
+			c.TrustedProxies = tp
+			return nil
+		}},
+}
+
+// readServeConfig reads serve's configuration from args and the
+// environment. It returns an exit status >= 0 when serve should stop
+// (--help, or a usage error already reported on stderr).
+func readServeConfig(args []string, getenv env, stderr io.Writer) (serveConfig, int) {
+	cfg := serveConfig{TrustedProxies: latchkey.LoopbackProxies}
+	fs := newFlags("serve", "serve [flags]", serveDoc, stderr, stderr)
+	given := map[string][]string{}
+	for i := range serveSettings {
+		s := &serveSettings[i]
+		if s.flag == "" {
+			continue
+		}
+		record := func(v string) error { given[s.flag] = append(given[s.flag], v); return nil }
+		if s.kind == boolSetting {
+			fs.BoolFunc(s.flag, s.help(), record)
+		} else {
+			fs.Func(s.flag, s.help(), record)
+		}
+	}
+	if _, code := parse(fs, args, 0); code >= 0 {
+		return cfg, code
+	}
+	for i := range serveSettings {
+		if err := serveSettings[i].apply(&cfg, given[serveSettings[i].flag], getenv); err != nil {
+			fmt.Fprintf(stderr, "latchkey serve: %v\n", err)
+			return cfg, exitUsage
+		}
+	}
+	if err := cfg.validate(); err != nil {
+		fmt.Fprintf(stderr, "latchkey serve: %s\n", latchkey.ErrorMessage(err))
+		return cfg, exitUsage
+	}
+	return cfg, -1
+}
+
+// apply sets s from the flag's values, else the environment, else the
+// default. An error names the source of the bad value.
+func (s *setting) apply(c *serveConfig, flagged []string, getenv env) error {
+	src, vals := "--"+s.flag, flagged
+	if len(vals) == 0 {
+		if v := getenv(s.envName()); v != "" {
+			src, vals = s.envName(), []string{v}
+		} else if s.def != "" {
+			src, vals = "default of --"+s.flag, []string{s.def}
+		} else {
+			return nil
+		}
+	}
+	var err error
+	if s.kind == listSetting {
+		var items []string
+		for _, v := range vals {
+			for _, f := range strings.Split(v, ",") {
+				if f = strings.TrimSpace(f); f != "" {
+					items = append(items, f)
+				}
+			}
+		}
+		err = s.list(c, items)
+	} else {
+		err = s.set(c, vals[len(vals)-1]) // a repeated flag: the last wins
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %s", src, latchkey.ErrorMessage(err))
+	}
+	return nil
+}
+
+// validate checks what no single setting can: values that go together.
+func (c *serveConfig) validate() error {
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New("--tls-cert and --tls-key go together")
+	}
+	if c.AuditArchiveDir != "" && c.AuditRetention == 0 {
+		return errors.New("--audit-archive-dir needs --audit-retention")
+	}
+	if err := c.Policy.Validate(); err != nil {
+		return err
+	}
+	if err := c.Detect.Validate(); err != nil {
+		return err
+	}
+	if len(c.Webhooks) > 0 {
+		if err := c.webhookConfig().Validate(); err != nil {
+			return fmt.Errorf("--webhook: %s", latchkey.ErrorMessage(err))
+		}
+	}
+	return nil
+}
+
+// webhookConfig is the dispatcher's configuration (the wiring adds its
+// hooks into the audit pipeline).
+func (c *serveConfig) webhookConfig() webhook.Config {
+	return webhook.Config{URLs: c.Webhooks, Secret: []byte(c.WebhookSecret), Types: c.WebhookTypes}
+}
+
+// The setting parsers.
+
+func duration(field func(*serveConfig) *time.Duration) func(*serveConfig, string) error {
+	return func(c *serveConfig, v string) error {
+		d, err := latchkey.ParseDuration(v)
+		if err != nil {
+			return err
+		}
+		*field(c) = d
+		return nil
+	}
+}
+
+func boolean(field func(*serveConfig) *bool) func(*serveConfig, string) error {
+	return func(c *serveConfig, v string) error {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("%q: want true or false", v)
+		}
+		*field(c) = b
+		return nil
+	}
+}
+
+func positive(field func(*serveConfig) *int) func(*serveConfig, string) error {
+	return func(c *serveConfig, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return fmt.Errorf("%q: want a positive number", v)
+		}
+		*field(c) = n
+		return nil
+	}
+}
+
+// rule parses a detector rule written count/window ("20/1m").
+func rule(field func(*serveConfig) *detect.Rule) func(*serveConfig, string) error {
+	return func(c *serveConfig, v string) error {
+		n, w, ok := strings.Cut(v, "/")
+		count, err := strconv.Atoi(strings.TrimSpace(n))
+		if !ok || err != nil || count < 1 {
+			return errors.New("want count/window, e.g. 20/1m")
+		}
+		d, err := latchkey.ParseDuration(strings.TrimSpace(w))
+		if err != nil || d <= 0 {
+			return errors.New("want count/window, e.g. 20/1m")
+		}
+		*field(c) = detect.Rule{Count: count, Window: d}
+		return nil
+	}
+}
+
+// action parses a detector rule's action (checked with the detector's
+// whole configuration, in validate).
+func action(field func(*serveConfig) *detect.Action) func(*serveConfig, string) error {
+	return func(c *serveConfig, v string) error {
+		*field(c) = detect.Action(v)
+		return nil
+	}
+}
+
+// oneOf reports whether v is the second of two allowed words.
+func oneOf(v, first, second string) (bool, error) {
+	switch v {
+	case first:
+		return false, nil
+	case second:
+		return true, nil
+	}
+	return false, fmt.Errorf("%q: want %s or %s", v, first, second)
+}
+
+var _ = flag.ErrHelp

@@ -1,0 +1,122 @@
+package main
+
+import (
+	"context"
+	"time"
+
+	"github.com/latchkeyhq/latchkey/audit"
+	"github.com/latchkeyhq/latchkey/httpapi"
+)
+
+// startLoops runs the daemon's background work in its errgroup. Each loop
+// ends when ctx does, and each run of its work is bounded by ctx too, so
+// Shutdown is not held up by a prune or a listing in progress.
+func (d *daemon) startLoops(ctx context.Context) {
+	if d.cfg.AuditRetention > 0 {
+		every := d.cfg.AuditPruneInterval
+		if every <= 0 {
+			every = time.Hour
+		}
+		d.every(ctx, every, true, d.pruneAudit)
+	}
+	if d.cfg.Policy.RotationAge > 0 {
+		d.every(ctx, time.Hour, true, func(ctx context.Context) {
+			if err := d.svc.AnnounceRotationDue(ctx); err != nil && ctx.Err() == nil {
+				d.logger.Error("announcing tokens due for rotation failed; will retry", "err", err)
+			}
+		})
+	}
+	d.every(ctx, time.Second, false, d.publishActivity)
+	if d.api.UI != nil {
+		d.every(ctx, time.Hour, true, d.pruneSessions)
+	}
+	if d.follower != nil {
+		// Other nodes' changes: notifications, and the change log polled
+		// as a backstop.
+		d.loops.Go(func() error {
+			d.follower.Follow(ctx, clusterChanges{d, ctx})
+			return nil
+		})
+	}
+}
+
+// every runs fn every interval (and once at once, when first) until ctx
+// ends.
+func (d *daemon) every(ctx context.Context, interval time.Duration, first bool, fn func(context.Context)) {
+	d.loops.Go(func() error {
+		if first {
+			fn(ctx)
+		}
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
+				fn(ctx)
+			}
+		}
+	})
+}
+
+// pruneAudit deletes the audit records older than the retention period,
+// archiving them first when an archive directory is set.
+func (d *daemon) pruneAudit(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	now := time.Now()
+	before := now.Add(-d.cfg.AuditRetention)
+	n, err := audit.Prune(ctx, d.db, before, d.cfg.AuditArchiveDir, now)
+	if err != nil {
+		if ctx.Err() == nil {
+			d.logger.Error("audit retention: pruning failed; will retry", "err", err, "pruned", n)
+		}
+		return
+	}
+	if n > 0 {
+		d.logger.Info("audit retention: pruned old records", "records", n, "before", before.UTC().Format(time.RFC3339))
+	}
+}
+
+// pruneSessions deletes the records of signed-out dashboard sessions
+// whose cookies have expired anyway.
+func (d *daemon) pruneSessions(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if n, err := httpapi.PruneSessionEnds(ctx, d.db, time.Now()); err != nil {
+		if ctx.Err() == nil {
+			d.logger.Warn("pruning ended dashboard sessions failed", "err", err)
+		}
+	} else if n > 0 {
+		d.logger.Debug("pruned ended dashboard sessions", "count", n)
+	}
+}
+
+// publishActivity keeps the dashboard's counts in the store.
+func (d *daemon) publishActivity(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := d.board.Publish(ctx, time.Now()); err != nil && ctx.Err() == nil {
+		d.logger.Debug("publishing activity counts failed", "err", err)
+	}
+}
+
+// clusterChanges applies changes made on other nodes (latchkey.ChangeHandler):
+// a token is dropped from the cache (the next use reloads it), a block put
+// or lifted is read back from the store.
+type clusterChanges struct {
+	d   *daemon
+	ctx context.Context
+}
+
+func (c clusterChanges) TokenChanged(id string) { c.d.ver.Invalidate(id) }
+
+func (c clusterChanges) BlockChanged(source string) {
+	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+	defer cancel()
+	if err := c.d.blocks.Changed(ctx, source); err != nil && ctx.Err() == nil {
+		// The poll comes back to it: the change stays in the log.
+		c.d.logger.Warn("reading blocks after a change on another node", "err", err)
+	}
+}
