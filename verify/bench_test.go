@@ -26,6 +26,10 @@ func benchVerifier(b *testing.B) (*fixture, *audit.Pipeline) {
 	p := &audit.Pipeline{Sink: discardSink{}}
 	p.Start()
 	b.Cleanup(func() { p.Close(context.Background()) })
+	// The verifier reads the real clock here: tokens are issued now, not
+	// at the fixture's fixed date (else a 30-day idle timeout runs out
+	// once the calendar passes it).
+	f.now = time.Now()
 	f.v = New(f.loader, f.hasher, p, Config{PositiveTTL: time.Hour})
 	return f, p
 }

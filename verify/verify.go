@@ -257,135 +257,33 @@ func (v *Verifier) fillAttempt(ev *latchkey.AuditEvent, req *latchkey.VerifyRequ
 
 // decide fills in d, which the caller keeps on its stack. With spend
 // false it changes nothing: no rate or budget is spent and no use noted.
+// The checks run in the order of DESIGN.md §2; each step returns false
+// once it has decided.
 func (v *Verifier) decide(ctx context.Context, req *latchkey.VerifyRequest, now int64, d *latchkey.Decision, spend bool) error {
-	parts, err := secret.Parse(req.Token)
-	if g := v.cfg.Guard; g != nil && g.Blocked(req.Source, now) {
-		// A blocked source is told so whatever it sends, before any lookup.
-		// The id, when the token parses, is kept for the record.
-		d.Code, d.Reason = latchkey.Blocked, "source_blocked"
-		if err == nil {
-			d.TokenID = parts.ID
-		}
+	var k key
+	e, found, err := v.identify(ctx, req, now, d, &k)
+	if err != nil || !found {
+		return err
+	}
+	if !live(&e, now, d) {
 		return nil
 	}
-	if err != nil {
-		d.Code, d.Reason = latchkey.Malformed, err.Error()
-		return nil
-	}
-	// The id is a substring of the presented token. An audit record holds
-	// it for one trip through the queue (until its slot is reused; the store
-	// copies the 16 characters), and the cache keys on a copy, so nothing
-	// long-lived keeps the secret's memory alive.
-	d.TokenID = parts.ID
-	k := keyOf(parts.ID)
-	e, ok := v.cache.get(&k, now)
-	cs := v.counters.stripe()
-	cs.lookups.Add(1)
-	if !ok {
-		cs.misses.Add(1)
-		if e, err = v.load(ctx, &k, now); err != nil {
-			d.Code = latchkey.NotFound
+	c := e.info.cons
+	if c != nil {
+		if ok, err := v.allowedHere(ctx, req, c, &e, now, d); err != nil || !ok {
 			return err
 		}
 	}
-	if e.info == nil {
-		d.Code, d.Reason = latchkey.NotFound, "unknown_id"
-		return nil
-	}
-	if !v.hasher.EqualPrefix(parts.ID, &parts.Secret, e.hash[:]) {
-		d.Code, d.Reason = latchkey.NotFound, "secret_mismatch"
-		return nil
-	}
-	in := e.info
-	if parts.Prefix != in.prefix.Value() {
-		// The hash covers id and secret only; a swapped prefix with a
-		// recomputed checksum is still not this token.
-		d.Code, d.Reason = latchkey.NotFound, "prefix_mismatch"
-		return nil
-	}
-	d.Found, d.Subject, d.Scopes, d.Meta = true, in.subject.Value(), *in.scopeList, *in.meta
-	d.CreatedAt, d.Version = timeOf(in.createdAt), in.version
-	d.ExpiresAt = timeOf(e.expiresAt)
-	if in.cons != nil {
-		d.NotBefore = timeOf(in.cons.notBefore)
-	}
-	switch e.state {
-	case stateActive:
-	case stateRevoked:
-		d.Code, d.Reason = latchkey.Revoked, "revoked"
-		return nil
-	case stateSuspended:
-		d.Code, d.Reason = latchkey.Suspended, "suspended"
-		if e.flags&flagAncestorSuspended != 0 {
-			d.Reason = "ancestor_suspended"
-		}
-		return nil
-	default:
-		d.Code, d.Reason = latchkey.Revoked, "unknown_status"
-		return nil
-	}
-	if e.expiresAt != 0 && now >= e.expiresAt {
-		d.Code, d.Reason = latchkey.Expired, "expired"
-		if e.flags&flagRotated != 0 {
-			d.Reason = "rotated" // the grace period after a rotation has ended
-		}
-		return nil
-	}
-	c := in.cons
-	if c != nil {
-		if c.idle > 0 {
-			if now >= max(c.idleFrom, int64(e.usedSec)*int64(time.Second))+c.idle {
-				d.Code, d.Reason = latchkey.Expired, "idle"
-				return nil
-			}
-			// A derived token is as idle as its lineage: using it keeps its
-			// ancestors alive, and an ancestor gone idle ends it.
-			for i := range c.ancestors {
-				idle, err := v.ancestorIdle(ctx, &c.ancestors[i], now)
-				if err != nil {
-					d.Code = latchkey.NotFound
-					return err
-				}
-				if idle {
-					d.Code, d.Reason = latchkey.Expired, "ancestor_idle"
-					return nil
-				}
-			}
-		}
-		if c.notBefore != 0 && now < c.notBefore {
-			d.Code, d.Reason = latchkey.NotYetValid, "not_yet_valid"
-			return nil
-		}
-		if code, reason := c.check(req); code != latchkey.Valid {
-			d.Code, d.Reason = code, reason
-			return nil
-		}
-	}
-	if len(req.Scopes) > 0 && !coversAll(in.scopes.Value(), req.Scopes) {
+	if len(req.Scopes) > 0 && !coversAll(e.info.scopes.Value(), req.Scopes) {
 		d.Code, d.Reason = latchkey.InsufficientScope, "missing_scope"
 		return nil
 	}
 	if c != nil {
-		if len(c.limiters) > 0 {
-			ok, st, err := v.allow(ctx, c, now, spend)
-			if err != nil {
-				d.Code = latchkey.RateLimited
-				return err
-			}
-			d.Rate = st
-			if !ok {
-				d.Code, d.Reason = latchkey.RateLimited, "rate_limited"
-				return nil
-			}
-		}
-		if c.budget != nil {
-			if code, err := v.spend(ctx, &k, c, d, spend); err != nil || code != latchkey.Valid {
-				d.Code = code
-				return err
-			}
+		if ok, err := v.withinLimits(ctx, &k, c, now, d, spend); err != nil || !ok {
+			return err
 		}
 	}
-	if in.rotateAt != 0 && now >= in.rotateAt {
+	if in := e.info; in.rotateAt != 0 && now >= in.rotateAt {
 		d.Warnings |= latchkey.WarnRotationDue
 	}
 	d.Code = latchkey.Valid
@@ -399,6 +297,148 @@ func (v *Verifier) decide(ctx context.Context, req *latchkey.VerifyRequest, now 
 		}
 	}
 	return nil
+}
+
+// identify finds the token the request presents (steps 1 to 3: the
+// source's block, the token's shape, its id and secret) and fills in its
+// facts. found is false once d is decided (or err set).
+func (v *Verifier) identify(ctx context.Context, req *latchkey.VerifyRequest, now int64, d *latchkey.Decision, k *key) (e entry, found bool, err error) {
+	parts, perr := secret.Parse(req.Token)
+	if g := v.cfg.Guard; g != nil && g.Blocked(req.Source, now) {
+		// A blocked source is told so whatever it sends, before any lookup.
+		// The id, when the token parses, is kept for the record.
+		d.Code, d.Reason = latchkey.Blocked, "source_blocked"
+		if perr == nil {
+			d.TokenID = parts.ID
+		}
+		return e, false, nil
+	}
+	if perr != nil {
+		d.Code, d.Reason = latchkey.Malformed, perr.Error()
+		return e, false, nil
+	}
+	// The id is a substring of the presented token. An audit record holds
+	// it for one trip through the queue (until its slot is reused; the store
+	// copies the 16 characters), and the cache keys on a copy, so nothing
+	// long-lived keeps the secret's memory alive.
+	d.TokenID = parts.ID
+	*k = keyOf(parts.ID)
+	e, ok := v.cache.get(k, now)
+	cs := v.counters.stripe()
+	cs.lookups.Add(1)
+	if !ok {
+		cs.misses.Add(1)
+		if e, err = v.load(ctx, k, now); err != nil {
+			d.Code = latchkey.NotFound
+			return e, false, err
+		}
+	}
+	if e.info == nil {
+		d.Code, d.Reason = latchkey.NotFound, "unknown_id"
+		return e, false, nil
+	}
+	if !v.hasher.EqualPrefix(parts.ID, &parts.Secret, e.hash[:]) {
+		d.Code, d.Reason = latchkey.NotFound, "secret_mismatch"
+		return e, false, nil
+	}
+	in := e.info
+	if parts.Prefix != in.prefix.Value() {
+		// The hash covers id and secret only; a swapped prefix with a
+		// recomputed checksum is still not this token.
+		d.Code, d.Reason = latchkey.NotFound, "prefix_mismatch"
+		return e, false, nil
+	}
+	d.Found, d.Subject, d.Scopes, d.Meta = true, in.subject.Value(), *in.scopeList, *in.meta
+	d.CreatedAt, d.Version = timeOf(in.createdAt), in.version
+	d.ExpiresAt = timeOf(e.expiresAt)
+	if in.cons != nil {
+		d.NotBefore = timeOf(in.cons.notBefore)
+	}
+	return e, true, nil
+}
+
+// live decides on the token's status and expiry (steps 4 and 5).
+func live(e *entry, now int64, d *latchkey.Decision) bool {
+	switch e.state {
+	case stateActive:
+	case stateRevoked:
+		d.Code, d.Reason = latchkey.Revoked, "revoked"
+		return false
+	case stateSuspended:
+		d.Code, d.Reason = latchkey.Suspended, "suspended"
+		if e.flags&flagAncestorSuspended != 0 {
+			d.Reason = "ancestor_suspended"
+		}
+		return false
+	default:
+		d.Code, d.Reason = latchkey.Revoked, "unknown_status"
+		return false
+	}
+	if e.expiresAt != 0 && now >= e.expiresAt {
+		d.Code, d.Reason = latchkey.Expired, "expired"
+		if e.flags&flagRotated != 0 {
+			d.Reason = "rotated" // the grace period after a rotation has ended
+		}
+		return false
+	}
+	return true
+}
+
+// allowedHere applies the token's constraints on time and place: idle
+// expiry (its own and its lineage's), not_before, network, method, path.
+func (v *Verifier) allowedHere(ctx context.Context, req *latchkey.VerifyRequest, c *constraints, e *entry, now int64, d *latchkey.Decision) (bool, error) {
+	if c.idle > 0 {
+		if now >= max(c.idleFrom, int64(e.usedSec)*int64(time.Second))+c.idle {
+			d.Code, d.Reason = latchkey.Expired, "idle"
+			return false, nil
+		}
+		// A derived token is as idle as its lineage: using it keeps its
+		// ancestors alive, and an ancestor gone idle ends it.
+		for i := range c.ancestors {
+			idle, err := v.ancestorIdle(ctx, &c.ancestors[i], now)
+			if err != nil {
+				d.Code = latchkey.NotFound
+				return false, err
+			}
+			if idle {
+				d.Code, d.Reason = latchkey.Expired, "ancestor_idle"
+				return false, nil
+			}
+		}
+	}
+	if c.notBefore != 0 && now < c.notBefore {
+		d.Code, d.Reason = latchkey.NotYetValid, "not_yet_valid"
+		return false, nil
+	}
+	if code, reason := c.check(req); code != latchkey.Valid {
+		d.Code, d.Reason = code, reason
+		return false, nil
+	}
+	return true, nil
+}
+
+// withinLimits spends (or, spend false, checks) the token's rate limits
+// and usage budget.
+func (v *Verifier) withinLimits(ctx context.Context, k *key, c *constraints, now int64, d *latchkey.Decision, spend bool) (bool, error) {
+	if len(c.limiters) > 0 {
+		ok, st, err := v.allow(ctx, c, now, spend)
+		if err != nil {
+			d.Code = latchkey.RateLimited
+			return false, err
+		}
+		d.Rate = st
+		if !ok {
+			d.Code, d.Reason = latchkey.RateLimited, "rate_limited"
+			return false, nil
+		}
+	}
+	if c.budget != nil {
+		if code, err := v.spend(ctx, k, c, d, spend); err != nil || code != latchkey.Valid {
+			d.Code = code
+			return false, err
+		}
+	}
+	return true, nil
 }
 
 // ancestorIdle reports whether the ancestor k has expired for being idle.
