@@ -29,104 +29,33 @@ var streamRecheck = 5 * time.Second
 // that reconnects with Last-Event-ID (or ?after=) misses nothing. Without
 // either it starts with records committed from now on.
 func (s *Server) streamAudit(w http.ResponseWriter, r *http.Request, _ latchkey.Actor) error {
-	q := r.URL.Query()
-	if err := onlyParams(q, "token_id", "subject", "outcome", "kind", "action", "node", "after"); err != nil {
-		return err
-	}
-	f, err := auditFilter(q)
+	f, err := s.streamFilter(r)
 	if err != nil {
 		return err
 	}
-	after := q.Get("after")
-	if id := r.Header.Get("Last-Event-ID"); id != "" {
-		after = id
-	}
-	if after != "" {
-		if f.After, err = strconv.ParseInt(after, 10, 64); err != nil || f.After < 0 {
-			return latchkey.Errorf(latchkey.EInvalid, "after (or Last-Event-ID) must be a sequence number")
-		}
-	} else {
-		// From now on: after the newest record there is.
-		page, err := s.Audit.ListAudit(r.Context(), latchkey.AuditFilter{Limit: 1})
-		if err != nil {
-			return err
-		}
-		if len(page.Events) > 0 {
-			f.After = page.Events[0].Seq
-		}
-	}
-	f.Ascending, f.Limit = true, latchkey.MaxPageLimit
-	rc := http.NewResponseController(w)
+	st := &auditStream{w: w, r: r, rc: http.NewResponseController(w), f: f,
+		checked: time.Now(), writeWait: max(streamRecheck, time.Second)} // at least a second: small socket buffers stall that long on delayed ACKs
 	// The server's write timeout is for ordinary answers, not a stream.
-	rc.SetWriteDeadline(time.Time{})
+	st.rc.SetWriteDeadline(time.Time{})
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
 	w.WriteHeader(http.StatusOK)
 	fmt.Fprint(w, ": latchkey audit stream\n\n")
-	if err := rc.Flush(); err != nil {
+	if err := st.rc.Flush(); err != nil {
 		return nil
 	}
 	ctx := r.Context()
 	heartbeat := time.NewTicker(streamHeartbeat)
 	defer heartbeat.Stop()
-	// The credential is checked every streamRecheck whatever the stream is
-	// doing: between pages of a backlog too, and no write may block longer
-	// than that, so a slow reader cannot keep receiving records once its
-	// token is revoked.
-	checked := time.Now()
-	writeWait := max(streamRecheck, time.Second) // at least a second: small socket buffers stall that long on delayed ACKs
-	stillValid := func() bool {
-		checked = time.Now()
-		if err := recheck(r); err != nil {
-			// The credential no longer holds: say so and end. (An
-			// EventSource reconnects and then gets the 401.)
-			rc.SetWriteDeadline(time.Now().Add(writeWait))
-			fmt.Fprintf(w, "event: end\ndata: %s\n\n", `{"reason":"credentials no longer valid"}`)
-			rc.Flush()
-			return false
-		}
-		return true
-	}
-	flush := func() error {
-		rc.SetWriteDeadline(time.Now().Add(writeWait))
-		return rc.Flush()
-	}
 	for {
 		var woke <-chan struct{}
 		if s.AuditWritten != nil {
 			woke = s.AuditWritten()
 		}
-		for {
-			if time.Since(checked) >= streamRecheck && !stillValid() {
-				return nil
-			}
-			page, err := s.Audit.ListAudit(ctx, f)
-			if err != nil {
-				s.logger().Warn("audit stream: read failed", "err", err)
-				return nil // the client reconnects with Last-Event-ID
-			}
-			for i := range page.Events {
-				if time.Since(checked) >= streamRecheck && !stillValid() {
-					return nil
-				}
-				ev := &page.Events[i]
-				b, _ := json.Marshal(ev)
-				rc.SetWriteDeadline(time.Now().Add(writeWait))
-				if _, err := fmt.Fprintf(w, "id: %d\nevent: audit\ndata: %s\n\n", ev.Seq, b); err != nil {
-					return nil // a reader stalled past the deadline reconnects
-				}
-				f.After = ev.Seq
-			}
-			if len(page.Events) > 0 {
-				if flush() != nil {
-					return nil
-				}
-			}
-			if len(page.Events) < f.Limit {
-				break
-			}
+		if !st.backlog(s) {
+			return nil
 		}
 		select {
 		case <-ctx.Done():
@@ -134,12 +63,112 @@ func (s *Server) streamAudit(w http.ResponseWriter, r *http.Request, _ latchkey.
 		case <-s.drainCh():
 			return nil
 		case <-woke:
-		case <-time.After(min(streamPoll, max(0, streamRecheck-time.Since(checked)))):
+		case <-time.After(min(streamPoll, max(0, streamRecheck-time.Since(st.checked)))):
 		case <-heartbeat.C:
 			fmt.Fprint(w, ": keep-alive\n\n") // buffered: flush sets the deadline before writing
-			if flush() != nil {
+			if st.flush() != nil {
 				return nil
 			}
+		}
+	}
+}
+
+// streamFilter reads the stream's filter, and where it starts: after
+// ?after= or Last-Event-ID, else after the newest record there is.
+func (s *Server) streamFilter(r *http.Request) (latchkey.AuditFilter, error) {
+	q := r.URL.Query()
+	if err := onlyParams(q, "token_id", "subject", "outcome", "kind", "action", "node", "after"); err != nil {
+		return latchkey.AuditFilter{}, err
+	}
+	f, err := auditFilter(q)
+	if err != nil {
+		return f, err
+	}
+	after := q.Get("after")
+	if id := r.Header.Get("Last-Event-ID"); id != "" {
+		after = id
+	}
+	if after != "" {
+		if f.After, err = strconv.ParseInt(after, 10, 64); err != nil || f.After < 0 {
+			return f, latchkey.Errorf(latchkey.EInvalid, "after (or Last-Event-ID) must be a sequence number")
+		}
+	} else {
+		page, err := s.Audit.ListAudit(r.Context(), latchkey.AuditFilter{Limit: 1})
+		if err != nil {
+			return f, err
+		}
+		if len(page.Events) > 0 {
+			f.After = page.Events[0].Seq
+		}
+	}
+	f.Ascending, f.Limit = true, latchkey.MaxPageLimit
+	return f, nil
+}
+
+// auditStream is one open stream. The credential is checked every
+// streamRecheck whatever the stream is doing (between pages of a backlog
+// too), and no write may block longer than writeWait, so a slow reader
+// cannot keep receiving records once its token is revoked.
+type auditStream struct {
+	w         http.ResponseWriter
+	r         *http.Request
+	rc        *http.ResponseController
+	f         latchkey.AuditFilter
+	checked   time.Time
+	writeWait time.Duration
+}
+
+// stillValid rechecks the credential when it is due, and ends the stream
+// with an end event when it no longer holds. (An EventSource reconnects
+// and then gets the 401.)
+func (st *auditStream) stillValid() bool {
+	if time.Since(st.checked) < streamRecheck {
+		return true
+	}
+	st.checked = time.Now()
+	if err := recheck(st.r); err != nil {
+		st.rc.SetWriteDeadline(time.Now().Add(st.writeWait))
+		fmt.Fprintf(st.w, "event: end\ndata: %s\n\n", `{"reason":"credentials no longer valid"}`)
+		st.rc.Flush()
+		return false
+	}
+	return true
+}
+
+func (st *auditStream) flush() error {
+	st.rc.SetWriteDeadline(time.Now().Add(st.writeWait))
+	return st.rc.Flush()
+}
+
+// backlog sends every record after the last one sent, page by page. It
+// reports false when the stream must end.
+func (st *auditStream) backlog(s *Server) bool {
+	for {
+		if !st.stillValid() {
+			return false
+		}
+		page, err := s.Audit.ListAudit(st.r.Context(), st.f)
+		if err != nil {
+			s.logger().Warn("audit stream: read failed", "err", err)
+			return false // the client reconnects with Last-Event-ID
+		}
+		for i := range page.Events {
+			if !st.stillValid() {
+				return false
+			}
+			ev := &page.Events[i]
+			b, _ := json.Marshal(ev)
+			st.rc.SetWriteDeadline(time.Now().Add(st.writeWait))
+			if _, err := fmt.Fprintf(st.w, "id: %d\nevent: audit\ndata: %s\n\n", ev.Seq, b); err != nil {
+				return false // a reader stalled past the deadline reconnects
+			}
+			st.f.After = ev.Seq
+		}
+		if len(page.Events) > 0 && st.flush() != nil {
+			return false
+		}
+		if len(page.Events) < st.f.Limit {
+			return true
 		}
 	}
 }

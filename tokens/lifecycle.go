@@ -477,60 +477,11 @@ func (s *Service) narrow(p, base *latchkey.Token, cons latchkey.Constraints, exp
 		CreatedAt: now, Status: latchkey.StatusActive, Version: 1, ParentID: p.ID,
 		Ancestors: append([]string{p.ID}, p.Ancestors...),
 	}
-	switch {
-	case issued:
-		c.Prefix, c.Subject = base.Prefix, base.Subject
-	case req.Prefix != "" && req.Prefix != p.Prefix:
-		return nil, latchkey.Errorf(latchkey.EInvalid, "a derived token keeps its parent's prefix (%s)", p.Prefix)
-	case req.Subject != "" && req.Subject != p.Subject:
-		return nil, latchkey.Errorf(latchkey.EInvalid, "a derived token keeps its parent's subject (%q)", p.Subject)
+	if err := inheritGrants(p, base, c, req, issued, broader); err != nil {
+		return nil, err
 	}
-	if req.Name == "" && !issued {
-		c.Name = p.Name
-	}
-	if len(req.Scopes) == 0 && !issued {
-		c.Scopes = slices.Clone(p.Scopes)
-	}
-	for _, sc := range c.Scopes {
-		if !latchkey.ScopesCover(p.Scopes, sc) {
-			return nil, broader("scope %q is not covered by the parent's scopes", sc)
-		}
-	}
-	if len(req.Tags) == 0 && !issued {
-		c.Tags = slices.Clone(p.Tags)
-	}
-	if len(req.Meta) == 0 && !issued {
-		c.Meta = p.Meta
-	}
-	// Expiry: no later than the parent's, and inherited when not given.
-	switch {
-	case expires.IsZero():
-		c.ExpiresAt = p.ExpiresAt
-	case !p.ExpiresAt.IsZero() && expires.After(p.ExpiresAt):
-		return nil, broader("it would expire at %s, after the parent (%s)", expires.Format(time.RFC3339), p.ExpiresAt.Format(time.RFC3339))
-	default:
-		c.ExpiresAt = expires
-	}
-	if c.ExpiresAt.IsZero() {
-		if s.Policy.DefaultTTL > 0 {
-			c.ExpiresAt = now.Add(s.Policy.DefaultTTL)
-		} else if s.Policy.RequireExpiry || s.Policy.MaxLifetime > 0 {
-			return nil, latchkey.Errorf(latchkey.EInvalid, "this server requires every token to expire: give ttl or expires_at")
-		}
-	}
-	if m := s.Policy.MaxLifetime; m > 0 && c.ExpiresAt.Sub(now) > m {
-		return nil, latchkey.Errorf(latchkey.EInvalid, "the token would live more than this server's maximum lifetime of %s", latchkey.Duration(m))
-	}
-	switch {
-	case notBefore.IsZero():
-		c.NotBefore = p.NotBefore
-	case notBefore.Before(p.NotBefore):
-		return nil, broader("not_before %s is earlier than the parent's (%s)", notBefore.Format(time.RFC3339), p.NotBefore.Format(time.RFC3339))
-	default:
-		c.NotBefore = notBefore
-	}
-	if !c.NotBefore.IsZero() && !c.ExpiresAt.IsZero() && !c.NotBefore.Before(c.ExpiresAt) {
-		return nil, latchkey.Errorf(latchkey.EInvalid, "not_before must be earlier than the expiry")
+	if err := s.narrowTimes(p, c, expires, notBefore, now, broader); err != nil {
+		return nil, err
 	}
 	remaining := p.MaxUses - p.Uses
 	merged := p.Constraints.Inherit(cons, remaining)
@@ -550,6 +501,76 @@ func (s *Service) narrow(p, base *latchkey.Token, cons latchkey.Constraints, exp
 	}
 	c.Inherited = append(c.Inherited, p.Inherited...)
 	return c, nil
+}
+
+// inheritGrants gives child c its identity and grants: a derived token
+// keeps its parent's prefix and subject and inherits what the request
+// leaves unset; an issued one (created by a non-admin token) is the
+// request's own. Either way its scopes are within the parent's.
+func inheritGrants(p, base, c *latchkey.Token, req client.CreateRequest, issued bool, broader func(string, ...any) error) error {
+	switch {
+	case issued:
+		c.Prefix, c.Subject = base.Prefix, base.Subject
+	case req.Prefix != "" && req.Prefix != p.Prefix:
+		return latchkey.Errorf(latchkey.EInvalid, "a derived token keeps its parent's prefix (%s)", p.Prefix)
+	case req.Subject != "" && req.Subject != p.Subject:
+		return latchkey.Errorf(latchkey.EInvalid, "a derived token keeps its parent's subject (%q)", p.Subject)
+	}
+	if !issued {
+		if req.Name == "" {
+			c.Name = p.Name
+		}
+		if len(req.Scopes) == 0 {
+			c.Scopes = slices.Clone(p.Scopes)
+		}
+		if len(req.Tags) == 0 {
+			c.Tags = slices.Clone(p.Tags)
+		}
+		if len(req.Meta) == 0 {
+			c.Meta = p.Meta
+		}
+	}
+	for _, sc := range c.Scopes {
+		if !latchkey.ScopesCover(p.Scopes, sc) {
+			return broader("scope %q is not covered by the parent's scopes", sc)
+		}
+	}
+	return nil
+}
+
+// narrowTimes sets c's expiry and not_before: within the parent's, and
+// inherited when not given, under the server's policy.
+func (s *Service) narrowTimes(p, c *latchkey.Token, expires, notBefore, now time.Time, broader func(string, ...any) error) error {
+	switch {
+	case expires.IsZero():
+		c.ExpiresAt = p.ExpiresAt
+	case !p.ExpiresAt.IsZero() && expires.After(p.ExpiresAt):
+		return broader("it would expire at %s, after the parent (%s)", expires.Format(time.RFC3339), p.ExpiresAt.Format(time.RFC3339))
+	default:
+		c.ExpiresAt = expires
+	}
+	if c.ExpiresAt.IsZero() {
+		if s.Policy.DefaultTTL > 0 {
+			c.ExpiresAt = now.Add(s.Policy.DefaultTTL)
+		} else if s.Policy.RequireExpiry || s.Policy.MaxLifetime > 0 {
+			return latchkey.Errorf(latchkey.EInvalid, "this server requires every token to expire: give ttl or expires_at")
+		}
+	}
+	if m := s.Policy.MaxLifetime; m > 0 && c.ExpiresAt.Sub(now) > m {
+		return latchkey.Errorf(latchkey.EInvalid, "the token would live more than this server's maximum lifetime of %s", latchkey.Duration(m))
+	}
+	switch {
+	case notBefore.IsZero():
+		c.NotBefore = p.NotBefore
+	case notBefore.Before(p.NotBefore):
+		return broader("not_before %s is earlier than the parent's (%s)", notBefore.Format(time.RFC3339), p.NotBefore.Format(time.RFC3339))
+	default:
+		c.NotBefore = notBefore
+	}
+	if !c.NotBefore.IsZero() && !c.ExpiresAt.IsZero() && !c.NotBefore.Before(c.ExpiresAt) {
+		return latchkey.Errorf(latchkey.EInvalid, "not_before must be earlier than the expiry")
+	}
+	return nil
 }
 
 // Update changes a token's name, meta or tags, or narrows its scopes.

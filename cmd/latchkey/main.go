@@ -109,51 +109,61 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	case "verify":
 		return cmdVerify(ctx, rest, stdin, stdout, stderr, getenv)
 	case "token":
-		const sub = "create, list, show, update, rotate, derive, suspend, resume or revoke"
-		if len(rest) == 0 {
-			fmt.Fprintln(stderr, "latchkey token: expected "+sub)
-			return exitUsage
-		}
-		switch rest[0] {
-		case "create":
-			return cmdTokenCreate(ctx, rest[1:], stdout, stderr, getenv)
-		case "list":
-			return cmdTokenList(ctx, rest[1:], stdout, stderr, getenv)
-		case "show":
-			return cmdTokenShow(ctx, rest[1:], stdout, stderr, getenv)
-		case "revoke":
-			return cmdTokenRevoke(ctx, rest[1:], stdin, stdout, stderr, getenv)
-		case "update":
-			return cmdTokenUpdate(ctx, rest[1:], stdout, stderr, getenv)
-		case "rotate":
-			return cmdTokenRotate(ctx, rest[1:], stdout, stderr, getenv)
-		case "derive":
-			return cmdTokenDerive(ctx, rest[1:], stdout, stderr, getenv)
-		case "suspend", "resume":
-			return cmdTokenState(ctx, rest[0], rest[1:], stdout, stderr, getenv)
-		}
-		fmt.Fprintf(stderr, "latchkey token: unknown command %q; expected %s\n", rest[0], sub)
-		return exitUsage
+		return cmdToken(ctx, rest, stdin, stdout, stderr, getenv)
 	case "blocks":
 		return cmdBlocks(ctx, rest, stdout, stderr, getenv)
 	case "admin":
 		return cmdAdmin(ctx, rest, stdout, stderr, getenv)
 	case "audit":
-		switch {
-		case len(rest) == 0:
-		case rest[0] == "tail":
-			return cmdAuditTail(ctx, rest[1:], stdout, stderr, getenv)
-		case rest[0] == "verify":
-			return cmdAuditVerify(ctx, rest[1:], stdout, stderr, getenv)
-		case rest[0] == "export":
-			return cmdAuditExport(ctx, rest[1:], stdout, stderr, getenv)
-		case rest[0] == "summary":
-			return cmdAuditSummary(ctx, rest[1:], stdout, stderr, getenv)
-		}
-		fmt.Fprintln(stderr, "latchkey audit: expected tail, verify, export or summary")
-		return exitUsage
+		return cmdAudit(ctx, rest, stdout, stderr, getenv)
 	}
 	fmt.Fprintf(stderr, "latchkey: unknown command %q\n\n%s", cmd, usage)
+	return exitUsage
+}
+
+// cmdToken dispatches "latchkey token <command>".
+func cmdToken(ctx context.Context, rest []string, stdin io.Reader, stdout, stderr io.Writer, getenv env) int {
+	const sub = "create, list, show, update, rotate, derive, suspend, resume or revoke"
+	if len(rest) == 0 {
+		fmt.Fprintln(stderr, "latchkey token: expected "+sub)
+		return exitUsage
+	}
+	switch rest[0] {
+	case "create":
+		return cmdTokenCreate(ctx, rest[1:], stdout, stderr, getenv)
+	case "list":
+		return cmdTokenList(ctx, rest[1:], stdout, stderr, getenv)
+	case "show":
+		return cmdTokenShow(ctx, rest[1:], stdout, stderr, getenv)
+	case "revoke":
+		return cmdTokenRevoke(ctx, rest[1:], stdin, stdout, stderr, getenv)
+	case "update":
+		return cmdTokenUpdate(ctx, rest[1:], stdout, stderr, getenv)
+	case "rotate":
+		return cmdTokenRotate(ctx, rest[1:], stdout, stderr, getenv)
+	case "derive":
+		return cmdTokenDerive(ctx, rest[1:], stdout, stderr, getenv)
+	case "suspend", "resume":
+		return cmdTokenState(ctx, rest[0], rest[1:], stdout, stderr, getenv)
+	}
+	fmt.Fprintf(stderr, "latchkey token: unknown command %q; expected %s\n", rest[0], sub)
+	return exitUsage
+}
+
+// cmdAudit dispatches "latchkey audit <command>".
+func cmdAudit(ctx context.Context, rest []string, stdout, stderr io.Writer, getenv env) int {
+	switch {
+	case len(rest) == 0:
+	case rest[0] == "tail":
+		return cmdAuditTail(ctx, rest[1:], stdout, stderr, getenv)
+	case rest[0] == "verify":
+		return cmdAuditVerify(ctx, rest[1:], stdout, stderr, getenv)
+	case rest[0] == "export":
+		return cmdAuditExport(ctx, rest[1:], stdout, stderr, getenv)
+	case rest[0] == "summary":
+		return cmdAuditSummary(ctx, rest[1:], stdout, stderr, getenv)
+	}
+	fmt.Fprintln(stderr, "latchkey audit: expected tail, verify, export or summary")
 	return exitUsage
 }
 
