@@ -40,6 +40,7 @@ func verifyScopes(t *testing.T, ts *testServer, scopes ...string) {
 // audit verify from the command line: intact, then broken by editing one
 // row directly in the database, naming that row.
 func TestCLIAuditVerifyDetectsEdit(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	ts := startServer(t, dir)
 	c := ts.client(ts.root)
@@ -83,6 +84,7 @@ func itoa(n int64) string { b, _ := json.Marshal(n); return string(b) }
 
 // audit export writes JSON Lines, oldest first, of the records since.
 func TestCLIAuditExport(t *testing.T) {
+	t.Parallel()
 	ts := startServer(t, t.TempDir())
 	c := ts.client(ts.root)
 	for range 5 {
@@ -127,6 +129,7 @@ func TestCLIAuditExport(t *testing.T) {
 // The live stream: records arrive as they are committed; a reconnect with
 // Last-Event-ID resumes without gaps; audit tail -f prints them.
 func TestAuditStream(t *testing.T) {
+	t.Parallel()
 	ts := startServer(t, t.TempDir())
 	c := ts.client(ts.root)
 	sctx, cancel := context.WithCancel(ctx)
@@ -196,6 +199,7 @@ func waitFor(t *testing.T, cond func() bool) {
 }
 
 func TestCLIAuditTailFollow(t *testing.T) {
+	t.Parallel()
 	ts := startServer(t, t.TempDir())
 	var out syncBuffer
 	tctx, cancel := context.WithCancel(ctx)
@@ -218,6 +222,7 @@ func TestCLIAuditTailFollow(t *testing.T) {
 // Retention prunes old records, archives them, and leaves the chain
 // verifiable from its anchor.
 func TestAuditRetention(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	archive := filepath.Join(dir, "archive")
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))

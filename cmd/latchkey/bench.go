@@ -38,7 +38,8 @@ Scenarios (--scenarios, comma-separated; default all):
   verify-http   POST /v1/verify against a bare net/http handler that reads
                 the same JSON and answers the same shape, same server
                 settings: throughput, then p50/p99 at a steady 30% of the
-                bare maximum
+                bare maximum (a latency window lasts at least long enough
+                for 20 calls at that rate, whatever --duration says)
   gateway       the gateway against a bare httputil.ReverseProxy with the
                 same tuned transport (and one with Go's default transport),
                 in front of the same upstream
@@ -365,12 +366,21 @@ func (e *benchEnv) throughput(scenario, baseline string, base, lk func(w, i int)
 		Base: loadgen.Median(bs), Value: loadgen.Median(ls), Ratio: loadgen.Median(ratios), Runs: ratios, Target: target}
 }
 
+// minLatencySamples is the fewest calls a latency window holds: at a low
+// rate (a slow system's 30%) a short --duration would otherwise hold one
+// call or none, and a percentile of nothing is no figure.
+const minLatencySamples = 20
+
 // latency is the open-loop figure at rate for two systems: p50 and p99.
 func (e *benchEnv) latency(scenario, baseline string, rate float64, base, lk func(i int) bool, target string) []benchResult {
 	var b50, b99, l50, l99, r99 []float64
+	window := e.window
+	if rate > 0 {
+		window = max(window, time.Duration(float64(minLatencySamples+1)/rate*float64(time.Second)))
+	}
 	for range e.pairs {
-		bl, _ := loadgen.Open(rate, e.window, base)
-		ll, _ := loadgen.Open(rate, e.window, lk)
+		bl, _ := loadgen.Open(rate, window, base)
+		ll, _ := loadgen.Open(rate, window, lk)
 		bp50, bp99 := loadgen.Percentile(bl, 50).Seconds(), loadgen.Percentile(bl, 99).Seconds()
 		lp50, lp99 := loadgen.Percentile(ll, 50).Seconds(), loadgen.Percentile(ll, 99).Seconds()
 		b50, b99, l50, l99 = append(b50, bp50), append(b99, bp99), append(l50, lp50), append(l99, lp99)

@@ -12,6 +12,7 @@ import (
 // The CI smoke run of latchkey bench: every scenario runs, briefly, and
 // reports figures (no thresholds: speed is never asserted in a test).
 func TestBenchSmoke(t *testing.T) {
+	t.Parallel() // a smoke test: its figures need only exist, not be quiet
 	if testing.Short() {
 		t.Skip("starts several servers")
 	}

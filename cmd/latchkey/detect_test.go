@@ -58,6 +58,7 @@ func verifyFrom(t *testing.T, ts *testServer, tok, ip string, hdr ...string) lat
 // address is BLOCKED once it reaches the threshold, while real tokens from
 // other addresses keep verifying throughout.
 func TestAttackIsBlocked(t *testing.T) {
+	t.Parallel()
 	ts := startServer(t, t.TempDir())
 	c := ts.client(ts.root)
 	real, err := c.CreateToken(ctx, client.CreateRequest{Scopes: []string{"a:read"}})
@@ -135,6 +136,7 @@ func TestAttackIsBlocked(t *testing.T) {
 // The relays are never blocked on their own account: a backend calling
 // /v1/verify without a client ip, and a trusted proxy forwarding clients.
 func TestRelaysAreNeverBlocked(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	d, err := startDaemon(ctx, serveConfig{Listen: "127.0.0.1:0", DataDir: dir, TrustedProxies: latchkey.LoopbackProxies}, logger, io.Discard)
@@ -185,6 +187,7 @@ func TestRelaysAreNeverBlocked(t *testing.T) {
 // A signed leak report revokes the real token within the request; a bad
 // signature changes nothing.
 func TestLeakReport(t *testing.T) {
+	t.Parallel()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	der, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
 	pemKey := string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
@@ -304,6 +307,7 @@ func forgeToken(t *testing.T) string {
 // GET /metrics: the promised metrics are there, counting what happened,
 // and no label carries a token or a token id.
 func TestMetrics(t *testing.T) {
+	t.Parallel()
 	ts := startServer(t, t.TempDir())
 	c := ts.client(ts.root)
 	tok, _ := c.CreateToken(ctx, client.CreateRequest{Scopes: []string{"a:b"}})
@@ -339,6 +343,7 @@ func TestMetrics(t *testing.T) {
 // Webhooks from the daemon: signed, and sent for admin changes and
 // detector actions, not for verifications.
 func TestWebhooksFromDaemon(t *testing.T) {
+	t.Parallel()
 	var mu sync.Mutex
 	var got []webhook.Event
 	secretKey := "a-webhook-secret-of-enough-length"
@@ -398,6 +403,7 @@ func detectConfig(failures int) detect.Config {
 
 // rotation.due: recorded once per token past the rotation age.
 func TestRotationDueAnnounced(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	d, err := startDaemon(ctx, serveConfig{Listen: "127.0.0.1:0", DataDir: dir, Policy: tokens.Policy{RotationAge: time.Millisecond}}, logger, io.Discard)

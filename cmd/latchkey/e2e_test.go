@@ -127,6 +127,7 @@ func runReadmeBlock(t *testing.T, name string) (*testServer, []byte) {
 
 // TestLifecycleWalkthrough runs the README's lifecycle block verbatim.
 func TestLifecycleWalkthrough(t *testing.T) {
+	t.Parallel()
 	_, out := runReadmeBlock(t, "lifecycle")
 	text := string(out)
 	for _, want := range []string{"IP_NOT_ALLOWED", "FORBIDDEN", "broader than its parent", "SUSPENDED", "resumed ", "revoked 3 token(s)"} {
@@ -145,6 +146,7 @@ func TestLifecycleWalkthrough(t *testing.T) {
 // TestWalkthrough runs the README's five-minute walkthrough verbatim
 // against the daemon, then restarts it and checks nothing was lost.
 func TestWalkthrough(t *testing.T) {
+	t.Parallel()
 	ts, out := runReadmeBlock(t, "walkthrough")
 	dir := ts.dir
 	text := string(out)
@@ -187,6 +189,7 @@ func TestWalkthrough(t *testing.T) {
 // Each kind of refusal gets its own code, and each attempt is in the
 // audit log with its client IP and reason.
 func TestRefusals(t *testing.T) {
+	t.Parallel()
 	ts := startServer(t, t.TempDir())
 	c := ts.client(ts.root)
 	good, err := c.CreateToken(ctx, client.CreateRequest{Name: "r", Subject: "svc", Scopes: []string{"invoices:read"}})
@@ -256,6 +259,7 @@ func TestRefusals(t *testing.T) {
 
 // Bad input gets a 400 with a clear message and changes nothing.
 func TestBadInput(t *testing.T) {
+	t.Parallel()
 	ts := startServer(t, t.TempDir())
 	c := ts.client(ts.root)
 	count := func() (int, int) {
@@ -344,6 +348,7 @@ func TestBadInput(t *testing.T) {
 
 // A caller grants only what its own token covers.
 func TestNoPrivilegeEscalation(t *testing.T) {
+	t.Parallel()
 	ts := startServer(t, t.TempDir())
 	root := ts.client(ts.root)
 	writer, err := root.CreateToken(ctx, client.CreateRequest{Name: "writer", Scopes: []string{latchkey.ScopeTokensWrite, "invoices:*"}})
@@ -396,6 +401,7 @@ func TestNoPrivilegeEscalation(t *testing.T) {
 // A created token's plaintext appears nowhere: not in logs, audit rows,
 // error bodies or the database files.
 func TestCanary(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	ts := startServer(t, dir)
 	c := ts.client(ts.root)
@@ -508,6 +514,7 @@ func TestCanary(t *testing.T) {
 }
 
 func TestCLIHelp(t *testing.T) {
+	t.Parallel()
 	for _, args := range [][]string{{"help"}, {"serve", "--help"}, {"token", "create", "--help"}, {"verify", "--help"}, {"audit", "tail", "--help"}, {"audit", "summary", "--help"}} {
 		var out, errb bytes.Buffer
 		if code := run(ctx, args, nil, &out, &errb, func(string) string { return "" }); code != 0 {
@@ -524,6 +531,7 @@ func TestCLIHelp(t *testing.T) {
 }
 
 func TestCLIExitCodes(t *testing.T) {
+	t.Parallel()
 	ts := startServer(t, t.TempDir())
 	env := func(k string) string {
 		return map[string]string{"LATCHKEY_ADDR": ts.url, "LATCHKEY_TOKEN": ts.root}[k]
@@ -564,6 +572,7 @@ func TestCLIExitCodes(t *testing.T) {
 }
 
 func TestWrongServerKeyRefused(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	ts := startServer(t, dir)
 	ts.stop(t)

@@ -21,6 +21,7 @@ import (
 // a request in flight, and an invalid file is refused with the old routes
 // kept.
 func TestGatewaySIGHUP(t *testing.T) {
+	t.Parallel()
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
 			w.(http.Flusher).Flush()
@@ -99,6 +100,7 @@ func TestGatewaySIGHUP(t *testing.T) {
 // A route file that does not load stops the start before anything is
 // made: no data directory, no server key.
 func TestGatewayBadRouteFileCreatesNothing(t *testing.T) {
+	t.Parallel()
 	conf := filepath.Join(t.TempDir(), "routes.yaml")
 	if err := os.WriteFile(conf, []byte("routes:\n  - path: [not a path\n"), 0o600); err != nil {
 		t.Fatal(err)

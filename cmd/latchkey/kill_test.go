@@ -95,6 +95,7 @@ func startChildArgs(t *testing.T, args ...string) (*exec.Cmd, string, *syncBuffe
 // verifies and at most the documented bound of acknowledged attempts is
 // missing; in sync mode none is.
 func TestHardKill(t *testing.T) {
+	t.Parallel()
 	for _, mode := range []string{"async", "sync"} {
 		t.Run(mode, func(t *testing.T) {
 			dir := t.TempDir()

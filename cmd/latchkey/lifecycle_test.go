@@ -30,6 +30,7 @@ func cli(t *testing.T, url, tok string, args ...string) (int, string, string) {
 // The lifecycle from the command line: constraints, rotation, derivation,
 // suspension, narrowing, bulk revocation.
 func TestCLILifecycle(t *testing.T) {
+	t.Parallel()
 	ts := startServer(t, t.TempDir())
 	u, root := ts.url, ts.root
 	code, out, errs := cli(t, u, root, "token", "create", "--subject", "ci", "--scope", "deploy:*", "--ttl", "30d",
@@ -164,6 +165,7 @@ func TestCLILifecycle(t *testing.T) {
 }
 
 func TestCLILifecycleHelp(t *testing.T) {
+	t.Parallel()
 	for _, sub := range []string{"rotate", "derive", "suspend", "resume", "update", "revoke", "list"} {
 		code, out, _ := cli(t, "", "", "token", sub, "--help")
 		if code != 0 || len(out) < 200 {
@@ -181,6 +183,7 @@ func TestCLILifecycleHelp(t *testing.T) {
 
 // The server's expiry policy from its flags.
 func TestServePolicy(t *testing.T) {
+	t.Parallel()
 	for _, args := range [][]string{{"--default-ttl", "soon"}, {"--default-ttl", "100d", "--max-lifetime", "90d"}, {"--trusted-proxy", "nope"}} {
 		code, _, errs := cli(t, "", "", append([]string{"serve"}, args...)...)
 		if code != exitUsage {

@@ -51,6 +51,7 @@ func selfSigned(t *testing.T, dir string) (certFile, keyFile string) {
 // serve --tls-cert/--tls-key serves HTTPS, and the CLI trusts a private CA
 // through LATCHKEY_CA_FILE.
 func TestServeTLS(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	cert, key := selfSigned(t, t.TempDir())
 	var logs syncBuffer
@@ -87,6 +88,7 @@ func TestServeTLS(t *testing.T) {
 }
 
 func TestPlainHTTPOnNetworkWarns(t *testing.T) {
+	t.Parallel()
 	var logs syncBuffer
 	logger := slog.New(slog.NewTextHandler(&logs, nil))
 	d, err := startDaemon(ctx, serveConfig{Listen: "0.0.0.0:0", DataDir: t.TempDir()}, logger, io.Discard)
@@ -110,6 +112,7 @@ func TestPlainHTTPOnNetworkWarns(t *testing.T) {
 }
 
 func TestDataDirModes(t *testing.T) {
+	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "data")
 	var stderr syncBuffer
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -146,6 +149,7 @@ func TestDataDirModes(t *testing.T) {
 // The real binary, stopped by a real SIGTERM, exits 0 having written every
 // audit record it accepted.
 func TestSIGTERMDrainsAudit(t *testing.T) {
+	t.Parallel()
 	bin := filepath.Join(t.TempDir(), "latchkey")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
@@ -218,6 +222,7 @@ func TestNoGoroutineLeak(t *testing.T) {
 }
 
 func TestOneServerPerDataDir(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	ts := startServer(t, dir)
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))

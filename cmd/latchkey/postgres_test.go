@@ -53,6 +53,7 @@ func pgSchemaB(t testing.TB) string {
 // issued on one verify on the other, and a node with another server key
 // refuses to start.
 func TestPostgresCluster(t *testing.T) {
+	t.Parallel()
 	dsn := pgSchema(t)
 	key := strings.Repeat("4b", 32)
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -140,6 +141,7 @@ func TestPostgresCluster(t *testing.T) {
 // and a node whose notification connection is killed still converges
 // within the poll bound (the change log), then reconnects by itself.
 func TestClusterRevocationAndConnectionKill(t *testing.T) {
+	t.Parallel()
 	dsn := pgSchema(t)
 	key := strings.Repeat("4b", 32)
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -104,6 +104,7 @@ func validAcross(t *testing.T, cls []*client.Client, tok string, n int) int {
 // many networks through different nodes. Without it, each node counts
 // alone (the documented fallback).
 func TestClusterRedisSharedCounters(t *testing.T) {
+	t.Parallel()
 	url, prefix := redisURL(t)
 	cls := cluster(t, 3, serveConfig{Redis: url, RedisPrefix: prefix, Poll: 200 * time.Millisecond})
 	rl := &client.RateRequest{Limit: 10, Window: "1m"}
@@ -158,6 +159,7 @@ func TestClusterRedisSharedCounters(t *testing.T) {
 // with --redis-failure closed, rate-limited tokens are refused (503) while
 // tokens without a rate limit are unaffected.
 func TestClusterRedisDownPolicy(t *testing.T) {
+	t.Parallel()
 	dead := "redis://" + freeAddr(t) + "/0" // nothing listens there
 	for _, closed := range []bool{false, true} {
 		t.Run(fmt.Sprintf("fail-closed=%v", closed), func(t *testing.T) {

@@ -199,6 +199,7 @@ func feedHas(id, outcome string) string {
 // in, create a token, watch its verification arrive live, revoke it and
 // watch the refusal arrive, and check that a hostile name stays text.
 func TestDashboardInBrowser(t *testing.T) {
+	t.Parallel()
 	b := newBrowser(t)
 	ts := startServer(t, t.TempDir())
 
@@ -413,6 +414,7 @@ func TestDashboardInBrowser(t *testing.T) {
 // the cookie's attributes, 401 without a session, 403 without the CSRF
 // token, and that sign-out ends a copied cookie too.
 func TestDashboardSessionOverHTTP(t *testing.T) {
+	t.Parallel()
 	ts := startServer(t, t.TempDir())
 	jar, _ := cookiejar.New(nil)
 	c := &http.Client{Jar: jar}
@@ -487,6 +489,7 @@ func TestDashboardSessionOverHTTP(t *testing.T) {
 // The dashboard's counts of today survive a restart: the node keeps them
 // in the store and takes them back when it starts.
 func TestActivityCountsSurviveRestart(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	ts := startServer(t, dir)
 	verifyScopes(t, ts, "a:b", "a:b", "a:c")
