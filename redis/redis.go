@@ -61,10 +61,8 @@ func Open(ctx context.Context, url, prefix string) (*Client, error) {
 // CheckURL checks a Redis URL (redis://, rediss:// or unix://) without
 // connecting.
 func CheckURL(url string) error {
-	if _, err := goredis.ParseURL(url); err != nil {
-		return fmt.Errorf("redis: %w", err)
-	}
-	return nil
+	_, err := goredis.ParseURL(url) // its errors start "redis: "
+	return err
 }
 
 // New is Open without the check: the pool connects when first used, so a

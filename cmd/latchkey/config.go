@@ -106,7 +106,12 @@ func (s *setting) envName() string {
 func (s *setting) help() string {
 	u := s.usage
 	if s.arg != "" {
-		u = "`" + s.arg + "`: " + u
+		// The flag package names the value after the first `quoted` word.
+		if i := strings.Index(u, s.arg); i >= 0 {
+			u = u[:i] + "`" + s.arg + "`" + u[i+len(s.arg):]
+		} else {
+			u += " (`" + s.arg + "`)"
+		}
 	}
 	if s.def != "" && s.kind != boolSetting {
 		u += " (default " + s.def + ")"
@@ -237,7 +242,7 @@ func readServeConfig(args []string, getenv env, stderr io.Writer) (serveConfig, 
 		}
 	}
 	if err := cfg.validate(); err != nil {
-		fmt.Fprintf(stderr, "latchkey serve: %s\n", latchkey.ErrorMessage(err))
+		fmt.Fprintf(stderr, "latchkey serve: %s\n", usageMessage(err))
 		return cfg, exitUsage
 	}
 	return cfg, -1
@@ -271,7 +276,7 @@ func (s *setting) apply(c *serveConfig, flagged []string, getenv env) error {
 		err = s.set(c, vals[len(vals)-1]) // a repeated flag: the last wins
 	}
 	if err != nil {
-		return fmt.Errorf("%s: %s", src, latchkey.ErrorMessage(err))
+		return fmt.Errorf("%s: %s", src, usageMessage(err))
 	}
 	return nil
 }
@@ -292,7 +297,7 @@ func (c *serveConfig) validate() error {
 	}
 	if len(c.Webhooks) > 0 {
 		if err := c.webhookConfig().Validate(); err != nil {
-			return fmt.Errorf("--webhook: %s", latchkey.ErrorMessage(err))
+			return fmt.Errorf("--webhook: %s", usageMessage(err))
 		}
 	}
 	return nil
@@ -302,6 +307,16 @@ func (c *serveConfig) validate() error {
 // hooks into the audit pipeline).
 func (c *serveConfig) webhookConfig() webhook.Config {
 	return webhook.Config{URLs: c.Webhooks, Secret: []byte(c.WebhookSecret), Types: c.WebhookTypes}
+}
+
+// usageMessage is the text of a configuration error: a latchkey error's
+// message, or the error itself (every error here is about the input).
+func usageMessage(err error) string {
+	var le *latchkey.Error
+	if errors.As(err, &le) {
+		return latchkey.ErrorMessage(err)
+	}
+	return err.Error()
 }
 
 // The setting parsers.
