@@ -449,9 +449,23 @@ func presentsSelf(r *http.Request) bool {
 
 type ctxKey struct{}
 
+// reqInfo is what the API works out about a request once, as it arrives:
+// its id and its client's address.
+type reqInfo struct {
+	id   string
+	addr edge.Addr
+}
+
+func info(r *http.Request) *reqInfo {
+	in, _ := r.Context().Value(ctxKey{}).(*reqInfo)
+	return in
+}
+
 func requestID(r *http.Request) string {
-	id, _ := r.Context().Value(ctxKey{}).(string)
-	return id
+	if in := info(r); in != nil {
+		return in.id
+	}
+	return ""
 }
 
 type statusWriter struct {
@@ -483,7 +497,7 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		start := time.Now()
 		id := edge.RequestID(r.Header) // the caller's when plain and not token-shaped
 		w.Header().Set("X-Request-Id", id)
-		r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, id))
+		r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, &reqInfo{id: id, addr: s.clientAddr(r)}))
 		sw := &statusWriter{ResponseWriter: w}
 		defer func() {
 			if p := recover(); p != nil {
@@ -552,5 +566,10 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request, _ latchkey.Actor
 }
 
 // clientAddr is the end client's address (edge.ClientAddr, through the
-// trusted proxies).
-func (s *Server) clientAddr(r *http.Request) edge.Addr { return edge.ClientAddr(r, s.TrustedProxies) }
+// trusted proxies), worked out once per request.
+func (s *Server) clientAddr(r *http.Request) edge.Addr {
+	if in := info(r); in != nil {
+		return in.addr
+	}
+	return edge.ClientAddr(r, s.TrustedProxies)
+}
