@@ -26,13 +26,6 @@ const BlockChange = "block:"
 // dbNowMicros is the database's clock in Unix microseconds.
 const dbNowMicros = `(extract(epoch from clock_timestamp()) * 1000000)::bigint`
 
-// FollowStats are a follower's counters.
-type FollowStats struct {
-	Notified   uint64 // changes received by notification
-	Polled     uint64 // changes found by polling
-	Reconnects uint64 // times the listening connection was replaced
-}
-
 // Follower keeps one node's caches coherent with changes made on any
 // node: it LISTENs for notifications (the fast path) and polls the changes
 // table (the backstop, for notifications missed while its connection was
@@ -57,11 +50,6 @@ func NewFollower(db *DB, poll time.Duration, onChange func(string), logger *slog
 	b := make([]byte, 4)
 	rand.Read(b)
 	return &Follower{DB: db, OnChange: onChange, Poll: poll, Logger: logger, appName: "latchkey-listener-" + hex.EncodeToString(b)}
-}
-
-// Stats returns the counters.
-func (f *Follower) Stats() FollowStats {
-	return FollowStats{Notified: f.notified.Load(), Polled: f.polled.Load(), Reconnects: f.reconnects.Load()}
 }
 
 // AppName is the application_name of the listening connection, as

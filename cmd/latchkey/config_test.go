@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -115,6 +117,43 @@ func TestServeConfigHelp(t *testing.T) {
 		}
 		if (s.set == nil) == (s.list == nil) || (s.kind == listSetting) != (s.list != nil) {
 			t.Errorf("--%s: a setting has exactly one parser, for its kind", s.flag)
+		}
+	}
+}
+
+// The README's configuration table lists every setting, flag and
+// environment variable, and nothing that is not one.
+func TestServeConfigInREADME(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(b)
+	i := strings.Index(readme, "## Configuration")
+	j := strings.Index(readme[i:], "Client commands read:")
+	if i < 0 || j < 0 {
+		t.Fatal("README has no configuration table")
+	}
+	table := readme[i : i+j]
+	known := map[string]bool{}
+	for k := range serveSettings {
+		s := &serveSettings[k]
+		known[s.envName()] = true
+		if !strings.Contains(table, "`"+s.envName()) {
+			t.Errorf("README's configuration table does not name %s", s.envName())
+		}
+		if s.flag != "" {
+			known["--"+s.flag] = true
+			if !strings.Contains(table, "`--"+s.flag+"`") {
+				t.Errorf("README's configuration table does not list --%s", s.flag)
+			}
+		}
+	}
+	for _, m := range regexp.MustCompile("`(--[a-z-]+|LATCHKEY_[A-Z_]+)").FindAllStringSubmatch(table, -1) {
+		name := m[1]
+		if !known[name] {
+			t.Errorf("README's configuration table lists %s, which serve does not read", name)
 		}
 	}
 }

@@ -45,18 +45,18 @@ type daemon struct {
 	logger *slog.Logger
 	unlock func() // the data directory's lock
 
-	db       latchkey.Store
-	follower *postgres.Follower // nil on SQLite
-	redis    *lkredis.Client    // nil without --redis
-	pipe     *audit.Pipeline
-	board    *audit.ActivityBoard // the dashboard's counts, kept in the store
-	det      *detect.Detector
-	blocks   *detect.Blocks // the blocks in the store and in the detector
-	ver      *verify.Verifier
-	svc      *tokens.Service
-	api      *httpapi.Server
-	gw       *gateway.Gateway // nil without --gateway-config
-	hooks    *webhook.Dispatcher
+	db     latchkey.Store
+	feed   latchkey.ChangeFeed // other nodes' changes (PostgreSQL); nil on SQLite
+	redis  *lkredis.Client     // nil without --redis
+	pipe   *audit.Pipeline
+	board  *audit.ActivityBoard // the dashboard's counts, kept in the store
+	det    *detect.Detector
+	blocks *detect.Blocks // the blocks in the store and in the detector
+	ver    *verify.Verifier
+	svc    *tokens.Service
+	api    *httpapi.Server
+	gw     *gateway.Gateway // nil without --gateway-config
+	hooks  *webhook.Dispatcher
 
 	addr, gwAddr string // the bound addresses of the API and the gateway
 	servers      []served
@@ -126,8 +126,13 @@ func (d *daemon) openData(ctx context.Context) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if d.db, d.follower, err = openStore(ctx, cfg, key, d.logger); err != nil {
+	db, follower, err := openStore(ctx, cfg, key, d.logger)
+	if err != nil {
 		return nil, err
+	}
+	d.db = db
+	if follower != nil {
+		d.feed = follower
 	}
 	return key, nil
 }
@@ -282,7 +287,7 @@ func (d *daemon) metricSources() metrics.Sources {
 	if rc := d.redis; rc != nil {
 		src.Redis = func() metrics.RedisStats { return metrics.RedisStats{Up: rc.Up(), Failures: rc.Failures()} }
 	}
-	if f := d.follower; f != nil {
+	if f := d.feed; f != nil {
 		src.Cluster = func() metrics.ClusterStats {
 			st := f.FeedStats()
 			return metrics.ClusterStats{Listening: st.Listening, Notified: st.Notified, Polled: st.Polled, Reconnects: st.Reconnects}
@@ -383,7 +388,7 @@ func (d *daemon) start() {
 			"listen", d.addr)
 	}
 	store := "sqlite"
-	if d.follower != nil {
+	if d.feed != nil {
 		store = "postgres"
 	}
 	d.logger.Info("latchkey listening", "addr", d.scheme()+"://"+d.addr, "data_dir", d.cfg.DataDir, "store", store, "node", d.node,

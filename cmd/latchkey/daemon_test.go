@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/latchkeyhq/latchkey/client"
+	"github.com/latchkeyhq/latchkey/postgres"
 	"github.com/latchkeyhq/latchkey/tokens"
 )
 
@@ -91,3 +92,7 @@ func TestDaemonShutdownDeadline(t *testing.T) {
 		t.Fatal("Shutdown did not return after its deadline")
 	}
 }
+
+// follower is a PostgreSQL daemon's change feed, for the cluster tests
+// that watch its connection.
+func follower(d *daemon) *postgres.Follower { return d.feed.(*postgres.Follower) }

@@ -414,7 +414,7 @@ func TestRotationDueAnnounced(t *testing.T) {
 	c := &client.Client{BaseURL: "http://" + d.addr, Token: readRoot(t, dir)}
 	tok, _ := c.CreateToken(ctx, client.CreateRequest{Name: "old"})
 	time.Sleep(5 * time.Millisecond) // older than the 1ms rotation age
-	for range 2 { // idempotent
+	for range 2 {                    // idempotent
 		if err := d.svc.AnnounceRotationDue(ctx); err != nil {
 			t.Fatal(err)
 		}

@@ -30,11 +30,11 @@ func (d *daemon) startLoops(ctx context.Context) {
 	if d.api.UI != nil {
 		d.every(ctx, time.Hour, true, d.pruneSessions)
 	}
-	if d.follower != nil {
+	if d.feed != nil {
 		// Other nodes' changes: notifications, and the change log polled
 		// as a backstop.
 		d.loops.Go(func() error {
-			d.follower.Follow(ctx, clusterChanges{d, ctx})
+			d.feed.Follow(ctx, clusterChanges{d, ctx})
 			return nil
 		})
 	}

@@ -158,7 +158,7 @@ func TestClusterRevocationAndConnectionKill(t *testing.T) {
 	}
 	root := readRoot(t, dirs[0])
 	cl := func(i int) *client.Client { return &client.Client{BaseURL: "http://" + nodes[i].addr, Token: root} }
-	waitFor(t, func() bool { return nodes[1].follower.Listening() && nodes[2].follower.Listening() })
+	waitFor(t, func() bool { return follower(nodes[1]).Listening() && follower(nodes[2]).Listening() })
 	refusedWithin := func(node int, tok string, bound time.Duration) time.Duration {
 		start := time.Now()
 		for time.Since(start) < bound {
@@ -209,7 +209,7 @@ func TestClusterRevocationAndConnectionKill(t *testing.T) {
 	defer admin.Close(ctx)
 	var killed bool
 	if err := admin.QueryRow(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1`,
-		nodes[1].follower.AppName()).Scan(&killed); err != nil || !killed {
+		follower(nodes[1]).AppName()).Scan(&killed); err != nil || !killed {
 		t.Fatalf("pg_terminate_backend: %v %v", killed, err)
 	}
 	tok2, _ := cl(0).CreateToken(ctx, client.CreateRequest{})
@@ -217,8 +217,8 @@ func TestClusterRevocationAndConnectionKill(t *testing.T) {
 	cl(0).RevokeToken(ctx, tok2.ID, "test")
 	took = refusedWithin(1, tok2.Plaintext, 3*time.Second) // the poll bound (200ms here) plus a margin
 	t.Logf("with its notification connection killed, B refused after %v", took)
-	waitFor(t, func() bool { return nodes[1].follower.Listening() })
-	if nodes[1].follower.Stats().Reconnects == 0 {
+	waitFor(t, func() bool { return follower(nodes[1]).Listening() })
+	if follower(nodes[1]).FeedStats().Reconnects == 0 {
 		t.Error("B did not reconnect its notification connection")
 	}
 }

@@ -72,8 +72,8 @@ func cluster(t *testing.T, n int, cfg serveConfig) []*client.Client {
 	}
 	var cls []*client.Client
 	for _, d := range nodes {
-		if d.follower != nil {
-			waitFor(t, d.follower.Listening)
+		if d.feed != nil {
+			waitFor(t, follower(d).Listening)
 		}
 		cls = append(cls, &client.Client{BaseURL: "http://" + d.addr, Token: root})
 	}
