@@ -3,7 +3,6 @@ package main
 import (
 	"crypto/ecdsa"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -390,5 +389,3 @@ func oneOf(v, first, second string) (bool, error) {
 	}
 	return false, fmt.Errorf("%q: want %s or %s", v, first, second)
 }
-
-var _ = flag.ErrHelp
