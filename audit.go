@@ -10,6 +10,9 @@ const (
 	KindVerify = "verify" // a verification attempt (POST /v1/verify, admin auth)
 	KindAdmin  = "admin"  // a change made through the admin API
 	KindDetect = "detect" // the detector saw something and acted (or alerted)
+	// KindSession: what happened inside a long-lived session a door admitted
+	// (a database statement, the session's end).
+	KindSession = "session"
 )
 
 // Audit actions.
@@ -32,6 +35,11 @@ const (
 	ActionTokenReuse      = "token.reuse"          // a revoked token was presented: someone still holds it
 	ActionLeakReported    = "leak.reported"        // a secret scanner reported a token
 	ActionRotationDue     = "token.rotation_due"   // a token passed the rotation age
+
+	ActionDBConnect    = "db.connect"     // a database client presented a token (the database gateway)
+	ActionDBRecheck    = "db.recheck"     // an open database session's token was refused on a recheck
+	ActionDBStatement  = "db.statement"   // a statement run in a database session
+	ActionDBSessionEnd = "db.session_end" // a database session ended (Reason says why)
 )
 
 // AuditEvent is one record of the audit trail (DESIGN.md §5). It never

@@ -1,6 +1,7 @@
 package latchkey
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -54,4 +55,26 @@ rest:
 		return 0, Errorf(EInvalid, "duration %q is out of range", in)
 	}
 	return total, nil
+}
+
+// ParseSize reads a size: a number of bytes, or with a unit (KiB, MiB,
+// GiB; KB, MB, GB are taken as the same binary units), as the route
+// files write them.
+func ParseSize(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1 << 10}, {"MB", 1 << 20}, {"GB", 1 << 30}, {"B", 1}} {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n <= 0 || n > (1<<50)/mult {
+		return 0, fmt.Errorf("want a positive size such as 1048576, 512KiB or 10MiB")
+	}
+	return n * mult, nil
 }

@@ -2,6 +2,7 @@ package latchkey
 
 import (
 	"context"
+	"encoding/json"
 	"net/netip"
 )
 
@@ -45,6 +46,17 @@ type VerifyRequest struct {
 	// applied to such calls; Method and Path are still audited. Every
 	// other check, network and rate and usage included, applies.
 	APICall bool
+	// Recheck re-verifies a token already admitted to a long-lived session
+	// (a database connection, an MCP session): nothing is spent, and a
+	// refusal is not counted by the detector, since it is not a new attempt
+	// (a revoked token found by a recheck is no reuse). InUse, with
+	// Recheck, notes a use, so that a session in use keeps its token from
+	// going idle.
+	Recheck bool
+	InUse   bool
+	// Detail is the door's own facts for the audit record (database and
+	// role, MCP tool...), a JSON object. Never a secret.
+	Detail json.RawMessage
 }
 
 // Verifier decides on a presented token. A refusal is a Decision with

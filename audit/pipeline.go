@@ -170,7 +170,19 @@ func (p *Pipeline) Record(ev *latchkey.AuditEvent) {
 // elsewhere and copying it in. fill runs under a lock and must be quick.
 func (p *Pipeline) RecordFunc(fill func(ev *latchkey.AuditEvent)) {
 	var here byte // on the caller's goroutine stack: picks its stripe
-	st := &p.stripes[stripeOf(unsafe.Pointer(&here))]
+	p.record(&p.stripes[stripeOf(unsafe.Pointer(&here))], fill)
+}
+
+// RecordOn is RecordFunc for a stream whose order matters (the statements
+// of one database session): every record with the same key goes through
+// the same stripe, so they are written in the order they were made.
+// (RecordFunc picks the stripe by stack address, and a goroutine's stack
+// moves when it grows.)
+func (p *Pipeline) RecordOn(key uint64, fill func(ev *latchkey.AuditEvent)) {
+	p.record(&p.stripes[key%uint64(len(p.stripes))], fill)
+}
+
+func (p *Pipeline) record(st *stripe, fill func(ev *latchkey.AuditEvent)) {
 	st.mu.Lock()
 	for st.cur == nil && !st.closed {
 		select {
@@ -362,6 +374,10 @@ func (w *writer) takePartial(closing bool) {
 		}
 		st.mu.Unlock()
 		if c != nil {
+			// A chunk this stripe filled before c is already in full (it is
+			// sent under the lock): write it first, so that the stripe's
+			// records keep their order.
+			w.takeFull(closing)
 			w.gather(c, closing)
 		}
 	}

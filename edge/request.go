@@ -114,3 +114,19 @@ func CredentialInQuery(rawQuery string) bool {
 	}
 	return false
 }
+
+// ConnAddr is the peer of a raw connection (a door that is not HTTP: the
+// database gateway), with no forwarding header to consult: a trusted
+// proxy's address is kept as IP but is never a blockable Source.
+func ConnAddr(c net.Conn, tp latchkey.TrustedProxies) Addr {
+	ap, err := netip.ParseAddrPort(c.RemoteAddr().String())
+	if err != nil {
+		return Addr{IP: c.RemoteAddr().String()}
+	}
+	a := ap.Addr().Unmap()
+	out := Addr{IP: a.String()}
+	if !tp.Trusts(a) {
+		out.Source = a
+	}
+	return out
+}

@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -143,29 +142,12 @@ func optDuration(s string, def time.Duration) (time.Duration, error) {
 // the API's own read timeout.
 const DefaultBodyTimeout = 30 * time.Second
 
-// optBytes reads a size: a number of bytes, or with a unit (KiB, MiB,
-// GiB; KB, MB, GB are taken as the same binary units). Empty is 0 (no
-// limit).
+// optBytes reads a size (latchkey.ParseSize); empty is 0 (no limit).
 func optBytes(s string) (int64, error) {
-	s = strings.TrimSpace(s)
-	if s == "" {
+	if strings.TrimSpace(s) == "" {
 		return 0, nil
 	}
-	mult := int64(1)
-	for _, u := range []struct {
-		suffix string
-		mult   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1 << 10}, {"MB", 1 << 20}, {"GB", 1 << 30}, {"B", 1}} {
-		if strings.HasSuffix(s, u.suffix) {
-			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n <= 0 || n > (1<<50)/mult {
-		return 0, fmt.Errorf("want a positive size such as 1048576, 512KiB or 10MiB")
-	}
-	return n * mult, nil
+	return latchkey.ParseSize(s)
 }
 
 func compileRoute(rc RouteConfig) (*Route, error) {

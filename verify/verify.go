@@ -206,8 +206,8 @@ func (v *Verifier) CacheLen() int { return v.cache.len() }
 func (v *Verifier) Verify(ctx context.Context, req *latchkey.VerifyRequest) (latchkey.Decision, error) {
 	now, start := v.clock()
 	d := latchkey.Decision{Remaining: -1}
-	err := v.decide(ctx, req, now, &d, !req.NoSpend)
-	if g := v.cfg.Guard; g != nil && err == nil && d.Code != latchkey.Valid && d.Code != latchkey.Blocked {
+	err := v.decide(ctx, req, now, &d, !req.NoSpend && !req.Recheck)
+	if g := v.cfg.Guard; g != nil && err == nil && d.Code != latchkey.Valid && d.Code != latchkey.Blocked && !req.Recheck {
 		g.Refused(req.Source, d.Code, d.Reason, d.TokenID, now)
 	}
 	d.Latency = time.Duration(max(0, monoclock.Nanos()-start))
@@ -253,6 +253,7 @@ func (v *Verifier) fillAttempt(ev *latchkey.AuditEvent, req *latchkey.VerifyRequ
 	ev.UserAgent = req.UserAgent
 	ev.Method = req.Method
 	ev.Path = req.Path
+	ev.Detail = req.Detail
 }
 
 // decide fills in d, which the caller keeps on its stack. With spend
@@ -287,7 +288,7 @@ func (v *Verifier) decide(ctx context.Context, req *latchkey.VerifyRequest, now 
 		d.Warnings |= latchkey.WarnRotationDue
 	}
 	d.Code = latchkey.Valid
-	if spend {
+	if spend || (req.Recheck && req.InUse) {
 		every := int64(v.cfg.TouchInterval)
 		if c != nil {
 			every = c.noteEvery

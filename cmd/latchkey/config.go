@@ -65,6 +65,11 @@ type serveConfig struct {
 	GatewayConfig     string // route file; empty: no gateway
 	GatewayListen     string // gateway listener (default 127.0.0.1:8080)
 	IdentityKeyPeriod time.Duration
+
+	DBConfig string // the database gateway's file; empty: no database gateway
+	// Getenv reads the environment for the files' password_env (the
+	// database gateway); nil reads nothing.
+	Getenv func(string) string
 }
 
 // A setting is one line of serve's configuration: its flag, its
@@ -189,6 +194,7 @@ var serveSettings = []setting{
 	}},
 	{flag: "gateway-config", arg: "file", usage: "run the gateway with this route file (YAML); SIGHUP reloads it", set: func(c *serveConfig, v string) error { c.GatewayConfig = v; return nil }},
 	{flag: "gateway-listen", def: "127.0.0.1:8080", arg: "host:port", usage: "address the gateway listens on", set: func(c *serveConfig, v string) error { c.GatewayListen = v; return nil }},
+	{flag: "db-config", arg: "file", usage: "run the database gateway (PostgreSQL wire protocol) with this file (YAML); see docs/database-gateway.md", set: func(c *serveConfig, v string) error { c.DBConfig = v; return nil }},
 	{flag: "identity-key-period", usage: "how often the identity JWT signing key rotates (default 24h)", set: duration(func(c *serveConfig) *time.Duration { return &c.IdentityKeyPeriod })},
 	{flag: "ui", kind: boolSetting, def: "true", usage: "serve the dashboard at /ui/; --ui=false turns it off", set: func(c *serveConfig, v string) error {
 		on, err := strconv.ParseBool(v)
@@ -216,7 +222,7 @@ var serveSettings = []setting{
 // environment. It returns an exit status >= 0 when serve should stop
 // (--help, or a usage error already reported on stderr).
 func readServeConfig(args []string, getenv env, stderr io.Writer) (serveConfig, int) {
-	cfg := serveConfig{TrustedProxies: latchkey.LoopbackProxies}
+	cfg := serveConfig{TrustedProxies: latchkey.LoopbackProxies, Getenv: getenv}
 	fs := newFlags("serve", "serve [flags]", serveDoc, stderr, stderr)
 	given := map[string][]string{}
 	for i := range serveSettings {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +23,7 @@ import (
 	"github.com/latchkeyhq/latchkey/httpapi"
 	"github.com/latchkeyhq/latchkey/identity"
 	"github.com/latchkeyhq/latchkey/internal/metrics"
+	"github.com/latchkeyhq/latchkey/pggate"
 	"github.com/latchkeyhq/latchkey/postgres"
 	lkredis "github.com/latchkeyhq/latchkey/redis"
 	"github.com/latchkeyhq/latchkey/secret"
@@ -57,8 +59,15 @@ type daemon struct {
 	api    *httpapi.Server
 	gw     *gateway.Gateway // nil without --gateway-config
 	hooks  *webhook.Dispatcher
+	// sessions are the long-lived sessions every door admitted, ended when
+	// their token stops being valid; pg is the database gateway (nil
+	// without --db-config).
+	sessions *edge.Sessions
+	pg       *pggate.Server
+	dbs      *pggate.Settings
 
-	addr, gwAddr string // the bound addresses of the API and the gateway
+	addr, gwAddr, dbAddr string // the bound addresses of the API, the gateway and the database gateway
+	dbLn                 net.Listener
 	servers      []served
 	loops        *errgroup.Group
 	stop         context.CancelFunc // ends the loops' context
@@ -90,6 +99,11 @@ func startDaemon(ctx context.Context, cfg serveConfig, logger *slog.Logger, stde
 	var table *gateway.Table
 	if cfg.GatewayConfig != "" {
 		if table, err = gateway.LoadConfig(cfg.GatewayConfig); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.DBConfig != "" {
+		if d.dbs, err = pggate.LoadConfig(cfg.DBConfig, cfg.Getenv); err != nil {
 			return nil, err
 		}
 	}
@@ -206,8 +220,9 @@ func (d *daemon) build(ctx context.Context, key []byte, table *gateway.Table) er
 	// hooks call ver, assigned below, before any request can reach the
 	// service (nothing listens yet).
 	var ver *verify.Verifier
+	var sessions *edge.Sessions
 	d.svc = &tokens.Service{Store: db, Hasher: hasher, Node: d.node, Policy: cfg.Policy,
-		Invalidate: func(id string) { ver.Invalidate(id) },
+		Invalidate: func(id string) { ver.Invalidate(id); sessions.TokenChanged(id) },
 		FlushUsage: func(ctx context.Context) error { return ver.FlushUsage(ctx) }}
 	d.det = detect.New(dcfg, met.Responder(&detect.StoreResponder{Store: db, Node: d.node, Tokens: d.svc}))
 	blocks, err := db.ListBlocks(ctx, time.Now())
@@ -239,6 +254,8 @@ func (d *daemon) build(ctx context.Context, key []byte, table *gateway.Table) er
 	}
 	ver = verify.New(db, hasher, d.pipe, vcfg)
 	d.ver = ver
+	sessions = &edge.Sessions{Verifier: ver, Logger: logger}
+	d.sessions = sessions
 
 	if len(cfg.Webhooks) > 0 {
 		wc := cfg.webhookConfig()
@@ -275,10 +292,35 @@ func (d *daemon) buildDoors(key []byte, table *gateway.Table, met *metrics.Metri
 		FlushAudit: d.pipe.Flush, TrustedProxies: cfg.TrustedProxies, AuditWritten: d.pipe.Written,
 		Blocks: d.blocks, LeakKeys: cfg.LeakKeys, Metrics: met.Handler(),
 		Activity: d.board}
+	if d.dbs != nil {
+		tc, err := d.dbTLS()
+		if err != nil {
+			return err
+		}
+		d.pg = &pggate.Server{Settings: d.dbs, Verifier: d.ver, Refuser: d.ver, Sessions: d.sessions, Audit: d.pipe,
+			TrustedProxies: cfg.TrustedProxies, TLS: tc, Node: d.node, Logger: d.logger}
+	}
 	if !cfg.NoUI {
 		d.api.UI, d.api.SessionKey, d.api.SessionTTL, d.api.Sessions = ui.Handler(), key, cfg.SessionTTL, d.db
 	}
 	return nil
+}
+
+// dbTLS is what the database gateway offers on SSLRequest: its file's
+// certificate, else the server's.
+func (d *daemon) dbTLS() (*tls.Config, error) {
+	cert, key := d.dbs.TLSCert, d.dbs.TLSKey
+	if cert == "" {
+		cert, key = d.cfg.TLSCert, d.cfg.TLSKey
+	}
+	if cert == "" {
+		return nil, nil
+	}
+	pair, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		return nil, fmt.Errorf("database gateway: tls: %w", err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}, nil
 }
 
 // metricSources are the parts the metrics read at scrape time.
@@ -333,6 +375,13 @@ func (d *daemon) listen(gateway bool) error {
 	}
 	d.addr = ln.Addr().String()
 	d.servers = append(d.servers, served{srv: newHTTPServer(d.api.Handler(), d.logger), ln: ln, tls: d.cfg.TLSCert != ""})
+	if d.pg != nil {
+		if d.dbLn, err = d.pg.Listen(); err != nil {
+			ln.Close()
+			return err
+		}
+		d.dbAddr = d.dbLn.Addr().String()
+	}
 	if !gateway {
 		return nil
 	}
@@ -376,6 +425,19 @@ func (d *daemon) start() {
 			return fmt.Errorf("serving %s: %w", s.ln.Addr(), err)
 		})
 	}
+	if d.pg != nil {
+		g.Go(func() error {
+			if err := d.pg.Serve(d.dbLn); err != nil {
+				return fmt.Errorf("database gateway: %w", err)
+			}
+			return nil
+		})
+		d.logger.Info("database gateway listening", "addr", d.dbAddr, "databases", len(d.dbs.Databases), "tls", d.pg.TLS != nil)
+		if d.pg.TLS == nil && !isLoopbackAddr(d.dbAddr) {
+			d.logger.Warn("the database gateway has no TLS certificate: clients off this host are refused unless allow_cleartext_password is set",
+				"listen", d.dbAddr)
+		}
+	}
 	d.startLoops(gctx)
 	if d.hooks != nil {
 		d.hooks.Start()
@@ -408,6 +470,9 @@ func (d *daemon) Shutdown(ctx context.Context) error {
 	var err error
 	for i := len(d.servers) - 1; i >= 0; i-- { // the gateway first: it calls into the rest
 		err = errors.Join(err, d.servers[i].srv.Shutdown(ctx))
+	}
+	if d.pg != nil {
+		err = errors.Join(err, d.pg.Shutdown(ctx))
 	}
 	err = errors.Join(err, d.waitLoops(ctx))
 	return errors.Join(err, d.release(ctx))

@@ -27,6 +27,12 @@ func (d *daemon) startLoops(ctx context.Context) {
 		})
 	}
 	d.every(ctx, time.Second, false, d.publishActivity)
+	// Open sessions (database connections) are verified again as their
+	// tokens change, expire or idle.
+	d.loops.Go(func() error {
+		d.sessions.Run(ctx)
+		return nil
+	})
 	if d.api.UI != nil {
 		d.every(ctx, time.Hour, true, d.pruneSessions)
 	}
@@ -110,7 +116,10 @@ type clusterChanges struct {
 	ctx context.Context
 }
 
-func (c clusterChanges) TokenChanged(id string) { c.d.ver.Invalidate(id) }
+func (c clusterChanges) TokenChanged(id string) {
+	c.d.ver.Invalidate(id)
+	c.d.sessions.TokenChanged(id)
+}
 
 func (c clusterChanges) BlockChanged(source string) {
 	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)

@@ -1,0 +1,479 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/client"
+)
+
+// dbEnv is a daemon with the database gateway in front of the machine's
+// PostgreSQL: two upstream login roles made for the test (read-only and
+// read-write on a schema of its own) and a route file mapping
+// db.analytics:read and db.analytics:write to them.
+type dbEnv struct {
+	ts        *testServer
+	admin     *client.Client
+	dsn       string // the upstream, as postgres
+	schema    string
+	addr      string // the gateway's
+	passwords []string
+}
+
+// upstreamDSN is the machine's PostgreSQL, as the superuser.
+func upstreamDSN() string {
+	if dsn := os.Getenv("LATCHKEY_TEST_POSTGRES"); dsn != "" {
+		return dsn
+	}
+	return "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+}
+
+func newDBEnv(t *testing.T, extra string) *dbEnv {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	dsn := upstreamDSN()
+	pc, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		requireService(t, "PostgreSQL")
+		t.Skipf("PostgreSQL: %v", err)
+	}
+	defer pc.Close(context.Background())
+	b := make([]byte, 5)
+	rand.Read(b)
+	sfx := hex.EncodeToString(b)
+	e := &dbEnv{dsn: dsn, schema: "lkdb_" + sfx}
+	ro, rw := "lkdb_ro_"+sfx, "lkdb_rw_"+sfx
+	roPW, rwPW := "CANARY-ro-"+sfx, "CANARY-rw-"+sfx
+	e.passwords = []string{roPW, rwPW}
+	for _, q := range []string{
+		"CREATE SCHEMA " + e.schema,
+		"CREATE TABLE " + e.schema + ".t (id int primary key, v text)",
+		"INSERT INTO " + e.schema + ".t VALUES (1, 'one'), (2, 'two')",
+		fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD '%s'", ro, roPW),
+		fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD '%s'", rw, rwPW),
+		fmt.Sprintf("GRANT USAGE ON SCHEMA %s TO %s, %s", e.schema, ro, rw),
+		fmt.Sprintf("GRANT SELECT ON ALL TABLES IN SCHEMA %s TO %s", e.schema, ro),
+		fmt.Sprintf("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA %s TO %s", e.schema, rw),
+		fmt.Sprintf("ALTER ROLE %s SET search_path = %s", ro, e.schema),
+		fmt.Sprintf("ALTER ROLE %s SET search_path = %s", rw, e.schema),
+	} {
+		if _, err := pc.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		c, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			return
+		}
+		defer c.Close(ctx)
+		c.Exec(ctx, fmt.Sprintf("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename IN ('%s','%s')", ro, rw))
+		c.Exec(ctx, "DROP SCHEMA "+e.schema+" CASCADE")
+		c.Exec(ctx, "DROP OWNED BY "+ro+", "+rw)
+		c.Exec(ctx, "DROP ROLE "+ro)
+		c.Exec(ctx, "DROP ROLE "+rw)
+	})
+	dir := t.TempDir()
+	pwFile := filepath.Join(dir, "ro.pw")
+	os.WriteFile(pwFile, []byte(roPW+"\n"), 0o600)
+	conf := filepath.Join(dir, "db.yaml")
+	os.WriteFile(conf, []byte(fmt.Sprintf(`listen: 127.0.0.1:0
+databases:
+  - name: analytics
+    upstream: 127.0.0.1:5432
+    database: test
+    sslmode: disable
+    roles:
+      - scope: db.analytics:write
+        user: %s
+        password_env: LKDB_RW_PASSWORD
+      - scope: db.analytics:read
+        user: %s
+        password_file: %s
+%s`, rw, ro, pwFile, extra)), 0o600)
+	env := map[string]string{"LKDB_RW_PASSWORD": rwPW}
+	e.ts = startServerWith(t, dir, serveConfig{DBConfig: conf, Getenv: func(k string) string { return env[k] }})
+	e.addr = e.ts.d.dbAddr
+	e.admin = e.ts.client(e.ts.root)
+	return e
+}
+
+// startServerWith is startServer with more configuration.
+func startServerWith(t *testing.T, dir string, cfg serveConfig) *testServer {
+	t.Helper()
+	out := &syncBuffer{}
+	logger := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	cfg.Listen, cfg.DataDir = "127.0.0.1:0", dir
+	d, err := startDaemon(context.Background(), cfg, logger, out)
+	if err != nil {
+		t.Fatalf("startDaemon: %v", err)
+	}
+	ts := &testServer{d: d, dir: dir, out: out, url: "http://" + d.addr}
+	root, err := os.ReadFile(filepath.Join(dir, "root-token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.root = strings.TrimSpace(string(root))
+	t.Cleanup(func() { ts.stop(t) })
+	return ts
+}
+
+func (e *dbEnv) token(t *testing.T, scopes ...string) *client.CreatedToken {
+	t.Helper()
+	tok, err := e.admin.CreateToken(context.Background(), client.CreateRequest{Subject: "alice", Scopes: scopes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+func (e *dbEnv) connString(user, password string) string {
+	host, port, _ := strings.Cut(e.addr, ":")
+	return fmt.Sprintf("host=%s port=%s dbname=analytics user=%s password=%s sslmode=disable", host, port, user, password)
+}
+
+// psql runs the real psql with sql and returns its output and error.
+func (e *dbEnv) psql(t *testing.T, password, sql string) (string, error) {
+	t.Helper()
+	path, err := exec.LookPath("psql")
+	if err != nil {
+		requireService(t, "psql")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, path, "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", e.connString("alice", password), "-c", sql)
+	cmd.Env = append(os.Environ(), "PGCONNECT_TIMEOUT=10")
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// The Must-show list's first item, with the real psql and pgx.
+func TestDatabaseGateway(t *testing.T) {
+	t.Parallel()
+	e := newDBEnv(t, "")
+	ctx := context.Background()
+	read := e.token(t, "db.analytics:read")
+	write := e.token(t, "db.analytics:write")
+
+	t.Run("psql read token reads and cannot write", func(t *testing.T) {
+		t.Parallel()
+		out, err := e.psql(t, read.Plaintext, "SELECT v FROM t ORDER BY id")
+		if err != nil || strings.TrimSpace(out) != "one\ntwo" {
+			t.Fatalf("SELECT: %v\n%s", err, out)
+		}
+		for _, sql := range []string{
+			"INSERT INTO t VALUES (10, 'x')",
+			"CREATE TABLE " + e.schema + ".t2 (a int)",
+			"SET default_transaction_read_only = off; INSERT INTO t VALUES (11, 'x')",
+			"BEGIN READ WRITE; INSERT INTO t VALUES (12, 'x'); COMMIT",
+		} {
+			out, err := e.psql(t, read.Plaintext, sql)
+			if err == nil || !strings.Contains(out, "permission denied") {
+				t.Errorf("%s: the upstream should refuse it: err %v\n%s", sql, err, out)
+			}
+		}
+	})
+	t.Run("psql write token writes", func(t *testing.T) {
+		t.Parallel()
+		out, err := e.psql(t, write.Plaintext, "INSERT INTO t VALUES (20, 'twenty'); SELECT v FROM t WHERE id = 20")
+		if err != nil || !strings.Contains(out, "twenty") {
+			t.Fatalf("INSERT: %v\n%s", err, out)
+		}
+	})
+	t.Run("pgx extended protocol, COPY and cancel", func(t *testing.T) {
+		t.Parallel()
+		c, err := pgx.Connect(ctx, e.connString("bob", write.Plaintext))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close(ctx)
+		var v string
+		if err := c.QueryRow(ctx, "SELECT v FROM t WHERE id = $1", 2).Scan(&v); err != nil || v != "two" {
+			t.Fatalf("extended query: %q %v", v, err)
+		}
+		rows := [][]any{{100, "a"}, {101, "b"}, {102, "c"}}
+		n, err := c.CopyFrom(ctx, pgx.Identifier{"t"}, []string{"id", "v"}, pgx.CopyFromRows(rows))
+		if err != nil || n != 3 {
+			t.Fatalf("COPY FROM: %d %v", n, err)
+		}
+		var buf bytes.Buffer
+		if _, err := c.PgConn().CopyTo(ctx, &buf, "COPY (SELECT id FROM t WHERE id >= 100 ORDER BY id) TO STDOUT"); err != nil ||
+			buf.String() != "100\n101\n102\n" {
+			t.Fatalf("COPY TO: %q %v", buf.String(), err)
+		}
+		// A cancel request goes to the gateway, which sends it on to the
+		// upstream with the upstream's own key.
+		go func() {
+			time.Sleep(200 * time.Millisecond) // the statement is running upstream by then
+			c.PgConn().CancelRequest(ctx)
+		}()
+		start := time.Now()
+		_, err = c.Exec(ctx, "SELECT pg_sleep(20)")
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Code != "57014" {
+			t.Fatalf("cancelled statement: %v", err)
+		}
+		if d := time.Since(start); d > 10*time.Second {
+			t.Fatalf("the cancel took %v", d)
+		}
+	})
+	t.Run("refusals", func(t *testing.T) {
+		t.Parallel()
+		revoked := e.token(t, "db.analytics:read")
+		if _, err := e.admin.RevokeToken(ctx, revoked.ID, "test"); err != nil {
+			t.Fatal(err)
+		}
+		other := e.token(t, "api:read")
+		forged := forgeToken(t) // a valid checksum; no such token
+		for _, c := range []struct {
+			name, password, state, reason string
+		}{
+			{"wrong", "lk_nonsense", "28P01", ""},
+			{"forged", forged, "28P01", ""},
+			{"revoked", revoked.Plaintext, "28P01", "revoked"},
+			{"no db scope", other.Plaintext, "28000", "missing_scope"},
+		} {
+			_, err := pgconn.Connect(ctx, e.connString("mallory", c.password))
+			var pe *pgconn.PgError
+			if !errors.As(err, &pe) || pe.Code != c.state {
+				t.Errorf("%s: %v, want SQLSTATE %s", c.name, err, c.state)
+			}
+			if strings.Contains(fmt.Sprint(err), "lkdb_") {
+				t.Errorf("%s: the refusal names an upstream role: %v", c.name, err)
+			}
+		}
+		e.ts.flush(t)
+		evs := e.audit(t, latchkey.AuditFilter{Action: latchkey.ActionDBConnect})
+		forgedID := strings.Split(forged, "_")[1][:16]
+		want := map[string]string{revoked.ID: "REVOKED", other.ID: "INSUFFICIENT_SCOPE", forgedID: "NOT_FOUND"}
+		for id, outcome := range want {
+			found := false
+			for _, ev := range evs {
+				found = found || (ev.TokenID == id && ev.Outcome == outcome && ev.Reason != "" && ev.ClientIP == "127.0.0.1")
+			}
+			if !found {
+				t.Errorf("no %s db.connect record with its reason for %s in %v", outcome, id, evs)
+			}
+		}
+	})
+}
+
+func (e *dbEnv) audit(t *testing.T, f latchkey.AuditFilter) []latchkey.AuditEvent {
+	t.Helper()
+	f.Ascending, f.Limit = true, 1000
+	page, err := e.ts.d.db.ListAudit(context.Background(), f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return page.Events
+}
+
+// Every statement of a scripted session is on record in order, with the
+// token and the source; the upstream passwords appear nowhere.
+func TestDatabaseGatewayAuditsStatementsInOrder(t *testing.T) {
+	t.Parallel()
+	e := newDBEnv(t, "")
+	ctx := context.Background()
+	tok := e.token(t, "db.analytics:write")
+	pasted := e.token(t, "db.analytics:read") // pasted into SQL by mistake
+	c, err := pgx.Connect(ctx, e.connString("carol", tok.Plaintext))
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := []string{
+		"SELECT 1",
+		"SELECT v FROM t WHERE id = $1",
+		"INSERT INTO t VALUES (30, '" + pasted.Plaintext + "')",
+		"UPDATE t SET v = 'x' WHERE id = $1",
+		"DELETE FROM t WHERE id = 30",
+	}
+	for i, q := range script {
+		args := []any{}
+		if strings.Contains(q, "$1") {
+			args = append(args, i)
+		}
+		if i%2 == 0 {
+			_, err = c.Exec(ctx, q, pgx.QueryExecModeSimpleProtocol)
+		} else {
+			_, err = c.Exec(ctx, q, args...)
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	// An upstream that refuses the login: its error is logged, never the
+	// password, and the client hears only that the session could not open.
+	c.Close(ctx)
+	waitFor(t, func() bool { return e.ts.d.sessions.Len() == 0 })
+	e.ts.flush(t)
+	evs := e.audit(t, latchkey.AuditFilter{TokenID: tok.ID, Action: latchkey.ActionDBStatement})
+	if len(evs) < len(script) {
+		t.Fatalf("%d statement records, want %d: %v", len(evs), len(script), evs)
+	}
+	var got []string
+	for i, ev := range evs {
+		var d struct {
+			N         int64  `json:"n"`
+			Statement string `json:"statement"`
+			Session   string `json:"session"`
+		}
+		json.Unmarshal(ev.Detail, &d)
+		if ev.ClientIP != "127.0.0.1" || ev.Subject != "alice" || ev.Kind != latchkey.KindSession {
+			t.Errorf("record %d: %+v", i, ev)
+		}
+		if d.N != int64(i+1) {
+			t.Errorf("record %d has n %d: out of order", i, d.N)
+		}
+		got = append(got, d.Statement)
+	}
+	// pgx may add statements of its own (none here); ours are in order.
+	j := 0
+	for _, s := range got {
+		if j < len(script) && strings.Contains(s, strings.Fields(script[j])[0]) {
+			j++
+		}
+	}
+	if j != len(script) {
+		t.Errorf("statements out of order or missing:\n%s", strings.Join(got, "\n"))
+	}
+	if strings.Contains(strings.Join(got, "\n"), pasted.Plaintext[10:]) {
+		t.Errorf("a token-shaped string in a statement was not redacted:\n%s", strings.Join(got, "\n"))
+	}
+	if end := e.audit(t, latchkey.AuditFilter{TokenID: tok.ID, Action: latchkey.ActionDBSessionEnd}); len(end) != 1 || end[0].Reason != "client_closed" {
+		t.Errorf("session end records: %+v", end)
+	}
+	e.checkCanary(t)
+}
+
+// checkCanary greps every output for the upstream passwords: logs,
+// the whole audit log, metrics.
+func (e *dbEnv) checkCanary(t *testing.T) {
+	t.Helper()
+	all := e.audit(t, latchkey.AuditFilter{})
+	b, _ := json.Marshal(all)
+	resp, err := http.Get(e.ts.url + "/metrics")
+	var metrics []byte
+	if err == nil {
+		metrics, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+	for _, pw := range e.passwords {
+		for name, out := range map[string]string{"logs": e.ts.out.String(), "audit": string(b), "metrics": string(metrics)} {
+			if strings.Contains(out, pw) || strings.Contains(out, strings.ToLower(pw)) {
+				t.Errorf("an upstream password is in the %s", name)
+			}
+		}
+	}
+}
+
+// A revoke ends an open psql session: psql is told why.
+func TestDatabaseGatewayRevokeEndsPsqlSession(t *testing.T) {
+	t.Parallel()
+	e := newDBEnv(t, "")
+	path, err := exec.LookPath("psql")
+	if err != nil {
+		requireService(t, "psql")
+	}
+	tok := e.token(t, "db.analytics:read")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, path, "-X", "-A", "-t", e.connString("dave", tok.Plaintext))
+	stdin, _ := cmd.StdinPipe()
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(stdin, "SELECT 'before';\n")
+	waitFor(t, func() bool { return strings.Contains(out.String(), "before") })
+	if _, err := e.admin.RevokeToken(ctx, tok.ID, "leaked"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return e.ts.d.sessions.Len() == 0 })
+	io.WriteString(stdin, "SELECT 'after';\n")
+	stdin.Close()
+	err = cmd.Wait()
+	if err == nil || strings.Contains(out.String(), "after") || !strings.Contains(out.String(), "the latchkey token was revoked") {
+		t.Fatalf("psql after the revoke: %v\n%s", err, out.String())
+	}
+	e.ts.flush(t)
+	end := e.audit(t, latchkey.AuditFilter{TokenID: tok.ID, Action: latchkey.ActionDBSessionEnd})
+	if len(end) != 1 || end[0].Reason != "revoked" {
+		t.Fatalf("session end records: %+v", end)
+	}
+}
+
+// revokeLatency opens a session with a fresh token through addr, revokes
+// the token through admin, and returns how long after the revoke's answer
+// the client was told the session ended.
+func revokeLatency(t *testing.T, e *dbEnv, addr string, admin *client.Client) time.Duration {
+	t.Helper()
+	ctx := context.Background()
+	tok := e.token(t, "db.analytics:read")
+	host, port, _ := strings.Cut(addr, ":")
+	pc, err := pgconn.Connect(ctx, fmt.Sprintf("host=%s port=%s dbname=analytics user=x password=%s sslmode=disable", host, port, tok.Plaintext))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close(ctx)
+	ended := make(chan time.Time, 1)
+	go func() {
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		err := pc.WaitForNotification(wctx)
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) && pe.Code == "57P01" {
+			ended <- time.Now()
+		}
+		close(ended)
+	}()
+	if _, err := admin.RevokeToken(ctx, tok.ID, "trial"); err != nil {
+		t.Fatal(err)
+	}
+	answered := time.Now()
+	at, ok := <-ended
+	if !ok {
+		t.Fatal("the session was not ended with 57P01 within 10s of the revoke")
+	}
+	return max(0, at.Sub(answered))
+}
+
+func quantiles(ds []time.Duration) (p50, p99 time.Duration) {
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	return ds[len(ds)/2], ds[(len(ds)*99+99)/100-1]
+}
+
+// Revoke to termination on one node, 50 trials. The figure goes to the
+// log (docs/benchmarks.md); the test asserts that every session ends.
+func TestDatabaseGatewayRevokeLatency(t *testing.T) {
+	t.Parallel()
+	e := newDBEnv(t, "")
+	var ds []time.Duration
+	for range 50 {
+		ds = append(ds, revokeLatency(t, e, e.addr, e.admin))
+	}
+	p50, p99 := quantiles(ds)
+	t.Logf("revoke → session terminated, one node (SQLite), 50 trials: p50 %v, p99 %v", p50, p99)
+}
