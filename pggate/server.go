@@ -193,6 +193,9 @@ func (s *Server) Open() int64 { return s.open.Load() }
 func (s *Server) register(c *conn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.byPID == nil {
+		s.byPID = map[uint32]*conn{}
+	}
 	for {
 		id, key := edge.NewSessionID()
 		pid := uint32(key>>32) & 0x7fffffff
