@@ -68,10 +68,10 @@ type daemon struct {
 
 	addr, gwAddr, dbAddr string // the bound addresses of the API, the gateway and the database gateway
 	dbLn                 net.Listener
-	servers      []served
-	loops        *errgroup.Group
-	stop         context.CancelFunc // ends the loops' context
-	done         <-chan struct{}    // closed when the loops' context ends (a listener failed, or Shutdown)
+	servers              []served
+	loops                *errgroup.Group
+	stop                 context.CancelFunc // ends the loops' context
+	done                 <-chan struct{}    // closed when the loops' context ends (a listener failed, or Shutdown)
 }
 
 // served is a listener and its server.
