@@ -50,7 +50,9 @@ var importRules = []struct {
 		reason: "the gateway is a door beside the API, not inside it: the API mounts forward auth, not the reverse"},
 	{pkgs: []string{"/httpapi", "/verify", "/tokens", "/audit", "/detect", "/gateway", "/middleware", "/client", "/edge"}, forbidden: drivers,
 		reason: "the stores and counters plug in through the root's interfaces, wired in cmd/: no door or domain service links a database driver"},
-	{pkgs: []string{"/verify", "/tokens", "/audit", "/detect"}, forbidden: []string{module + "/httpapi", module + "/gateway", module + "/middleware", module + "/edge", module + "/identity"},
+	{pkgs: []string{"/pggate"}, forbidden: []string{module + "/verify", module + "/tokens", module + "/audit", module + "/httpapi", module + "/gateway"},
+		reason: "the database gateway is a door like the others: the root's Verifier and Refuser, the edge, its own Recorder interface; pgproto3 and pgconn speak the protocol"},
+	{pkgs: []string{"/verify", "/tokens", "/audit", "/detect"}, forbidden: []string{module + "/httpapi", module + "/gateway", module + "/middleware", module + "/edge", module + "/identity", module + "/pggate"},
 		reason: "the domain services know no door: every door, HTTP or not (the PostgreSQL and MCP gateways to come), uses them alike"},
 }
 
