@@ -46,7 +46,10 @@ func TestBenchSmoke(t *testing.T) {
 			t.Errorf("%s %s skipped: %s", r.Scenario, r.Metric, r.Skipped)
 			continue
 		}
-		if r.Value <= 0 {
+		// The memory figure is a heap difference in this process, which
+		// the package's parallel tests (the database gateway's, above all)
+		// move both ways: here it must only have been measured.
+		if r.Value <= 0 && !(r.Scenario == "memory" && r.Value != 0) {
 			t.Errorf("%s %s: no figure (%v)", r.Scenario, r.Metric, r.Value)
 		}
 		if r.Baseline != "" && r.Base <= 0 {
