@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -93,6 +94,8 @@ var ctx = context.Background()
 // runReadmeBlock runs the README's shell block between <!-- name:begin -->
 // and <!-- name:end --> verbatim with bash against a fresh daemon, and
 // returns the daemon and the block's output.
+var readmeMu sync.Mutex
+
 func runReadmeBlock(t *testing.T, name string) (*testServer, []byte) {
 	t.Helper()
 	if _, err := exec.LookPath("bash"); err != nil {
@@ -110,6 +113,10 @@ func runReadmeBlock(t *testing.T, name string) (*testServer, []byte) {
 	ts := startServer(t, dir)
 	repo, _ := filepath.Abs("../..")
 	bin := filepath.Join(repo, "latchkey")
+	// The blocks build ./latchkey at the root and the first to finish
+	// removes it: one block at a time.
+	readmeMu.Lock()
+	t.Cleanup(readmeMu.Unlock)
 	_, existed := os.Stat(bin)
 	if existed != nil {
 		t.Cleanup(func() { os.Remove(bin) })
