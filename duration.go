@@ -57,6 +57,20 @@ rest:
 	return total, nil
 }
 
+// ParseDurationSetting is ParseDuration for a route file's setting that
+// may be left out: def when s is empty, and an error that is the plain
+// message, for the file's own error to wrap.
+func ParseDurationSetting(s string, def time.Duration) (time.Duration, error) {
+	if s == "" {
+		return def, nil
+	}
+	d, err := ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("%s", ErrorMessage(err))
+	}
+	return d, nil
+}
+
 // ParseSize reads a size: a number of bytes, or with a unit (KiB, MiB,
 // GiB; KB, MB, GB are taken as the same binary units), as the route
 // files write them.

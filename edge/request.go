@@ -45,8 +45,10 @@ func ClientAddr(r *http.Request, tp latchkey.TrustedProxies) Addr {
 
 // PeerAddr is the connection's peer (an IPv4-mapped address unmapped),
 // invalid when r.RemoteAddr is not an address and port.
-func PeerAddr(r *http.Request) netip.Addr {
-	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+func PeerAddr(r *http.Request) netip.Addr { return peerOf(r.RemoteAddr) }
+
+func peerOf(remoteAddr string) netip.Addr {
+	ap, err := netip.ParseAddrPort(remoteAddr)
 	if err != nil {
 		return netip.Addr{}
 	}
@@ -56,7 +58,10 @@ func PeerAddr(r *http.Request) netip.Addr {
 // PeerSource is the connection's peer as a blockable source: invalid when
 // it is a trusted proxy.
 func PeerSource(r *http.Request, tp latchkey.TrustedProxies) netip.Addr {
-	peer := PeerAddr(r)
+	return sourceOf(PeerAddr(r), tp)
+}
+
+func sourceOf(peer netip.Addr, tp latchkey.TrustedProxies) netip.Addr {
 	if !peer.IsValid() || tp.Trusts(peer) {
 		return netip.Addr{}
 	}
@@ -119,14 +124,10 @@ func CredentialInQuery(rawQuery string) bool {
 // database gateway), with no forwarding header to consult: a trusted
 // proxy's address is kept as IP but is never a blockable Source.
 func ConnAddr(c net.Conn, tp latchkey.TrustedProxies) Addr {
-	ap, err := netip.ParseAddrPort(c.RemoteAddr().String())
-	if err != nil {
-		return Addr{IP: c.RemoteAddr().String()}
+	remote := c.RemoteAddr().String()
+	peer := peerOf(remote)
+	if !peer.IsValid() {
+		return Addr{IP: remote}
 	}
-	a := ap.Addr().Unmap()
-	out := Addr{IP: a.String()}
-	if !tp.Trusts(a) {
-		out.Source = a
-	}
-	return out
+	return Addr{IP: peer.String(), Source: sourceOf(peer, tp)}
 }

@@ -59,8 +59,8 @@ type Session struct {
 	statements atomic.Int64
 	inUse      atomic.Bool
 	ended      atomic.Bool
-	fails      int // rechecks in a row that could not decide; under the registry's check
-	req        latchkey.VerifyRequest
+	fails      int                    // rechecks in a row that could not decide (Run's goroutine only)
+	req        latchkey.VerifyRequest // what admitted it, the token included: each recheck repeats it
 	end        func(reason string)
 	timer      *time.Timer
 }
@@ -287,35 +287,24 @@ func (r *Sessions) sessions(id string) []*Session {
 }
 
 func (r *Sessions) check(ctx context.Context, ss []*Session) {
-	// Sessions of one token decide alike: one verification each is enough.
-	type verdict struct {
-		d   latchkey.Decision
-		err error
-	}
-	seen := map[string]verdict{}
 	for _, s := range ss {
 		if s.ended.Load() {
 			continue
 		}
 		req := s.req
 		req.InUse = s.inUse.Swap(false)
-		k := s.TokenID + "\x00" + strings.Join(req.Scopes, " ") + "\x00" + req.ClientIP
-		v, ok := seen[k]
-		if !ok || req.InUse {
-			v.d, v.err = r.Verifier.Verify(ctx, &req)
-			seen[k] = v
-		}
+		d, err := r.Verifier.Verify(ctx, &req)
 		switch {
-		case v.err != nil:
+		case err != nil:
 			s.fails++
-			if s.fails >= max(1, r.failures()) {
+			if s.fails >= r.failures() {
 				r.end(s, EndUnverifiable)
 			} else if r.Logger != nil {
 				r.Logger.Warn("a session's token could not be verified again; it stays open for now",
-					"session", s.ID, "token_id", s.TokenID, "err", v.err)
+					"session", s.ID, "token_id", s.TokenID, "err", err)
 			}
-		case !v.d.Valid():
-			r.end(s, endReason(v.d))
+		case !d.Valid():
+			r.end(s, endReason(d))
 		default:
 			s.fails = 0
 		}
@@ -349,27 +338,6 @@ func (r *Sessions) End(id, reason string) bool {
 	}
 	r.end(s, reason)
 	return true
-}
-
-// EndAll ends every session (at shutdown) and returns how many.
-func (r *Sessions) EndAll(reason string) int {
-	ss := r.sessions("")
-	for _, s := range ss {
-		r.end(s, reason)
-	}
-	return len(ss)
-}
-
-// Get returns session id's listing, if it is open on this node.
-func (r *Sessions) Get(id string) (SessionInfo, bool) {
-	r.init()
-	r.mu.Lock()
-	s := r.byID[id]
-	r.mu.Unlock()
-	if s == nil {
-		return SessionInfo{}, false
-	}
-	return s.info(), true
 }
 
 // List returns the open sessions, oldest first.

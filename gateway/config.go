@@ -114,28 +114,17 @@ func compile(c Config) (*Table, error) {
 		return nil, fmt.Errorf("gateway config: transport.max_idle_conns_per_host must be positive")
 	}
 	var err error
-	if t.Transport.IdleConnTimeout, err = optDuration(tr.IdleConnTimeout, 90*time.Second); err != nil {
+	if t.Transport.IdleConnTimeout, err = latchkey.ParseDurationSetting(tr.IdleConnTimeout, 90*time.Second); err != nil {
 		return nil, fmt.Errorf("gateway config: transport.idle_conn_timeout: %v", err)
 	}
 	if t.Transport.IdleConnTimeout <= 0 {
 		// A reload retires the old pool by this timeout: it must have one.
 		return nil, fmt.Errorf("gateway config: transport.idle_conn_timeout must be positive")
 	}
-	if t.Transport.ResponseHeaderTimeout, err = optDuration(tr.ResponseHeaderTimeout, 60*time.Second); err != nil {
+	if t.Transport.ResponseHeaderTimeout, err = latchkey.ParseDurationSetting(tr.ResponseHeaderTimeout, 60*time.Second); err != nil {
 		return nil, fmt.Errorf("gateway config: transport.response_header_timeout: %v", err)
 	}
 	return t, nil
-}
-
-func optDuration(s string, def time.Duration) (time.Duration, error) {
-	if s == "" {
-		return def, nil
-	}
-	d, err := latchkey.ParseDuration(s)
-	if err != nil {
-		return 0, fmt.Errorf("%s", latchkey.ErrorMessage(err))
-	}
-	return d, nil
 }
 
 // DefaultBodyTimeout is a route's body_timeout when the file gives none:
@@ -196,10 +185,10 @@ func compileRoute(rc RouteConfig) (*Route, error) {
 		}
 		r.Scopes = append(r.Scopes, sc)
 	}
-	if r.Timeout, err = optDuration(rc.Timeout, 0); err != nil {
+	if r.Timeout, err = latchkey.ParseDurationSetting(rc.Timeout, 0); err != nil {
 		return nil, fmt.Errorf("timeout: %v", err)
 	}
-	if r.BodyTimeout, err = optDuration(rc.BodyTimeout, DefaultBodyTimeout); err != nil || r.BodyTimeout <= 0 {
+	if r.BodyTimeout, err = latchkey.ParseDurationSetting(rc.BodyTimeout, DefaultBodyTimeout); err != nil || r.BodyTimeout <= 0 {
 		return nil, fmt.Errorf("body_timeout: must be a positive duration")
 	}
 	if r.MaxBodyBytes, err = optBytes(rc.MaxBodyBytes); err != nil {

@@ -277,18 +277,13 @@ func compileRole(db string, rc RoleConfig, getenv func(string) string) (Role, er
 	return r, nil
 }
 
+// optDuration is a timeout setting: def when left out, else positive.
 func optDuration(s string, def time.Duration) (time.Duration, error) {
-	if s == "" {
-		return def, nil
+	d, err := latchkey.ParseDurationSetting(s, def)
+	if err == nil && d <= 0 {
+		err = fmt.Errorf("must be positive")
 	}
-	d, err := latchkey.ParseDuration(s)
-	if err != nil {
-		return 0, fmt.Errorf("%s", latchkey.ErrorMessage(err))
-	}
-	if d <= 0 {
-		return 0, fmt.Errorf("must be positive")
-	}
-	return d, nil
+	return d, err
 }
 
 // parseBytes reads a size (latchkey.ParseSize), at most 1 GiB (the

@@ -9,13 +9,14 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -183,19 +184,19 @@ func (c *conn) startup(m *pgproto3.StartupMessage) {
 		c.fatal(StateFeatureNotSupp, "replication connections are not taken through latchkey")
 		return
 	}
-	if !c.tls && !s.Settings.AllowCleartextPassword && !loopback(c.nc) {
+	if !c.tls && !s.Settings.AllowCleartextPassword && !loopback(c.addr) {
 		// Refused before the password is asked for: the token never crosses
 		// the network in clear.
 		c.refused(ReasonTLSRequired)
 		c.fatal(StateNotAuthorized, "latchkey takes tokens only over TLS: connect with sslmode=require")
 		return
 	}
-	if max := s.Settings.MaxSessions; max > 0 && s.open.Load() >= int64(max) {
+	if max := s.Settings.MaxSessions; max > 0 && s.open() >= max {
 		c.refused(ReasonTooMany)
 		c.fatal(StateTooMany, "sorry, too many clients already")
 		return
 	}
-	if unknown := c.negotiate(m); unknown != nil {
+	if unknown, newer := negotiate(m); newer {
 		c.be.Send(&pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: unknown})
 	}
 	c.be.Send(&pgproto3.AuthenticationCleartextPassword{})
@@ -237,26 +238,23 @@ func isFalse(v string) bool {
 	return false
 }
 
-func loopback(nc net.Conn) bool {
-	ap, err := netip.ParseAddrPort(nc.RemoteAddr().String())
-	return err == nil && ap.Addr().Unmap().IsLoopback()
+func loopback(a edge.Addr) bool {
+	ip, err := netip.ParseAddr(a.IP)
+	return err == nil && ip.IsLoopback()
 }
 
-// negotiate returns the protocol options the gateway does not take, when
-// the client asked for a newer minor version or for options: the answer is
-// NegotiateProtocolVersion, and the session runs on protocol 3.0.
-func (c *conn) negotiate(m *pgproto3.StartupMessage) []string {
-	var unknown []string
+// negotiate reports whether the client asked for more than protocol 3.0
+// (a newer minor version, or protocol options): the answer is then
+// NegotiateProtocolVersion, naming the options it does not take, and the
+// session runs on 3.0.
+func negotiate(m *pgproto3.StartupMessage) (unknown []string, newer bool) {
 	for k := range m.Parameters {
 		if strings.HasPrefix(k, "_pq_.") {
 			unknown = append(unknown, k)
 		}
 	}
-	if m.ProtocolVersion == pgproto3.ProtocolVersion30 && unknown == nil {
-		return nil
-	}
 	sort.Strings(unknown)
-	return append([]string{}, unknown...)
+	return unknown, m.ProtocolVersion != pgproto3.ProtocolVersion30 || len(unknown) > 0
 }
 
 // admit verifies the token for the database and picks the role. A
@@ -391,15 +389,10 @@ func (c *conn) connect(params map[string]string, d latchkey.Decision, req latchk
 	es := c.sess
 	es.TokenID, es.Subject, es.Role = strings.Clone(d.TokenID), d.Subject, c.role.User
 	es.Started, es.ExpiresAt = time.Now(), d.ExpiresAt
-	s.open.Add(1)
-	defer s.open.Add(-1)
 	remove := s.Sessions.Open(es, req, c.end)
 	defer remove()
 	c.admitted.Store(true)
-	s.mu.Lock()
-	draining := s.draining
-	s.mu.Unlock()
-	if draining {
+	if s.draining.Load() {
 		c.end(edge.EndShutdown)
 	}
 
@@ -429,9 +422,6 @@ func (c *conn) dialUpstream(ctx context.Context, params map[string]string) (*pgc
 	}
 	cfg.Password = c.role.password
 	cfg.DialFunc = c.s.dial
-	for i := range cfg.Fallbacks {
-		cfg.Fallbacks[i].Host = db.Host
-	}
 	cfg.RuntimeParams = map[string]string{}
 	for k, v := range params {
 		switch k {
@@ -442,8 +432,6 @@ func (c *conn) dialUpstream(ctx context.Context, params map[string]string) (*pgc
 			}
 		}
 	}
-	cfg.ValidateConnect = nil
-	cfg.AfterConnect = nil
 	pc, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -503,7 +491,7 @@ func (c *conn) fromClient() {
 			select {
 			case <-c.ending:
 			default:
-				if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) || isReset(err) {
+				if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) {
 					c.end(edge.EndClient)
 				} else {
 					c.end(edge.EndProtocol)
@@ -560,10 +548,6 @@ func (c *conn) fromClient() {
 	}
 }
 
-func isReset(err error) bool {
-	return errors.Is(err, os.ErrDeadlineExceeded) || strings.Contains(err.Error(), "connection reset")
-}
-
 // fromUpstream relays the upstream's messages to the client, writing
 // whenever nothing more is waiting (so a result set goes out in few
 // writes, and a reply is never held back).
@@ -607,10 +591,7 @@ func (c *conn) fromUpstream() {
 		}
 		if rfq, ok := msg.(*pgproto3.ReadyForQuery); ok && rfq.TxStatus == 'I' {
 			c.idle.Store(true)
-			c.s.mu.Lock()
-			draining := c.s.draining
-			c.s.mu.Unlock()
-			if draining {
+			if c.s.draining.Load() {
 				c.end(edge.EndShutdown)
 				return
 			}
@@ -663,7 +644,7 @@ func paramText(v []byte) string {
 		return "NULL"
 	}
 	s := string(v)
-	if !utf8Valid(s) {
+	if !utf8.ValidString(s) {
 		s = fmt.Sprintf(`\x%x`, v[:min(len(v), 128)])
 	}
 	return clip(secret.Redact(clip(s, 512)), 256)

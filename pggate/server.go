@@ -18,8 +18,10 @@ package pggate
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/subtle"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -56,13 +58,14 @@ type Server struct {
 	// Dial reaches the upstreams (default: net.Dialer).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 
-	mu       sync.Mutex
-	ln       net.Listener
-	conns    map[*conn]struct{}
-	byPID    map[uint32]*conn
-	draining bool
-	wg       sync.WaitGroup
-	open     atomic.Int64
+	mu    sync.Mutex
+	ln    net.Listener
+	conns map[*conn]struct{}
+	byPID map[uint32]*conn // the admitted sessions, by the process id the client was given
+	wg    sync.WaitGroup
+	// draining is set by Shutdown; every session reads it at the end of
+	// each transaction, so it is not under mu.
+	draining atomic.Bool
 }
 
 // Listen binds the configured address.
@@ -78,7 +81,7 @@ func (s *Server) Listen() (net.Listener, error) {
 // Shutdown, or the listener's error.
 func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Lock()
-	if s.draining {
+	if s.draining.Load() {
 		s.mu.Unlock()
 		ln.Close()
 		return nil
@@ -89,10 +92,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
-			s.mu.Lock()
-			draining := s.draining
-			s.mu.Unlock()
-			if draining {
+			if s.draining.Load() {
 				return nil
 			}
 			var ne net.Error
@@ -127,7 +127,7 @@ func (s *Server) Serve(ln net.Listener) error {
 func (s *Server) track(c *conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.draining {
+	if s.draining.Load() {
 		return false
 	}
 	if s.conns == nil {
@@ -153,7 +153,7 @@ func (s *Server) untrack(c *conn) {
 // and waits for them until ctx ends; then it ends the rest.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
-	s.draining = true
+	s.draining.Store(true)
 	if s.ln != nil {
 		s.ln.Close()
 	}
@@ -186,24 +186,29 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return fmt.Errorf("database gateway: sessions still open at the shutdown deadline: %w", ctx.Err())
 }
 
-// Open is how many sessions are open.
-func (s *Server) Open() int64 { return s.open.Load() }
+// open is how many sessions are admitted.
+func (s *Server) open() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.byPID)
+}
 
-// register gives c a process id and key for cancel requests.
+// register gives c a random process id and key for cancel requests (the
+// protocol's 31 and 32 bits): the client never learns the upstream's.
 func (s *Server) register(c *conn) {
+	var b [8]byte
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.byPID == nil {
 		s.byPID = map[uint32]*conn{}
 	}
 	for {
-		id, key := edge.NewSessionID()
-		pid := uint32(key>>32) & 0x7fffffff
+		rand.Read(b[:])
+		pid := binary.BigEndian.Uint32(b[:4]) & 0x7fffffff
 		if pid == 0 || s.byPID[pid] != nil {
 			continue
 		}
-		c.pid = pid
-		c.key = []byte(id[:4])
+		c.pid, c.key = pid, b[4:]
 		s.byPID[pid] = c
 		return
 	}

@@ -12,5 +12,3 @@ func clip(s string, n int) string {
 	}
 	return s[:n]
 }
-
-func utf8Valid(s string) bool { return utf8.ValidString(s) }

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -24,6 +23,7 @@ import (
 
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/client"
+	"github.com/latchkeyhq/latchkey/detect"
 )
 
 // dbEnv is a daemon with the database gateway in front of the machine's
@@ -40,14 +40,6 @@ type dbEnv struct {
 	cfg       serveConfig
 }
 
-// upstreamDSN is the machine's PostgreSQL, as the superuser.
-func upstreamDSN() string {
-	if dsn := os.Getenv("LATCHKEY_TEST_POSTGRES"); dsn != "" {
-		return dsn
-	}
-	return "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-}
-
 func newDBEnv(t *testing.T, extra string) *dbEnv {
 	t.Helper()
 	return newDBEnvWith(t, extra, serveConfig{})
@@ -57,7 +49,7 @@ func newDBEnvWith(t *testing.T, extra string, base serveConfig) *dbEnv {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	dsn := upstreamDSN()
+	dsn := testPostgresDSN()
 	pc, err := pgx.Connect(ctx, dsn)
 	if err != nil {
 		requireService(t, "PostgreSQL")
@@ -126,26 +118,6 @@ databases:
 	e.addr = e.ts.d.dbAddr
 	e.admin = e.ts.client(e.ts.root)
 	return e
-}
-
-// startServerWith is startServer with more configuration.
-func startServerWith(t *testing.T, dir string, cfg serveConfig) *testServer {
-	t.Helper()
-	out := &syncBuffer{}
-	logger := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	cfg.Listen, cfg.DataDir = "127.0.0.1:0", dir
-	d, err := startDaemon(context.Background(), cfg, logger, out)
-	if err != nil {
-		t.Fatalf("startDaemon: %v", err)
-	}
-	ts := &testServer{d: d, dir: dir, out: out, url: "http://" + d.addr}
-	t.Cleanup(func() { ts.stop(t) })
-	if root, err := os.ReadFile(filepath.Join(dir, "root-token")); err == nil {
-		ts.root = strings.TrimSpace(string(root))
-	} else if cfg.Database == "" {
-		t.Fatal(err) // a second node of a cluster has none: the first made it
-	}
-	return ts
 }
 
 func (e *dbEnv) token(t *testing.T, scopes ...string) *client.CreatedToken {
@@ -500,4 +472,74 @@ func TestDatabaseGatewayRevokeAcrossNodes(t *testing.T) {
 	}
 	p50, p99 := quantiles(ds)
 	t.Logf("revoke on node A → session on node B terminated (PostgreSQL), 50 trials: p50 %v, p99 %v", p50, p99)
+}
+
+// Item 5: the detector and the token's limits apply to the door. Failed
+// passwords count toward the source's block (the test's daemon trusts no
+// proxy, so 127.0.0.1 is a blockable source); the rate limit applies to
+// new sessions and the usage limit counts sessions, not statements.
+func TestDatabaseGatewayLimitsAndDetector(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	connect := func(e *dbEnv, password string) error {
+		pc, err := pgconn.Connect(ctx, e.connString("eve", password))
+		if err == nil {
+			_, err = pc.Exec(ctx, "SELECT 1; SELECT 2; SELECT 3").ReadAll()
+			pc.Close(ctx)
+		}
+		return err
+	}
+	state := func(err error) string {
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) {
+			return pe.Code
+		}
+		return fmt.Sprint(err)
+	}
+
+	t.Run("limits", func(t *testing.T) {
+		t.Parallel()
+		e := newDBEnv(t, "")
+		used, err := e.admin.CreateToken(ctx, client.CreateRequest{Scopes: []string{"db.analytics:read"}, MaxUses: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 2 {
+			if err := connect(e, used.Plaintext); err != nil {
+				t.Fatalf("session %d of a 2-use token: %v", i+1, err)
+			}
+		}
+		if got := state(connect(e, used.Plaintext)); got != "28P01" {
+			t.Fatalf("third session of a 2-use token: %s, want 28P01 (USAGE_EXCEEDED)", got)
+		}
+		rated, err := e.admin.CreateToken(ctx, client.CreateRequest{Scopes: []string{"db.analytics:read"},
+			RateLimit: &client.RateRequest{Limit: 1, Window: "1h"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := connect(e, rated.Plaintext); err != nil {
+			t.Fatal(err)
+		}
+		if got := state(connect(e, rated.Plaintext)); got != "53300" {
+			t.Fatalf("second session within a 1/1h rate: %s, want 53300", got)
+		}
+	})
+	t.Run("failed passwords block the source", func(t *testing.T) {
+		t.Parallel()
+		e := newDBEnvWith(t, "", serveConfig{Detect: detect.Config{SourceFailures: detect.Rule{Count: 5, Window: time.Minute}}})
+		good := e.token(t, "db.analytics:read")
+		if err := connect(e, good.Plaintext); err != nil {
+			t.Fatal(err)
+		}
+		for range 5 {
+			if got := state(connect(e, forgeToken(t))); got != "28P01" {
+				t.Fatalf("a forged token: %s", got)
+			}
+		}
+		waitFor(t, func() bool { return state(connect(e, good.Plaintext)) == "28000" })
+		e.ts.flush(t)
+		if evs := e.audit(t, latchkey.AuditFilter{Action: latchkey.ActionSourceBlocked}); len(evs) == 0 {
+			t.Fatal("no source.blocked record")
+		}
+	})
 }

@@ -33,19 +33,28 @@ type testServer struct {
 
 func startServer(t *testing.T, dir string) *testServer {
 	t.Helper()
+	return startServerWith(t, dir, serveConfig{})
+}
+
+// startServerWith is startServer with more configuration (Listen and
+// DataDir are set here). A node joining a PostgreSQL cluster has no
+// root-token file: the first node made it.
+func startServerWith(t *testing.T, dir string, cfg serveConfig) *testServer {
+	t.Helper()
 	out := &syncBuffer{}
 	logger := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	d, err := startDaemon(context.Background(), serveConfig{Listen: "127.0.0.1:0", DataDir: dir}, logger, out)
+	cfg.Listen, cfg.DataDir = "127.0.0.1:0", dir
+	d, err := startDaemon(context.Background(), cfg, logger, out)
 	if err != nil {
 		t.Fatalf("startDaemon: %v", err)
 	}
 	ts := &testServer{d: d, dir: dir, out: out, url: "http://" + d.addr}
-	root, err := os.ReadFile(filepath.Join(dir, "root-token"))
-	if err != nil {
+	t.Cleanup(func() { ts.stop(t) })
+	if root, err := os.ReadFile(filepath.Join(dir, "root-token")); err == nil {
+		ts.root = strings.TrimSpace(string(root))
+	} else if cfg.Database == "" {
 		t.Fatal(err)
 	}
-	ts.root = strings.TrimSpace(string(root))
-	t.Cleanup(func() { ts.stop(t) })
 	return ts
 }
 

@@ -20,6 +20,15 @@ import (
 	"github.com/latchkeyhq/latchkey/httpapi"
 )
 
+// testPostgresDSN is the machine's PostgreSQL, as the superuser
+// (LATCHKEY_TEST_POSTGRES overrides it).
+func testPostgresDSN() string {
+	if dsn := os.Getenv("LATCHKEY_TEST_POSTGRES"); dsn != "" {
+		return dsn
+	}
+	return "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+}
+
 // pgSchema makes a fresh schema on the test PostgreSQL server and returns
 // a URL that uses it.
 func pgSchema(t *testing.T) string {
@@ -29,10 +38,7 @@ func pgSchema(t *testing.T) string {
 
 func pgSchemaB(t testing.TB) string {
 	t.Helper()
-	dsn := os.Getenv("LATCHKEY_TEST_POSTGRES")
-	if dsn == "" {
-		dsn = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-	}
+	dsn := testPostgresDSN()
 	cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	url, drop, err := tempSchema(cctx, dsn, "lk_test_")
