@@ -105,10 +105,12 @@ type Role struct {
 	password string
 }
 
-// GoString keeps the password out of %#v.
-func (r Role) GoString() string {
-	return fmt.Sprintf("pggate.Role{Scope:%q, User:%q}", r.Scope, r.User)
-}
+// String and GoString keep the password out of every fmt verb (%v,
+// %+v, %#v, %s).
+func (r Role) String() string { return fmt.Sprintf("pggate.Role{Scope:%q, User:%q}", r.Scope, r.User) }
+
+// GoString is String.
+func (r Role) GoString() string { return r.String() }
 
 // Defaults.
 const (

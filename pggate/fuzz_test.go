@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -179,5 +181,18 @@ func TestRelayAndOversizedMessage(t *testing.T) {
 	defer u.mu.Unlock()
 	if u.got != 1 || len(u.garbage) != 0 {
 		t.Fatalf("the upstream got %d messages (want the one query), garbage %v", u.got, u.garbage)
+	}
+}
+
+// The upstream password never prints, whatever the verb; nor in the
+// Settings that hold it.
+func TestRolePasswordNeverPrints(t *testing.T) {
+	t.Parallel()
+	s := fuzzServer(&fakeUpstream{}).Settings
+	r := s.Databases["app"].Roles[0]
+	for _, out := range []string{fmt.Sprintf("%v %+v %#v %s", r, r, r, r), fmt.Sprintf("%v %+v %#v", s, s, *s.Databases["app"])} {
+		if strings.Contains(out, "pw}") || strings.Contains(out, `"pw"`) || strings.Contains(out, ":pw") {
+			t.Fatalf("the password printed: %s", out)
+		}
 	}
 }

@@ -274,7 +274,16 @@ func (e *dbEnv) audit(t *testing.T, f latchkey.AuditFilter) []latchkey.AuditEven
 // token and the source; the upstream passwords appear nowhere.
 func TestDatabaseGatewayAuditsStatementsInOrder(t *testing.T) {
 	t.Parallel()
-	e := newDBEnv(t, "")
+	e := newDBEnv(t, `  - name: broken
+    upstream: 127.0.0.1:5432
+    database: test
+    sslmode: disable
+    roles:
+      - scope: db.broken:read
+        user: lkdb_no_such_role
+        password: CANARY-broken-upstream
+`)
+	e.passwords = append(e.passwords, "CANARY-broken-upstream")
 	ctx := context.Background()
 	tok := e.token(t, "db.analytics:write")
 	pasted := e.token(t, "db.analytics:read") // pasted into SQL by mistake
@@ -305,6 +314,16 @@ func TestDatabaseGatewayAuditsStatementsInOrder(t *testing.T) {
 	}
 	// An upstream that refuses the login: its error is logged, never the
 	// password, and the client hears only that the session could not open.
+	broken := e.token(t, "db.broken:read")
+	bc := strings.Replace(e.connString("carol", broken.Plaintext), "dbname=analytics", "dbname=broken", 1)
+	_, err = pgconn.Connect(ctx, bc)
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "08006" || strings.Contains(pe.Message, "lkdb_") {
+		t.Fatalf("a login the upstream refuses: %v", err)
+	}
+	if !strings.Contains(e.ts.out.String(), "the upstream refused") {
+		t.Fatalf("the upstream's refusal is not in the log:\n%s", e.ts.out.String())
+	}
 	c.Close(ctx)
 	waitFor(t, func() bool { return e.ts.d.sessions.Len() == 0 })
 	e.ts.flush(t)
