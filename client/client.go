@@ -352,6 +352,26 @@ func (c *Client) RemoveBlock(ctx context.Context, source string) error {
 	return c.do(ctx, "DELETE", "/v1/blocks/"+source, nil, nil, nil)
 }
 
+// ListSessions lists the open sessions (database connections) held by
+// the node that answers; tokenID, when set, keeps that token's.
+func (c *Client) ListSessions(ctx context.Context, tokenID string) (*OpenSessionList, error) {
+	var out OpenSessionList
+	var q url.Values
+	if tokenID != "" {
+		q = url.Values{"token_id": {tokenID}}
+	}
+	if err := c.do(ctx, "GET", "/v1/sessions", q, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// EndSession ends an open session now; its client is told an
+// administrator ended it. The token is untouched.
+func (c *Client) EndSession(ctx context.Context, id string) error {
+	return c.do(ctx, "DELETE", "/v1/sessions/"+url.PathEscape(id), nil, nil, nil)
+}
+
 // ReportLeaks reports leaked tokens (authenticated as an admin).
 func (c *Client) ReportLeaks(ctx context.Context, reports []LeakReport) ([]LeakResult, error) {
 	var out []LeakResult

@@ -151,6 +151,12 @@ type BlockList struct {
 	Blocks []latchkey.Block `json:"blocks"`
 }
 
+// OpenSessionList is the answer of GET /v1/sessions: the node's open
+// sessions, oldest first.
+type OpenSessionList struct {
+	Sessions []latchkey.OpenSession `json:"sessions"`
+}
+
 // SessionInfo answers POST and GET /ui/api/session.
 type SessionInfo struct {
 	TokenID   string    `json:"token_id"`

@@ -33,6 +33,8 @@ type Sessions struct {
 	// closed, but a blip does not drop every connection.
 	Failures int
 	Logger   *slog.Logger
+	// Node names this node in the sessions List returns.
+	Node string
 
 	mu      sync.Mutex
 	byID    map[string]*Session
@@ -59,24 +61,11 @@ type Session struct {
 	statements atomic.Int64
 	inUse      atomic.Bool
 	ended      atomic.Bool
+	endedBy    atomic.Pointer[string] // the administrator's token id, when one ended it
 	fails      int                    // rechecks in a row that could not decide (Run's goroutine only)
 	req        latchkey.VerifyRequest // what admitted it, the token included: each recheck repeats it
 	end        func(reason string)
 	timer      *time.Timer
-}
-
-// SessionInfo is a session as the dashboard and the API list it.
-type SessionInfo struct {
-	ID         string    `json:"id"`
-	Door       string    `json:"door"`
-	TokenID    string    `json:"token_id"`
-	Subject    string    `json:"subject,omitempty"`
-	ClientIP   string    `json:"client_ip,omitempty"`
-	Resource   string    `json:"resource"`
-	Role       string    `json:"role,omitempty"`
-	Started    time.Time `json:"started"`
-	ExpiresAt  time.Time `json:"expires_at,omitzero"`
-	Statements int64     `json:"statements"`
 }
 
 // Reasons a session ends, as the audit record's reason; Explain words
@@ -160,6 +149,15 @@ func (s *Session) Used() {
 
 // Statements is how many the session has run.
 func (s *Session) Statements() int64 { return s.statements.Load() }
+
+// EndedBy is the token id of the administrator who ended the session
+// (Sessions.End), "" when nobody did.
+func (s *Session) EndedBy() string {
+	if p := s.endedBy.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
 
 func (r *Sessions) init() {
 	r.once.Do(func() {
@@ -298,13 +296,13 @@ func (r *Sessions) check(ctx context.Context, ss []*Session) {
 		case err != nil:
 			s.fails++
 			if s.fails >= r.failures() {
-				r.end(s, EndUnverifiable)
+				r.end(s, EndUnverifiable, "")
 			} else if r.Logger != nil {
 				r.Logger.Warn("a session's token could not be verified again; it stays open for now",
 					"session", s.ID, "token_id", s.TokenID, "err", err)
 			}
 		case !d.Valid():
-			r.end(s, endReason(d))
+			r.end(s, endReason(d), "")
 		default:
 			s.fails = 0
 		}
@@ -318,34 +316,35 @@ func (r *Sessions) failures() int {
 	return 3
 }
 
-func (r *Sessions) end(s *Session, reason string) {
+func (r *Sessions) end(s *Session, reason, by string) bool {
 	if s.ended.Swap(true) {
-		return
+		return false
+	}
+	if by != "" {
+		s.endedBy.Store(&by)
 	}
 	r.remove(s)
 	s.end(reason)
+	return true
 }
 
-// End ends session id for reason (an administrator's request), and
-// reports whether it was open on this node.
-func (r *Sessions) End(id, reason string) bool {
+// End ends session id for reason, on behalf of the administrator whose
+// token id is by (recorded with the session's end), and reports whether
+// it was open on this node.
+func (r *Sessions) End(id, reason, by string) bool {
 	r.init()
 	r.mu.Lock()
 	s := r.byID[id]
 	r.mu.Unlock()
-	if s == nil {
-		return false
-	}
-	r.end(s, reason)
-	return true
+	return s != nil && r.end(s, reason, by)
 }
 
 // List returns the open sessions, oldest first.
-func (r *Sessions) List() []SessionInfo {
+func (r *Sessions) List() []latchkey.OpenSession {
 	ss := r.sessions("")
-	out := make([]SessionInfo, 0, len(ss))
+	out := make([]latchkey.OpenSession, 0, len(ss))
 	for _, s := range ss {
-		out = append(out, s.info())
+		out = append(out, s.info(r.Node))
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if !out[i].Started.Equal(out[j].Started) {
@@ -364,7 +363,7 @@ func (r *Sessions) Len() int {
 	return len(r.byID)
 }
 
-func (s *Session) info() SessionInfo {
-	return SessionInfo{ID: s.ID, Door: s.Door, TokenID: s.TokenID, Subject: s.Subject, ClientIP: s.ClientIP,
+func (s *Session) info(node string) latchkey.OpenSession {
+	return latchkey.OpenSession{ID: s.ID, Door: s.Door, Node: node, TokenID: s.TokenID, Subject: s.Subject, ClientIP: s.ClientIP,
 		Resource: s.Resource, Role: s.Role, Started: s.Started, ExpiresAt: s.ExpiresAt, Statements: s.statements.Load()}
 }

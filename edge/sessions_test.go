@@ -71,10 +71,10 @@ func notEnded(t *testing.T, ended <-chan string) {
 func TestSessionsRecheck(t *testing.T) {
 	t.Parallel()
 	v := &stubVerifier{d: latchkey.Decision{Code: latchkey.Valid}}
-	r := &Sessions{Verifier: v}
+	r := &Sessions{Verifier: v, Node: "n1"}
 	ctx := context.Background()
 	a, endedA := open(r, "a", "tok1", time.Time{})
-	_, endedB := open(r, "bb", "tok2", time.Time{})
+	b, endedB := open(r, "bb", "tok2", time.Time{})
 
 	// A recheck repeats the admitting request, spending nothing, audited
 	// only when refused, and notes a use only after a statement.
@@ -93,7 +93,7 @@ func TestSessionsRecheck(t *testing.T) {
 		t.Fatal("InUse stays set after the recheck that reported it")
 	}
 
-	if l := r.List(); len(l) != 2 || l[0].ID != "a" || l[1].ID != "bb" || l[0].Statements != 1 {
+	if l := r.List(); len(l) != 2 || l[0].ID != "a" || l[1].ID != "bb" || l[0].Statements != 1 || l[0].Node != "n1" || l[1].TokenID != "tok2" {
 		t.Fatalf("List: %+v", l)
 	}
 
@@ -106,11 +106,21 @@ func TestSessionsRecheck(t *testing.T) {
 		t.Fatalf("%d sessions left, want 1", r.Len())
 	}
 
-	// An administrator's end.
-	if !r.End("bb", EndAdmin) || r.End("bb", EndAdmin) {
+	// An administrator's end names the administrator; a second end, or
+	// one of a session already ended, is refused and changes nothing.
+	if r.End("a", EndAdmin, "admin1") {
+		t.Fatal("End of a session already ended: want false")
+	}
+	if a.EndedBy() != "" {
+		t.Fatalf("a session ended by a revoke names %q as its ender", a.EndedBy())
+	}
+	if !r.End("bb", EndAdmin, "admin1") || r.End("bb", EndAdmin, "admin2") {
 		t.Fatal("End: want true once, then false")
 	}
 	endedWith(t, endedB, EndAdmin)
+	if b.EndedBy() != "admin1" || r.Len() != 0 {
+		t.Fatalf("ended by %q, %d open", b.EndedBy(), r.Len())
+	}
 }
 
 func TestSessionsEndReasons(t *testing.T) {

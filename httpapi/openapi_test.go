@@ -94,6 +94,8 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 		"AuditAnchor":        latchkey.AuditAnchor{},
 		"Block":              latchkey.Block{},
 		"BlockList":          client.BlockList{},
+		"OpenSession":        latchkey.OpenSession{},
+		"OpenSessionList":    client.OpenSessionList{},
 		"LeakReport":         client.LeakReport{},
 		"LeakResult":         client.LeakResult{},
 		"Introspection":      client.Introspection{},

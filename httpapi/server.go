@@ -84,6 +84,9 @@ type Server struct {
 	Metrics http.Handler
 	// Blocks, when set, serves /v1/blocks.
 	Blocks BlockService
+	// OpenSessions, when set, lists and ends the doors' open sessions
+	// under /v1/sessions; without it the list is empty.
+	OpenSessions OpenSessions
 	// LeakKeys are the secret scanner's public keys (ECDSA P-256) by key
 	// identifier: a POST /v1/leaks signed by one of them needs no bearer
 	// token (GitHub's secret-scanning partner scheme).
@@ -156,6 +159,8 @@ func Routes() []Route {
 		{Method: "GET", Path: "/v1/audit/summary", Scope: latchkey.ScopeAuditRead},
 		{Method: "GET", Path: "/v1/blocks", Scope: latchkey.ScopeAuditRead},
 		{Method: "DELETE", Path: "/v1/blocks/{source...}", Scope: latchkey.AdminScope},
+		{Method: "GET", Path: "/v1/sessions", Scope: latchkey.ScopeAuditRead},
+		{Method: "DELETE", Path: "/v1/sessions/{id}", Scope: latchkey.ScopeTokensWrite},
 		{Method: "POST", Path: "/v1/leaks"},
 		{Method: "*", Path: "/v1/forward-auth"},
 		{Method: "*", Path: "/v1/forward-auth/{path...}"},
@@ -207,6 +212,8 @@ func (s *Server) Handler() http.Handler {
 		"GET /v1/audit/summary":         s.auditSummary,
 		"GET /v1/blocks":                s.listBlocks,
 		"DELETE /v1/blocks/{source...}": s.removeBlock,
+		"GET /v1/sessions":              s.listSessions,
+		"DELETE /v1/sessions/{id}":      s.endSession,
 		"POST /v1/leaks":                s.reportLeaks,
 		"* /v1/forward-auth":            s.forwardAuth,
 		"* /v1/forward-auth/{path...}":  s.forwardAuth,

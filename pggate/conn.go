@@ -705,5 +705,8 @@ func (c *conn) record(action, reason string, detail json.RawMessage) {
 		ev.Outcome = latchkey.OutcomeOK
 		ev.Reason = reason
 		ev.Detail = detail
+		if action == latchkey.ActionDBSessionEnd {
+			ev.Actor = es.EndedBy() // the administrator who ended it, if one did
+		}
 	})
 }

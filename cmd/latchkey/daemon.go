@@ -254,7 +254,7 @@ func (d *daemon) build(ctx context.Context, key []byte, table *gateway.Table) er
 	}
 	ver = verify.New(db, hasher, d.pipe, vcfg)
 	d.ver = ver
-	sessions = &edge.Sessions{Verifier: ver, Logger: logger}
+	sessions = &edge.Sessions{Verifier: ver, Logger: logger, Node: d.node}
 	d.sessions = sessions
 
 	if len(cfg.Webhooks) > 0 {
@@ -291,7 +291,7 @@ func (d *daemon) buildDoors(key []byte, table *gateway.Table, met *metrics.Metri
 		ForwardAuth: fwd, JWKS: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { gateway.ServeJWKS(w, signer) }),
 		FlushAudit: d.pipe.Flush, TrustedProxies: cfg.TrustedProxies, AuditWritten: d.pipe.Written,
 		Blocks: d.blocks, LeakKeys: cfg.LeakKeys, Metrics: met.Handler(),
-		Activity: d.board}
+		Activity: d.board, OpenSessions: d.sessions}
 	if d.dbs != nil {
 		tc, err := d.dbTLS()
 		if err != nil {

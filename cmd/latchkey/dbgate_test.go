@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -391,37 +392,123 @@ func (e *dbEnv) checkCanary(t *testing.T) {
 func TestDatabaseGatewayRevokeEndsPsqlSession(t *testing.T) {
 	t.Parallel()
 	e := newDBEnv(t, "")
+	tok := e.token(t, "db.analytics:read")
+	p := e.interactivePsql(t, tok.Plaintext)
+	p.run(t, "before")
+	if _, err := e.admin.RevokeToken(context.Background(), tok.ID, "leaked"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return e.ts.d.sessions.Len() == 0 })
+	p.endedWith(t, "the latchkey token was revoked")
+	e.ts.flush(t)
+	end := e.audit(t, latchkey.AuditFilter{TokenID: tok.ID, Action: latchkey.ActionDBSessionEnd})
+	if len(end) != 1 || end[0].Reason != "revoked" || end[0].Actor != "" {
+		t.Fatalf("session end records: %+v", end)
+	}
+}
+
+// psqlSession is the real psql, reading statements from a pipe.
+type psqlSession struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	out   *syncBuffer
+}
+
+func (e *dbEnv) interactivePsql(t *testing.T, password string) *psqlSession {
+	t.Helper()
 	path, err := exec.LookPath("psql")
 	if err != nil {
 		requireService(t, "psql")
 	}
-	tok := e.token(t, "db.analytics:read")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, path, "-X", "-A", "-t", e.connString("dave", tok.Plaintext))
-	stdin, _ := cmd.StdinPipe()
-	var out syncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
+	t.Cleanup(cancel)
+	p := &psqlSession{cmd: exec.CommandContext(ctx, path, "-X", "-A", "-t", e.connString("dave", password)), out: &syncBuffer{}}
+	p.stdin, _ = p.cmd.StdinPipe()
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	io.WriteString(stdin, "SELECT 'before';\n")
-	waitFor(t, func() bool { return strings.Contains(out.String(), "before") })
-	if _, err := e.admin.RevokeToken(ctx, tok.ID, "leaked"); err != nil {
-		t.Fatal(err)
+	return p
+}
+
+// run selects a marker and waits for psql to print it.
+func (p *psqlSession) run(t *testing.T, marker string) {
+	t.Helper()
+	io.WriteString(p.stdin, "SELECT '"+marker+"';\n")
+	waitFor(t, func() bool { return strings.Contains(p.out.String(), marker) })
+}
+
+// endedWith checks that psql was told why its session ended, and that a
+// statement sent after the end never ran.
+func (p *psqlSession) endedWith(t *testing.T, why string) {
+	t.Helper()
+	io.WriteString(p.stdin, "SELECT 'after';\n")
+	p.stdin.Close()
+	err := p.cmd.Wait()
+	if out := p.out.String(); err == nil || strings.Contains(out, "after") || !strings.Contains(out, why) {
+		t.Fatalf("psql after the end: %v\n%s", err, out)
 	}
-	waitFor(t, func() bool { return e.ts.d.sessions.Len() == 0 })
-	io.WriteString(stdin, "SELECT 'after';\n")
-	stdin.Close()
-	err = cmd.Wait()
-	if err == nil || strings.Contains(out.String(), "after") || !strings.Contains(out.String(), "the latchkey token was revoked") {
-		t.Fatalf("psql after the revoke: %v\n%s", err, out.String())
+}
+
+// Item 6 over the API: the open session is listed with its statements;
+// an administrator ends it; psql is told so; the end record names the
+// administrator; the token itself still opens sessions. A reader lists
+// but cannot end.
+func TestDatabaseGatewaySessionsAPI(t *testing.T) {
+	t.Parallel()
+	e := newDBEnv(t, "")
+	ctx := context.Background()
+	tok := e.token(t, "db.analytics:read")
+	p := e.interactivePsql(t, tok.Plaintext)
+	for _, m := range []string{"one", "two", "three"} {
+		p.run(t, m)
+	}
+	l, err := e.admin.ListSessions(ctx, tok.ID)
+	if err != nil || len(l.Sessions) != 1 {
+		t.Fatalf("list: %+v %v", l, err)
+	}
+	s := l.Sessions[0]
+	if s.Door != "db" || s.Resource != "analytics" || !strings.HasPrefix(s.Role, "lkdb_ro_") || s.Subject != "alice" ||
+		s.ClientIP != "127.0.0.1" || s.Statements < 3 || s.Node != e.ts.d.node || time.Since(s.Started) > time.Minute {
+		t.Fatalf("listed session: %+v", s)
+	}
+	reader := e.token(t, latchkey.ScopeAuditRead)
+	if err := e.ts.client(reader.Plaintext).EndSession(ctx, s.ID); latchkey.ErrorCode(err) != latchkey.EPermissionDenied {
+		t.Fatalf("a reader's end: %v", err)
+	}
+	// The CLI lists it and ends it.
+	if code, out, errs := cli(t, e.ts.url, e.ts.root, "sessions", "list", "--token", tok.ID); code != 0 ||
+		!strings.Contains(out, s.ID) || !strings.Contains(out, s.Role) || !strings.Contains(out, "STATEMENTS") {
+		t.Fatalf("sessions list: %d %q %q", code, out, errs)
+	}
+	if code, out, errs := cli(t, e.ts.url, e.ts.root, "sessions", "end", s.ID); code != 0 || !strings.Contains(out, "ended session "+s.ID) {
+		t.Fatalf("sessions end: %d %q %q", code, out, errs)
+	}
+	p.endedWith(t, "an administrator ended the session")
+	if code, _, errs := cli(t, e.ts.url, e.ts.root, "sessions", "end", s.ID); code != exitAPIError || !strings.Contains(errs, "no such session") {
+		t.Fatalf("sessions end, again: %d %q", code, errs)
+	}
+	if l, _ := e.admin.ListSessions(ctx, ""); len(l.Sessions) != 0 {
+		t.Fatalf("after the end: %+v", l)
+	}
+	if err := e.admin.EndSession(ctx, s.ID); latchkey.ErrorCode(err) != latchkey.ENotFound {
+		t.Fatalf("ending it again: %v", err)
+	}
+	if out, err := e.psql(t, tok.Plaintext, "SELECT 'still works'"); err != nil || !strings.Contains(out, "still works") {
+		t.Fatalf("the token after its session was ended: %v %s", err, out)
 	}
 	e.ts.flush(t)
 	end := e.audit(t, latchkey.AuditFilter{TokenID: tok.ID, Action: latchkey.ActionDBSessionEnd})
-	if len(end) != 1 || end[0].Reason != "revoked" {
+	var admin []latchkey.AuditEvent
+	for _, ev := range end {
+		if ev.Reason == "ended_by_admin" {
+			admin = append(admin, ev)
+		}
+	}
+	if len(admin) != 1 || admin[0].Actor != e.ts.root[3:19] || admin[0].RequestID != s.ID {
 		t.Fatalf("session end records: %+v", end)
 	}
+	e.checkCanary(t)
 }
 
 // revokeLatency opens a session with a fresh token through addr, revokes
@@ -561,4 +648,38 @@ func TestDatabaseGatewayLimitsAndDetector(t *testing.T) {
 			t.Fatal("no source.blocked record")
 		}
 	})
+}
+
+// Item 6 in the browser: the Sessions view lists an open psql session
+// with its token, subject, source, database, role and statements; its End
+// button (after the confirmation) ends it, psql is told, and the view
+// moves it to the ended list with the administrator named.
+func TestDashboardEndsDatabaseSession(t *testing.T) {
+	t.Parallel()
+	b := newBrowser(t)
+	e := newDBEnv(t, "")
+	tok := e.token(t, "db.analytics:read")
+	p := e.interactivePsql(t, tok.Plaintext)
+	p.run(t, "hello")
+	ts := e.ts
+	b.do(t, "sign in", chromedp.Navigate(ts.url+"/ui/"), chromedp.WaitVisible("#token"),
+		chromedp.SendKeys("#token", ts.root), chromedp.Click("#signin button[type=submit]"), chromedp.WaitVisible("#stream-status.live"))
+	b.do(t, "the sessions view", chromedp.Click(`nav a[data-view="sessions"]`), chromedp.WaitVisible("#sessions tr[data-session]"))
+	row := b.eval(t, `document.querySelector('#sessions tr[data-session]').innerText`)
+	for _, want := range []string{tok.ID, "alice", "127.0.0.1", "analytics", "lkdb_ro_", ts.d.node} {
+		if !strings.Contains(row, want) {
+			t.Errorf("the session's row %q lacks %q", row, want)
+		}
+	}
+	p.run(t, "again")
+	b.waitFor(t, "the statement count to follow", `/\t2\t/.test(document.querySelector('#sessions tr[data-session]').innerText)`, 5*time.Second)
+	b.screenshot(t, "sessions")
+	b.do(t, "end it", chromedp.Click(`#sessions button[data-action="end-session"]`), chromedp.WaitVisible("dialog.confirm button[data-confirm]"),
+		chromedp.Click("dialog.confirm button[data-confirm]"))
+	b.waitFor(t, "the row gone", `document.querySelector('#sessions tr[data-session]') === null`, 5*time.Second)
+	b.waitFor(t, "the end listed", fmt.Sprintf(`(document.querySelector('#ended')?.innerText || '').includes('ended_by_admin') && document.querySelector('#ended').innerText.includes(%q)`, ts.root[3:19]), 5*time.Second)
+	p.endedWith(t, "an administrator ended the session")
+	for _, pr := range b.problems() {
+		t.Error(pr)
+	}
 }

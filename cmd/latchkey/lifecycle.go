@@ -307,3 +307,65 @@ func cmdGateway(ctx context.Context, args []string, stderr io.Writer, getenv env
 	}
 	return cmdServe(ctx, append([]string{"--gateway-config", conf, "--gateway-listen", listen, "--listen", apiListen}, rest...), stderr, getenv)
 }
+
+const sessionsDoc = `
+Open sessions: the database connections the node that answers admitted with
+a token and still holds (each node lists its own). "sessions list" shows
+them with their statements so far; "sessions end ID" ends one now (its
+client is told an administrator ended it; the end is audited with your
+token as the actor). The token is untouched: revoke it to keep it out.
+Listing needs latchkey:audit:read, ending latchkey:tokens:write.`
+
+func cmdSessions(ctx context.Context, args []string, stdout, stderr io.Writer, getenv env) int {
+	if len(args) == 0 || (args[0] != "list" && args[0] != "end") {
+		if len(args) > 0 && (args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+			fmt.Fprintf(stdout, "Usage: latchkey sessions list [--token ID] | end ID\n%s\n", sessionsDoc)
+			return exitOK
+		}
+		fmt.Fprintln(stderr, "latchkey sessions: expected list or end")
+		return exitUsage
+	}
+	verb := args[0]
+	var asJSON bool
+	var tokenID string
+	syn, want := "sessions list [flags]", 0
+	if verb == "end" {
+		syn, want = "sessions end ID", 1
+	}
+	fs := newFlags("sessions "+verb, syn, sessionsDoc, stdout, stderr)
+	if verb == "list" {
+		fs.BoolVar(&asJSON, "json", false, "print the API response as JSON")
+		fs.StringVar(&tokenID, "token", "", "only this token's sessions (its id)")
+	}
+	pos, code := parse(fs, args[1:], want)
+	if code >= 0 {
+		return code
+	}
+	c, ok := clientFor("sessions "+verb, stderr, getenv)
+	if !ok {
+		return exitUsage
+	}
+	if verb == "end" {
+		if err := c.EndSession(ctx, pos[0]); err != nil {
+			return apiExit(stderr, "sessions end", err)
+		}
+		fmt.Fprintf(stdout, "ended session %s\n", pos[0])
+		return exitOK
+	}
+	list, err := c.ListSessions(ctx, tokenID)
+	if err != nil {
+		return apiExit(stderr, "sessions list", err)
+	}
+	if asJSON {
+		printJSON(stdout, list)
+		return exitOK
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tTOKEN\tSUBJECT\tSOURCE\tDATABASE\tROLE\tSTARTED\tSTATEMENTS\tNODE")
+	for _, s := range list.Sessions {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", s.ID, s.TokenID, orDash(s.Subject), orDash(s.ClientIP),
+			s.Resource, orDash(s.Role), fmtTime(s.Started), s.Statements, s.Node)
+	}
+	tw.Flush()
+	return exitOK
+}

@@ -54,6 +54,8 @@ Client (talks to the server at $LATCHKEY_ADDR with $LATCHKEY_TOKEN):
   audit summary         attempts today and per second, valid/refused/blocked
   blocks list           sources the detector has blocked
   blocks remove SOURCE  lift a block
+  sessions list         open database sessions on the node (--token ID)
+  sessions end ID       end one now (its token is untouched)
 
   version               print the version
   help [command]        explain a command
@@ -112,6 +114,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return cmdToken(ctx, rest, stdin, stdout, stderr, getenv)
 	case "blocks":
 		return cmdBlocks(ctx, rest, stdout, stderr, getenv)
+	case "sessions":
+		return cmdSessions(ctx, rest, stdout, stderr, getenv)
 	case "admin":
 		return cmdAdmin(ctx, rest, stdout, stderr, getenv)
 	case "audit":
