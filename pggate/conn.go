@@ -18,6 +18,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
@@ -666,15 +667,40 @@ func (c *conn) statement(protocol, text string, params []string) {
 	if protocol == "simple" {
 		text = c.text(text)
 	}
-	b, _ := json.Marshal(struct {
-		Session   string   `json:"session"`
-		N         int64    `json:"n"`
-		Database  string   `json:"database"`
-		Protocol  string   `json:"protocol"`
-		Statement string   `json:"statement"`
-		Params    []string `json:"params,omitempty"`
-	}{c.sess.ID, n, c.db.Name, protocol, text, params})
-	c.record(latchkey.ActionDBStatement, "", b)
+	c.record(latchkey.ActionDBStatement, "", statementDetail(c.sess.ID, n, c.db.Name, protocol, text, params))
+}
+
+// statementDetail is a db.statement record's detail,
+// {"session","n","database","protocol","statement","params"}, appended
+// by hand: it is made once per statement, on the session's goroutine.
+// Invalid UTF-8 becomes U+FFFD, as encoding/json would make it.
+func statementDetail(session string, n int64, database, protocol, text string, params []string) json.RawMessage {
+	size := 80 + len(session) + len(database) + len(protocol) + len(text)
+	for _, p := range params {
+		size += len(p) + 3
+	}
+	b := make([]byte, 0, size)
+	b = append(b, `{"session":`...)
+	b, _ = jsontext.AppendQuote(b, session)
+	b = append(b, `,"n":`...)
+	b = strconv.AppendInt(b, n, 10)
+	b = append(b, `,"database":`...)
+	b, _ = jsontext.AppendQuote(b, database)
+	b = append(b, `,"protocol":`...)
+	b, _ = jsontext.AppendQuote(b, protocol)
+	b = append(b, `,"statement":`...)
+	b, _ = jsontext.AppendQuote(b, text)
+	if len(params) > 0 {
+		b = append(b, `,"params":[`...)
+		for i, p := range params {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b, _ = jsontext.AppendQuote(b, p)
+		}
+		b = append(b, ']')
+	}
+	return append(b, '}')
 }
 
 func (c *conn) endDetail() json.RawMessage {

@@ -31,6 +31,7 @@ func (allowAll) Verify(_ context.Context, req *latchkey.VerifyRequest) (latchkey
 // fakeUpstream is a PostgreSQL server that admits anyone and checks that
 // everything it receives is a well-formed message.
 type fakeUpstream struct {
+	wg      sync.WaitGroup // its connections' goroutines: wait before reading what they saw
 	mu      sync.Mutex
 	garbage []error
 	got     int
@@ -38,7 +39,11 @@ type fakeUpstream struct {
 
 func (u *fakeUpstream) dial(ctx context.Context, _, _ string) (net.Conn, error) {
 	a, b := net.Pipe()
-	go u.serve(b)
+	u.wg.Add(1)
+	go func() {
+		defer u.wg.Done()
+		u.serve(b)
+	}()
 	return a, nil
 }
 
@@ -160,6 +165,7 @@ func FuzzClientStream(f *testing.F) {
 			stream = append(append([]byte{}, good...), data...)
 		}
 		run(t, s, stream)
+		u.wg.Wait()
 		u.mu.Lock()
 		defer u.mu.Unlock()
 		if len(u.garbage) > 0 {
@@ -177,6 +183,7 @@ func TestRelayAndOversizedMessage(t *testing.T) {
 	q, _ := (&pgproto3.Query{String: "SELECT 1"}).Encode(nil)
 	big := msg('Q', make([]byte, 70<<10))
 	run(t, s, append(append(startup("good"), q...), big...))
+	u.wg.Wait()
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.got != 1 || len(u.garbage) != 0 {

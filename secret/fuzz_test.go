@@ -1,6 +1,7 @@
 package secret
 
 import (
+	"crypto/rand"
 	"testing"
 )
 
@@ -31,6 +32,22 @@ func FuzzParse(f *testing.F) {
 			if _, err := Parse(string(b)); err == nil {
 				t.Fatalf("Parse accepted %q with byte %d flipped", s, pos)
 			}
+		}
+	})
+}
+
+// The regexp-free pre-check never hides a token from the guard: with it
+// and without it, LooksLikeToken answers the same.
+func FuzzLooksLikeToken(f *testing.F) {
+	tok, _, _ := Generate(DefaultPrefix, rand.Reader)
+	for _, s := range []string{"", "SELECT abalance FROM pgbench_accounts WHERE aid = 1;", tok.Reveal(), "x" + tok.Reveal()[:30],
+		"acme_live_0123456789abcdef_01234567", "_0123456789abcdef_01234567", "A_0123456789abcdef_01234567", "a__0123456789abcdef_0123456"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		want := len(s) >= guardMin && guardRe.MatchString(s)
+		if got := LooksLikeToken(s); got != want {
+			t.Fatalf("LooksLikeToken(%q) = %v, the regexp alone says %v", s, got, want)
 		}
 	})
 }

@@ -15,6 +15,7 @@ import (
 	"hash/crc32"
 	"io"
 	"regexp"
+	"strings"
 	"unsafe"
 )
 
@@ -233,7 +234,40 @@ func FindAll(s string) []string {
 // secret (checksum not checked: a mistyped or truncated token is still a
 // secret).
 func LooksLikeToken(s string) bool {
-	return len(s) >= guardMin && guardRe.MatchString(s)
+	return len(s) >= guardMin && mayHoldToken(s) && guardRe.MatchString(s)
+}
+
+// mayHoldToken is a necessary condition of guardRe, checked without the
+// regexp: somewhere a character of a prefix, "_", 16 alphanumerics (the
+// id), "_" and 8 more. Text with no such place (nearly all SQL, paths and
+// user agents) is passed over in a single scan; text with one goes to the
+// regexp, which decides.
+func mayHoldToken(s string) bool {
+	for i := 1; i+1+IDLen+1+8 <= len(s); {
+		j := strings.IndexByte(s[i:], '_')
+		if j < 0 {
+			return false
+		}
+		i += j
+		if i+1+IDLen+1+8 > len(s) {
+			return false
+		}
+		if p := s[i-1]; ('a' <= p && p <= 'z' || '0' <= p && p <= '9') && alnum(s[i+1:i+1+IDLen]) &&
+			s[i+1+IDLen] == '_' && alnum(s[i+2+IDLen:i+2+IDLen+8]) {
+			return true
+		}
+		i++
+	}
+	return false
+}
+
+func alnum(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z') {
+			return false
+		}
+	}
+	return true
 }
 
 // Redact replaces everything in s that LooksLikeToken with its redacted
