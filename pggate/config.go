@@ -1,9 +1,12 @@
 package pggate
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -134,7 +137,7 @@ func ParseConfig(b []byte, getenv func(string) string) (*Settings, error) {
 	var c Config
 	dec := yaml.NewDecoder(strings.NewReader(string(b)))
 	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil {
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) { // an empty file is a file without databases
 		return nil, fmt.Errorf("db config: %v", err)
 	}
 	s, err := compile(c, getenv)
@@ -200,21 +203,41 @@ func compileDatabase(dc DatabaseConfig, getenv func(string) string) (*Database, 
 	if d.Database == "" {
 		d.Database = d.Name
 	}
-	host, port, err := net.SplitHostPort(dc.Upstream)
-	if err != nil || host == "" {
-		return nil, fmt.Errorf("upstream %q: want host:port", dc.Upstream)
-	}
-	p, err := strconv.ParseUint(port, 10, 16)
-	if err != nil || p == 0 {
-		return nil, fmt.Errorf("upstream %q: bad port", dc.Upstream)
-	}
-	d.Host, d.Port = host, uint16(p)
-	switch d.SSLMode {
-	case "":
-		d.SSLMode = "prefer"
-	case "disable", "prefer", "require", "verify-ca", "verify-full":
-	default:
-		return nil, fmt.Errorf("sslmode %q: want disable, prefer, require, verify-ca or verify-full", d.SSLMode)
+	if strings.HasPrefix(dc.Upstream, "/") {
+		// A Unix socket on this host, as libpq names one: its directory
+		// (port 5432), or the socket itself (.s.PGSQL.<port>).
+		dir, port := filepath.Clean(dc.Upstream), uint64(5432)
+		if base := filepath.Base(dir); strings.HasPrefix(base, ".s.PGSQL.") {
+			p, err := strconv.ParseUint(strings.TrimPrefix(base, ".s.PGSQL."), 10, 16)
+			if err != nil || p == 0 {
+				return nil, fmt.Errorf("upstream %q: a socket named .s.PGSQL.<port>", dc.Upstream)
+			}
+			dir, port = filepath.Dir(dir), p
+		}
+		d.Host, d.Port = dir, uint16(port)
+		switch d.SSLMode {
+		case "", "disable", "prefer":
+			d.SSLMode = "disable" // no TLS on a Unix socket: the kernel carries it
+		default:
+			return nil, fmt.Errorf("sslmode %q: a Unix socket upstream has no TLS; use disable (or a host:port upstream)", d.SSLMode)
+		}
+	} else {
+		host, port, err := net.SplitHostPort(dc.Upstream)
+		if err != nil || host == "" {
+			return nil, fmt.Errorf("upstream %q: want host:port, or the absolute path of a Unix socket (or its directory)", dc.Upstream)
+		}
+		p, err := strconv.ParseUint(port, 10, 16)
+		if err != nil || p == 0 {
+			return nil, fmt.Errorf("upstream %q: bad port", dc.Upstream)
+		}
+		d.Host, d.Port = host, uint16(p)
+		switch d.SSLMode {
+		case "":
+			d.SSLMode = "prefer"
+		case "disable", "prefer", "require", "verify-ca", "verify-full":
+		default:
+			return nil, fmt.Errorf("sslmode %q: want disable, prefer, require, verify-ca or verify-full", d.SSLMode)
+		}
 	}
 	if len(dc.Roles) == 0 {
 		return nil, fmt.Errorf("no roles: map at least one scope to an upstream role")

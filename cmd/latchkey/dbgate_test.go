@@ -48,6 +48,13 @@ func newDBEnv(t *testing.T, extra string) *dbEnv {
 
 func newDBEnvWith(t *testing.T, extra string, base serveConfig) *dbEnv {
 	t.Helper()
+	return newDBEnvAt(t, "127.0.0.1:5432", extra, base)
+}
+
+// newDBEnvAt is newDBEnvWith with the route's upstream (host:port or a
+// Unix socket).
+func newDBEnvAt(t *testing.T, upstream, extra string, base serveConfig) *dbEnv {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	dsn := testPostgresDSN()
@@ -101,7 +108,7 @@ func newDBEnvWith(t *testing.T, extra string, base serveConfig) *dbEnv {
 	os.WriteFile(conf, []byte(fmt.Sprintf(`listen: 127.0.0.1:0
 databases:
   - name: analytics
-    upstream: 127.0.0.1:5432
+    upstream: %s
     database: test
     sslmode: disable
     roles:
@@ -111,7 +118,7 @@ databases:
       - scope: db.analytics:read
         user: %s
         password_file: %s
-%s`, rw, ro, pwFile, extra)), 0o600)
+%s`, upstream, rw, ro, pwFile, extra)), 0o600)
 	env := map[string]string{"LKDB_RW_PASSWORD": rwPW}
 	base.DBConfig, base.Getenv = conf, func(k string) string { return env[k] }
 	e.cfg = base
@@ -447,6 +454,43 @@ func (p *psqlSession) endedWith(t *testing.T, why string) {
 	err := p.cmd.Wait()
 	if out := p.out.String(); err == nil || strings.Contains(out, "after") || !strings.Contains(out, why) {
 		t.Fatalf("psql after the end: %v\n%s", err, out)
+	}
+}
+
+// A route whose upstream is PostgreSQL's Unix socket (a local upstream
+// without the TCP stack): the same roles, the same refusals.
+func TestDatabaseGatewayUnixSocketUpstream(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pc, err := pgx.Connect(ctx, testPostgresDSN())
+	if err != nil {
+		requireService(t, "PostgreSQL")
+		t.Skipf("PostgreSQL: %v", err)
+	}
+	var dirs string
+	err = pc.QueryRow(ctx, "SHOW unix_socket_directories").Scan(&dirs)
+	pc.Close(ctx)
+	dir, _, _ := strings.Cut(dirs, ",")
+	if _, serr := os.Stat(filepath.Join(dir, ".s.PGSQL.5432")); err != nil || dir == "" || serr != nil {
+		requireService(t, "PostgreSQL's Unix socket (unix_socket_directories "+dirs+")")
+		t.Skip("no Unix socket")
+	}
+	e := newDBEnvAt(t, filepath.Join(dir, ".s.PGSQL.5432"), "", serveConfig{})
+	read := e.token(t, "db.analytics:read")
+	if out, err := e.psql(t, read.Plaintext, "SELECT v FROM t WHERE id = 1"); err != nil || strings.TrimSpace(out) != "one" {
+		t.Fatalf("select over the socket: %v %s", err, out)
+	}
+	// The upstream session came over the socket: it has no client address.
+	if out, err := e.psql(t, read.Plaintext, "SELECT client_addr IS NULL FROM pg_stat_activity WHERE pid = pg_backend_pid()"); err != nil || strings.TrimSpace(out) != "t" {
+		t.Fatalf("the upstream session's transport: %v %q", err, out)
+	}
+	if out, err := e.psql(t, read.Plaintext, "INSERT INTO t VALUES (9, 'nine')"); err == nil || !strings.Contains(out, "permission denied") {
+		t.Fatalf("a read token's insert over the socket: %v %s", err, out)
+	}
+	write := e.token(t, "db.analytics:write")
+	if out, err := e.psql(t, write.Plaintext, "INSERT INTO t VALUES (9, 'nine') RETURNING v"); err != nil || !strings.Contains(out, "nine") {
+		t.Fatalf("a write token's insert over the socket: %v %s", err, out)
 	}
 }
 
