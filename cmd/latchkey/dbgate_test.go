@@ -718,6 +718,10 @@ func TestDashboardEndsDatabaseSession(t *testing.T) {
 	p.run(t, "again")
 	b.waitFor(t, "the statement count to follow", `/\t2\t/.test(document.querySelector('#sessions tr[data-session]').innerText)`, 5*time.Second)
 	b.screenshot(t, "sessions")
+	b.do(t, "a phone-sized screen", chromedp.EmulateViewport(390, 844))
+	b.waitFor(t, "no sideways overflow on a phone", `document.documentElement.scrollWidth <= window.innerWidth`, 2*time.Second)
+	b.screenshot(t, "sessions-phone")
+	b.do(t, "back to a laptop screen", chromedp.EmulateViewport(1280, 1000))
 	b.do(t, "end it", chromedp.Click(`#sessions button[data-action="end-session"]`), chromedp.WaitVisible("dialog.confirm button[data-confirm]"),
 		chromedp.Click("dialog.confirm button[data-confirm]"))
 	b.waitFor(t, "the row gone", `document.querySelector('#sessions tr[data-session]') === null`, 5*time.Second)
