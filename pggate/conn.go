@@ -77,6 +77,7 @@ type conn struct {
 
 	wmu       sync.Mutex // the client's writer (be.Send, be.Flush)
 	endOnce   sync.Once
+	cancels   sync.WaitGroup // cancel requests end sent upstream, still on their way
 	ending    chan struct{}
 	reason    string // set once, in end
 	upFatal   atomic.Bool
@@ -369,6 +370,13 @@ func (c *conn) connect(params map[string]string, d latchkey.Decision, req latchk
 	c.up, c.fe, c.upPID, c.upKey = hc.Conn, hc.Frontend, hc.PID, hc.SecretKey
 	c.fe.SetMaxBodyLen(max(s.Settings.MaxMessageBytes, 1<<30))
 	defer c.up.Close()
+	defer func() {
+		// The connection's goroutine outlives the cancel its end sent. Do
+		// waits for an end still running elsewhere (so its Add comes
+		// before Wait) and makes any later end a no-op.
+		c.endOnce.Do(func() {})
+		c.cancels.Wait()
+	}()
 	s.register(c)
 	c.be.Send(&pgproto3.AuthenticationOk{})
 	keys := make([]string, 0, len(hc.ParameterStatuses))
@@ -452,8 +460,13 @@ func (c *conn) end(reason string) {
 	c.endOnce.Do(func() {
 		c.reason = reason
 		close(c.ending)
-		if reason != edge.EndClient && reason != edge.EndUpstream && c.up != nil {
-			go c.cancelUpstream() // a statement still running upstream stops now
+		if reason != edge.EndClient && reason != edge.EndUpstream && c.up != nil && !c.idle.Load() {
+			// A statement still running upstream stops now.
+			c.cancels.Add(1)
+			go func() {
+				defer c.cancels.Done()
+				c.cancelUpstream()
+			}()
 		}
 		if c.up != nil {
 			c.up.Close()
@@ -470,7 +483,8 @@ func (c *conn) cancelUpstream() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	nc, err := c.s.dial(ctx, "tcp", net.JoinHostPort(c.db.Host, strconv.Itoa(int(c.db.Port))))
+	network, addr := pgconn.NetworkAddress(c.db.Host, c.db.Port) // TCP, or the Unix socket
+	nc, err := c.s.dial(ctx, network, addr)
 	if err != nil {
 		return
 	}

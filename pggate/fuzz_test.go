@@ -50,8 +50,12 @@ func (u *fakeUpstream) dial(ctx context.Context, _, _ string) (net.Conn, error) 
 func (u *fakeUpstream) serve(nc net.Conn) {
 	defer nc.Close()
 	be := pgproto3.NewBackend(nc, nc)
-	if _, err := be.ReceiveStartupMessage(); err != nil {
+	sm, err := be.ReceiveStartupMessage()
+	if err != nil {
 		return
+	}
+	if _, ok := sm.(*pgproto3.CancelRequest); ok {
+		return // as PostgreSQL does: no answer, the connection closes
 	}
 	be.Send(&pgproto3.AuthenticationOk{})
 	be.Send(&pgproto3.BackendKeyData{ProcessID: 7, SecretKey: []byte{1, 2, 3, 4}})

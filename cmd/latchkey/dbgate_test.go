@@ -492,6 +492,46 @@ func TestDatabaseGatewayUnixSocketUpstream(t *testing.T) {
 	if out, err := e.psql(t, write.Plaintext, "INSERT INTO t VALUES (9, 'nine') RETURNING v"); err != nil || !strings.Contains(out, "nine") {
 		t.Fatalf("a write token's insert over the socket: %v %s", err, out)
 	}
+
+	// Cancels reach the upstream over the socket too: the client's own,
+	// and the one an ended session sends for its running statement.
+	c, err := pgx.Connect(context.Background(), e.connString("x", read.Plaintext))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	time.AfterFunc(200*time.Millisecond, func() { c.PgConn().CancelRequest(context.Background()) })
+	var pe *pgconn.PgError
+	if _, err := c.Exec(context.Background(), "SELECT pg_sleep(20)"); !errors.As(err, &pe) || pe.Code != "57014" {
+		t.Fatalf("a cancelled statement over the socket: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Exec(context.Background(), "SELECT pg_sleep(21) -- lk-unix-end")
+		done <- err
+	}()
+	running := func() bool {
+		var n int
+		pc, err := pgx.Connect(context.Background(), testPostgresDSN())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pc.Close(context.Background())
+		pc.QueryRow(context.Background(), "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%lk-unix-end'").Scan(&n)
+		return n == 1
+	}
+	waitFor(t, running)
+	l, err := e.admin.ListSessions(context.Background(), read.ID)
+	if err != nil || len(l.Sessions) != 1 {
+		t.Fatalf("the session: %+v %v", l, err)
+	}
+	if err := e.admin.EndSession(context.Background(), l.Sessions[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; !errors.As(err, &pe) || pe.Code != "57P01" {
+		t.Fatalf("the ended session's statement: %v", err)
+	}
+	waitFor(t, func() bool { return !running() })
 }
 
 // Item 6 over the API: the open session is listed with its statements;
