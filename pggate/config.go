@@ -195,6 +195,33 @@ func compile(c Config, getenv func(string) string) (*Settings, error) {
 	return s, nil
 }
 
+// parseUpstream reads an upstream as libpq names it: host:port, or a Unix
+// socket on this host (its directory, port 5432, or the socket itself,
+// .s.PGSQL.<port>), returned as the directory and the port.
+func parseUpstream(up string) (host string, port uint16, err error) {
+	if strings.HasPrefix(up, "/") {
+		dir := filepath.Clean(up)
+		base := filepath.Base(dir)
+		if !strings.HasPrefix(base, ".s.PGSQL.") {
+			return dir, 5432, nil
+		}
+		p, err := strconv.ParseUint(strings.TrimPrefix(base, ".s.PGSQL."), 10, 16)
+		if err != nil || p == 0 {
+			return "", 0, fmt.Errorf("upstream %q: a socket named .s.PGSQL.<port>", up)
+		}
+		return filepath.Dir(dir), uint16(p), nil
+	}
+	h, ps, err := net.SplitHostPort(up)
+	if err != nil || h == "" {
+		return "", 0, fmt.Errorf("upstream %q: want host:port, or the absolute path of a Unix socket (or its directory)", up)
+	}
+	p, err := strconv.ParseUint(ps, 10, 16)
+	if err != nil || p == 0 {
+		return "", 0, fmt.Errorf("upstream %q: bad port", up)
+	}
+	return h, uint16(p), nil
+}
+
 func compileDatabase(dc DatabaseConfig, getenv func(string) string) (*Database, error) {
 	d := &Database{Name: dc.Name, Database: dc.Database, SSLMode: dc.SSLMode}
 	if d.Name == "" || len(d.Name) > 63 || strings.ContainsAny(d.Name, " \t\r\n\x00.:*") {
@@ -203,41 +230,22 @@ func compileDatabase(dc DatabaseConfig, getenv func(string) string) (*Database, 
 	if d.Database == "" {
 		d.Database = d.Name
 	}
-	if strings.HasPrefix(dc.Upstream, "/") {
-		// A Unix socket on this host, as libpq names one: its directory
-		// (port 5432), or the socket itself (.s.PGSQL.<port>).
-		dir, port := filepath.Clean(dc.Upstream), uint64(5432)
-		if base := filepath.Base(dir); strings.HasPrefix(base, ".s.PGSQL.") {
-			p, err := strconv.ParseUint(strings.TrimPrefix(base, ".s.PGSQL."), 10, 16)
-			if err != nil || p == 0 {
-				return nil, fmt.Errorf("upstream %q: a socket named .s.PGSQL.<port>", dc.Upstream)
-			}
-			dir, port = filepath.Dir(dir), p
-		}
-		d.Host, d.Port = dir, uint16(port)
-		switch d.SSLMode {
-		case "", "disable", "prefer":
-			d.SSLMode = "disable" // no TLS on a Unix socket: the kernel carries it
-		default:
+	var err error
+	if d.Host, d.Port, err = parseUpstream(dc.Upstream); err != nil {
+		return nil, err
+	}
+	switch d.SSLMode {
+	case "":
+		d.SSLMode = "prefer"
+	case "disable", "prefer", "require", "verify-ca", "verify-full":
+	default:
+		return nil, fmt.Errorf("sslmode %q: want disable, prefer, require, verify-ca or verify-full", d.SSLMode)
+	}
+	if strings.HasPrefix(d.Host, "/") { // no TLS on a Unix socket: the kernel carries it
+		if d.SSLMode != "disable" && d.SSLMode != "prefer" {
 			return nil, fmt.Errorf("sslmode %q: a Unix socket upstream has no TLS; use disable (or a host:port upstream)", d.SSLMode)
 		}
-	} else {
-		host, port, err := net.SplitHostPort(dc.Upstream)
-		if err != nil || host == "" {
-			return nil, fmt.Errorf("upstream %q: want host:port, or the absolute path of a Unix socket (or its directory)", dc.Upstream)
-		}
-		p, err := strconv.ParseUint(port, 10, 16)
-		if err != nil || p == 0 {
-			return nil, fmt.Errorf("upstream %q: bad port", dc.Upstream)
-		}
-		d.Host, d.Port = host, uint16(p)
-		switch d.SSLMode {
-		case "":
-			d.SSLMode = "prefer"
-		case "disable", "prefer", "require", "verify-ca", "verify-full":
-		default:
-			return nil, fmt.Errorf("sslmode %q: want disable, prefer, require, verify-ca or verify-full", d.SSLMode)
-		}
+		d.SSLMode = "disable"
 	}
 	if len(dc.Roles) == 0 {
 		return nil, fmt.Errorf("no roles: map at least one scope to an upstream role")
