@@ -40,6 +40,14 @@ const (
 	ActionDBRecheck    = "db.recheck"     // an open database session's token was refused on a recheck
 	ActionDBStatement  = "db.statement"   // a statement run in a database session
 	ActionDBSessionEnd = "db.session_end" // a database session ended (Reason says why)
+
+	ActionMCP             = "mcp"               // an agent's request was verified and refused (the MCP gateway)
+	ActionMCPRequest      = "mcp.request"       // an agent's JSON-RPC request and its outcome
+	ActionMCPHold         = "mcp.hold"          // a tool call was held for a human's approval
+	ActionMCPDecision     = "mcp.decision"      // a held call was approved, denied or timed out
+	ActionMCPToolChanged  = "mcp.tool_changed"  // an upstream changed a pinned tool's definition
+	ActionMCPToolAccepted = "mcp.tool_accepted" // an administrator accepted a tool's new definition
+	ActionMCPSessionEnd   = "mcp.session_end"   // an MCP session ended (Reason says why)
 )
 
 // AuditEvent is one record of the audit trail (DESIGN.md §5). It never

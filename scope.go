@@ -16,6 +16,9 @@ const (
 	ScopeTokensWrite = "latchkey:tokens:write"
 	ScopeAuditRead   = "latchkey:audit:read"
 	ScopeVerify      = "latchkey:verify"
+	// ScopeMCPApprove lets a person approve or deny tool calls the MCP
+	// gateway holds.
+	ScopeMCPApprove = "latchkey:mcp:approve"
 )
 
 // ValidateScope reports whether s is a well-formed scope: segments of

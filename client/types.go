@@ -261,3 +261,20 @@ type ActivitySummary struct {
 		Blocked []uint64  `json:"blocked"`
 	} `json:"series"`
 }
+
+// HeldCallList is the answer of GET /v1/mcp/holds: the tool calls held on
+// the node that answers, oldest first, and the last ones decided.
+type HeldCallList struct {
+	Held    []latchkey.HeldCall `json:"held"`
+	Decided []latchkey.HeldCall `json:"decided"`
+}
+
+// ToolPinList is the answer of GET /v1/mcp/tools.
+type ToolPinList struct {
+	Tools []latchkey.ToolPin `json:"tools"`
+}
+
+// AcceptToolRequest is the body of POST /v1/mcp/tools/{server}/{tool}/accept.
+type AcceptToolRequest struct {
+	Fingerprint string `json:"fingerprint"`
+}

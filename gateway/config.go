@@ -36,6 +36,8 @@ type Config struct {
 	TokenHeader string          `yaml:"token_header"`
 	Routes      []RouteConfig   `yaml:"routes"`
 	Transport   TransportConfig `yaml:"transport"`
+	// MCP is the MCP gateway's section (package mcpgate reads it).
+	MCP yaml.Node `yaml:"mcp"`
 }
 
 // RouteConfig is one route as written.
@@ -90,8 +92,8 @@ func compile(c Config) (*Table, error) {
 	if t.TokenHeader != "" && (strings.HasPrefix(strings.ToLower(t.TokenHeader), "x-latchkey-") || strings.ContainsAny(t.TokenHeader, " :")) {
 		return nil, fmt.Errorf("gateway config: token_header %q cannot be used", c.TokenHeader)
 	}
-	if len(c.Routes) == 0 {
-		return nil, fmt.Errorf("gateway config: no routes")
+	if len(c.Routes) == 0 && c.MCP.Kind == 0 {
+		return nil, fmt.Errorf("gateway config: no routes (and no mcp section)")
 	}
 	names := map[string]bool{}
 	for i, rc := range c.Routes {

@@ -23,6 +23,7 @@ import (
 	"github.com/latchkeyhq/latchkey/httpapi"
 	"github.com/latchkeyhq/latchkey/identity"
 	"github.com/latchkeyhq/latchkey/internal/metrics"
+	"github.com/latchkeyhq/latchkey/mcpgate"
 	"github.com/latchkeyhq/latchkey/pggate"
 	"github.com/latchkeyhq/latchkey/postgres"
 	lkredis "github.com/latchkeyhq/latchkey/redis"
@@ -64,6 +65,8 @@ type daemon struct {
 	// without --db-config).
 	sessions *edge.Sessions
 	pg       *pggate.Server
+	mcp      *mcpgate.Gate // nil without an mcp section in the route file
+	mcps     *mcpgate.Settings
 	dbs      *pggate.Settings
 
 	addr, gwAddr, dbAddr string // the bound addresses of the API, the gateway and the database gateway
@@ -99,6 +102,11 @@ func startDaemon(ctx context.Context, cfg serveConfig, logger *slog.Logger, stde
 	var table *gateway.Table
 	if cfg.GatewayConfig != "" {
 		if table, err = gateway.LoadConfig(cfg.GatewayConfig); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.GatewayConfig != "" {
+		if d.mcps, _, err = mcpgate.LoadConfig(cfg.GatewayConfig); err != nil {
 			return nil, err
 		}
 	}
@@ -300,6 +308,17 @@ func (d *daemon) buildDoors(key []byte, table *gateway.Table, met *metrics.Metri
 		d.pg = &pggate.Server{Settings: d.dbs, Verifier: d.ver, Refuser: d.ver, Sessions: d.sessions, Audit: d.pipe,
 			TrustedProxies: cfg.TrustedProxies, TLS: tc, Node: d.node, Logger: d.logger}
 	}
+	if d.mcps != nil {
+		pins := &mcpgate.Pins{Store: d.db, Audit: d.pipe, Node: d.node}
+		holds := &mcpgate.Holds{Audit: d.pipe, Node: d.node}
+		d.mcp = &mcpgate.Gate{Settings: d.mcps, Verifier: d.ver, Refuser: d.ver, Sessions: d.sessions, Audit: d.pipe,
+			TrustedProxies: cfg.TrustedProxies, Holds: holds, Pins: pins, Node: d.node, Logger: d.logger,
+			Identify: func(h http.Header, dec latchkey.Decision, aud string) { authz.Identify(h, dec, aud, "") }}
+		if err := d.mcp.Start(); err != nil {
+			return fmt.Errorf("mcp gateway: %w", err)
+		}
+		d.api.MCP = &httpapi.MCP{Holds: holds, Pins: pins}
+	}
 	if !cfg.NoUI {
 		d.api.UI, d.api.SessionKey, d.api.SessionTTL, d.api.Sessions = ui.Handler(), key, cfg.SessionTTL, d.db
 	}
@@ -394,7 +413,18 @@ func (d *daemon) listen(gateway bool) error {
 	// Streams and websockets pass through: no whole-request read or
 	// write timeout. Headers still have theirs, and each route bounds its
 	// body (body_timeout) and its whole request (timeout).
-	d.servers = append(d.servers, served{srv: edge.NewServer(d.gw, edge.Limits{ReadTimeout: -1, WriteTimeout: -1}, d.logger), ln: gln})
+	var h http.Handler = d.gw
+	if d.mcp != nil {
+		gw, gate := d.gw, d.mcp
+		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if mcpgate.Handles(r.URL.Path) {
+				gate.ServeHTTP(w, r)
+				return
+			}
+			gw.ServeHTTP(w, r)
+		})
+	}
+	d.servers = append(d.servers, served{srv: edge.NewServer(h, edge.Limits{ReadTimeout: -1, WriteTimeout: -1}, d.logger), ln: gln})
 	return nil
 }
 
@@ -467,6 +497,9 @@ func (d *daemon) start() {
 func (d *daemon) Shutdown(ctx context.Context) error {
 	d.api.Drain()
 	d.stop()
+	if d.mcp != nil {
+		d.mcp.Close() // its streams would hold the gateway's listener open
+	}
 	var err error
 	for i := len(d.servers) - 1; i >= 0; i-- { // the gateway first: it calls into the rest
 		err = errors.Join(err, d.servers[i].srv.Shutdown(ctx))
@@ -495,6 +528,9 @@ func (d *daemon) waitLoops(ctx context.Context) error {
 // also the cleanup of a start that failed part way.
 func (d *daemon) release(ctx context.Context) error {
 	var err error
+	if d.mcp != nil {
+		d.mcp.Close() // the stdio servers' processes and sockets
+	}
 	if d.ver != nil {
 		err = errors.Join(err, d.ver.Close(ctx)) // last-use times and refusal records
 	}

@@ -1,0 +1,385 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/client"
+	"github.com/latchkeyhq/latchkey/internal/mcptest"
+)
+
+// mcpEnv is a latchkey with an MCP gateway in front of two upstreams
+// written with the Go SDK: "gh" over Streamable HTTP (in this process),
+// "local" over stdio (mcpgate/testdata/mcpserver, a process per session).
+type mcpEnv struct {
+	ts      *testServer
+	gw      string // http://host:port of the gateway listener
+	admin   *client.Client
+	calls   *mcptest.Calls // gh's
+	server  *mcp.Server    // gh's
+	callLog string         // local's calls, a line each
+}
+
+var (
+	mcpServerOnce sync.Once
+	mcpServerBin  string
+	mcpServerErr  error
+)
+
+// mcpServerBinary builds the stdio test server once per test binary.
+func mcpServerBinary(t *testing.T) string {
+	t.Helper()
+	mcpServerOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "latchkey-mcpserver-")
+		if err != nil {
+			mcpServerErr = err
+			return
+		}
+		mcpServerBin = filepath.Join(dir, "mcpserver")
+		out, err := exec.Command("go", "build", "-o", mcpServerBin, "../../mcpgate/testdata/mcpserver").CombinedOutput()
+		if err != nil {
+			mcpServerErr = fmt.Errorf("%v: %s", err, out)
+		}
+	})
+	if mcpServerErr != nil {
+		t.Fatalf("building the stdio MCP server: %v", mcpServerErr)
+	}
+	return mcpServerBin
+}
+
+func newMCPEnv(t *testing.T, extra string) *mcpEnv {
+	t.Helper()
+	e := &mcpEnv{calls: &mcptest.Calls{}}
+	e.server = mcptest.New(e.calls)
+	up := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return e.server }, nil))
+	t.Cleanup(up.Close)
+	dir := t.TempDir()
+	e.callLog = filepath.Join(dir, "calls.log")
+	conf := filepath.Join(dir, "routes.yaml")
+	os.WriteFile(conf, []byte(fmt.Sprintf(`mcp:
+  approval_timeout: 20s
+%s
+  servers:
+    - name: gh
+      url: %s
+      approval: [delete_*]
+      record_arguments: true
+    - name: local
+      command: [%s]
+      env: {MCPTEST_CALL_LOG: %s}
+      approval: [send_email]
+`, extra, up.URL, mcpServerBinary(t), e.callLog)), 0o600)
+	e.ts = startServerWith(t, dir, serveConfig{GatewayConfig: conf, GatewayListen: "127.0.0.1:0"})
+	e.gw = "http://" + e.ts.d.gwAddr
+	e.admin = e.ts.client(e.ts.root)
+	return e
+}
+
+func (e *mcpEnv) token(t *testing.T, scopes ...string) *client.CreatedToken {
+	t.Helper()
+	tok, err := e.admin.CreateToken(context.Background(), client.CreateRequest{Subject: "agent-7", Scopes: scopes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// localCalls is how many calls of tool reached the stdio server.
+func (e *mcpEnv) localCalls(tool string) int {
+	b, _ := os.ReadFile(e.callLog)
+	n := 0
+	for _, l := range strings.Split(string(b), "\n") {
+		if l == tool {
+			n++
+		}
+	}
+	return n
+}
+
+type bearer struct {
+	token string
+	base  http.RoundTripper
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return b.base.RoundTrip(r)
+}
+
+// connect opens a session with the official Go SDK's client.
+func (e *mcpEnv) connect(t *testing.T, server, token string) *mcp.ClientSession {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c := mcp.NewClient(&mcp.Implementation{Name: "latchkey-test", Version: "1"}, nil)
+	cs, err := c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: e.gw + "/mcp/" + server, MaxRetries: -1,
+		HTTPClient: &http.Client{Transport: bearer{token, http.DefaultTransport}}}, nil)
+	if err != nil {
+		t.Fatalf("connect %s: %v", server, err)
+	}
+	t.Cleanup(func() { cs.Close() })
+	return cs
+}
+
+func toolNames(t *testing.T, cs *mcp.ClientSession) []string {
+	t.Helper()
+	res, err := cs.ListTools(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, tl := range res.Tools {
+		names = append(names, tl.Name)
+	}
+	slices.Sort(names)
+	return names
+}
+
+func text(res *mcp.CallToolResult) string {
+	var b strings.Builder
+	for _, c := range res.Content {
+		if tc, ok := c.(*mcp.TextContent); ok {
+			b.WriteString(tc.Text)
+		}
+	}
+	return b.String()
+}
+
+// The Must-show list's first item, with the Go SDK's client, over both
+// upstreams.
+func TestMCPGatewayGoClient(t *testing.T) {
+	t.Parallel()
+	e := newMCPEnv(t, "")
+	for _, server := range []string{"gh", "local"} {
+		t.Run(server, func(t *testing.T) {
+			tok := e.token(t, "mcp."+server+".tools.echo:call", "mcp."+server+".tools.search:call")
+			cs := e.connect(t, server, tok.Plaintext)
+			if got := toolNames(t, cs); !slices.Equal(got, []string{"echo", "search"}) {
+				t.Errorf("tools/list = %v, want [echo search] (filtered by scope)", got)
+			}
+			res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "hi there"}})
+			if err != nil || text(res) != "hi there" {
+				t.Fatalf("echo = %v, %v; want the upstream's answer", res, err)
+			}
+			_, err = cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "noop"})
+			if err == nil || !strings.Contains(err.Error(), "mcp."+server+".tools.noop:call") {
+				t.Fatalf("noop outside the scope: err = %v, want a JSON-RPC error naming the scope", err)
+			}
+			// The session is still usable after the refusal.
+			if res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "search", Arguments: map[string]any{"text": "x"}}); err != nil || text(res) != "found: x" {
+				t.Fatalf("search after a refusal = %v, %v", res, err)
+			}
+			n := e.calls.Count("noop")
+			if server == "local" {
+				n = e.localCalls("noop")
+			}
+			if n != 0 {
+				t.Errorf("the refused call reached the upstream %d times", n)
+			}
+			if _, err := cs.ListResources(context.Background(), nil); err != nil {
+				t.Errorf("resources/list: %v", err)
+			}
+			if _, err := cs.ReadResource(context.Background(), &mcp.ReadResourceParams{URI: "test://readme"}); err == nil {
+				t.Error("resources/read without mcp.S.resources:read was allowed")
+			}
+		})
+	}
+	e.ts.flush(t)
+	page, err := e.admin.ListAudit(context.Background(), latchkey.AuditFilter{Action: latchkey.ActionMCPRequest, Limit: 500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sawEcho bool
+	for _, ev := range page.Events {
+		var d map[string]any
+		json.Unmarshal(ev.Detail, &d)
+		if d["tool"] == "echo" && ev.Reason == "ok" && ev.Subject == "agent-7" && ev.TokenID != "" && ev.Latency > 0 {
+			sawEcho = true
+		}
+	}
+	if !sawEcho {
+		t.Errorf("no mcp.request record of the echo call with token, subject, outcome and latency: %+v", page.Events)
+	}
+	refused, _ := e.admin.ListAudit(context.Background(), latchkey.AuditFilter{Action: latchkey.ActionMCP, Limit: 500})
+	found := false
+	for _, ev := range refused.Events {
+		if ev.Outcome == "INSUFFICIENT_SCOPE" && strings.Contains(string(ev.Detail), `"noop"`) {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("the refused noop call is not on record: %+v", refused.Events)
+	}
+}
+
+// rawMCP speaks Streamable HTTP by hand, to see the gateway's HTTP
+// answers as they are.
+type rawMCP struct {
+	t       *testing.T
+	url     string
+	token   string
+	session string
+}
+
+func (c *rawMCP) post(body string) (*http.Response, string) {
+	c.t.Helper()
+	req, _ := http.NewRequest("POST", c.url, strings.NewReader(body))
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	if c.session != "" {
+		req.Header.Set("Mcp-Session-Id", c.session)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+func (c *rawMCP) initialize() {
+	c.t.Helper()
+	resp, body := c.post(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`)
+	if resp.StatusCode != 200 || resp.Header.Get("Mcp-Session-Id") == "" {
+		c.t.Fatalf("initialize: %d %s", resp.StatusCode, body)
+	}
+	c.session = resp.Header.Get("Mcp-Session-Id")
+	c.post(`{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+}
+
+// The challenges: 401 with resource_metadata, the RFC 9728 document,
+// 403 naming the missing scope, and what the attacker tries.
+func TestMCPGatewayChallenges(t *testing.T) {
+	t.Parallel()
+	e := newMCPEnv(t, "")
+	anon := &rawMCP{t: t, url: e.gw + "/mcp/gh"}
+	resp, _ := anon.post(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`)
+	challenge := resp.Header.Get("WWW-Authenticate")
+	metaURL := e.gw + "/.well-known/oauth-protected-resource/mcp/gh"
+	if resp.StatusCode != 401 || !strings.Contains(challenge, `resource_metadata="`+metaURL+`"`) {
+		t.Fatalf("no token: %d %q, want 401 with resource_metadata", resp.StatusCode, challenge)
+	}
+	mr, err := http.Get(metaURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var meta map[string]any
+	json.NewDecoder(mr.Body).Decode(&meta)
+	mr.Body.Close()
+	// RFC 9728 §2: resource is required and is the URL the client used;
+	// scopes_supported and bearer_methods_supported are optional arrays.
+	if meta["resource"] != e.gw+"/mcp/gh" || mr.Header.Get("Content-Type") != "application/json" {
+		t.Errorf("metadata resource = %v (%s), want %s", meta["resource"], mr.Header.Get("Content-Type"), e.gw+"/mcp/gh")
+	}
+	if bm, _ := meta["bearer_methods_supported"].([]any); len(bm) != 1 || bm[0] != "header" {
+		t.Errorf("bearer_methods_supported = %v, want [header]", meta["bearer_methods_supported"])
+	}
+	if ss, _ := meta["scopes_supported"].([]any); !slices.Contains(ss, any("mcp.gh.tools.*:call")) {
+		t.Errorf("scopes_supported = %v", meta["scopes_supported"])
+	}
+	for k := range meta {
+		if !slices.Contains([]string{"resource", "resource_name", "authorization_servers", "scopes_supported", "bearer_methods_supported", "resource_documentation"}, k) {
+			t.Errorf("metadata member %q is not an RFC 9728 field", k)
+		}
+	}
+
+	bad := &rawMCP{t: t, url: e.gw + "/mcp/gh", token: "lk_notarealtoken_000000000000000000000000"}
+	if resp, _ := bad.post(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`); resp.StatusCode != 401 || !strings.Contains(resp.Header.Get("WWW-Authenticate"), `error="invalid_token"`) {
+		t.Errorf("bad token: %d %q", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+	}
+
+	tok := e.token(t, "mcp.gh.tools.echo:call")
+	c := &rawMCP{t: t, url: e.gw + "/mcp/gh", token: tok.Plaintext}
+	c.initialize()
+	resp, body := c.post(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"delete_repo","arguments":{"repo":"x"}}}`)
+	if resp.StatusCode != 403 || !strings.Contains(resp.Header.Get("WWW-Authenticate"), `scope="mcp.gh.tools.delete_repo:call"`) ||
+		!strings.Contains(resp.Header.Get("WWW-Authenticate"), "resource_metadata=") || !strings.Contains(body, `"id":2`) || !strings.Contains(body, `"error"`) {
+		t.Errorf("outside the scope: %d %q %s, want 403 naming the scope, with a JSON-RPC error", resp.StatusCode, resp.Header.Get("WWW-Authenticate"), body)
+	}
+	// A token of another server only: 403 for the whole server.
+	other := e.token(t, "mcp.local.tools.echo:call")
+	oc := &rawMCP{t: t, url: e.gw + "/mcp/gh", token: other.Plaintext}
+	if resp, _ := oc.post(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`); resp.StatusCode != 403 ||
+		!strings.Contains(resp.Header.Get("WWW-Authenticate"), `scope="mcp.gh.*"`) {
+		t.Errorf("another server's token: %d %q", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+	}
+	// The attacker's messages: never forwarded.
+	for _, tc := range []struct{ name, body string }{
+		{"batch", `[{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"delete_repo"}}]`},
+		{"case twin", `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","Name":"delete_repo"}}`},
+		{"duplicate", `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","name":"delete_repo"}}`},
+		{"escaped twin", `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","n\u0061me":"delete_repo"}}`},
+		{"misspelt member", `{"jsonrpc":"2.0","id":3,"Method":"tools/call","params":{"name":"delete_repo"}}`},
+		{"trailing", `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo"}}{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"delete_repo"}}`},
+		{"unknown method", `{"jsonrpc":"2.0","id":3,"method":"tasks/list","params":{}}`},
+		{"odd tool name", `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"delete_repo/../echo"}}`},
+	} {
+		resp, body := c.post(tc.body)
+		if resp.StatusCode == 200 && !strings.Contains(body, `"error"`) {
+			t.Errorf("%s: %d %s, want a refusal", tc.name, resp.StatusCode, body)
+		}
+	}
+	if n := e.calls.Count("delete_repo"); n != 0 {
+		t.Errorf("delete_repo reached the upstream %d times", n)
+	}
+	// Another token cannot use this session.
+	tok2 := e.token(t, "mcp.gh.tools.*:call")
+	steal := &rawMCP{t: t, url: e.gw + "/mcp/gh", token: tok2.Plaintext, session: c.session}
+	if resp, _ := steal.post(`{"jsonrpc":"2.0","id":9,"method":"tools/list"}`); resp.StatusCode != 404 {
+		t.Errorf("another token on the session: %d, want 404", resp.StatusCode)
+	}
+	// Non-canonical paths and credentials in the URL.
+	for _, p := range []string{"/mcp/gh/../gh", "/mcp/%67h/", "/mcp/gh?access_token=" + tok.Plaintext, "/mcp/nosuch"} {
+		req, _ := http.NewRequest("POST", e.gw+p, strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
+		req.Header.Set("Authorization", "Bearer "+tok.Plaintext)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 400 && resp.StatusCode != 404 {
+			t.Errorf("POST %s = %d, want 400 or 404", p, resp.StatusCode)
+		}
+	}
+}
+
+// sseLines reads an event stream and sends each data line.
+func sseLines(r io.Reader) <-chan string {
+	ch := make(chan string, 16)
+	go func() {
+		defer close(ch)
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			if d, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+				ch <- d
+			}
+		}
+	}()
+	return ch
+}
+
+var _ = bytes.NewReader
