@@ -380,3 +380,47 @@ func (c *Client) ReportLeaks(ctx context.Context, reports []LeakReport) ([]LeakR
 	}
 	return out, nil
 }
+
+// ListHolds lists the tool calls the MCP gateway holds on the node that
+// answers, and the last decided.
+func (c *Client) ListHolds(ctx context.Context) (*HeldCallList, error) {
+	var out HeldCallList
+	if err := c.do(ctx, "GET", "/v1/mcp/holds", nil, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// DecideHold approves (or denies) a held tool call.
+func (c *Client) DecideHold(ctx context.Context, id string, approve bool) (*latchkey.HeldCall, error) {
+	verb := "deny"
+	if approve {
+		verb = "approve"
+	}
+	var out latchkey.HeldCall
+	if err := c.do(ctx, "POST", "/v1/mcp/holds/"+url.PathEscape(id)+"/"+verb, nil, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// ListToolPins lists the MCP gateway's pinned tool definitions, with any
+// changed definition waiting to be accepted.
+func (c *Client) ListToolPins(ctx context.Context) (*ToolPinList, error) {
+	var out ToolPinList
+	if err := c.do(ctx, "GET", "/v1/mcp/tools", nil, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// AcceptTool accepts a tool's changed definition (the pending one's
+// fingerprint): calls to it are allowed again.
+func (c *Client) AcceptTool(ctx context.Context, server, tool, fingerprint string) (*latchkey.ToolPin, error) {
+	var out latchkey.ToolPin
+	if err := c.do(ctx, "POST", "/v1/mcp/tools/"+url.PathEscape(server)+"/"+url.PathEscape(tool)+"/accept", nil,
+		AcceptToolRequest{Fingerprint: fingerprint}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}

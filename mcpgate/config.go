@@ -111,7 +111,7 @@ var hopHeaders = map[string]bool{"Host": true, "Content-Length": true, "Content-
 // false when the file has none.
 func ParseConfig(b []byte) (st *Settings, ok bool, err error) {
 	var file struct {
-		MCP  *Config             `yaml:"mcp"`
+		MCP  *Config              `yaml:"mcp"`
 		Rest map[string]yaml.Node `yaml:",inline"` // the HTTP gateway's part
 	}
 	dec := yaml.NewDecoder(strings.NewReader(string(b)))

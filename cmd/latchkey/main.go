@@ -54,8 +54,12 @@ Client (talks to the server at $LATCHKEY_ADDR with $LATCHKEY_TOKEN):
   audit summary         attempts today and per second, valid/refused/blocked
   blocks list           sources the detector has blocked
   blocks remove SOURCE  lift a block
-  sessions list         open database sessions on the node (--token ID)
+  sessions list         open database and MCP sessions on the node (--token ID)
   sessions end ID       end one now (its token is untouched)
+  mcp holds             tool calls the MCP gateway holds for a person
+  mcp approve|deny ID   decide a held call
+  mcp tools             pinned tool definitions, and changed ones
+  mcp accept S T FP     accept a tool's changed definition
 
   version               print the version
   help [command]        explain a command
@@ -116,6 +120,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return cmdBlocks(ctx, rest, stdout, stderr, getenv)
 	case "sessions":
 		return cmdSessions(ctx, rest, stdout, stderr, getenv)
+	case "mcp":
+		return cmdMCP(ctx, rest, stdout, stderr, getenv)
 	case "admin":
 		return cmdAdmin(ctx, rest, stdout, stderr, getenv)
 	case "audit":

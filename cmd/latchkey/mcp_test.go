@@ -382,4 +382,212 @@ func sseLines(r io.Reader) <-chan string {
 	return ch
 }
 
-var _ = bytes.NewReader
+// waitHeld polls the CLI until one call is held, and returns its id.
+func (e *mcpEnv) waitHeld(t *testing.T, tok string) latchkey.HeldCall {
+	t.Helper()
+	for range 400 {
+		code, out, errs := cli(t, e.ts.url, tok, "mcp", "holds", "--json")
+		if code != 0 {
+			t.Fatalf("mcp holds: %d %s", code, errs)
+		}
+		var list client.HeldCallList
+		json.Unmarshal([]byte(out), &list)
+		if len(list.Held) == 1 {
+			return list.Held[0]
+		}
+		time.Sleep(25 * time.Millisecond) // waiting for the agent's request to arrive, not for time to pass
+	}
+	t.Fatal("no call was held")
+	return latchkey.HeldCall{}
+}
+
+// The Must-show list's second item: a held call approved and one denied,
+// both with the CLI.
+func TestMCPGatewayApprovalCLI(t *testing.T) {
+	t.Parallel()
+	e := newMCPEnv(t, "")
+	agent := e.token(t, "mcp.gh.tools.*:call", latchkey.ScopeMCPApprove)
+	approver := e.token(t, latchkey.ScopeMCPApprove, latchkey.ScopeAuditRead).Plaintext
+	cs := e.connect(t, "gh", agent.Plaintext)
+	type result struct {
+		res *mcp.CallToolResult
+		err error
+	}
+	call := func() <-chan result {
+		ch := make(chan result, 1)
+		go func() {
+			res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "delete_repo", Arguments: map[string]any{"repo": "acme/site"}})
+			ch <- result{res, err}
+		}()
+		return ch
+	}
+	ch := call()
+	h := e.waitHeld(t, approver)
+	if h.Tool != "delete_repo" || h.Server != "gh" || h.TokenID != agent.ID || h.Subject != "agent-7" || strings.Contains(string(h.Arguments), "CANARY") {
+		t.Errorf("held call = %+v", h)
+	}
+	if e.calls.Count("delete_repo") != 0 {
+		t.Fatal("the held call reached the upstream before it was approved")
+	}
+	// The agent cannot approve its own call, whatever its scopes.
+	if code, _, _ := cli(t, e.ts.url, agent.Plaintext, "mcp", "approve", h.ID); code == 0 {
+		t.Error("the agent approved its own call")
+	}
+	if code, out, errs := cli(t, e.ts.url, approver, "mcp", "approve", h.ID); code != 0 || !strings.Contains(out, "approved") {
+		t.Fatalf("mcp approve: %d %s %s", code, out, errs)
+	}
+	r := <-ch
+	if r.err != nil || text(r.res) != "deleted acme/site" {
+		t.Fatalf("the approved call = %v, %v", r.res, r.err)
+	}
+	ch = call()
+	h2 := e.waitHeld(t, approver)
+	if code, _, errs := cli(t, e.ts.url, approver, "mcp", "deny", h2.ID); code != 0 {
+		t.Fatalf("mcp deny: %d %s", code, errs)
+	}
+	r = <-ch
+	if r.err == nil || !strings.Contains(r.err.Error(), "denied") {
+		t.Fatalf("the denied call = %v, %v; want a JSON-RPC error saying it was denied", r.res, r.err)
+	}
+	if n := e.calls.Count("delete_repo"); n != 1 {
+		t.Errorf("delete_repo reached the upstream %d times, want 1 (the approved one)", n)
+	}
+	if code, _, _ := cli(t, e.ts.url, approver, "mcp", "approve", h2.ID); code == 0 {
+		t.Error("a decided call was approved again")
+	}
+	e.ts.flush(t)
+	page, _ := e.admin.ListAudit(context.Background(), latchkey.AuditFilter{Action: latchkey.ActionMCPDecision, Limit: 10})
+	var states []string
+	for _, ev := range page.Events {
+		if ev.Actor == "" {
+			t.Errorf("decision without its approver: %+v", ev)
+		}
+		states = append(states, ev.Reason)
+	}
+	slices.Sort(states)
+	if !slices.Equal(states, []string{"approved", "denied"}) {
+		t.Errorf("decisions on record = %v", states)
+	}
+	holds, _ := e.admin.ListAudit(context.Background(), latchkey.AuditFilter{Action: latchkey.ActionMCPHold, Limit: 10})
+	if len(holds.Events) != 2 {
+		t.Errorf("%d holds on record, want 2", len(holds.Events))
+	}
+	all, _ := e.admin.ListAudit(context.Background(), latchkey.AuditFilter{Limit: 1000})
+	b, _ := json.Marshal(all)
+	if bytes.Contains(b, []byte("CANARY")) || strings.Contains(e.ts.out.String(), "CANARY") || strings.Contains(e.ts.out.String(), agent.Plaintext) {
+		t.Error("a secret argument or the token reached the audit log or the logs")
+	}
+}
+
+// The Must-show list's third item: a changed tool definition is refused
+// (and hidden) until an administrator accepts it.
+func TestMCPGatewayToolPinning(t *testing.T) {
+	t.Parallel()
+	e := newMCPEnv(t, "")
+	tok := e.token(t, "mcp.gh.tools.*:call")
+	cs := e.connect(t, "gh", tok.Plaintext)
+	if names := toolNames(t, cs); !slices.Contains(names, "echo") {
+		t.Fatalf("tools = %v", names)
+	}
+	mcptest.RugPull(e.server, e.calls)
+	if names := toolNames(t, cs); slices.Contains(names, "echo") {
+		t.Errorf("the changed echo is still listed: %v", names)
+	}
+	before := e.calls.Count("echo")
+	_, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "x"}})
+	if err == nil || !strings.Contains(err.Error(), "definition changed") {
+		t.Fatalf("a call to the changed tool: %v, want refused", err)
+	}
+	// A new session, which never listed the tools, is refused too.
+	cs2 := e.connect(t, "gh", tok.Plaintext)
+	if _, err := cs2.CallTool(context.Background(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "x"}}); err == nil {
+		t.Error("a fresh session called the changed tool")
+	}
+	if e.calls.Count("echo") != before {
+		t.Error("a refused call reached the upstream")
+	}
+	code, out, _ := cli(t, e.ts.url, e.ts.root, "mcp", "tools", "--json")
+	var pins client.ToolPinList
+	json.Unmarshal([]byte(out), &pins)
+	var pending *latchkey.ToolChange
+	for _, p := range pins.Tools {
+		if p.Server == "gh" && p.Tool == "echo" {
+			pending = p.Pending
+		}
+	}
+	if code != 0 || pending == nil || !strings.Contains(string(pending.Definition), "id_rsa") {
+		t.Fatalf("mcp tools: %d, pending = %+v", code, pending)
+	}
+	e.ts.flush(t)
+	if page, _ := e.admin.ListAudit(context.Background(), latchkey.AuditFilter{Action: latchkey.ActionMCPToolChanged, Limit: 10}); len(page.Events) != 1 {
+		t.Errorf("%d mcp.tool_changed records, want 1", len(page.Events))
+	}
+	if code, _, errs := cli(t, e.ts.url, e.ts.root, "mcp", "accept", "gh", "echo", pending.Fingerprint); code != 0 {
+		t.Fatalf("mcp accept: %d %s", code, errs)
+	}
+	if names := toolNames(t, cs); !slices.Contains(names, "echo") {
+		t.Errorf("the accepted echo is not listed: %v", names)
+	}
+	if res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "x"}}); err != nil || text(res) != "x" {
+		t.Errorf("after accept: %v %v", res, err)
+	}
+}
+
+// mcpRevokeLatency opens a session and its stream of server messages,
+// revokes the token, and times the stream's end from the revoke's answer.
+func mcpRevokeLatency(t *testing.T, e *mcpEnv) time.Duration {
+	t.Helper()
+	tok := e.token(t, "mcp.gh.tools.echo:call")
+	c := &rawMCP{t: t, url: e.gw + "/mcp/gh", token: tok.Plaintext}
+	c.initialize()
+	req, _ := http.NewRequest("GET", c.url, nil)
+	req.Header.Set("Authorization", "Bearer "+tok.Plaintext)
+	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("Mcp-Session-Id", c.session)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET stream: %v %v", resp, err)
+	}
+	ended := make(chan time.Time, 1)
+	go func() {
+		io.Copy(io.Discard, resp.Body)
+		ended <- time.Now()
+	}()
+	if _, err := e.admin.RevokeToken(context.Background(), tok.ID, "trial"); err != nil {
+		t.Fatal(err)
+	}
+	answered := time.Now()
+	select {
+	case at := <-ended:
+		resp.Body.Close()
+		return max(0, at.Sub(answered))
+	case <-time.After(10 * time.Second):
+		t.Fatal("the session's stream was still open 10s after the revoke")
+	}
+	return 0
+}
+
+// The Must-show list's fourth item: revoke to the end of the session, 50
+// trials. The figure goes to the log (docs/benchmarks.md).
+func TestMCPGatewayRevokeLatency(t *testing.T) {
+	t.Parallel()
+	e := newMCPEnv(t, "")
+	var ds []time.Duration
+	for range 50 {
+		ds = append(ds, mcpRevokeLatency(t, e))
+	}
+	p50, p99 := quantiles(ds)
+	t.Logf("MCP session end after revoke, 50 trials: p50 %v, p99 %v (target p99 <= 100ms)", p50, p99)
+	// The session is gone: its id is refused.
+	e.ts.flush(t)
+	page, _ := e.admin.ListAudit(context.Background(), latchkey.AuditFilter{Action: latchkey.ActionMCPSessionEnd, Limit: 100})
+	revoked := 0
+	for _, ev := range page.Events {
+		if ev.Reason == "revoked" {
+			revoked++
+		}
+	}
+	if revoked != 50 {
+		t.Errorf("%d sessions ended as revoked on record, want 50", revoked)
+	}
+}
