@@ -61,6 +61,7 @@ var EventTypes = map[string]string{
 	latchkey.ActionSourceUnblocked: "source.unblocked",
 	latchkey.ActionLeakReported:    "leak.reported",
 	latchkey.ActionRotationDue:     "rotation.due",
+	latchkey.ActionMCPToolChanged:  "mcp.tool_changed",
 	"token.network_spread":         "token.network_spread",
 	"token.ip_violations":          "token.ip_violations",
 }
