@@ -591,3 +591,69 @@ func TestMCPGatewayRevokeLatency(t *testing.T) {
 		t.Errorf("%d sessions ended as revoked on record, want 50", revoked)
 	}
 }
+
+var tsOnce sync.Once
+
+// The Must-show list's first item with the official TypeScript SDK's
+// client (npm @modelcontextprotocol/sdk, run with node), over both
+// upstreams.
+func TestMCPGatewayTypeScriptClient(t *testing.T) {
+	t.Parallel()
+	node, err := exec.LookPath("node")
+	if err != nil {
+		requireService(t, "node")
+		t.Skip("node is not installed")
+	}
+	dir, _ := filepath.Abs("../../mcpgate/testdata/tsclient")
+	var installErr error
+	tsOnce.Do(func() {
+		if _, err := os.Stat(filepath.Join(dir, "node_modules", "@modelcontextprotocol", "sdk")); err == nil {
+			return
+		}
+		cmd := exec.Command("npm", "ci", "--no-audit", "--no-fund")
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			installErr = fmt.Errorf("npm ci: %v: %s", err, out)
+		}
+	})
+	if installErr != nil {
+		requireService(t, "the npm registry")
+		t.Skip(installErr)
+	}
+	e := newMCPEnv(t, "")
+	for _, server := range []string{"gh", "local"} {
+		t.Run(server, func(t *testing.T) {
+			tok := e.token(t, "mcp."+server+".tools.echo:call", "mcp."+server+".tools.search:call")
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, node, "client.mjs", e.gw+"/mcp/"+server, tok.Plaintext)
+			cmd.Dir = dir
+			out, err := cmd.Output()
+			if err != nil {
+				t.Fatalf("node client.mjs: %v: %s", err, out)
+			}
+			var got struct {
+				Tools   []string `json:"tools"`
+				Echo    string   `json:"echo"`
+				Refused *string  `json:"refused"`
+				After   string   `json:"after"`
+			}
+			if err := json.Unmarshal(bytes.TrimSpace(out), &got); err != nil {
+				t.Fatalf("%s: %v", out, err)
+			}
+			if !slices.Equal(got.Tools, []string{"echo", "search"}) || got.Echo != "from ts" || got.After != "found: y" {
+				t.Errorf("TypeScript client saw %+v", got)
+			}
+			if got.Refused == nil || !strings.Contains(*got.Refused, "mcp."+server+".tools.noop:call") {
+				t.Errorf("the call outside the scope: %v, want an error naming the scope", got.Refused)
+			}
+			n := e.calls.Count("noop")
+			if server == "local" {
+				n = e.localCalls("noop")
+			}
+			if n != 0 {
+				t.Errorf("the refused call reached the upstream %d times", n)
+			}
+		})
+	}
+}
