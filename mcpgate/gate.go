@@ -100,8 +100,10 @@ type session struct {
 	ended    atomic.Bool
 	endOnce  sync.Once
 
-	mu    sync.Mutex
-	tools map[string]seenTool // as the upstream last listed them in this session
+	mu     sync.Mutex
+	tools  map[string]seenTool // as the upstream last listed them in this session
+	listMu sync.Mutex          // one listing of the tools at a time, for the pins
+	lists  int                 // listings made, for their request ids (under listMu)
 }
 
 func (g *Gate) logger() *slog.Logger {
@@ -735,12 +737,22 @@ func (g *Gate) toolPinned(ctx context.Context, c *call, tool string) (bool, erro
 	fp, ok := c.s.tools[tool]
 	c.s.mu.Unlock()
 	if !ok {
-		if err := g.listTools(ctx, c.s, c.d); err != nil {
-			return false, err
-		}
+		c.s.listMu.Lock()
 		c.s.mu.Lock()
 		fp, ok = c.s.tools[tool]
 		c.s.mu.Unlock()
+		var err error
+		if !ok {
+			if err = g.listTools(ctx, c.s, c.d); err == nil {
+				c.s.mu.Lock()
+				fp, ok = c.s.tools[tool]
+				c.s.mu.Unlock()
+			}
+		}
+		c.s.listMu.Unlock()
+		if err != nil {
+			return false, err
+		}
 		if !ok {
 			return true, nil // not a tool the upstream lists: its own answer says so
 		}
@@ -1081,7 +1093,8 @@ func (g *Gate) listTools(ctx context.Context, s *session, d latchkey.Decision) e
 			params["cursor"] = cursor
 		}
 		pb, _ := json.Marshal(params)
-		id, _ := jsonrpc.MakeID(fmt.Sprintf("latchkey-pins-%s-%d", s.id, page))
+		s.lists++
+		id, _ := jsonrpc.MakeID(fmt.Sprintf("latchkey-pins-%s-%d", s.id, s.lists))
 		body, _ := jsonrpc.EncodeMessage(&jsonrpc.Request{ID: id, Method: "tools/list", Params: pb})
 		r, _ := http.NewRequestWithContext(ctx, http.MethodPost, "/", nil)
 		out, err := g.upstreamRequest(ctx, r, s, body, d)

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -654,6 +655,54 @@ func TestMCPGatewayTypeScriptClient(t *testing.T) {
 			if n != 0 {
 				t.Errorf("the refused call reached the upstream %d times", n)
 			}
+		})
+	}
+}
+
+// BenchmarkMCPNoop: calls of a no-op tool with the Go SDK's client,
+// straight to the upstream and through the gateway, in the same run
+// (docs/benchmarks.md gives the ratio of the two).
+func BenchmarkMCPNoop(b *testing.B) {
+	calls := &mcptest.Calls{}
+	srv := mcptest.New(calls)
+	up := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, nil))
+	defer up.Close()
+	dir := b.TempDir()
+	conf := filepath.Join(dir, "routes.yaml")
+	os.WriteFile(conf, []byte(fmt.Sprintf("mcp:\n  servers:\n    - name: gh\n      url: %s\n", up.URL)), 0o600)
+	out := &syncBuffer{}
+	logger := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	d, err := startDaemon(context.Background(), serveConfig{Listen: "127.0.0.1:0", DataDir: dir, GatewayConfig: conf, GatewayListen: "127.0.0.1:0"}, logger, out)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer d.Shutdown(context.Background())
+	root, _ := os.ReadFile(filepath.Join(dir, "root-token"))
+	admin := &client.Client{BaseURL: "http://" + d.addr, Token: strings.TrimSpace(string(root))}
+	tok, err := admin.CreateToken(context.Background(), client.CreateRequest{Subject: "bench", Scopes: []string{"mcp.gh.tools.noop:call"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, tc := range []struct{ name, url string }{{"direct", up.URL}, {"gateway", "http://" + d.gwAddr + "/mcp/gh"}} {
+		b.Run(tc.name, func(b *testing.B) {
+			c := mcp.NewClient(&mcp.Implementation{Name: "bench", Version: "1"}, nil)
+			cs, err := c.Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: tc.url, DisableStandaloneSSE: true,
+				HTTPClient: &http.Client{Transport: bearer{tok.Plaintext, &http.Transport{MaxIdleConnsPerHost: 64}}}}, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer cs.Close()
+			b.SetParallelism(4)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "noop"}); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "calls/s")
 		})
 	}
 }
