@@ -2,6 +2,7 @@ package mcpgate
 
 import (
 	"bytes"
+	stdjson "encoding/json"
 	"errors"
 	"io"
 	"strings"
@@ -86,11 +87,69 @@ func parseMessage(body []byte) (jsonrpc.Message, error) {
 			return nil, errors.New("params are an object or an array")
 		}
 	}
-	m, err := jsonrpc.DecodeMessage(body)
-	if err != nil {
-		return nil, errors.New("not a JSON-RPC 2.0 message: " + shortErr(err))
+	var id jsonrpc.ID
+	if len(env.ID) > 0 {
+		var err error
+		if id, err = idOf(env.ID); err != nil {
+			return nil, err
+		}
 	}
-	return m, nil
+	if env.Method != nil {
+		return &jsonrpc.Request{ID: id, Method: *env.Method, Params: stdjson.RawMessage(env.Params)}, nil
+	}
+	return &jsonrpc.Response{ID: id, Result: stdjson.RawMessage(env.Result)}, nil
+}
+
+// idOf is a JSON-RPC id as the SDK's decoder makes it (a number through
+// float64), so that ids compare equal whichever side decoded them.
+func idOf(v jsontext.Value) (jsonrpc.ID, error) {
+	var raw any
+	switch v.Kind() {
+	case '"':
+		var s string
+		if err := json.Unmarshal(v, &s); err != nil {
+			return jsonrpc.ID{}, err
+		}
+		raw = s
+	case '0':
+		var f float64
+		if err := json.Unmarshal(v, &f); err != nil {
+			return jsonrpc.ID{}, err
+		}
+		raw = f
+	default:
+		return jsonrpc.ID{}, errors.New("an id is a string or a number")
+	}
+	id, err := jsonrpc.MakeID(raw)
+	if err != nil {
+		return jsonrpc.ID{}, errors.New("an id is a string or an integer")
+	}
+	return id, nil
+}
+
+// upstreamMsg is what the gateway reads of an upstream's message: no
+// more than whether it answers a request, and how.
+type upstreamMsg struct {
+	ID     jsontext.Value `json:"id"`
+	Method *string        `json:"method"`
+	Result jsontext.Value `json:"result"`
+	Error  *struct {
+		Code int64 `json:"code"`
+	} `json:"error"`
+}
+
+// answerTo reads b as the upstream's answer to id: ok is false when it is
+// something else (a notification, a request, another answer) or is not
+// JSON-RPC.
+func answerTo(b []byte, id jsonrpc.ID) (m upstreamMsg, ok bool) {
+	if len(b) == 0 || b[0] != '{' && !bytes.HasPrefix(bytes.TrimSpace(b), []byte("{")) {
+		return m, false
+	}
+	if json.Unmarshal(b, &m) != nil || m.Method != nil || len(m.ID) == 0 {
+		return m, false
+	}
+	got, err := idOf(m.ID)
+	return m, err == nil && got == id
 }
 
 // strictJSON walks b and refuses duplicate names (under case folding),

@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -683,7 +685,15 @@ func BenchmarkMCPNoop(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, tc := range []struct{ name, url string }{{"direct", up.URL}, {"gateway", "http://" + d.gwAddr + "/mcp/gh"}} {
+	// The floor of any HTTP proxy on this machine: a bare
+	// httputil.ReverseProxy in front of the same upstream.
+	target, _ := url.Parse(up.URL)
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.FlushInterval = -1
+	rp.Transport = &http.Transport{MaxIdleConnsPerHost: 64}
+	bare := httptest.NewServer(rp)
+	defer bare.Close()
+	for _, tc := range []struct{ name, url string }{{"direct", up.URL}, {"bare-proxy", bare.URL}, {"gateway", "http://" + d.gwAddr + "/mcp/gh"}} {
 		b.Run(tc.name, func(b *testing.B) {
 			c := mcp.NewClient(&mcp.Implementation{Name: "bench", Version: "1"}, nil)
 			cs, err := c.Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: tc.url, DisableStandaloneSSE: true,
