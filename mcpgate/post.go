@@ -88,9 +88,16 @@ func (g *Gate) servePost(w http.ResponseWriter, r *http.Request, srv *Server, vr
 		return
 	}
 	s.es.Used()
+	if isReq && !req.IsCall() && nerr != nil {
+		// A notification the gateway does not forward: there is no one to
+		// answer, so the refusal is the HTTP status.
+		g.refused(vr, ReasonMethod)
+		writeJSON(w, http.StatusBadRequest, rpcError(req.ID, jsonrpc.CodeMethodNotFound, nerr.Error()))
+		return
+	}
 	if !isReq || !req.IsCall() {
-		// A notification, or the agent's answer to the upstream's request
-		// (sampling, elicitation, roots): forwarded as it is.
+		// A known notification, or the agent's answer to the upstream's
+		// request (sampling, elicitation, roots): forwarded as it is.
 		g.forward(w, r, s, srv, body, nil, d, nil)
 		return
 	}
