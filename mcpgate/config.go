@@ -25,6 +25,7 @@ import (
 //	  max_message_bytes: 4MiB              # a larger client message is refused (413)
 //	  max_sessions: 1000                   # open sessions at once, all servers (0: no limit)
 //	  call_timeout: 5m                     # one request's whole time upstream
+//	  session_idle_timeout: 30m            # a session with no request nor open stream this long is ended
 //	  servers:
 //	    - name: github                     # served at /mcp/github; scopes mcp.github.*
 //	      url: http://127.0.0.1:9000/mcp   # an upstream over Streamable HTTP
@@ -41,6 +42,7 @@ type Config struct {
 	MaxMessageBytes      string         `yaml:"max_message_bytes"`
 	MaxSessions          int            `yaml:"max_sessions"`
 	CallTimeout          string         `yaml:"call_timeout"`
+	SessionIdleTimeout   string         `yaml:"session_idle_timeout"`
 	Servers              []ServerConfig `yaml:"servers"`
 }
 
@@ -63,6 +65,7 @@ type Settings struct {
 	MaxMessageBytes      int64
 	MaxSessions          int
 	CallTimeout          time.Duration
+	SessionIdleTimeout   time.Duration
 	Servers              []*Server
 }
 
@@ -159,6 +162,9 @@ func compile(c Config) (*Settings, error) {
 	}
 	if st.CallTimeout, err = latchkey.ParseDurationSetting(c.CallTimeout, 5*time.Minute); err != nil || st.CallTimeout <= 0 {
 		return fail("call_timeout must be a positive duration")
+	}
+	if st.SessionIdleTimeout, err = latchkey.ParseDurationSetting(c.SessionIdleTimeout, 30*time.Minute); err != nil || st.SessionIdleTimeout <= 0 {
+		return fail("session_idle_timeout must be a positive duration")
 	}
 	st.MaxMessageBytes = 4 << 20
 	if strings.TrimSpace(c.MaxMessageBytes) != "" {

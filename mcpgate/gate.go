@@ -49,6 +49,8 @@ const (
 	ReasonMethod         = "method_not_allowed"
 	ReasonToolChanged    = "tool_changed"
 	ReasonTooManySession = "too_many_sessions"
+	// EndSessionIdle: the session saw no request for session_idle_timeout.
+	EndSessionIdle = "session_idle"
 )
 
 // Gate is the MCP gateway. Its zero fields work except Settings and
@@ -69,6 +71,8 @@ type Gate struct {
 	Identify func(h http.Header, d latchkey.Decision, aud string)
 	Node     string
 	Logger   *slog.Logger
+	// Now is the clock (default time.Now).
+	Now func() time.Time
 
 	once     sync.Once
 	mu       sync.Mutex
@@ -76,6 +80,8 @@ type Gate struct {
 	bridges  map[string]*bridge
 	clients  map[string]*http.Client
 	closed   bool
+	stop     chan struct{}
+	reaper   sync.WaitGroup
 }
 
 // session is one agent session through the gateway. Its id is the
@@ -92,6 +98,8 @@ type session struct {
 	remove   func()
 	ended    atomic.Bool
 	endOnce  sync.Once
+	last     atomic.Int64 // unix nanoseconds of the last request
+	streams  atomic.Int32 // streams open (a GET, a POST being answered)
 
 	mu     sync.Mutex
 	tools  map[string]seenTool // as the upstream last listed them in this session
@@ -138,6 +146,21 @@ func (g *Gate) init() {
 // each session). It returns the first error.
 func (g *Gate) Start() error {
 	g.init()
+	g.stop = make(chan struct{})
+	g.reaper.Add(1)
+	go func() {
+		defer g.reaper.Done()
+		t := time.NewTicker(min(g.Settings.SessionIdleTimeout/4, 30*time.Second))
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				g.Reap(g.now())
+			case <-g.stop:
+				return
+			}
+		}
+	}()
 	for _, b := range g.bridges {
 		if err := b.start(); err != nil {
 			return err
@@ -151,6 +174,9 @@ func (g *Gate) Start() error {
 func (g *Gate) Close() {
 	g.init()
 	g.mu.Lock()
+	if g.stop != nil && !g.closed {
+		close(g.stop)
+	}
 	g.closed = true
 	ss := make([]*session, 0, len(g.sessions))
 	for _, s := range g.sessions {
@@ -163,6 +189,39 @@ func (g *Gate) Close() {
 	for _, b := range g.bridges {
 		b.close()
 	}
+	g.reaper.Wait()
+}
+
+func (g *Gate) now() time.Time {
+	if g.Now != nil {
+		return g.Now()
+	}
+	return time.Now()
+}
+
+// Reap ends the sessions idle at now: no request for the idle timeout,
+// and no stream open. (A client that goes away without DELETE would
+// otherwise keep its session, and a stdio server's process, for ever.)
+func (g *Gate) Reap(now time.Time) {
+	cut := now.Add(-g.Settings.SessionIdleTimeout).UnixNano()
+	g.mu.Lock()
+	var idle []*session
+	for _, s := range g.sessions {
+		if s.streams.Load() == 0 && s.last.Load() < cut {
+			idle = append(idle, s)
+		}
+	}
+	g.mu.Unlock()
+	for _, s := range idle {
+		g.end(s, EndSessionIdle)
+	}
+}
+
+// touch notes a request on s; the returned func ends a stream it opens.
+func (g *Gate) touch(s *session) func() {
+	s.last.Store(g.now().UnixNano())
+	s.streams.Add(1)
+	return func() { s.streams.Add(-1); s.last.Store(g.now().UnixNano()) }
 }
 
 // Handles reports whether path is the gateway's: /mcp/… or its RFC 9728

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/latchkeyhq/latchkey"
 )
@@ -318,5 +319,21 @@ func TestParseConfigRefuses(t *testing.T) {
 	}
 	if _, ok, err := ParseConfig([]byte("routes: []\n")); ok || err != nil {
 		t.Errorf("a file without mcp: ok %v err %v", ok, err)
+	}
+}
+
+// An abandoned session is ended after session_idle_timeout; one with a
+// request since is not.
+func TestGateReapsIdleSessions(t *testing.T) {
+	t.Parallel()
+	gs, _, sid := newTestGate(t)
+	g := gs.Config.Handler.(*Gate)
+	g.Reap(time.Now().Add(10 * time.Minute))
+	if resp, _ := post(t, gs.URL+"/mcp/s", sid, `{"jsonrpc":"2.0","id":1,"method":"ping"}`); resp.StatusCode != 200 {
+		t.Fatalf("a session 10 minutes idle (of 30) was ended: %d", resp.StatusCode)
+	}
+	g.Reap(time.Now().Add(31 * time.Minute))
+	if resp, _ := post(t, gs.URL+"/mcp/s", sid, `{"jsonrpc":"2.0","id":2,"method":"ping"}`); resp.StatusCode != 404 {
+		t.Fatalf("a session 31 minutes idle answers %d, want 404", resp.StatusCode)
 	}
 }

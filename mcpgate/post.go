@@ -87,6 +87,7 @@ func (g *Gate) servePost(w http.ResponseWriter, r *http.Request, srv *Server, vr
 	if !ok {
 		return
 	}
+	defer g.touch(s)()
 	s.es.Used()
 	if isReq && !req.IsCall() && nerr != nil {
 		// A notification the gateway does not forward: there is no one to
@@ -187,6 +188,7 @@ func (g *Gate) open(s *session, d latchkey.Decision, vr latchkey.VerifyRequest) 
 			break
 		}
 	}
+	s.last.Store(g.now().UnixNano())
 	g.mu.Lock()
 	g.sessions[s.id] = s
 	g.mu.Unlock()

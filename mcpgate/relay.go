@@ -412,6 +412,7 @@ func (g *Gate) serveStream(w http.ResponseWriter, r *http.Request, srv *Server, 
 	if !ok {
 		return
 	}
+	defer g.touch(s)()
 	ctx, cancel := mergeCtx(r.Context(), s.ctx)
 	defer cancel()
 	out, err := g.upstreamRequest(ctx, r, s, nil, d)

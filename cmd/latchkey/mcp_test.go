@@ -38,6 +38,7 @@ type mcpEnv struct {
 	calls   *mcptest.Calls // gh's
 	server  *mcp.Server    // gh's
 	callLog string         // local's calls, a line each
+	cfg     serveConfig
 }
 
 var (
@@ -69,6 +70,11 @@ func mcpServerBinary(t *testing.T) string {
 
 func newMCPEnv(t *testing.T, extra string) *mcpEnv {
 	t.Helper()
+	return newMCPEnvWith(t, extra, serveConfig{})
+}
+
+func newMCPEnvWith(t *testing.T, extra string, base serveConfig) *mcpEnv {
+	t.Helper()
 	e := &mcpEnv{calls: &mcptest.Calls{}}
 	e.server = mcptest.New(e.calls)
 	up := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return e.server }, nil))
@@ -89,7 +95,9 @@ func newMCPEnv(t *testing.T, extra string) *mcpEnv {
       env: {MCPTEST_CALL_LOG: %s}
       approval: [send_email]
 `, extra, up.URL, mcpServerBinary(t), e.callLog)), 0o600)
-	e.ts = startServerWith(t, dir, serveConfig{GatewayConfig: conf, GatewayListen: "127.0.0.1:0"})
+	base.GatewayConfig, base.GatewayListen = conf, "127.0.0.1:0"
+	e.cfg = base
+	e.ts = startServerWith(t, dir, base)
 	e.gw = "http://" + e.ts.d.gwAddr
 	e.admin = e.ts.client(e.ts.root)
 	return e
@@ -458,22 +466,42 @@ func TestMCPGatewayApprovalCLI(t *testing.T) {
 	if code, _, _ := cli(t, e.ts.url, approver, "mcp", "approve", h2.ID); code == 0 {
 		t.Error("a decided call was approved again")
 	}
+	// A revoke ends the held call too: the agent is answered at once and
+	// the call never reaches the upstream.
+	ch = call()
+	e.waitHeld(t, approver)
+	if _, err := e.admin.RevokeToken(context.Background(), agent.ID, "mid-hold"); err != nil {
+		t.Fatal(err)
+	}
+	revoked := time.Now()
+	select {
+	case r = <-ch:
+		if r.err == nil {
+			t.Errorf("the held call of a revoked token returned %v", r.res)
+		}
+		t.Logf("held call answered %v after the revoke", time.Since(revoked))
+	case <-time.After(5 * time.Second):
+		t.Fatal("the held call was still waiting 5s after its token was revoked")
+	}
+	if n := e.calls.Count("delete_repo"); n != 1 {
+		t.Errorf("delete_repo reached the upstream %d times, want 1", n)
+	}
 	e.ts.flush(t)
 	page, _ := e.admin.ListAudit(context.Background(), latchkey.AuditFilter{Action: latchkey.ActionMCPDecision, Limit: 10})
 	var states []string
 	for _, ev := range page.Events {
-		if ev.Actor == "" {
+		if ev.Actor == "" && ev.Reason != "cancelled" {
 			t.Errorf("decision without its approver: %+v", ev)
 		}
 		states = append(states, ev.Reason)
 	}
 	slices.Sort(states)
-	if !slices.Equal(states, []string{"approved", "denied"}) {
+	if !slices.Equal(states, []string{"approved", "cancelled", "denied"}) {
 		t.Errorf("decisions on record = %v", states)
 	}
 	holds, _ := e.admin.ListAudit(context.Background(), latchkey.AuditFilter{Action: latchkey.ActionMCPHold, Limit: 10})
-	if len(holds.Events) != 2 {
-		t.Errorf("%d holds on record, want 2", len(holds.Events))
+	if len(holds.Events) != 3 {
+		t.Errorf("%d holds on record, want 3", len(holds.Events))
 	}
 	all, _ := e.admin.ListAudit(context.Background(), latchkey.AuditFilter{Limit: 1000})
 	b, _ := json.Marshal(all)
@@ -538,10 +566,10 @@ func TestMCPGatewayToolPinning(t *testing.T) {
 
 // mcpRevokeLatency opens a session and its stream of server messages,
 // revokes the token, and times the stream's end from the revoke's answer.
-func mcpRevokeLatency(t *testing.T, e *mcpEnv) time.Duration {
+func mcpRevokeLatency(t *testing.T, e *mcpEnv, gw string) time.Duration {
 	t.Helper()
 	tok := e.token(t, "mcp.gh.tools.echo:call")
-	c := &rawMCP{t: t, url: e.gw + "/mcp/gh", token: tok.Plaintext}
+	c := &rawMCP{t: t, url: gw + "/mcp/gh", token: tok.Plaintext}
 	c.initialize()
 	req, _ := http.NewRequest("GET", c.url, nil)
 	req.Header.Set("Authorization", "Bearer "+tok.Plaintext)
@@ -577,7 +605,7 @@ func TestMCPGatewayRevokeLatency(t *testing.T) {
 	e := newMCPEnv(t, "")
 	var ds []time.Duration
 	for range 50 {
-		ds = append(ds, mcpRevokeLatency(t, e))
+		ds = append(ds, mcpRevokeLatency(t, e, e.gw))
 	}
 	p50, p99 := quantiles(ds)
 	t.Logf("MCP session end after revoke, 50 trials: p50 %v, p99 %v (target p99 <= 100ms)", p50, p99)
@@ -715,4 +743,20 @@ func BenchmarkMCPNoop(b *testing.B) {
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "calls/s")
 		})
 	}
+}
+
+// Revocation mid-session on every node: the session is on node B, the
+// revoke is made on node A (PostgreSQL, its change feed), 50 trials.
+func TestMCPGatewayRevokeAcrossNodes(t *testing.T) {
+	t.Parallel()
+	dsn := pgSchema(t)
+	e := newMCPEnvWith(t, "", serveConfig{Database: dsn, ServerKey: strings.Repeat("5c", 32), Poll: 200 * time.Millisecond})
+	b := startServerWith(t, t.TempDir(), e.cfg)
+	waitFor(t, func() bool { return follower(b.d).Listening() })
+	var ds []time.Duration
+	for range 50 {
+		ds = append(ds, mcpRevokeLatency(t, e, "http://"+b.d.gwAddr))
+	}
+	p50, p99 := quantiles(ds)
+	t.Logf("revoke on node A → MCP session on node B ended (PostgreSQL), 50 trials: p50 %v, p99 %v (target p99 <= 100ms)", p50, p99)
 }
