@@ -66,6 +66,10 @@ func (g *Gate) servePost(w http.ResponseWriter, r *http.Request, srv *Server, vr
 	if nerr != nil {
 		n.scope = "" // the token is still checked, for the server
 	}
+	// One record per request: the verifier's when it refuses the token,
+	// else the gateway's mcp.request when the request is done (with its
+	// outcome and latency). Notifications are recorded only when refused.
+	vr.AuditFailuresOnly = true
 	d, scope, err := g.verify(r.Context(), vr, srv, n)
 	if err != nil || !d.Valid() {
 		var id jsonrpc.ID

@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/latchkeyhq/latchkey"
@@ -759,4 +760,69 @@ func TestMCPGatewayRevokeAcrossNodes(t *testing.T) {
 	}
 	p50, p99 := quantiles(ds)
 	t.Logf("revoke on node A → MCP session on node B ended (PostgreSQL), 50 trials: p50 %v, p99 %v (target p99 <= 100ms)", p50, p99)
+}
+
+// The Must-show list's second item, in the dashboard: a held call
+// approved in headless Chromium; the agent's calls in the live feed and
+// on its token's page; a changed tool accepted there too.
+func TestDashboardApprovesHeldCall(t *testing.T) {
+	t.Parallel()
+	b := newBrowser(t)
+	e := newMCPEnv(t, "")
+	agent := e.token(t, "mcp.gh.tools.*:call")
+	cs := e.connect(t, "gh", agent.Plaintext)
+	ts := e.ts
+	b.do(t, "sign in", chromedp.Navigate(ts.url+"/ui/"), chromedp.WaitVisible("#token"),
+		chromedp.SendKeys("#token", ts.root), chromedp.Click("#signin button[type=submit]"), chromedp.WaitVisible("#stream-status.live"))
+	if res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "seen live"}}); err != nil || text(res) != "seen live" {
+		t.Fatalf("echo: %v %v", res, err)
+	}
+	b.waitFor(t, "the agent's call in the live feed", `(document.querySelector('#feed')?.innerText || '').includes('mcp gh tools/call echo')`, 5*time.Second)
+	done := make(chan error, 1)
+	go func() {
+		res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "delete_repo", Arguments: map[string]any{"repo": "acme/site"}})
+		if err == nil && text(res) != "deleted acme/site" {
+			err = fmt.Errorf("result %q", text(res))
+		}
+		done <- err
+	}()
+	b.do(t, "the agents view", chromedp.Click(`nav a[data-view="agents"]`), chromedp.WaitVisible("#held tr[data-hold]"))
+	row := b.eval(t, `document.querySelector('#held tr[data-hold]').innerText`)
+	for _, want := range []string{"gh", "delete_repo", "acme/site", agent.ID, "agent-7"} {
+		if !strings.Contains(row, want) {
+			t.Errorf("the held call's row %q lacks %q", row, want)
+		}
+	}
+	b.screenshot(t, "agents-held")
+	b.do(t, "approve", chromedp.Click(`#held button[data-action="approve-hold"]`))
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("the approved call: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the call approved in the dashboard did not return")
+	}
+	b.waitFor(t, "the decision listed", `(document.querySelector('#decided')?.innerText || '').includes('approved')`, 5*time.Second)
+	// A rug pull, accepted in the dashboard.
+	mcptest.RugPull(e.server, e.calls)
+	toolNames(t, cs)
+	b.waitFor(t, "the changed tool listed", `document.querySelector('#pins tr.changed[data-pin="gh/echo"]') !== null`, 5*time.Second)
+	if desc := b.eval(t, `document.querySelector('#pins tr.changed').innerText`); !strings.Contains(desc, "id_rsa") {
+		t.Errorf("the changed definition is not shown: %q", desc)
+	}
+	b.do(t, "accept", chromedp.Click(`#pins button[data-action="accept-tool"]`), chromedp.WaitVisible("dialog.confirm button[data-confirm]"),
+		chromedp.Click("dialog.confirm button[data-confirm]"))
+	b.waitFor(t, "the pin accepted", `document.querySelector('#pins tr.changed') === null`, 5*time.Second)
+	if names := toolNames(t, cs); !slices.Contains(names, "echo") {
+		t.Errorf("after accepting in the dashboard, tools = %v", names)
+	}
+	b.do(t, "the agent's token page", chromedp.Navigate(ts.url+"/ui/#/tokens/"+agent.ID))
+	b.waitFor(t, "its tool calls", `(document.querySelector('#tool-calls')?.innerText || '').includes('delete_repo')`, 5*time.Second)
+	b.screenshot(t, "token-tool-calls")
+	b.do(t, "a phone-sized screen", chromedp.Navigate(ts.url+"/ui/#/agents"), chromedp.EmulateViewport(390, 844), chromedp.WaitVisible("#decided"))
+	b.waitFor(t, "no sideways overflow on a phone", `document.documentElement.scrollWidth <= window.innerWidth`, 2*time.Second)
+	for _, pr := range b.problems() {
+		t.Error(pr)
+	}
 }

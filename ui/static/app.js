@@ -5,6 +5,7 @@ import { liveView } from './live.js';
 import { tokensView, tokenView, createView } from './tokens.js';
 import { securityView } from './security.js';
 import { sessionsView } from './sessions.js';
+import { agentsView } from './agents.js';
 import { auditView } from './audit.js';
 
 const main = document.getElementById('main');
@@ -85,6 +86,7 @@ function route() {
     else if (parts[0] === 'tokens') cleanup = tokensView(view);
     else if (parts[0] === 'security') cleanup = securityView(view);
     else if (parts[0] === 'sessions') cleanup = sessionsView(view);
+    else if (parts[0] === 'agents') cleanup = agentsView(view);
     else if (parts[0] === 'audit') cleanup = auditView(view, { token_id: parts[1] || '' });
     else cleanup = liveView(view);
   } catch (err) {

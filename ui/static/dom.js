@@ -91,6 +91,16 @@ export function tokenLink(id) {
   return h('a', { href: `#/tokens/${encodeURIComponent(id)}`, class: 'mono' }, id);
 }
 
+// request is what a record asked for: an agent's MCP method and tool
+// (mcp gh tools/call delete_repo), else its HTTP method and path.
+function request(ev) {
+  const d = ev.detail || {};
+  if ((ev.action === 'mcp' || ev.action === 'mcp.request') && d.server) {
+    return ['mcp', d.server, d.method, d.tool || d.resource || d.prompt].filter(Boolean).join(' ');
+  }
+  return [ev.method, ev.path].filter(Boolean).join(' ') || '—';
+}
+
 // The columns an audit record can be shown with, by name: the live feed,
 // a token's recent attempts and the audit view each pick theirs.
 const COLUMNS = {
@@ -104,8 +114,8 @@ const COLUMNS = {
   subject: ['Subject', (ev) => h('td', null, ev.subject || '—')],
   actor: ['Actor', (ev) => h('td', { class: 'mono' }, ev.actor || '—')],
   source: ['Source', (ev) => h('td', { class: 'mono' }, ev.client_ip || '—')],
-  request: ['Request', (ev) => h('td', { class: 'mono' }, [ev.method, ev.path].filter(Boolean).join(' ') || '—')],
-  latency: ['Latency', (ev) => h('td', { class: 'num' }, ev.kind === 'verify' ? latency(ev.latency_ns) : '—')],
+  request: ['Request', (ev) => h('td', { class: 'mono' }, request(ev))],
+  latency: ['Latency', (ev) => h('td', { class: 'num' }, ev.kind === 'verify' || ev.action === 'mcp.request' ? latency(ev.latency_ns) : '—')],
   reason: ['Reason', (ev) => h('td', { class: 'muted' }, ev.reason || '')],
 };
 

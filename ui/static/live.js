@@ -118,7 +118,8 @@ export function liveView(root) {
   es.addEventListener('audit', (m) => {
     let ev;
     try { ev = JSON.parse(m.data); } catch { return; }
-    if (ev.kind !== 'verify') {
+    // An agent's MCP request is an attempt like an HTTP one.
+    if (ev.kind !== 'verify' && ev.action !== 'mcp.request') {
       change(ev);
       return;
     }

@@ -5,6 +5,8 @@ import { h, replace, when, ago, badge, tokenLink, notice, confirmDialog, copyBut
 
 // The columns of a token's recent attempts.
 const ATTEMPTS = ['time', 'outcome', 'source', 'request', 'latency', 'reason'];
+// The columns of a token's tool calls through the MCP gateway.
+const TOOL_CALLS = ['time', 'outcome', 'request', 'latency', 'reason'];
 
 function statusBadge(t) {
   if (t.status === 'active' && t.expires_at && new Date(t.expires_at) <= new Date()) return badge('expired', 'refused');
@@ -191,9 +193,10 @@ export function tokenView(root, id) {
       return;
     }
     if (!alive) return;
-    const [children, attempts] = await Promise.all([
+    const [children, attempts, toolCalls] = await Promise.all([
       api.v1('GET', '/tokens' + api.query({ parent: id, limit: 50 })).catch((e) => e),
       api.v1('GET', '/audit' + api.query({ token_id: id, kind: 'verify', limit: 20 })).catch((e) => e),
+      api.v1('GET', '/audit' + api.query({ token_id: id, action: 'mcp.request', limit: 20 })).catch((e) => e),
     ]);
     if (!alive) return;
     const c = t.constraints || t;
@@ -243,6 +246,10 @@ export function tokenView(root, id) {
     const kids = children instanceof Error ? notice(children.message)
       : children.tokens.length ? h('ul', { class: 'plain' }, children.tokens.map((k) => h('li', null, tokenLink(k.id), ' ', k.name || '', ' ', statusBadge(k))))
         : h('span', { class: 'muted' }, 'none');
+    const calls = toolCalls instanceof Error ? notice(toolCalls.message)
+      : toolCalls.events.length ? h('div', { class: 'scroll' }, h('table', { class: 'feed' },
+        recordHead(TOOL_CALLS),
+        h('tbody', { id: 'tool-calls' }, toolCalls.events.map((ev) => recordRow(ev, TOOL_CALLS))))) : null;
     const recent = attempts instanceof Error ? notice(attempts.message)
       : h('div', { class: 'scroll' }, h('table', { class: 'feed' },
         recordHead(ATTEMPTS),
@@ -286,7 +293,8 @@ export function tokenView(root, id) {
           t.rotated_at && ['Rotated', when(t.rotated_at)],
           ['Children', kids],
         ]))),
-      h('h2', null, 'Recent attempts ', h('a', { href: `#/audit/${encodeURIComponent(id)}`, class: 'quiet-link', id: 'all-records' }, '(all records)')), recent);
+      h('h2', null, 'Recent attempts ', h('a', { href: `#/audit/${encodeURIComponent(id)}`, class: 'quiet-link', id: 'all-records' }, '(all records)')), recent,
+      calls ? h('h2', null, 'Tool calls (MCP)') : null, calls);
   };
   load();
   return () => { alive = false; };
