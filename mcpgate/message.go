@@ -354,3 +354,17 @@ func rpcError(id jsonrpc.ID, code int64, msg string) []byte {
 	b, _ := jsonrpc.EncodeMessage(&jsonrpc.Response{ID: id, Error: &jsonrpc.Error{Code: code, Message: msg}})
 	return b
 }
+
+// mediaType is a Content-Type's (or an Accept part's) type, without its
+// parameters, in lower case: what mime.ParseMediaType gives, without its
+// cost for the parameters the gateway never reads.
+func mediaType(v string) string {
+	t, _, _ := strings.Cut(v, ";")
+	t = strings.TrimSpace(t)
+	for i := 0; i < len(t); i++ {
+		if 'A' <= t[i] && t[i] <= 'Z' {
+			return strings.ToLower(t)
+		}
+	}
+	return t
+}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"mime"
 	"net/http"
 	"strings"
 	"sync"
@@ -20,7 +19,7 @@ import (
 // servePost takes one JSON-RPC message.
 func (g *Gate) servePost(w http.ResponseWriter, r *http.Request, srv *Server, vr *latchkey.VerifyRequest) {
 	start := time.Now()
-	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct != "application/json" {
+	if ct := mediaType(r.Header.Get("Content-Type")); ct != "application/json" {
 		g.refuse(w, vr, ReasonBadMessage, http.StatusUnsupportedMediaType, `{"error":"invalid_request","error_description":"Content-Type must be application/json"}`)
 		return
 	}
@@ -128,7 +127,7 @@ func (g *Gate) servePost(w http.ResponseWriter, r *http.Request, srv *Server, vr
 func accepts(values []string, typ string) bool {
 	for _, v := range values {
 		for _, part := range strings.Split(v, ",") {
-			mt, _, _ := mime.ParseMediaType(strings.TrimSpace(part))
+			mt := mediaType(strings.TrimSpace(part))
 			if mt == typ || mt == "*/*" || (strings.HasSuffix(mt, "/*") && strings.HasPrefix(typ, strings.TrimSuffix(mt, "*"))) {
 				return true
 			}

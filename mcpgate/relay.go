@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"mime"
 	"net/http"
 	"sync"
 
@@ -173,7 +172,7 @@ func (g *Gate) answer(sw *sseWriter, c *call, resp *http.Response) {
 		}
 	}
 	g.sessionGone(s, resp)
-	ct, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	ct := mediaType(resp.Header.Get("Content-Type"))
 	switch {
 	case resp.StatusCode == http.StatusOK && ct == "application/json":
 		b, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer+1))
@@ -362,7 +361,7 @@ func readAnswer(resp *http.Response, id jsonrpc.ID) (json.RawMessage, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("upstream answered HTTP %d", resp.StatusCode)
 	}
-	ct, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	ct := mediaType(resp.Header.Get("Content-Type"))
 	pick := func(b []byte) (json.RawMessage, bool, error) {
 		m, ok := answerTo(b, id)
 		if !ok {
@@ -428,7 +427,7 @@ func (g *Gate) serveStream(w http.ResponseWriter, r *http.Request, srv *Server, 
 	}
 	defer resp.Body.Close()
 	g.sessionGone(s, resp)
-	ct, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	ct := mediaType(resp.Header.Get("Content-Type"))
 	if resp.StatusCode != http.StatusOK || ct != "text/event-stream" {
 		w.WriteHeader(resp.StatusCode)
 		io.Copy(w, io.LimitReader(resp.Body, 64<<10))
