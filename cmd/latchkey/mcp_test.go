@@ -826,3 +826,35 @@ func TestDashboardApprovesHeldCall(t *testing.T) {
 		t.Error(pr)
 	}
 }
+
+// MCP sessions are listed and ended with the database sessions
+// (GET and DELETE /v1/sessions).
+func TestMCPGatewaySessionsAPI(t *testing.T) {
+	t.Parallel()
+	e := newMCPEnv(t, "")
+	tok := e.token(t, "mcp.local.tools.echo:call")
+	c := &rawMCP{t: t, url: e.gw + "/mcp/local", token: tok.Plaintext}
+	c.initialize()
+	list, err := e.admin.ListSessions(context.Background(), tok.ID)
+	if err != nil || len(list.Sessions) != 1 {
+		t.Fatalf("sessions: %+v %v", list, err)
+	}
+	s := list.Sessions[0]
+	if s.Door != "mcp" || s.Resource != "local" || s.Subject != "agent-7" || s.ID != c.session {
+		t.Errorf("session = %+v", s)
+	}
+	if err := e.admin.EndSession(context.Background(), s.ID); err != nil {
+		t.Fatal(err)
+	}
+	if resp, _ := c.post(`{"jsonrpc":"2.0","id":5,"method":"ping"}`); resp.StatusCode != 404 {
+		t.Errorf("a request on the ended session: %d, want 404", resp.StatusCode)
+	}
+	e.ts.flush(t)
+	page, _ := e.admin.ListAudit(context.Background(), latchkey.AuditFilter{Action: latchkey.ActionMCPSessionEnd, TokenID: tok.ID, Limit: 5})
+	if len(page.Events) != 1 || page.Events[0].Reason != "ended_by_admin" || page.Events[0].Actor == "" {
+		t.Errorf("session end records = %+v", page.Events)
+	}
+	// The token still works: a new session opens.
+	c2 := &rawMCP{t: t, url: e.gw + "/mcp/local", token: tok.Plaintext}
+	c2.initialize()
+}

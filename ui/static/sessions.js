@@ -1,10 +1,10 @@
-// Sessions: the database connections open through this node's gateway,
+// Sessions: the database connections and MCP sessions open through this node's gateways,
 // each with a button that ends it, and the sessions that ended lately
 // (from the audit log, so every node's).
 import * as api from './api.js';
 import { h, replace, stamp, ago, badge, tokenLink, notice, confirmDialog } from './dom.js';
 
-const HEAD = ['Token', 'Subject', 'Source', 'Database', 'Role', 'Started', 'Statements', 'Node', ''];
+const HEAD = ['Token', 'Subject', 'Source', 'Resource', 'Role', 'Started', 'Statements / requests', 'Node', ''];
 
 export function sessionsView(root) {
   let alive = true;
@@ -12,7 +12,7 @@ export function sessionsView(root) {
   const msg = h('div');
   const recent = h('div', { id: 'ended-box' });
   replace(root, h('h1', null, 'Sessions'),
-    h('p', { class: 'muted' }, 'Database connections admitted by a token and open now on the node that serves this page. ' +
+    h('p', { class: 'muted' }, 'Database connections and MCP (agent) sessions admitted by a token and open now on the node that serves this page. ' +
       'Ending one closes it at once; the token still works, so revoke the token to keep it out.'),
     msg, open,
     h('h2', null, 'Ended lately'), recent);
@@ -27,7 +27,7 @@ export function sessionsView(root) {
           h('td', null, tokenLink(s.token_id)),
           h('td', null, s.subject || '—'),
           h('td', { class: 'mono' }, s.client_ip || '—'),
-          h('td', { class: 'mono' }, s.resource),
+          h('td', { class: 'mono' }, s.door === 'mcp' ? `mcp ${s.resource}` : s.resource),
           h('td', { class: 'mono' }, s.role || '—'),
           h('td', { class: 'mono nowrap', title: ago(s.started) }, stamp(s.started)),
           h('td', { class: 'num' }, String(s.statements)),
