@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -474,6 +475,13 @@ func (d *daemon) start() {
 	}
 	if d.gw != nil {
 		d.logger.Info("gateway listening", "addr", "http://"+d.gwAddr, "routes", len(d.gw.Table().Routes))
+		if d.mcps != nil {
+			names := make([]string, 0, len(d.mcps.Servers))
+			for _, s := range d.mcps.Servers {
+				names = append(names, "/mcp/"+s.Name)
+			}
+			d.logger.Info("mcp gateway", "servers", strings.Join(names, " "))
+		}
 	}
 	if !d.servers[0].tls && !isLoopbackAddr(d.addr) {
 		d.logger.Warn("serving plain HTTP on a non-loopback address: tokens will cross the network in clear text; use --tls-cert and --tls-key",

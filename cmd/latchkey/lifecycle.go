@@ -309,11 +309,12 @@ func cmdGateway(ctx context.Context, args []string, stderr io.Writer, getenv env
 }
 
 const sessionsDoc = `
-Open sessions: the database connections the node that answers admitted with
-a token and still holds (each node lists its own). "sessions list" shows
-them with their statements so far; "sessions end ID" ends one now (its
-client is told an administrator ended it; the end is audited with your
-token as the actor). The token is untouched: revoke it to keep it out.
+Open sessions: the database connections and MCP (agent) sessions the node
+that answers admitted with a token and still holds (each node lists its
+own). "sessions list" shows them with their statements (or MCP requests) so
+far; "sessions end ID" ends one now (a database client is told an
+administrator ended it, an agent's session id answers 404; the end is
+audited with your token as the actor). The token is untouched: revoke it to keep it out.
 Listing needs latchkey:audit:read, ending latchkey:tokens:write.`
 
 func cmdSessions(ctx context.Context, args []string, stdout, stderr io.Writer, getenv env) int {
@@ -361,9 +362,9 @@ func cmdSessions(ctx context.Context, args []string, stdout, stderr io.Writer, g
 		return exitOK
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tTOKEN\tSUBJECT\tSOURCE\tDATABASE\tROLE\tSTARTED\tSTATEMENTS\tNODE")
+	fmt.Fprintln(tw, "ID\tDOOR\tTOKEN\tSUBJECT\tSOURCE\tRESOURCE\tROLE\tSTARTED\tSTATEMENTS\tNODE")
 	for _, s := range list.Sessions {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", s.ID, s.TokenID, orDash(s.Subject), orDash(s.ClientIP),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", s.ID, s.Door, s.TokenID, orDash(s.Subject), orDash(s.ClientIP),
 			s.Resource, orDash(s.Role), fmtTime(s.Started), s.Statements, s.Node)
 	}
 	tw.Flush()
