@@ -21,6 +21,7 @@ import (
 //	mcp:
 //	  public_url: https://gw.example.com   # how clients reach the gateway (default: from the request)
 //	  authorization_servers: []            # for the RFC 9728 document (issuers)
+//	  allowed_origins: []                  # browser origins besides the gateway's own (Origin is checked when sent)
 //	  approval_timeout: 5m                 # a held call is denied after this
 //	  max_message_bytes: 4MiB              # a larger client message is refused (413)
 //	  max_sessions: 1000                   # open sessions at once, all servers (0: no limit)
@@ -38,6 +39,7 @@ import (
 type Config struct {
 	PublicURL            string         `yaml:"public_url"`
 	AuthorizationServers []string       `yaml:"authorization_servers"`
+	AllowedOrigins       []string       `yaml:"allowed_origins"`
 	ApprovalTimeout      string         `yaml:"approval_timeout"`
 	MaxMessageBytes      string         `yaml:"max_message_bytes"`
 	MaxSessions          int            `yaml:"max_sessions"`
@@ -61,6 +63,7 @@ type ServerConfig struct {
 type Settings struct {
 	PublicURL            *url.URL // nil: from each request
 	AuthorizationServers []string
+	AllowedOrigins       []string
 	ApprovalTimeout      time.Duration
 	MaxMessageBytes      int64
 	MaxSessions          int
@@ -152,6 +155,13 @@ func compile(c Config) (*Settings, error) {
 		if u, err := url.Parse(as); err != nil || u.Scheme != "https" && u.Scheme != "http" || u.Host == "" {
 			return fail("authorization_servers: %q is not an issuer URL", as)
 		}
+	}
+	for _, o := range c.AllowedOrigins {
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			return fail("allowed_origins: %q is not an origin (scheme://host[:port])", o)
+		}
+		st.AllowedOrigins = append(st.AllowedOrigins, strings.TrimSuffix(o, "/"))
 	}
 	if st.MaxSessions < 0 {
 		return fail("max_sessions must not be negative")

@@ -49,6 +49,7 @@ const (
 	ReasonMethod         = "method_not_allowed"
 	ReasonToolChanged    = "tool_changed"
 	ReasonTooManySession = "too_many_sessions"
+	ReasonOrigin         = "bad_origin"
 	// EndSessionIdle: the session saw no request for session_idle_timeout.
 	EndSessionIdle = "session_idle"
 )
@@ -261,6 +262,12 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.refuse(w, &vr, edge.ReasonNoRoute, http.StatusNotFound, edge.AnswerNoRoute)
 		return
 	}
+	if o := r.Header.Get("Origin"); o != "" && !g.originAllowed(r, srv, o) {
+		// The specification's defence against DNS rebinding: a page in a
+		// browser may send to the gateway only from an origin it names.
+		g.refuse(w, &vr, ReasonOrigin, http.StatusForbidden, `{"error":"invalid_request","error_description":"this Origin may not use the MCP gateway (mcp.allowed_origins)"}`)
+		return
+	}
 	token, present := edge.Credential(r, "")
 	if !present {
 		g.refused(&vr, edge.ReasonNoCredential)
@@ -291,6 +298,19 @@ func (g *Gate) refused(vr *latchkey.VerifyRequest, reason string) {
 	if g.Refuser != nil {
 		g.Refuser.Refuse(vr, reason)
 	}
+}
+
+// originAllowed: an Origin is the gateway's own (that of the resource
+// URL) or one the file allows.
+func (g *Gate) originAllowed(r *http.Request, srv *Server, origin string) bool {
+	for _, a := range g.Settings.AllowedOrigins {
+		if strings.EqualFold(a, origin) {
+			return true
+		}
+	}
+	u := g.resourceURL(r, srv)
+	own := u[:strings.Index(u, "/mcp/")]
+	return strings.EqualFold(origin, own)
 }
 
 // resourceURL is the server's URL as the client reaches it: the

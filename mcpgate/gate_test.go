@@ -337,3 +337,29 @@ func TestGateReapsIdleSessions(t *testing.T) {
 		t.Fatalf("a session 31 minutes idle answers %d, want 404", resp.StatusCode)
 	}
 }
+
+// The DNS-rebinding defence: a browser's Origin other than the gateway's
+// own is refused before anything else.
+func TestGateChecksOrigin(t *testing.T) {
+	t.Parallel()
+	gs, _, sid := newTestGate(t)
+	for _, tc := range []struct {
+		origin string
+		want   int
+	}{{"http://evil.example", 403}, {gs.URL, 200}, {"null", 403}} {
+		req, _ := http.NewRequest("POST", gs.URL+"/mcp/s", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
+		req.Header.Set("Authorization", "Bearer good")
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Mcp-Session-Id", sid)
+		req.Header.Set("Origin", tc.origin)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("Origin %q: %d, want %d", tc.origin, resp.StatusCode, tc.want)
+		}
+	}
+}
