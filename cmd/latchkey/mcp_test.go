@@ -78,7 +78,8 @@ func newMCPEnvWith(t *testing.T, extra string, base serveConfig) *mcpEnv {
 	t.Helper()
 	e := &mcpEnv{calls: &mcptest.Calls{}}
 	e.server = mcptest.New(e.calls)
-	up := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return e.server }, nil))
+	up := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return e.server },
+		&mcp.StreamableHTTPOptions{EventStore: mcp.NewMemoryEventStore(nil)})) // so that streams can be resumed
 	t.Cleanup(up.Close)
 	dir := t.TempDir()
 	e.callLog = filepath.Join(dir, "calls.log")
@@ -857,4 +858,123 @@ func TestMCPGatewaySessionsAPI(t *testing.T) {
 	// The token still works: a new session opens.
 	c2 := &rawMCP{t: t, url: e.gw + "/mcp/local", token: tok.Plaintext}
 	c2.initialize()
+}
+
+// What passes through a session both ways: progress notifications, the
+// upstream's request to the client (sampling) and the client's answer,
+// and cancellation; over both upstreams.
+func TestMCPGatewayPassThrough(t *testing.T) {
+	t.Parallel()
+	e := newMCPEnv(t, "")
+	for _, server := range []string{"gh", "local"} {
+		t.Run(server, func(t *testing.T) {
+			tok := e.token(t, "mcp."+server+".tools.*:call")
+			var mu sync.Mutex
+			var progress []float64
+			c := mcp.NewClient(&mcp.Implementation{Name: "latchkey-test", Version: "1"}, &mcp.ClientOptions{
+				ProgressNotificationHandler: func(_ context.Context, r *mcp.ProgressNotificationClientRequest) {
+					mu.Lock()
+					progress = append(progress, r.Params.Progress)
+					mu.Unlock()
+				},
+				CreateMessageHandler: func(context.Context, *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
+					return &mcp.CreateMessageResult{Model: "test", Role: "assistant", Content: &mcp.TextContent{Text: "hi"}}, nil
+				},
+			})
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			cs, err := c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: e.gw + "/mcp/" + server, MaxRetries: -1,
+				HTTPClient: &http.Client{Transport: bearer{tok.Plaintext, http.DefaultTransport}}}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cs.Close()
+			params := &mcp.CallToolParams{Name: "progress"}
+			params.SetProgressToken("p1")
+			if res, err := cs.CallTool(ctx, params); err != nil || text(res) != "done" {
+				t.Fatalf("progress: %v %v", res, err)
+			}
+			waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(progress) == 3 })
+			if res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "ask"}); err != nil || text(res) != "the model said: hi" {
+				t.Fatalf("sampling through the gateway: %v %v", res, err)
+			}
+			short, stop := context.WithTimeout(ctx, 300*time.Millisecond)
+			_, err = cs.CallTool(short, &mcp.CallToolParams{Name: "wait"})
+			stop()
+			if err == nil {
+				t.Fatal("the cancelled call returned")
+			}
+			if server == "gh" {
+				waitFor(t, func() bool { return e.calls.Count("wait-cancelled") == 1 })
+			} else {
+				waitFor(t, func() bool { return e.localCalls("wait-cancelled") == 1 })
+			}
+			// The session goes on.
+			if res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "still here"}}); err != nil || text(res) != "still here" {
+				t.Fatalf("after the cancellation: %v %v", res, err)
+			}
+		})
+	}
+}
+
+// Last-Event-ID passes through: a call's stream cut before its answer is
+// resumed with a GET naming the last event seen, and the answer arrives
+// there (the upstream keeps its events).
+func TestMCPGatewayResumesStream(t *testing.T) {
+	t.Parallel()
+	e := newMCPEnv(t, "")
+	tok := e.token(t, "mcp.gh.tools.slow:call")
+	c := &rawMCP{t: t, url: e.gw + "/mcp/gh", token: tok.Plaintext}
+	c.initialize()
+	req, _ := http.NewRequest("POST", c.url, strings.NewReader(`{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"slow"}}`))
+	req.Header.Set("Authorization", "Bearer "+tok.Plaintext)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Mcp-Session-Id", c.session)
+	req.Header.Set("Mcp-Protocol-Version", "2025-11-25")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Read up to the priming event's id, then drop the connection.
+	br := bufio.NewReader(resp.Body)
+	var last string
+	for last == "" {
+		l, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("the stream ended before an event id: %v", err)
+		}
+		if id, ok := strings.CutPrefix(strings.TrimSpace(l), "id: "); ok {
+			last = id
+		}
+	}
+	resp.Body.Close()
+	get, _ := http.NewRequest("GET", c.url, nil)
+	get.Header.Set("Authorization", "Bearer "+tok.Plaintext)
+	get.Header.Set("Accept", "text/event-stream")
+	get.Header.Set("Mcp-Session-Id", c.session)
+	get.Header.Set("Last-Event-ID", last)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var gr *http.Response
+	for range 100 {
+		// 409 while the upstream still holds the cut stream (the gateway
+		// notices the client's disconnect, then cancels its own request):
+		// a client retries, as the SDKs do.
+		if gr, err = http.DefaultClient.Do(get.WithContext(ctx)); err != nil || gr.StatusCode != http.StatusConflict {
+			break
+		}
+		gr.Body.Close()
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil || gr.StatusCode != 200 {
+		t.Fatalf("resume: %v %v", gr, err)
+	}
+	defer gr.Body.Close()
+	for d := range sseLines(gr.Body) {
+		if strings.Contains(d, "woke") && strings.Contains(d, `"id":9`) {
+			return
+		}
+	}
+	t.Fatal("the resumed stream did not carry the answer")
 }
