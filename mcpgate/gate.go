@@ -501,15 +501,22 @@ func (g *Gate) sessionFor(w http.ResponseWriter, r *http.Request, vr *latchkey.V
 	return s, true
 }
 
-// serveDelete ends the session at the client's request.
-func (g *Gate) serveDelete(w http.ResponseWriter, r *http.Request, srv *Server, vr *latchkey.VerifyRequest) {
+// admitSession checks the token of a GET or DELETE (any scope of the
+// server; only a refusal is recorded) and the session it names.
+func (g *Gate) admitSession(w http.ResponseWriter, r *http.Request, vr *latchkey.VerifyRequest, srv *Server) (*session, latchkey.Decision, bool) {
 	vr.AuditFailuresOnly = true
 	d, scope, err := g.verify(r.Context(), vr, srv, need{})
 	if err != nil || !d.Valid() {
 		g.deny(w, r, srv, d, err, scope, jsonrpc.ID{})
-		return
+		return nil, d, false
 	}
 	s, ok := g.sessionFor(w, r, vr, srv, d)
+	return s, d, ok
+}
+
+// serveDelete ends the session at the client's request.
+func (g *Gate) serveDelete(w http.ResponseWriter, r *http.Request, srv *Server, vr *latchkey.VerifyRequest) {
+	s, _, ok := g.admitSession(w, r, vr, srv)
 	if !ok {
 		return
 	}

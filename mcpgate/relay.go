@@ -94,24 +94,34 @@ func (g *Gate) forward(w http.ResponseWriter, r *http.Request, s *session, srv *
 	if c == nil {
 		ctx, cancel := mergeCtx(r.Context(), s.ctx)
 		defer cancel()
-		out, err := g.upstreamRequest(ctx, r, s, body, d)
-		if err != nil {
-			edge.Refuse(w, http.StatusBadGateway, `{"error":"upstream_unavailable"}`)
-			return
-		}
-		resp, err := g.clients[srv.Name].Do(out)
-		if err != nil {
-			g.upstreamFailed(srv, err)
-			edge.Refuse(w, http.StatusBadGateway, `{"error":"upstream_unavailable"}`)
+		resp, ok := g.send(ctx, w, r, s, body, d)
+		if !ok {
 			return
 		}
 		defer resp.Body.Close()
-		g.sessionGone(s, resp)
 		w.WriteHeader(resp.StatusCode)
 		io.Copy(w, io.LimitReader(resp.Body, 64<<10))
 		return
 	}
 	g.relay(&sseWriter{w: w}, r, c, body)
+}
+
+// send makes the request to the upstream (a message, or nil for the GET
+// stream) and returns its answer, or answers 502 itself.
+func (g *Gate) send(ctx context.Context, w http.ResponseWriter, r *http.Request, s *session, body []byte, d latchkey.Decision) (*http.Response, bool) {
+	out, err := g.upstreamRequest(ctx, r, s, body, d)
+	if err != nil {
+		edge.Refuse(w, http.StatusBadGateway, `{"error":"upstream_unavailable"}`)
+		return nil, false
+	}
+	resp, err := g.clients[s.srv.Name].Do(out)
+	if err != nil {
+		g.upstreamFailed(s.srv, err)
+		edge.Refuse(w, http.StatusBadGateway, `{"error":"upstream_unavailable"}`)
+		return nil, false
+	}
+	g.sessionGone(s, resp)
+	return resp, true
 }
 
 func (g *Gate) upstreamFailed(srv *Server, err error) {
@@ -401,32 +411,18 @@ func (g *Gate) serveStream(w http.ResponseWriter, r *http.Request, srv *Server, 
 		g.refuse(w, vr, ReasonBadMessage, http.StatusNotAcceptable, `{"error":"invalid_request","error_description":"Accept must list text/event-stream"}`)
 		return
 	}
-	vr.AuditFailuresOnly = true
-	d, scope, err := g.verify(r.Context(), vr, srv, need{})
-	if err != nil || !d.Valid() {
-		g.deny(w, r, srv, d, err, scope, jsonrpc.ID{})
-		return
-	}
-	s, ok := g.sessionFor(w, r, vr, srv, d)
+	s, d, ok := g.admitSession(w, r, vr, srv)
 	if !ok {
 		return
 	}
 	defer g.touch(s)()
 	ctx, cancel := mergeCtx(r.Context(), s.ctx)
 	defer cancel()
-	out, err := g.upstreamRequest(ctx, r, s, nil, d)
-	if err != nil {
-		edge.Refuse(w, http.StatusBadGateway, `{"error":"upstream_unavailable"}`)
-		return
-	}
-	resp, err := g.clients[srv.Name].Do(out)
-	if err != nil {
-		g.upstreamFailed(srv, err)
-		edge.Refuse(w, http.StatusBadGateway, `{"error":"upstream_unavailable"}`)
+	resp, ok := g.send(ctx, w, r, s, nil, d)
+	if !ok {
 		return
 	}
 	defer resp.Body.Close()
-	g.sessionGone(s, resp)
 	ct := mediaType(resp.Header.Get("Content-Type"))
 	if resp.StatusCode != http.StatusOK || ct != "text/event-stream" {
 		w.WriteHeader(resp.StatusCode)
