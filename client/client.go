@@ -381,8 +381,8 @@ func (c *Client) ReportLeaks(ctx context.Context, reports []LeakReport) ([]LeakR
 	return out, nil
 }
 
-// ListHolds lists the tool calls the MCP gateway holds on the node that
-// answers, and the last decided.
+// ListHolds lists the tool calls the MCP gateway holds, and the last
+// decided.
 func (c *Client) ListHolds(ctx context.Context) (*HeldCallList, error) {
 	var out HeldCallList
 	if err := c.do(ctx, "GET", "/v1/mcp/holds", nil, nil, &out); err != nil {

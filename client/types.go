@@ -262,8 +262,9 @@ type ActivitySummary struct {
 	} `json:"series"`
 }
 
-// HeldCallList is the answer of GET /v1/mcp/holds: the tool calls held on
-// the node that answers, oldest first, and the last ones decided.
+// HeldCallList is the answer of GET /v1/mcp/holds: the tool calls held
+// (every node's on a shared store), oldest first, and the last ones
+// decided on the node that answers.
 type HeldCallList struct {
 	Held    []latchkey.HeldCall `json:"held"`
 	Decided []latchkey.HeldCall `json:"decided"`

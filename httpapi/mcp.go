@@ -21,8 +21,8 @@ type MCP struct {
 	}
 }
 
-// listHolds serves GET /v1/mcp/holds: the calls held on this node, and
-// the last decided.
+// listHolds serves GET /v1/mcp/holds: the calls held (every node's, on
+// a shared store), and the last decided on this node.
 func (s *Server) listHolds(w http.ResponseWriter, r *http.Request, _ latchkey.Actor) error {
 	if err := onlyParams(r.URL.Query()); err != nil {
 		return err

@@ -10,8 +10,8 @@ import (
 const mcpDoc = `
 The MCP gateway's held calls and pinned tools (see docs/ai-agents.md).
 
-  mcp holds              the tool calls waiting for a person on the node that
-                         answers, and the last decided (latchkey:audit:read)
+  mcp holds              the tool calls waiting for a person (every node's on
+                         PostgreSQL), and the last decided (latchkey:audit:read)
   mcp approve ID         let a held call through (latchkey:mcp:approve; not
                          with the token that made the call)
   mcp deny ID            refuse it: the agent gets a JSON-RPC error

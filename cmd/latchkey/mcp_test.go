@@ -978,3 +978,44 @@ func TestMCPGatewayResumesStream(t *testing.T) {
 	}
 	t.Fatal("the resumed stream did not carry the answer")
 }
+
+// A call held on node B is listed and approved through node A
+// (PostgreSQL): the approvers' dashboard need not be on the agent's node.
+func TestMCPGatewayApprovalAcrossNodes(t *testing.T) {
+	t.Parallel()
+	dsn := pgSchema(t)
+	e := newMCPEnvWith(t, "", serveConfig{Database: dsn, ServerKey: strings.Repeat("5d", 32), Poll: 200 * time.Millisecond})
+	b := startServerWith(t, t.TempDir(), e.cfg)
+	agent := e.token(t, "mcp.gh.tools.*:call")
+	approver := e.token(t, latchkey.ScopeMCPApprove, latchkey.ScopeAuditRead).Plaintext
+	c := mcp.NewClient(&mcp.Implementation{Name: "latchkey-test", Version: "1"}, nil)
+	onB, err := c.Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: "http://" + b.d.gwAddr + "/mcp/gh", MaxRetries: -1,
+		HTTPClient: &http.Client{Transport: bearer{agent.Plaintext, http.DefaultTransport}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer onB.Close()
+	done := make(chan error, 1)
+	go func() {
+		_, err := onB.CallTool(context.Background(), &mcp.CallToolParams{Name: "delete_repo", Arguments: map[string]any{"repo": "acme/b"}})
+		done <- err
+	}()
+	h := e.waitHeld(t, approver) // listed by node A
+	if h.Node != b.d.node && b.d.node != e.ts.d.node {
+		t.Errorf("held on %q, want node B %q", h.Node, b.d.node)
+	}
+	if code, out, errs := cli(t, e.ts.url, approver, "mcp", "approve", h.ID); code != 0 {
+		t.Fatalf("approve on node A: %d %s %s", code, out, errs)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("the call approved on another node: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the call approved on node A was still held on node B")
+	}
+	if code, _, _ := cli(t, e.ts.url, approver, "mcp", "deny", h.ID); code == 0 {
+		t.Error("a decided call was decided again")
+	}
+}

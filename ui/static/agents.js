@@ -1,7 +1,7 @@
 // Agents: the MCP gateway's tool calls held for a person (approve or deny
 // them here), the last decided, and the pinned tool definitions an
-// upstream has changed (accept the new one here). Held calls live on the
-// node that holds the agent's request: this page lists this node's.
+// upstream has changed (accept the new one here). On a cluster the held
+// calls of every node are listed, and deciding one works from any node.
 import * as api from './api.js';
 import { h, replace, stamp, ago, badge, tokenLink, notice, confirmDialog } from './dom.js';
 
@@ -20,7 +20,7 @@ export function agentsView(root) {
   const decided = h('div', { id: 'decided-box' });
   const tools = h('div', { id: 'tools-box' });
   replace(root, h('h1', null, 'Agents'),
-    h('p', { class: 'muted' }, 'Tool calls the MCP gateway holds until a person decides, on the node that serves this page. ' +
+    h('p', { class: 'muted' }, 'Tool calls the MCP gateway holds until a person decides (on a cluster, every node\'s). ' +
       'Approving needs latchkey:mcp:approve, and never the token that made the call. A call nobody decides is denied at its deadline.'),
     msg,
     h('h2', null, 'Held now'), held,
@@ -81,7 +81,7 @@ export function agentsView(root) {
           h('td', { class: 'nowrap' },
             h('button', { type: 'button', class: 'primary', 'data-action': 'approve-hold', onclick: () => decide(c, true) }, 'Approve'), ' ',
             h('button', { type: 'button', class: 'danger', 'data-action': 'deny-hold', onclick: () => decide(c, false) }, 'Deny'))))
-          : h('tr', null, h('td', { colspan: HELD.length, class: 'muted' }, 'No call is held on this node.'))))));
+          : h('tr', null, h('td', { colspan: HELD.length, class: 'muted' }, 'No call is held.'))))));
       const done = holds.decided.slice().reverse();
       replace(decided, h('div', { class: 'scroll' }, h('table', null,
         h('thead', null, h('tr', null, ['Decided', 'Server', 'Tool', 'Token', 'State', 'By'].map((x) => h('th', null, x)))),
