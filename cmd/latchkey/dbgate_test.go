@@ -510,17 +510,30 @@ func TestDatabaseGatewayUnixSocketUpstream(t *testing.T) {
 		_, err := c.Exec(context.Background(), "SELECT pg_sleep(21) -- lk-unix-end")
 		done <- err
 	}()
+	// One watching connection, not one a poll: under the race detector and
+	// a loaded CI machine, a connection every 10 ms was the slow part.
+	watch, err := pgx.Connect(context.Background(), testPostgresDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Close(context.Background())
 	running := func() bool {
 		var n int
-		pc, err := pgx.Connect(context.Background(), testPostgresDSN())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer pc.Close(context.Background())
-		pc.QueryRow(context.Background(), "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%lk-unix-end'").Scan(&n)
+		watch.QueryRow(context.Background(), "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%lk-unix-end'").Scan(&n)
 		return n == 1
 	}
-	waitFor(t, running)
+	deadline := time.Now().Add(30 * time.Second)
+	for !running() {
+		select {
+		case err := <-done:
+			t.Fatalf("the statement to be ended returned first: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the statement never showed as running upstream")
+		}
+		time.Sleep(20 * time.Millisecond) // polling PostgreSQL's view, not letting time pass
+	}
 	l, err := e.admin.ListSessions(context.Background(), read.ID)
 	if err != nil || len(l.Sessions) != 1 {
 		t.Fatalf("the session: %+v %v", l, err)
