@@ -423,8 +423,8 @@ func (g *Gate) deny(w http.ResponseWriter, r *http.Request, srv *Server, d latch
 func serverTouched(grants []string, server string) bool {
 	for _, g := range grants {
 		seg0, rest, _ := strings.Cut(g, ".")
-		if seg0 == "*" && rest == "" {
-			return !strings.HasPrefix(g, latchkey.ReservedPrefix)
+		if g == "*" {
+			return true
 		}
 		if seg0 != "mcp" && seg0 != "*" {
 			continue

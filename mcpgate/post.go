@@ -145,20 +145,37 @@ func writeJSON(w http.ResponseWriter, status int, b []byte) {
 
 // detail is a request's audit detail.
 func (g *Gate) detail(srv *Server, s *session, method string, n need, args json.RawMessage) json.RawMessage {
-	m := map[string]any{"server": srv.Name}
+	d := requestDetail{Server: srv.Name, Method: clip(method, 64), Arguments: args}
 	if s != nil {
-		m["session"] = s.id
+		d.Session = s.id
 	}
-	if method != "" {
-		m["method"] = clip(method, 64)
+	n.into(&d)
+	b, _ := json.Marshal(&d)
+	return b
+}
+
+// requestDetail is the detail of a request's audit record.
+type requestDetail struct {
+	Server    string          `json:"server"`
+	Session   string          `json:"session,omitempty"`
+	Method    string          `json:"method,omitempty"`
+	Tool      string          `json:"tool,omitempty"`
+	Resource  string          `json:"resource,omitempty"`
+	Prompt    string          `json:"prompt,omitempty"`
+	ErrorCode int64           `json:"error_code,omitempty"`
+	Arguments json.RawMessage `json:"arguments,omitempty"`
+}
+
+// into names the request's target in d.
+func (n need) into(d *requestDetail) {
+	switch n.kind {
+	case "tool":
+		d.Tool = n.target
+	case "resource":
+		d.Resource = n.target
+	case "prompt":
+		d.Prompt = n.target
 	}
-	if n.kind != "" {
-		m[n.kind] = n.target
-	}
-	if len(args) > 0 {
-		m["arguments"] = args
-	}
-	return detailJSON(m)
 }
 
 // initialize opens a session: the upstream's answer carries its session
@@ -274,18 +291,10 @@ type call struct {
 func (c *call) done(outcome, reason string, rpcErr *jsonrpc.Error) {
 	c.once.Do(func() {
 		lat := time.Since(c.start)
-		detail := map[string]any{"server": c.srv.Name, "session": c.s.id, "method": clip(c.req.Method, 64)}
-		if c.n.kind != "" {
-			detail[c.n.kind] = c.n.target
-		}
+		detail := requestDetail{Server: c.srv.Name, Session: c.s.id, Method: clip(c.req.Method, 64), Arguments: c.args}
+		c.n.into(&detail)
 		if rpcErr != nil {
-			detail["error_code"] = rpcErr.Code
-		}
-		if len(c.args) > 0 {
-			detail["arguments"] = c.args
-		}
-		if c.s.es != nil {
-			c.s.es.Used()
+			detail.ErrorCode = rpcErr.Code
 		}
 		scopes := []string(nil)
 		if c.n.scope != "" {
@@ -296,7 +305,7 @@ func (c *call) done(outcome, reason string, rpcErr *jsonrpc.Error) {
 			ev.Outcome, ev.Reason, ev.Latency, ev.Scopes = outcome, reason, lat, scopes
 			ev.Method = "POST"
 			ev.Path = "/mcp/" + c.srv.Name
-			ev.Detail = detailJSON(detail)
+			ev.Detail, _ = json.Marshal(&detail)
 		})
 	})
 }
