@@ -75,15 +75,16 @@ type conn struct {
 	admitted atomic.Bool
 	idle     atomic.Bool // between transactions: the upstream's last ReadyForQuery said idle
 
-	wmu       sync.Mutex // the client's writer (be.Send, be.Flush)
-	endOnce   sync.Once
-	cancels   sync.WaitGroup // cancel requests end sent upstream, still on their way
-	ending    chan struct{}
-	reason    string // set once, in end
-	upFatal   atomic.Bool
-	prepared  map[string]string
-	portals   map[string]portal
-	clientBuf int // bytes sent upstream since the last flush
+	wmu        sync.Mutex // the client's writer (be.Send, be.Flush)
+	endOnce    sync.Once
+	cancels    sync.WaitGroup // cancel requests end sent upstream, still on their way
+	ending     chan struct{}
+	reason     string // set once, in end
+	upFatal    atomic.Bool
+	terminated atomic.Bool // the client sent Terminate: the upstream closing next is its doing
+	prepared   map[string]string
+	portals    map[string]portal
+	clientBuf  int // bytes sent upstream since the last flush
 }
 
 type portal struct {
@@ -541,6 +542,7 @@ func (c *conn) fromClient() {
 		case *pgproto3.Sync, *pgproto3.Flush, *pgproto3.CopyDone, *pgproto3.CopyFail:
 			flush = true
 		case *pgproto3.Terminate:
+			c.terminated.Store(true)
 			c.fe.Send(m)
 			c.fe.Flush()
 			c.end(edge.EndClient)
@@ -571,7 +573,11 @@ func (c *conn) fromUpstream() {
 	for {
 		msg, err := c.fe.Receive()
 		if err != nil {
-			c.end(edge.EndUpstream)
+			if c.terminated.Load() {
+				c.end(edge.EndClient) // PostgreSQL closed on the client's Terminate, maybe before fromClient said so
+			} else {
+				c.end(edge.EndUpstream)
+			}
 			return
 		}
 		switch m := msg.(type) {
