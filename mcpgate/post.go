@@ -2,6 +2,7 @@ package mcpgate
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"io"
@@ -189,7 +190,11 @@ func (g *Gate) initialize(w http.ResponseWriter, r *http.Request, srv *Server, v
 		edge.Refuse(w, http.StatusServiceUnavailable, `{"error":"temporarily_unavailable","error_description":"too many open MCP sessions"}`)
 		return
 	}
-	id, key := edge.NewSessionID()
+	// The client's Mcp-Session-Id: 130 random bits (crypto/rand.Text), as
+	// the specification asks of an id that names a session; bound to the
+	// token besides.
+	_, key := edge.NewSessionID()
+	id := rand.Text()
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &session{id: id, srv: srv, tokenID: d.TokenID, ctx: ctx, cancel: cancel, tools: map[string]seenTool{},
 		es: &edge.Session{ID: id, Key: key, Door: "mcp", TokenID: d.TokenID, Subject: d.Subject, ClientIP: vr.ClientIP,
