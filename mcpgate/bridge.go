@@ -16,6 +16,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/latchkeyhq/latchkey/edge"
 	"github.com/latchkeyhq/latchkey/secret"
 )
 
@@ -207,6 +208,6 @@ func (b *bridge) logStderr(r interface{ Read([]byte) (int, error) }) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 4096), 64<<10)
 	for sc.Scan() {
-		b.logger.Info("mcp server stderr", "server", b.srv.Name, "line", clip(secret.Redact(sc.Text()), 512))
+		b.logger.Info("mcp server stderr", "server", b.srv.Name, "line", edge.Clip(secret.Redact(sc.Text()), 512))
 	}
 }

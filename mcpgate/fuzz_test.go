@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/latchkeyhq/latchkey/edge"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 )
 
@@ -74,7 +75,7 @@ func FuzzMessage(f *testing.F) {
 				t.Fatalf("authorised tool %q (%s), a lenient decoder calls %q, in %q", n.target, n.scope, p.Name, b)
 			}
 		case "resources/read":
-			if n.target != clip(p.URI, 512) {
+			if n.target != edge.Clip(p.URI, 512) {
 				t.Fatalf("resource %q, a lenient decoder reads %q", n.target, p.URI)
 			}
 		}

@@ -190,6 +190,9 @@ func (g *Gate) Close() {
 	for _, b := range g.bridges {
 		b.close()
 	}
+	for _, c := range g.clients {
+		c.CloseIdleConnections()
+	}
 	g.reaper.Wait()
 }
 

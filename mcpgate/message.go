@@ -10,6 +10,7 @@ import (
 
 	"github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
+	"github.com/latchkeyhq/latchkey/edge"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 )
 
@@ -152,6 +153,12 @@ func answerTo(b []byte, id jsonrpc.ID) (m upstreamMsg, ok bool) {
 	return m, err == nil && got == id
 }
 
+// malformedJSON is a message that is not JSON as the gateway takes it
+// (JSON-RPC's parse error, -32700).
+type malformedJSON struct{ why string }
+
+func (e malformedJSON) Error() string { return "malformed JSON: " + e.why }
+
 // strictJSON walks b and refuses duplicate names (under case folding),
 // nesting deeper than maxDepth, invalid UTF-8 and trailing data.
 func strictJSON(b []byte) error {
@@ -163,12 +170,12 @@ func strictJSON(b []byte) error {
 			if err == io.EOF && len(names) == 0 {
 				return nil
 			}
-			return errors.New("malformed JSON: " + shortErr(err))
+			return malformedJSON{shortErr(err)}
 		}
 		switch k := tok.Kind(); k {
 		case '{', '[':
 			if len(names) >= maxDepth {
-				return errors.New("malformed JSON: nested too deep")
+				return malformedJSON{"nested too deep"}
 			}
 			var m map[string]struct{}
 			if k == '{' {
@@ -178,7 +185,7 @@ func strictJSON(b []byte) error {
 		case '}', ']':
 			if names = names[:len(names)-1]; len(names) == 0 {
 				if _, err := dec.ReadToken(); err != io.EOF {
-					return errors.New("malformed JSON: data after the message")
+					return malformedJSON{"data after the message"}
 				}
 				return nil
 			}
@@ -188,7 +195,7 @@ func strictJSON(b []byte) error {
 				m := names[len(names)-1]
 				f := foldName(tok.String())
 				if _, dup := m[f]; dup {
-					return errors.New("malformed JSON: a member name appears twice (ignoring case)")
+					return malformedJSON{"a member name appears twice (ignoring case)"}
 				}
 				m[f] = struct{}{}
 			}
@@ -266,7 +273,7 @@ func needFor(server string, req *jsonrpc.Request) (need, error) {
 			return need{}, err
 		}
 		if !validToolName(p.Name) {
-			return need{kind: "tool", target: clip(p.Name, 128)}, errors.New("tool name " + quoteClip(p.Name) + " cannot be authorised: a name is 1 to 128 of [A-Za-z0-9_.-]")
+			return need{kind: "tool", target: edge.Clip(p.Name, 128)}, errors.New("tool name " + quoteClip(p.Name) + " cannot be authorised: a name is 1 to 128 of [A-Za-z0-9_.-]")
 		}
 		return need{scope: ToolScope(server, p.Name), kind: "tool", target: p.Name}, nil
 	case "resources/read", "resources/subscribe", "resources/unsubscribe":
@@ -276,7 +283,7 @@ func needFor(server string, req *jsonrpc.Request) (need, error) {
 		if err := unmarshalParams(req.Params, &p); err != nil {
 			return need{}, err
 		}
-		return need{scope: ResourcesScope(server), kind: "resource", target: clip(p.URI, 512)}, nil
+		return need{scope: ResourcesScope(server), kind: "resource", target: edge.Clip(p.URI, 512)}, nil
 	case "prompts/get":
 		var p struct {
 			Name string `json:"name"`
@@ -284,7 +291,7 @@ func needFor(server string, req *jsonrpc.Request) (need, error) {
 		if err := unmarshalParams(req.Params, &p); err != nil {
 			return need{}, err
 		}
-		return need{scope: PromptsScope(server), kind: "prompt", target: clip(p.Name, 128)}, nil
+		return need{scope: PromptsScope(server), kind: "prompt", target: edge.Clip(p.Name, 128)}, nil
 	case "completion/complete":
 		var p struct {
 			Ref struct {
@@ -298,9 +305,9 @@ func needFor(server string, req *jsonrpc.Request) (need, error) {
 		}
 		switch p.Ref.Type {
 		case "ref/prompt":
-			return need{scope: PromptsScope(server), kind: "prompt", target: clip(p.Ref.Name, 128)}, nil
+			return need{scope: PromptsScope(server), kind: "prompt", target: edge.Clip(p.Ref.Name, 128)}, nil
 		case "ref/resource":
-			return need{scope: ResourcesScope(server), kind: "resource", target: clip(p.Ref.URI, 512)}, nil
+			return need{scope: ResourcesScope(server), kind: "resource", target: edge.Clip(p.Ref.URI, 512)}, nil
 		}
 		return need{}, errors.New("completion/complete: ref.type must be ref/prompt or ref/resource")
 	}
@@ -334,18 +341,8 @@ func validToolName(s string) bool {
 	return true
 }
 
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && s[n]&0xC0 == 0x80 {
-		n--
-	}
-	return s[:n]
-}
-
 func quoteClip(s string) string {
-	b, _ := jsontext.AppendQuote(nil, clip(s, 64))
+	b, _ := jsontext.AppendQuote(nil, edge.Clip(s, 64))
 	return string(b)
 }
 

@@ -50,7 +50,7 @@ func (g *Gate) servePost(w http.ResponseWriter, r *http.Request, srv *Server, vr
 	if err != nil {
 		g.refused(vr, ReasonBadMessage)
 		code := int64(jsonrpc.CodeInvalidRequest)
-		if strings.HasPrefix(err.Error(), "malformed JSON") {
+		if errors.As(err, new(malformedJSON)) {
 			code = jsonrpc.CodeParseError
 		}
 		writeJSON(w, http.StatusBadRequest, rpcError(jsonrpc.ID{}, code, err.Error()))
@@ -103,7 +103,7 @@ func (g *Gate) servePost(w http.ResponseWriter, r *http.Request, srv *Server, vr
 	if !isReq || !req.IsCall() {
 		// A known notification, or the agent's answer to the upstream's
 		// request (sampling, elicitation, roots): forwarded as it is.
-		g.forward(w, r, s, srv, body, nil, d, nil)
+		g.notify(w, r, s, body, d)
 		return
 	}
 	rec := &call{g: g, s: s, srv: srv, d: d, req: req, n: n, start: start}
@@ -122,7 +122,7 @@ func (g *Gate) servePost(w http.ResponseWriter, r *http.Request, srv *Server, vr
 		g.toolCall(w, r, rec, body)
 		return
 	}
-	g.forward(w, r, s, srv, body, req, d, rec)
+	g.relay(&sseWriter{w: w}, r, rec, body)
 }
 
 func accepts(values []string, typ string) bool {
@@ -146,7 +146,7 @@ func writeJSON(w http.ResponseWriter, status int, b []byte) {
 
 // detail is a request's audit detail.
 func (g *Gate) detail(srv *Server, s *session, method string, n need, args json.RawMessage) json.RawMessage {
-	d := requestDetail{Server: srv.Name, Method: clip(method, 64), Arguments: args}
+	d := requestDetail{Server: srv.Name, Method: edge.Clip(method, 64), Arguments: args}
 	if s != nil {
 		d.Session = s.id
 	}
@@ -200,7 +200,7 @@ func (g *Gate) initialize(w http.ResponseWriter, r *http.Request, srv *Server, v
 		es: &edge.Session{ID: id, Key: key, Door: "mcp", TokenID: d.TokenID, Subject: d.Subject, ClientIP: vr.ClientIP,
 			Resource: srv.Name, Started: time.Now(), ExpiresAt: d.ExpiresAt}}
 	rec := &call{g: g, s: s, srv: srv, d: d, req: req, start: start, vr: *vr}
-	g.forward(w, r, s, srv, body, req, d, rec)
+	g.relay(&sseWriter{w: w}, r, rec, body)
 }
 
 // open registers s once its upstream answered initialize.
@@ -296,7 +296,7 @@ type call struct {
 func (c *call) done(outcome, reason string, rpcErr *jsonrpc.Error) {
 	c.once.Do(func() {
 		lat := time.Since(c.start)
-		detail := requestDetail{Server: c.srv.Name, Session: c.s.id, Method: clip(c.req.Method, 64), Arguments: c.args}
+		detail := requestDetail{Server: c.srv.Name, Session: c.s.id, Method: edge.Clip(c.req.Method, 64), Arguments: c.args}
 		c.n.into(&detail)
 		if rpcErr != nil {
 			detail.ErrorCode = rpcErr.Code
@@ -341,7 +341,7 @@ func (g *Gate) toolCall(w http.ResponseWriter, r *http.Request, c *call, body []
 		g.held(w, r, c, body, redactJSON(p.Arguments, 4096))
 		return
 	}
-	g.forward(w, r, c.s, c.srv, body, c.req, c.d, c)
+	g.relay(&sseWriter{w: w}, r, c, body)
 }
 
 // toolPinned checks the tool's definition as the upstream last gave it in

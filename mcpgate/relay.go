@@ -88,22 +88,18 @@ func plainHeader(v string, n int) bool {
 	return true
 }
 
-// forward sends one message upstream and relays the answer. c is nil for
-// a notification or a response.
-func (g *Gate) forward(w http.ResponseWriter, r *http.Request, s *session, srv *Server, body []byte, req *jsonrpc.Request, d latchkey.Decision, c *call) {
-	if c == nil {
-		ctx, cancel := mergeCtx(r.Context(), s.ctx)
-		defer cancel()
-		resp, ok := g.send(ctx, w, r, s, body, d)
-		if !ok {
-			return
-		}
-		defer resp.Body.Close()
-		w.WriteHeader(resp.StatusCode)
-		io.Copy(w, io.LimitReader(resp.Body, 64<<10))
+// notify forwards a notification, or the agent's answer to a request of
+// the upstream's, and relays the upstream's status (202, or a refusal).
+func (g *Gate) notify(w http.ResponseWriter, r *http.Request, s *session, body []byte, d latchkey.Decision) {
+	ctx, cancel := mergeCtx(r.Context(), s.ctx)
+	defer cancel()
+	resp, ok := g.send(ctx, w, r, s, body, d)
+	if !ok {
 		return
 	}
-	g.relay(&sseWriter{w: w}, r, c, body)
+	defer resp.Body.Close()
+	w.WriteHeader(resp.StatusCode)
+	io.Copy(w, io.LimitReader(resp.Body, 64<<10))
 }
 
 // send makes the request to the upstream (a message, or nil for the GET
@@ -161,7 +157,7 @@ func (g *Gate) relay(sw *sseWriter, r *http.Request, c *call, body []byte) {
 		reason = "session_ended"
 	}
 	c.done(latchkey.Valid.String(), reason, nil)
-	if sw.started || !sw.canHeader() {
+	if sw.started {
 		sw.message(rpcError(c.req.ID, CodeUpstreamFailure, "the upstream MCP server could not be reached"))
 		return
 	}
@@ -292,8 +288,10 @@ func (g *Gate) filter(c *call, result json.RawMessage) (json.RawMessage, error) 
 		seen := map[string]seenTool{}
 		f := &listFilter{server: srv.Name, grants: grants}
 		if g.Pins != nil {
+			ctx, cancel := storeCtx() // the pins are in the store: bounded like every store call here
+			defer cancel()
 			f.pinned = func(def *toolDef, fp string, canon []byte) bool {
-				ok, err := g.Pins.Check(context.Background(), srv.Name, def.Name, fp, canon)
+				ok, err := g.Pins.Check(ctx, srv.Name, def.Name, fp, canon)
 				return err == nil && ok
 			}
 		}
@@ -455,8 +453,6 @@ func startSSE(w http.ResponseWriter) *sseWriter {
 	sw.rc.Flush()
 	return sw
 }
-
-func (sw *sseWriter) canHeader() bool { return !sw.started }
 
 func (sw *sseWriter) start() {
 	sw.mu.Lock()

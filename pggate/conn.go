@@ -280,7 +280,7 @@ func (c *conn) admit(token, dbname string) (latchkey.Decision, latchkey.VerifyRe
 	}
 	if c.db == nil {
 		c.refused(ReasonNoDatabase)
-		c.fatal(StateNoDatabase, fmt.Sprintf("database %q does not exist", clip(secret.Redact(dbname), 63)))
+		c.fatal(StateNoDatabase, fmt.Sprintf("database %q does not exist", edge.Clip(secret.Redact(dbname), 63)))
 		return d, probe, false
 	}
 	req := c.verifyRequest(token)
@@ -334,7 +334,7 @@ func (c *conn) detail(dbname, role string) json.RawMessage {
 		Role     string `json:"role,omitempty"`
 		User     string `json:"user,omitempty"`
 		TLS      bool   `json:"tls"`
-	}{c.sess.ID, clip(secret.Redact(dbname), 63), role, clip(secret.Redact(c.user), 63), c.tls})
+	}{c.sess.ID, edge.Clip(secret.Redact(dbname), 63), role, edge.Clip(secret.Redact(c.user), 63), c.tls})
 	return b
 }
 
@@ -649,7 +649,7 @@ func (c *conn) bind(m *pgproto3.Bind) {
 	}
 	p := portal{text: c.prepared[m.PreparedStatement]}
 	if p.text == "" {
-		p.text = "-- prepared statement not seen by latchkey: " + clip(secret.Redact(m.PreparedStatement), 63)
+		p.text = "-- prepared statement not seen by latchkey: " + edge.Clip(secret.Redact(m.PreparedStatement), 63)
 	}
 	if c.s.Settings.LogParameters {
 		for _, v := range m.Parameters {
@@ -668,7 +668,7 @@ func paramText(v []byte) string {
 	if !utf8.ValidString(s) {
 		s = fmt.Sprintf(`\x%x`, v[:min(len(v), 128)])
 	}
-	return clip(secret.Redact(clip(s, 512)), 256)
+	return edge.Clip(secret.Redact(edge.Clip(s, 512)), 256)
 }
 
 // text is a statement's text as the audit keeps it: redacted (a token
@@ -677,7 +677,7 @@ func (c *conn) text(q string) string {
 	lim := c.s.Settings.StatementTextLimit
 	// Cut first with room for a token across the limit, so that a huge
 	// statement is not scanned whole, then redact, then cut to the limit.
-	return clip(secret.Redact(clip(q, lim+256)), lim)
+	return edge.Clip(secret.Redact(edge.Clip(q, lim+256)), lim)
 }
 
 // statement records one statement of the session, in order.

@@ -311,7 +311,12 @@ func (d *daemon) buildDoors(key []byte, table *gateway.Table, met *metrics.Metri
 	}
 	if d.mcps != nil {
 		pins := &mcpgate.Pins{Store: d.db, Audit: d.pipe, Node: d.node}
-		holds := &mcpgate.Holds{Audit: d.pipe, Node: d.node, Store: d.db}
+		holds := &mcpgate.Holds{Audit: d.pipe, Node: d.node}
+		if d.feed != nil {
+			// Nodes share the store: held calls are listed, and decided, on
+			// every node. On SQLite there is one node, and nothing to share.
+			holds.Store = d.db
+		}
 		d.mcp = &mcpgate.Gate{Settings: d.mcps, Verifier: d.ver, Refuser: d.ver, Sessions: d.sessions, Audit: d.pipe,
 			TrustedProxies: cfg.TrustedProxies, Holds: holds, Pins: pins, Node: d.node, Logger: d.logger,
 			Identify: func(h http.Header, dec latchkey.Decision, aud string) { authz.Identify(h, dec, aud, "") }}
