@@ -48,6 +48,14 @@ const (
 	ActionMCPToolChanged  = "mcp.tool_changed"  // an upstream changed a pinned tool's definition
 	ActionMCPToolAccepted = "mcp.tool_accepted" // an administrator accepted a tool's new definition
 	ActionMCPSessionEnd   = "mcp.session_end"   // an MCP session ended (Reason says why)
+
+	ActionOAuthAuthorize    = "oauth.authorize"     // an authorization request was refused before consent (the OAuth authorization server)
+	ActionOAuthConsent      = "oauth.consent"       // a person approved a client's request (Actor is their token)
+	ActionOAuthDeny         = "oauth.deny"          // a person denied a client's request
+	ActionOAuthToken        = "oauth.token"         // a token request and its outcome (Detail names the grant type)
+	ActionOAuthReuse        = "oauth.reuse"         // a code or refresh token was used twice: its grant was revoked
+	ActionOAuthRegister     = "oauth.register"      // a client registered itself (RFC 7591)
+	ActionOAuthClientRevoke = "oauth.client_revoke" // an administrator revoked a client and its grants
 )
 
 // AuditEvent is one record of the audit trail (DESIGN.md §5). It never

@@ -2,6 +2,7 @@ package latchkey
 
 import (
 	"net/netip"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,6 +20,8 @@ const (
 	MaxRateWindow   = 366 * 24 * time.Hour
 	MinIdleTimeout  = time.Minute
 	MaxMethodLength = 16
+	MaxAudience     = 8
+	MaxAudienceLen  = 512
 )
 
 // Constraints bind a token to where, how and how often it may be used.
@@ -41,6 +44,13 @@ type Constraints struct {
 	// MaxUses caps the number of VALID verifications (USAGE_EXCEEDED
 	// afterwards). Zero: unlimited.
 	MaxUses int64 `json:"max_uses,omitempty"`
+	// Audience lists the resources (RFC 8707 resource indicators:
+	// absolute URLs) the token is meant for. When set, the token works
+	// only at a door that names one of them as the resource it serves
+	// (VerifyRequest.Resource), and nowhere else: not at a door that
+	// names none, nor at latchkey's own API (FORBIDDEN otherwise). Tokens
+	// the OAuth authorization server issues carry one.
+	Audience []string `json:"audience,omitempty"`
 }
 
 // RateLimit allows Limit verifications per Window, as a burst or spread
@@ -59,6 +69,7 @@ func (c Constraints) Clone() Constraints {
 	c.AllowedCIDRs = slices.Clone(c.AllowedCIDRs)
 	c.AllowedMethods = slices.Clone(c.AllowedMethods)
 	c.AllowedPaths = slices.Clone(c.AllowedPaths)
+	c.Audience = slices.Clone(c.Audience)
 	if c.RateLimit != nil {
 		r := *c.RateLimit
 		c.RateLimit = &r
@@ -111,6 +122,17 @@ func (c Constraints) Normalize() (Constraints, error) {
 			out.AllowedPaths = append(out.AllowedPaths, p)
 		}
 	}
+	if len(c.Audience) > MaxAudience {
+		return out, Errorf(EInvalid, "audience may list at most %d resources", MaxAudience)
+	}
+	for _, a := range c.Audience {
+		if err := ValidateResource(a); err != nil {
+			return out, err
+		}
+		if !slices.Contains(out.Audience, a) {
+			out.Audience = append(out.Audience, a)
+		}
+	}
 	if r := c.RateLimit; r != nil {
 		w := time.Duration(r.Window)
 		switch {
@@ -130,7 +152,7 @@ func (c Constraints) Normalize() (Constraints, error) {
 // IsZero reports whether c constrains nothing.
 func (c Constraints) IsZero() bool {
 	return c.IdleTimeout == 0 && len(c.AllowedCIDRs) == 0 && len(c.AllowedMethods) == 0 &&
-		len(c.AllowedPaths) == 0 && c.RateLimit == nil && c.MaxUses == 0
+		len(c.AllowedPaths) == 0 && c.RateLimit == nil && c.MaxUses == 0 && len(c.Audience) == 0
 }
 
 // Narrows reports, as an EInvalid error naming the dimension, whether
@@ -173,6 +195,16 @@ func (c Constraints) Narrows(child Constraints, parentRemaining int64) error {
 			}
 		}
 	}
+	if len(c.Audience) > 0 {
+		if len(child.Audience) == 0 {
+			return Errorf(EInvalid, "audience: the parent is meant only for %s; the child must be too", strings.Join(c.Audience, ", "))
+		}
+		for _, a := range child.Audience {
+			if !slices.Contains(c.Audience, a) {
+				return Errorf(EInvalid, "audience: %s is not among the parent's resources (%s)", a, strings.Join(c.Audience, ", "))
+			}
+		}
+	}
 	if r := c.RateLimit; r != nil {
 		cr := child.RateLimit
 		if cr == nil {
@@ -205,6 +237,9 @@ func (c Constraints) Inherit(child Constraints, parentRemaining int64) Constrain
 	}
 	if len(child.AllowedPaths) == 0 {
 		child.AllowedPaths = slices.Clone(c.AllowedPaths)
+	}
+	if len(child.Audience) == 0 {
+		child.Audience = slices.Clone(c.Audience)
 	}
 	if child.RateLimit == nil && c.RateLimit != nil {
 		r := *c.RateLimit
@@ -253,6 +288,36 @@ func ParseCIDR(s string) (netip.Prefix, error) {
 		p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
 	}
 	return p.Masked(), nil
+}
+
+// ValidateResource checks a resource indicator (RFC 8707 §2): an
+// absolute http or https URL with a host, no fragment and no user
+// information, at most MaxAudienceLen bytes, in the form it is compared
+// in (byte for byte: no normalisation is applied, so what a door names
+// and what a token holds must be spelt alike).
+func ValidateResource(s string) error {
+	if len(s) > MaxAudienceLen {
+		return Errorf(EInvalid, "resource %.40q… is longer than %d bytes", s, MaxAudienceLen)
+	}
+	u, err := url.Parse(s)
+	switch {
+	case err != nil || !u.IsAbs() || u.Host == "" || u.Opaque != "":
+		return Errorf(EInvalid, "resource %.80q must be an absolute URL, e.g. https://mcp.example.com/mcp/files", s)
+	case u.Scheme != "https" && u.Scheme != "http":
+		return Errorf(EInvalid, "resource %.80q must be an http or https URL", s)
+	case u.Fragment != "" || strings.Contains(s, "#"):
+		return Errorf(EInvalid, "resource %.80q must not have a fragment (RFC 8707)", s)
+	case u.User != nil:
+		return Errorf(EInvalid, "resource %.80q must not hold user information", s)
+	case u.String() != s:
+		return Errorf(EInvalid, "resource %.80q is not in canonical form (write it as %.80q)", s, u.String())
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] >= 0x7f {
+			return Errorf(EInvalid, "resource %.80q holds a space or a character outside ASCII", s)
+		}
+	}
+	return nil
 }
 
 func validMethod(m string) bool {

@@ -94,6 +94,9 @@ type Decision struct {
 	// values) and must be treated as read-only.
 	Scopes []string
 	Meta   json.RawMessage
+	// Audience is the token's audience (Constraints.Audience), shared
+	// and read-only like Scopes.
+	Audience []string
 	// CreatedAt, ExpiresAt and NotBefore are the token's times (zero when
 	// unset). ExpiresAt is cut to the end of the grace period once the
 	// token was rotated.

@@ -19,6 +19,9 @@ const (
 	// ScopeMCPApprove lets a person approve or deny tool calls the MCP
 	// gateway holds.
 	ScopeMCPApprove = "latchkey:mcp:approve"
+	// ScopeOAuthRegister is the initial access token's scope when client
+	// registration is gated (RFC 7591 §3).
+	ScopeOAuthRegister = "latchkey:oauth:register"
 )
 
 // ValidateScope reports whether s is a well-formed scope: segments of
@@ -135,4 +138,95 @@ func ScopesCover(granted []string, required string) bool {
 		}
 	}
 	return false
+}
+
+// IntersectScopes returns the scopes that both a and b cover: for every
+// pair, the narrower one when one covers the other, else their segment
+// by segment meet ("mcp.*.tools.echo:call" and "mcp.files.tools.*:call"
+// meet in "mcp.files.tools.echo:call"). Every scope returned is covered
+// by some scope of a and by some scope of b, and none is covered by
+// another one returned. Delegation uses it: what a client asked for,
+// what a person approved and what the person's token holds.
+func IntersectScopes(a, b []string) []string {
+	var out []string
+	add := func(s string) {
+		for i, o := range out {
+			if ScopeCovers(o, s) {
+				return
+			}
+			if ScopeCovers(s, o) {
+				out[i] = s
+				// drop any others s covers
+				out = slicesDeleteCovered(out, i)
+				return
+			}
+		}
+		out = append(out, s)
+	}
+	for _, x := range a {
+		for _, y := range b {
+			if m, ok := meetScope(x, y); ok {
+				add(m)
+			}
+		}
+	}
+	return out
+}
+
+// slicesDeleteCovered removes from out every scope, other than out[keep],
+// that out[keep] covers.
+func slicesDeleteCovered(out []string, keep int) []string {
+	k := out[keep]
+	res := out[:0]
+	for i, o := range out {
+		if i == keep || !ScopeCovers(k, o) {
+			res = append(res, o)
+		}
+	}
+	return res
+}
+
+// meetScope is the narrowest scope covered by both x and y, when one is
+// a well-formed scope they both cover.
+func meetScope(x, y string) (string, bool) {
+	if ValidateScope(x) != nil || ValidateScope(y) != nil {
+		return "", false
+	}
+	if ScopeCovers(x, y) {
+		return y, true
+	}
+	if ScopeCovers(y, x) {
+		return x, true
+	}
+	var b strings.Builder
+	g, r := x, y
+	for {
+		gs, gsep, grest := cutSegment(g)
+		rs, rsep, rrest := cutSegment(r)
+		switch {
+		case gs == "*" && gsep == 0: // x's trailing wildcard: the rest of y
+			b.WriteString(r)
+		case rs == "*" && rsep == 0:
+			b.WriteString(g)
+		case gs != "*" && rs != "*" && gs != rs, gsep != rsep:
+			return "", false
+		default:
+			if gs == "*" {
+				b.WriteString(rs)
+			} else {
+				b.WriteString(gs)
+			}
+			if gsep != 0 {
+				b.WriteByte(gsep)
+				g, r = grest, rrest
+				continue
+			}
+		}
+		break
+	}
+	m := b.String()
+	if ValidateScope(m) != nil || !ScopeCovers(x, m) || !ScopeCovers(y, m) {
+		return "", false
+	}
+	return m, true
 }

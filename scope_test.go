@@ -1,6 +1,8 @@
 package latchkey
 
 import (
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -103,4 +105,49 @@ func TestCodeNames(t *testing.T) {
 	if zero == Valid {
 		t.Error("the zero Code must not be Valid")
 	}
+}
+
+func TestIntersectScopes(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		a, b, want []string
+	}{
+		{[]string{"invoices:read"}, []string{"*"}, []string{"invoices:read"}},
+		{[]string{"invoices:*"}, []string{"invoices:read", "customers:read"}, []string{"invoices:read"}},
+		{[]string{"mcp.*.tools.echo:call"}, []string{"mcp.files.tools.*:call"}, []string{"mcp.files.tools.echo:call"}},
+		{[]string{"mcp.files.tools.*:call"}, []string{"mcp.mail.tools.*:call"}, nil},
+		{[]string{"latchkey:admin"}, []string{"*"}, nil},
+		{[]string{"latchkey:tokens:read"}, []string{"latchkey:admin"}, []string{"latchkey:tokens:read"}},
+		{[]string{"a:read", "a:*"}, []string{"a:read", "a:write"}, []string{"a:read", "a:write"}},
+		{[]string{"a.b"}, []string{"a:b"}, nil},
+	}
+	for _, c := range cases {
+		got := IntersectScopes(c.a, c.b)
+		if !slices.Equal(got, c.want) {
+			t.Errorf("IntersectScopes(%q, %q) = %q, want %q", c.a, c.b, got, c.want)
+		}
+	}
+}
+
+// FuzzIntersectScopes: whatever the inputs, every scope of the
+// intersection is covered by both sides, and every scope both sides cover
+// (of those in either list) is covered by the intersection.
+func FuzzIntersectScopes(f *testing.F) {
+	f.Add("mcp.*.tools.echo:call", "mcp.files.tools.*:call", "mcp.files.tools.echo:call")
+	f.Add("*", "latchkey:admin", "latchkey:tokens:read")
+	f.Add("a.*", "a.b:c", "a.b:*")
+	f.Fuzz(func(t *testing.T, x, y, probe string) {
+		a, b := strings.Fields(x), strings.Fields(y)
+		got := IntersectScopes(a, b)
+		for _, s := range got {
+			if !ScopesCover(a, s) || !ScopesCover(b, s) {
+				t.Fatalf("IntersectScopes(%q, %q) holds %q, not covered by both", a, b, s)
+			}
+		}
+		for _, p := range append(append(strings.Fields(probe), a...), b...) {
+			if ValidateScope(p) == nil && ScopesCover(a, p) && ScopesCover(b, p) && !ScopesCover(got, p) {
+				t.Fatalf("IntersectScopes(%q, %q) = %q misses %q, covered by both", a, b, got, p)
+			}
+		}
+	})
 }

@@ -25,7 +25,16 @@ type VerifyRequest struct {
 	UserAgent string
 	Method    string
 	Path      string
-	RequestID string
+	// Resource is the resource the door serves, as its RFC 8707 resource
+	// indicator (the MCP gateway's server URL, a gateway route's
+	// resource). A token with an audience is refused (FORBIDDEN) unless
+	// Resource is one of it; "" names no resource.
+	Resource string
+	// AnyResource skips the audience check: the caller is only asking
+	// about the token (RFC 7662 introspection without a resource), and
+	// is told the token's audience to check itself.
+	AnyResource bool
+	RequestID   string
 	// Action names the attempt in the audit log (default "verify").
 	Action string
 	// AuditFailuresOnly records the attempt only when it is refused. Used for

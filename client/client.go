@@ -424,3 +424,21 @@ func (c *Client) AcceptTool(ctx context.Context, server, tool, fingerprint strin
 	}
 	return &out, nil
 }
+
+// ListOAuthClients lists the OAuth authorization server's clients.
+func (c *Client) ListOAuthClients(ctx context.Context) (*OAuthClientList, error) {
+	var out OAuthClientList
+	if err := c.do(ctx, "GET", "/v1/oauth/clients", nil, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// RevokeOAuthClient revokes an OAuth client and every token issued to it.
+func (c *Client) RevokeOAuthClient(ctx context.Context, clientID string) (*OAuthClientRevoked, error) {
+	var out OAuthClientRevoked
+	if err := c.do(ctx, "POST", "/v1/oauth/clients/revoke", nil, OAuthClientRevoke{ClientID: clientID}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}

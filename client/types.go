@@ -49,6 +49,9 @@ type VerifyRequest struct {
 	IP     string `json:"ip,omitempty"`
 	Method string `json:"method,omitempty"`
 	Path   string `json:"path,omitempty"`
+	// Resource is the resource the caller serves (RFC 8707), for tokens
+	// bound to an audience.
+	Resource string `json:"resource,omitempty"`
 }
 
 // VerifyResponse is the answer of POST /v1/verify. A refused token is a
@@ -136,6 +139,20 @@ type Introspection struct {
 	NotBefore int64  `json:"nbf,omitempty"`
 	JTI       string `json:"jti,omitempty"`
 	TokenType string `json:"token_type,omitempty"`
+	// Audience is the token's audience (RFC 8707 resources), when bound:
+	// a resource server not among them must refuse the token.
+	Audience []string `json:"aud,omitempty"`
+}
+
+// OAuthClientRevoke is the body of POST /v1/oauth/clients/revoke.
+type OAuthClientRevoke struct {
+	ClientID string `json:"client_id"`
+}
+
+// OAuthClientRevoked answers it.
+type OAuthClientRevoked struct {
+	Client        OAuthClient `json:"client"`
+	TokensRevoked int         `json:"tokens_revoked"`
 }
 
 // ErrorBody is the one error shape: {"error":{"code","message"}}.
@@ -171,6 +188,9 @@ type SessionInfo struct {
 // SignInRequest is the body of POST /ui/api/session.
 type SignInRequest struct {
 	Token string `json:"token"`
+	// Purpose "consent" signs in to answer an OAuth authorization request:
+	// any valid token may, not only one that can read the audit log.
+	Purpose string `json:"purpose,omitempty"`
 }
 
 // CreateRequest is the body of POST /v1/tokens (DESIGN.md §8), and of
@@ -193,6 +213,9 @@ type CreateRequest struct {
 	AllowedPaths   []string     `json:"allowed_paths,omitempty"`
 	RateLimit      *RateRequest `json:"rate_limit,omitempty"`
 	MaxUses        int64        `json:"max_uses,omitempty"`
+	// Audience binds the token to these resources (RFC 8707 resource
+	// indicators): it works only at doors that serve one of them.
+	Audience []string `json:"audience,omitempty"`
 }
 
 // RateRequest is a rate limit as written in a request: {"limit": 100,
@@ -278,4 +301,71 @@ type ToolPinList struct {
 // AcceptToolRequest is the body of POST /v1/mcp/tools/{server}/{tool}/accept.
 type AcceptToolRequest struct {
 	Fingerprint string `json:"fingerprint"`
+}
+
+// OAuthRequest is an authorization request waiting for a person's
+// consent, as the consent page shows it (GET /ui/api/oauth/requests/{id}).
+type OAuthRequest struct {
+	ID         string `json:"id"`
+	ClientID   string `json:"client_id"`
+	ClientName string `json:"client_name"`
+	// ClientURI is where the client says it lives (from its registration
+	// or metadata document); it is the client's claim, not checked.
+	ClientURI string `json:"client_uri,omitempty"`
+	// RedirectURI is where the answer goes: the page shows its host.
+	RedirectURI string `json:"redirect_uri"`
+	// Resources are the RFC 8707 resources the token is for (its audience).
+	Resources []string `json:"resources"`
+	// Scopes are what the client asked for; Held says, for each, whether
+	// the signed-in token can delegate it (only those can be approved).
+	Scopes    []OAuthScope `json:"scopes"`
+	ExpiresAt time.Time    `json:"expires_at"`
+	// AccessTTL is how long the access token will last.
+	AccessTTL latchkey.Duration `json:"access_ttl"`
+}
+
+// OAuthScope is one requested scope on the consent page.
+type OAuthScope struct {
+	Scope string `json:"scope"`
+	// Held: the signed-in token covers the scope, or part of it (the
+	// part is what Grants lists).
+	Held   bool     `json:"held"`
+	Grants []string `json:"grants,omitempty"`
+}
+
+// OAuthDecision approves (with the scopes kept) or denies a request.
+type OAuthDecision struct {
+	Approve bool     `json:"approve"`
+	Scopes  []string `json:"scopes,omitempty"`
+}
+
+// OAuthDecided is where the browser goes next: the client's redirect URI
+// with the code (or the error) and the state.
+type OAuthDecided struct {
+	RedirectTo string `json:"redirect_to"`
+}
+
+// OAuthClient is a client the authorization server knows: registered
+// (RFC 7591) or described by its metadata document (client_id is then
+// that document's URL).
+type OAuthClient struct {
+	ClientID                string    `json:"client_id"`
+	ClientName              string    `json:"client_name,omitempty"`
+	ClientURI               string    `json:"client_uri,omitempty"`
+	RedirectURIs            []string  `json:"redirect_uris"`
+	TokenEndpointAuthMethod string    `json:"token_endpoint_auth_method"`
+	GrantTypes              []string  `json:"grant_types"`
+	Scope                   string    `json:"scope,omitempty"`
+	Kind                    string    `json:"kind"` // "registered" or "metadata_document"
+	CreatedAt               time.Time `json:"created_at"`
+	RevokedAt               time.Time `json:"revoked_at,omitzero"`
+	RevokedBy               string    `json:"revoked_by,omitempty"`
+	// SecretTokenID is the id of the latchkey token that is the client's
+	// secret (confidential clients).
+	SecretTokenID string `json:"secret_token_id,omitempty"`
+}
+
+// OAuthClientList is GET /v1/oauth/clients.
+type OAuthClientList struct {
+	Clients []OAuthClient `json:"clients"`
 }

@@ -103,6 +103,8 @@ func parseVerifyFast(b []byte, req *client.VerifyRequest) bool {
 			bit, ok = 8, p.strField(&req.Path)
 		case "scopes":
 			bit, ok = 16, p.strArray(&req.Scopes)
+		case "resource":
+			bit, ok = 32, p.strField(&req.Resource)
 		default:
 			return false
 		}

@@ -241,9 +241,14 @@ func (s *Server) verify(w http.ResponseWriter, r *http.Request, a latchkey.Actor
 	if len(req.Method) > 16 || len(req.Path) > 2048 {
 		return latchkey.Errorf(latchkey.EInvalid, "method or path is too long")
 	}
+	if req.Resource != "" {
+		if err := latchkey.ValidateResource(req.Resource); err != nil {
+			return err
+		}
+	}
 	d, err := s.Verifier.Verify(r.Context(), &latchkey.VerifyRequest{
 		Token: req.Token, Scopes: req.Scopes, ClientIP: ip, UserAgent: a.UserAgent,
-		Method: req.Method, Path: req.Path, RequestID: a.RequestID, Source: src,
+		Method: req.Method, Path: req.Path, Resource: req.Resource, RequestID: a.RequestID, Source: src,
 	})
 	if err != nil {
 		return latchkey.Errorf(latchkey.EUnavailable, "cannot verify right now")

@@ -1,11 +1,18 @@
 package httpapi
 
 import (
+	"encoding/json"
+	"errors"
 	"net/http"
+	"net/netip"
+	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/client"
+	"github.com/latchkeyhq/latchkey/edge"
+	"github.com/latchkeyhq/latchkey/secret"
 )
 
 // formToken reads the form-encoded token parameter of RFC 7662 and 7009.
@@ -27,16 +34,120 @@ func formToken(w http.ResponseWriter, r *http.Request) (string, error) {
 	return tok, nil
 }
 
-// introspect serves POST /oauth2/introspect. The caller authenticates with
-// a latchkey token holding latchkey:verify (or latchkey:admin). Looking a
-// token up spends none of its rate or uses.
+// oauthClientCredential is the credential of the introspection and
+// revocation endpoints: a bearer token, or client authentication as RFC
+// 7662 and 7009 expect it (RFC 6749 §2.3.1): HTTP Basic
+// (client_secret_basic) or client_secret in the form
+// (client_secret_post). A client secret is a latchkey token.
+func oauthClientCredential(r *http.Request) (string, error) {
+	if tok, ok := edge.Bearer(r); ok {
+		return tok, nil
+	}
+	if _, sec, ok := r.BasicAuth(); ok {
+		sec, err := url.QueryUnescape(sec)
+		if err != nil || sec == "" {
+			return "", latchkey.Errorf(latchkey.EUnauthenticated, "the Basic credentials are not form-encoded (RFC 6749 §2.3.1)")
+		}
+		return sec, nil
+	}
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/x-www-form-urlencoded") {
+		r.Body = http.MaxBytesReader(nil, r.Body, MaxBodyBytes)
+		if err := r.ParseForm(); err == nil {
+			if sec := r.PostForm.Get("client_secret"); sec != "" {
+				return sec, nil
+			}
+		}
+	}
+	return "", latchkey.Errorf(latchkey.EUnauthenticated, "client authentication is required: HTTP Basic (client_secret_basic), client_secret in the form (client_secret_post), or Authorization: Bearer")
+}
+
+// presentedClient is the client id a caller names (Basic user name, or
+// client_id in the form), "" when none.
+func presentedClient(r *http.Request) string {
+	if id, _, ok := r.BasicAuth(); ok {
+		id, _ = url.QueryUnescape(id)
+		return id
+	}
+	return r.PostForm.Get("client_id")
+}
+
+// clientMatches reports whether a named client id is the authenticated
+// token: its own id (a machine client), or the registered client whose
+// secret it is.
+func clientMatches(id string, d latchkey.Decision) bool {
+	return id == "" || id == d.TokenID || d.Subject == "oauth-client:"+id
+}
+
+// oauthError renders err in the form of RFC 6749 §5.2, as the
+// introspection and revocation endpoints answer.
+func (s *Server) oauthError(w http.ResponseWriter, r *http.Request, err error) {
+	code, status := "invalid_request", http.StatusBadRequest
+	switch latchkey.ErrorCode(err) {
+	case latchkey.EUnauthenticated:
+		code, status = "invalid_client", http.StatusUnauthorized
+		if _, _, basic := r.BasicAuth(); basic {
+			w.Header().Set("WWW-Authenticate", `Basic realm="latchkey"`)
+		} else {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="latchkey"`)
+		}
+	case latchkey.EPermissionDenied:
+		code, status = "unauthorized_client", http.StatusForbidden
+	case latchkey.EUnavailable:
+		code, status = "temporarily_unavailable", http.StatusServiceUnavailable
+		w.Header().Set("Retry-After", "1")
+	case latchkey.EResourceExhausted:
+		code, status = "temporarily_unavailable", http.StatusTooManyRequests
+		var rl *rateLimited
+		if errors.As(err, &rl) {
+			w.Header().Set("Retry-After", strconv.FormatInt(edge.RetryAfter(rl.retryAfter), 10))
+		}
+	case latchkey.EInternal:
+		s.logger().Error("request failed", "path", r.URL.Path, "request_id", requestID(r), "err", err)
+		code, status = "server_error", http.StatusInternalServerError
+	case "method_not_allowed", latchkey.ENotFound:
+		status = statusOf(latchkey.ErrorCode(err))
+	}
+	writeJSON(w, status, struct {
+		Error       string `json:"error"`
+		Description string `json:"error_description"`
+	}{code, secret.Redact(latchkey.ErrorMessage(err))})
+}
+
+// introspect serves POST /oauth2/introspect (RFC 7662). The caller (a
+// resource server) authenticates with a latchkey token holding
+// latchkey:verify (or latchkey:admin): as a bearer token or as client
+// credentials. Looking a token up spends none of its rate or uses.
+//
+// Two optional parameters tell more about the request the resource
+// server is serving: resource (its RFC 8707 resource indicator; a token
+// bound to another audience is then inactive) and client_ip (the end
+// client's address, checked against the token's allowed networks).
+// Without resource, the token's audience is returned in aud, for the
+// resource server to check.
 func (s *Server) introspect(w http.ResponseWriter, r *http.Request, a latchkey.Actor) error {
 	tok, err := formToken(w, r)
 	if err != nil {
 		return err
 	}
-	d, err := s.Verifier.Verify(r.Context(), &latchkey.VerifyRequest{Token: tok, ClientIP: a.ClientIP, UserAgent: a.UserAgent,
-		RequestID: a.RequestID, Action: "introspect", NoSpend: true})
+	if id := presentedClient(r); id != "" && id != a.TokenID {
+		return latchkey.Errorf(latchkey.EUnauthenticated, "client_id is not the authenticated client")
+	}
+	vr := latchkey.VerifyRequest{Token: tok, ClientIP: a.ClientIP, UserAgent: a.UserAgent,
+		RequestID: a.RequestID, Action: "introspect", NoSpend: true, AnyResource: true}
+	if res := r.PostForm.Get("resource"); res != "" {
+		if err := latchkey.ValidateResource(res); err != nil {
+			return err
+		}
+		vr.Resource, vr.AnyResource = res, false
+	}
+	if ip := r.PostForm.Get("client_ip"); ip != "" {
+		addr, err := netip.ParseAddr(ip)
+		if err != nil {
+			return latchkey.Errorf(latchkey.EInvalid, "client_ip is not an IP address")
+		}
+		vr.ClientIP = addr.Unmap().String()
+	}
+	d, err := s.Verifier.Verify(r.Context(), &vr)
 	if err != nil {
 		return latchkey.Errorf(latchkey.EUnavailable, "cannot introspect right now")
 	}
@@ -45,8 +156,8 @@ func (s *Server) introspect(w http.ResponseWriter, r *http.Request, a latchkey.A
 		writeJSON(w, http.StatusOK, client.Introspection{Active: false})
 		return nil
 	}
-	res := client.Introspection{Active: true, Scope: strings.Join(d.Scopes, " "), ClientID: d.TokenID, Subject: d.Subject,
-		IssuedAt: d.CreatedAt.Unix(), JTI: d.TokenID, TokenType: "Bearer"}
+	res := client.Introspection{Active: true, Scope: strings.Join(d.Scopes, " "), ClientID: oauthClientOf(d), Subject: d.Subject,
+		IssuedAt: d.CreatedAt.Unix(), JTI: d.TokenID, TokenType: "Bearer", Audience: d.Audience}
 	if !d.ExpiresAt.IsZero() {
 		res.ExpiresAt = d.ExpiresAt.Unix()
 	}
@@ -61,7 +172,34 @@ func (s *Server) introspect(w http.ResponseWriter, r *http.Request, a latchkey.A
 // the authority to revoke it: the token in the body is checked in full and
 // revoked, with everything derived from it. As the RFC asks, the answer is
 // 200 whether or not the token was valid, so it tells a guesser nothing.
+//
+// A client may authenticate (client_secret_basic or client_secret_post):
+// then its credential must hold, or nothing is revoked.
 func (s *Server) oauthRevoke(w http.ResponseWriter, r *http.Request, a latchkey.Actor) error {
+	_, _, basic := r.BasicAuth()
+	if basic || r.Header.Get("Authorization") != "" || (strings.HasPrefix(r.Header.Get("Content-Type"), "application/x-www-form-urlencoded") && formHas(w, r, "client_secret")) {
+		sec, err := oauthClientCredential(r)
+		if err != nil {
+			return err
+		}
+		// A registered client's secret is bound to the token endpoint.
+		vr := latchkey.VerifyRequest{Token: sec, ClientIP: a.ClientIP, UserAgent: a.UserAgent, RequestID: a.RequestID,
+			Method: r.Method, Path: r.URL.Path, Action: latchkey.ActionAdminAuth, AuditFailuresOnly: true, APICall: true,
+			Source: s.clientAddr(r).Source}
+		if s.OAuth != nil {
+			vr.Resource = s.OAuth.TokenEndpoint()
+		}
+		d, err := s.Verifier.Verify(r.Context(), &vr)
+		if err != nil {
+			return latchkey.Errorf(latchkey.EUnavailable, "cannot verify credentials right now")
+		}
+		if !d.Valid() {
+			return latchkey.Errorf(latchkey.EUnauthenticated, "client authentication failed")
+		}
+		if !clientMatches(presentedClient(r), d) {
+			return latchkey.Errorf(latchkey.EUnauthenticated, "client_id is not the authenticated client")
+		}
+	}
 	tok, err := formToken(w, r)
 	if err != nil {
 		return err
@@ -86,4 +224,24 @@ func (s *Server) oauthRevoke(w http.ResponseWriter, r *http.Request, a latchkey.
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
 	return nil
+}
+
+// formHas parses the form (bounded) and reports whether it holds key.
+func formHas(w http.ResponseWriter, r *http.Request, key string) bool {
+	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	return r.ParseForm() == nil && r.PostForm.Has(key)
+}
+
+// oauthClientOf is an introspected token's client: the OAuth client it
+// was issued to, else the token itself.
+func oauthClientOf(d latchkey.Decision) string {
+	var m struct {
+		OAuth struct {
+			ClientID string `json:"client_id"`
+		} `json:"oauth"`
+	}
+	if len(d.Meta) > 2 && json.Unmarshal(d.Meta, &m) == nil && m.OAuth.ClientID != "" {
+		return m.OAuth.ClientID
+	}
+	return d.TokenID
 }

@@ -51,6 +51,10 @@ func statusOf(code string) int {
 // writeError renders err. Internal errors are logged in full and shown to
 // the client only as "internal error".
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	if p := r.URL.Path; p == "/oauth2/introspect" || p == "/oauth2/revoke" {
+		s.oauthError(w, r, err) // RFC 7662 and 7009 answer in RFC 6749's form
+		return
+	}
 	code := latchkey.ErrorCode(err)
 	if code == latchkey.EInternal {
 		s.logger().Error("request failed", "method", r.Method, "path", secret.Redact(r.URL.Path), "request_id", requestID(r), "err", err)

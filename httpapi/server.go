@@ -114,6 +114,11 @@ type Server struct {
 	// Sessions records sign-outs, so they hold on every node.
 	Sessions SessionStore
 
+	// OAuth, when set, is the OAuth authorization server: its endpoints,
+	// the consent page's calls and its clients' administration. Without
+	// it they answer 404 (introspection and revocation work either way).
+	OAuth OAuthServer
+
 	sessOnce sync.Once
 	sess     *sessionKeys
 
@@ -138,6 +143,12 @@ type Route struct {
 	// Stream: the answer lasts (server-sent events) and checks now and
 	// then that its credential still holds.
 	Stream bool
+	// OAuth: served by the OAuth authorization server, which
+	// authenticates its own callers (clients, not admin tokens).
+	OAuth bool
+	// Signed: any valid token may call it, with no admin scope (the
+	// dashboard's consent page: a person answers with their own token).
+	Signed bool
 }
 
 // Routes lists every endpoint. The OpenAPI document in docs/ is checked
@@ -171,8 +182,16 @@ func Routes() []Route {
 		{Method: "POST", Path: "/v1/leaks"},
 		{Method: "*", Path: "/v1/forward-auth"},
 		{Method: "*", Path: "/v1/forward-auth/{path...}"},
+		{Method: "GET", Path: "/v1/oauth/clients", Scope: latchkey.ScopeTokensRead},
+		{Method: "POST", Path: "/v1/oauth/clients/revoke", Scope: latchkey.ScopeTokensWrite},
 		{Method: "POST", Path: "/oauth2/introspect", Scope: latchkey.ScopeVerify},
 		{Method: "POST", Path: "/oauth2/revoke"},
+		{Method: "GET", Path: "/oauth2/authorize", OAuth: true},
+		{Method: "POST", Path: "/oauth2/authorize", OAuth: true},
+		{Method: "POST", Path: "/oauth2/token", OAuth: true},
+		{Method: "POST", Path: "/oauth2/register", OAuth: true},
+		{Method: "GET", Path: "/.well-known/oauth-authorization-server", OAuth: true},
+		{Method: "GET", Path: "/.well-known/openid-configuration", OAuth: true},
 		{Method: "GET", Path: "/.well-known/jwks.json"},
 		{Method: "GET", Path: "/metrics"},
 		{Method: "GET", Path: "/healthz"},
@@ -187,6 +206,8 @@ func UIRoutes() []Route {
 		{Method: "POST", Path: UISessionPath},
 		{Method: "GET", Path: UISessionPath},
 		{Method: "DELETE", Path: UISessionPath},
+		{Method: "GET", Path: UIPrefix + "/oauth/requests/{id}", Signed: true},
+		{Method: "POST", Path: UIPrefix + "/oauth/requests/{id}", Signed: true},
 	}
 	for _, rt := range Routes() {
 		if rt.Scope != "" && rt.Method != "*" && strings.HasPrefix(rt.Path, "/v1/") && !rt.Relay {
@@ -229,6 +250,10 @@ func (s *Server) Handler() http.Handler {
 		"POST /v1/leaks":                            s.reportLeaks,
 		"* /v1/forward-auth":                        s.forwardAuth,
 		"* /v1/forward-auth/{path...}":              s.forwardAuth,
+		"GET /v1/oauth/clients":                     s.listOAuthClients,
+		"POST /v1/oauth/clients/revoke":             s.revokeOAuthClient,
+		"GET " + UIPrefix + "/oauth/requests/{id}":  s.consentRequest,
+		"POST " + UIPrefix + "/oauth/requests/{id}": s.consentDecide,
 		"POST /oauth2/introspect":                   s.introspect,
 		"POST /oauth2/revoke":                       s.oauthRevoke,
 		"GET /.well-known/jwks.json":                s.jwks,
@@ -242,7 +267,13 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	paths := map[string][]string{}
 	var anyMethod http.Handler
+	oauthH := s.oauthHandler()
 	for _, rt := range Routes() {
+		if rt.OAuth {
+			mux.Handle(rt.Method+" "+rt.Path, oauthH)
+			paths[rt.Path] = append(paths[rt.Path], rt.Method)
+			continue
+		}
 		fn := h[rt.Method+" "+rt.Path]
 		if fn == nil {
 			panic("httpapi: no handler for " + rt.Method + " " + rt.Path)
@@ -251,7 +282,11 @@ func (s *Server) Handler() http.Handler {
 			anyMethod = s.endpoint(rt, fn, bearerCredential, false)
 			continue
 		}
-		mux.Handle(rt.Method+" "+rt.Path, s.endpoint(rt, fn, bearerCredential, false))
+		cred := bearerCredential
+		if rt.Path == "/oauth2/introspect" || rt.Path == "/oauth2/revoke" {
+			cred = oauthClientCredential
+		}
+		mux.Handle(rt.Method+" "+rt.Path, s.endpoint(rt, fn, cred, false))
 		paths[rt.Path] = append(paths[rt.Path], rt.Method)
 	}
 	// The dashboard: its files, its sessions, and the admin API relayed
@@ -351,7 +386,7 @@ func (s *Server) endpoint(rt Route, fn handlerFunc, cred credential, ui bool) ht
 			src = edge.PeerSource(r, s.TrustedProxies)
 		}
 		a := latchkey.Actor{ClientIP: ip, UserAgent: r.UserAgent(), RequestID: requestID(r)}
-		if scope := rt.Scope; scope != "" {
+		if scope := rt.Scope; scope != "" || rt.Signed {
 			if rt.Self && presentsSelf(r) {
 				scope = "" // the token acting on itself needs no admin scope
 			}

@@ -106,6 +106,30 @@ func (st *Settings) Server(name string) (*Server, bool) {
 	return nil, false
 }
 
+// Resources lists each server's resource indicator (RFC 8707), the
+// audience a token delegated for it carries: public_url + /mcp/<name>.
+// Without a public URL there are none: a token bound to an audience is
+// accepted only where the gateway's own address is configured.
+func (st *Settings) Resources() []string {
+	if st.PublicURL == nil {
+		return nil
+	}
+	out := make([]string, 0, len(st.Servers))
+	for _, s := range st.Servers {
+		out = append(out, st.PublicURL.String()+"/mcp/"+s.Name)
+	}
+	return out
+}
+
+// ScopesSupported lists the scope families the servers answer to.
+func (st *Settings) ScopesSupported() []string {
+	var out []string
+	for _, s := range st.Servers {
+		out = append(out, "mcp."+s.Name+".tools.*:call", ResourcesScope(s.Name), PromptsScope(s.Name))
+	}
+	return out
+}
+
 var serverName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 
 // hopHeaders may not be configured for the upstream: the gateway sets

@@ -279,6 +279,12 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	vr.Token = token
 	vr.Detail = detailJSON(map[string]string{"server": srv.Name})
+	// Tokens bound to an audience (delegated by the OAuth authorization
+	// server) work here only under the configured public URL: a URL
+	// built from the request's Host is the client's to choose.
+	if g.Settings.PublicURL != nil {
+		vr.Resource = g.resourceURL(r, srv)
+	}
 	switch r.Method {
 	case http.MethodPost:
 		g.servePost(w, r, srv, &vr)

@@ -115,7 +115,8 @@ func requestConstraints(req *client.CreateRequest) (latchkey.Constraints, error)
 		c.RateLimit = &latchkey.RateLimit{Limit: r.Limit, Window: latchkey.Duration(w)}
 	}
 	c.MaxUses = req.MaxUses
-	for _, list := range [][]string{c.AllowedCIDRs, c.AllowedMethods, c.AllowedPaths} {
+	c.Audience = req.Audience
+	for _, list := range [][]string{c.AllowedCIDRs, c.AllowedMethods, c.AllowedPaths, c.Audience} {
 		for _, v := range list {
 			if secret.LooksLikeToken(v) {
 				return c, latchkey.Errorf(latchkey.EInvalid, "constraints must not contain a token")

@@ -21,6 +21,7 @@ type constraints struct {
 	cidrs     []netip.Prefix
 	methods   []string
 	paths     []string
+	audience  []string
 	limiters  []*limiterRef // the token's series first, then inherited ones
 	budget    []string      // series whose budgets a use spends; nil: unlimited
 	exhausted atomic.Bool   // a budget was found spent: no need to ask the store again
@@ -125,7 +126,7 @@ func (v *Verifier) newConstraints(t *latchkey.Token) *constraints {
 			cs.cidrs = append(cs.cidrs, netip.Prefix{})
 		}
 	}
-	cs.methods, cs.paths = c.AllowedMethods, c.AllowedPaths
+	cs.methods, cs.paths, cs.audience = c.AllowedMethods, c.AllowedPaths, c.Audience
 	if c.RateLimit != nil {
 		cs.limiters = append(cs.limiters, v.limiterRef(t.Series(), *c.RateLimit))
 	}
@@ -173,6 +174,24 @@ func (c *constraints) check(req *latchkey.VerifyRequest) (latchkey.Code, string)
 		}
 		if !ok {
 			return latchkey.IPNotAllowed, "ip_not_allowed"
+		}
+	}
+	// An audience binds the token to its resources everywhere, latchkey's
+	// own API included: a token delegated to an agent for one MCP server
+	// is not an admin credential, whatever scopes it holds.
+	if len(c.audience) > 0 && !req.AnyResource {
+		if req.Resource == "" {
+			return latchkey.Forbidden, "resource_unknown"
+		}
+		ok := false
+		for _, a := range c.audience {
+			if a == req.Resource {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return latchkey.Forbidden, "audience_mismatch"
 		}
 	}
 	if req.APICall {

@@ -40,6 +40,7 @@ func TestConstraints(t *testing.T) {
 	meth := cons(latchkey.Constraints{AllowedMethods: []string{"get", "HEAD"}})
 	path := cons(latchkey.Constraints{AllowedPaths: []string{"/v1/invoices", "/v1/projects/*/files/**", "/v1/users/*"}})
 	all := cons(latchkey.Constraints{AllowedCIDRs: []string{"10.0.0.0/8"}, AllowedMethods: []string{"GET"}, AllowedPaths: []string{"/v1/**"}})
+	aud := cons(latchkey.Constraints{Audience: []string{"https://mcp.example.com/mcp/files", "https://api.example.com"}})
 
 	cases := []struct {
 		name   string
@@ -76,6 +77,13 @@ func TestConstraints(t *testing.T) {
 		{"path case-sensitive", path, latchkey.VerifyRequest{Path: "/V1/invoices"}, latchkey.Forbidden, "path_not_allowed"},
 		{"api call: bindings describe the resource server", meth, latchkey.VerifyRequest{APICall: true, Method: "DELETE"}, latchkey.Valid, ""},
 		{"api call: network still applies", net, latchkey.VerifyRequest{APICall: true, ClientIP: "11.0.0.1"}, latchkey.IPNotAllowed, "ip_not_allowed"},
+		{"audience: its resource", aud, latchkey.VerifyRequest{Resource: "https://mcp.example.com/mcp/files"}, latchkey.Valid, ""},
+		{"audience: its other resource", aud, latchkey.VerifyRequest{Resource: "https://api.example.com"}, latchkey.Valid, ""},
+		{"audience: another resource", aud, latchkey.VerifyRequest{Resource: "https://mcp.example.com/mcp/mail"}, latchkey.Forbidden, "audience_mismatch"},
+		{"audience: compared byte for byte", aud, latchkey.VerifyRequest{Resource: "https://MCP.example.com/mcp/files"}, latchkey.Forbidden, "audience_mismatch"},
+		{"audience: a door naming no resource", aud, latchkey.VerifyRequest{}, latchkey.Forbidden, "resource_unknown"},
+		{"audience: latchkey's own API is not its resource", aud, latchkey.VerifyRequest{APICall: true}, latchkey.Forbidden, "resource_unknown"},
+		{"audience: introspection asks about any resource", aud, latchkey.VerifyRequest{AnyResource: true}, latchkey.Valid, ""},
 		{"all pass", all, latchkey.VerifyRequest{ClientIP: "10.0.0.1", Method: "GET", Path: "/v1/x"}, latchkey.Valid, ""},
 		{"network checked before method", all, latchkey.VerifyRequest{ClientIP: "8.8.8.8", Method: "POST", Path: "/x"}, latchkey.IPNotAllowed, "ip_not_allowed"},
 		{"method checked before scope", all, latchkey.VerifyRequest{ClientIP: "10.0.0.1", Method: "POST", Path: "/v1/x", Scopes: []string{"nope:read"}}, latchkey.Forbidden, "method_not_allowed"},

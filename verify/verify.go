@@ -353,7 +353,7 @@ func (v *Verifier) identify(ctx context.Context, req *latchkey.VerifyRequest, no
 	d.CreatedAt, d.Version = timeOf(in.createdAt), in.version
 	d.ExpiresAt = timeOf(e.expiresAt)
 	if in.cons != nil {
-		d.NotBefore = timeOf(in.cons.notBefore)
+		d.NotBefore, d.Audience = timeOf(in.cons.notBefore), in.cons.audience
 	}
 	return e, true, nil
 }

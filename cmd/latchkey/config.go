@@ -12,6 +12,7 @@ import (
 
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/detect"
+	"github.com/latchkeyhq/latchkey/oauth"
 	lkredis "github.com/latchkeyhq/latchkey/redis"
 	"github.com/latchkeyhq/latchkey/tokens"
 	"github.com/latchkeyhq/latchkey/webhook"
@@ -67,6 +68,15 @@ type serveConfig struct {
 	IdentityKeyPeriod time.Duration
 
 	DBConfig string // the database gateway's file; empty: no database gateway
+
+	// The OAuth authorization server: on when OAuthIssuer is set.
+	OAuthIssuer          string
+	OAuthRegistration    string
+	OAuthAccessTTL       time.Duration
+	OAuthMaxAccessTTL    time.Duration
+	OAuthRefreshTTL      time.Duration
+	OAuthResources       []string
+	OAuthPrivateMetadata bool // fetch client metadata documents from private addresses (tests only)
 	// Getenv reads the environment for the files' password_env (the
 	// database gateway); nil reads nothing.
 	Getenv func(string) string
@@ -195,6 +205,34 @@ var serveSettings = []setting{
 	{flag: "gateway-config", arg: "file", usage: "run the gateway with this route file (YAML); SIGHUP reloads it", set: func(c *serveConfig, v string) error { c.GatewayConfig = v; return nil }},
 	{flag: "gateway-listen", def: "127.0.0.1:8080", arg: "host:port", usage: "address the gateway listens on", set: func(c *serveConfig, v string) error { c.GatewayListen = v; return nil }},
 	{flag: "db-config", arg: "file", usage: "run the database gateway (PostgreSQL wire protocol) with this file (YAML); see docs/database-gateway.md", set: func(c *serveConfig, v string) error { c.DBConfig = v; return nil }},
+	{flag: "oauth-issuer", arg: "URL", usage: "run the OAuth 2.1 authorization server with this issuer: the URL clients reach this API at (https, or http on loopback), e.g. https://auth.example.com; see docs/oauth.md", set: func(c *serveConfig, v string) error {
+		if _, err := oauth.CheckIssuer(v); err != nil {
+			return err
+		}
+		c.OAuthIssuer = strings.TrimSuffix(v, "/")
+		return nil
+	}},
+	{flag: "oauth-registration", def: "open", usage: "dynamic client registration (RFC 7591): open, token (an initial access token holding latchkey:oauth:register) or off", set: func(c *serveConfig, v string) error {
+		if v != oauth.RegistrationOpen && v != oauth.RegistrationToken && v != oauth.RegistrationOff {
+			return fmt.Errorf("%q: want open, token or off", v)
+		}
+		c.OAuthRegistration = v
+		return nil
+	}},
+	{flag: "oauth-access-ttl", usage: "lifetime of the access tokens the authorization server issues (default 1h)", set: duration(func(c *serveConfig) *time.Duration { return &c.OAuthAccessTTL })},
+	{flag: "oauth-max-access-ttl", usage: "cap on --oauth-access-ttl (default 24h)", set: duration(func(c *serveConfig) *time.Duration { return &c.OAuthMaxAccessTTL })},
+	{flag: "oauth-refresh-ttl", usage: "lifetime of refresh tokens, never beyond the consenting token's (default 30d)", set: duration(func(c *serveConfig) *time.Duration { return &c.OAuthRefreshTTL })},
+	{flag: "oauth-resource", env: "LATCHKEY_OAUTH_RESOURCES", kind: listSetting, arg: "URL", usage: "a resource (RFC 8707) tokens may be issued for, besides the MCP gateway's servers (which need mcp.public_url); repeatable, or comma-separated",
+		list: func(c *serveConfig, vs []string) error {
+			for _, v := range vs {
+				if err := latchkey.ValidateResource(v); err != nil {
+					return errors.New(latchkey.ErrorMessage(err))
+				}
+			}
+			c.OAuthResources = vs
+			return nil
+		}},
+	{flag: "oauth-client-metadata-private", kind: boolSetting, usage: "fetch client metadata documents from private and loopback addresses too: for tests only, it lets anyone aim the server's fetches inside your network", set: boolean(func(c *serveConfig) *bool { return &c.OAuthPrivateMetadata })},
 	{flag: "identity-key-period", usage: "how often the identity JWT signing key rotates (default 24h)", set: duration(func(c *serveConfig) *time.Duration { return &c.IdentityKeyPeriod })},
 	{flag: "ui", kind: boolSetting, def: "true", usage: "serve the dashboard at /ui/; --ui=false turns it off", set: func(c *serveConfig, v string) error {
 		on, err := strconv.ParseBool(v)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -25,6 +27,7 @@ import (
 	"github.com/latchkeyhq/latchkey/identity"
 	"github.com/latchkeyhq/latchkey/internal/metrics"
 	"github.com/latchkeyhq/latchkey/mcpgate"
+	"github.com/latchkeyhq/latchkey/oauth"
 	"github.com/latchkeyhq/latchkey/pggate"
 	"github.com/latchkeyhq/latchkey/postgres"
 	lkredis "github.com/latchkeyhq/latchkey/redis"
@@ -67,8 +70,9 @@ type daemon struct {
 	sessions *edge.Sessions
 	pg       *pggate.Server
 	mcp      *mcpgate.Gate // nil without an mcp section in the route file
-	mcps     *mcpgate.Settings
-	dbs      *pggate.Settings
+	oauth    *oauth.Server // nil without --oauth-issuer
+	mcps       *mcpgate.Settings
+	dbs        *pggate.Settings
 
 	addr, gwAddr, dbAddr string // the bound addresses of the API, the gateway and the database gateway
 	dbLn                 net.Listener
@@ -328,6 +332,49 @@ func (d *daemon) buildDoors(key []byte, table *gateway.Table, met *metrics.Metri
 	if !cfg.NoUI {
 		d.api.UI, d.api.SessionKey, d.api.SessionTTL, d.api.Sessions = ui.Handler(), key, cfg.SessionTTL, d.db
 	}
+	if cfg.OAuthIssuer != "" {
+		if err := d.buildOAuth(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// buildOAuth constructs the OAuth authorization server on the API. Its
+// resources are the configured ones and the MCP gateway's servers, whose
+// RFC 9728 documents then name it.
+func (d *daemon) buildOAuth() error {
+	cfg := d.cfg
+	iss, err := oauth.CheckIssuer(cfg.OAuthIssuer)
+	if err != nil {
+		return err
+	}
+	if cfg.NoUI {
+		return errors.New("--oauth-issuer needs the dashboard (its consent page): drop --ui=false")
+	}
+	resources := slices.Clone(cfg.OAuthResources)
+	var scopes []string
+	if d.mcps != nil {
+		resources = append(resources, d.mcps.Resources()...)
+		scopes = d.mcps.ScopesSupported()
+		if len(d.mcps.AuthorizationServers) == 0 {
+			d.mcps.AuthorizationServers = []string{iss.String()}
+		}
+		if d.mcps.PublicURL == nil {
+			d.logger.Warn("oauth: the MCP gateway has no mcp.public_url, so tokens cannot be issued for its servers")
+		}
+	}
+	d.oauth = &oauth.Server{Issuer: iss, Verifier: d.ver, Tokens: d.svc, Store: d.db, Audit: d.pipe,
+		TrustedProxies: cfg.TrustedProxies, Log: d.logger, Node: d.node, Registration: cfg.OAuthRegistration,
+		AccessTTL: cfg.OAuthAccessTTL, MaxAccessTTL: cfg.OAuthMaxAccessTTL, RefreshTTL: cfg.OAuthRefreshTTL,
+		Resources:       func() []string { return resources },
+		ScopesSupported: func() []string { return scopes },
+		Metadata:        &oauth.Fetcher{AllowPrivate: cfg.OAuthPrivateMetadata}}
+	if cfg.OAuthPrivateMetadata {
+		d.logger.Warn("oauth: client metadata documents may be fetched from private addresses (--oauth-client-metadata-private): for tests only")
+	}
+	d.api.OAuth = d.oauth
+	d.logger.Info("oauth authorization server", "issuer", iss.String(), "resources", len(resources), "registration", cmp.Or(cfg.OAuthRegistration, oauth.RegistrationOpen))
 	return nil
 }
 

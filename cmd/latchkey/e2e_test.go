@@ -43,7 +43,10 @@ func startServerWith(t *testing.T, dir string, cfg serveConfig) *testServer {
 	t.Helper()
 	out := &syncBuffer{}
 	logger := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	cfg.Listen, cfg.DataDir = "127.0.0.1:0", dir
+	cfg.DataDir = dir
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:0"
+	}
 	d, err := startDaemon(context.Background(), cfg, logger, out)
 	if err != nil {
 		t.Fatalf("startDaemon: %v", err)

@@ -35,6 +35,7 @@ func (d *daemon) startLoops(ctx context.Context) {
 	})
 	if d.api.UI != nil {
 		d.every(ctx, time.Hour, true, d.pruneSessions)
+		d.every(ctx, 10*time.Minute, false, d.pruneOAuth)
 	}
 	if d.feed != nil {
 		// Other nodes' changes: notifications, and the change log polled
@@ -96,6 +97,22 @@ func (d *daemon) pruneSessions(ctx context.Context) {
 		}
 	} else if n > 0 {
 		d.logger.Debug("pruned ended dashboard sessions", "count", n)
+	}
+}
+
+// pruneOAuth deletes the authorization server's spent requests and codes.
+func (d *daemon) pruneOAuth(ctx context.Context) {
+	if d.oauth == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if n, err := d.oauth.Prune(ctx); err != nil {
+		if ctx.Err() == nil {
+			d.logger.Warn("pruning OAuth requests and codes failed", "err", err)
+		}
+	} else if n > 0 {
+		d.logger.Debug("pruned OAuth requests and codes", "count", n)
 	}
 }
 

@@ -97,7 +97,10 @@ func newMCPEnvWith(t *testing.T, extra string, base serveConfig) *mcpEnv {
       env: {MCPTEST_CALL_LOG: %s}
       approval: [send_email]
 `, extra, up.URL, mcpServerBinary(t), e.callLog)), 0o600)
-	base.GatewayConfig, base.GatewayListen = conf, "127.0.0.1:0"
+	base.GatewayConfig = conf
+	if base.GatewayListen == "" {
+		base.GatewayListen = "127.0.0.1:0"
+	}
 	e.cfg = base
 	e.ts = startServerWith(t, dir, base)
 	e.gw = "http://" + e.ts.d.gwAddr
@@ -627,6 +630,19 @@ func TestMCPGatewayRevokeLatency(t *testing.T) {
 
 var tsOnce sync.Once
 
+// npmCI installs the TypeScript clients (mcpgate/testdata/tsclient) once.
+func npmCI(dir string) error {
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "openid-client")); err == nil {
+		return nil
+	}
+	cmd := exec.Command("npm", "ci", "--no-audit", "--no-fund")
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("npm ci: %v: %s", err, out)
+	}
+	return nil
+}
+
 // The Must-show list's first item with the official TypeScript SDK's
 // client (npm @modelcontextprotocol/sdk, run with node), over both
 // upstreams.
@@ -639,16 +655,7 @@ func TestMCPGatewayTypeScriptClient(t *testing.T) {
 	}
 	dir, _ := filepath.Abs("../../mcpgate/testdata/tsclient")
 	var installErr error
-	tsOnce.Do(func() {
-		if _, err := os.Stat(filepath.Join(dir, "node_modules", "@modelcontextprotocol", "sdk")); err == nil {
-			return
-		}
-		cmd := exec.Command("npm", "ci", "--no-audit", "--no-fund")
-		cmd.Dir = dir
-		if out, err := cmd.CombinedOutput(); err != nil {
-			installErr = fmt.Errorf("npm ci: %v: %s", err, out)
-		}
-	})
+	tsOnce.Do(func() { installErr = npmCI(dir) })
 	if installErr != nil {
 		requireService(t, "the npm registry")
 		t.Skip(installErr)

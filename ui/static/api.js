@@ -81,8 +81,8 @@ export async function checkSession() {
   }
 }
 
-export async function signIn(token) {
-  const info = await call('POST', '/ui/api/session', { token });
+export async function signIn(token, purpose) {
+  const info = await call('POST', '/ui/api/session', purpose ? { token, purpose } : { token });
   csrf = info.csrf_token;
   return info;
 }

@@ -7,6 +7,7 @@ import { securityView } from './security.js';
 import { sessionsView } from './sessions.js';
 import { agentsView } from './agents.js';
 import { auditView } from './audit.js';
+import { consentView } from './consent.js';
 
 const main = document.getElementById('main');
 const nav = document.getElementById('nav');
@@ -22,20 +23,31 @@ function stopView() {
   }
 }
 
+// consentID is the OAuth request the page was opened for, if any.
+function consentID() {
+  const m = /^#\/consent\/([A-Za-z0-9_-]{1,64})$/.exec(location.hash);
+  return m ? m[1] : '';
+}
+
 function showSignIn(message) {
   stopView();
   me = null;
   nav.hidden = true;
   signoutBtn.hidden = true;
   replace(who);
+  const consent = consentID() !== '';
+  const label = consent ? 'Your token' : 'Admin token';
   const input = h('input', { type: 'password', id: 'token', autocomplete: 'off', spellcheck: 'false',
-    required: true, placeholder: 'lk_…', 'aria-label': 'Admin token' });
+    required: true, placeholder: 'lk_…', 'aria-label': label });
   const status = h('div');
   const form = h('form', { class: 'signin card', id: 'signin' },
-    h('h1', null, 'Sign in'),
-    h('p', { class: 'muted' }, 'Paste an admin token: one holding latchkey:admin, or latchkey:audit:read to watch without changing anything. ' +
-      'It is exchanged for a session cookie and never kept by this page.'),
-    h('label', null, h('span', null, 'Admin token'), input),
+    h('h1', null, consent ? 'Sign in to answer an authorization request' : 'Sign in'),
+    h('p', { class: 'muted' }, consent
+      ? 'An application asks to act for you. Paste your own latchkey token: what you approve is delegated from it, never more. ' +
+        'It is exchanged for a session cookie and never kept by this page.'
+      : 'Paste an admin token: one holding latchkey:admin, or latchkey:audit:read to watch without changing anything. ' +
+        'It is exchanged for a session cookie and never kept by this page.'),
+    h('label', null, h('span', null, label), input),
     status,
     h('button', { type: 'submit', class: 'primary' }, 'Sign in'));
   if (message) status.append(notice(message));
@@ -45,7 +57,7 @@ function showSignIn(message) {
     input.value = '';
     replace(status);
     try {
-      me = await api.signIn(token);
+      me = await api.signIn(token, consent ? 'consent' : '');
       signedIn();
     } catch (err) {
       replace(status, notice(err.message));
@@ -56,7 +68,7 @@ function showSignIn(message) {
 }
 
 function signedIn() {
-  nav.hidden = false;
+  nav.hidden = consentID() !== '';
   signoutBtn.hidden = false;
   replace(who, 'Signed in as ', h('span', { class: 'mono' }, me.token_id), me.subject ? ` (${me.subject})` : '');
   route();
@@ -81,7 +93,8 @@ function route() {
   const view = h('section', { class: 'view' });
   replace(main, view);
   try {
-    if (parts[0] === 'tokens' && parts[1] === 'new') cleanup = createView(view);
+    if (parts[0] === 'consent' && parts[1]) cleanup = consentView(view, parts[1], me);
+    else if (parts[0] === 'tokens' && parts[1] === 'new') cleanup = createView(view);
     else if (parts[0] === 'tokens' && parts[1]) cleanup = tokenView(view, parts[1]);
     else if (parts[0] === 'tokens') cleanup = tokensView(view);
     else if (parts[0] === 'security') cleanup = securityView(view);
