@@ -54,9 +54,11 @@ var importRules = []struct {
 		reason: "the database gateway is a door like the others: the root's Verifier and Refuser, the edge, its own Recorder interface; pgproto3 and pgconn speak the protocol"},
 	{pkgs: []string{"/mcpgate"}, forbidden: append([]string{module + "/verify", module + "/tokens", module + "/audit", module + "/httpapi", module + "/gateway", module + "/pggate"}, drivers...),
 		reason: "the MCP gateway is a door like the others: the root's Verifier and Refuser, the edge, its own Recorder; the MCP Go SDK speaks the protocol"},
-	{pkgs: []string{"/httpapi"}, forbidden: []string{module + "/mcpgate", module + "/pggate"},
-		reason: "the API administers the doors through small interfaces (OpenSessions, MCP), not by importing them"},
-	{pkgs: []string{"/verify", "/tokens", "/audit", "/detect"}, forbidden: []string{module + "/httpapi", module + "/gateway", module + "/middleware", module + "/edge", module + "/identity", module + "/pggate", module + "/mcpgate"},
+	{pkgs: []string{"/oauth"}, forbidden: append([]string{module + "/verify", module + "/tokens", module + "/audit", module + "/httpapi", module + "/gateway", module + "/pggate", module + "/mcpgate"}, drivers...),
+		reason: "the authorization server is a door like the others: the root's Verifier, the token service and the store through its own small interfaces, the edge, its own Recorder"},
+	{pkgs: []string{"/httpapi"}, forbidden: []string{module + "/mcpgate", module + "/pggate", module + "/oauth"},
+		reason: "the API administers the doors through small interfaces (OpenSessions, MCP, OAuthServer), not by importing them"},
+	{pkgs: []string{"/verify", "/tokens", "/audit", "/detect"}, forbidden: []string{module + "/httpapi", module + "/gateway", module + "/middleware", module + "/edge", module + "/identity", module + "/pggate", module + "/mcpgate", module + "/oauth"},
 		reason: "the domain services know no door: every door, HTTP or not (the PostgreSQL and MCP gateways to come), uses them alike"},
 }
 

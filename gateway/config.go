@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -24,6 +25,7 @@ import (
 //	    upstream: http://127.0.0.1:9001
 //	    scopes: ["projects.{id}:read"]
 //	    strip_prefix: false        # drop the matched prefix before forwarding
+//	    resource: https://api.example.com/projects  # RFC 8707 resource: tokens bound to it work here (optional)
 //	    timeout: 30s               # whole request, upstream included (0: none)
 //	    body_timeout: 30s          # the client's whole body must arrive in this time (default 30s)
 //	    max_body_bytes: 10MiB      # larger bodies are refused with 413 (default: no limit)
@@ -49,7 +51,11 @@ type RouteConfig struct {
 	Upstream    string   `yaml:"upstream"`
 	Scopes      []string `yaml:"scopes"`
 	StripPrefix bool     `yaml:"strip_prefix"`
-	Timeout     string   `yaml:"timeout"`
+	// Resource is the route's RFC 8707 resource indicator: a token bound
+	// to an audience (one the OAuth authorization server issued) works
+	// on the route only when the audience names it.
+	Resource string `yaml:"resource"`
+	Timeout  string `yaml:"timeout"`
 	// BodyTimeout bounds how long the client may take to send its body,
 	// counted from the end of its headers (default 30s), so a slow or
 	// stalled body cannot hold a connection. Upgrades (websockets) have
@@ -142,9 +148,14 @@ func optBytes(s string) (int64, error) {
 }
 
 func compileRoute(rc RouteConfig) (*Route, error) {
-	r := &Route{Name: rc.Name, Host: strings.ToLower(rc.Host), StripPrefix: rc.StripPrefix}
+	r := &Route{Name: rc.Name, Host: strings.ToLower(rc.Host), StripPrefix: rc.StripPrefix, Resource: rc.Resource}
 	if r.Name == "" {
 		return nil, fmt.Errorf("name is required (it is the identity's audience)")
+	}
+	if rc.Resource != "" {
+		if err := latchkey.ValidateResource(rc.Resource); err != nil {
+			return nil, errors.New(latchkey.ErrorMessage(err))
+		}
 	}
 	if !strings.HasPrefix(rc.Path, "/") {
 		return nil, fmt.Errorf("path must start with /")

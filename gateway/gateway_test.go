@@ -428,3 +428,58 @@ func TestGatewayLogsNoToken(t *testing.T) {
 type writerFunc func(p []byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// A token bound to an audience (RFC 8707) passes only routes that name
+// that resource; a route naming none (like "public", which asks no
+// scope) refuses it: fail closed. Forward auth follows the same rule.
+func TestGatewayAudience(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, `
+routes:
+  - name: billing
+    path: /billing
+    upstream: UPSTREAM
+    resource: https://api.example.com/billing
+  - name: reports
+    path: /reports
+    upstream: UPSTREAM
+    resource: https://api.example.com/reports
+  - name: public
+    path: /
+    upstream: UPSTREAM
+`)
+	bound, _ := e.token(t, client.CreateRequest{Subject: "agent", Audience: []string{"https://api.example.com/billing"}})
+	free, _ := e.token(t, client.CreateRequest{Subject: "svc"})
+	for _, c := range []struct {
+		path, tok string
+		want      int
+	}{
+		{"/billing/x", bound, 200},
+		{"/reports/x", bound, 403},
+		{"/anything", bound, 403},
+		{"/reports/x", free, 200},
+		{"/anything", free, 200},
+	} {
+		if resp, body := e.do(t, "GET", c.path, c.tok); resp.StatusCode != c.want {
+			t.Errorf("GET %s: %d %s, want %d", c.path, resp.StatusCode, body, c.want)
+		}
+	}
+	fa := httptest.NewServer(&gateway.ForwardAuth{Auth: e.gw.Auth})
+	t.Cleanup(fa.Close)
+	for _, c := range []struct {
+		query string
+		want  int
+	}{
+		{"?resource=" + "https%3A%2F%2Fapi.example.com%2Fbilling", 200},
+		{"?resource=" + "https%3A%2F%2Fapi.example.com%2Freports", 403},
+		{"", 403},
+		{"?resource=not-a-url", 400},
+	} {
+		if resp, body := send(t, "GET", fa.URL+"/v1/forward-auth"+c.query, "Authorization", "Bearer "+bound); resp.StatusCode != c.want {
+			t.Errorf("forward auth %q: %d %s, want %d", c.query, resp.StatusCode, body, c.want)
+		}
+	}
+	if _, err := gateway.ParseConfig([]byte("routes:\n  - name: x\n    path: /\n    upstream: http://127.0.0.1:1\n    resource: api.example.com\n")); err == nil {
+		t.Error("a route with a relative resource was accepted")
+	}
+}

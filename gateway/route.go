@@ -27,7 +27,10 @@ type Route struct {
 	Upstream    *url.URL
 	Scopes      []string // may hold {param}
 	StripPrefix bool
-	Timeout     time.Duration
+	// Resource is the route's RFC 8707 resource indicator ("": none, so
+	// tokens bound to an audience are refused here).
+	Resource string
+	Timeout  time.Duration
 	// BodyTimeout bounds the arrival of the client's body after its
 	// headers; MaxBodyBytes and MaxHeaderBytes cap their sizes (0: no
 	// cap beyond the listener's).

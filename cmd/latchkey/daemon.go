@@ -71,8 +71,8 @@ type daemon struct {
 	pg       *pggate.Server
 	mcp      *mcpgate.Gate // nil without an mcp section in the route file
 	oauth    *oauth.Server // nil without --oauth-issuer
-	mcps       *mcpgate.Settings
-	dbs        *pggate.Settings
+	mcps     *mcpgate.Settings
+	dbs      *pggate.Settings
 
 	addr, gwAddr, dbAddr string // the bound addresses of the API, the gateway and the database gateway
 	dbLn                 net.Listener
@@ -341,8 +341,8 @@ func (d *daemon) buildDoors(key []byte, table *gateway.Table, met *metrics.Metri
 }
 
 // buildOAuth constructs the OAuth authorization server on the API. Its
-// resources are the configured ones and the MCP gateway's servers, whose
-// RFC 9728 documents then name it.
+// resources are the configured ones, the gateway routes' and the MCP
+// gateway's servers, whose RFC 9728 documents then name it.
 func (d *daemon) buildOAuth() error {
 	cfg := d.cfg
 	iss, err := oauth.CheckIssuer(cfg.OAuthIssuer)
@@ -367,7 +367,17 @@ func (d *daemon) buildOAuth() error {
 	d.oauth = &oauth.Server{Issuer: iss, Verifier: d.ver, Tokens: d.svc, Store: d.db, Audit: d.pipe,
 		TrustedProxies: cfg.TrustedProxies, Log: d.logger, Node: d.node, Registration: cfg.OAuthRegistration,
 		AccessTTL: cfg.OAuthAccessTTL, MaxAccessTTL: cfg.OAuthMaxAccessTTL, RefreshTTL: cfg.OAuthRefreshTTL,
-		Resources:       func() []string { return resources },
+		Resources: func() []string {
+			out := resources
+			if d.gw != nil { // the gateway's routes, as reloaded
+				for _, rt := range d.gw.Table().Routes {
+					if rt.Resource != "" && !slices.Contains(out, rt.Resource) {
+						out = append(slices.Clip(out), rt.Resource)
+					}
+				}
+			}
+			return out
+		},
 		ScopesSupported: func() []string { return scopes },
 		Metadata:        &oauth.Fetcher{AllowPrivate: cfg.OAuthPrivateMetadata}}
 	if cfg.OAuthPrivateMetadata {
