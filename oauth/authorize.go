@@ -14,6 +14,7 @@ import (
 
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/client"
+	"github.com/latchkeyhq/latchkey/secret"
 )
 
 // pending is an authorization request waiting for consent, and then
@@ -105,6 +106,16 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	state := q.Get("state")
+	for _, k := range []string{"state", "scope", "code_challenge"} {
+		if secret.LooksLikeToken(q.Get(k)) {
+			// It would be stored and shown on the consent page.
+			state = ""
+			e := oerr("invalid_request", "%s must not contain a latchkey token", k)
+			refuse(clientID, "token_in_request", e)
+			errorPage(w, e)
+			return
+		}
+	}
 	back := func(reason string, e *Error) {
 		refuse(clientID, reason, e)
 		http.Redirect(w, r, s.answerURL(redirect, url.Values{"error": {e.Code}, "error_description": {e.Description}}, state), http.StatusSeeOther)
@@ -222,6 +233,9 @@ func (s *Server) requestedScopes(raw string, c client.OAuthClient) ([]string, *E
 	}
 	var out []string
 	for _, sc := range scopes {
+		if secret.LooksLikeToken(sc) {
+			return nil, oerr("invalid_scope", "scopes must not contain a token")
+		}
 		if err := latchkey.ValidateScope(sc); err != nil {
 			return nil, oerr("invalid_scope", "%s", latchkey.ErrorMessage(err))
 		}

@@ -307,7 +307,8 @@ func (e *Error) Error() string { return "oauth: " + e.Code + ": " + e.Descriptio
 func oerr(code, format string, args ...any) *Error {
 	e := &Error{Code: code, Description: format, Status: http.StatusBadRequest}
 	if len(args) > 0 {
-		e.Description = sprintf(format, args...)
+		// A description may quote input, and input may hold a token.
+		e.Description = secret.Redact(sprintf(format, args...))
 	}
 	switch code {
 	case "invalid_client":
@@ -387,7 +388,7 @@ func (s *Server) record(r *http.Request, clientID string, fill func(ev *latchkey
 	var ip, ua, rid, path, method string
 	if r != nil {
 		ip = edge.ClientAddr(r, s.TrustedProxies).IP
-		ua, rid, path, method = edge.Clip(r.UserAgent(), 512), edge.RequestID(r.Header), r.URL.Path, r.Method
+		ua, rid, path, method = secret.Redact(edge.Clip(r.UserAgent(), 512)), edge.RequestID(r.Header), secret.Redact(r.URL.Path), r.Method
 	}
 	s.Audit.RecordOn(maphash.String(recordSeed, clientID), func(ev *latchkey.AuditEvent) {
 		ev.Time, ev.Node, ev.ClientIP, ev.UserAgent, ev.RequestID = t, s.Node, ip, ua, rid
@@ -400,17 +401,24 @@ func (s *Server) record(r *http.Request, clientID string, fill func(ev *latchkey
 func detail(kv ...any) json.RawMessage {
 	m := make(map[string]any, len(kv)/2)
 	for i := 0; i+1 < len(kv); i += 2 {
-		switch v := kv[i+1].(type) {
+		v := kv[i+1]
+		switch x := v.(type) {
 		case string:
-			if v == "" {
+			if x == "" {
 				continue
 			}
+			v = secret.Redact(x)
 		case []string:
-			if len(v) == 0 {
+			if len(x) == 0 {
 				continue
 			}
+			r := make([]string, len(x))
+			for j := range x {
+				r[j] = secret.Redact(x[j])
+			}
+			v = r
 		}
-		m[kv[i].(string)] = kv[i+1]
+		m[kv[i].(string)] = v
 	}
 	b, _ := json.Marshal(m)
 	return b

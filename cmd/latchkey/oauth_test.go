@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -69,6 +70,9 @@ func (e *oauthEnv) form(t *testing.T, path string, v url.Values, user, pass stri
 	defer res.Body.Close()
 	var out map[string]any
 	body, _ := io.ReadAll(res.Body)
+	if len(body) == 0 && res.StatusCode == 200 {
+		return res.StatusCode, map[string]any{}
+	}
 	if err := json.Unmarshal(body, &out); err != nil {
 		t.Fatalf("POST %s: %d %q is not JSON", path, res.StatusCode, body)
 	}
@@ -927,6 +931,97 @@ func TestOAuthOpenIDClientIntrospectRevoke(t *testing.T) {
 		_, body := e.form(t, oauth.PathIntrospect, url.Values{"token": {bound.Plaintext}, "client_ip": {ip}}, rs.ID, rs.Plaintext)
 		if body["active"] != want {
 			t.Errorf("introspecting a 10/8 token for %s: %v", ip, body)
+		}
+	}
+}
+
+// No secret of the OAuth flows (the person's token, codes, verifiers,
+// access and refresh tokens, client secrets) appears in any log line,
+// audit record, error body or data file, including canaries pasted into
+// every parameter the authorization server reads.
+func TestOAuthCanaryNeverLeaks(t *testing.T) {
+	t.Parallel()
+	e := newOAuthEnv(t)
+	ctx := context.Background()
+	person := e.person(t, "mcp.gh.tools.echo:call")
+	canary := e.person(t, "x:read").Plaintext
+	secrets := []string{person.Plaintext, canary}
+	redirect := "http://127.0.0.1:9/cb"
+	clientID := e.publicClient(t, redirect)
+	v, c := pkce("canary-")
+	back := e.consent(t, e.authorizeURL(clientID, redirect, c, "", nil), person.Plaintext, client.OAuthDecision{Approve: true})
+	code := back.Query().Get("code")
+	_, pair := e.form(t, oauth.PathToken, url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {redirect},
+		"client_id": {clientID}, "code_verifier": {v}}, "", "")
+	access, refresh := pair["access_token"].(string), pair["refresh_token"].(string)
+	_, pair2 := e.form(t, oauth.PathToken, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {refresh}, "client_id": {clientID}}, "", "")
+	var bodies []string
+	add := func(_ int, m map[string]any) { b, _ := json.Marshal(m); bodies = append(bodies, string(b)) }
+	add(e.form(t, oauth.PathToken, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {refresh}, "client_id": {clientID}}, "", "")) // reuse
+	confID, confSecret := e.register(t, map[string]any{"redirect_uris": []string{redirect}, "client_name": "confidential"})
+	secrets = append(secrets, code, v, access, refresh, pair2["access_token"].(string), pair2["refresh_token"].(string), confSecret)
+	// Canaries in every parameter.
+	for _, q := range []url.Values{
+		{"grant_type": {canary}}, {"grant_type": {"authorization_code"}, "code": {canary}, "client_id": {clientID}},
+		{"grant_type": {"refresh_token"}, "refresh_token": {canary}, "client_id": {clientID}},
+		{"grant_type": {"client_credentials"}, "client_id": {canary}, "client_secret": {canary}, "resource": {e.resource}},
+		{"grant_type": {oauth.GrantTokenExchange}, "subject_token": {canary}, "subject_token_type": {oauth.TokenTypeAccess}, "resource": {"https://" + canary + ".example/x"}},
+		{"grant_type": {"client_credentials"}, "resource": {e.resource}, "scope": {canary}},
+	} {
+		add(e.form(t, oauth.PathToken, q, "", ""))
+	}
+	add(e.form(t, oauth.PathToken, url.Values{"grant_type": {"client_credentials"}}, confID, canary))
+	add(e.form(t, oauth.PathIntrospect, url.Values{"token": {canary}}, canary, canary))
+	add(e.form(t, oauth.PathRevoke, url.Values{"token": {canary}, "client_id": {canary}}, "", ""))
+	for _, extra := range []url.Values{{"scope": {canary}}, {"state": {canary}}, {"resource": {"https://x.example/" + canary}}, {"redirect_uri": {redirect + "?" + canary}},
+		{"client_id": {canary}}, {"client_id": {"https://" + canary + ".invalid/c.json"}}} {
+		res, err := noRedirect.Get(e.authorizeURL(clientID, redirect, c, "", extra))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		// The client's own redirect may carry what it sent; latchkey's page and records may not.
+		bodies = append(bodies, string(b))
+	}
+	for _, meta := range []string{`{"redirect_uris":["https://a.example/cb"],"client_name":"` + canary + `"}`, `{"redirect_uris":["https://a.example/` + canary + `"]}`} {
+		res, err := http.Post(e.issuer+oauth.PathRegister, "application/json", strings.NewReader(meta))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		bodies = append(bodies, string(b))
+	}
+	e.ts.flush(t)
+	page, err := e.admin.ListAudit(ctx, latchkey.AuditFilter{Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	auditJSON, _ := json.Marshal(page)
+	settings, _ := e.ts.d.db.SettingsWithPrefix(ctx, "oauth.")
+	settingsJSON, _ := json.Marshal(settings)
+	if !strings.Contains(string(auditJSON), latchkey.ActionOAuthToken) || !strings.Contains(string(settingsJSON), "oauth.code/") || len(bodies) < 15 {
+		t.Fatalf("the flows did not run as planned: %d answers, settings %.200s", len(bodies), settingsJSON)
+	}
+	e.ts.stop(t)
+	files, _ := filepath.Glob(filepath.Join(e.ts.dir, "*"))
+	for i, s := range secrets {
+		where := map[string]string{"audit records": string(auditJSON), "the OAuth settings": string(settingsJSON), "logs": e.ts.out.String()}
+		for j, b := range bodies {
+			where[fmt.Sprintf("answer %d", j)] = b
+		}
+		for _, f := range files {
+			if filepath.Base(f) == "root-token" || filepath.Base(f) == "routes.yaml" {
+				continue
+			}
+			b, _ := os.ReadFile(f)
+			where["data file "+filepath.Base(f)] = string(b)
+		}
+		for name, text := range where {
+			if strings.Contains(text, s) {
+				t.Errorf("secret %d (%.8s…) appears in %s", i, s, name)
+			}
 		}
 	}
 }
