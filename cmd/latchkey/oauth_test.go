@@ -1025,3 +1025,150 @@ func TestOAuthCanaryNeverLeaks(t *testing.T) {
 		}
 	}
 }
+
+// The attacker who reads our docs: a page on another site posting an
+// approval, a request answered twice, a guessed request id, a refresh
+// token used as an access token or exchanged, a client lying about its
+// redirect. Each is refused and changes nothing.
+func TestOAuthConsentAttacks(t *testing.T) {
+	t.Parallel()
+	e := newOAuthEnv(t)
+	person := e.person(t, "mcp.gh.tools.echo:call")
+	redirect := "http://127.0.0.1:9/cb"
+	clientID := e.publicClient(t, redirect)
+	_, c := pkce("attack-")
+	res, err := noRedirect.Get(e.authorizeURL(clientID, redirect, c, "", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	loc, _ := url.Parse(res.Header.Get("Location"))
+	id := strings.TrimPrefix(loc.Fragment, "/consent/")
+	cookie, csrf := e.signInConsent(t, person.Plaintext)
+	decide := func(hdr map[string]string, body string) int {
+		req, _ := http.NewRequest("POST", e.issuer+"/ui/api/oauth/requests/"+id, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	approve := `{"approve":true}`
+	for name, hdr := range map[string]map[string]string{
+		"no session":         {"X-CSRF-Token": csrf},
+		"no CSRF token":      {"Cookie": cookie},
+		"wrong CSRF token":   {"Cookie": cookie, "X-CSRF-Token": strings.Repeat("0", len(csrf))},
+		"another site":       {"Cookie": cookie, "X-CSRF-Token": csrf, "Origin": "https://evil.example"},
+		"a bearer token too": {"Authorization": "Bearer " + person.Plaintext},
+	} {
+		if code := decide(hdr, approve); code != 401 && code != 403 {
+			t.Errorf("%s: %d, want 401 or 403", name, code)
+		}
+	}
+	if code := decide(map[string]string{"Cookie": cookie, "X-CSRF-Token": csrf}, `{"approve":true,"extra":1}`); code != 400 {
+		t.Errorf("an unknown field: %d, want 400", code)
+	}
+	ok := map[string]string{"Cookie": cookie, "X-CSRF-Token": csrf}
+	if code := decide(ok, approve); code != 200 {
+		t.Fatalf("the real approval: %d", code)
+	}
+	if code := decide(ok, approve); code != 404 && code != 409 {
+		t.Errorf("answering twice: %d, want 404 or 409", code)
+	}
+	id = "AAAAAAAAAAAAAAAAAAAAAA"
+	if code := decide(ok, approve); code != 404 {
+		t.Errorf("a guessed request id: %d, want 404", code)
+	}
+	// The consent page's frame and script rules are the dashboard's.
+	res, err = http.Get(e.issuer + "/ui/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if csp := res.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "frame-ancestors 'none'") {
+		t.Errorf("the consent page's CSP %q does not forbid framing", csp)
+	}
+	// Tokens of a grant used where they do not belong.
+	_, pair := e.codePair(t, person.Plaintext, "mcp.gh.tools.echo:call")
+	rt := pair["refresh_token"].(string)
+	status, out := e.form(t, oauth.PathToken, url.Values{"grant_type": {oauth.GrantTokenExchange}, "subject_token": {rt},
+		"subject_token_type": {oauth.TokenTypeAccess}, "resource": {e.resource}}, "", "")
+	if status != 400 || out["error"] != "invalid_grant" {
+		t.Errorf("exchanging a refresh token: %d %v", status, out)
+	}
+	rawReq, _ := http.NewRequest("POST", e.gw+"/mcp/gh", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"x","version":"1"}}}`))
+	rawReq.Header.Set("Authorization", "Bearer "+rt)
+	rawReq.Header.Set("Content-Type", "application/json")
+	rawReq.Header.Set("Accept", "application/json, text/event-stream")
+	res, err = http.DefaultClient.Do(rawReq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 403 && res.StatusCode != 401 {
+		t.Errorf("a refresh token at the MCP gateway: %d", res.StatusCode)
+	}
+	// The access token cannot refresh, nor authenticate a client.
+	status, out = e.form(t, oauth.PathToken, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {pair["access_token"].(string)}, "client_id": {clientID}}, "", "")
+	if status != 400 || out["error"] != "invalid_grant" {
+		t.Errorf("refreshing with an access token: %d %v", status, out)
+	}
+	// A client registering someone else's redirect URI still cannot use
+	// another client's code.
+	thief := e.publicClient(t, redirect)
+	v2, c2 := pkce("victim-")
+	back := e.consent(t, e.authorizeURL(clientID, redirect, c2, "", nil), person.Plaintext, client.OAuthDecision{Approve: true})
+	status, out = e.form(t, oauth.PathToken, url.Values{"grant_type": {"authorization_code"}, "code": {back.Query().Get("code")},
+		"redirect_uri": {redirect}, "client_id": {thief}, "code_verifier": {v2}}, "", "")
+	if status != 400 || out["error"] != "invalid_grant" {
+		t.Errorf("a code redeemed by another client: %d %v", status, out)
+	}
+}
+
+// Two refreshes racing with one refresh token: one wins, and the other
+// is a reuse, which revokes the grant (OAuth 2.1 §4.3.1: the server
+// cannot tell a retry from a thief).
+func TestOAuthConcurrentRefresh(t *testing.T) {
+	t.Parallel()
+	e := newOAuthEnv(t)
+	person := e.person(t, "mcp.gh.tools.echo:call")
+	clientID, pair := e.codePair(t, person.Plaintext, "mcp.gh.tools.echo:call")
+	rt := pair["refresh_token"].(string)
+	const n = 8
+	codes := make(chan int, n)
+	for range n {
+		go func() {
+			q := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}, "client_id": {clientID}}
+			req, _ := http.NewRequest("POST", e.issuer+oauth.PathToken, strings.NewReader(q.Encode()))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				codes <- 0
+				return
+			}
+			res.Body.Close()
+			codes <- res.StatusCode
+		}()
+	}
+	won := 0
+	for range n {
+		switch c := <-codes; c {
+		case 200:
+			won++
+		case 400:
+		default:
+			t.Errorf("a racing refresh answered %d", c)
+		}
+	}
+	if won > 1 {
+		t.Errorf("%d refreshes won with one refresh token", won)
+	}
+	if r := e.verifyAt(t, pair["access_token"].(string), e.resource); r.Code != latchkey.Revoked && won < n {
+		t.Errorf("after the race, the grant's first access token is %s, want REVOKED", r.Code)
+	}
+}
