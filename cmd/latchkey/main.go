@@ -60,6 +60,8 @@ Client (talks to the server at $LATCHKEY_ADDR with $LATCHKEY_TOKEN):
   mcp approve|deny ID   decide a held call
   mcp tools             pinned tool definitions, and changed ones
   mcp accept S T FP     accept a tool's changed definition
+  oauth clients         the OAuth authorization server's clients
+  oauth revoke ID       revoke a client and every token issued to it
 
   version               print the version
   help [command]        explain a command
@@ -122,6 +124,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return cmdSessions(ctx, rest, stdout, stderr, getenv)
 	case "mcp":
 		return cmdMCP(ctx, rest, stdout, stderr, getenv)
+	case "oauth":
+		return cmdOAuth(ctx, rest, stdout, stderr, getenv)
 	case "admin":
 		return cmdAdmin(ctx, rest, stdout, stderr, getenv)
 	case "audit":

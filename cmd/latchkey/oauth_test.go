@@ -379,6 +379,24 @@ func TestOAuthCodeFlowInBrowser(t *testing.T) {
 	if recs := e.recorded(t, latchkey.ActionOAuthConsent, ""); len(recs) != 1 || recs[0].Actor != person.ID {
 		t.Errorf("consent records %+v, want one by the person", recs)
 	}
+	// An administrator sees the client on the Agents page and revokes it.
+	// (The person's session ended with their token.)
+	b.do(t, "the dashboard asks to sign in again", chromedp.Navigate(e.issuer+"/ui/#/live"), chromedp.WaitVisible("#token"))
+	b.do(t, "an administrator signs in", chromedp.SendKeys("#token", e.ts.root), chromedp.Click("#signin button[type=submit]"),
+		chromedp.WaitVisible("#stream-status"), chromedp.Navigate(e.issuer+"/ui/#/agents"), chromedp.WaitVisible("#oauth-clients tr[data-client]"))
+	if row := b.eval(t, `document.querySelector('#oauth-clients tr[data-client]').innerText`); !strings.Contains(row, clientID) || !strings.Contains(row, "test agent") {
+		t.Errorf("the clients table shows %q", row)
+	}
+	b.do(t, "revoke the client", chromedp.Click(`#oauth-clients button[data-action="revoke-client"]`), chromedp.WaitVisible("dialog.confirm button[data-confirm]"),
+		chromedp.Click("dialog.confirm button[data-confirm]"))
+	b.waitFor(t, "the client shown revoked", `(document.querySelector('#oauth-clients')?.innerText || '').includes('revoked')`, 5*time.Second)
+	b.screenshot(t, "oauth-clients")
+	if len(e.recorded(t, latchkey.ActionOAuthClientRevoke, "")) != 1 {
+		t.Error("the dashboard's revocation of the client is not on record")
+	}
+	for _, pr := range b.problems() {
+		t.Error(pr)
+	}
 }
 
 // Refresh tokens are replaced on every use; a replaced one presented
@@ -635,9 +653,13 @@ func TestOAuthClientMetadataDocument(t *testing.T) {
 	if len(list.Clients) != 1 || list.Clients[0].ClientID != clientID || list.Clients[0].Kind != oauth.KindDocument || list.Clients[0].ClientName != "Doc Agent" {
 		t.Fatalf("clients %+v", list.Clients)
 	}
-	revoked, err := e.admin.RevokeOAuthClient(context.Background(), clientID)
-	if err != nil {
-		t.Fatal(err)
+	if code, out, errs := cli(t, e.ts.url, e.ts.root, "oauth", "clients"); code != 0 || !strings.Contains(out, clientID) || !strings.Contains(out, "metadata_document") {
+		t.Errorf("latchkey oauth clients: %d %q %q", code, out, errs)
+	}
+	code, outJSON, errs := cli(t, e.ts.url, e.ts.root, "oauth", "revoke", clientID, "--json")
+	var revoked client.OAuthClientRevoked
+	if code != 0 || json.Unmarshal([]byte(outJSON), &revoked) != nil {
+		t.Fatalf("latchkey oauth revoke: %d %q %q", code, outJSON, errs)
 	}
 	if revoked.TokensRevoked != 2 {
 		t.Errorf("revoking the client revoked %d tokens, want its access and refresh tokens", revoked.TokensRevoked)

@@ -19,6 +19,7 @@ export function agentsView(root) {
   const held = h('div', { id: 'held-box' });
   const decided = h('div', { id: 'decided-box' });
   const tools = h('div', { id: 'tools-box' });
+  const clients = h('div', { id: 'clients-box' });
   replace(root, h('h1', null, 'Agents'),
     h('p', { class: 'muted' }, 'Tool calls the MCP gateway holds until a person decides (on a cluster, every node\'s). ' +
       'Approving needs latchkey:mcp:approve, and never the token that made the call. A call nobody decides is denied at its deadline.'),
@@ -27,7 +28,11 @@ export function agentsView(root) {
     h('h2', null, 'Decided lately'), decided,
     h('h2', null, 'Tool definitions'),
     h('p', { class: 'muted' }, 'Each upstream tool is pinned when first seen. A changed definition is hidden from agents and its calls refused until accepted.'),
-    tools);
+    tools,
+    h('h2', null, 'OAuth clients'),
+    h('p', { class: 'muted' }, 'Apps and agents that obtain tokens from this server (docs/oauth.md): registered ones, and those known by their metadata document. ' +
+      'Revoking a client revokes every token issued to it.'),
+    clients);
 
   const decide = async (c, approve) => {
     if (!approve) {
@@ -58,10 +63,25 @@ export function agentsView(root) {
     load();
   };
 
+  const revokeClient = async (c) => {
+    const ok = await confirmDialog(`Revoke ${c.client_name || c.client_id}?`,
+      'It can no longer obtain tokens, and every token issued to it (and its secret) is revoked now.', [], 'Revoke', true);
+    if (!ok) return;
+    replace(msg);
+    try {
+      const res = await api.v1('POST', '/oauth/clients/revoke', { client_id: c.client_id });
+      replace(msg, notice(`${c.client_id}: revoked, with ${res.tokens_revoked} token(s).`, 'ok'));
+    } catch (err) {
+      replace(msg, notice(err.message));
+    }
+    load();
+  };
+
   const load = async () => {
-    const [holds, pins] = await Promise.all([
+    const [holds, pins, oc] = await Promise.all([
       api.v1('GET', '/mcp/holds').catch((e) => e),
       api.v1('GET', '/mcp/tools').catch((e) => e),
+      api.v1('GET', '/oauth/clients').catch((e) => e),
     ]);
     if (!alive) return;
     if (holds instanceof Error) {
@@ -109,6 +129,21 @@ export function agentsView(root) {
             : (p.definition?.description || '')),
           h('td', null, p.pending ? h('button', { type: 'button', 'data-action': 'accept-tool', onclick: () => accept(p) }, 'Accept') : '')))
           : h('tr', null, h('td', { colspan: 6, class: 'muted' }, 'No tool has been seen yet.'))))));
+    }
+    if (oc instanceof Error) {
+      replace(clients, notice(oc.message));
+    } else {
+      replace(clients, h('div', { class: 'scroll' }, h('table', null,
+        h('thead', null, h('tr', null, ['Client', 'Name', 'Kind', 'Redirect URIs', 'Since', 'State', ''].map((x) => h('th', null, x)))),
+        h('tbody', { id: 'oauth-clients' }, oc.clients.length ? oc.clients.map((c) => h('tr', { 'data-client': c.client_id },
+          h('td', { class: 'mono' }, c.client_id),
+          h('td', null, c.client_name || '—'),
+          h('td', null, c.kind === 'metadata_document' ? 'metadata document' : c.token_endpoint_auth_method === 'none' ? 'public' : 'confidential'),
+          h('td', { class: 'mono' }, c.redirect_uris.map((u) => h('div', null, u))),
+          h('td', { class: 'mono nowrap' }, stamp(c.created_at)),
+          h('td', null, c.revoked_at ? badge('revoked', 'refused') : badge('active', 'valid')),
+          h('td', null, c.revoked_at ? '' : h('button', { type: 'button', class: 'danger', 'data-action': 'revoke-client', onclick: () => revokeClient(c) }, 'Revoke'))))
+          : h('tr', null, h('td', { colspan: 7, class: 'muted' }, 'No OAuth client yet.'))))));
     }
   };
   load();
