@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -43,8 +44,13 @@ type oauthEnv struct {
 
 func newOAuthEnv(t *testing.T) *oauthEnv {
 	t.Helper()
+	return newOAuthEnvWith(t, serveConfig{})
+}
+
+func newOAuthEnvWith(t *testing.T, base serveConfig) *oauthEnv {
+	t.Helper()
 	api, gw := freeAddr(t), freeAddr(t)
-	base := serveConfig{Listen: api, GatewayListen: gw, OAuthIssuer: "http://" + api}
+	base.Listen, base.GatewayListen, base.OAuthIssuer = api, gw, "http://"+api
 	e := &oauthEnv{mcpEnv: newMCPEnvWith(t, "  public_url: http://"+gw, base), issuer: "http://" + api, resource: "http://" + gw + "/mcp/gh"}
 	// The server's clock, moved by tests (codes expire in 60 s).
 	e.ts.d.oauth.Now = func() time.Time { return time.Now().Add(time.Duration(e.clock.Load())) }
@@ -1193,4 +1199,145 @@ func TestOAuthConcurrentRefresh(t *testing.T) {
 	if r := e.verifyAt(t, pair["access_token"].(string), e.resource); r.Code != latchkey.Revoked && won < n {
 		t.Errorf("after the race, the grant's first access token is %s, want REVOKED", r.Code)
 	}
+}
+
+// Every step on any node: on PostgreSQL, the request is made on node A,
+// answered on node B, the code redeemed on A, refreshed on B, and the
+// replaced refresh token reused on A revokes the grant on both.
+func TestOAuthAcrossNodes(t *testing.T) {
+	t.Parallel()
+	dsn := pgSchema(t)
+	e := newOAuthEnvWith(t, serveConfig{Database: dsn, ServerKey: strings.Repeat("6d", 32), Poll: 200 * time.Millisecond})
+	cfgB := e.cfg
+	cfgB.Listen, cfgB.GatewayListen = "", "127.0.0.1:0"
+	nodeB := startServerWith(t, t.TempDir(), cfgB)
+	waitFor(t, func() bool { return follower(nodeB.d).Listening() })
+	a, b := e.issuer, nodeB.url
+	person := e.person(t, "mcp.gh.tools.echo:call")
+	redirect := "http://127.0.0.1:9/cb"
+	clientID := e.publicClient(t, redirect)
+	v, c := pkce("nodes-")
+	res, err := noRedirect.Get(e.authorizeURL(clientID, redirect, c, "", nil)) // node A
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	loc, _ := url.Parse(res.Header.Get("Location"))
+	id := strings.TrimPrefix(loc.Fragment, "/consent/")
+	e.issuer = b // node B answers it
+	cookie, csrf := e.signInConsent(t, person.Plaintext)
+	req, _ := http.NewRequest("POST", b+"/ui/api/oauth/requests/"+id, strings.NewReader(`{"approve":true}`))
+	req.Header.Set("Cookie", cookie)
+	req.Header.Set("X-CSRF-Token", csrf)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dec client.OAuthDecided
+	json.NewDecoder(resp.Body).Decode(&dec)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("consent on node B: %d", resp.StatusCode)
+	}
+	back, _ := url.Parse(dec.RedirectTo)
+	e.issuer = a
+	status, pair := e.form(t, oauth.PathToken, url.Values{"grant_type": {"authorization_code"}, "code": {back.Query().Get("code")},
+		"redirect_uri": {redirect}, "client_id": {clientID}, "code_verifier": {v}}, "", "")
+	if status != 200 {
+		t.Fatalf("the code on node A: %d %v", status, pair)
+	}
+	e.issuer = b
+	status, again := e.form(t, oauth.PathToken, url.Values{"grant_type": {"authorization_code"}, "code": {back.Query().Get("code")},
+		"redirect_uri": {redirect}, "client_id": {clientID}, "code_verifier": {v}}, "", "")
+	if status != 400 || again["error"] != "invalid_grant" {
+		t.Fatalf("the same code on node B: %d %v, want invalid_grant", status, again)
+	}
+	if r := e.verifyAt(t, pair["access_token"].(string), e.resource); r.Code != latchkey.Revoked {
+		t.Errorf("after the code's reuse on node B, its token is %s on node A", r.Code)
+	}
+	// Another grant, refreshed across nodes.
+	e.issuer = a
+	cid, pair := e.codePair(t, person.Plaintext, "")
+	refresh := func(node, rt string) (int, map[string]any) {
+		e.issuer = node
+		defer func() { e.issuer = a }()
+		return e.form(t, oauth.PathToken, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}, "client_id": {cid}}, "", "")
+	}
+	status, second := refresh(b, pair["refresh_token"].(string))
+	if status != 200 {
+		t.Fatalf("refresh on node B: %d %v", status, second)
+	}
+	status, out := refresh(a, pair["refresh_token"].(string))
+	if status != 400 || out["error"] != "invalid_grant" {
+		t.Fatalf("the replaced refresh token on node A: %d %v", status, out)
+	}
+	bClient := &client.Client{BaseURL: b, Token: e.ts.root}
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		r, err := bClient.Verify(context.Background(), client.VerifyRequest{Token: second["access_token"].(string), Resource: e.resource})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Code == latchkey.Revoked {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node B still says %s for the revoked grant's token", r.Code)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// BenchmarkOAuthIssue: issuing a short-lived child token for a machine
+// client through the token endpoint (client_credentials: client
+// authentication, scope intersection, derive, audit) against the same
+// derive through the admin API (POST /v1/tokens/{id}/derive with the
+// token itself), in the same run; docs/benchmarks.md gives the ratio.
+func BenchmarkOAuthIssue(b *testing.B) {
+	api, gw := freeAddrB(b), freeAddrB(b)
+	dir := b.TempDir()
+	conf := filepath.Join(dir, "routes.yaml")
+	os.WriteFile(conf, []byte("mcp:\n  public_url: http://"+gw+"\n  servers:\n    - name: gh\n      url: http://127.0.0.1:1/mcp\n"), 0o600)
+	out := &syncBuffer{}
+	d, err := startDaemon(context.Background(), serveConfig{Listen: api, DataDir: dir, GatewayConfig: conf, GatewayListen: gw, OAuthIssuer: "http://" + api},
+		slog.New(slog.NewTextHandler(out, nil)), out)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second); defer cancel(); d.Shutdown(ctx) })
+	rootB, _ := os.ReadFile(filepath.Join(dir, "root-token"))
+	admin := &client.Client{BaseURL: "http://" + api, Token: strings.TrimSpace(string(rootB))}
+	machine, err := admin.CreateToken(context.Background(), client.CreateRequest{Subject: "svc", Scopes: []string{"mcp.gh.tools.echo:call"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	resource := "http://" + gw + "/mcp/gh"
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
+	b.Run("derive-api", func(b *testing.B) {
+		self := &client.Client{BaseURL: "http://" + api, Token: machine.Plaintext, HTTP: hc}
+		for b.Loop() {
+			if _, err := self.DeriveToken(context.Background(), machine.ID, client.CreateRequest{TTL: "1h", Audience: []string{resource}}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tokens/s")
+	})
+	b.Run("client-credentials", func(b *testing.B) {
+		form := url.Values{"grant_type": {"client_credentials"}, "resource": {resource}}.Encode()
+		for b.Loop() {
+			req, _ := http.NewRequest("POST", "http://"+api+oauth.PathToken, strings.NewReader(form))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			req.SetBasicAuth(machine.ID, machine.Plaintext)
+			res, err := hc.Do(req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			if res.StatusCode != 200 {
+				b.Fatalf("token endpoint: %d", res.StatusCode)
+			}
+		}
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tokens/s")
+	})
 }
