@@ -354,11 +354,11 @@ func (s *Server) lookupClient(ctx context.Context, id string) (client.OAuthClien
 		if !c.RevokedAt.IsZero() {
 			return client.OAuthClient{}, oerr("invalid_client", "this client was revoked")
 		}
-		if c.Kind == KindDocument {
-			ok = false // a document client's record only says when it was first seen; fetch it again
-		} else {
+		if c.Kind != KindDocument {
 			return c, nil
 		}
+		// A document client's record only says when it was first seen
+		// (and whether it was revoked): its document is fetched again.
 	}
 	if strings.HasPrefix(id, "https://") {
 		c, e := s.fetcher().Client(ctx, id)

@@ -382,6 +382,10 @@ func TestOAuthCodeFlowInBrowser(t *testing.T) {
 			t.Errorf("after revoking the person's token, the agent's is %s", r.Code)
 		}
 	}
+	// And the agent's open MCP session ends with it.
+	if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "after"}}); err == nil {
+		t.Error("the agent's MCP session outlived the person's token")
+	}
 	if recs := e.recorded(t, latchkey.ActionOAuthConsent, ""); len(recs) != 1 || recs[0].Actor != person.ID {
 		t.Errorf("consent records %+v, want one by the person", recs)
 	}
