@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/internal/memsettings"
 )
 
 // fakeVerifier grants one token ("good") the scopes given.
@@ -79,50 +80,6 @@ func (u *fakeUpstream) received() [][]byte {
 	return append([][]byte(nil), u.got...)
 }
 
-type memSettings struct {
-	mu sync.Mutex
-	m  map[string]string
-}
-
-func (s *memSettings) GetSetting(_ context.Context, k string) (string, bool, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	v, ok := s.m[k]
-	return v, ok, nil
-}
-func (s *memSettings) PutSettingIfAbsent(_ context.Context, k, v string) (string, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if old, ok := s.m[k]; ok {
-		return old, nil
-	}
-	s.m[k] = v
-	return v, nil
-}
-func (s *memSettings) PutSetting(_ context.Context, k, v string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.m[k] = v
-	return nil
-}
-func (s *memSettings) SettingsWithPrefix(_ context.Context, p string) (map[string]string, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := map[string]string{}
-	for k, v := range s.m {
-		if strings.HasPrefix(k, p) {
-			out[k] = v
-		}
-	}
-	return out, nil
-}
-func (s *memSettings) DeleteSetting(_ context.Context, k string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.m, k)
-	return nil
-}
-
 // newTestGate is a gateway for server "s" in front of a fake upstream,
 // for a token granted echo only; it returns the gateway and a session id.
 func newTestGate(t testing.TB) (*httptest.Server, *fakeUpstream, string) {
@@ -134,7 +91,7 @@ func newTestGate(t testing.TB) (*httptest.Server, *fakeUpstream, string) {
 		t.Fatal(err)
 	}
 	g := &Gate{Settings: st, Verifier: &fakeVerifier{grants: []string{"mcp.s.tools.echo:call"}},
-		Pins: &Pins{Store: &memSettings{m: map[string]string{}}}}
+		Pins: &Pins{Store: &memsettings.Store{}}}
 	gs := httptest.NewServer(g)
 	t.Cleanup(func() { gs.Close(); g.Close() })
 	resp, _ := post(t, gs.URL+"/mcp/s", "", `{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/client"
+	"github.com/latchkeyhq/latchkey/internal/memsettings"
 	"github.com/latchkeyhq/latchkey/secret"
 )
 
@@ -135,49 +136,6 @@ func TestFetcher(t *testing.T) {
 }
 
 // Fakes for the handler-level tests.
-type memStore struct {
-	mu sync.Mutex
-	m  map[string]string
-}
-
-func (s *memStore) GetSetting(_ context.Context, k string) (string, bool, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	v, ok := s.m[k]
-	return v, ok, nil
-}
-func (s *memStore) PutSetting(_ context.Context, k, v string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.m[k] = v
-	return nil
-}
-func (s *memStore) PutSettingIfAbsent(_ context.Context, k, v string) (string, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if old, ok := s.m[k]; ok {
-		return old, nil
-	}
-	s.m[k] = v
-	return v, nil
-}
-func (s *memStore) SettingsWithPrefix(_ context.Context, p string) (map[string]string, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := map[string]string{}
-	for k, v := range s.m {
-		if strings.HasPrefix(k, p) {
-			out[k] = v
-		}
-	}
-	return out, nil
-}
-func (s *memStore) DeleteSetting(_ context.Context, k string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.m, k)
-	return nil
-}
 
 type noTokens struct{}
 
@@ -189,7 +147,9 @@ func (noTokens) Create(context.Context, latchkey.Actor, client.CreateRequest) (*
 func (noTokens) Derive(context.Context, latchkey.Actor, string, client.CreateRequest) (*latchkey.Token, secret.Plaintext, error) {
 	return nil, secret.Plaintext{}, errNo
 }
-func (noTokens) Get(context.Context, string) (*latchkey.Token, error) { return nil, latchkey.ErrNotFound }
+func (noTokens) Get(context.Context, string) (*latchkey.Token, error) {
+	return nil, latchkey.ErrNotFound
+}
 func (noTokens) Revoke(context.Context, latchkey.Actor, string, string) (*latchkey.Token, error) {
 	return nil, errNo
 }
@@ -219,7 +179,7 @@ func (r *records) RecordOn(_ uint64, fill func(ev *latchkey.AuditEvent)) {
 func testServer(t testing.TB) (*Server, *records) {
 	iss, _ := url.Parse("https://auth.example")
 	rec := &records{}
-	return &Server{Issuer: iss, Verifier: refuseAll{}, Tokens: noTokens{}, Store: &memStore{m: map[string]string{}}, Audit: rec,
+	return &Server{Issuer: iss, Verifier: refuseAll{}, Tokens: noTokens{}, Store: &memsettings.Store{}, Audit: rec,
 		Resources: func() []string { return []string{"https://mcp.example/mcp/gh"} }}, rec
 }
 

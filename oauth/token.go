@@ -453,24 +453,10 @@ func (s *Server) clientCredentials(r *http.Request, q url.Values, c caller, o *o
 		o.reason = "not_a_machine_client"
 		return tokenResponse{}, oerr("unauthorized_client", "client_credentials is for machine clients: authenticate with a latchkey token as the client secret")
 	}
-	own := delegable(slices.Clone(c.token.Scopes))
-	scopes := own
-	if raw := q.Get("scope"); raw != "" {
-		req, e := s.requestedScopes(raw, client.OAuthClient{})
-		if e != nil {
-			o.reason = "scope"
-			return tokenResponse{}, e
-		}
-		scopes = latchkey.IntersectScopes(req, own)
-		if len(scopes) == 0 {
-			o.reason = "scope"
-			return tokenResponse{}, oerr("invalid_scope", "the client's token holds none of the requested scopes")
-		}
-	}
-	resources, e := s.resources(q["resource"], nil)
-	if e != nil {
-		o.reason = "resource"
-		return tokenResponse{}, e
+	scopes, resources, rf := s.narrowTo(q, c.token.Scopes, "the client's token")
+	if rf != nil {
+		o.reason = rf.reason
+		return tokenResponse{}, rf.Error
 	}
 	m := grantMeta{ClientID: c.id, GrantType: GrantClientCreds, Resources: resources, Scopes: scopes}
 	in, e := s.issue(r.Context(), c.id, m, "access_token", resources, s.accessTTL())
@@ -534,23 +520,10 @@ func (s *Server) exchange(r *http.Request, q url.Values, c caller, o *outcome) (
 	if len(pm.Act) > 0 {
 		act["act"] = pm.Act
 	}
-	own := delegable(slices.Clone(subj.Scopes))
-	scopes := own
-	if raw := q.Get("scope"); raw != "" {
-		req, e := s.requestedScopes(raw, client.OAuthClient{})
-		if e != nil {
-			o.reason = "scope"
-			return tokenResponse{}, e
-		}
-		if scopes = latchkey.IntersectScopes(req, own); len(scopes) == 0 {
-			o.reason = "scope"
-			return tokenResponse{}, oerr("invalid_scope", "the subject token holds none of the requested scopes")
-		}
-	}
-	resources, e := s.resources(q["resource"], nil)
-	if e != nil {
-		o.reason = "resource"
-		return tokenResponse{}, e
+	scopes, resources, rf := s.narrowTo(q, subj.Scopes, "the subject token")
+	if rf != nil {
+		o.reason = rf.reason
+		return tokenResponse{}, rf.Error
 	}
 	m := grantMeta{ClientID: c.id, GrantType: GrantTokenExchange, Resources: resources, Scopes: scopes, Grant: pm.Grant}
 	if len(act) > 0 {
@@ -568,6 +541,33 @@ func (s *Server) exchange(r *http.Request, q url.Values, c caller, o *outcome) (
 	o.tokenID, o.scopes = in.tokenID, in.scopes
 	return tokenResponse{AccessToken: in.plain, IssuedTokenType: TokenTypeAccess, TokenType: "Bearer", ExpiresIn: in.expiresIn,
 		Scope: strings.Join(in.scopes, " ")}, nil
+}
+
+// refusal is an error with the reason its record gives.
+type refusal struct {
+	*Error
+	reason string
+}
+
+// narrowTo reads the scope and resource parameters of a request for a
+// child of a token holding own: the scopes are what was asked (default:
+// all of own) cut to own, never latchkey's; the resources are required.
+func (s *Server) narrowTo(q url.Values, own []string, holder string) (scopes, resources []string, _ *refusal) {
+	scopes = delegable(slices.Clone(own))
+	if raw := q.Get("scope"); raw != "" {
+		req, e := s.requestedScopes(raw, client.OAuthClient{})
+		if e != nil {
+			return nil, nil, &refusal{e, "scope"}
+		}
+		if scopes = latchkey.IntersectScopes(req, scopes); len(scopes) == 0 {
+			return nil, nil, &refusal{oerr("invalid_scope", "%s holds none of the requested scopes", holder), "scope"}
+		}
+	}
+	resources, e := s.resources(q["resource"], nil)
+	if e != nil {
+		return nil, nil, &refusal{e, "resource"}
+	}
+	return scopes, resources, nil
 }
 
 // presented verifies a token presented in a token exchange: it must be

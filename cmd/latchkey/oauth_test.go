@@ -137,6 +137,19 @@ func (e *oauthEnv) authorizeURL(clientID, redirect, challenge, scope string, ext
 // person and answers. It returns where the browser is sent.
 func (e *oauthEnv) consent(t *testing.T, authURL, person string, d client.OAuthDecision) *url.URL {
 	t.Helper()
+	id := e.requestID(t, authURL)
+	cookie, csrf := e.signInConsent(t, person)
+	status, out := e.decide(t, cookie, csrf, id, d)
+	if status != 200 {
+		t.Fatalf("decide: %d", status)
+	}
+	return out
+}
+
+// requestID follows an authorization URL to the consent page and returns
+// the pending request's id.
+func (e *oauthEnv) requestID(t *testing.T, authURL string) string {
+	t.Helper()
 	res, err := noRedirect.Get(authURL)
 	if err != nil {
 		t.Fatal(err)
@@ -146,25 +159,27 @@ func (e *oauthEnv) consent(t *testing.T, authURL, person string, d client.OAuthD
 	if res.StatusCode != http.StatusSeeOther || !strings.HasPrefix(loc.Fragment, "/consent/") {
 		t.Fatalf("authorize: %d to %v, want 303 to the consent page", res.StatusCode, loc)
 	}
-	id := strings.TrimPrefix(loc.Fragment, "/consent/")
-	cookie, csrf := e.signInConsent(t, person)
+	return strings.TrimPrefix(loc.Fragment, "/consent/")
+}
+
+// decide answers request id on the node at e.issuer, in the session
+// (cookie, csrf), and returns the status and where the browser goes.
+func (e *oauthEnv) decide(t *testing.T, cookie, csrf, id string, d client.OAuthDecision) (int, *url.URL) {
+	t.Helper()
 	b, _ := json.Marshal(d)
 	req, _ := http.NewRequest("POST", e.issuer+"/ui/api/oauth/requests/"+id, bytes.NewReader(b))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Cookie", cookie)
 	req.Header.Set("X-CSRF-Token", csrf)
-	res, err = http.DefaultClient.Do(req)
+	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer res.Body.Close()
 	var out client.OAuthDecided
 	json.NewDecoder(res.Body).Decode(&out)
-	if res.StatusCode != 200 {
-		t.Fatalf("decide: %d", res.StatusCode)
-	}
 	u, _ := url.Parse(out.RedirectTo)
-	return u
+	return res.StatusCode, u
 }
 
 func (e *oauthEnv) signInConsent(t *testing.T, person string) (cookie, csrf string) {
@@ -801,29 +816,12 @@ func TestOAuthScopesNeverExceedParent(t *testing.T) {
 		parentScopes, asked, approved := pick(), pick(), pick()
 		parent := e.person(t, parentScopes...)
 		v, c := pkce(fmt.Sprintf("prop-%d-", i))
-		res, err := noRedirect.Get(e.authorizeURL(clientID, redirect, c, strings.Join(asked, " "), nil))
-		if err != nil {
-			t.Fatal(err)
-		}
-		res.Body.Close()
-		loc, _ := url.Parse(res.Header.Get("Location"))
-		id := strings.TrimPrefix(loc.Fragment, "/consent/")
+		id := e.requestID(t, e.authorizeURL(clientID, redirect, c, strings.Join(asked, " "), nil))
 		cookie, csrf := e.signInConsent(t, parent.Plaintext)
-		body, _ := json.Marshal(client.OAuthDecision{Approve: true, Scopes: approved})
-		req, _ := http.NewRequest("POST", e.issuer+"/ui/api/oauth/requests/"+id, bytes.NewReader(body))
-		req.Header.Set("Cookie", cookie)
-		req.Header.Set("X-CSRF-Token", csrf)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var dec client.OAuthDecided
-		json.NewDecoder(resp.Body).Decode(&dec)
-		resp.Body.Close()
-		if resp.StatusCode == 400 {
+		status, back := e.decide(t, cookie, csrf, id, client.OAuthDecision{Approve: true, Scopes: approved})
+		if status == 400 {
 			continue // nothing in common to delegate: refused, nothing issued
 		}
-		back, _ := url.Parse(dec.RedirectTo)
 		status, out := e.form(t, oauth.PathToken, url.Values{"grant_type": {"authorization_code"}, "code": {back.Query().Get("code")},
 			"redirect_uri": {redirect}, "client_id": {clientID}, "code_verifier": {v}}, "", "")
 		if status != 200 {
@@ -864,6 +862,23 @@ func nodeClients(t *testing.T) (node, dir string) {
 	return node, dir
 }
 
+// runOAuthScript runs mcpgate/testdata/tsclient/oauth.mjs and returns
+// what it printed.
+func runOAuthScript(t *testing.T, node, dir string, args ...string) []byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, append([]string{"oauth.mjs"}, args...)...)
+	cmd.Dir = dir
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("node oauth.mjs %s: %v\n%s\n%s", args[0], err, out, stderr.String())
+	}
+	return out
+}
+
 // The TypeScript MCP SDK's own OAuth client: discovery from the gateway's
 // 401, dynamic registration, code + PKCE, a tool call with the token.
 func TestOAuthTypeScriptMCPClient(t *testing.T) {
@@ -871,16 +886,7 @@ func TestOAuthTypeScriptMCPClient(t *testing.T) {
 	node, dir := nodeClients(t)
 	e := newOAuthEnv(t)
 	person := e.person(t, "mcp.gh.tools.echo:call")
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "oauth.mjs", "mcp", e.resource, person.Plaintext)
-	cmd.Dir = dir
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("node oauth.mjs: %v\n%s\n%s", err, out, stderr.String())
-	}
+	out := runOAuthScript(t, node, dir, "mcp", e.resource, person.Plaintext)
 	var got struct {
 		Registered  string   `json:"registered"`
 		Iss         string   `json:"iss"`
@@ -916,16 +922,8 @@ func TestOAuthOpenIDClientIntrospectRevoke(t *testing.T) {
 	person := e.person(t, "mcp.gh.tools.echo:call")
 	_, pair := e.codePair(t, person.Plaintext, "mcp.gh.tools.echo:call")
 	rs := e.token(t, latchkey.ScopeVerify)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "oauth.mjs", "oidc", e.issuer, rs.ID, rs.Plaintext, pair["access_token"].(string))
-	cmd.Dir = dir
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("node oauth.mjs oidc: %v\n%s\n%s", err, out, stderr.String())
-	}
+	out := runOAuthScript(t, node, dir, "oidc", e.issuer, rs.ID, rs.Plaintext, pair["access_token"].(string))
+	ctx := context.Background()
 	var got struct {
 		Before struct {
 			Active   bool     `json:"active"`
@@ -1221,29 +1219,13 @@ func TestOAuthAcrossNodes(t *testing.T) {
 	redirect := "http://127.0.0.1:9/cb"
 	clientID := e.publicClient(t, redirect)
 	v, c := pkce("nodes-")
-	res, err := noRedirect.Get(e.authorizeURL(clientID, redirect, c, "", nil)) // node A
-	if err != nil {
-		t.Fatal(err)
-	}
-	res.Body.Close()
-	loc, _ := url.Parse(res.Header.Get("Location"))
-	id := strings.TrimPrefix(loc.Fragment, "/consent/")
-	e.issuer = b // node B answers it
+	id := e.requestID(t, e.authorizeURL(clientID, redirect, c, "", nil)) // node A
+	e.issuer = b                                                         // node B answers it
 	cookie, csrf := e.signInConsent(t, person.Plaintext)
-	req, _ := http.NewRequest("POST", b+"/ui/api/oauth/requests/"+id, strings.NewReader(`{"approve":true}`))
-	req.Header.Set("Cookie", cookie)
-	req.Header.Set("X-CSRF-Token", csrf)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	status, back := e.decide(t, cookie, csrf, id, client.OAuthDecision{Approve: true})
+	if status != 200 {
+		t.Fatalf("consent on node B: %d", status)
 	}
-	var dec client.OAuthDecided
-	json.NewDecoder(resp.Body).Decode(&dec)
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("consent on node B: %d", resp.StatusCode)
-	}
-	back, _ := url.Parse(dec.RedirectTo)
 	e.issuer = a
 	status, pair := e.form(t, oauth.PathToken, url.Values{"grant_type": {"authorization_code"}, "code": {back.Query().Get("code")},
 		"redirect_uri": {redirect}, "client_id": {clientID}, "code_verifier": {v}}, "", "")
@@ -1308,7 +1290,11 @@ func BenchmarkOAuthIssue(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second); defer cancel(); d.Shutdown(ctx) })
+	b.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		d.Shutdown(ctx)
+	})
 	rootB, _ := os.ReadFile(filepath.Join(dir, "root-token"))
 	admin := &client.Client{BaseURL: "http://" + api, Token: strings.TrimSpace(string(rootB))}
 	machine, err := admin.CreateToken(context.Background(), client.CreateRequest{Subject: "svc", Scopes: []string{"mcp.gh.tools.echo:call"}})
