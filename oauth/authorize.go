@@ -109,7 +109,6 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 	for _, k := range []string{"state", "scope", "code_challenge"} {
 		if secret.LooksLikeToken(q.Get(k)) {
 			// It would be stored and shown on the consent page.
-			state = ""
 			e := oerr("invalid_request", "%s must not contain a latchkey token", k)
 			refuse(clientID, "token_in_request", e)
 			errorPage(w, e)

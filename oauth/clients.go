@@ -270,7 +270,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		fail(s.asError(err), "unavailable")
 		return
 	}
-	if n := s.MaxClients; len(existing) >= durInt(n, DefaultMaxClients) {
+	if len(existing) >= cmpOr(s.MaxClients, DefaultMaxClients) {
 		fail(&Error{Code: "access_denied", Description: "this server already holds its maximum number of clients", Status: http.StatusForbidden}, "too_many_clients")
 		return
 	}
@@ -318,7 +318,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, resp)
 }
 
-func durInt(n, def int) int {
+func cmpOr(n, def int) int {
 	if n > 0 {
 		return n
 	}
