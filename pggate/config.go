@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sort"
 	"strings"
 	"time"
 
@@ -34,6 +35,7 @@ import (
 //	    upstream: 127.0.0.1:5432       # host:port of the real server
 //	    database: analytics            # its database (default: name)
 //	    sslmode: prefer                # to the upstream: disable, prefer, require, verify-ca, verify-full
+//	    resource: https://db.example.com/analytics  # RFC 8707 resource: tokens bound to it open this database (optional)
 //	    roles:                         # first one the token's scopes cover wins
 //	      - scope: db.analytics:write
 //	        user: analytics_rw
@@ -64,6 +66,10 @@ type DatabaseConfig struct {
 	Database string       `yaml:"database"`
 	SSLMode  string       `yaml:"sslmode"`
 	Roles    []RoleConfig `yaml:"roles"`
+	// Resource is the database's RFC 8707 resource indicator: tokens
+	// bound to an audience (those the OAuth authorization server issues)
+	// open it only when their audience names it.
+	Resource string `yaml:"resource"`
 }
 
 // RoleConfig maps a scope to the upstream login role a session gets.
@@ -98,6 +104,7 @@ type Database struct {
 	Database string
 	SSLMode  string
 	Roles    []Role
+	Resource string // "": none, so tokens bound to an audience are refused
 }
 
 // Role is an upstream login and the scope that grants it. Password is
@@ -223,7 +230,12 @@ func parseUpstream(up string) (host string, port uint16, err error) {
 }
 
 func compileDatabase(dc DatabaseConfig, getenv func(string) string) (*Database, error) {
-	d := &Database{Name: dc.Name, Database: dc.Database, SSLMode: dc.SSLMode}
+	d := &Database{Name: dc.Name, Database: dc.Database, SSLMode: dc.SSLMode, Resource: dc.Resource}
+	if dc.Resource != "" {
+		if err := latchkey.ValidateResource(dc.Resource); err != nil {
+			return nil, errors.New(latchkey.ErrorMessage(err))
+		}
+	}
 	if d.Name == "" || len(d.Name) > 63 || strings.ContainsAny(d.Name, " \t\r\n\x00.:*") {
 		return nil, fmt.Errorf("name %q: a database name of 1 to 63 characters, without spaces, dots, colons or stars", d.Name)
 	}
@@ -333,4 +345,17 @@ func parseBytes(s string, def int) (int, error) {
 		return 0, fmt.Errorf("at most 1GiB")
 	}
 	return int(n), nil
+}
+
+// Resources lists the databases' resource indicators (RFC 8707), the
+// audiences tokens may be issued for.
+func (st *Settings) Resources() []string {
+	var out []string
+	for _, d := range st.Databases {
+		if d.Resource != "" {
+			out = append(out, d.Resource)
+		}
+	}
+	sort.Strings(out)
+	return out
 }

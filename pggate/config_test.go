@@ -81,6 +81,7 @@ func TestParseConfigRefuses(t *testing.T) {
 		{"connect_timeout: soon\n" + goodConfig, "connect_timeout"},
 		{"unknown_setting: 1\n" + goodConfig, "unknown_setting"},
 		{db("    upstream: 127.0.0.1:5432\n    colour: red\n" + role), "colour"},
+		{db("    upstream: 127.0.0.1:5432\n    resource: db.example.com/analytics\n" + role), "absolute URL"},
 		{"databases:\n  - name: an.alytics\n    upstream: 127.0.0.1:5432\n" + role, "name"},
 		{"databases:\n  - name: \"\"\n    upstream: 127.0.0.1:5432\n" + role, "name"},
 		{db("    upstream: 127.0.0.1\n" + role), "want host:port"},

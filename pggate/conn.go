@@ -154,7 +154,11 @@ func isTimeout(err error) bool {
 
 // verifyRequest is the connection's verification, without a scope yet.
 func (c *conn) verifyRequest(token string) latchkey.VerifyRequest {
-	return latchkey.VerifyRequest{Token: token, ClientIP: c.addr.IP, Source: c.addr.Source, Action: latchkey.ActionDBConnect}
+	r := latchkey.VerifyRequest{Token: token, ClientIP: c.addr.IP, Source: c.addr.Source, Action: latchkey.ActionDBConnect}
+	if c.db != nil {
+		r.Resource = c.db.Resource
+	}
+	return r
 }
 
 // refused records a connection refused before there was a token to

@@ -341,8 +341,8 @@ func (d *daemon) buildDoors(key []byte, table *gateway.Table, met *metrics.Metri
 }
 
 // buildOAuth constructs the OAuth authorization server on the API. Its
-// resources are the configured ones, the gateway routes' and the MCP
-// gateway's servers, whose RFC 9728 documents then name it.
+// resources are the configured ones, the gateway routes', the database
+// gateway's databases' and the MCP gateway's servers, whose RFC 9728 documents then name it.
 func (d *daemon) buildOAuth() error {
 	cfg := d.cfg
 	iss, err := oauth.CheckIssuer(cfg.OAuthIssuer)
@@ -353,6 +353,9 @@ func (d *daemon) buildOAuth() error {
 		return errors.New("--oauth-issuer needs the dashboard (its consent page): drop --ui=false")
 	}
 	resources := slices.Clone(cfg.OAuthResources)
+	if d.dbs != nil {
+		resources = append(resources, d.dbs.Resources()...)
+	}
 	var scopes []string
 	if d.mcps != nil {
 		resources = append(resources, d.mcps.Resources()...)

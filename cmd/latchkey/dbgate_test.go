@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,6 +26,7 @@ import (
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/client"
 	"github.com/latchkeyhq/latchkey/detect"
+	"github.com/latchkeyhq/latchkey/oauth"
 )
 
 // dbEnv is a daemon with the database gateway in front of the machine's
@@ -784,5 +786,48 @@ func TestDashboardEndsDatabaseSession(t *testing.T) {
 	p.endedWith(t, "an administrator ended the session")
 	for _, pr := range b.problems() {
 		t.Error(pr)
+	}
+}
+
+// A database that names its RFC 8707 resource opens to tokens bound to
+// it (those the OAuth authorization server issues for it), and to no
+// token bound elsewhere; an OAuth request may name it.
+func TestDatabaseGatewayAudience(t *testing.T) {
+	t.Parallel()
+	const res = "https://db.example.com/analytics"
+	api := freeAddr(t)
+	e := newDBEnvWith(t, "    resource: "+res+"\n", serveConfig{Listen: api, OAuthIssuer: "http://" + api})
+	ctx := context.Background()
+	bound, err := e.admin.CreateToken(ctx, client.CreateRequest{Subject: "agent", Scopes: []string{"db.analytics:read"}, Audience: []string{res}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	elsewhere, err := e.admin.CreateToken(ctx, client.CreateRequest{Subject: "agent", Scopes: []string{"db.analytics:read"}, Audience: []string{"https://db.example.com/other"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := e.psql(t, bound.Plaintext, "SELECT v FROM t WHERE id = 1"); err != nil || strings.TrimSpace(out) != "one" {
+		t.Errorf("a token bound to the database's resource: %v %q", err, out)
+	}
+	if out, err := e.psql(t, elsewhere.Plaintext, "SELECT 1"); err == nil {
+		t.Errorf("a token bound to another resource opened the database: %q", out)
+	}
+	e.ts.flush(t)
+	got := e.audit(t, latchkey.AuditFilter{TokenID: elsewhere.ID, Action: latchkey.ActionDBConnect})
+	if len(got) == 0 || got[0].Reason != "audience_mismatch" {
+		t.Errorf("the refusal's record: %+v, want reason audience_mismatch", got)
+	}
+	// The database is a resource the authorization server issues for.
+	id, _ := (&oauthEnv{mcpEnv: &mcpEnv{ts: e.ts}, issuer: "http://" + api}).register(t, map[string]any{"redirect_uris": []string{"http://127.0.0.1:9/cb"}, "token_endpoint_auth_method": "none"})
+	_, c := pkce("database-")
+	q := url.Values{"response_type": {"code"}, "client_id": {id}, "redirect_uri": {"http://127.0.0.1:9/cb"}, "state": {"s"},
+		"code_challenge": {c}, "code_challenge_method": {"S256"}, "resource": {res}, "scope": {"db.analytics:read"}}
+	resp, err := noRedirect.Get("http://" + api + oauth.PathAuthorize + "?" + q.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if loc := resp.Header.Get("Location"); resp.StatusCode != 303 || !strings.Contains(loc, "/ui/#/consent/") {
+		t.Errorf("authorizing for the database: %d to %q, want the consent page", resp.StatusCode, loc)
 	}
 }
