@@ -144,6 +144,7 @@ type grantFlags struct {
 	req                      client.CreateRequest
 	scopes, tags             strs
 	cidrs, methods, paths    strs
+	audience                 strs
 	expires, notBefore, meta string
 	rate                     string
 	quiet, asJSON            bool
@@ -166,6 +167,7 @@ func addGrantFlags(fs *flag.FlagSet, create bool) *grantFlags {
 	fs.Var(&g.cidrs, "cidr", "allow use only from this `network` or address, e.g. 10.0.0.0/8 or 2001:db8::/32 (repeatable)")
 	fs.Var(&g.methods, "method", "allow only this HTTP `method`, e.g. GET (repeatable)")
 	fs.Var(&g.paths, "path", "allow only paths matching this `pattern`, e.g. /v1/invoices/** (repeatable)")
+	fs.Var(&g.audience, "audience", "bind the token to this `resource` (an RFC 8707 URL): it works only at doors that serve it (repeatable)")
 	fs.StringVar(&g.rate, "rate", "", "rate limit as `limit/window`, e.g. 100/1m")
 	fs.Int64Var(&g.req.MaxUses, "max-uses", 0, "allow this many successful verifications, then USAGE_EXCEEDED")
 	fs.BoolVar(&g.quiet, "quiet", false, "print only the token's plaintext")
@@ -177,7 +179,7 @@ func addGrantFlags(fs *flag.FlagSet, create bool) *grantFlags {
 func (g *grantFlags) request() (client.CreateRequest, error) {
 	req := g.req
 	req.Scopes, req.Tags = g.scopes, g.tags
-	req.AllowedCIDRs, req.AllowedMethods, req.AllowedPaths = g.cidrs, g.methods, g.paths
+	req.AllowedCIDRs, req.AllowedMethods, req.AllowedPaths, req.Audience = g.cidrs, g.methods, g.paths, g.audience
 	for _, tv := range []struct {
 		flag string
 		s    string
@@ -251,6 +253,9 @@ func printTokenFields(tw *tabwriter.Writer, t *latchkey.Token) {
 	}
 	if len(t.AllowedPaths) > 0 {
 		fmt.Fprintf(tw, "paths\t%s\n", strings.Join(t.AllowedPaths, " "))
+	}
+	if len(t.Audience) > 0 {
+		fmt.Fprintf(tw, "audience\t%s\n", strings.Join(t.Audience, " "))
 	}
 	if r := t.RateLimit; r != nil {
 		fmt.Fprintf(tw, "rate limit\t%d per %s\n", r.Limit, r.Window)

@@ -726,6 +726,9 @@ func TestOAuthClientCredentials(t *testing.T) {
 		if child.ParentID != machine.ID {
 			t.Errorf("the client-credentials token's parent is %q, want the client's token", child.ParentID)
 		}
+		if code, out, _ := cli(t, e.ts.url, e.ts.root, "token", "show", vr.TokenID); code != 0 || !strings.Contains(out, "audience") || !strings.Contains(out, e.resource) {
+			t.Errorf("latchkey token show does not show the audience: %q", out)
+		}
 		cs := e.connect(t, "gh", tok.AccessToken)
 		if res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "machine"}}); err != nil || text(res) != "machine" {
 			t.Errorf("echo: %v %v", res, err)
@@ -1330,4 +1333,23 @@ func BenchmarkOAuthIssue(b *testing.B) {
 		}
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tokens/s")
 	})
+}
+
+// latchkey token create --audience binds a token to a resource; a bad one
+// is refused with the field named.
+func TestTokenCreateAudienceCLI(t *testing.T) {
+	t.Parallel()
+	ts := startServerWith(t, t.TempDir(), serveConfig{})
+	code, out, errs := cli(t, ts.url, ts.root, "token", "create", "--scope", "a:read", "--audience", "https://api.example.com/a", "--json")
+	var created client.CreatedToken
+	if code != 0 || json.Unmarshal([]byte(out), &created) != nil {
+		t.Fatalf("token create --audience: %d %q %q", code, out, errs)
+	}
+	tok, err := ts.client(ts.root).GetToken(context.Background(), created.ID)
+	if err != nil || !slices.Equal(tok.Audience, []string{"https://api.example.com/a"}) {
+		t.Errorf("the token's audience: %v %v", tok, err)
+	}
+	if code, _, errs := cli(t, ts.url, ts.root, "token", "create", "--scope", "a:read", "--audience", "api.example.com"); code == 0 || !strings.Contains(errs, "absolute URL") {
+		t.Errorf("a relative audience: %d %q", code, errs)
+	}
 }

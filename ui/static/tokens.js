@@ -282,6 +282,7 @@ export function tokenView(root, id) {
             ['Networks', c.allowed_cidrs?.length ? c.allowed_cidrs.join(', ') : 'any'],
             ['Methods', c.allowed_methods?.length ? c.allowed_methods.join(', ') : 'any'],
             ['Paths', c.allowed_paths?.length ? c.allowed_paths.join(', ') : 'any'],
+            ['Audience', c.audience?.length ? c.audience.join(', ') : 'any resource'],
             ['Rate limit', rate || 'none'],
             ['Usage limit', c.max_uses ? String(c.max_uses) : 'none'],
           ])),
