@@ -24,6 +24,12 @@ const (
 	ScopeOAuthRegister = "latchkey:oauth:register"
 )
 
+// OAuthClientSubject prefixes the subject of a registered OAuth client's
+// secret (a latchkey token): "oauth-client:<client_id>". The authorization
+// server issues such tokens; introspection and revocation read the
+// prefix to match a client id to its secret.
+const OAuthClientSubject = "oauth-client:"
+
 // ValidateScope reports whether s is a well-formed scope: segments of
 // [A-Za-z0-9_-] or a lone "*", separated by "." (hierarchy) or ":"
 // (resource from action), at most MaxScopeLen bytes. Examples:

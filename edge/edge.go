@@ -41,7 +41,8 @@ const (
 	ReasonIdentityHeader    = "identity_header"
 	ReasonForwardedHeaders  = "forwarded_headers"
 	ReasonHeaderTooLarge    = "header_too_large"
-	ReasonBadScope          = "bad_scope" // a ?scope= on the forward-auth URL is not a scope
+	ReasonBadScope          = "bad_scope"    // a ?scope= on the forward-auth URL is not a scope
+	ReasonBadResource       = "bad_resource" // a ?resource= on the forward-auth URL is not an absolute URL
 )
 
 // CanonicalPath checks an escaped request path (URL.EscapedPath, or the

@@ -135,7 +135,7 @@ func (f *ForwardAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if res := r.URL.Query().Get("resource"); res != "" && !o.envoy && vr.Resource == "" {
 		// Like scope=, set by the proxy's configuration, never the client.
 		if latchkey.ValidateResource(res) != nil {
-			refuse(edge.ReasonBadScope, `{"error":"invalid_request","error_description":"the resource= parameter is not an absolute URL"}`)
+			refuse(edge.ReasonBadResource, `{"error":"invalid_request","error_description":"the resource= parameter is not an absolute URL"}`)
 			return
 		}
 		vr.Resource = res

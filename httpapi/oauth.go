@@ -40,25 +40,34 @@ func formToken(w http.ResponseWriter, r *http.Request) (string, error) {
 // (client_secret_basic) or client_secret in the form
 // (client_secret_post). A client secret is a latchkey token.
 func oauthClientCredential(r *http.Request) (string, error) {
-	if tok, ok := edge.Bearer(r); ok {
-		return tok, nil
+	sec, present, err := clientSecret(r)
+	if err == nil && !present {
+		err = latchkey.Errorf(latchkey.EUnauthenticated, "client authentication is required: HTTP Basic (client_secret_basic), client_secret in the form (client_secret_post), or Authorization: Bearer")
 	}
-	if _, sec, ok := r.BasicAuth(); ok {
-		sec, err := url.QueryUnescape(sec)
-		if err != nil || sec == "" {
-			return "", latchkey.Errorf(latchkey.EUnauthenticated, "the Basic credentials are not form-encoded (RFC 6749 §2.3.1)")
+	return sec, err
+}
+
+// clientSecret finds the credential a caller of the introspection or
+// revocation endpoint sent, if any (present false), and refuses a
+// malformed one. It parses the form, bounded.
+func clientSecret(r *http.Request) (sec string, present bool, err error) {
+	if tok, ok := edge.Bearer(r); ok {
+		return tok, true, nil
+	}
+	if r.Header.Get("Authorization") != "" {
+		_, sec, ok := r.BasicAuth()
+		if sec, err := url.QueryUnescape(sec); ok && err == nil && sec != "" {
+			return sec, true, nil
 		}
-		return sec, nil
+		return "", true, latchkey.Errorf(latchkey.EUnauthenticated, "the Authorization header is neither Bearer nor form-encoded Basic credentials (RFC 6749 §2.3.1)")
 	}
 	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/x-www-form-urlencoded") {
 		r.Body = http.MaxBytesReader(nil, r.Body, MaxBodyBytes)
-		if err := r.ParseForm(); err == nil {
-			if sec := r.PostForm.Get("client_secret"); sec != "" {
-				return sec, nil
-			}
+		if r.ParseForm() == nil && r.PostForm.Has("client_secret") {
+			return r.PostForm.Get("client_secret"), true, nil
 		}
 	}
-	return "", latchkey.Errorf(latchkey.EUnauthenticated, "client authentication is required: HTTP Basic (client_secret_basic), client_secret in the form (client_secret_post), or Authorization: Bearer")
+	return "", false, nil
 }
 
 // presentedClient is the client id a caller names (Basic user name, or
@@ -75,7 +84,7 @@ func presentedClient(r *http.Request) string {
 // token: its own id (a machine client), or the registered client whose
 // secret it is.
 func clientMatches(id string, d latchkey.Decision) bool {
-	return id == "" || id == d.TokenID || d.Subject == "oauth-client:"+id
+	return id == "" || id == d.TokenID || d.Subject == latchkey.OAuthClientSubject+id
 }
 
 // oauthError renders err in the form of RFC 6749 §5.2, as the
@@ -176,25 +185,19 @@ func (s *Server) introspect(w http.ResponseWriter, r *http.Request, a latchkey.A
 // A client may authenticate (client_secret_basic or client_secret_post):
 // then its credential must hold, or nothing is revoked.
 func (s *Server) oauthRevoke(w http.ResponseWriter, r *http.Request, a latchkey.Actor) error {
-	_, _, basic := r.BasicAuth()
-	if basic || r.Header.Get("Authorization") != "" || (strings.HasPrefix(r.Header.Get("Content-Type"), "application/x-www-form-urlencoded") && formHas(w, r, "client_secret")) {
-		sec, err := oauthClientCredential(r)
+	sec, present, err := clientSecret(r)
+	if err != nil {
+		return err
+	}
+	if present {
+		// A registered client's secret is bound to the token endpoint.
+		var resource string
+		if s.OAuth != nil {
+			resource = s.OAuth.TokenEndpoint()
+		}
+		d, err := s.authenticateFor(r, sec, "", resource, &a, s.clientAddr(r).Source, true)
 		if err != nil {
 			return err
-		}
-		// A registered client's secret is bound to the token endpoint.
-		vr := latchkey.VerifyRequest{Token: sec, ClientIP: a.ClientIP, UserAgent: a.UserAgent, RequestID: a.RequestID,
-			Method: r.Method, Path: r.URL.Path, Action: latchkey.ActionAdminAuth, AuditFailuresOnly: true, APICall: true,
-			Source: s.clientAddr(r).Source}
-		if s.OAuth != nil {
-			vr.Resource = s.OAuth.TokenEndpoint()
-		}
-		d, err := s.Verifier.Verify(r.Context(), &vr)
-		if err != nil {
-			return latchkey.Errorf(latchkey.EUnavailable, "cannot verify credentials right now")
-		}
-		if !d.Valid() {
-			return latchkey.Errorf(latchkey.EUnauthenticated, "client authentication failed")
 		}
 		if !clientMatches(presentedClient(r), d) {
 			return latchkey.Errorf(latchkey.EUnauthenticated, "client_id is not the authenticated client")
@@ -224,12 +227,6 @@ func (s *Server) oauthRevoke(w http.ResponseWriter, r *http.Request, a latchkey.
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
 	return nil
-}
-
-// formHas parses the form (bounded) and reports whether it holds key.
-func formHas(w http.ResponseWriter, r *http.Request, key string) bool {
-	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
-	return r.ParseForm() == nil && r.PostForm.Has(key)
 }
 
 // oauthClientOf is an introspected token's client: the OAuth client it

@@ -451,6 +451,12 @@ func (s *Server) authenticate(r *http.Request, scope string, a *latchkey.Actor, 
 // header, a dashboard session). failuresOnly leaves successes out of the
 // audit log.
 func (s *Server) authenticateToken(r *http.Request, tok, scope string, a *latchkey.Actor, src netip.Addr, failuresOnly bool) (latchkey.Decision, error) {
+	return s.authenticateFor(r, tok, scope, "", a, src, failuresOnly)
+}
+
+// authenticateFor is authenticateToken for a credential bound to a
+// resource: an OAuth client's secret, bound to the token endpoint.
+func (s *Server) authenticateFor(r *http.Request, tok, scope, resource string, a *latchkey.Actor, src netip.Addr, failuresOnly bool) (latchkey.Decision, error) {
 	var scopes []string
 	if scope != "" {
 		scopes = []string{scope}
@@ -458,7 +464,7 @@ func (s *Server) authenticateToken(r *http.Request, tok, scope string, a *latchk
 	d, err := s.Verifier.Verify(r.Context(), &latchkey.VerifyRequest{
 		Token: tok, Scopes: scopes, ClientIP: a.ClientIP, UserAgent: a.UserAgent,
 		Method: r.Method, Path: r.URL.Path, RequestID: a.RequestID, // the audit writer redacts it
-		Action: latchkey.ActionAdminAuth, AuditFailuresOnly: failuresOnly, APICall: true, Source: src,
+		Action: latchkey.ActionAdminAuth, AuditFailuresOnly: failuresOnly, APICall: true, Source: src, Resource: resource,
 	})
 	if err != nil {
 		return d, latchkey.Errorf(latchkey.EUnavailable, "cannot verify credentials right now")

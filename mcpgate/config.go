@@ -81,6 +81,14 @@ type Server struct {
 	Env             []string // KEY=value
 	Approval        []string // path.Match patterns over tool names
 	RecordArguments bool
+	// Resource is the server's resource indicator (RFC 8707) under the
+	// configured public URL; "" without one.
+	Resource string
+}
+
+// Scopes lists the scope families the server answers to.
+func (s *Server) Scopes() []string {
+	return []string{"mcp." + s.Name + ".tools.*:call", ResourcesScope(s.Name), PromptsScope(s.Name)}
 }
 
 // Stdio reports whether the server is a local command.
@@ -116,7 +124,7 @@ func (st *Settings) Resources() []string {
 	}
 	out := make([]string, 0, len(st.Servers))
 	for _, s := range st.Servers {
-		out = append(out, st.PublicURL.String()+"/mcp/"+s.Name)
+		out = append(out, s.Resource)
 	}
 	return out
 }
@@ -125,7 +133,7 @@ func (st *Settings) Resources() []string {
 func (st *Settings) ScopesSupported() []string {
 	var out []string
 	for _, s := range st.Servers {
-		out = append(out, "mcp."+s.Name+".tools.*:call", ResourcesScope(s.Name), PromptsScope(s.Name))
+		out = append(out, s.Scopes()...)
 	}
 	return out
 }
@@ -216,6 +224,9 @@ func compile(c Config) (*Settings, error) {
 		}
 		if _, dup := st.Server(s.Name); dup {
 			return fail("server name %q is used twice", s.Name)
+		}
+		if st.PublicURL != nil {
+			s.Resource = st.PublicURL.String() + "/mcp/" + s.Name
 		}
 		st.Servers = append(st.Servers, s)
 	}

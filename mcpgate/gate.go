@@ -282,9 +282,7 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Tokens bound to an audience (delegated by the OAuth authorization
 	// server) work here only under the configured public URL: a URL
 	// built from the request's Host is the client's to choose.
-	if g.Settings.PublicURL != nil {
-		vr.Resource = g.resourceURL(r, srv)
-	}
+	vr.Resource = srv.Resource
 	switch r.Method {
 	case http.MethodPost:
 		g.servePost(w, r, srv, &vr)
@@ -325,8 +323,8 @@ func (g *Gate) originAllowed(r *http.Request, srv *Server, origin string) bool {
 // resourceURL is the server's URL as the client reaches it: the
 // configured public URL, else the request's own host.
 func (g *Gate) resourceURL(r *http.Request, srv *Server) string {
-	if u := g.Settings.PublicURL; u != nil {
-		return u.String() + "/mcp/" + srv.Name
+	if srv.Resource != "" {
+		return srv.Resource
 	}
 	scheme := "http"
 	if r.TLS != nil {
@@ -363,7 +361,7 @@ func (g *Gate) serveMetadata(w http.ResponseWriter, r *http.Request, srv *Server
 		Resource:               g.resourceURL(r, srv),
 		ResourceName:           "MCP server " + srv.Name + " (through latchkey)",
 		AuthorizationServers:   g.Settings.AuthorizationServers,
-		ScopesSupported:        []string{"mcp." + srv.Name + ".tools.*:call", ResourcesScope(srv.Name), PromptsScope(srv.Name)},
+		ScopesSupported:        srv.Scopes(),
 		BearerMethodsSupported: []string{"header"},
 	}
 	b, _ := json.Marshal(doc)

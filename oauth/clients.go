@@ -1,6 +1,7 @@
 package oauth
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -47,8 +48,6 @@ const (
 )
 
 func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
-
-func sprintf(format string, args ...any) string { return fmt.Sprintf(format, args...) }
 
 // clientTag marks every token issued to a client, so that revoking the
 // client revokes them all (a tag cannot hold a URL: the client id is
@@ -270,7 +269,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		fail(s.asError(err), "unavailable")
 		return
 	}
-	if len(existing) >= cmpOr(s.MaxClients, DefaultMaxClients) {
+	if len(existing) >= cmp.Or(s.MaxClients, DefaultMaxClients) {
 		fail(&Error{Code: "access_denied", Description: "this server already holds its maximum number of clients", Status: http.StatusForbidden}, "too_many_clients")
 		return
 	}
@@ -282,7 +281,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		// this server's token endpoint: no scopes, bound to that endpoint.
 		meta, _ := json.Marshal(map[string]any{"oauth": map[string]string{"client_id": c.ClientID, "kind": "client_secret"}})
 		t, pt, err := s.Tokens.Create(ctx, latchkey.Actor{System: "oauth"}, client.CreateRequest{
-			Name: "OAuth client secret", Subject: "oauth-client:" + c.ClientID, Scopes: []string{},
+			Name: "OAuth client secret", Subject: latchkey.OAuthClientSubject + c.ClientID, Scopes: []string{},
 			Tags: []string{clientTag(c.ClientID)}, Meta: meta, Audience: []string{s.refreshAudience()}})
 		if err != nil {
 			fail(s.asError(err), "secret")
@@ -318,13 +317,6 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, resp)
 }
 
-func cmpOr(n, def int) int {
-	if n > 0 {
-		return n
-	}
-	return def
-}
-
 func (s *Server) putClient(ctx context.Context, c client.OAuthClient) error {
 	b, err := json.Marshal(c)
 	if err != nil {
@@ -346,6 +338,7 @@ func (s *Server) lookupClient(ctx context.Context, id string) (client.OAuthClien
 	if err != nil {
 		return client.OAuthClient{}, s.asError(err)
 	}
+	known := ok
 	if ok {
 		var c client.OAuthClient
 		if err := json.Unmarshal([]byte(v), &c); err != nil {
@@ -365,11 +358,12 @@ func (s *Server) lookupClient(ctx context.Context, id string) (client.OAuthClien
 		if e != nil {
 			return c, e
 		}
-		// Remember the client (for the list and for revocation), once.
-		rec := c
-		rec.CreatedAt = latchkey.TimeOf(s.now())
-		if b, err := json.Marshal(rec); err == nil {
-			s.Store.PutSettingIfAbsent(ctx, clientKey+id, string(b))
+		if !known { // remember the client (for the list and for revocation), once
+			rec := c
+			rec.CreatedAt = latchkey.TimeOf(s.now())
+			if b, err := json.Marshal(rec); err == nil {
+				s.Store.PutSettingIfAbsent(ctx, clientKey+id, string(b))
+			}
 		}
 		return c, nil
 	}

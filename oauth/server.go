@@ -29,6 +29,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"hash/maphash"
 	"log/slog"
 	"net/http"
@@ -308,7 +309,7 @@ func oerr(code, format string, args ...any) *Error {
 	e := &Error{Code: code, Description: format, Status: http.StatusBadRequest}
 	if len(args) > 0 {
 		// A description may quote input, and input may hold a token.
-		e.Description = secret.Redact(sprintf(format, args...))
+		e.Description = secret.Redact(fmt.Sprintf(format, args...))
 	}
 	switch code {
 	case "invalid_client":
@@ -356,14 +357,6 @@ func writeError(w http.ResponseWriter, e *Error) {
 	w.WriteHeader(e.Status)
 	b, _ := json.Marshal(e)
 	w.Write(b)
-}
-
-// WriteError is writeError for the API's own OAuth endpoints
-// (introspection and revocation answer in the same form).
-func WriteError(w http.ResponseWriter, code, description string, basic bool) {
-	e := oerr(code, "%s", description)
-	e.Basic = basic
-	writeError(w, e)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

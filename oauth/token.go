@@ -41,7 +41,6 @@ type caller struct {
 	client        client.OAuthClient // registered or document clients
 	token         *latchkey.Decision // token clients: the client's own token
 	authenticated bool
-	basic         bool
 }
 
 // tokenResponse is RFC 6749 §5.1 (and RFC 8693 §2.2.1).
@@ -149,10 +148,8 @@ func (s *Server) authClient(r *http.Request, q url.Values) (caller, *Error) {
 	c, e := s.authenticateClient(r, id, sec)
 	if e != nil {
 		e.Basic = basic
-		return c, e
 	}
-	c.basic = basic
-	return c, nil
+	return c, e
 }
 
 // authenticateClient checks a client's credentials (secret "" for a
@@ -184,7 +181,7 @@ func (s *Server) authenticateClient(r *http.Request, id, sec string) (caller, *E
 	switch {
 	case id == d.TokenID || id == "":
 		// A machine client: the secret is its own latchkey token.
-		if strings.HasPrefix(d.Subject, "oauth-client:") {
+		if strings.HasPrefix(d.Subject, latchkey.OAuthClientSubject) {
 			return caller{}, oerr("invalid_client", "a registered client's secret authenticates only with its client_id")
 		}
 		return caller{id: d.TokenID, token: &d, authenticated: true}, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 )
 
@@ -65,19 +66,12 @@ func cmdOAuth(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "CLIENT\tNAME\tKIND\tAUTH\tREDIRECT URIS\tCREATED\tREVOKED")
 	for _, cl := range list.Clients {
-		uris := ""
-		for i, u := range cl.RedirectURIs {
-			if i > 0 {
-				uris += " "
-			}
-			uris += u
-		}
 		revoked := "-"
 		if !cl.RevokedAt.IsZero() {
 			revoked = fmtTime(cl.RevokedAt)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", cl.ClientID, orDash(cl.ClientName), cl.Kind,
-			cl.TokenEndpointAuthMethod, uris, fmtTime(cl.CreatedAt), revoked)
+			cl.TokenEndpointAuthMethod, strings.Join(cl.RedirectURIs, " "), fmtTime(cl.CreatedAt), revoked)
 	}
 	tw.Flush()
 	return exitOK
