@@ -56,6 +56,18 @@ const (
 	ActionOAuthReuse        = "oauth.reuse"         // a code or refresh token was used twice: its grant was revoked
 	ActionOAuthRegister     = "oauth.register"      // a client registered itself (RFC 7591)
 	ActionOAuthClientRevoke = "oauth.client_revoke" // an administrator revoked a client and its grants
+
+	// Tenancy (Subject is "keyspace:<name>": KeyspaceSubject).
+	ActionKeyspacePut    = "keyspace.put"    // a keyspace was created or its policy changed
+	ActionKeyspaceDelete = "keyspace.delete" // an empty keyspace was deleted
+	ActionRolePut        = "role.put"        // a role was created or its scopes changed (Detail: before and after)
+	ActionRoleDelete     = "role.delete"     // a role was deleted: its tokens lose its scopes
+	ActionIdentityPut    = "identity.put"    // a subject's shared limits were set
+	ActionIdentityDelete = "identity.delete" // a subject's shared limits were removed
+	ActionAccessRequest  = "access.request"  // someone asked for a token (an access request)
+	ActionAccessApprove  = "access.approve"  // an approver approved a request (Detail: approvals so far)
+	ActionAccessDeny     = "access.deny"     // an approver denied a request
+	ActionAccessClaim    = "access.claim"    // the requester collected the approved token (TokenID), or failed to
 )
 
 // AuditEvent is one record of the audit trail (DESIGN.md §5). It never
@@ -102,14 +114,17 @@ const OutcomeRefused = "REFUSED"
 
 // AuditFilter selects audit events. Zero fields match all.
 type AuditFilter struct {
-	Node    string
-	TokenID string
-	Subject string
-	Outcome string
-	Kind    string
-	Action  string
-	Since   time.Time // inclusive
-	Until   time.Time // exclusive
+	// Keyspace, when set, selects the records about that keyspace's
+	// tokens only (a keyspace admin's view).
+	Keyspace string
+	Node     string
+	TokenID  string
+	Subject  string
+	Outcome  string
+	Kind     string
+	Action   string
+	Since    time.Time // inclusive
+	Until    time.Time // exclusive
 	// After returns events with Seq > After in ascending order (for
 	// following the log). When zero, pages run newest first, unless
 	// Ascending is set.

@@ -87,8 +87,9 @@ type Decision struct {
 	// below are its own. (A refusal may still have found one: REVOKED,
 	// EXPIRED, ...)
 	Found bool
-	// Subject is the token's subject.
-	Subject string
+	// Subject is the token's subject, Keyspace its keyspace.
+	Subject  string
+	Keyspace string
 	// Scopes are the token's grants and Meta its metadata. Both are
 	// shared with the verifier's cache (and other tokens with the same
 	// values) and must be treated as read-only.

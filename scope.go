@@ -99,7 +99,7 @@ func ScopeCovers(granted, required string) bool {
 		if !strings.HasPrefix(granted, ReservedPrefix) {
 			return false
 		}
-		if granted == AdminScope {
+		if granted == AdminScope || keyspaceAdminCovers(granted, required) {
 			return true
 		}
 	}

@@ -85,6 +85,21 @@ type Store interface {
 	SettingsWithPrefix(ctx context.Context, prefix string) (map[string]string, error)
 	// DeleteSetting removes key, if set.
 	DeleteSetting(ctx context.Context, key string) error
+	// ChangeSetting reads key (ok false when unset) and calls fn with it,
+	// in one write transaction: fn returns the new value (or del to remove
+	// the key) and an audit event (may be nil) committed with it. A
+	// change is announced to every node (ChangeHandler.SettingChanged).
+	// fn's error is returned unchanged and nothing is written. It is how
+	// keyspaces, roles, identities and access requests change: concurrent
+	// changes to one key serialise.
+	ChangeSetting(ctx context.Context, key string, fn func(old string, ok bool) (value string, del bool, ev *AuditEvent, err error)) error
+
+	// SetBudget sizes a shared usage budget (an identity's; key starts
+	// with BudgetPrefix), keeping what was spent; max 0 removes it.
+	// ConsumeUse spends it when its series names the key.
+	SetBudget(ctx context.Context, key string, max int64) error
+	// BudgetUses reports how much of a shared budget is spent.
+	BudgetUses(ctx context.Context, key string) (int64, error)
 
 	// Ping checks that the store is reachable (for /readyz).
 	Ping(ctx context.Context) error
@@ -147,6 +162,9 @@ type ChangeHandler interface {
 	TokenChanged(id string)
 	// BlockChanged: a block on source was put or lifted; read it back.
 	BlockChanged(source string)
+	// SettingChanged: a setting changed through ChangeSetting (a
+	// keyspace, role or identity); reload what depends on it.
+	SettingChanged(key string)
 }
 
 // FeedStats are a change feed's counters.

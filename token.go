@@ -23,8 +23,14 @@ const (
 // Times are UTC and truncated to microseconds, the precision every store
 // keeps.
 type Token struct {
-	ID        string          `json:"id"`
-	Prefix    string          `json:"prefix"`
+	ID     string `json:"id"`
+	Prefix string `json:"prefix"`
+	// Keyspace is the keyspace the token belongs to (DefaultKeyspace for
+	// every token made before keyspaces existed); it never changes.
+	Keyspace string `json:"keyspace"`
+	// Roles are role names within the keyspace, resolved to scopes at
+	// verification (DESIGN.md §11).
+	Roles     []string        `json:"roles,omitempty"`
 	Name      string          `json:"name"`
 	Subject   string          `json:"subject"`
 	Scopes    []string        `json:"scopes"`
@@ -83,6 +89,7 @@ type Token struct {
 func (t *Token) Clone() *Token {
 	c := *t
 	c.Scopes = append([]string(nil), t.Scopes...)
+	c.Roles = slices.Clone(t.Roles)
 	c.Tags = append([]string(nil), t.Tags...)
 	c.Meta = append(json.RawMessage(nil), t.Meta...)
 	c.Hash = append([]byte(nil), t.Hash...)
@@ -102,10 +109,12 @@ func TimeOf(t time.Time) time.Time {
 
 // TokenFilter selects tokens in Store.ListTokens. Zero fields match all.
 type TokenFilter struct {
-	Subject string
-	Status  Status
-	Tag     string
-	Prefix  string
+	// Keyspace, when set, selects that keyspace's tokens only.
+	Keyspace string
+	Subject  string
+	Status   Status
+	Tag      string
+	Prefix   string
 	// ParentID selects the tokens derived directly from that token.
 	ParentID string
 	// RotationDue selects the tokens due for rotation under the server's
@@ -148,10 +157,13 @@ type Inherited struct {
 // TokenSelector picks tokens for a bulk change (Store.Select). Set exactly
 // one of its selecting fields.
 type TokenSelector struct {
-	IDs     []string
-	Subject string
-	Tag     string
-	Prefix  string
+	// Keyspace, when set, confines the selection (and its descendants)
+	// to that keyspace; it is not a selecting field.
+	Keyspace string
+	IDs      []string
+	Subject  string
+	Tag      string
+	Prefix   string
 	// Parent selects the descendants of that token (not the token itself).
 	Parent string
 	// Descendants adds every descendant of the selected tokens.

@@ -35,6 +35,16 @@ type VerifyRequest struct {
 	// is told the token's audience to check itself.
 	AnyResource bool
 	RequestID   string
+	// Keyspace is the keyspace the door serves: a token of any other is
+	// NOT_FOUND (the audit record says keyspace_mismatch). "" is the
+	// default keyspace. API calls (APICall) accept every keyspace: their
+	// admin scopes say where they may act.
+	Keyspace string
+	// Permission, for an API call, admits a token that holds the admin
+	// permission (e.g. "tokens:read") anywhere it reaches
+	// (HoldsPermission): globally or in a keyspace. The endpoint then
+	// narrows what it shows to the token's reach. Scopes still apply.
+	Permission string
 	// Action names the attempt in the audit log (default "verify").
 	Action string
 	// AuditFailuresOnly records the attempt only when it is refused. Used for
@@ -87,6 +97,9 @@ type Refuser interface {
 // record. TokenID is "" for the server itself (bootstrap).
 type Actor struct {
 	TokenID string
+	// Keyspace is the acting token's keyspace, Subject its subject.
+	Keyspace string
+	Subject  string
 	// System names a part of the server acting on its own (e.g.
 	// "detector") when TokenID is "". It shows as "latchkey:<System>".
 	System    string
@@ -94,4 +107,14 @@ type Actor struct {
 	ClientIP  string
 	UserAgent string
 	RequestID string
+}
+
+// Reach is where the actor's grants allow perm (ReachOf). An actor
+// without a token (the server itself, or an unauthenticated call)
+// reaches nothing here: code acting as the server does not ask.
+func (a Actor) Reach(perm string) Reach {
+	if a.TokenID == "" {
+		return Reach{}
+	}
+	return ReachOf(a.Keyspace, a.Scopes, perm)
 }

@@ -52,6 +52,9 @@ type VerifyRequest struct {
 	// Resource is the resource the caller serves (RFC 8707), for tokens
 	// bound to an audience.
 	Resource string `json:"resource,omitempty"`
+	// Keyspace is the keyspace the caller serves: a token of another is
+	// NOT_FOUND. Default: the default keyspace.
+	Keyspace string `json:"keyspace,omitempty"`
 }
 
 // VerifyResponse is the answer of POST /v1/verify. A refused token is a
@@ -102,7 +105,10 @@ type RotatedToken struct {
 // RevocationRequest is the body of POST /v1/revocations: exactly one of
 // subject, tag, prefix or parent.
 type RevocationRequest struct {
-	Subject string `json:"subject,omitempty"`
+	// Keyspace confines the revocation to one keyspace (required of a
+	// caller that reaches several keyspaces but not all).
+	Keyspace string `json:"keyspace,omitempty"`
+	Subject  string `json:"subject,omitempty"`
 	Tag     string `json:"tag,omitempty"`
 	Prefix  string `json:"prefix,omitempty"`
 	// Parent revokes every token derived from it (not the parent itself).
@@ -206,6 +212,10 @@ type CreateRequest struct {
 	Tags      []string        `json:"tags,omitempty"`
 	Meta      json.RawMessage `json:"meta,omitempty"`
 	Prefix    string          `json:"prefix,omitempty"`
+	// Keyspace is the keyspace to issue in (default: "default"; a derived
+	// token stays in its parent's). Roles are role names within it.
+	Keyspace string   `json:"keyspace,omitempty"`
+	Roles    []string `json:"roles,omitempty"`
 
 	IdleTimeout    string       `json:"idle_timeout,omitempty"`
 	AllowedCIDRs   []string     `json:"allowed_cidrs,omitempty"`
@@ -368,4 +378,59 @@ type OAuthClient struct {
 // OAuthClientList is GET /v1/oauth/clients.
 type OAuthClientList struct {
 	Clients []OAuthClient `json:"clients"`
+}
+
+// NewAccessRequest is the body of POST /v1/access-requests: the scopes
+// wanted, for how long and why. The keyspace defaults to the
+// requesting token's.
+type NewAccessRequest struct {
+	Keyspace string   `json:"keyspace,omitempty"`
+	Scopes   []string `json:"scopes"`
+	TTL      string   `json:"ttl"`
+	Reason   string   `json:"reason"`
+}
+
+// CreatedAccessRequest answers POST /v1/access-requests: the request and
+// its claim code, shown once. Whoever holds the code collects the token
+// once the request is approved.
+type CreatedAccessRequest struct {
+	*latchkey.AccessRequest
+	ClaimCode string `json:"claim_code"`
+}
+
+// AccessRequestList answers GET /v1/access-requests.
+type AccessRequestList struct {
+	Requests []latchkey.AccessRequest `json:"requests"`
+}
+
+// VerdictRequest is the body of an approval or a denial.
+type VerdictRequest struct {
+	Comment string `json:"comment,omitempty"`
+}
+
+// ClaimRequest is the body of POST /v1/access-requests/{id}/claim.
+type ClaimRequest struct {
+	Code string `json:"code"`
+}
+
+// KeyspaceList answers GET /v1/keyspaces.
+type KeyspaceList struct {
+	Keyspaces []latchkey.Keyspace `json:"keyspaces"`
+}
+
+// RoleList answers GET /v1/keyspaces/{keyspace}/roles.
+type RoleList struct {
+	Roles []latchkey.Role `json:"roles"`
+}
+
+// IdentityList answers GET /v1/keyspaces/{keyspace}/identities; Uses
+// (by subject) is how much of each budget is spent.
+type IdentityList struct {
+	Identities []IdentityStatus `json:"identities"`
+}
+
+// IdentityStatus is an identity with its spent budget.
+type IdentityStatus struct {
+	latchkey.Identity
+	Uses int64 `json:"uses"`
 }

@@ -19,6 +19,11 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, a latchkey.
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
+	ks, err := callKeyspace(a, latchkey.PermTokensWrite, req.Keyspace)
+	if err != nil {
+		return err
+	}
+	req.Keyspace = ks
 	t, pt, err := s.Tokens.Create(r.Context(), a, req)
 	if err != nil {
 		return err
@@ -28,9 +33,13 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, a latchkey.
 	return nil
 }
 
-func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, _ latchkey.Actor) error {
+func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, a latchkey.Actor) error {
 	q := r.URL.Query()
-	if err := onlyParams(q, "subject", "status", "tag", "prefix", "parent", "rotation_due", "cursor", "limit"); err != nil {
+	if err := onlyParams(q, "keyspace", "subject", "status", "tag", "prefix", "parent", "rotation_due", "cursor", "limit"); err != nil {
+		return err
+	}
+	ks, err := callKeyspace(a, latchkey.PermTokensRead, q.Get("keyspace"))
+	if err != nil {
 		return err
 	}
 	limit, err := limitParam(q)
@@ -38,7 +47,7 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, _ latchkey.A
 		return err
 	}
 	f := latchkey.TokenFilter{
-		Subject: q.Get("subject"), Status: latchkey.Status(q.Get("status")), Tag: q.Get("tag"),
+		Keyspace: ks, Subject: q.Get("subject"), Status: latchkey.Status(q.Get("status")), Tag: q.Get("tag"),
 		Prefix: q.Get("prefix"), ParentID: q.Get("parent"), Cursor: q.Get("cursor"), Limit: limit,
 	}
 	switch q.Get("rotation_due") {
@@ -189,7 +198,11 @@ func (s *Server) revocations(w http.ResponseWriter, r *http.Request, a latchkey.
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
-	res, err := s.Tokens.RevokeMatching(r.Context(), a, latchkey.TokenSelector{
+	ks, err := callKeyspace(a, latchkey.PermTokensWrite, req.Keyspace)
+	if err != nil {
+		return err
+	}
+	res, err := s.Tokens.RevokeMatching(r.Context(), a, latchkey.TokenSelector{Keyspace: ks,
 		Subject: req.Subject, Tag: req.Tag, Prefix: req.Prefix, Parent: req.Parent}, req.Reason,
 		latchkey.BulkOptions{IncludeSelf: req.IncludeSelf, DryRun: req.DryRun})
 	if err != nil {
@@ -246,9 +259,13 @@ func (s *Server) verify(w http.ResponseWriter, r *http.Request, a latchkey.Actor
 			return err
 		}
 	}
+	ks, err := callKeyspace(a, latchkey.PermVerify, req.Keyspace)
+	if err != nil {
+		return err
+	}
 	d, err := s.Verifier.Verify(r.Context(), &latchkey.VerifyRequest{
 		Token: req.Token, Scopes: req.Scopes, ClientIP: ip, UserAgent: a.UserAgent,
-		Method: req.Method, Path: req.Path, Resource: req.Resource, RequestID: a.RequestID, Source: src,
+		Method: req.Method, Path: req.Path, Resource: req.Resource, RequestID: a.RequestID, Source: src, Keyspace: ks,
 	})
 	if err != nil {
 		return latchkey.Errorf(latchkey.EUnavailable, "cannot verify right now")
@@ -279,9 +296,14 @@ func (s *Server) verify(w http.ResponseWriter, r *http.Request, a latchkey.Actor
 
 // auditFilter reads the filters GET /v1/audit and its stream share:
 // token_id, subject, outcome, kind, action, node, since, until.
-func auditFilter(q url.Values) (latchkey.AuditFilter, error) {
+func auditFilter(q url.Values, a latchkey.Actor) (latchkey.AuditFilter, error) {
 	f := latchkey.AuditFilter{TokenID: q.Get("token_id"), Subject: q.Get("subject"), Outcome: q.Get("outcome"),
 		Kind: q.Get("kind"), Node: q.Get("node"), Action: q.Get("action")}
+	ks, err := callKeyspace(a, latchkey.PermAuditRead, q.Get("keyspace"))
+	if err != nil {
+		return f, err
+	}
+	f.Keyspace = ks
 	if o := f.Outcome; o != "" && o != latchkey.OutcomeOK && o != "ERROR" {
 		if _, ok := latchkey.ParseCode(o); !ok {
 			return f, latchkey.Errorf(latchkey.EInvalid, "outcome %q is not a known code (e.g. VALID, NOT_FOUND, REVOKED, OK)", o)
@@ -290,7 +312,6 @@ func auditFilter(q url.Values) (latchkey.AuditFilter, error) {
 	if k := f.Kind; k != "" && k != latchkey.KindVerify && k != latchkey.KindAdmin && k != latchkey.KindDetect {
 		return f, latchkey.Errorf(latchkey.EInvalid, "kind must be verify, admin or detect")
 	}
-	var err error
 	if f.Since, err = timeParam(q, "since"); err != nil {
 		return f, err
 	}
@@ -303,12 +324,12 @@ func auditFilter(q url.Values) (latchkey.AuditFilter, error) {
 	return f, nil
 }
 
-func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, _ latchkey.Actor) error {
+func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, a latchkey.Actor) error {
 	q := r.URL.Query()
-	if err := onlyParams(q, "token_id", "subject", "outcome", "kind", "action", "node", "since", "until", "after", "cursor", "limit"); err != nil {
+	if err := onlyParams(q, "keyspace", "token_id", "subject", "outcome", "kind", "action", "node", "since", "until", "after", "cursor", "limit"); err != nil {
 		return err
 	}
-	f, err := auditFilter(q)
+	f, err := auditFilter(q, a)
 	if err != nil {
 		return err
 	}

@@ -114,6 +114,10 @@ type Server struct {
 	// Sessions records sign-outs, so they hold on every node.
 	Sessions SessionStore
 
+	// Tenancy, when set, serves keyspaces, roles, identities and access
+	// requests; without it they answer 404.
+	Tenancy TenancyService
+
 	// OAuth, when set, is the OAuth authorization server: its endpoints,
 	// the consent page's calls and its clients' administration. Without
 	// it they answer 404 (introspection and revocation work either way).
@@ -149,25 +153,33 @@ type Route struct {
 	// Signed: any valid token may call it, with no admin scope (the
 	// dashboard's consent page: a person answers with their own token).
 	Signed bool
+	// Keyspaced: a keyspace's admin scope for the same permission
+	// (latchkey:keyspaces.<name>:tokens:read for latchkey:tokens:read)
+	// admits the call too, and the handler confines it to the keyspaces
+	// the caller reaches. Without it, only the global scope does.
+	Keyspaced bool
 }
+
+// Perm is the permission the route's scope names ("tokens:read").
+func (rt Route) Perm() string { return strings.TrimPrefix(rt.Scope, latchkey.ReservedPrefix) }
 
 // Routes lists every endpoint. The OpenAPI document in docs/ is checked
 // against it by a test.
 func Routes() []Route {
 	return []Route{
-		{Method: "POST", Path: "/v1/tokens", Scope: latchkey.ScopeTokensWrite},
-		{Method: "GET", Path: "/v1/tokens", Scope: latchkey.ScopeTokensRead},
-		{Method: "GET", Path: "/v1/tokens/{id}", Scope: latchkey.ScopeTokensRead},
-		{Method: "PATCH", Path: "/v1/tokens/{id}", Scope: latchkey.ScopeTokensWrite},
-		{Method: "POST", Path: "/v1/tokens/{id}/revoke", Scope: latchkey.ScopeTokensWrite},
-		{Method: "POST", Path: "/v1/tokens/{id}/suspend", Scope: latchkey.ScopeTokensWrite},
-		{Method: "POST", Path: "/v1/tokens/{id}/resume", Scope: latchkey.ScopeTokensWrite},
-		{Method: "POST", Path: "/v1/tokens/{id}/rotate", Scope: latchkey.ScopeTokensWrite},
-		{Method: "POST", Path: "/v1/tokens/{id}/derive", Scope: latchkey.ScopeTokensWrite, Self: true},
-		{Method: "POST", Path: "/v1/revocations", Scope: latchkey.ScopeTokensWrite},
-		{Method: "POST", Path: "/v1/verify", Scope: latchkey.ScopeVerify, Relay: true},
-		{Method: "GET", Path: "/v1/audit", Scope: latchkey.ScopeAuditRead},
-		{Method: "GET", Path: "/v1/audit/stream", Scope: latchkey.ScopeAuditRead, Stream: true},
+		{Method: "POST", Path: "/v1/tokens", Scope: latchkey.ScopeTokensWrite, Keyspaced: true},
+		{Method: "GET", Path: "/v1/tokens", Scope: latchkey.ScopeTokensRead, Keyspaced: true},
+		{Method: "GET", Path: "/v1/tokens/{id}", Scope: latchkey.ScopeTokensRead, Keyspaced: true},
+		{Method: "PATCH", Path: "/v1/tokens/{id}", Scope: latchkey.ScopeTokensWrite, Keyspaced: true},
+		{Method: "POST", Path: "/v1/tokens/{id}/revoke", Scope: latchkey.ScopeTokensWrite, Keyspaced: true},
+		{Method: "POST", Path: "/v1/tokens/{id}/suspend", Scope: latchkey.ScopeTokensWrite, Keyspaced: true},
+		{Method: "POST", Path: "/v1/tokens/{id}/resume", Scope: latchkey.ScopeTokensWrite, Keyspaced: true},
+		{Method: "POST", Path: "/v1/tokens/{id}/rotate", Scope: latchkey.ScopeTokensWrite, Keyspaced: true},
+		{Method: "POST", Path: "/v1/tokens/{id}/derive", Scope: latchkey.ScopeTokensWrite, Self: true, Keyspaced: true},
+		{Method: "POST", Path: "/v1/revocations", Scope: latchkey.ScopeTokensWrite, Keyspaced: true},
+		{Method: "POST", Path: "/v1/verify", Scope: latchkey.ScopeVerify, Relay: true, Keyspaced: true},
+		{Method: "GET", Path: "/v1/audit", Scope: latchkey.ScopeAuditRead, Keyspaced: true},
+		{Method: "GET", Path: "/v1/audit/stream", Scope: latchkey.ScopeAuditRead, Stream: true, Keyspaced: true},
 		{Method: "GET", Path: "/v1/audit/verify", Scope: latchkey.ScopeAuditRead},
 		{Method: "GET", Path: "/v1/audit/summary", Scope: latchkey.ScopeAuditRead},
 		{Method: "GET", Path: "/v1/blocks", Scope: latchkey.ScopeAuditRead},
@@ -179,6 +191,24 @@ func Routes() []Route {
 		{Method: "POST", Path: "/v1/mcp/holds/{id}/deny", Scope: latchkey.ScopeMCPApprove},
 		{Method: "GET", Path: "/v1/mcp/tools", Scope: latchkey.ScopeAuditRead},
 		{Method: "POST", Path: "/v1/mcp/tools/{server}/{tool}/accept", Scope: latchkey.AdminScope},
+		{Method: "GET", Path: "/v1/keyspaces", Scope: latchkey.ScopeTokensRead, Keyspaced: true},
+		{Method: "GET", Path: "/v1/keyspaces/{keyspace}", Scope: latchkey.ScopeTokensRead, Keyspaced: true},
+		{Method: "PUT", Path: "/v1/keyspaces/{keyspace}", Scope: latchkey.AdminScope, Keyspaced: true},
+		{Method: "DELETE", Path: "/v1/keyspaces/{keyspace}", Scope: latchkey.AdminScope},
+		{Method: "GET", Path: "/v1/keyspaces/{keyspace}/roles", Scope: latchkey.ScopeTokensRead, Keyspaced: true},
+		{Method: "GET", Path: "/v1/keyspaces/{keyspace}/roles/{role}", Scope: latchkey.ScopeTokensRead, Keyspaced: true},
+		{Method: "PUT", Path: "/v1/keyspaces/{keyspace}/roles/{role}", Scope: latchkey.AdminScope, Keyspaced: true},
+		{Method: "DELETE", Path: "/v1/keyspaces/{keyspace}/roles/{role}", Scope: latchkey.AdminScope, Keyspaced: true},
+		{Method: "GET", Path: "/v1/keyspaces/{keyspace}/identities", Scope: latchkey.ScopeTokensRead, Keyspaced: true},
+		{Method: "GET", Path: "/v1/keyspaces/{keyspace}/identities/{subject}", Scope: latchkey.ScopeTokensRead, Keyspaced: true},
+		{Method: "PUT", Path: "/v1/keyspaces/{keyspace}/identities/{subject}", Scope: latchkey.ScopeTokensWrite, Keyspaced: true},
+		{Method: "DELETE", Path: "/v1/keyspaces/{keyspace}/identities/{subject}", Scope: latchkey.ScopeTokensWrite, Keyspaced: true},
+		{Method: "POST", Path: "/v1/access-requests", Signed: true},
+		{Method: "GET", Path: "/v1/access-requests", Signed: true},
+		{Method: "GET", Path: "/v1/access-requests/{id}", Signed: true},
+		{Method: "POST", Path: "/v1/access-requests/{id}/approve", Scope: latchkey.ScopeApprove, Keyspaced: true},
+		{Method: "POST", Path: "/v1/access-requests/{id}/deny", Scope: latchkey.ScopeApprove, Keyspaced: true},
+		{Method: "POST", Path: "/v1/access-requests/{id}/claim"},
 		{Method: "POST", Path: "/v1/leaks"},
 		{Method: "*", Path: "/v1/forward-auth"},
 		{Method: "*", Path: "/v1/forward-auth/{path...}"},
@@ -210,7 +240,7 @@ func UIRoutes() []Route {
 		{Method: "POST", Path: UIPrefix + "/oauth/requests/{id}", Signed: true},
 	}
 	for _, rt := range Routes() {
-		if rt.Scope != "" && rt.Method != "*" && strings.HasPrefix(rt.Path, "/v1/") && !rt.Relay {
+		if (rt.Scope != "" || rt.Signed) && rt.Method != "*" && strings.HasPrefix(rt.Path, "/v1/") && !rt.Relay {
 			rt.Path, rt.Self = UIPrefix+rt.Path, false
 			rts = append(rts, rt)
 		}
@@ -223,46 +253,64 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request, a latchkey.Actor) 
 // Handler returns the API's http.Handler.
 func (s *Server) Handler() http.Handler {
 	h := map[string]handlerFunc{
-		"POST /v1/tokens":                           s.createToken,
-		"GET /v1/tokens":                            s.listTokens,
-		"GET /v1/tokens/{id}":                       s.getToken,
-		"PATCH /v1/tokens/{id}":                     s.updateToken,
-		"POST /v1/tokens/{id}/revoke":               s.revokeToken,
-		"POST /v1/tokens/{id}/suspend":              s.suspendToken,
-		"POST /v1/tokens/{id}/resume":               s.resumeToken,
-		"POST /v1/tokens/{id}/rotate":               s.rotateToken,
-		"POST /v1/tokens/{id}/derive":               s.deriveToken,
-		"POST /v1/revocations":                      s.revocations,
-		"POST /v1/verify":                           s.verify,
-		"GET /v1/audit":                             s.listAudit,
-		"GET /v1/audit/stream":                      s.streamAudit,
-		"GET /v1/audit/verify":                      s.verifyAudit,
-		"GET /v1/audit/summary":                     s.auditSummary,
-		"GET /v1/blocks":                            s.listBlocks,
-		"DELETE /v1/blocks/{source...}":             s.removeBlock,
-		"GET /v1/sessions":                          s.listSessions,
-		"DELETE /v1/sessions/{id}":                  s.endSession,
-		"GET /v1/mcp/holds":                         s.listHolds,
-		"POST /v1/mcp/holds/{id}/approve":           s.approveHold,
-		"POST /v1/mcp/holds/{id}/deny":              s.denyHold,
-		"GET /v1/mcp/tools":                         s.listPins,
-		"POST /v1/mcp/tools/{server}/{tool}/accept": s.acceptPin,
-		"POST /v1/leaks":                            s.reportLeaks,
-		"* /v1/forward-auth":                        s.forwardAuth,
-		"* /v1/forward-auth/{path...}":              s.forwardAuth,
-		"GET /v1/oauth/clients":                     s.listOAuthClients,
-		"POST /v1/oauth/clients/revoke":             s.revokeOAuthClient,
-		"GET " + UIPrefix + "/oauth/requests/{id}":  s.consentRequest,
-		"POST " + UIPrefix + "/oauth/requests/{id}": s.consentDecide,
-		"POST /oauth2/introspect":                   s.introspect,
-		"POST /oauth2/revoke":                       s.oauthRevoke,
-		"GET /.well-known/jwks.json":                s.jwks,
-		"GET /metrics":                              s.metrics,
-		"GET /healthz":                              s.healthz,
-		"GET /readyz":                               s.readyz,
-		"POST " + UISessionPath:                     s.signIn,
-		"GET " + UISessionPath:                      s.sessionInfo,
-		"DELETE " + UISessionPath:                   s.signOut,
+		"POST /v1/tokens":                                      s.createToken,
+		"GET /v1/tokens":                                       s.listTokens,
+		"GET /v1/tokens/{id}":                                  s.getToken,
+		"PATCH /v1/tokens/{id}":                                s.updateToken,
+		"POST /v1/tokens/{id}/revoke":                          s.revokeToken,
+		"POST /v1/tokens/{id}/suspend":                         s.suspendToken,
+		"POST /v1/tokens/{id}/resume":                          s.resumeToken,
+		"POST /v1/tokens/{id}/rotate":                          s.rotateToken,
+		"POST /v1/tokens/{id}/derive":                          s.deriveToken,
+		"POST /v1/revocations":                                 s.revocations,
+		"POST /v1/verify":                                      s.verify,
+		"GET /v1/audit":                                        s.listAudit,
+		"GET /v1/audit/stream":                                 s.streamAudit,
+		"GET /v1/audit/verify":                                 s.verifyAudit,
+		"GET /v1/audit/summary":                                s.auditSummary,
+		"GET /v1/blocks":                                       s.listBlocks,
+		"DELETE /v1/blocks/{source...}":                        s.removeBlock,
+		"GET /v1/sessions":                                     s.listSessions,
+		"DELETE /v1/sessions/{id}":                             s.endSession,
+		"GET /v1/mcp/holds":                                    s.listHolds,
+		"POST /v1/mcp/holds/{id}/approve":                      s.approveHold,
+		"POST /v1/mcp/holds/{id}/deny":                         s.denyHold,
+		"GET /v1/mcp/tools":                                    s.listPins,
+		"POST /v1/mcp/tools/{server}/{tool}/accept":            s.acceptPin,
+		"POST /v1/leaks":                                       s.reportLeaks,
+		"GET /v1/keyspaces":                                    s.listKeyspaces,
+		"GET /v1/keyspaces/{keyspace}":                         s.getKeyspace,
+		"PUT /v1/keyspaces/{keyspace}":                         s.putKeyspace,
+		"DELETE /v1/keyspaces/{keyspace}":                      s.deleteKeyspace,
+		"GET /v1/keyspaces/{keyspace}/roles":                   s.listRoles,
+		"GET /v1/keyspaces/{keyspace}/roles/{role}":            s.getRole,
+		"PUT /v1/keyspaces/{keyspace}/roles/{role}":            s.putRole,
+		"DELETE /v1/keyspaces/{keyspace}/roles/{role}":         s.deleteRole,
+		"GET /v1/keyspaces/{keyspace}/identities":              s.listIdentities,
+		"GET /v1/keyspaces/{keyspace}/identities/{subject}":    s.getIdentity,
+		"PUT /v1/keyspaces/{keyspace}/identities/{subject}":    s.putIdentity,
+		"DELETE /v1/keyspaces/{keyspace}/identities/{subject}": s.deleteIdentity,
+		"POST /v1/access-requests":                             s.createAccessRequest,
+		"GET /v1/access-requests":                              s.listAccessRequests,
+		"GET /v1/access-requests/{id}":                         s.getAccessRequest,
+		"POST /v1/access-requests/{id}/approve":                s.approveAccessRequest,
+		"POST /v1/access-requests/{id}/deny":                   s.denyAccessRequest,
+		"POST /v1/access-requests/{id}/claim":                  s.claimAccessRequest,
+		"* /v1/forward-auth":                                   s.forwardAuth,
+		"* /v1/forward-auth/{path...}":                         s.forwardAuth,
+		"GET /v1/oauth/clients":                                s.listOAuthClients,
+		"POST /v1/oauth/clients/revoke":                        s.revokeOAuthClient,
+		"GET " + UIPrefix + "/oauth/requests/{id}":             s.consentRequest,
+		"POST " + UIPrefix + "/oauth/requests/{id}":            s.consentDecide,
+		"POST /oauth2/introspect":                              s.introspect,
+		"POST /oauth2/revoke":                                  s.oauthRevoke,
+		"GET /.well-known/jwks.json":                           s.jwks,
+		"GET /metrics":                                         s.metrics,
+		"GET /healthz":                                         s.healthz,
+		"GET /readyz":                                          s.readyz,
+		"POST " + UISessionPath:                                s.signIn,
+		"GET " + UISessionPath:                                 s.sessionInfo,
+		"DELETE " + UISessionPath:                              s.signOut,
 	}
 	mux := http.NewServeMux()
 	paths := map[string][]string{}
@@ -387,17 +435,34 @@ func (s *Server) endpoint(rt Route, fn handlerFunc, cred credential, ui bool) ht
 		}
 		a := latchkey.Actor{ClientIP: ip, UserAgent: r.UserAgent(), RequestID: requestID(r)}
 		if scope := rt.Scope; scope != "" || rt.Signed {
+			perm := ""
 			if rt.Self && presentsSelf(r) {
 				scope = "" // the token acting on itself needs no admin scope
 			}
-			d, err := s.present(r, cred, scope, &a, src)
+			if rt.Keyspaced && scope != "" {
+				scope, perm = "", rt.Perm() // a keyspace's grant admits it too; the handler confines it
+			}
+			d, err := s.present(r, cred, scope, perm, &a, src)
 			if err != nil {
 				s.writeError(w, r, err)
 				return
 			}
-			a.TokenID, a.Scopes = d.TokenID, d.Scopes
+			a.TokenID, a.Scopes, a.Keyspace, a.Subject = d.TokenID, d.Scopes, d.Keyspace, d.Subject
+			if scope != "" && !rt.Keyspaced && !a.Reach(rt.Perm()).All {
+				// The server's own endpoints (blocks, sessions, the chain...)
+				// are no keyspace's: a token confined to one is refused.
+				s.writeError(w, r, latchkey.Errorf(latchkey.EPermissionDenied, "this endpoint serves every keyspace: it needs %s on a token of the default keyspace", rt.Scope))
+				return
+			}
+			if rt.Keyspaced && strings.Contains(rt.Path, "/v1/tokens/{id}") {
+				// A token outside the caller's reach does not exist for it.
+				if err := s.inReach(r, a, rt.Perm()); err != nil {
+					s.writeError(w, r, err)
+					return
+				}
+			}
 			if rt.Stream { // a long answer checks again as it goes
-				r = s.withRecheck(r, cred, scope, a, src)
+				r = s.withRecheck(r, cred, scope, perm, a, src)
 			}
 		}
 		if err := fn(w, r, a); err != nil {
@@ -406,13 +471,53 @@ func (s *Server) endpoint(rt Route, fn handlerFunc, cred credential, ui bool) ht
 	})
 }
 
-// present authenticates the call's credential for scope.
-func (s *Server) present(r *http.Request, cred credential, scope string, a *latchkey.Actor, src netip.Addr) (latchkey.Decision, error) {
+// present authenticates the call's credential for scope (or, with perm,
+// for that permission in some keyspace).
+func (s *Server) present(r *http.Request, cred credential, scope, perm string, a *latchkey.Actor, src netip.Addr) (latchkey.Decision, error) {
 	tok, err := cred(r)
 	if err != nil {
 		return latchkey.Decision{}, err
 	}
-	return s.authenticateToken(r, tok, scope, a, src, true)
+	return s.authenticateAs(r, tok, scope, perm, "", a, src, true)
+}
+
+// inReach refuses a call on token {id} outside the caller's reach for
+// perm as if the token did not exist (the token acting on itself aside).
+func (s *Server) inReach(r *http.Request, a latchkey.Actor, perm string) error {
+	id := r.PathValue("id")
+	if id == a.TokenID {
+		return nil
+	}
+	if validID(id) != nil {
+		return latchkey.Errorf(latchkey.ENotFound, "token not found")
+	}
+	t, err := s.Tokens.Get(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	if !a.Reach(perm).Has(t.Keyspace) {
+		return latchkey.Errorf(latchkey.ENotFound, "token not found")
+	}
+	return nil
+}
+
+// callKeyspace is the keyspace a call is about: the one named (which must
+// be within the caller's reach for perm), or, when none is named, every
+// keyspace ("") for a caller that reaches all and the only one for a
+// caller that reaches one.
+func callKeyspace(a latchkey.Actor, perm, named string) (string, error) {
+	reach := a.Reach(perm)
+	switch {
+	case named != "" && reach.Has(named):
+		return named, nil
+	case named != "":
+		return "", latchkey.Errorf(latchkey.EPermissionDenied, "your token cannot act in keyspace %q", named)
+	case reach.All:
+		return "", nil
+	case len(reach.Keyspaces) == 1:
+		return reach.Keyspaces[0], nil
+	}
+	return "", latchkey.Errorf(latchkey.EInvalid, "your token reaches several keyspaces: name one with keyspace")
 }
 
 type recheckKey struct{}
@@ -421,10 +526,10 @@ type recheckKey struct{}
 // It is built here rather than in endpoint so that the closure captures
 // copies: captured by a closure in endpoint, the actor and the request
 // would be moved to the heap on every call, streams or not.
-func (s *Server) withRecheck(r *http.Request, cred credential, scope string, a latchkey.Actor, src netip.Addr) *http.Request {
+func (s *Server) withRecheck(r *http.Request, cred credential, scope, perm string, a latchkey.Actor, src netip.Addr) *http.Request {
 	check := func(r *http.Request) error {
 		a := latchkey.Actor{ClientIP: a.ClientIP, UserAgent: a.UserAgent, RequestID: a.RequestID}
-		_, err := s.present(r, cred, scope, &a, src)
+		_, err := s.present(r, cred, scope, perm, &a, src)
 		return err
 	}
 	return r.WithContext(context.WithValue(r.Context(), recheckKey{}, check))
@@ -444,7 +549,7 @@ func recheck(r *http.Request) error {
 // recorded in the audit log (admin_auth); successful reads are not, so
 // that following the log does not fill it.
 func (s *Server) authenticate(r *http.Request, scope string, a *latchkey.Actor, src netip.Addr) (latchkey.Decision, error) {
-	return s.present(r, bearerCredential, scope, a, src)
+	return s.present(r, bearerCredential, scope, "", a, src)
 }
 
 // authenticateToken is authenticate for a token from anywhere (a bearer
@@ -457,6 +562,12 @@ func (s *Server) authenticateToken(r *http.Request, tok, scope string, a *latchk
 // authenticateFor is authenticateToken for a credential bound to a
 // resource: an OAuth client's secret, bound to the token endpoint.
 func (s *Server) authenticateFor(r *http.Request, tok, scope, resource string, a *latchkey.Actor, src netip.Addr, failuresOnly bool) (latchkey.Decision, error) {
+	return s.authenticateAs(r, tok, scope, "", resource, a, src, failuresOnly)
+}
+
+// authenticateAs is authenticateFor with a permission that a keyspace's
+// admin scope satisfies too (VerifyRequest.Permission).
+func (s *Server) authenticateAs(r *http.Request, tok, scope, perm, resource string, a *latchkey.Actor, src netip.Addr, failuresOnly bool) (latchkey.Decision, error) {
 	var scopes []string
 	if scope != "" {
 		scopes = []string{scope}
@@ -465,6 +576,7 @@ func (s *Server) authenticateFor(r *http.Request, tok, scope, resource string, a
 		Token: tok, Scopes: scopes, ClientIP: a.ClientIP, UserAgent: a.UserAgent,
 		Method: r.Method, Path: r.URL.Path, RequestID: a.RequestID, // the audit writer redacts it
 		Action: latchkey.ActionAdminAuth, AuditFailuresOnly: failuresOnly, APICall: true, Source: src, Resource: resource,
+		Permission: perm,
 	})
 	if err != nil {
 		return d, latchkey.Errorf(latchkey.EUnavailable, "cannot verify credentials right now")
@@ -473,6 +585,9 @@ func (s *Server) authenticateFor(r *http.Request, tok, scope, resource string, a
 	case latchkey.Valid:
 		return d, nil
 	case latchkey.InsufficientScope:
+		if perm != "" {
+			return d, latchkey.Errorf(latchkey.EPermissionDenied, "this token lacks the scope latchkey:%s (or a keyspace's latchkey:keyspaces.<name>:%s)", perm, perm)
+		}
 		return d, latchkey.Errorf(latchkey.EPermissionDenied, "this token lacks the scope %s", scope)
 	case latchkey.IPNotAllowed:
 		return d, latchkey.Errorf(latchkey.EPermissionDenied, "this token may not be used from this address")

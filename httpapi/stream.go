@@ -28,8 +28,8 @@ var streamRecheck = 5 * time.Second
 // events, oldest first, each with its seq as the event id, so a client
 // that reconnects with Last-Event-ID (or ?after=) misses nothing. Without
 // either it starts with records committed from now on.
-func (s *Server) streamAudit(w http.ResponseWriter, r *http.Request, _ latchkey.Actor) error {
-	f, err := s.streamFilter(r)
+func (s *Server) streamAudit(w http.ResponseWriter, r *http.Request, a latchkey.Actor) error {
+	f, err := s.streamFilter(r, a)
 	if err != nil {
 		return err
 	}
@@ -75,12 +75,12 @@ func (s *Server) streamAudit(w http.ResponseWriter, r *http.Request, _ latchkey.
 
 // streamFilter reads the stream's filter, and where it starts: after
 // ?after= or Last-Event-ID, else after the newest record there is.
-func (s *Server) streamFilter(r *http.Request) (latchkey.AuditFilter, error) {
+func (s *Server) streamFilter(r *http.Request, a latchkey.Actor) (latchkey.AuditFilter, error) {
 	q := r.URL.Query()
-	if err := onlyParams(q, "token_id", "subject", "outcome", "kind", "action", "node", "after"); err != nil {
+	if err := onlyParams(q, "keyspace", "token_id", "subject", "outcome", "kind", "action", "node", "after"); err != nil {
 		return latchkey.AuditFilter{}, err
 	}
-	f, err := auditFilter(q)
+	f, err := auditFilter(q, a)
 	if err != nil {
 		return f, err
 	}

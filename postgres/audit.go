@@ -112,6 +112,10 @@ func listAudit(ctx context.Context, q interface {
 	if f.TokenID != "" {
 		add("token_id =", f.TokenID)
 	}
+	if f.Keyspace != "" {
+		// The keyspace's tokens' records, and its own (roles, requests...).
+		where = append(where, "(token_id IN (SELECT id FROM tokens WHERE keyspace = "+a.add(f.Keyspace)+") OR subject = "+a.add(latchkey.KeyspaceSubject(f.Keyspace))+")")
+	}
 	if f.Subject != "" {
 		add("subject =", f.Subject)
 	}

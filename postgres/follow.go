@@ -23,6 +23,10 @@ const Channel = "latchkey_changes"
 // called with "block:" and the source. Token ids never contain a colon.
 const BlockChange = "block:"
 
+// SettingChange prefixes the subject of a change made with ChangeSetting
+// (a keyspace, role or identity): "setting:<key>". Keys hold no colon.
+const SettingChange = "setting:"
+
 // dbNowMicros is the database's clock in Unix microseconds.
 const dbNowMicros = `(extract(epoch from clock_timestamp()) * 1000000)::bigint`
 
@@ -69,6 +73,10 @@ func (f *Follower) Follow(ctx context.Context, h latchkey.ChangeHandler) {
 	f.OnChange = func(id string) {
 		if src, ok := strings.CutPrefix(id, BlockChange); ok {
 			h.BlockChanged(src)
+			return
+		}
+		if key, ok := strings.CutPrefix(id, SettingChange); ok {
+			h.SettingChanged(key)
 			return
 		}
 		h.TokenChanged(id)

@@ -155,6 +155,49 @@ func (db *DB) PutSetting(ctx context.Context, key, value string) error {
 	return nil
 }
 
+// ChangeSetting implements latchkey.Store: the row is locked (or, when
+// absent, its insert conflicts with a concurrent one, which retries), and
+// the change is announced with SettingChange.
+func (db *DB) ChangeSetting(ctx context.Context, key string, fn func(old string, ok bool) (string, bool, *latchkey.AuditEvent, error)) error {
+	for attempt := 0; ; attempt++ {
+		err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+			var old string
+			err := tx.QueryRow(ctx, `SELECT value FROM settings WHERE key = $1 FOR UPDATE`, key).Scan(&old)
+			ok := err == nil
+			if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+				return fmt.Errorf("postgres: change setting: %w", err)
+			}
+			value, del, ev, err := fn(old, ok)
+			if err != nil {
+				return err
+			}
+			switch {
+			case del:
+				_, err = tx.Exec(ctx, `DELETE FROM settings WHERE key = $1`, key)
+			case ok:
+				_, err = tx.Exec(ctx, `UPDATE settings SET value = $2 WHERE key = $1`, key, value)
+			default:
+				_, err = tx.Exec(ctx, `INSERT INTO settings (key, value) VALUES ($1, $2)`, key, value)
+			}
+			if err != nil {
+				return err
+			}
+			if err := publish(ctx, tx, SettingChange+key, 0); err != nil {
+				return err
+			}
+			return appendEvent(ctx, tx, ev)
+		})
+		if isUniqueViolation(err) && attempt < 3 {
+			continue // created concurrently: read it now
+		}
+		var le *latchkey.Error
+		if err != nil && !errors.As(err, &le) && !strings.HasPrefix(err.Error(), "postgres:") {
+			err = fmt.Errorf("postgres: change setting: %w", err)
+		}
+		return err
+	}
+}
+
 // DeleteSetting removes key, if set.
 func (db *DB) DeleteSetting(ctx context.Context, key string) error {
 	if _, err := db.pool.Exec(ctx, `DELETE FROM settings WHERE key = $1`, key); err != nil {

@@ -18,7 +18,7 @@ const tokenColumns = `seq, id, prefix, name, subject, scopes, tags, meta, create
 	expires_at, not_before, status, revoked_at, revoked_by, revoked_reason, last_used_at, version, hash,
 	constraints, max_uses, (SELECT h.uses FROM tokens h WHERE h.id = tokens.series_id),
 	suspended_at, suspended_by, suspended_reason, suspended_via,
-	parent_id, ancestors, predecessor_id, successor_id, rotated_at, series_id, inherited`
+	parent_id, ancestors, predecessor_id, successor_id, rotated_at, series_id, inherited, keyspace, roles`
 
 func scanToken(s pgx.Row) (*latchkey.Token, int64, error) {
 	var r tokenrow.Row
@@ -58,6 +58,9 @@ func (a *args) add(v any) string {
 func (db *DB) ListTokens(ctx context.Context, f latchkey.TokenFilter) (latchkey.TokenPage, error) {
 	var where []string
 	var a args
+	if f.Keyspace != "" {
+		where = append(where, "keyspace = "+a.add(f.Keyspace))
+	}
 	if f.Subject != "" {
 		where = append(where, "subject = "+a.add(f.Subject))
 	}
@@ -158,7 +161,11 @@ func (x *tx) SelectTokens(ctx context.Context, sel latchkey.TokenSelector) ([]*l
 	if sel.Descendants || sel.Parent != "" {
 		q += ` UNION SELECT t.id FROM tokens t JOIN picked p ON t.parent_id = p.id`
 	}
-	q += `) SELECT ` + tokenColumns + ` FROM tokens WHERE id IN (SELECT id FROM picked) ORDER BY seq FOR UPDATE`
+	q += `) SELECT ` + tokenColumns + ` FROM tokens WHERE id IN (SELECT id FROM picked)`
+	if sel.Keyspace != "" {
+		q += ` AND keyspace = ` + a.add(sel.Keyspace)
+	}
+	q += ` ORDER BY seq FOR UPDATE`
 	toks, _, err := queryTokens(ctx, x.tx, q, a.v...)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: select tokens: %w", err)
@@ -177,14 +184,14 @@ func (x *tx) CreateToken(ctx context.Context, t *latchkey.Token, ev *latchkey.Au
 	_, err = x.tx.Exec(ctx, `INSERT INTO tokens (id, prefix, name, subject, scopes, tags, meta, created_at, created_by,
 		expires_at, not_before, status, revoked_at, revoked_by, revoked_reason, last_used_at, version, hash,
 		constraints, max_uses, uses, suspended_at, suspended_by, suspended_reason, suspended_via,
-		parent_id, ancestors, predecessor_id, successor_id, rotated_at, series_id, inherited)
+		parent_id, ancestors, predecessor_id, successor_id, rotated_at, series_id, inherited, keyspace, roles)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
-		$21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)`,
+		$21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34)`,
 		t.ID, t.Prefix, t.Name, t.Subject, c.Scopes, c.Tags, c.Meta, micros(t.CreatedAt), t.CreatedBy,
 		nullMicros(t.ExpiresAt), nullMicros(t.NotBefore), string(t.Status), nullMicros(t.RevokedAt),
 		t.RevokedBy, t.RevokedReason, nullMicros(t.LastUsedAt), t.Version, t.Hash,
 		c.Constraints, t.MaxUses, t.Uses, nullMicros(t.SuspendedAt), t.SuspendedBy, t.SuspendedReason, t.SuspendedVia,
-		t.ParentID, c.Ancestors, t.PredecessorID, t.SuccessorID, nullMicros(t.RotatedAt), t.SeriesID, c.Inherited)
+		t.ParentID, c.Ancestors, t.PredecessorID, t.SuccessorID, nullMicros(t.RotatedAt), t.SeriesID, c.Inherited, latchkey.KeyspaceOf(t.Keyspace), c.Roles)
 	if isUniqueViolation(err) {
 		return latchkey.Errorf(latchkey.EConflict, "a token with id %s already exists", t.ID)
 	}
@@ -220,12 +227,12 @@ func (x *tx) UpdateToken(ctx context.Context, t *latchkey.Token, ev *latchkey.Au
 		expires_at = $6, not_before = $7, status = $8, revoked_at = $9, revoked_by = $10, revoked_reason = $11,
 		version = $12, hash = $13, constraints = $14, max_uses = $15,
 		suspended_at = $16, suspended_by = $17, suspended_reason = $18, suspended_via = $19,
-		parent_id = $20, ancestors = $21, predecessor_id = $22, successor_id = $23, rotated_at = $24, series_id = $25, inherited = $26
-		WHERE id = $27 AND version = $28`,
+		parent_id = $20, ancestors = $21, predecessor_id = $22, successor_id = $23, rotated_at = $24, series_id = $25, inherited = $26, roles = $27
+		WHERE id = $28 AND version = $29`,
 		t.Name, t.Subject, c.Scopes, c.Tags, c.Meta, nullMicros(t.ExpiresAt), nullMicros(t.NotBefore), string(t.Status),
 		nullMicros(t.RevokedAt), t.RevokedBy, t.RevokedReason, t.Version+1, t.Hash, c.Constraints, t.MaxUses,
 		nullMicros(t.SuspendedAt), t.SuspendedBy, t.SuspendedReason, t.SuspendedVia,
-		t.ParentID, c.Ancestors, t.PredecessorID, t.SuccessorID, nullMicros(t.RotatedAt), t.Series(), c.Inherited,
+		t.ParentID, c.Ancestors, t.PredecessorID, t.SuccessorID, nullMicros(t.RotatedAt), t.Series(), c.Inherited, c.Roles,
 		t.ID, t.Version)
 	if err != nil {
 		return fmt.Errorf("postgres: update token: %w", err)
@@ -254,8 +261,11 @@ func (db *DB) ConsumeUse(ctx context.Context, series []string) (int64, bool, err
 	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
 		for _, id := range series {
 			var left int64
-			err := tx.QueryRow(ctx, `UPDATE tokens SET uses = uses + 1
-				WHERE id = $1 AND max_uses > 0 AND uses < max_uses RETURNING max_uses - uses`, id).Scan(&left)
+			q := `UPDATE tokens SET uses = uses + 1 WHERE id = $1 AND max_uses > 0 AND uses < max_uses RETURNING max_uses - uses`
+			if strings.HasPrefix(id, latchkey.BudgetPrefix) {
+				q = `UPDATE budgets SET uses = uses + 1 WHERE key = $1 AND uses < max_uses RETURNING max_uses - uses`
+			}
+			err := tx.QueryRow(ctx, q, id).Scan(&left)
 			if errors.Is(err, pgx.ErrNoRows) {
 				ok = false
 				return errSpent // roll back the others
@@ -297,4 +307,33 @@ func (db *DB) TouchTokens(ctx context.Context, uses []latchkey.TokenUse) error {
 		return fmt.Errorf("postgres: touch tokens: %w", err)
 	}
 	return nil
+}
+
+// SetBudget sets the size of a shared usage budget (an identity's),
+// keeping what has been spent; max 0 removes it.
+func (db *DB) SetBudget(ctx context.Context, key string, max int64) error {
+	var err error
+	if max <= 0 {
+		_, err = db.pool.Exec(ctx, `DELETE FROM budgets WHERE key = $1`, key)
+	} else {
+		_, err = db.pool.Exec(ctx, `INSERT INTO budgets (key, max_uses) VALUES ($1, $2)
+			ON CONFLICT (key) DO UPDATE SET max_uses = excluded.max_uses`, key, max)
+	}
+	if err != nil {
+		return fmt.Errorf("postgres: set budget: %w", err)
+	}
+	return nil
+}
+
+// BudgetUses reports how much of a shared budget is spent (0 if none).
+func (db *DB) BudgetUses(ctx context.Context, key string) (int64, error) {
+	var n int64
+	err := db.pool.QueryRow(ctx, `SELECT uses FROM budgets WHERE key = $1`, key).Scan(&n)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("postgres: budget: %w", err)
+	}
+	return n, nil
 }

@@ -300,6 +300,11 @@ func listAudit(ctx context.Context, q queryer, f latchkey.AuditFilter, maxSeq in
 	if f.TokenID != "" {
 		add("token_id = ?", f.TokenID)
 	}
+	if f.Keyspace != "" {
+		// The keyspace's tokens' records, and its own (roles, requests...).
+		where = append(where, "(token_id IN (SELECT id FROM tokens WHERE keyspace = ?) OR subject = ?)")
+		args = append(args, f.Keyspace, latchkey.KeyspaceSubject(f.Keyspace))
+	}
 	if f.Subject != "" {
 		add("subject = ?", f.Subject)
 	}

@@ -245,6 +245,44 @@ func (db *DB) PutSetting(ctx context.Context, key, value string) error {
 	return nil
 }
 
+// ChangeSetting implements latchkey.Store: one transaction on the single
+// writer connection. A single node needs no announcement.
+func (db *DB) ChangeSetting(ctx context.Context, key string, fn func(old string, ok bool) (string, bool, *latchkey.AuditEvent, error)) error {
+	tx, err := db.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sqlite: change setting: %w", err)
+	}
+	defer tx.Rollback()
+	var old string
+	err = tx.QueryRowContext(ctx, `SELECT value FROM settings WHERE key = ?`, key).Scan(&old)
+	ok := err == nil
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("sqlite: change setting: %w", err)
+	}
+	value, del, ev, err := fn(old, ok)
+	if err != nil {
+		return err
+	}
+	if del {
+		_, err = tx.ExecContext(ctx, `DELETE FROM settings WHERE key = ?`, key)
+	} else {
+		_, err = tx.ExecContext(ctx, `INSERT INTO settings (key, value) VALUES (?, ?)
+			ON CONFLICT (key) DO UPDATE SET value = excluded.value`, key, value)
+	}
+	if err != nil {
+		return fmt.Errorf("sqlite: change setting: %w", err)
+	}
+	if ev != nil {
+		if err := db.insertAudit(ctx, tx, []latchkey.AuditEvent{*ev}); err != nil {
+			return err
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("sqlite: change setting: %w", err)
+	}
+	return nil
+}
+
 // DeleteSetting removes key, if set.
 func (db *DB) DeleteSetting(ctx context.Context, key string) error {
 	if _, err := db.w.ExecContext(ctx, `DELETE FROM settings WHERE key = ?`, key); err != nil {

@@ -19,7 +19,7 @@ const tokenColumns = `seq, id, prefix, name, subject, scopes, tags, meta, create
 	expires_at, not_before, status, revoked_at, revoked_by, revoked_reason, last_used_at, version, hash,
 	constraints, max_uses, (SELECT h.uses FROM tokens h WHERE h.id = tokens.series_id),
 	suspended_at, suspended_by, suspended_reason, suspended_via,
-	parent_id, ancestors, predecessor_id, successor_id, rotated_at, series_id, inherited`
+	parent_id, ancestors, predecessor_id, successor_id, rotated_at, series_id, inherited, keyspace, roles`
 
 // CreateToken inserts t and its audit event in one transaction.
 func (db *DB) CreateToken(ctx context.Context, t *latchkey.Token, ev *latchkey.AuditEvent) error {
@@ -58,6 +58,9 @@ func getToken(ctx context.Context, q queryer, id string) (*latchkey.Token, error
 func (db *DB) ListTokens(ctx context.Context, f latchkey.TokenFilter) (latchkey.TokenPage, error) {
 	var where []string
 	var args []any
+	if f.Keyspace != "" {
+		where, args = append(where, "keyspace = ?"), append(args, f.Keyspace)
+	}
 	if f.Subject != "" {
 		where, args = append(where, "subject = ?"), append(args, f.Subject)
 	}
@@ -322,7 +325,11 @@ func (x *tx) SelectTokens(ctx context.Context, sel latchkey.TokenSelector) ([]*l
 	if sel.Descendants || sel.Parent != "" {
 		q += ` UNION SELECT t.id FROM tokens t JOIN picked p ON t.parent_id = p.id`
 	}
-	q += `) SELECT ` + tokenColumns + ` FROM tokens WHERE id IN (SELECT id FROM picked) ORDER BY seq`
+	q += `) SELECT ` + tokenColumns + ` FROM tokens WHERE id IN (SELECT id FROM picked)`
+	if sel.Keyspace != "" {
+		q, args = q+` AND keyspace = ?`, append(args, sel.Keyspace)
+	}
+	q += ` ORDER BY seq`
 	toks, _, err := queryTokens(ctx, x.tx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: select tokens: %w", err)
@@ -341,13 +348,13 @@ func (x *tx) CreateToken(ctx context.Context, t *latchkey.Token, ev *latchkey.Au
 	_, err = x.tx.ExecContext(ctx, `INSERT INTO tokens (id, prefix, name, subject, scopes, tags, meta, created_at, created_by,
 		expires_at, not_before, status, revoked_at, revoked_by, revoked_reason, last_used_at, version, hash,
 		constraints, max_uses, uses, suspended_at, suspended_by, suspended_reason, suspended_via,
-		parent_id, ancestors, predecessor_id, successor_id, rotated_at, series_id, inherited)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		parent_id, ancestors, predecessor_id, successor_id, rotated_at, series_id, inherited, keyspace, roles)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		t.ID, t.Prefix, t.Name, t.Subject, c.Scopes, c.Tags, c.Meta, micros(t.CreatedAt), t.CreatedBy,
 		nullMicros(t.ExpiresAt), nullMicros(t.NotBefore), string(t.Status), nullMicros(t.RevokedAt),
 		t.RevokedBy, t.RevokedReason, nullMicros(t.LastUsedAt), t.Version, t.Hash,
 		c.Constraints, t.MaxUses, t.Uses, nullMicros(t.SuspendedAt), t.SuspendedBy, t.SuspendedReason, t.SuspendedVia,
-		t.ParentID, c.Ancestors, t.PredecessorID, t.SuccessorID, nullMicros(t.RotatedAt), t.SeriesID, c.Inherited)
+		t.ParentID, c.Ancestors, t.PredecessorID, t.SuccessorID, nullMicros(t.RotatedAt), t.SeriesID, c.Inherited, latchkey.KeyspaceOf(t.Keyspace), c.Roles)
 	if isUniqueViolation(err) {
 		return latchkey.Errorf(latchkey.EConflict, "a token with id %s already exists", t.ID)
 	}
@@ -366,12 +373,12 @@ func (x *tx) UpdateToken(ctx context.Context, t *latchkey.Token, ev *latchkey.Au
 		expires_at = ?, not_before = ?, status = ?, revoked_at = ?, revoked_by = ?, revoked_reason = ?,
 		version = ?, hash = ?, constraints = ?, max_uses = ?,
 		suspended_at = ?, suspended_by = ?, suspended_reason = ?, suspended_via = ?,
-		parent_id = ?, ancestors = ?, predecessor_id = ?, successor_id = ?, rotated_at = ?, series_id = ?, inherited = ?
+		parent_id = ?, ancestors = ?, predecessor_id = ?, successor_id = ?, rotated_at = ?, series_id = ?, inherited = ?, roles = ?
 		WHERE id = ? AND version = ?`,
 		t.Name, t.Subject, c.Scopes, c.Tags, c.Meta, nullMicros(t.ExpiresAt), nullMicros(t.NotBefore), string(t.Status),
 		nullMicros(t.RevokedAt), t.RevokedBy, t.RevokedReason, t.Version+1, t.Hash, c.Constraints, t.MaxUses,
 		nullMicros(t.SuspendedAt), t.SuspendedBy, t.SuspendedReason, t.SuspendedVia,
-		t.ParentID, c.Ancestors, t.PredecessorID, t.SuccessorID, nullMicros(t.RotatedAt), t.Series(), c.Inherited,
+		t.ParentID, c.Ancestors, t.PredecessorID, t.SuccessorID, nullMicros(t.RotatedAt), t.Series(), c.Inherited, c.Roles,
 		t.ID, t.Version)
 	if err != nil {
 		return fmt.Errorf("sqlite: update token: %w", err)
@@ -408,8 +415,11 @@ func (db *DB) ConsumeUse(ctx context.Context, series []string) (int64, bool, err
 	remaining := int64(-1)
 	for _, id := range series {
 		var left int64
-		err := sqlTx.QueryRowContext(ctx, `UPDATE tokens SET uses = uses + 1
-			WHERE id = ? AND max_uses > 0 AND uses < max_uses RETURNING max_uses - uses`, id).Scan(&left)
+		q := `UPDATE tokens SET uses = uses + 1 WHERE id = ? AND max_uses > 0 AND uses < max_uses RETURNING max_uses - uses`
+		if strings.HasPrefix(id, latchkey.BudgetPrefix) {
+			q = `UPDATE budgets SET uses = uses + 1 WHERE key = ? AND uses < max_uses RETURNING max_uses - uses`
+		}
+		err := sqlTx.QueryRowContext(ctx, q, id).Scan(&left)
 		if errors.Is(err, sql.ErrNoRows) {
 			return 0, false, nil // spent (or gone): the rollback undoes the others
 		}
@@ -470,4 +480,33 @@ func nullMicros(t time.Time) sql.NullInt64 {
 		return sql.NullInt64{}
 	}
 	return sql.NullInt64{Int64: t.UnixMicro(), Valid: true}
+}
+
+// SetBudget sets the size of a shared usage budget (an identity's),
+// keeping what has been spent; max 0 removes it.
+func (db *DB) SetBudget(ctx context.Context, key string, max int64) error {
+	var err error
+	if max <= 0 {
+		_, err = db.w.ExecContext(ctx, `DELETE FROM budgets WHERE key = ?`, key)
+	} else {
+		_, err = db.w.ExecContext(ctx, `INSERT INTO budgets (key, max_uses) VALUES (?, ?)
+			ON CONFLICT (key) DO UPDATE SET max_uses = excluded.max_uses`, key, max)
+	}
+	if err != nil {
+		return fmt.Errorf("sqlite: set budget: %w", err)
+	}
+	return nil
+}
+
+// BudgetUses reports how much of a shared budget is spent (0 if none).
+func (db *DB) BudgetUses(ctx context.Context, key string) (int64, error) {
+	var n int64
+	err := db.r.QueryRowContext(ctx, `SELECT uses FROM budgets WHERE key = ?`, key).Scan(&n)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: budget: %w", err)
+	}
+	return n, nil
 }

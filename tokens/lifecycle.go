@@ -381,6 +381,21 @@ func (s *Service) Derive(ctx context.Context, a latchkey.Actor, parentID string,
 func (s *Service) derive(ctx context.Context, a latchkey.Actor, parentID string, req client.CreateRequest, self, issued bool) (*latchkey.Token, secret.Plaintext, error) {
 	s.flushUsage(ctx)
 	now := s.now()
+	if !issued {
+		// A derived token stays in its parent's keyspace (which never
+		// changes, so reading it outside the transaction is safe).
+		p0, err := s.Store.GetToken(ctx, parentID)
+		if err != nil {
+			return nil, secret.Plaintext{}, err
+		}
+		if req.Keyspace != "" && req.Keyspace != latchkey.KeyspaceOf(p0.Keyspace) {
+			return nil, secret.Plaintext{}, latchkey.Errorf(latchkey.EInvalid, "a derived token stays in its parent's keyspace (%s)", latchkey.KeyspaceOf(p0.Keyspace))
+		}
+		req.Keyspace = latchkey.KeyspaceOf(p0.Keyspace)
+		if req.Roles == nil {
+			req.Roles = p0.Roles
+		}
+	}
 	// Validate the request's own fields as for a new token; grants are
 	// judged against the parent below, not against the caller.
 	cons, err := requestConstraints(&req)
@@ -474,10 +489,16 @@ func (s *Service) narrow(p, base *latchkey.Token, cons latchkey.Constraints, exp
 	}
 	c := &latchkey.Token{
 		Prefix: p.Prefix, Name: base.Name, Subject: p.Subject, Scopes: base.Scopes, Tags: base.Tags, Meta: base.Meta,
+		Keyspace: base.Keyspace, Roles: base.Roles,
 		CreatedAt: now, Status: latchkey.StatusActive, Version: 1, ParentID: p.ID,
 		Ancestors: append([]string{p.ID}, p.Ancestors...),
 	}
-	if err := inheritGrants(p, base, c, req, issued, broader); err != nil {
+	for _, r := range c.Roles {
+		if !slices.Contains(p.Roles, r) {
+			return nil, broader("role %q is not held by the parent", r)
+		}
+	}
+	if err := inheritGrants(p, s.EffectiveScopes(p), base, c, req, issued, broader); err != nil {
 		return nil, err
 	}
 	if err := s.narrowTimes(p, c, expires, notBefore, now, broader); err != nil {
@@ -507,7 +528,7 @@ func (s *Service) narrow(p, base *latchkey.Token, cons latchkey.Constraints, exp
 // keeps its parent's prefix and subject and inherits what the request
 // leaves unset; an issued one (created by a non-admin token) is the
 // request's own. Either way its scopes are within the parent's.
-func inheritGrants(p, base, c *latchkey.Token, req client.CreateRequest, issued bool, broader func(string, ...any) error) error {
+func inheritGrants(p *latchkey.Token, pScopes []string, base, c *latchkey.Token, req client.CreateRequest, issued bool, broader func(string, ...any) error) error {
 	switch {
 	case issued:
 		c.Prefix, c.Subject = base.Prefix, base.Subject
@@ -531,7 +552,7 @@ func inheritGrants(p, base, c *latchkey.Token, req client.CreateRequest, issued 
 		}
 	}
 	for _, sc := range c.Scopes {
-		if !latchkey.ScopesCover(p.Scopes, sc) {
+		if !latchkey.ScopesCover(pScopes, sc) {
 			return broader("scope %q is not covered by the parent's scopes", sc)
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 	"unicode"
@@ -55,12 +56,57 @@ type Service struct {
 	Node string
 	// Policy is the server's expiry and rotation policy.
 	Policy Policy
+	// Tenancy, when set, knows the keyspaces and their roles; without it
+	// only the default keyspace exists and no role does.
+	Tenancy Tenancy
 	// FlushUsage, when set, writes last-use times still held in memory
 	// (verify.Verifier.FlushUsage), so that idle expiry is judged on
 	// current data before a rotation or derivation.
 	FlushUsage func(ctx context.Context) error
 
 	rotationMu sync.Mutex // one AnnounceRotationDue at a time
+}
+
+// Tenancy is what the token service reads about keyspaces and roles.
+// *tenancy.Registry satisfies it.
+type Tenancy interface {
+	Keyspace(name string) (latchkey.Keyspace, bool)
+	RoleScopes(ks, role string) ([]string, bool)
+}
+
+// keyspace returns keyspace ks (the default one is always there).
+func (s *Service) keyspace(ks string) (latchkey.Keyspace, error) {
+	ks = latchkey.KeyspaceOf(ks)
+	if s.Tenancy != nil {
+		if k, ok := s.Tenancy.Keyspace(ks); ok {
+			return k, nil
+		}
+	}
+	if ks == latchkey.DefaultKeyspace {
+		return latchkey.Keyspace{Name: ks}, nil
+	}
+	return latchkey.Keyspace{}, latchkey.Errorf(latchkey.EInvalid, "there is no keyspace %q", ks)
+}
+
+// roleScopes resolves roles in ks (unknown roles grant nothing).
+func (s *Service) roleScopes(ks string, roles []string) []string {
+	var out []string
+	if s.Tenancy == nil {
+		return nil
+	}
+	for _, r := range roles {
+		rs, _ := s.Tenancy.RoleScopes(latchkey.KeyspaceOf(ks), r)
+		out = append(out, rs...)
+	}
+	return out
+}
+
+// EffectiveScopes are t's scopes and its roles' (as verification sees them).
+func (s *Service) EffectiveScopes(t *latchkey.Token) []string {
+	if len(t.Roles) == 0 {
+		return t.Scopes
+	}
+	return append(slices.Clone(t.Scopes), s.roleScopes(t.Keyspace, t.Roles)...)
 }
 
 // Policy is the server's rules for token lifetimes (DESIGN.md §3).
@@ -154,6 +200,35 @@ func CanGrant(granted []string, scope string) bool {
 	return latchkey.ScopesCover(granted, latchkey.AdminScope) || latchkey.ScopesCover(granted, scope)
 }
 
+// canGrantIn is CanGrant for a token of keyspace ks: an administrator of
+// ks (latchkey:keyspaces.<ks>:admin) may grant any application scope and
+// ks's own admin scopes, never latchkey's global ones.
+func canGrantIn(a latchkey.Actor, ks, scope string) bool {
+	if a.TokenID == "" {
+		return true
+	}
+	admin := latchkey.ReachOf(a.Keyspace, a.Scopes, latchkey.PermAdmin)
+	if admin.All {
+		return true
+	}
+	if admin.Has(ks) {
+		if !strings.HasPrefix(scope, latchkey.ReservedPrefix) {
+			return true
+		}
+		if k, _, ok := latchkey.SplitKeyspaceScope(scope); ok && k == latchkey.KeyspaceOf(ks) {
+			return true
+		}
+	}
+	return latchkey.ScopesCover(a.Scopes, scope)
+}
+
+// adminIn reports whether a administers keyspace ks: it issues root
+// tokens there (not children of its own).
+func adminIn(a latchkey.Actor, ks string) bool {
+	r := latchkey.ReachOf(a.Keyspace, a.Scopes, latchkey.PermAdmin)
+	return r.All || r.Has(ks) && latchkey.KeyspaceOf(ks) != latchkey.DefaultKeyspace
+}
+
 // Create validates req, issues a token and stores it with its audit event.
 // It returns the record and the plaintext, which exists nowhere else.
 //
@@ -165,7 +240,7 @@ func CanGrant(granted []string, scope string) bool {
 // it. Otherwise a writer with a 1 h TTL, a network allowlist and a budget
 // could mint a peer with none of them that outlives its own revocation.
 func (s *Service) Create(ctx context.Context, a latchkey.Actor, req client.CreateRequest) (*latchkey.Token, secret.Plaintext, error) {
-	if a.TokenID != "" && !latchkey.ScopesCover(a.Scopes, latchkey.AdminScope) {
+	if a.TokenID != "" && !adminIn(a, req.Keyspace) {
 		return s.derive(ctx, a, a.TokenID, req, false, true) // scopes judged against the creator's, as a parent's
 	}
 	now := s.now()
@@ -198,10 +273,85 @@ func (s *Service) validate(a latchkey.Actor, req client.CreateRequest, now time.
 	if t.Constraints, err = requestConstraints(&req); err != nil {
 		return nil, err
 	}
-	if t.ExpiresAt, t.NotBefore, err = s.times(req, now); err != nil {
+	if t.ExpiresAt, t.NotBefore, err = s.times(req, now, t.Keyspace); err != nil {
+		return nil, err
+	}
+	if err := s.idleCap(t); err != nil {
 		return nil, err
 	}
 	return t, nil
+}
+
+// idleCap applies the keyspace's cap on idle timeouts.
+func (s *Service) idleCap(t *latchkey.Token) error {
+	k, err := s.keyspace(t.Keyspace)
+	if err != nil {
+		return err
+	}
+	if max := k.Policy.MaxIdleTimeout; max > 0 {
+		switch {
+		case t.IdleTimeout == 0:
+			t.IdleTimeout = max
+		case t.IdleTimeout > max:
+			return latchkey.Errorf(latchkey.EInvalid, "idle_timeout %s is longer than keyspace %s allows (%s)", t.IdleTimeout, k.Name, max)
+		}
+	}
+	return nil
+}
+
+// tenancyFields sets t's keyspace, prefix and roles from req and checks
+// them: the keyspace exists, its prefix is kept, its roles exist and a
+// can grant what they hold, and a token outside the default keyspace
+// holds no other keyspace's admin scopes.
+func (s *Service) tenancyFields(a latchkey.Actor, req client.CreateRequest, t *latchkey.Token) error {
+	k, err := s.keyspace(req.Keyspace)
+	if err != nil {
+		return err
+	}
+	t.Keyspace = k.Name
+	if k.Prefix != "" {
+		if req.Prefix != "" && req.Prefix != k.Prefix {
+			return latchkey.Errorf(latchkey.EInvalid, "tokens of keyspace %s have the prefix %s", k.Name, k.Prefix)
+		}
+		t.Prefix = k.Prefix
+	}
+	for _, sc := range t.Scopes {
+		if ks, _, ok := latchkey.SplitKeyspaceScope(sc); ok && k.Name != latchkey.DefaultKeyspace && ks != k.Name {
+			return latchkey.Errorf(latchkey.EInvalid, "a token of keyspace %s cannot hold another keyspace's scope %q", k.Name, sc)
+		}
+	}
+	roles, err := s.checkRoles(k.Name, req.Roles)
+	if err != nil {
+		return err
+	}
+	for _, sc := range s.roleScopes(k.Name, roles) {
+		if a.TokenID != "" && !canGrantIn(a, k.Name, sc) {
+			return latchkey.Errorf(latchkey.EPermissionDenied, "you cannot grant a role holding scope %q: your token does not hold it", sc)
+		}
+	}
+	t.Roles = roles
+	return nil
+}
+
+// checkRoles validates a token's role list in keyspace ks.
+func (s *Service) checkRoles(ks string, roles []string) ([]string, error) {
+	if len(roles) > latchkey.MaxRolesPerToken {
+		return nil, latchkey.Errorf(latchkey.EInvalid, "a token may hold at most %d roles", latchkey.MaxRolesPerToken)
+	}
+	var out []string
+	for _, r := range roles {
+		ok := false
+		if s.Tenancy != nil {
+			_, ok = s.Tenancy.RoleScopes(ks, r)
+		}
+		if !ok {
+			return nil, latchkey.Errorf(latchkey.EInvalid, "there is no role %q in keyspace %s", r, ks)
+		}
+		if !slices.Contains(out, r) {
+			out = append(out, r)
+		}
+	}
+	return out, nil
 }
 
 // fields checks the descriptive fields and grants of a request (not its
@@ -238,7 +388,7 @@ func (s *Service) fields(a latchkey.Actor, req client.CreateRequest, now time.Ti
 		if err := latchkey.ValidateScope(sc); err != nil {
 			return nil, err
 		}
-		if a.TokenID != "" && !CanGrant(a.Scopes, sc) {
+		if a.TokenID != "" && !canGrantIn(a, req.Keyspace, sc) {
 			return nil, latchkey.Errorf(latchkey.EPermissionDenied, "you cannot grant scope %q: your token does not hold it", sc)
 		}
 		if !slices.Contains(scopes, sc) {
@@ -268,21 +418,28 @@ func (s *Service) fields(a latchkey.Actor, req client.CreateRequest, now time.Ti
 	if !secret.ValidPrefix(prefix) {
 		return nil, latchkey.Errorf(latchkey.EInvalid, "prefix %q is invalid: use lowercase segments joined by '_' (e.g. \"acme_live\"), at most %d bytes", prefix, secret.MaxPrefixLen)
 	}
-	return &latchkey.Token{
+	t := &latchkey.Token{
 		Prefix: prefix, Name: req.Name, Subject: req.Subject, Scopes: scopes, Tags: tags, Meta: meta,
 		CreatedAt: now, CreatedBy: createdBy(a), Status: latchkey.StatusActive, Version: 1,
-	}, nil
+	}
+	if err := s.tenancyFields(a, req, t); err != nil {
+		return nil, err
+	}
+	return t, nil
 }
 
 // times reads the requested expiry and not-before and applies the policy:
 // the default TTL when none is given, the expiry requirement, and the
 // maximum lifetime.
-func (s *Service) times(req client.CreateRequest, now time.Time) (expires, notBefore time.Time, err error) {
+func (s *Service) times(req client.CreateRequest, now time.Time, ks string) (expires, notBefore time.Time, err error) {
 	expires, notBefore, err = requestedTimes(req, now)
 	if err != nil {
 		return
 	}
-	p := s.Policy
+	p, err := s.policyFor(ks)
+	if err != nil {
+		return
+	}
 	if expires.IsZero() {
 		switch {
 		case p.DefaultTTL > 0:
@@ -301,6 +458,27 @@ func (s *Service) times(req client.CreateRequest, now time.Time) (expires, notBe
 		return expires, notBefore, latchkey.Errorf(latchkey.EInvalid, "not_before must be earlier than the expiry")
 	}
 	return expires, notBefore, nil
+}
+
+// policyFor is the server's policy made stricter by keyspace ks's.
+func (s *Service) policyFor(ks string) (Policy, error) {
+	p := s.Policy
+	k, err := s.keyspace(ks)
+	if err != nil {
+		return p, err
+	}
+	kp := k.Policy
+	if d := time.Duration(kp.DefaultTTL); d > 0 && (p.DefaultTTL == 0 || d < p.DefaultTTL) {
+		p.DefaultTTL = d
+	}
+	if d := time.Duration(kp.MaxLifetime); d > 0 && (p.MaxLifetime == 0 || d < p.MaxLifetime) {
+		p.MaxLifetime = d
+	}
+	if p.MaxLifetime > 0 && p.DefaultTTL > p.MaxLifetime {
+		p.DefaultTTL = p.MaxLifetime
+	}
+	p.RequireExpiry = p.RequireExpiry || kp.RequireExpiry
+	return p, nil
 }
 
 // requestedTimes parses ttl, expires_at and not_before as given.
@@ -429,7 +607,7 @@ func canManage(a latchkey.Actor, t *latchkey.Token) error {
 		return nil // the server itself
 	}
 	for _, sc := range t.Scopes {
-		if a.TokenID != "" && !CanGrant(a.Scopes, sc) {
+		if a.TokenID != "" && !canGrantIn(a, t.Keyspace, sc) {
 			return latchkey.Errorf(latchkey.EPermissionDenied, "token %s holds scope %q, which your token does not; only a token covering all its scopes may change it", t.ID, sc)
 		}
 	}

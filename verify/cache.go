@@ -55,6 +55,7 @@ type tokenInfo struct {
 	scopeList *[]string             // the same as a list, shared (interned) for decisions
 	prefix    unique.Handle[string]
 	subject   unique.Handle[string]
+	keyspace  string // interned
 	meta      *json.RawMessage // shared (interned)
 	cons      *constraints     // nil for tokens without constraints
 	version   int64
@@ -336,6 +337,17 @@ func (c *cache) invalidate(k *key) {
 	}
 	s.slots[i] = slot{}
 	s.n--
+}
+
+// purge empties the cache. Loads in flight do not repopulate it.
+func (c *cache) purge() {
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		s.gen++
+		s.slots, s.n, s.neg = makeSlots(minSlots), 0, 0
+		s.mu.Unlock()
+	}
 }
 
 func (c *cache) len() int {

@@ -112,7 +112,11 @@ func (v *Verifier) limiterRef(series string, r latchkey.RateLimit) *limiterRef {
 // has nothing that needs it.
 func (v *Verifier) newConstraints(t *latchkey.Token) *constraints {
 	c := t.Constraints
-	if c.IsZero() && t.NotBefore.IsZero() && len(t.Inherited) == 0 && len(t.Ancestors) == 0 {
+	var ident *latchkey.Identity
+	if v.cfg.Tenancy != nil && t.Subject != "" {
+		ident, _ = v.cfg.Tenancy.Identity(latchkey.KeyspaceOf(t.Keyspace), t.Subject)
+	}
+	if c.IsZero() && t.NotBefore.IsZero() && len(t.Inherited) == 0 && len(t.Ancestors) == 0 && ident == nil {
 		return nil
 	}
 	cs := &constraints{notBefore: unixNano(t.NotBefore), idle: int64(c.IdleTimeout), noteEvery: int64(v.cfg.TouchInterval)}
@@ -139,6 +143,15 @@ func (v *Verifier) newConstraints(t *latchkey.Token) *constraints {
 		}
 		if in.MaxUses > 0 {
 			cs.budget = append(cs.budget, in.SeriesID)
+		}
+	}
+	if ident != nil {
+		// The subject's limits, shared by all its tokens.
+		if ident.RateLimit != nil {
+			cs.limiters = append(cs.limiters, v.limiterRef(ident.BudgetKey(), *ident.RateLimit))
+		}
+		if ident.MaxUses > 0 {
+			cs.budget = append(cs.budget, ident.BudgetKey())
 		}
 	}
 	for _, id := range t.Ancestors {

@@ -82,11 +82,27 @@ type Config struct {
 	// Guard, when set, is asked whether the source is blocked before any
 	// lookup (BLOCKED), and told about every refusal (the detector).
 	Guard Guard
+	// Tenancy, when set, resolves roles to scopes and names identities'
+	// shared limits and keyspaces' rotation policy as tokens are loaded.
+	// After any change to them, call Retenant.
+	Tenancy Tenancy
 	// SyncAudit makes Verify wait until its audit record is committed
 	// (durability mode sync): no decision is returned without its record.
 	// When the wait fails, Verify returns an error and the decision must
 	// not be used.
 	SyncAudit bool
+}
+
+// Tenancy is what the verifier reads about keyspaces, roles and
+// identities. *tenancy.Registry satisfies it; it must be cheap (memory).
+type Tenancy interface {
+	// RoleScopes returns the scopes of role in keyspace ks (ok false: no
+	// such role, which then grants nothing).
+	RoleScopes(ks, role string) (scopes []string, ok bool)
+	// Identity returns the shared limits of subject in ks, if any.
+	Identity(ks, subject string) (*latchkey.Identity, bool)
+	// RotateAfter is keyspace ks's rotation age (0: none).
+	RotateAfter(ks string) time.Duration
 }
 
 // SharedLimits is a rate limiter shared by the nodes of a cluster.
@@ -197,6 +213,12 @@ func (v *Verifier) Invalidate(id string) {
 	v.sf.Forget(id)
 }
 
+// Retenant drops every cached token, so that each is resolved again
+// against the current roles, identities and keyspace policies on its next
+// verification (a role change reaches every token holding it, like a
+// revocation). Loads in flight are not cached.
+func (v *Verifier) Retenant() { v.cache.purge() }
+
 // CacheLen reports how many entries the cache holds.
 func (v *Verifier) CacheLen() int { return v.cache.len() }
 
@@ -279,6 +301,10 @@ func (v *Verifier) decide(ctx context.Context, req *latchkey.VerifyRequest, now 
 		d.Code, d.Reason = latchkey.InsufficientScope, "missing_scope"
 		return nil
 	}
+	if req.Permission != "" && !latchkey.HoldsPermission(e.info.keyspace, *e.info.scopeList, req.Permission) {
+		d.Code, d.Reason = latchkey.InsufficientScope, "missing_permission"
+		return nil
+	}
 	if c != nil {
 		if ok, err := v.withinLimits(ctx, &k, c, now, d, spend); err != nil || !ok {
 			return err
@@ -349,7 +375,13 @@ func (v *Verifier) identify(ctx context.Context, req *latchkey.VerifyRequest, no
 		d.Code, d.Reason = latchkey.NotFound, "prefix_mismatch"
 		return e, false, nil
 	}
+	if !req.APICall && in.keyspace != req.Keyspace && (req.Keyspace != "" || in.keyspace != latchkey.DefaultKeyspace) {
+		// A token of another keyspace does not exist here.
+		d.Code, d.Reason = latchkey.NotFound, "keyspace_mismatch"
+		return e, false, nil
+	}
 	d.Found, d.Subject, d.Scopes, d.Meta = true, in.subject.Value(), *in.scopeList, *in.meta
+	d.Keyspace = in.keyspace
 	d.CreatedAt, d.Version = timeOf(in.createdAt), in.version
 	d.ExpiresAt = timeOf(e.expiresAt)
 	if in.cons != nil {
@@ -538,15 +570,17 @@ func (v *Verifier) newEntry(t *latchkey.Token, staleAt int64) entry {
 	if t.SuspendedVia != "" && t.SuspendedVia != t.ID {
 		e.flags |= flagAncestorSuspended
 	}
-	in := &tokenInfo{createdAt: unixNano(t.CreatedAt), version: t.Version, scopes: internScopes(t.Scopes), prefix: unique.Make(t.Prefix), subject: unique.Make(t.Subject)}
-	in.scopeList = scopeLists.get(in.scopes.Value(), func() []string { return slices.Clip(slices.Clone(t.Scopes)) })
+	scopes := v.effectiveScopes(t)
+	in := &tokenInfo{createdAt: unixNano(t.CreatedAt), version: t.Version, scopes: internScopes(scopes), prefix: unique.Make(t.Prefix), subject: unique.Make(t.Subject),
+		keyspace: unique.Make(latchkey.KeyspaceOf(t.Keyspace)).Value()}
+	in.scopeList = scopeLists.get(in.scopes.Value(), func() []string { return slices.Clip(slices.Clone(scopes)) })
 	if meta := t.Meta; len(meta) == 0 {
 		in.meta = &noMeta
 	} else {
 		in.meta = metas.get(string(meta), func() json.RawMessage { return slices.Clip(slices.Clone(meta)) })
 	}
-	if v.cfg.RotationAge > 0 && t.SuccessorID == "" {
-		in.rotateAt = unixNano(t.CreatedAt.Add(v.cfg.RotationAge))
+	if age := v.rotationAge(in.keyspace); age > 0 && t.SuccessorID == "" {
+		in.rotateAt = unixNano(t.CreatedAt.Add(age))
 	}
 	// The last use is the later of the stored one and one noted here but
 	// not yet written.
@@ -568,4 +602,32 @@ func timeOf(ns int64) time.Time {
 		return time.Time{}
 	}
 	return time.Unix(0, ns).UTC()
+}
+
+// effectiveScopes are t's own scopes and those of its roles, resolved now.
+func (v *Verifier) effectiveScopes(t *latchkey.Token) []string {
+	if len(t.Roles) == 0 || v.cfg.Tenancy == nil {
+		return t.Scopes
+	}
+	out := slices.Clone(t.Scopes)
+	for _, r := range t.Roles {
+		rs, _ := v.cfg.Tenancy.RoleScopes(latchkey.KeyspaceOf(t.Keyspace), r)
+		for _, s := range rs {
+			if !slices.Contains(out, s) {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
+// rotationAge is the stricter of the server's and keyspace ks's.
+func (v *Verifier) rotationAge(ks string) time.Duration {
+	age := v.cfg.RotationAge
+	if v.cfg.Tenancy != nil {
+		if k := v.cfg.Tenancy.RotateAfter(ks); k > 0 && (age == 0 || k < age) {
+			age = k
+		}
+	}
+	return age
 }

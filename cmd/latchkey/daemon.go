@@ -33,6 +33,7 @@ import (
 	lkredis "github.com/latchkeyhq/latchkey/redis"
 	"github.com/latchkeyhq/latchkey/secret"
 	"github.com/latchkeyhq/latchkey/sqlite"
+	"github.com/latchkeyhq/latchkey/tenancy"
 	"github.com/latchkeyhq/latchkey/tokens"
 	"github.com/latchkeyhq/latchkey/ui"
 	"github.com/latchkeyhq/latchkey/verify"
@@ -61,6 +62,8 @@ type daemon struct {
 	blocks *detect.Blocks // the blocks in the store and in the detector
 	ver    *verify.Verifier
 	svc    *tokens.Service
+	reg    *tenancy.Registry // keyspaces, roles, identities (this node's copy)
+	ten    *tenancy.Service
 	api    *httpapi.Server
 	gw     *gateway.Gateway // nil without --gateway-config
 	hooks  *webhook.Dispatcher
@@ -234,7 +237,11 @@ func (d *daemon) build(ctx context.Context, key []byte, table *gateway.Table) er
 	// service (nothing listens yet).
 	var ver *verify.Verifier
 	var sessions *edge.Sessions
-	d.svc = &tokens.Service{Store: db, Hasher: hasher, Node: d.node, Policy: cfg.Policy,
+	d.reg = &tenancy.Registry{}
+	if err := d.reg.Load(ctx, db); err != nil {
+		return err
+	}
+	d.svc = &tokens.Service{Store: db, Hasher: hasher, Node: d.node, Policy: cfg.Policy, Tenancy: d.reg,
 		Invalidate: func(id string) { ver.Invalidate(id); sessions.TokenChanged(id) },
 		FlushUsage: func(ctx context.Context) error { return ver.FlushUsage(ctx) }}
 	d.det = detect.New(dcfg, met.Responder(&detect.StoreResponder{Store: db, Node: d.node, Tokens: d.svc}))
@@ -258,7 +265,7 @@ func (d *daemon) build(ctx context.Context, key []byte, table *gateway.Table) er
 	d.pipe.Start()
 
 	vcfg := verify.Config{Node: d.node, RotationAge: cfg.Policy.RotationAge, TouchInterval: cfg.TouchInterval, SyncAudit: cfg.AuditSync,
-		PositiveTTL: cfg.Staleness}
+		PositiveTTL: cfg.Staleness, Tenancy: d.reg}
 	if !cfg.Detect.Off {
 		vcfg.Guard = d.det
 	}
@@ -267,6 +274,7 @@ func (d *daemon) build(ctx context.Context, key []byte, table *gateway.Table) er
 	}
 	ver = verify.New(db, hasher, d.pipe, vcfg)
 	d.ver = ver
+	d.ten = &tenancy.Service{Store: db, Registry: d.reg, Tokens: d.svc, Node: d.node, Changed: ver.Retenant}
 	sessions = &edge.Sessions{Verifier: ver, Logger: logger, Node: d.node}
 	d.sessions = sessions
 
@@ -304,7 +312,7 @@ func (d *daemon) buildDoors(key []byte, table *gateway.Table, met *metrics.Metri
 		ForwardAuth: fwd, JWKS: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { gateway.ServeJWKS(w, signer) }),
 		FlushAudit: d.pipe.Flush, TrustedProxies: cfg.TrustedProxies, AuditWritten: d.pipe.Written,
 		Blocks: d.blocks, LeakKeys: cfg.LeakKeys, Metrics: met.Handler(),
-		Activity: d.board, OpenSessions: d.sessions}
+		Activity: d.board, OpenSessions: d.sessions, Tenancy: d.ten}
 	if d.dbs != nil {
 		tc, err := d.dbTLS()
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/latchkeyhq/latchkey/audit"
 	"github.com/latchkeyhq/latchkey/httpapi"
+	"github.com/latchkeyhq/latchkey/tenancy"
 )
 
 // startLoops runs the daemon's background work in its errgroup. Each loop
@@ -136,6 +137,22 @@ type clusterChanges struct {
 func (c clusterChanges) TokenChanged(id string) {
 	c.d.ver.Invalidate(id)
 	c.d.sessions.TokenChanged(id)
+}
+
+// SettingChanged: a keyspace, role or identity changed on another node:
+// reload them all and drop the verifier's cache, so every token is
+// resolved again (the same bound as a revocation).
+func (c clusterChanges) SettingChanged(key string) {
+	if !tenancy.Affects(key) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+	defer cancel()
+	if err := c.d.ten.Reload(ctx); err != nil && ctx.Err() == nil {
+		// Until it reloads, the cache's staleness bound still holds: drop it.
+		c.d.ver.Retenant()
+		c.d.logger.Warn("reloading keyspaces and roles after a change on another node", "err", err)
+	}
 }
 
 func (c clusterChanges) BlockChanged(source string) {

@@ -14,7 +14,7 @@ import (
 
 // Columns are a token's JSON-held fields as stored.
 type Columns struct {
-	Scopes, Tags, Meta, Constraints, Ancestors, Inherited string
+	Scopes, Tags, Meta, Constraints, Ancestors, Inherited, Roles string
 }
 
 // Encode renders t's JSON-held fields. Lists are never null, and the
@@ -28,7 +28,7 @@ func Encode(t *latchkey.Token) (Columns, error) {
 		dst *string
 		v   any
 	}{{&c.Scopes, nonNil(t.Scopes)}, {&c.Tags, nonNil(t.Tags)}, {&c.Constraints, cons},
-		{&c.Ancestors, nonNil(t.Ancestors)}, {&c.Inherited, nonNil(t.Inherited)}} {
+		{&c.Ancestors, nonNil(t.Ancestors)}, {&c.Inherited, nonNil(t.Inherited)}, {&c.Roles, nonNil(t.Roles)}} {
 		b, err := json.Marshal(f.v)
 		if err != nil {
 			return c, fmt.Errorf("encode token %s: %w", t.ID, err)
@@ -51,9 +51,9 @@ func Decode(t *latchkey.Token, c *Columns) error {
 		name, src string
 		dst       any
 	}{{"scopes", c.Scopes, &t.Scopes}, {"tags", c.Tags, &t.Tags}, {"constraints", c.Constraints, &t.Constraints},
-		{"ancestors", c.Ancestors, &t.Ancestors}, {"inherited", c.Inherited, &t.Inherited}} {
+		{"ancestors", c.Ancestors, &t.Ancestors}, {"inherited", c.Inherited, &t.Inherited}, {"roles", c.Roles, &t.Roles}} {
 		switch {
-		case f.src == "{}" && f.name == "constraints", f.src == "[]" && (f.name == "ancestors" || f.name == "inherited"):
+		case f.src == "{}" && f.name == "constraints", f.src == "[]" && (f.name == "ancestors" || f.name == "inherited" || f.name == "roles"):
 			continue // the zero value is right
 		case f.src == "[]" && f.name == "tags":
 			t.Tags = []string{} // empty, not absent (no allocation)
@@ -69,6 +69,9 @@ func Decode(t *latchkey.Token, c *Columns) error {
 	}
 	if len(t.Inherited) == 0 {
 		t.Inherited = nil
+	}
+	if len(t.Roles) == 0 {
+		t.Roles = nil
 	}
 	return nil
 }
@@ -99,7 +102,7 @@ func (r *Row) Dest() []any {
 	return []any{&r.seq, &t.ID, &t.Prefix, &t.Name, &t.Subject, &r.cols.Scopes, &r.cols.Tags, &r.cols.Meta, &r.created, &t.CreatedBy,
 		&r.expires, &r.notBefore, &r.status, &r.revokedAt, &t.RevokedBy, &t.RevokedReason, &r.lastUsedAt, &t.Version, &t.Hash,
 		&r.cols.Constraints, &t.MaxUses, &r.uses, &r.suspendedAt, &t.SuspendedBy, &t.SuspendedReason, &t.SuspendedVia,
-		&t.ParentID, &r.cols.Ancestors, &t.PredecessorID, &t.SuccessorID, &r.rotatedAt, &t.SeriesID, &r.cols.Inherited}
+		&t.ParentID, &r.cols.Ancestors, &t.PredecessorID, &t.SuccessorID, &r.rotatedAt, &t.SeriesID, &r.cols.Inherited, &t.Keyspace, &r.cols.Roles}
 }
 
 // Token returns the scanned token and its row's sequence number.
