@@ -160,6 +160,7 @@ func (db *DB) PutSetting(ctx context.Context, key, value string) error {
 // the change is announced with SettingChange.
 func (db *DB) ChangeSetting(ctx context.Context, key string, fn func(old string, ok bool) (string, bool, *latchkey.AuditEvent, error)) error {
 	for attempt := 0; ; attempt++ {
+		var fnErr error
 		err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
 			var old string
 			err := tx.QueryRow(ctx, `SELECT value FROM settings WHERE key = $1 FOR UPDATE`, key).Scan(&old)
@@ -169,6 +170,7 @@ func (db *DB) ChangeSetting(ctx context.Context, key string, fn func(old string,
 			}
 			value, del, ev, err := fn(old, ok)
 			if err != nil {
+				fnErr = err
 				return err
 			}
 			switch {
@@ -190,8 +192,10 @@ func (db *DB) ChangeSetting(ctx context.Context, key string, fn func(old string,
 		if isUniqueViolation(err) && attempt < 3 {
 			continue // created concurrently: read it now
 		}
-		var le *latchkey.Error
-		if err != nil && !errors.As(err, &le) && !strings.HasPrefix(err.Error(), "postgres:") {
+		if fnErr != nil {
+			return fnErr // unchanged, as the contract says
+		}
+		if err != nil && !strings.HasPrefix(err.Error(), "postgres:") {
 			err = fmt.Errorf("postgres: change setting: %w", err)
 		}
 		return err

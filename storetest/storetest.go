@@ -48,6 +48,10 @@ func Run(t *testing.T, open func(t *testing.T) latchkey.Store) {
 		{"AuditPruneAnchors", testAuditPrune},
 		{"Blocks", testBlocks},
 		{"AuditTimeRange", testAuditTimeRange},
+		{"KeyspacesAndRoles", testKeyspaces},
+		{"ChangeSetting", testChangeSetting},
+		{"ChangeSettingConcurrent", testChangeSettingConcurrent},
+		{"SharedBudgetExact", testSharedBudget},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -70,6 +74,7 @@ func NewToken(t testing.TB, mutate ...func(*latchkey.Token)) *latchkey.Token {
 	tok := &latchkey.Token{
 		ID:        parts.ID,
 		Prefix:    parts.Prefix,
+		Keyspace:  latchkey.DefaultKeyspace,
 		Name:      "test",
 		Subject:   "svc-a",
 		Scopes:    []string{"invoices:read"},
