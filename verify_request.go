@@ -40,6 +40,10 @@ type VerifyRequest struct {
 	// default keyspace. API calls (APICall) accept every keyspace: their
 	// admin scopes say where they may act.
 	Keyspace string
+	// AnyKeyspace skips the keyspace check: the token presents itself for
+	// its own sake (a refresh token, RFC 7009 revocation) or is only
+	// asked about (introspection, which reports its keyspace).
+	AnyKeyspace bool
 	// Permission, for an API call, admits a token that holds the admin
 	// permission (e.g. "tokens:read") anywhere it reaches
 	// (HoldsPermission): globally or in a keyspace. The endpoint then

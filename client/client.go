@@ -95,6 +95,7 @@ func (c *Client) CreateToken(ctx context.Context, req CreateRequest) (*CreatedTo
 // ListTokens returns one page of tokens.
 func (c *Client) ListTokens(ctx context.Context, f latchkey.TokenFilter) (*TokenList, error) {
 	q := url.Values{}
+	set(q, "keyspace", f.Keyspace)
 	set(q, "subject", f.Subject)
 	set(q, "status", string(f.Status))
 	set(q, "tag", f.Tag)
@@ -228,6 +229,7 @@ func set(q url.Values, k, v string) {
 // auditQuery encodes the filters GET /v1/audit and its stream share.
 func auditQuery(f latchkey.AuditFilter) url.Values {
 	q := url.Values{}
+	set(q, "keyspace", f.Keyspace)
 	set(q, "token_id", f.TokenID)
 	set(q, "subject", f.Subject)
 	set(q, "outcome", f.Outcome)
@@ -441,4 +443,101 @@ func (c *Client) RevokeOAuthClient(ctx context.Context, clientID string) (*OAuth
 		return nil, err
 	}
 	return &out, nil
+}
+
+// ListKeyspaces lists the keyspaces the caller reaches.
+func (c *Client) ListKeyspaces(ctx context.Context) (*KeyspaceList, error) {
+	var out KeyspaceList
+	return &out, c.do(ctx, "GET", "/v1/keyspaces", nil, nil, &out)
+}
+
+// GetKeyspace returns one keyspace.
+func (c *Client) GetKeyspace(ctx context.Context, name string) (*latchkey.Keyspace, error) {
+	var out latchkey.Keyspace
+	return &out, c.do(ctx, "GET", "/v1/keyspaces/"+url.PathEscape(name), nil, nil, &out)
+}
+
+// PutKeyspace creates a keyspace or changes its description and policy.
+func (c *Client) PutKeyspace(ctx context.Context, k latchkey.Keyspace) (*latchkey.Keyspace, error) {
+	var out latchkey.Keyspace
+	return &out, c.do(ctx, "PUT", "/v1/keyspaces/"+url.PathEscape(k.Name), nil, k, &out)
+}
+
+// DeleteKeyspace deletes an empty keyspace.
+func (c *Client) DeleteKeyspace(ctx context.Context, name string) error {
+	return c.do(ctx, "DELETE", "/v1/keyspaces/"+url.PathEscape(name), nil, nil, nil)
+}
+
+// ListRoles lists a keyspace's roles.
+func (c *Client) ListRoles(ctx context.Context, keyspace string) (*RoleList, error) {
+	var out RoleList
+	return &out, c.do(ctx, "GET", "/v1/keyspaces/"+url.PathEscape(keyspace)+"/roles", nil, nil, &out)
+}
+
+// PutRole creates or changes a role: every token holding it changes at
+// its next verification.
+func (c *Client) PutRole(ctx context.Context, r latchkey.Role) (*latchkey.Role, error) {
+	var out latchkey.Role
+	return &out, c.do(ctx, "PUT", "/v1/keyspaces/"+url.PathEscape(latchkey.KeyspaceOf(r.Keyspace))+"/roles/"+url.PathEscape(r.Name), nil, r, &out)
+}
+
+// DeleteRole deletes a role.
+func (c *Client) DeleteRole(ctx context.Context, keyspace, name string) error {
+	return c.do(ctx, "DELETE", "/v1/keyspaces/"+url.PathEscape(keyspace)+"/roles/"+url.PathEscape(name), nil, nil, nil)
+}
+
+// ListIdentities lists a keyspace's subjects with shared limits.
+func (c *Client) ListIdentities(ctx context.Context, keyspace string) (*IdentityList, error) {
+	var out IdentityList
+	return &out, c.do(ctx, "GET", "/v1/keyspaces/"+url.PathEscape(keyspace)+"/identities", nil, nil, &out)
+}
+
+// PutIdentity sets the limits shared by every token of a subject.
+func (c *Client) PutIdentity(ctx context.Context, id latchkey.Identity) (*latchkey.Identity, error) {
+	var out latchkey.Identity
+	return &out, c.do(ctx, "PUT", "/v1/keyspaces/"+url.PathEscape(latchkey.KeyspaceOf(id.Keyspace))+"/identities/"+url.PathEscape(id.Subject), nil, id, &out)
+}
+
+// DeleteIdentity removes a subject's shared limits.
+func (c *Client) DeleteIdentity(ctx context.Context, keyspace, subject string) error {
+	return c.do(ctx, "DELETE", "/v1/keyspaces/"+url.PathEscape(keyspace)+"/identities/"+url.PathEscape(subject), nil, nil, nil)
+}
+
+// RequestAccess records an access request made with the client's token;
+// the answer's ClaimCode collects the token once approvers agree.
+func (c *Client) RequestAccess(ctx context.Context, req NewAccessRequest) (*CreatedAccessRequest, error) {
+	var out CreatedAccessRequest
+	return &out, c.do(ctx, "POST", "/v1/access-requests", nil, req, &out)
+}
+
+// ListAccessRequests lists the requests the caller may approve and its
+// own (status "" for all).
+func (c *Client) ListAccessRequests(ctx context.Context, status string) (*AccessRequestList, error) {
+	q := url.Values{}
+	set(q, "status", status)
+	var out AccessRequestList
+	return &out, c.do(ctx, "GET", "/v1/access-requests", q, nil, &out)
+}
+
+// GetAccessRequest returns one request.
+func (c *Client) GetAccessRequest(ctx context.Context, id string) (*latchkey.AccessRequest, error) {
+	var out latchkey.AccessRequest
+	return &out, c.do(ctx, "GET", "/v1/access-requests/"+url.PathEscape(id), nil, nil, &out)
+}
+
+// DecideAccessRequest approves (or, approve false, denies) a request.
+func (c *Client) DecideAccessRequest(ctx context.Context, id string, approve bool, comment string) (*latchkey.AccessRequest, error) {
+	verb := "/deny"
+	if approve {
+		verb = "/approve"
+	}
+	var out latchkey.AccessRequest
+	return &out, c.do(ctx, "POST", "/v1/access-requests/"+url.PathEscape(id)+verb, nil, VerdictRequest{Comment: comment}, &out)
+}
+
+// ClaimAccess collects an approved request's token with its claim code
+// (no bearer token needed).
+func (c *Client) ClaimAccess(ctx context.Context, id, code string) (*CreatedToken, error) {
+	var out CreatedToken
+	return &out, c.do(ctx, "POST", "/v1/access-requests/"+url.PathEscape(id)+"/claim", nil, ClaimRequest{Code: code}, &out)
 }

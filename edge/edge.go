@@ -43,6 +43,7 @@ const (
 	ReasonHeaderTooLarge    = "header_too_large"
 	ReasonBadScope          = "bad_scope"    // a ?scope= on the forward-auth URL is not a scope
 	ReasonBadResource       = "bad_resource" // a ?resource= on the forward-auth URL is not an absolute URL
+	ReasonBadKeyspace       = "bad_keyspace" // a ?keyspace= on the forward-auth URL is not a keyspace name
 )
 
 // CanonicalPath checks an escaped request path (URL.EscapedPath, or the

@@ -55,6 +55,9 @@ type RouteConfig struct {
 	// to an audience (one the OAuth authorization server issued) works
 	// on the route only when the audience names it.
 	Resource string `yaml:"resource"`
+	// Keyspace is the keyspace whose tokens the route accepts (default:
+	// the default keyspace); any other keyspace's token is NOT_FOUND.
+	Keyspace string `yaml:"keyspace"`
 	Timeout  string `yaml:"timeout"`
 	// BodyTimeout bounds how long the client may take to send its body,
 	// counted from the end of its headers (default 30s), so a slow or
@@ -148,9 +151,14 @@ func optBytes(s string) (int64, error) {
 }
 
 func compileRoute(rc RouteConfig) (*Route, error) {
-	r := &Route{Name: rc.Name, Host: strings.ToLower(rc.Host), StripPrefix: rc.StripPrefix, Resource: rc.Resource}
+	r := &Route{Name: rc.Name, Host: strings.ToLower(rc.Host), StripPrefix: rc.StripPrefix, Resource: rc.Resource, Keyspace: rc.Keyspace}
 	if r.Name == "" {
 		return nil, fmt.Errorf("name is required (it is the identity's audience)")
+	}
+	if rc.Keyspace != "" {
+		if err := latchkey.ValidateName("keyspace", rc.Keyspace); err != nil {
+			return nil, errors.New(latchkey.ErrorMessage(err))
+		}
 	}
 	if rc.Resource != "" {
 		if err := latchkey.ValidateResource(rc.Resource); err != nil {

@@ -130,7 +130,15 @@ func (f *ForwardAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		scopes, aud = append(rs, scopes...), m.Route.Name
-		vr.Resource = m.Route.Resource
+		vr.Resource, vr.Keyspace = m.Route.Resource, m.Route.Keyspace
+	}
+	if ks := r.URL.Query().Get("keyspace"); ks != "" && !o.envoy && vr.Keyspace == "" {
+		// Like scope=, set by the proxy's configuration, never the client.
+		if latchkey.ValidateName("keyspace", ks) != nil {
+			refuse(edge.ReasonBadKeyspace, `{"error":"invalid_request","error_description":"the keyspace= parameter is not a keyspace name"}`)
+			return
+		}
+		vr.Keyspace = ks
 	}
 	if res := r.URL.Query().Get("resource"); res != "" && !o.envoy && vr.Resource == "" {
 		// Like scope=, set by the proxy's configuration, never the client.

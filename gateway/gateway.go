@@ -188,7 +188,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	vr.Scopes = scopes
 	rt := m.Route
-	vr.Resource = rt.Resource
+	vr.Resource, vr.Keyspace = rt.Resource, rt.Keyspace
 	if rt.MaxHeaderBytes > 0 && int64(edge.HeaderBytes(r.Header)) > rt.MaxHeaderBytes {
 		g.Auth.Refuse(w, &vr, edge.ReasonHeaderTooLarge, http.StatusRequestHeaderFieldsTooLarge, edge.AnswerHeaderTooLarge)
 		return

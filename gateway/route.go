@@ -30,6 +30,9 @@ type Route struct {
 	// Resource is the route's RFC 8707 resource indicator ("": none, so
 	// tokens bound to an audience are refused here).
 	Resource string
+	// Keyspace is the keyspace whose tokens the route accepts ("": the
+	// default keyspace).
+	Keyspace string
 	Timeout  time.Duration
 	// BodyTimeout bounds the arrival of the client's body after its
 	// headers; MaxBodyBytes and MaxHeaderBytes cap their sizes (0: no

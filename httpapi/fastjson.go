@@ -105,6 +105,8 @@ func parseVerifyFast(b []byte, req *client.VerifyRequest) bool {
 			bit, ok = 16, p.strArray(&req.Scopes)
 		case "resource":
 			bit, ok = 32, p.strField(&req.Resource)
+		case "keyspace":
+			bit, ok = 64, p.strField(&req.Keyspace)
 		default:
 			return false
 		}

@@ -142,7 +142,7 @@ func (s *Server) introspect(w http.ResponseWriter, r *http.Request, a latchkey.A
 		return latchkey.Errorf(latchkey.EUnauthenticated, "client_id is not the authenticated client")
 	}
 	vr := latchkey.VerifyRequest{Token: tok, ClientIP: a.ClientIP, UserAgent: a.UserAgent,
-		RequestID: a.RequestID, Action: "introspect", NoSpend: true, AnyResource: true}
+		RequestID: a.RequestID, Action: "introspect", NoSpend: true, AnyResource: true, AnyKeyspace: true}
 	if res := r.PostForm.Get("resource"); res != "" {
 		if err := latchkey.ValidateResource(res); err != nil {
 			return err
@@ -212,7 +212,7 @@ func (s *Server) oauthRevoke(w http.ResponseWriter, r *http.Request, a latchkey.
 	// tokens here would otherwise be free, and fill the audit log).
 	src := s.clientAddr(r).Source
 	d, err := s.Verifier.Verify(r.Context(), &latchkey.VerifyRequest{Token: tok, ClientIP: a.ClientIP, UserAgent: a.UserAgent,
-		RequestID: a.RequestID, Action: "oauth_revoke", NoSpend: true, Source: src})
+		RequestID: a.RequestID, Action: "oauth_revoke", NoSpend: true, Source: src, AnyKeyspace: true})
 	if err != nil {
 		return latchkey.Errorf(latchkey.EUnavailable, "cannot revoke right now")
 	}

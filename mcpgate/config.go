@@ -57,6 +57,9 @@ type ServerConfig struct {
 	Env             map[string]string `yaml:"env"`
 	Approval        []string          `yaml:"approval"`
 	RecordArguments bool              `yaml:"record_arguments"`
+	// Keyspace is the keyspace whose tokens the server accepts (default:
+	// the default keyspace).
+	Keyspace string `yaml:"keyspace"`
 }
 
 // Settings is a checked Config.
@@ -81,6 +84,7 @@ type Server struct {
 	Env             []string // KEY=value
 	Approval        []string // path.Match patterns over tool names
 	RecordArguments bool
+	Keyspace        string // "": the default keyspace
 	// Resource is the server's resource indicator (RFC 8707) under the
 	// configured public URL; "" without one.
 	Resource string
@@ -234,7 +238,12 @@ func compile(c Config) (*Settings, error) {
 }
 
 func compileServer(sc ServerConfig) (*Server, error) {
-	s := &Server{Name: sc.Name, Command: sc.Command, RecordArguments: sc.RecordArguments, Headers: map[string]string{}}
+	s := &Server{Name: sc.Name, Command: sc.Command, RecordArguments: sc.RecordArguments, Headers: map[string]string{}, Keyspace: sc.Keyspace}
+	if sc.Keyspace != "" {
+		if err := latchkey.ValidateName("keyspace", sc.Keyspace); err != nil {
+			return nil, fmt.Errorf("mcp server %q: %s", sc.Name, latchkey.ErrorMessage(err))
+		}
+	}
 	if !serverName.MatchString(s.Name) {
 		return nil, fmt.Errorf("name must be 1 to 63 of [a-z0-9_-], starting with a letter or digit (it is a scope segment: mcp.<name>.…)")
 	}

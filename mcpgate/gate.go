@@ -282,7 +282,7 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Tokens bound to an audience (delegated by the OAuth authorization
 	// server) work here only under the configured public URL: a URL
 	// built from the request's Host is the client's to choose.
-	vr.Resource = srv.Resource
+	vr.Resource, vr.Keyspace = srv.Resource, srv.Keyspace
 	switch r.Method {
 	case http.MethodPost:
 		g.servePost(w, r, srv, &vr)

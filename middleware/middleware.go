@@ -48,6 +48,9 @@ type Options struct {
 	TokenHeader string
 	// TrustedProxies are believed for X-Forwarded-For.
 	TrustedProxies latchkey.TrustedProxies
+	// Keyspace is the keyspace whose tokens are accepted (default: the
+	// default keyspace); another keyspace's token is NOT_FOUND.
+	Keyspace string
 }
 
 // Require returns middleware admitting only requests whose token covers
@@ -71,7 +74,7 @@ func RequireWith(c Checker, o Options, scopes ...string) func(http.Handler) http
 			}
 			ca := edge.ClientAddr(r, o.TrustedProxies)
 			req := latchkey.VerifyRequest{Token: tok, Scopes: scopes, ClientIP: ca.IP, Source: ca.Source, UserAgent: r.UserAgent(),
-				Method: r.Method, Path: r.URL.Path, RequestID: edge.PlainRequestID(r.Header)}
+				Method: r.Method, Path: r.URL.Path, RequestID: edge.PlainRequestID(r.Header), Keyspace: o.Keyspace}
 			d, id, err := c.Check(r.Context(), &req)
 			if err != nil || !d.Valid() {
 				edge.Deny(w, d, err)
@@ -105,7 +108,7 @@ func Remote(c *client.Client) Checker { return remote{c} }
 type remote struct{ c *client.Client }
 
 func (rm remote) Check(ctx context.Context, req *latchkey.VerifyRequest) (latchkey.Decision, Identity, error) {
-	res, err := rm.c.Verify(ctx, client.VerifyRequest{Token: req.Token, Scopes: req.Scopes, IP: req.ClientIP, Method: req.Method, Path: req.Path})
+	res, err := rm.c.Verify(ctx, client.VerifyRequest{Token: req.Token, Scopes: req.Scopes, IP: req.ClientIP, Method: req.Method, Path: req.Path, Keyspace: req.Keyspace})
 	if err != nil {
 		return latchkey.Decision{}, Identity{}, err
 	}

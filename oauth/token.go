@@ -382,7 +382,7 @@ func (s *Server) refreshGrant(r *http.Request, q url.Values, c caller, o *outcom
 	}
 	ca := edge.ClientAddr(r, s.TrustedProxies)
 	d, err := s.Verifier.Verify(ctx, &latchkey.VerifyRequest{Token: rt, ClientIP: ca.IP, Source: ca.Source, UserAgent: r.UserAgent(),
-		RequestID: edge.RequestID(r.Header), Action: "oauth_refresh", Resource: s.refreshAudience(), NoSpend: true})
+		RequestID: edge.RequestID(r.Header), Action: "oauth_refresh", Resource: s.refreshAudience(), NoSpend: true, AnyKeyspace: true})
 	if err != nil {
 		return tokenResponse{}, oerr("temporarily_unavailable", "cannot check the refresh token right now")
 	}

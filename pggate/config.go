@@ -70,6 +70,9 @@ type DatabaseConfig struct {
 	// bound to an audience (those the OAuth authorization server issues)
 	// open it only when their audience names it.
 	Resource string `yaml:"resource"`
+	// Keyspace is the keyspace whose tokens open the database (default:
+	// the default keyspace).
+	Keyspace string `yaml:"keyspace"`
 }
 
 // RoleConfig maps a scope to the upstream login role a session gets.
@@ -105,6 +108,7 @@ type Database struct {
 	SSLMode  string
 	Roles    []Role
 	Resource string // "": none, so tokens bound to an audience are refused
+	Keyspace string // "": the default keyspace
 }
 
 // Role is an upstream login and the scope that grants it. Password is
@@ -230,7 +234,12 @@ func parseUpstream(up string) (host string, port uint16, err error) {
 }
 
 func compileDatabase(dc DatabaseConfig, getenv func(string) string) (*Database, error) {
-	d := &Database{Name: dc.Name, Database: dc.Database, SSLMode: dc.SSLMode, Resource: dc.Resource}
+	d := &Database{Name: dc.Name, Database: dc.Database, SSLMode: dc.SSLMode, Resource: dc.Resource, Keyspace: dc.Keyspace}
+	if dc.Keyspace != "" {
+		if err := latchkey.ValidateName("keyspace", dc.Keyspace); err != nil {
+			return nil, errors.New(latchkey.ErrorMessage(err))
+		}
+	}
 	if dc.Resource != "" {
 		if err := latchkey.ValidateResource(dc.Resource); err != nil {
 			return nil, errors.New(latchkey.ErrorMessage(err))

@@ -156,7 +156,7 @@ func isTimeout(err error) bool {
 func (c *conn) verifyRequest(token string) latchkey.VerifyRequest {
 	r := latchkey.VerifyRequest{Token: token, ClientIP: c.addr.IP, Source: c.addr.Source, Action: latchkey.ActionDBConnect}
 	if c.db != nil {
-		r.Resource = c.db.Resource
+		r.Resource, r.Keyspace = c.db.Resource, c.db.Keyspace
 	}
 	return r
 }

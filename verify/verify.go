@@ -375,7 +375,7 @@ func (v *Verifier) identify(ctx context.Context, req *latchkey.VerifyRequest, no
 		d.Code, d.Reason = latchkey.NotFound, "prefix_mismatch"
 		return e, false, nil
 	}
-	if !req.APICall && in.keyspace != req.Keyspace && (req.Keyspace != "" || in.keyspace != latchkey.DefaultKeyspace) {
+	if !req.APICall && !req.AnyKeyspace && in.keyspace != req.Keyspace && (req.Keyspace != "" || in.keyspace != latchkey.DefaultKeyspace) {
 		// A token of another keyspace does not exist here.
 		d.Code, d.Reason = latchkey.NotFound, "keyspace_mismatch"
 		return e, false, nil

@@ -62,6 +62,13 @@ var EventTypes = map[string]string{
 	latchkey.ActionLeakReported:    "leak.reported",
 	latchkey.ActionRotationDue:     "rotation.due",
 	latchkey.ActionMCPToolChanged:  "mcp.tool_changed",
+	latchkey.ActionAccessRequest:   "access.requested",
+	latchkey.ActionAccessApprove:   "access.approved",
+	latchkey.ActionAccessDeny:      "access.denied",
+	latchkey.ActionAccessClaim:     "access.claimed",
+	latchkey.ActionRolePut:         "role.changed",
+	latchkey.ActionRoleDelete:      "role.deleted",
+	latchkey.ActionKeyspacePut:     "keyspace.changed",
 	"token.network_spread":         "token.network_spread",
 	"token.ip_violations":          "token.ip_violations",
 }

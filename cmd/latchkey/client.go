@@ -144,7 +144,7 @@ type grantFlags struct {
 	req                      client.CreateRequest
 	scopes, tags             strs
 	cidrs, methods, paths    strs
-	audience                 strs
+	audience, roles          strs
 	expires, notBefore, meta string
 	rate                     string
 	quiet, asJSON            bool
@@ -155,8 +155,10 @@ func addGrantFlags(fs *flag.FlagSet, create bool) *grantFlags {
 	fs.StringVar(&g.req.Name, "name", "", "a name for people")
 	if create {
 		fs.StringVar(&g.req.Subject, "subject", "", "who or what the token acts for (a user, service or team id)")
-		fs.StringVar(&g.req.Prefix, "prefix", "", "token prefix, e.g. acme_live (default lk)")
+		fs.StringVar(&g.req.Prefix, "prefix", "", "token prefix, e.g. acme_live (default lk; a keyspace's tokens get its own)")
+		fs.StringVar(&g.req.Keyspace, "keyspace", "", "issue in this keyspace (default: default)")
 	}
+	fs.Var(&g.roles, "role", "hold this `role` of the keyspace, resolved at every verification (repeatable)")
 	fs.Var(&g.scopes, "scope", "grant a `scope`, e.g. invoices:read or billing.*:write (repeatable)")
 	fs.StringVar(&g.req.TTL, "ttl", "", "lifetime, e.g. 30d or 12h")
 	fs.StringVar(&g.expires, "expires-at", "", "expiry as an RFC 3339 time (instead of --ttl)")
@@ -178,7 +180,7 @@ func addGrantFlags(fs *flag.FlagSet, create bool) *grantFlags {
 // request assembles the API request from the parsed flags.
 func (g *grantFlags) request() (client.CreateRequest, error) {
 	req := g.req
-	req.Scopes, req.Tags = g.scopes, g.tags
+	req.Scopes, req.Tags, req.Roles = g.scopes, g.tags, g.roles
 	req.AllowedCIDRs, req.AllowedMethods, req.AllowedPaths, req.Audience = g.cidrs, g.methods, g.paths, g.audience
 	for _, tv := range []struct {
 		flag string
@@ -222,10 +224,14 @@ func parseRate(s string) (*client.RateRequest, error) {
 
 func printTokenFields(tw *tabwriter.Writer, t *latchkey.Token) {
 	fmt.Fprintf(tw, "id\t%s\n", t.ID)
+	fmt.Fprintf(tw, "keyspace\t%s\n", latchkey.KeyspaceOf(t.Keyspace))
 	fmt.Fprintf(tw, "name\t%s\n", orDash(t.Name))
 	fmt.Fprintf(tw, "subject\t%s\n", orDash(t.Subject))
 	fmt.Fprintf(tw, "status\t%s\n", t.Status)
 	fmt.Fprintf(tw, "scopes\t%s\n", orDash(strings.Join(t.Scopes, " ")))
+	if len(t.Roles) > 0 {
+		fmt.Fprintf(tw, "roles\t%s\n", strings.Join(t.Roles, " "))
+	}
 	fmt.Fprintf(tw, "tags\t%s\n", orDash(strings.Join(t.Tags, " ")))
 	fmt.Fprintf(tw, "created\t%s by %s\n", fmtTime(t.CreatedAt), t.CreatedBy)
 	fmt.Fprintf(tw, "expires\t%s\n", fmtTime(t.ExpiresAt))
@@ -285,6 +291,7 @@ func cmdTokenList(ctx context.Context, args []string, stdout, stderr io.Writer, 
 		asJSON bool
 	)
 	fs := newFlags("token list", "token list [flags]", "List tokens, newest first. Filters combine.", stdout, stderr)
+	fs.StringVar(&f.Keyspace, "keyspace", "", "only tokens of this keyspace")
 	fs.StringVar(&f.Subject, "subject", "", "only tokens of this subject")
 	fs.StringVar(&status, "status", "", "only active, suspended or revoked tokens")
 	fs.StringVar(&f.Tag, "tag", "", "only tokens with this tag")

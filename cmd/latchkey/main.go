@@ -62,6 +62,14 @@ Client (talks to the server at $LATCHKEY_ADDR with $LATCHKEY_TOKEN):
   mcp accept S T FP     accept a tool's changed definition
   oauth clients         the OAuth authorization server's clients
   oauth revoke ID       revoke a client and every token issued to it
+  keyspace list|show|create|update|delete
+                        keyspaces: one prefix, one policy, their own admin scopes
+  role list|set|delete  a keyspace's roles (named scope sets, resolved at verification)
+  identity list|set|delete
+                        limits shared by every token of a subject
+  token request         ask for a token that approvers must agree to
+  request list|show|approve|deny|claim
+                        access requests: decide them, or collect an approved token
 
   version               print the version
   help [command]        explain a command
@@ -126,6 +134,14 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return cmdMCP(ctx, rest, stdout, stderr, getenv)
 	case "oauth":
 		return cmdOAuth(ctx, rest, stdout, stderr, getenv)
+	case "keyspace":
+		return cmdKeyspace(ctx, rest, stdout, stderr, getenv)
+	case "role":
+		return cmdRole(ctx, rest, stdout, stderr, getenv)
+	case "identity":
+		return cmdIdentity(ctx, rest, stdout, stderr, getenv)
+	case "request":
+		return cmdRequest(ctx, rest, stdout, stderr, getenv)
 	case "admin":
 		return cmdAdmin(ctx, rest, stdout, stderr, getenv)
 	case "audit":
@@ -137,7 +153,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 
 // cmdToken dispatches "latchkey token <command>".
 func cmdToken(ctx context.Context, rest []string, stdin io.Reader, stdout, stderr io.Writer, getenv env) int {
-	const sub = "create, list, show, update, rotate, derive, suspend, resume or revoke"
+	const sub = "create, list, show, update, rotate, derive, suspend, resume, revoke or request"
 	if len(rest) == 0 {
 		fmt.Fprintln(stderr, "latchkey token: expected "+sub)
 		return exitUsage
@@ -159,6 +175,8 @@ func cmdToken(ctx context.Context, rest []string, stdin io.Reader, stdout, stder
 		return cmdTokenDerive(ctx, rest[1:], stdout, stderr, getenv)
 	case "suspend", "resume":
 		return cmdTokenState(ctx, rest[0], rest[1:], stdout, stderr, getenv)
+	case "request":
+		return cmdTokenRequest(ctx, rest[1:], stdout, stderr, getenv)
 	}
 	fmt.Fprintf(stderr, "latchkey token: unknown command %q; expected %s\n", rest[0], sub)
 	return exitUsage
