@@ -176,8 +176,14 @@ func ReachOf(tokenKS string, granted []string, perm string) Reach {
 // grants may use perm in some keyspace: the check that admits a call to
 // an admin endpoint, which then narrows what it shows to the token's
 // reach.
+// perm may name alternatives separated by "|" ("audit:read|approve").
 func HoldsPermission(tokenKS string, granted []string, perm string) bool {
-	return ReachOf(tokenKS, granted, perm).Any()
+	for p := range strings.SplitSeq(perm, "|") {
+		if ReachOf(tokenKS, granted, p).Any() {
+			return true
+		}
+	}
+	return false
 }
 
 // Keyspace is one product's or team's set of tokens: one prefix, one

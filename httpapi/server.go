@@ -588,7 +588,9 @@ func (s *Server) authenticateAs(r *http.Request, tok, scope, perm, resource stri
 		return d, nil
 	case latchkey.InsufficientScope:
 		if perm != "" {
-			return d, latchkey.Errorf(latchkey.EPermissionDenied, "this token lacks the scope latchkey:%s (or a keyspace's latchkey:keyspaces.<name>:%s)", perm, perm)
+			alts := strings.Split(perm, "|")
+			return d, latchkey.Errorf(latchkey.EPermissionDenied, "this token lacks the scope latchkey:%s (or a keyspace's, latchkey:keyspaces.<name>:%s)",
+				strings.Join(alts, " or latchkey:"), alts[0])
 		}
 		return d, latchkey.Errorf(latchkey.EPermissionDenied, "this token lacks the scope %s", scope)
 	case latchkey.IPNotAllowed:

@@ -237,16 +237,19 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request, a latchkey.Actor
 	// covers it). To answer an OAuth consent, any valid token will do:
 	// the person delegates from their own. The attempt is recorded,
 	// success or not.
-	scope := latchkey.ScopeAuditRead
+	// An approver of access requests may sign in too, and so may a
+	// keyspace's auditor or approver: what each page shows is confined to
+	// the token's reach.
+	perm := latchkey.PermAuditRead + "|" + latchkey.PermApprove
 	switch req.Purpose {
 	case "":
 	case "consent":
-		scope = ""
+		perm = ""
 	default:
 		return latchkey.Errorf(latchkey.EInvalid, `purpose must be "consent" or absent`)
 	}
 	src := s.clientAddr(r).Source
-	d, err := s.authenticateToken(r, req.Token, scope, &a, src, false)
+	d, err := s.authenticateAs(r, req.Token, "", perm, "", &a, src, false)
 	if err != nil {
 		return err
 	}

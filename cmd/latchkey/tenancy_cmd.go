@@ -458,7 +458,17 @@ func cmdRequest(ctx context.Context, args []string, stdout, stderr io.Writer, ge
 	if code >= 0 {
 		return code
 	}
-	c, ok := clientFor("request "+verb, stderr, getenv)
+	cenv := getenv
+	if verb == "claim" {
+		// The claim code is the credential: no token is needed or sent.
+		cenv = func(k string) string {
+			if k == "LATCHKEY_TOKEN" {
+				return "-"
+			}
+			return getenv(k)
+		}
+	}
+	c, ok := clientFor("request "+verb, stderr, cenv)
 	if !ok {
 		return exitUsage
 	}
@@ -487,7 +497,7 @@ func cmdRequest(ctx context.Context, args []string, stdout, stderr io.Writer, ge
 			fmt.Fprintln(stderr, "latchkey request claim: --code is required")
 			return exitUsage
 		}
-		c.Token = "" // the claim code is the credential
+		c.Token = ""
 		out, err := c.ClaimAccess(ctx, pos[0], claim)
 		if err != nil {
 			return apiExit(stderr, "request claim", err)

@@ -8,6 +8,7 @@ import { sessionsView } from './sessions.js';
 import { agentsView } from './agents.js';
 import { auditView } from './audit.js';
 import { consentView } from './consent.js';
+import { requestsView } from './requests.js';
 
 const main = document.getElementById('main');
 const nav = document.getElementById('nav');
@@ -45,7 +46,8 @@ function showSignIn(message) {
     h('p', { class: 'muted' }, consent
       ? 'An application asks to act for you. Paste your own latchkey token: what you approve is delegated from it, never more. ' +
         'It is exchanged for a session cookie and never kept by this page.'
-      : 'Paste an admin token: one holding latchkey:admin, or latchkey:audit:read to watch without changing anything. ' +
+      : 'Paste an admin token: one holding latchkey:admin, latchkey:audit:read to watch without changing anything, ' +
+        'or latchkey:approve (a keyspace\'s, too) to decide access requests. ' +
         'It is exchanged for a session cookie and never kept by this page.'),
     h('label', null, h('span', null, label), input),
     status,
@@ -100,6 +102,7 @@ function route() {
     else if (parts[0] === 'security') cleanup = securityView(view);
     else if (parts[0] === 'sessions') cleanup = sessionsView(view);
     else if (parts[0] === 'agents') cleanup = agentsView(view);
+    else if (parts[0] === 'requests') cleanup = requestsView(view, me);
     else if (parts[0] === 'audit') cleanup = auditView(view, { token_id: parts[1] || '' });
     else cleanup = liveView(view);
   } catch (err) {
