@@ -109,8 +109,8 @@ type RevocationRequest struct {
 	// caller that reaches several keyspaces but not all).
 	Keyspace string `json:"keyspace,omitempty"`
 	Subject  string `json:"subject,omitempty"`
-	Tag     string `json:"tag,omitempty"`
-	Prefix  string `json:"prefix,omitempty"`
+	Tag      string `json:"tag,omitempty"`
+	Prefix   string `json:"prefix,omitempty"`
 	// Parent revokes every token derived from it (not the parent itself).
 	Parent string `json:"parent,omitempty"`
 	Reason string `json:"reason,omitempty"`

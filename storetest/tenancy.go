@@ -15,7 +15,9 @@ import (
 // filter by keyspace.
 func testKeyspaces(t *testing.T, s latchkey.Store) {
 	old := NewToken(t, func(tok *latchkey.Token) { tok.Keyspace = "" })
-	acme := NewToken(t, func(tok *latchkey.Token) { tok.Keyspace, tok.Roles, tok.Subject = "acme", []string{"reader", "writer"}, "cust" })
+	acme := NewToken(t, func(tok *latchkey.Token) {
+		tok.Keyspace, tok.Roles, tok.Subject = "acme", []string{"reader", "writer"}, "cust"
+	})
 	acmeKid := NewToken(t, func(tok *latchkey.Token) {
 		tok.Keyspace, tok.ParentID, tok.Ancestors, tok.Subject = "acme", acme.ID, []string{acme.ID}, "cust"
 	})

@@ -55,7 +55,7 @@ type tokenInfo struct {
 	scopeList *[]string             // the same as a list, shared (interned) for decisions
 	prefix    unique.Handle[string]
 	subject   unique.Handle[string]
-	keyspace  string // interned
+	keyspace  string           // interned
 	meta      *json.RawMessage // shared (interned)
 	cons      *constraints     // nil for tokens without constraints
 	version   int64
