@@ -238,6 +238,9 @@ func UIRoutes() []Route {
 		{Method: "DELETE", Path: UISessionPath},
 		{Method: "GET", Path: UIPrefix + "/oauth/requests/{id}", Signed: true},
 		{Method: "POST", Path: UIPrefix + "/oauth/requests/{id}", Signed: true},
+		// The claim code is the credential; in the dashboard the person is
+		// signed in as well.
+		{Method: "POST", Path: UIPrefix + "/v1/access-requests/{id}/claim", Signed: true},
 	}
 	for _, rt := range Routes() {
 		if (rt.Scope != "" || rt.Signed) && rt.Method != "*" && strings.HasPrefix(rt.Path, "/v1/") && !rt.Relay {

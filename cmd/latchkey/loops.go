@@ -38,6 +38,7 @@ func (d *daemon) startLoops(ctx context.Context) {
 		d.every(ctx, time.Hour, true, d.pruneSessions)
 		d.every(ctx, 10*time.Minute, false, d.pruneOAuth)
 	}
+	d.every(ctx, time.Hour, false, d.pruneRequests)
 	if d.feed != nil {
 		// Other nodes' changes: notifications, and the change log polled
 		// as a backstop.
@@ -114,6 +115,15 @@ func (d *daemon) pruneOAuth(ctx context.Context) {
 		}
 	} else if n > 0 {
 		d.logger.Debug("pruned OAuth requests and codes", "count", n)
+	}
+}
+
+// pruneRequests deletes access requests decided or expired a day ago.
+func (d *daemon) pruneRequests(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := d.ten.Prune(ctx, d.db.DeleteSetting); err != nil && ctx.Err() == nil {
+		d.logger.Warn("pruning access requests failed", "err", err)
 	}
 }
 

@@ -64,6 +64,7 @@ export function requestsView(root, me) {
     try {
       const res = await api.v1('POST', `/access-requests/${encodeURIComponent(claimID.value.trim())}/claim`, { code });
       replace(shown, once('plaintext', 'Your token', res.token, 'Copy this token now. It is shown once and cannot be shown again.'));
+      claim.reset();
       load();
     } catch (err) {
       replace(msg, notice(err.message));
