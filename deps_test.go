@@ -60,6 +60,10 @@ var importRules = []struct {
 		reason: "the API administers the doors through small interfaces (OpenSessions, MCP, OAuthServer), not by importing them"},
 	{pkgs: []string{"/verify", "/tokens", "/audit", "/detect"}, forbidden: []string{module + "/httpapi", module + "/gateway", module + "/middleware", module + "/edge", module + "/identity", module + "/pggate", module + "/mcpgate", module + "/oauth"},
 		reason: "the domain services know no door: every door, HTTP or not (the PostgreSQL and MCP gateways to come), uses them alike"},
+	{pkgs: []string{"/tenancy"}, only: []string{"", "/secret", "/client"},
+		reason: "keyspaces, roles and access requests are domain rules over the store's settings: the verifier and the token service read the registry through their own small interfaces, the API through TenancyService, and it issues tokens through Issuer"},
+	{pkgs: []string{"/httpapi"}, forbidden: []string{module + "/tenancy"},
+		reason: "the API manages tenancy through TenancyService, wired in cmd/"},
 }
 
 func TestImportRules(t *testing.T) {

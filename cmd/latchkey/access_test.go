@@ -217,6 +217,18 @@ func TestAccessRequestCLI(t *testing.T) {
 			t.Errorf("audit: %d %s records, want %d (all: %v)", count[action], action, want, count)
 		}
 	}
+	// Claim codes and the claimed token are secrets: in no log line, audit
+	// record or metric.
+	all, _ := rcl.ListAudit(ctx, latchkey.AuditFilter{Limit: 1000})
+	raw, _ := json.Marshal(all)
+	_, metrics := call(t, "GET", u+"/metrics", "", nil)
+	for _, s := range []string{code, code2, code3, code4, tok} {
+		for where, text := range map[string]string{"logs": e.ts.out.String(), "audit": string(raw), "metrics": metrics} {
+			if strings.Contains(text, s) {
+				t.Errorf("a secret (%s…) is in the %s", s[:12], where)
+			}
+		}
+	}
 	waitFor(t, func() bool {
 		return e.hooked("access.requested") == 4 && e.hooked("access.approved") == 3 && e.hooked("access.denied") == 1 && e.hooked("access.claimed") >= 1
 	})

@@ -513,6 +513,7 @@ func cmdVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		scopes       strs
 		ip           string
 		method, path string
+		keyspace     string
 		asJSON       bool
 	)
 	fs := newFlags("verify", "verify TOKEN [flags]", verifyDoc, stdout, stderr)
@@ -520,6 +521,7 @@ func cmdVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.StringVar(&ip, "ip", "", "the end client's IP address, checked against the token's networks")
 	fs.StringVar(&method, "method", "", "the HTTP method of the request the token came with")
 	fs.StringVar(&path, "path", "", "the path of the request the token came with")
+	fs.StringVar(&keyspace, "keyspace", "", "the keyspace the token must belong to (default: the default keyspace)")
 	fs.BoolVar(&asJSON, "json", false, "print the API response as JSON")
 	pos, code := parse(fs, args, 1)
 	if code >= 0 {
@@ -538,7 +540,7 @@ func cmdVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if !ok {
 		return exitUsage
 	}
-	res, err := c.Verify(ctx, client.VerifyRequest{Token: tok, Scopes: scopes, IP: ip, Method: method, Path: path})
+	res, err := c.Verify(ctx, client.VerifyRequest{Token: tok, Scopes: scopes, IP: ip, Method: method, Path: path, Keyspace: keyspace})
 	if err != nil {
 		return apiExit(stderr, "verify", err)
 	}
