@@ -274,11 +274,9 @@ func mayDecide(a latchkey.Actor, r *latchkey.AccessRequest, now time.Time) error
 	return latchkey.Errorf(latchkey.EConflict, "access request %s is already %s", r.ID, r.Status)
 }
 
-// Approve adds a's approval to request id; with enough distinct
-// approvers the request is approved and can be claimed until its claim
-// window ends.
-func (s *Service) Approve(ctx context.Context, a latchkey.Actor, id, comment string) (latchkey.AccessRequest, error) {
-	subject := a.Subject
+// verdict runs one approver's decision on request id: the comment is
+// checked, then decide changes the request once mayDecide admits a.
+func (s *Service) verdict(ctx context.Context, a latchkey.Actor, id, comment, action string, decide func(r *latchkey.AccessRequest, v latchkey.Verdict)) (latchkey.AccessRequest, error) {
 	if err := plain("comment", comment, MaxReasonLen); err != nil {
 		return latchkey.AccessRequest{}, err
 	}
@@ -288,38 +286,39 @@ func (s *Service) Approve(ctx context.Context, a latchkey.Actor, id, comment str
 			return nil, err
 		}
 		for _, v := range r.Approvals {
-			if v.Subject == subject {
-				return nil, latchkey.Errorf(latchkey.EConflict, "%s has already approved request %s; another approver must", subject, r.ID)
+			if v.Subject == a.Subject {
+				return nil, latchkey.Errorf(latchkey.EConflict, "%s has already approved request %s; another approver must", a.Subject, r.ID)
 			}
 		}
-		r.Approvals = append(r.Approvals, latchkey.Verdict{By: a.TokenID, Subject: subject, At: now, Comment: comment})
-		if len(r.Approvals) >= r.Needed {
-			r.Status = latchkey.RequestApproved
-			k, _ := s.Registry.Keyspace(r.Keyspace)
-			claim := time.Duration(k.Policy.ClaimTTL)
-			if claim == 0 {
-				claim = DefaultClaimTTL
-			}
-			r.ClaimBy = now.Add(claim)
+		decide(r, latchkey.Verdict{By: a.TokenID, Subject: a.Subject, At: now, Comment: comment})
+		return s.event(a, action, r.Keyspace, now, requestDetail(r, map[string]any{"approver": a.Subject, "comment": comment})), nil
+	})
+}
+
+// Approve adds a's approval to request id; with enough distinct
+// approvers the request is approved and can be claimed until its claim
+// window ends.
+func (s *Service) Approve(ctx context.Context, a latchkey.Actor, id, comment string) (latchkey.AccessRequest, error) {
+	return s.verdict(ctx, a, id, comment, latchkey.ActionAccessApprove, func(r *latchkey.AccessRequest, v latchkey.Verdict) {
+		r.Approvals = append(r.Approvals, v)
+		if len(r.Approvals) < r.Needed {
+			return
 		}
-		return s.event(a, latchkey.ActionAccessApprove, r.Keyspace, now, requestDetail(r, map[string]any{"approver": subject, "comment": comment})), nil
+		r.Status = latchkey.RequestApproved
+		k, _ := s.Registry.Keyspace(r.Keyspace)
+		claim := time.Duration(k.Policy.ClaimTTL)
+		if claim == 0 {
+			claim = DefaultClaimTTL
+		}
+		r.ClaimBy = v.At.Add(claim)
 	})
 }
 
 // Deny refuses request id: one denial ends it.
 func (s *Service) Deny(ctx context.Context, a latchkey.Actor, id, comment string) (latchkey.AccessRequest, error) {
-	subject := a.Subject
-	if err := plain("comment", comment, MaxReasonLen); err != nil {
-		return latchkey.AccessRequest{}, err
-	}
-	return s.decide(ctx, id, func(st *stored, now time.Time) (*latchkey.AuditEvent, error) {
-		r := &st.AccessRequest
-		if err := mayDecide(a, r, now); err != nil {
-			return nil, err
-		}
+	return s.verdict(ctx, a, id, comment, latchkey.ActionAccessDeny, func(r *latchkey.AccessRequest, v latchkey.Verdict) {
 		r.Status = latchkey.RequestDenied
-		r.Denial = &latchkey.Verdict{By: a.TokenID, Subject: subject, At: now, Comment: comment}
-		return s.event(a, latchkey.ActionAccessDeny, r.Keyspace, now, requestDetail(r, map[string]any{"approver": subject, "comment": comment})), nil
+		r.Denial = &v
 	})
 }
 
