@@ -91,7 +91,9 @@ func TestRolesResolved(t *testing.T) {
 	t.Parallel()
 	f, tf := newTenantFixture(t)
 	tf.roles["acme/reader"] = []string{"invoices:read"}
-	tok, _ := f.issue(t, func(tk *latchkey.Token) { tk.Keyspace, tk.Scopes, tk.Roles = "acme", []string{"own:read"}, []string{"reader", "gone"} })
+	tok, _ := f.issue(t, func(tk *latchkey.Token) {
+		tk.Keyspace, tk.Scopes, tk.Roles = "acme", []string{"own:read"}, []string{"reader", "gone"}
+	})
 	if d := f.verifyAt(t, tok, "acme", "invoices:read", "own:read"); d.Code != latchkey.Valid {
 		t.Fatalf("role scope and own scope: %s", d.Code)
 	}
