@@ -37,6 +37,19 @@ func open(t *testing.T) latchkey.Store {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	db, err := postgres.Open(ctx, schemaDSN(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+// schemaDSN makes a fresh schema, dropped afterwards, and returns a URL
+// that uses it.
+func schemaDSN(t *testing.T) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 	admin, err := pgx.Connect(ctx, testDSN())
 	if err != nil {
 		requireService(t, "PostgreSQL", err)
@@ -64,11 +77,7 @@ func open(t *testing.T) latchkey.Store {
 		}
 		dsn += sep + "search_path=" + schema
 	}
-	db, err := postgres.Open(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return db
+	return dsn
 }
 
 func containsQuery(s string) bool {

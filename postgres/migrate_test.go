@@ -1,0 +1,63 @@
+package postgres_test
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/postgres"
+)
+
+// A database written before keyspaces (migrations 1 and 2) upgrades in
+// place: its tokens read back unchanged, in the default keyspace, with no
+// roles, and keyspace filters find them.
+func TestTenancyMigration(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	dsn := schemaDSN(t)
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"0001_init.sql", "0002_changes.sql"} {
+		b, err := os.ReadFile("migrations/" + f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Exec(ctx, string(b)); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+	}
+	if _, err := c.Exec(ctx, `CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY); INSERT INTO schema_migrations VALUES (1), (2)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Exec(ctx, `INSERT INTO tokens (id, prefix, name, subject, scopes, created_at, status, version, hash, series_id, max_uses, uses)
+		VALUES ('OldToken00000000', 'lk', 'old', 'svc', '["invoices:read"]', 1764590400000000, 'active', 3, '\x00', 'OldToken00000000', 10, 4)`); err != nil {
+		t.Fatal(err)
+	}
+	c.Close(ctx)
+	db, err := postgres.Open(ctx, dsn)
+	if err != nil {
+		t.Fatalf("migrating: %v", err)
+	}
+	defer db.Close()
+	tok, err := db.GetToken(ctx, "OldToken00000000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok.Keyspace != latchkey.DefaultKeyspace || tok.Roles != nil || tok.Name != "old" || tok.Version != 3 || tok.Uses != 4 || tok.Scopes[0] != "invoices:read" {
+		t.Errorf("after the migration: %+v", tok)
+	}
+	page, err := db.ListTokens(ctx, latchkey.TokenFilter{Keyspace: latchkey.DefaultKeyspace})
+	if err != nil || len(page.Tokens) != 1 {
+		t.Errorf("the default keyspace lists %v, %v", page.Tokens, err)
+	}
+	if _, ok, err := db.ConsumeUse(ctx, []string{"OldToken00000000"}); !ok || err != nil {
+		t.Errorf("the old budget after the migration: %v %v", ok, err)
+	}
+}
