@@ -16,6 +16,42 @@ const (
 	StatusRevoked   Status = "revoked"
 )
 
+// Effective statuses: what an active token amounts to at a moment (see
+// EffectiveStatus). They are never stored.
+const (
+	StatusExpired Status = "expired" // past its expiry
+	StatusIdle    Status = "idle"    // unused for longer than its idle timeout
+	StatusRotated Status = "rotated" // replaced by rotation; working out its grace
+)
+
+// EffectiveStatus is the token's status as a person means it at now: an
+// active token past its expiry is expired, one unused past its idle
+// timeout is idle, one that has a successor is rotated. A suspended or
+// revoked token is just that.
+func (t *Token) EffectiveStatus(now time.Time) Status {
+	switch {
+	case t.Status != StatusActive:
+		return t.Status
+	case !t.ExpiresAt.IsZero() && !now.Before(t.ExpiresAt):
+		return StatusExpired
+	case t.IdleTimeout > 0 && !now.Before(latest(t.CreatedAt, t.NotBefore, t.LastUsedAt).Add(time.Duration(t.IdleTimeout))):
+		return StatusIdle
+	case t.SuccessorID != "":
+		return StatusRotated
+	}
+	return StatusActive
+}
+
+func latest(ts ...time.Time) time.Time {
+	var m time.Time
+	for _, t := range ts {
+		if t.After(m) {
+			m = t
+		}
+	}
+	return m
+}
+
 // Token is the stored record of one token. It never holds the plaintext:
 // only Hash, the keyed hash of the id and secret (DESIGN.md §1).
 //
@@ -41,6 +77,9 @@ type Token struct {
 	ExpiresAt time.Time       `json:"expires_at,omitzero"`
 	NotBefore time.Time       `json:"not_before,omitzero"`
 	Status    Status          `json:"status"`
+	// Effective is EffectiveStatus when the server answered: set in API
+	// responses (token list and show), never stored.
+	Effective Status `json:"effective_status,omitempty"`
 
 	// Constraints, fixed at creation (DESIGN.md §2 step 6 and 8).
 	Constraints
@@ -124,6 +163,12 @@ type TokenFilter struct {
 	// that have not been rotated and have not expired by Now.
 	RotationDueBefore time.Time
 	Now               time.Time
+	// Expired (with Now) selects active tokens whose expiry is at or
+	// before Now; Rotated selects active tokens with a successor that have
+	// not expired by Now. The token service sets them for the effective
+	// statuses "expired" and "rotated".
+	Expired bool
+	Rotated bool
 	// Cursor continues a previous listing (opaque, from TokenPage.Next).
 	Cursor string
 	// Limit caps the page; the store applies a default and a maximum.

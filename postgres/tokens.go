@@ -80,6 +80,12 @@ func (db *DB) ListTokens(ctx context.Context, f latchkey.TokenFilter) (latchkey.
 		where = append(where, "status = 'active' AND successor_id = '' AND created_at < "+a.add(micros(f.RotationDueBefore))+
 			" AND (expires_at IS NULL OR expires_at > "+a.add(micros(f.Now))+")")
 	}
+	if f.Expired {
+		where = append(where, "status = 'active' AND expires_at IS NOT NULL AND expires_at <= "+a.add(micros(f.Now)))
+	}
+	if f.Rotated {
+		where = append(where, "status = 'active' AND successor_id <> '' AND (expires_at IS NULL OR expires_at > "+a.add(micros(f.Now))+")")
+	}
 	if f.Cursor != "" {
 		seq, err := latchkey.DecodeCursor(f.Cursor)
 		if err != nil {

@@ -80,6 +80,12 @@ func (db *DB) ListTokens(ctx context.Context, f latchkey.TokenFilter) (latchkey.
 		where = append(where, "status = 'active' AND successor_id = '' AND created_at < ? AND (expires_at IS NULL OR expires_at > ?)")
 		args = append(args, micros(f.RotationDueBefore), micros(f.Now))
 	}
+	if f.Expired {
+		where, args = append(where, "status = 'active' AND expires_at IS NOT NULL AND expires_at <= ?"), append(args, micros(f.Now))
+	}
+	if f.Rotated {
+		where, args = append(where, "status = 'active' AND successor_id <> '' AND (expires_at IS NULL OR expires_at > ?)"), append(args, micros(f.Now))
+	}
 	if f.Cursor != "" {
 		seq, err := latchkey.DecodeCursor(f.Cursor)
 		if err != nil {

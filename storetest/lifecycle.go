@@ -296,11 +296,11 @@ func testListLineage(t *testing.T, s latchkey.Store) {
 	parent := create(t, s)
 	kid := create(t, s, func(tk *latchkey.Token) { tk.ParentID = parent.ID })
 	old := create(t, s, func(tk *latchkey.Token) { tk.CreatedAt = base.Add(-100 * 24 * time.Hour) })
-	create(t, s, func(tk *latchkey.Token) { // old but already rotated
+	rotated := create(t, s, func(tk *latchkey.Token) { // old but already rotated
 		tk.CreatedAt = base.Add(-100 * 24 * time.Hour)
 		tk.SuccessorID = kid.ID
 	})
-	create(t, s, func(tk *latchkey.Token) { // old but expired
+	expired := create(t, s, func(tk *latchkey.Token) { // old but expired
 		tk.CreatedAt = base.Add(-100 * 24 * time.Hour)
 		tk.ExpiresAt = base.Add(-time.Hour)
 	})
@@ -325,5 +325,11 @@ func testListLineage(t *testing.T, s latchkey.Store) {
 	due := ids(latchkey.TokenFilter{RotationDueBefore: base.Add(-90 * 24 * time.Hour), Now: base})
 	if !slices.Equal(due, []string{old.ID}) {
 		t.Errorf("rotation due = %v, want only [%s] (not rotated, expired or revoked ones)", due, old.ID)
+	}
+	if got := ids(latchkey.TokenFilter{Expired: true, Now: base}); !slices.Equal(got, []string{expired.ID}) {
+		t.Errorf("expired = %v, want only [%s]", got, expired.ID)
+	}
+	if got := ids(latchkey.TokenFilter{Rotated: true, Now: base}); !slices.Equal(got, []string{rotated.ID}) {
+		t.Errorf("rotated = %v, want only [%s]", got, rotated.ID)
 	}
 }

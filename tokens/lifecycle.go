@@ -674,10 +674,16 @@ func (s *Service) Update(ctx context.Context, a latchkey.Actor, id string, req c
 
 // List returns a page of tokens.
 func (s *Service) List(ctx context.Context, f latchkey.TokenFilter) (latchkey.TokenPage, error) {
-	if f.Status != "" && f.Status != latchkey.StatusActive && f.Status != latchkey.StatusSuspended && f.Status != latchkey.StatusRevoked {
-		return latchkey.TokenPage{}, latchkey.Errorf(latchkey.EInvalid, "status must be active, suspended or revoked")
+	f.RotationDueBefore, f.Now, f.Expired, f.Rotated = time.Time{}, time.Time{}, false, false
+	switch f.Status {
+	case "", latchkey.StatusActive, latchkey.StatusSuspended, latchkey.StatusRevoked:
+	case latchkey.StatusExpired:
+		f.Status, f.Expired, f.Now = "", true, s.now()
+	case latchkey.StatusRotated:
+		f.Status, f.Rotated, f.Now = "", true, s.now()
+	default:
+		return latchkey.TokenPage{}, latchkey.Errorf(latchkey.EInvalid, "status must be active, suspended, revoked, expired or rotated")
 	}
-	f.RotationDueBefore, f.Now = time.Time{}, time.Time{}
 	if f.RotationDue {
 		if s.Policy.RotationAge <= 0 {
 			return latchkey.TokenPage{}, latchkey.Errorf(latchkey.EInvalid, "no rotation policy is configured (start the server with --rotate-after, e.g. 90d)")
@@ -685,5 +691,10 @@ func (s *Service) List(ctx context.Context, f latchkey.TokenFilter) (latchkey.To
 		now := s.now()
 		f.RotationDueBefore, f.Now = now.Add(-s.Policy.RotationAge), now
 	}
-	return s.Store.ListTokens(ctx, f)
+	page, err := s.Store.ListTokens(ctx, f)
+	now := s.now()
+	for _, t := range page.Tokens {
+		t.Effective = t.EffectiveStatus(now)
+	}
+	return page, err
 }

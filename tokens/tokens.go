@@ -616,7 +616,11 @@ func canManage(a latchkey.Actor, t *latchkey.Token) error {
 
 // Get returns one token.
 func (s *Service) Get(ctx context.Context, id string) (*latchkey.Token, error) {
-	return s.Store.GetToken(ctx, id)
+	t, err := s.Store.GetToken(ctx, id)
+	if err == nil {
+		t.Effective = t.EffectiveStatus(s.now())
+	}
+	return t, err
 }
 
 // Settings keys kept in the store.

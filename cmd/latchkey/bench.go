@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -91,12 +90,7 @@ type benchEnv struct {
 var benchScenarios = []string{"verify-http", "gateway", "forward-auth", "issue", "cold-verify", "propagation", "audit", "memory"}
 
 func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer, getenv env) int {
-	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: latchkey bench [flags]\n%s\n\nFlags:\n", benchDoc)
-		fs.PrintDefaults()
-	}
+	fs := newFlags("bench", "bench [flags]", benchDoc, stdout, stderr)
 	e := &benchEnv{ctx: ctx, logger: slog.New(slog.NewTextHandler(io.Discard, nil)), progress: stderr}
 	fs.DurationVar(&e.window, "duration", time.Second, "length of one measurement window; each scenario runs --pairs windows of baseline and latchkey each")
 	fs.IntVar(&e.pairs, "pairs", 5, "baseline/latchkey window pairs per figure; the median is reported")
@@ -108,15 +102,8 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	asJSON := fs.Bool("json", false, "write the results as JSON instead of a table")
 	quiet := fs.Bool("quiet", false, "no progress lines on standard error")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run (servers and load generator share the process) to `file`, for go tool pprof")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "latchkey bench: unexpected argument %q\n", fs.Arg(0))
-		return exitUsage
+	if _, code := parse(fs, args, 0); code >= 0 {
+		return code
 	}
 	if e.window <= 0 || e.pairs < 1 || e.conc < 1 || e.memTokens < 1 || e.revocations < 1 {
 		fmt.Fprintln(stderr, "latchkey bench: --duration, --pairs, --connections, --memory-tokens and --revocations must be positive")

@@ -227,7 +227,11 @@ func printTokenFields(tw *tabwriter.Writer, t *latchkey.Token) {
 	fmt.Fprintf(tw, "keyspace\t%s\n", latchkey.KeyspaceOf(t.Keyspace))
 	fmt.Fprintf(tw, "name\t%s\n", orDash(t.Name))
 	fmt.Fprintf(tw, "subject\t%s\n", orDash(t.Subject))
-	fmt.Fprintf(tw, "status\t%s\n", t.Status)
+	if eff := effective(t); eff != t.Status {
+		fmt.Fprintf(tw, "status\t%s (%s)\n", eff, t.Status)
+	} else {
+		fmt.Fprintf(tw, "status\t%s\n", t.Status)
+	}
 	fmt.Fprintf(tw, "scopes\t%s\n", orDash(strings.Join(t.Scopes, " ")))
 	if len(t.Roles) > 0 {
 		fmt.Fprintf(tw, "roles\t%s\n", strings.Join(t.Roles, " "))
@@ -284,6 +288,15 @@ func printTokenFields(tw *tabwriter.Writer, t *latchkey.Token) {
 	}
 }
 
+// effective is the status the server worked out, or (from an older
+// server) the one this machine's clock gives.
+func effective(t *latchkey.Token) latchkey.Status {
+	if t.Effective != "" {
+		return t.Effective
+	}
+	return t.EffectiveStatus(time.Now())
+}
+
 func cmdTokenList(ctx context.Context, args []string, stdout, stderr io.Writer, getenv env) int {
 	var (
 		f      latchkey.TokenFilter
@@ -293,7 +306,7 @@ func cmdTokenList(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	fs := newFlags("token list", "token list [flags]", "List tokens, newest first. Filters combine.", stdout, stderr)
 	fs.StringVar(&f.Keyspace, "keyspace", "", "only tokens of this keyspace")
 	fs.StringVar(&f.Subject, "subject", "", "only tokens of this subject")
-	fs.StringVar(&status, "status", "", "only active, suspended or revoked tokens")
+	fs.StringVar(&status, "status", "", "only active, suspended or revoked tokens, or active ones that have expired or been rotated (expired, rotated)")
 	fs.StringVar(&f.Tag, "tag", "", "only tokens with this tag")
 	fs.StringVar(&f.Prefix, "prefix", "", "only tokens with this prefix")
 	fs.StringVar(&f.ParentID, "parent", "", "only tokens derived from this token `ID`")
@@ -320,7 +333,7 @@ func cmdTokenList(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tNAME\tSUBJECT\tSTATUS\tSCOPES\tEXPIRES")
 	for _, t := range out.Tokens {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, orDash(t.Name), orDash(t.Subject), t.Status,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, orDash(t.Name), orDash(t.Subject), effective(t),
 			orDash(strings.Join(t.Scopes, " ")), fmtTime(t.ExpiresAt))
 	}
 	tw.Flush()

@@ -259,9 +259,9 @@ var serveSettings = []setting{
 // readServeConfig reads serve's configuration from args and the
 // environment. It returns an exit status >= 0 when serve should stop
 // (--help, or a usage error already reported on stderr).
-func readServeConfig(args []string, getenv env, stderr io.Writer) (serveConfig, int) {
+func readServeConfig(args []string, getenv env, stdout, stderr io.Writer) (serveConfig, int) {
 	cfg := serveConfig{TrustedProxies: latchkey.LoopbackProxies, Getenv: getenv}
-	fs := newFlags("serve", "serve [flags]", serveDoc, stderr, stderr)
+	fs := newFlags("serve", "serve [flags]", serveDoc, stdout, stderr)
 	given := map[string][]string{}
 	for i := range serveSettings {
 		s := &serveSettings[i]

@@ -14,7 +14,7 @@ import (
 func readConfig(t *testing.T, args []string, envs map[string]string) (serveConfig, int, string) {
 	t.Helper()
 	var errb bytes.Buffer
-	cfg, code := readServeConfig(args, func(k string) string { return envs[k] }, &errb)
+	cfg, code := readServeConfig(args, func(k string) string { return envs[k] }, &errb, &errb)
 	return cfg, code, errb.String()
 }
 
@@ -95,7 +95,7 @@ func TestServeConfigRefusals(t *testing.T) {
 func TestServeConfigHelp(t *testing.T) {
 	t.Parallel()
 	var out bytes.Buffer
-	readServeConfig([]string{"--help"}, func(string) string { return "" }, &out)
+	readServeConfig([]string{"--help"}, func(string) string { return "" }, &out, &out)
 	seen := map[string]bool{}
 	for i := range serveSettings {
 		s := &serveSettings[i]

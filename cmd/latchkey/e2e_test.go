@@ -569,7 +569,7 @@ func TestCLIExitCodes(t *testing.T) {
 		{[]string{"verify", "garbage"}, exitRefused},
 		{[]string{"verify"}, exitUsage},
 		{[]string{"token", "show", "0000000000000000"}, exitAPIError},
-		{[]string{"token", "create", "--ttl", "-5m"}, exitAPIError},
+		{[]string{"token", "create", "--ttl", "-5m"}, exitUsage}, // the server's invalid_argument is an input error
 		{[]string{"token", "list", "--json"}, exitOK},
 	} {
 		out.Reset()

@@ -271,9 +271,9 @@ Every flag of serve is accepted too. To run the gateway inside an existing
 server instead, start serve with --gateway-config.`
 
 // cmdGateway runs serve with the gateway as the main listener.
-func cmdGateway(ctx context.Context, args []string, stderr io.Writer, getenv env) int {
+func cmdGateway(ctx context.Context, args []string, stdout, stderr io.Writer, getenv env) int {
 	var conf, listen, apiListen string
-	fs := newFlags("gateway", "gateway --config FILE [flags]", gatewayDoc, stderr, stderr)
+	fs := newFlags("gateway", "gateway --config FILE [flags]", gatewayDoc, stdout, stderr)
 	fs.StringVar(&conf, "config", getenv("LATCHKEY_GATEWAY_CONFIG"), "route `file` (YAML) [LATCHKEY_GATEWAY_CONFIG]")
 	fs.StringVar(&listen, "listen", envOr(getenv, "LATCHKEY_GATEWAY_LISTEN", "127.0.0.1:8080"), "address the gateway listens on [LATCHKEY_GATEWAY_LISTEN]")
 	fs.StringVar(&apiListen, "api-listen", envOr(getenv, "LATCHKEY_LISTEN", "127.0.0.1:7480"), "address of the admin API [LATCHKEY_LISTEN]")
@@ -294,18 +294,18 @@ func cmdGateway(ctx context.Context, args []string, stderr io.Writer, getenv env
 				i++
 				pair = append(pair, args[i])
 			}
-			if err := fs.Parse(pair); err != nil {
-				return exitUsage
+			if _, code := parse(fs, pair, 0); code >= 0 {
+				return code
 			}
 		default:
 			rest = append(rest, a)
 		}
 	}
 	if conf == "" {
-		fmt.Fprintln(stderr, "latchkey gateway: --config is required (the route file)")
+		usageError(stderr, "latchkey gateway", "--config is required (the route file)")
 		return exitUsage
 	}
-	return cmdServe(ctx, append([]string{"--gateway-config", conf, "--gateway-listen", listen, "--listen", apiListen}, rest...), stderr, getenv)
+	return cmdServe(ctx, append([]string{"--gateway-config", conf, "--gateway-listen", listen, "--listen", apiListen}, rest...), stdout, stderr, getenv)
 }
 
 const sessionsDoc = `

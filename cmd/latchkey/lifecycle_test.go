@@ -132,7 +132,7 @@ func TestCLILifecycle(t *testing.T) {
 	if code, out, _ := cli(t, u, root, "token", "list", "--parent", succID); code != 0 || strings.Count(out, "\n") != 2 {
 		t.Errorf("list --parent: %d %q", code, out)
 	}
-	if code, _, errs := cli(t, u, root, "token", "list", "--rotation-due"); code != exitAPIError || !strings.Contains(errs, "--rotate-after") {
+	if code, _, errs := cli(t, u, root, "token", "list", "--rotation-due"); code != exitUsage || !strings.Contains(errs, "--rotate-after") {
 		t.Errorf("list --rotation-due without a policy: %d %s", code, errs)
 	}
 

@@ -20,8 +20,8 @@ import (
 const (
 	exitOK          = 0 // success; for verify, the token is VALID
 	exitRefused     = 1 // verify: the token was refused (any code but VALID); a confirmation was declined
-	exitUsage       = 2 // bad command line
-	exitAPIError    = 3 // the server answered with an error (not found, permission denied, ...)
+	exitUsage       = 2 // bad command line or input, found by the CLI or by the server (invalid_argument)
+	exitAPIError    = 3 // the server refused otherwise (not found, permission denied, conflict, ...)
 	exitUnreachable = 4 // the server could not be reached
 )
 
@@ -71,23 +71,31 @@ Client (talks to the server at $LATCHKEY_ADDR with $LATCHKEY_TOKEN):
   request list|show|approve|deny|claim
                         access requests: decide them, or collect an approved token
 
-  version               print the version
+  scan [PATH...]        find real latchkey tokens in files, offline (CI, pre-commit)
+
+  completion SHELL      print a completion script for bash, zsh or fish
+  version               print the version, the commit it was built from, Go's version
   help [command]        explain a command
 
 Environment:
   LATCHKEY_ADDR         server address for client commands (default http://127.0.0.1:7480)
-  LATCHKEY_TOKEN        admin token for client commands; on a loopback address the
-                        client falls back to <data dir>/root-token
+  LATCHKEY_TOKEN        admin token for client commands (or LATCHKEY_TOKEN_FILE, a file
+                        holding it); on a loopback address the client falls back to
+                        <data dir>/root-token
   LATCHKEY_DATA_DIR     data directory (default ./latchkey-data)
   LATCHKEY_CA_FILE      PEM file of CA certificates to trust for an https:// LATCHKEY_ADDR
 
-Exit status: 0 success, 1 token refused (verify), 2 usage error,
-3 error reported by the server, 4 server unreachable.
+Exit status:
+  0  success (verify: the token is VALID; scan: nothing found)
+  1  verify: the token was refused; scan: tokens found; a confirmation declined
+  2  usage or input error: a bad command, flag or value, found here or by the
+     server (invalid_argument)
+  3  the server refused otherwise (not found, permission denied, conflict)
+  4  the server could not be reached
 
-Run "latchkey <command> --help" for a command's flags.
+Run "latchkey <command> --help" (or "latchkey help <command>") for a
+command's flags.
 `
-
-var version = "dev"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -101,102 +109,8 @@ type env func(string) string
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv env) int {
 	// Nothing the server stores reaches the terminal raw (issue 12).
 	stdout, stderr = &termSafe{w: stdout}, &termSafe{w: stderr}
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return exitUsage
-	}
-	cmd, rest := args[0], args[1:]
-	switch cmd {
-	case "help", "-h", "--help":
-		if len(rest) > 0 {
-			return run(ctx, append(rest, "--help"), stdin, stdout, stderr, getenv)
-		}
-		fmt.Fprint(stdout, usage)
-		return exitOK
-	case "version", "--version":
-		fmt.Fprintln(stdout, "latchkey", version)
-		return exitOK
-	case "serve":
-		return cmdServe(ctx, rest, stderr, getenv)
-	case "gateway":
-		return cmdGateway(ctx, rest, stderr, getenv)
-	case "bench":
-		return cmdBench(ctx, rest, stdout, stderr, getenv)
-	case "verify":
-		return cmdVerify(ctx, rest, stdin, stdout, stderr, getenv)
-	case "token":
-		return cmdToken(ctx, rest, stdin, stdout, stderr, getenv)
-	case "blocks":
-		return cmdBlocks(ctx, rest, stdout, stderr, getenv)
-	case "sessions":
-		return cmdSessions(ctx, rest, stdout, stderr, getenv)
-	case "mcp":
-		return cmdMCP(ctx, rest, stdout, stderr, getenv)
-	case "oauth":
-		return cmdOAuth(ctx, rest, stdout, stderr, getenv)
-	case "keyspace":
-		return cmdKeyspace(ctx, rest, stdout, stderr, getenv)
-	case "role":
-		return cmdRole(ctx, rest, stdout, stderr, getenv)
-	case "identity":
-		return cmdIdentity(ctx, rest, stdout, stderr, getenv)
-	case "request":
-		return cmdRequest(ctx, rest, stdout, stderr, getenv)
-	case "admin":
-		return cmdAdmin(ctx, rest, stdout, stderr, getenv)
-	case "audit":
-		return cmdAudit(ctx, rest, stdout, stderr, getenv)
-	}
-	fmt.Fprintf(stderr, "latchkey: unknown command %q\n\n%s", cmd, usage)
-	return exitUsage
-}
-
-// cmdToken dispatches "latchkey token <command>".
-func cmdToken(ctx context.Context, rest []string, stdin io.Reader, stdout, stderr io.Writer, getenv env) int {
-	const sub = "create, list, show, update, rotate, derive, suspend, resume, revoke or request"
-	if len(rest) == 0 {
-		fmt.Fprintln(stderr, "latchkey token: expected "+sub)
-		return exitUsage
-	}
-	switch rest[0] {
-	case "create":
-		return cmdTokenCreate(ctx, rest[1:], stdout, stderr, getenv)
-	case "list":
-		return cmdTokenList(ctx, rest[1:], stdout, stderr, getenv)
-	case "show":
-		return cmdTokenShow(ctx, rest[1:], stdout, stderr, getenv)
-	case "revoke":
-		return cmdTokenRevoke(ctx, rest[1:], stdin, stdout, stderr, getenv)
-	case "update":
-		return cmdTokenUpdate(ctx, rest[1:], stdout, stderr, getenv)
-	case "rotate":
-		return cmdTokenRotate(ctx, rest[1:], stdout, stderr, getenv)
-	case "derive":
-		return cmdTokenDerive(ctx, rest[1:], stdout, stderr, getenv)
-	case "suspend", "resume":
-		return cmdTokenState(ctx, rest[0], rest[1:], stdout, stderr, getenv)
-	case "request":
-		return cmdTokenRequest(ctx, rest[1:], stdout, stderr, getenv)
-	}
-	fmt.Fprintf(stderr, "latchkey token: unknown command %q; expected %s\n", rest[0], sub)
-	return exitUsage
-}
-
-// cmdAudit dispatches "latchkey audit <command>".
-func cmdAudit(ctx context.Context, rest []string, stdout, stderr io.Writer, getenv env) int {
-	switch {
-	case len(rest) == 0:
-	case rest[0] == "tail":
-		return cmdAuditTail(ctx, rest[1:], stdout, stderr, getenv)
-	case rest[0] == "verify":
-		return cmdAuditVerify(ctx, rest[1:], stdout, stderr, getenv)
-	case rest[0] == "export":
-		return cmdAuditExport(ctx, rest[1:], stdout, stderr, getenv)
-	case rest[0] == "summary":
-		return cmdAuditSummary(ctx, rest[1:], stdout, stderr, getenv)
-	}
-	fmt.Fprintln(stderr, "latchkey audit: expected tail, verify, export or summary")
-	return exitUsage
+	c := &invocation{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv}
+	return dispatch(c, commands(), "latchkey", args)
 }
 
 // strs is a repeatable string flag.
@@ -205,29 +119,42 @@ type strs []string
 func (s *strs) String() string     { return strings.Join(*s, ",") }
 func (s *strs) Set(v string) error { *s = append(*s, v); return nil }
 
-// newFlags returns a FlagSet that prints help to stdout on --help.
+// newFlags returns a FlagSet whose --help prints the command's synopsis,
+// doc and flags (as --name) to stdout. Errors are reported by parse, in
+// one line.
 func newFlags(name, synopsis, doc string, stdout, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stdout, "Usage: latchkey %s\n\n%s\n\nFlags:\n", synopsis, strings.TrimSpace(doc))
-		fs.SetOutput(stdout)
-		fs.PrintDefaults()
-		fs.SetOutput(stderr)
+		fmt.Fprintf(stdout, "Usage: latchkey %s\n\n%s\n", synopsis, strings.TrimSpace(doc))
+		n := 0
+		fs.VisitAll(func(*flag.Flag) { n++ })
+		if n > 0 {
+			fmt.Fprint(stdout, "\nFlags:\n")
+			printFlags(stdout, fs)
+		}
 	}
 	return fs
 }
 
 // parse parses flags and positional arguments in any order ("verify TOKEN
 // --scope a" and "verify --scope a TOKEN" alike). It returns the positional
-// arguments, or a non-negative exit status when parsing should stop.
+// arguments, or a non-negative exit status when parsing should stop: 0
+// after --help, 2 after a usage error (reported in one line on stderr).
 func parse(fs *flag.FlagSet, args []string, wantPos int) ([]string, int) {
 	var pos []string
+	path := "latchkey " + fs.Name()
+	help, out := fs.Usage, fs.Output()
+	fs.Usage = func() {} // the flag package would print it after any error
+	fs.SetOutput(io.Discard)
+	defer func() { fs.Usage = help; fs.SetOutput(out) }()
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
+				help()
 				return nil, exitOK
 			}
+			usageError(out, path, flagError(fs, err))
 			return nil, exitUsage
 		}
 		args = fs.Args()
@@ -238,10 +165,18 @@ func parse(fs *flag.FlagSet, args []string, wantPos int) ([]string, int) {
 			pos = append(pos, args[1:]...)
 			break
 		}
+		if args[0] == "help" && len(pos) == 0 && wantPos == 0 {
+			help()
+			return nil, exitOK
+		}
 		pos, args = append(pos, args[0]), args[1:]
 	}
 	if wantPos >= 0 && len(pos) != wantPos {
-		fmt.Fprintf(fs.Output(), "latchkey %s: expected %d argument(s), got %d\n", fs.Name(), wantPos, len(pos))
+		msg := fmt.Sprintf("expected %d argument(s), got %d", wantPos, len(pos))
+		if wantPos == 0 {
+			msg = fmt.Sprintf("unexpected argument %q", pos[0])
+		}
+		usageError(out, path, msg)
 		return nil, exitUsage
 	}
 	return pos, -1
@@ -250,8 +185,11 @@ func parse(fs *flag.FlagSet, args []string, wantPos int) ([]string, int) {
 // apiExit reports err and returns the exit status for it.
 func apiExit(stderr io.Writer, cmd string, err error) int {
 	fmt.Fprintf(stderr, "latchkey %s: %s\n", cmd, latchkey.ErrorMessage(err))
-	if latchkey.ErrorCode(err) == latchkey.EUnavailable {
+	switch latchkey.ErrorCode(err) {
+	case latchkey.EUnavailable:
 		return exitUnreachable
+	case latchkey.EInvalid: // the server found the input wrong: a usage error like the CLI's own
+		return exitUsage
 	}
 	return exitAPIError
 }

@@ -87,8 +87,8 @@ writes every queued audit record and last-use time before exiting.`
 // queue, the last-use times.
 const shutdownTimeout = 30 * time.Second
 
-func cmdServe(ctx context.Context, args []string, stderr io.Writer, getenv env) int {
-	cfg, code := readServeConfig(args, getenv, stderr)
+func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer, getenv env) int {
+	cfg, code := readServeConfig(args, getenv, stdout, stderr)
 	if code >= 0 {
 		return code
 	}
