@@ -308,7 +308,7 @@ type ToolPinList struct {
 	Tools []latchkey.ToolPin `json:"tools"`
 }
 
-// AcceptToolRequest is the body of POST /v1/mcp/tools/{server}/{tool}/accept.
+// AcceptToolRequest is the body of POST /v1/mcp/tools/{mcp_server}/{tool}/accept.
 type AcceptToolRequest struct {
 	Fingerprint string `json:"fingerprint"`
 }

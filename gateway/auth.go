@@ -48,18 +48,21 @@ type Authorizer struct {
 // Check verifies req (its token, for its required scopes, from its
 // client).
 func (a *Authorizer) Check(ctx context.Context, req *latchkey.VerifyRequest) (latchkey.Decision, error) {
-	return a.Verifier.Verify(ctx, req)
+	d, err := a.Verifier.Verify(ctx, req)
+	edge.AccessOf(ctx).Decided(&d)
+	return d, err
 }
 
 // Refuse records a request refused at the edge (see the Reason
 // constants) and answers it with status and body.
-func (a *Authorizer) Refuse(w http.ResponseWriter, req *latchkey.VerifyRequest, reason string, status int, body string) {
-	a.refused(req, reason)
+func (a *Authorizer) Refuse(ctx context.Context, w http.ResponseWriter, req *latchkey.VerifyRequest, reason string, status int, body string) {
+	a.refused(ctx, req, reason)
 	edge.Refuse(w, status, body)
 }
 
 // refused records an edge refusal answered elsewhere.
-func (a *Authorizer) refused(req *latchkey.VerifyRequest, reason string) {
+func (a *Authorizer) refused(ctx context.Context, req *latchkey.VerifyRequest, reason string) {
+	edge.AccessOf(ctx).Refused(reason)
 	if a.Refuser != nil {
 		a.Refuser.Refuse(req, reason)
 	}

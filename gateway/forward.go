@@ -73,10 +73,12 @@ func (f *ForwardAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ca := edge.ClientAddr(r, f.Auth.TrustedProxies)
 	vr := latchkey.VerifyRequest{ClientIP: ca.IP, Source: ca.Source, Method: r.Method, Path: r.URL.Path, UserAgent: r.UserAgent(),
 		RequestID: edge.PlainRequestID(r.Header), Action: "forward_auth"}
+	acc := edge.AccessOf(r.Context())
+	acc.At("", ca.IP)
 	refuse := func(reason, body string) {
 		// nginx's auth_request passes only 2xx, 401 and 403 on; the
 		// README's snippet turns its 500 back into this 400.
-		f.Auth.Refuse(w, &vr, reason, http.StatusBadRequest, body)
+		f.Auth.Refuse(r.Context(), w, &vr, reason, http.StatusBadRequest, body)
 	}
 	th := f.TokenHeader
 	if th == "" && table != nil {
@@ -125,11 +127,12 @@ func (f *ForwardAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if !ok {
 			// The gateway would not route it: nothing is allowed through.
 			vr.Scopes = scopes
-			f.Auth.refused(&vr, edge.ReasonNoRoute)
+			f.Auth.refused(r.Context(), &vr, edge.ReasonNoRoute)
 			edge.Deny(w, latchkey.Decision{Code: latchkey.Forbidden}, nil)
 			return
 		}
 		scopes, aud = append(rs, scopes...), m.Route.Name
+		acc.At(m.Route.Name, "")
 		vr.Resource, vr.Keyspace = m.Route.Resource, m.Route.Keyspace
 	}
 	if ks := r.URL.Query().Get("keyspace"); ks != "" && !o.envoy && vr.Keyspace == "" {
@@ -151,7 +154,7 @@ func (f *ForwardAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	vr.Scopes = scopes
 	token, present := edge.Credential(r, th)
 	if !present {
-		f.Auth.refused(&vr, edge.ReasonNoCredential)
+		f.Auth.refused(r.Context(), &vr, edge.ReasonNoCredential)
 		edge.Challenge(w)
 		return
 	}

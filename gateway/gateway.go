@@ -99,6 +99,7 @@ func (g *Gateway) proxy(st *state, r *Route) *httputil.ReverseProxy {
 				// client's path: it could hold a token pasted by mistake.
 				g.Logger.Warn("gateway: upstream failed", "route", r.Name, "err", secret.Redact(err.Error()))
 			}
+			edge.AccessOf(req.Context()).Refused(edge.OutcomeUpstreamFailed)
 			edge.Refuse(w, status, `{"error":"upstream_unavailable"}`)
 		},
 	}
@@ -167,35 +168,37 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ca := edge.ClientAddr(r, g.Auth.TrustedProxies)
 	vr := latchkey.VerifyRequest{ClientIP: ca.IP, Source: ca.Source, Method: r.Method, Path: r.URL.Path, UserAgent: r.UserAgent(),
 		RequestID: edge.PlainRequestID(r.Header), Action: "gateway"}
+	edge.AccessOf(r.Context()).At("", ca.IP)
 	tg, reason, answer := edge.CheckTarget(r.URL.EscapedPath(), r.Host, r.Header, r.URL.RawQuery)
 	if tg.Path != "" {
 		vr.Path = tg.Path
 	}
 	if reason != "" {
-		g.Auth.Refuse(w, &vr, reason, http.StatusBadRequest, answer)
+		g.Auth.Refuse(r.Context(), w, &vr, reason, http.StatusBadRequest, answer)
 		return
 	}
 	path := tg.Path
 	m, ok := st.table.Lookup(tg.Host, r.Method, path)
 	if !ok {
-		g.Auth.Refuse(w, &vr, edge.ReasonNoRoute, http.StatusNotFound, edge.AnswerNoRoute)
+		g.Auth.Refuse(r.Context(), w, &vr, edge.ReasonNoRoute, http.StatusNotFound, edge.AnswerNoRoute)
 		return
 	}
 	scopes, ok := m.Scopes()
 	if !ok { // a parameter that is not a plain segment: no such resource
-		g.Auth.Refuse(w, &vr, edge.ReasonNoRoute, http.StatusNotFound, edge.AnswerNoRoute)
+		g.Auth.Refuse(r.Context(), w, &vr, edge.ReasonNoRoute, http.StatusNotFound, edge.AnswerNoRoute)
 		return
 	}
 	vr.Scopes = scopes
 	rt := m.Route
+	edge.AccessOf(r.Context()).At(rt.Name, "")
 	vr.Resource, vr.Keyspace = rt.Resource, rt.Keyspace
 	if rt.MaxHeaderBytes > 0 && int64(edge.HeaderBytes(r.Header)) > rt.MaxHeaderBytes {
-		g.Auth.Refuse(w, &vr, edge.ReasonHeaderTooLarge, http.StatusRequestHeaderFieldsTooLarge, edge.AnswerHeaderTooLarge)
+		g.Auth.Refuse(r.Context(), w, &vr, edge.ReasonHeaderTooLarge, http.StatusRequestHeaderFieldsTooLarge, edge.AnswerHeaderTooLarge)
 		return
 	}
 	token, present := edge.Credential(r, st.table.TokenHeader)
 	if !present {
-		g.Auth.refused(&vr, edge.ReasonNoCredential)
+		g.Auth.refused(r.Context(), &vr, edge.ReasonNoCredential)
 		edge.Challenge(w)
 		return
 	}

@@ -74,7 +74,7 @@ func (s *Server) listPins(w http.ResponseWriter, r *http.Request, _ latchkey.Act
 	return nil
 }
 
-// acceptPin serves POST /v1/mcp/tools/{server}/{tool}/accept
+// acceptPin serves POST /v1/mcp/tools/{mcp_server}/{tool}/accept
 // {"fingerprint": "..."}: the changed definition with that fingerprint
 // becomes the pinned one, and calls to the tool are allowed again.
 func (s *Server) acceptPin(w http.ResponseWriter, r *http.Request, a latchkey.Actor) error {
@@ -88,7 +88,7 @@ func (s *Server) acceptPin(w http.ResponseWriter, r *http.Request, a latchkey.Ac
 	if s.MCP == nil || s.MCP.Pins == nil {
 		return latchkey.Errorf(latchkey.ENotFound, "no MCP gateway is configured")
 	}
-	pin, err := s.MCP.Pins.Accept(r.Context(), r.PathValue("server"), r.PathValue("tool"), req.Fingerprint, a.TokenID)
+	pin, err := s.MCP.Pins.Accept(r.Context(), r.PathValue("mcp_server"), r.PathValue("tool"), req.Fingerprint, a.TokenID)
 	if err != nil {
 		return err
 	}

@@ -3,13 +3,18 @@ package httpapi
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
 	"reflect"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
 
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/client"
+	"github.com/latchkeyhq/latchkey/internal/itest"
 )
 
 // The OpenAPI document lists exactly the registered routes.
@@ -42,6 +47,9 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 			continue
 		}
 		registered = append(registered, r.Method+" "+r.Path)
+	}
+	for i, r := range registered { // Go's {name...} is OpenAPI's {name}
+		registered[i] = goWildcard.ReplaceAllString(r, "{$1}")
 	}
 	// The dashboard's session; its relay of the admin routes under
 	// UIPrefix is described there rather than listed a second time.
@@ -145,6 +153,8 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 	}
 }
 
+var goWildcard = regexp.MustCompile(`\{(\w+)\.\.\.\}`)
+
 // jsonFields lists the JSON names of t's fields, flattening embedded
 // structs as encoding/json does.
 func jsonFields(t reflect.Type) []string {
@@ -167,6 +177,83 @@ func jsonFields(t reflect.Type) []string {
 			name = f.Name
 		}
 		out = append(out, name)
+	}
+	return out
+}
+
+// Spectral, the OpenAPI linter, with its oas ruleset: no error and no
+// warning. It runs from npm (httpapi/testdata/openapi-lint, installed
+// with npm ci from its lock file).
+func TestOpenAPISpectral(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("npm"); err != nil {
+		itest.Require(t, "npm")
+		t.Skip("npm is not installed")
+	}
+	dir, _ := filepath.Abs("testdata/openapi-lint")
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", ".bin", "spectral")); err != nil {
+		cmd := exec.Command("npm", "ci", "--no-audit", "--no-fund")
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			itest.Require(t, "the npm registry")
+			t.Skipf("npm ci: %v: %s", err, out)
+		}
+	}
+	cmd := exec.Command(filepath.Join(dir, "node_modules", ".bin", "spectral"), "lint", "--ruleset", filepath.Join(dir, ".spectral.yaml"),
+		"--fail-severity", "warn", "--format", "text", "../docs/openapi.json")
+	out, err := cmd.CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "" && !strings.Contains(string(out), "No results") {
+		t.Errorf("spectral lint (oas ruleset): %v\n%s", err, out)
+	}
+}
+
+// The enums list every value the code uses.
+func TestOpenAPIEnums(t *testing.T) {
+	t.Parallel()
+	b, _ := os.ReadFile("../docs/openapi.json")
+	var doc struct {
+		Components struct {
+			Schemas map[string]struct {
+				Enum       []string `json:"enum"`
+				Properties map[string]struct {
+					Enum []string `json:"enum"`
+				} `json:"properties"`
+			} `json:"schemas"`
+		} `json:"components"`
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	enum := func(schema, prop string) string {
+		e := slices.Clone(doc.Components.Schemas[schema].Properties[prop].Enum)
+		if prop == "" {
+			e = slices.Clone(doc.Components.Schemas[schema].Enum)
+		}
+		slices.Sort(e)
+		return strings.Join(e, " ")
+	}
+	for _, c := range []struct {
+		schema, prop string
+		want         []string
+	}{
+		{"AuditEvent", "kind", []string{latchkey.KindVerify, latchkey.KindAdmin, latchkey.KindDetect, latchkey.KindSession}},
+		{"Token", "status", []string{string(latchkey.StatusActive), string(latchkey.StatusSuspended), string(latchkey.StatusRevoked)}},
+		{"Token", "effective_status", []string{string(latchkey.StatusActive), string(latchkey.StatusSuspended), string(latchkey.StatusRevoked),
+			string(latchkey.StatusExpired), string(latchkey.StatusIdle), string(latchkey.StatusRotated)}},
+		{"Code", "", codes()},
+	} {
+		want := slices.Clone(c.want)
+		slices.Sort(want)
+		if got := enum(c.schema, c.prop); got != strings.Join(want, " ") {
+			t.Errorf("%s.%s enum: %q, want %q", c.schema, c.prop, got, want)
+		}
+	}
+}
+
+func codes() []string {
+	var out []string
+	for c := range latchkey.Valid + 1 {
+		out = append(out, c.String())
 	}
 	return out
 }

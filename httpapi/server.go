@@ -24,6 +24,7 @@ import (
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/audit"
 	"github.com/latchkeyhq/latchkey/client"
+	"github.com/latchkeyhq/latchkey/docs"
 	"github.com/latchkeyhq/latchkey/edge"
 	"github.com/latchkeyhq/latchkey/secret"
 )
@@ -190,7 +191,7 @@ func Routes() []Route {
 		{Method: "POST", Path: "/v1/mcp/holds/{id}/approve", Scope: latchkey.ScopeMCPApprove},
 		{Method: "POST", Path: "/v1/mcp/holds/{id}/deny", Scope: latchkey.ScopeMCPApprove},
 		{Method: "GET", Path: "/v1/mcp/tools", Scope: latchkey.ScopeAuditRead},
-		{Method: "POST", Path: "/v1/mcp/tools/{server}/{tool}/accept", Scope: latchkey.AdminScope},
+		{Method: "POST", Path: "/v1/mcp/tools/{mcp_server}/{tool}/accept", Scope: latchkey.AdminScope},
 		{Method: "GET", Path: "/v1/keyspaces", Scope: latchkey.ScopeTokensRead, Keyspaced: true},
 		{Method: "GET", Path: "/v1/keyspaces/{keyspace}", Scope: latchkey.ScopeTokensRead, Keyspaced: true},
 		{Method: "PUT", Path: "/v1/keyspaces/{keyspace}", Scope: latchkey.AdminScope, Keyspaced: true},
@@ -226,6 +227,7 @@ func Routes() []Route {
 		{Method: "GET", Path: "/metrics"},
 		{Method: "GET", Path: "/healthz"},
 		{Method: "GET", Path: "/readyz"},
+		{Method: "GET", Path: "/openapi.json"},
 	}
 }
 
@@ -279,7 +281,7 @@ func (s *Server) Handler() http.Handler {
 		"POST /v1/mcp/holds/{id}/approve":                      s.approveHold,
 		"POST /v1/mcp/holds/{id}/deny":                         s.denyHold,
 		"GET /v1/mcp/tools":                                    s.listPins,
-		"POST /v1/mcp/tools/{server}/{tool}/accept":            s.acceptPin,
+		"POST /v1/mcp/tools/{mcp_server}/{tool}/accept":            s.acceptPin,
 		"POST /v1/leaks":                                       s.reportLeaks,
 		"GET /v1/keyspaces":                                    s.listKeyspaces,
 		"GET /v1/keyspaces/{keyspace}":                         s.getKeyspace,
@@ -311,6 +313,7 @@ func (s *Server) Handler() http.Handler {
 		"GET /metrics":                                         s.metrics,
 		"GET /healthz":                                         s.healthz,
 		"GET /readyz":                                          s.readyz,
+		"GET /openapi.json":                                    s.openAPI,
 		"POST " + UISessionPath:                                s.signIn,
 		"GET " + UISessionPath:                                 s.sessionInfo,
 		"DELETE " + UISessionPath:                              s.signOut,
@@ -723,6 +726,14 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request, _ latchkey.Acto
 		return latchkey.Errorf(latchkey.ENotFound, "metrics are not enabled")
 	}
 	s.Metrics.ServeHTTP(w, r)
+	return nil
+}
+
+// openAPI serves docs/openapi.json, the description of this API.
+func (s *Server) openAPI(w http.ResponseWriter, r *http.Request, _ latchkey.Actor) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	w.Write(docs.OpenAPI)
 	return nil
 }
 

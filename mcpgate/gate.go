@@ -242,6 +242,8 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ca := edge.ClientAddr(r, g.TrustedProxies)
 	vr := latchkey.VerifyRequest{ClientIP: ca.IP, Source: ca.Source, Method: r.Method, Path: r.URL.Path, UserAgent: r.UserAgent(),
 		RequestID: edge.RequestID(r.Header), Action: latchkey.ActionMCP}
+	acc := edge.AccessOf(r.Context())
+	acc.At("", ca.IP)
 	tg, reason, answer := edge.CheckTarget(r.URL.EscapedPath(), r.Host, r.Header, r.URL.RawQuery)
 	if tg.Path != "" {
 		vr.Path = tg.Path
@@ -262,9 +264,11 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	name, _ := strings.CutPrefix(tg.Path, "/mcp/")
 	srv, found := g.Settings.Server(name)
 	if !found || r.URL.RawQuery != "" {
+		acc.Refused(edge.ReasonNoRoute)
 		g.refuse(w, &vr, edge.ReasonNoRoute, http.StatusNotFound, edge.AnswerNoRoute)
 		return
 	}
+	acc.At(srv.Name, "")
 	if o := r.Header.Get("Origin"); o != "" && !g.originAllowed(r, srv, o) {
 		// The specification's defence against DNS rebinding: a page in a
 		// browser may send to the gateway only from an origin it names.
@@ -458,14 +462,15 @@ func detailJSON(v any) json.RawMessage {
 
 // verify decides on vr for the need n: one verification, with the scope
 // when the method names one; for the others, any grant of the server.
-func (g *Gate) verify(ctx context.Context, vr *latchkey.VerifyRequest, srv *Server, n need) (latchkey.Decision, string, error) {
+func (g *Gate) verify(ctx context.Context, vr *latchkey.VerifyRequest, srv *Server, n need) (d latchkey.Decision, scope string, err error) {
+	defer func() { edge.AccessOf(ctx).Decided(&d) }()
 	req := *vr
 	if n.scope != "" {
 		req.Scopes = []string{n.scope}
-		d, err := g.Verifier.Verify(ctx, &req)
+		d, err = g.Verifier.Verify(ctx, &req)
 		return d, n.scope, err
 	}
-	d, err := g.Verifier.Verify(ctx, &req)
+	d, err = g.Verifier.Verify(ctx, &req)
 	if err != nil || !d.Valid() {
 		return d, "", err
 	}

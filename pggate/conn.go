@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"sort"
@@ -266,8 +267,10 @@ func negotiate(m *pgproto3.StartupMessage) (unknown []string, newer bool) {
 
 // admit verifies the token for the database and picks the role. A
 // refusal is answered and recorded (by the verifier) here.
-func (c *conn) admit(token, dbname string) (latchkey.Decision, latchkey.VerifyRequest, bool) {
+func (c *conn) admit(token, dbname string) (d latchkey.Decision, _ latchkey.VerifyRequest, ok bool) {
 	s := c.s
+	start := time.Now()
+	defer func() { c.accessLog(dbname, &d, ok, time.Since(start)) }()
 	ctx, cancel := context.WithTimeout(context.Background(), s.Settings.ConnectTimeout)
 	defer cancel()
 	id, key := edge.NewSessionID()
@@ -306,6 +309,28 @@ func (c *conn) admit(token, dbname string) (latchkey.Decision, latchkey.VerifyRe
 		return d, req, false
 	}
 	return d, req, true
+}
+
+// accessLog logs the connection's admission at info: the database, the
+// role, the outcome, how long it took, the token id and the source. The
+// database name is the client's and is clipped and redacted.
+func (c *conn) accessLog(dbname string, d *latchkey.Decision, ok bool, took time.Duration) {
+	l := c.s.Logger
+	if l == nil || c.s.NoAccessLog || !l.Enabled(context.Background(), slog.LevelInfo) {
+		return
+	}
+	status := "refused"
+	if ok {
+		status = "admitted"
+	}
+	outcome := d.Code.String()
+	if !ok && d.Valid() { // verified, but no such database
+		outcome = ReasonNoDatabase
+	}
+	l.LogAttrs(context.Background(), slog.LevelInfo, "access", slog.String("door", "db"),
+		slog.String("route", edge.Clip(secret.Redact(dbname), 63)), slog.String("role", c.role.User),
+		slog.String("status", status), slog.Duration("latency", took), slog.String("token_id", d.TokenID),
+		slog.String("source", c.addr.Source.String()), slog.String("outcome", outcome))
 }
 
 // pick is the role a token with grants gets: the one the client named as

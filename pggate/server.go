@@ -55,6 +55,8 @@ type Server struct {
 	TLS    *tls.Config
 	Node   string
 	Logger *slog.Logger
+	// NoAccessLog turns off the line logged at info for each admission.
+	NoAccessLog bool
 	// Dial reaches the upstreams (default: net.Dialer).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 

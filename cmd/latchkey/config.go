@@ -25,6 +25,10 @@ type serveConfig struct {
 	Listen    string
 	DataDir   string
 	LogLevel  string
+	LogFormat string // text (default) or json
+	// NoAccessLog turns off the doors' access log (one line per request
+	// at info).
+	NoAccessLog bool
 	TLSCert   string
 	TLSKey    string
 	ServerKey string        // LATCHKEY_SERVER_KEY; empty: use the key file
@@ -144,6 +148,16 @@ var serveSettings = []setting{
 		}
 		c.LogLevel = v
 		return nil
+	}},
+	{flag: "log-format", def: "text", usage: "text (logfmt) or json (one JSON object per line)", set: func(c *serveConfig, v string) error {
+		_, err := oneOf(v, "text", "json")
+		c.LogFormat = v
+		return err
+	}},
+	{flag: "access-log", kind: boolSetting, def: "true", usage: "log one line at info for each request through the gateway, forward auth, the MCP gateway and the database gateway; --access-log=false turns it off", set: func(c *serveConfig, v string) error {
+		on, err := strconv.ParseBool(v)
+		c.NoAccessLog = !on
+		return err
 	}},
 	{env: "LATCHKEY_SERVER_KEY", usage: "the server key (base64 or hex, at least 32 bytes) instead of the key file", set: func(c *serveConfig, v string) error { c.ServerKey = v; return nil }},
 	{flag: "database", arg: "URL", usage: "PostgreSQL URL (postgres://user@host/db) for a cluster of nodes; default: SQLite in --data-dir", set: func(c *serveConfig, v string) error {

@@ -73,6 +73,7 @@ type daemon struct {
 	sessions *edge.Sessions
 	pg       *pggate.Server
 	mcp      *mcpgate.Gate // nil without an mcp section in the route file
+	rec      *edge.Recorder // the HTTP doors' access log and per-route metrics
 	oauth    *oauth.Server // nil without --oauth-issuer
 	mcps     *mcpgate.Settings
 	dbs      *pggate.Settings
@@ -304,12 +305,16 @@ func (d *daemon) buildDoors(key []byte, table *gateway.Table, met *metrics.Metri
 	d.blocks = &detect.Blocks{Detector: d.det, Store: d.db, Node: d.node}
 	authz := &gateway.Authorizer{Verifier: d.ver, Refuser: d.ver, Signer: signer, TrustedProxies: cfg.TrustedProxies}
 	fwd := &gateway.ForwardAuth{Auth: authz}
+	d.rec = &edge.Recorder{Observe: met.ObserveDoor}
+	if !cfg.NoAccessLog {
+		d.rec.Logger = d.logger
+	}
 	if table != nil {
 		d.gw = gateway.New(authz, table, d.logger)
 		fwd.Table = d.gw.Table
 	}
 	d.api = &httpapi.Server{Verifier: d.ver, Tokens: d.svc, Audit: d.db, Ready: d.db.Ping, Logger: d.logger,
-		ForwardAuth: fwd, JWKS: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { gateway.ServeJWKS(w, signer) }),
+		ForwardAuth: d.rec.Wrap("forward_auth", fwd), JWKS: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { gateway.ServeJWKS(w, signer) }),
 		FlushAudit: d.pipe.Flush, TrustedProxies: cfg.TrustedProxies, AuditWritten: d.pipe.Written,
 		Blocks: d.blocks, LeakKeys: cfg.LeakKeys, Metrics: met.Handler(),
 		Activity: d.board, OpenSessions: d.sessions, Tenancy: d.ten}
@@ -319,7 +324,7 @@ func (d *daemon) buildDoors(key []byte, table *gateway.Table, met *metrics.Metri
 			return err
 		}
 		d.pg = &pggate.Server{Settings: d.dbs, Verifier: d.ver, Refuser: d.ver, Sessions: d.sessions, Audit: d.pipe,
-			TrustedProxies: cfg.TrustedProxies, TLS: tc, Node: d.node, Logger: d.logger}
+			TrustedProxies: cfg.TrustedProxies, TLS: tc, Node: d.node, Logger: d.logger, NoAccessLog: cfg.NoAccessLog}
 	}
 	if d.mcps != nil {
 		pins := &mcpgate.Pins{Store: d.db, Audit: d.pipe, Node: d.node}
@@ -487,9 +492,9 @@ func (d *daemon) listen(gateway bool) error {
 	// Streams and websockets pass through: no whole-request read or
 	// write timeout. Headers still have theirs, and each route bounds its
 	// body (body_timeout) and its whole request (timeout).
-	var h http.Handler = d.gw
+	var h http.Handler = d.rec.Wrap("gateway", d.gw)
 	if d.mcp != nil {
-		gw, gate := d.gw, d.mcp
+		gw, gate := h, d.rec.Wrap("mcp", d.mcp)
 		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if mcpgate.Handles(r.URL.Path) {
 				gate.ServeHTTP(w, r)

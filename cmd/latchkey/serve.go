@@ -83,6 +83,16 @@ keys (GitHub's format) for signed POST /v1/leaks reports.
 SIGINT or SIGTERM stops accepting requests, finishes those in flight and
 writes every queued audit record and last-use time before exiting.`
 
+// newLogger is the server's logger: logfmt text, or one JSON object per
+// line for log shippers.
+func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
 // shutdownTimeout bounds a graceful stop: requests in flight, the audit
 // queue, the last-use times.
 const shutdownTimeout = 30 * time.Second
@@ -94,7 +104,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	}
 	var level slog.Level
 	level.UnmarshalText([]byte(cfg.LogLevel)) // checked by its setting
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	logger := newLogger(stderr, cfg.LogFormat, level)
 	d, err := startDaemon(ctx, cfg, logger, stderr)
 	if err != nil {
 		logger.Error("cannot start", "err", err)

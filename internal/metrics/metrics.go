@@ -9,6 +9,7 @@ package metrics
 import (
 	"context"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,6 +19,8 @@ import (
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/audit"
 	"github.com/latchkeyhq/latchkey/detect"
+	"github.com/latchkeyhq/latchkey/edge"
+	"github.com/latchkeyhq/latchkey/internal/buildinfo"
 	"github.com/latchkeyhq/latchkey/verify"
 )
 
@@ -58,6 +61,9 @@ type Metrics struct {
 	latency   prometheus.Histogram
 	commit    prometheus.Histogram
 	detectEvs *prometheus.CounterVec
+	doorReqs  *prometheus.CounterVec
+	doorTime  *prometheus.HistogramVec
+	upstream  *prometheus.CounterVec
 }
 
 // New registers every metric. src is read at scrape time, so its fields
@@ -80,7 +86,20 @@ func New(src *Sources) *Metrics {
 	for c := range latchkey.Valid + 1 {
 		m.verifs.WithLabelValues(c.String()) // every code present from the start, at 0
 	}
-	reg.MustRegister(m.verifs, m.latency, m.commit, m.detectEvs)
+	m.doorReqs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "latchkey_door_requests_total",
+		Help: "Requests through the HTTP doors (gateway, forward_auth, mcp) by route and status. Route names come from the route file; a request that matched none has route=\"\"."},
+		[]string{"door", "route", "status"})
+	m.doorTime = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "latchkey_door_request_duration_seconds",
+		Help:    "Time to answer a request through an HTTP door, upstream included, by route.",
+		Buckets: []float64{100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3, 1, 2.5, 5, 10, 30}},
+		[]string{"door", "route"})
+	m.upstream = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "latchkey_gateway_upstream_errors_total",
+		Help: "Allowed requests whose upstream failed or timed out (answered 502 or 504), by route."}, []string{"route"})
+	in := buildinfo.Get()
+	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "latchkey_build_info",
+		Help: "Always 1; the labels say which build is running."}, []string{"version", "revision", "goversion"})
+	build.WithLabelValues(in.Version, in.Short(), in.GoVersion).Set(1)
+	reg.MustRegister(m.verifs, m.latency, m.commit, m.detectEvs, m.doorReqs, m.doorTime, m.upstream, build)
 	pst := func() audit.Stats {
 		if src.Pipeline == nil {
 			return audit.Stats{}
@@ -271,5 +290,16 @@ func clusterAndRedis(src *Sources) prometheus.Collector {
 				emit(redisFailDesc, prometheus.CounterValue, float64(st.Failures))
 			}
 		},
+	}
+}
+
+// ObserveDoor counts one request through an HTTP door (edge.Recorder's
+// Observe). Labels are the door, the route name and the status: never a
+// path, a token id or anything else a client chooses.
+func (m *Metrics) ObserveDoor(a *edge.Access, status int, latency time.Duration) {
+	m.doorReqs.WithLabelValues(a.Door, a.Route, strconv.Itoa(status)).Inc()
+	m.doorTime.WithLabelValues(a.Door, a.Route).Observe(latency.Seconds())
+	if a.Outcome == edge.OutcomeUpstreamFailed {
+		m.upstream.WithLabelValues(a.Route).Inc()
 	}
 }

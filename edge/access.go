@@ -1,0 +1,134 @@
+package edge
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/latchkeyhq/latchkey"
+)
+
+// Access is one request's line in the access log, filled in by the door
+// as it decides (route, token id, outcome). It never holds a secret: the
+// token id is public, the outcome is a code or an edge reason.
+type Access struct {
+	Door    string // gateway, forward_auth, mcp
+	Route   string // the route (or MCP server) the request matched
+	TokenID string
+	Source  string // the client's address (IP) as the door worked it out
+	Outcome string // VALID, NOT_FOUND, ..., or the edge reason of a refusal
+}
+
+type accessKey struct{}
+
+// AccessOf is the request's access record, or nil when the access log is
+// off; every method of a nil *Access does nothing.
+func AccessOf(ctx context.Context) *Access {
+	a, _ := ctx.Value(accessKey{}).(*Access)
+	return a
+}
+
+// Refused notes an edge refusal.
+func (a *Access) Refused(reason string) {
+	if a != nil {
+		a.Outcome = reason
+	}
+}
+
+// Decided notes a verification's decision.
+func (a *Access) Decided(d *latchkey.Decision) {
+	if a != nil {
+		a.TokenID, a.Outcome = d.TokenID, d.Code.String()
+	}
+}
+
+// OutcomeUpstreamFailed is the outcome of an allowed request whose
+// upstream failed or timed out.
+const OutcomeUpstreamFailed = "upstream_failed"
+
+// At notes the route and the client's address.
+func (a *Access) At(route, source string) {
+	if a != nil {
+		if route != "" {
+			a.Route = route
+		}
+		if source != "" {
+			a.Source = source
+		}
+	}
+}
+
+// accessWriter records the status a handler answered with.
+type accessWriter struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+	acc    Access
+}
+
+func (w *accessWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *accessWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(b)
+	w.bytes += int64(n)
+	return n, err
+}
+
+// Unwrap lets http.ResponseController (flushes, upgrades) reach the
+// connection.
+func (w *accessWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Recorder logs and measures the requests through a door. Either field
+// may be nil.
+type Recorder struct {
+	// Logger gets one line at info per request (see Wrap); a logger that
+	// does not log info costs nothing.
+	Logger *slog.Logger
+	// Observe is called once per request with its record, status and
+	// latency (per-route metrics).
+	Observe func(a *Access, status int, latency time.Duration)
+}
+
+// Wrap logs and measures each request through next: door, method, route,
+// status, latency, token id, source, outcome and request id. The path and
+// query are left out (a token pasted into a URL must not reach the log);
+// the route names what was asked for.
+func (rec *Recorder) Wrap(door string, next http.Handler) http.Handler {
+	if rec == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		logging := rec.Logger != nil && rec.Logger.Enabled(r.Context(), slog.LevelInfo)
+		if !logging && rec.Observe == nil {
+			next.ServeHTTP(w, r)
+			return
+		}
+		start := time.Now()
+		aw := &accessWriter{ResponseWriter: w, acc: Access{Door: door}}
+		next.ServeHTTP(aw, r.WithContext(context.WithValue(r.Context(), accessKey{}, &aw.acc)))
+		a := &aw.acc
+		status, latency := aw.status, time.Since(start)
+		if status == 0 {
+			status = http.StatusOK
+		}
+		if rec.Observe != nil {
+			rec.Observe(a, status, latency)
+		}
+		if logging {
+			rec.Logger.LogAttrs(r.Context(), slog.LevelInfo, "access",
+				slog.String("door", a.Door), slog.String("method", Clip(r.Method, 16)), slog.String("route", a.Route),
+				slog.Int("status", status), slog.Duration("latency", latency), slog.Int64("bytes", aw.bytes),
+				slog.String("token_id", a.TokenID), slog.String("source", a.Source), slog.String("outcome", a.Outcome),
+				slog.String("request_id", PlainRequestID(r.Header)))
+		}
+	})
+}
