@@ -281,7 +281,7 @@ func (s *Server) Handler() http.Handler {
 		"POST /v1/mcp/holds/{id}/approve":                      s.approveHold,
 		"POST /v1/mcp/holds/{id}/deny":                         s.denyHold,
 		"GET /v1/mcp/tools":                                    s.listPins,
-		"POST /v1/mcp/tools/{mcp_server}/{tool}/accept":            s.acceptPin,
+		"POST /v1/mcp/tools/{mcp_server}/{tool}/accept":        s.acceptPin,
 		"POST /v1/leaks":                                       s.reportLeaks,
 		"GET /v1/keyspaces":                                    s.listKeyspaces,
 		"GET /v1/keyspaces/{keyspace}":                         s.getKeyspace,

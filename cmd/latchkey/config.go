@@ -29,12 +29,12 @@ type serveConfig struct {
 	// NoAccessLog turns off the doors' access log (one line per request
 	// at info).
 	NoAccessLog bool
-	TLSCert   string
-	TLSKey    string
-	ServerKey string        // LATCHKEY_SERVER_KEY; empty: use the key file
-	Database  string        // postgres://... ; empty: SQLite in DataDir
-	Node      string        // names this node in audit records (its hash chain); default: the host name
-	Poll      time.Duration // change-log poll interval (PostgreSQL)
+	TLSCert     string
+	TLSKey      string
+	ServerKey   string        // LATCHKEY_SERVER_KEY; empty: use the key file
+	Database    string        // postgres://... ; empty: SQLite in DataDir
+	Node        string        // names this node in audit records (its hash chain); default: the host name
+	Poll        time.Duration // change-log poll interval (PostgreSQL)
 	// Redis, when set, shares rate limits and detector windows across
 	// nodes; RedisFailClosed refuses rate-limited tokens while it is down
 	// (default: each node counts alone meanwhile).

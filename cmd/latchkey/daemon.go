@@ -72,9 +72,9 @@ type daemon struct {
 	// without --db-config).
 	sessions *edge.Sessions
 	pg       *pggate.Server
-	mcp      *mcpgate.Gate // nil without an mcp section in the route file
+	mcp      *mcpgate.Gate  // nil without an mcp section in the route file
 	rec      *edge.Recorder // the HTTP doors' access log and per-route metrics
-	oauth    *oauth.Server // nil without --oauth-issuer
+	oauth    *oauth.Server  // nil without --oauth-issuer
 	mcps     *mcpgate.Settings
 	dbs      *pggate.Settings
 

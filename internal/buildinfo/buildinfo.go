@@ -20,9 +20,9 @@ var (
 
 // Info is one binary's build information.
 type Info struct {
-	Version    string `json:"version"`              // v1.2.0; "(devel)" for a build of a checkout
-	Revision   string `json:"revision,omitempty"`   // the commit built; empty when the build had no VCS (go run, a tarball)
-	Modified   bool   `json:"modified,omitempty"`   // the checkout had uncommitted changes
+	Version    string `json:"version"`               // v1.2.0; "(devel)" for a build of a checkout
+	Revision   string `json:"revision,omitempty"`    // the commit built; empty when the build had no VCS (go run, a tarball)
+	Modified   bool   `json:"modified,omitempty"`    // the checkout had uncommitted changes
 	CommitTime string `json:"commit_time,omitempty"` // the commit's time (RFC 3339)
 	BuildTime  string `json:"build_time,omitempty"`  // when it was linked, when the build said so
 	GoVersion  string `json:"go_version"`
