@@ -6,6 +6,12 @@ import (
 	"net/http"
 	"time"
 
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/latchkeyhq/latchkey"
 )
 
@@ -96,6 +102,9 @@ type Recorder struct {
 	// Observe is called once per request with its record, status and
 	// latency (per-route metrics).
 	Observe func(a *Access, status int, latency time.Duration)
+	// Tracer, when set, gives each request a server span ("<door>
+	// <route>"), child of the W3C trace context the request carries.
+	Tracer trace.Tracer
 }
 
 // Wrap logs and measures each request through next: door, method, route,
@@ -108,17 +117,35 @@ func (rec *Recorder) Wrap(door string, next http.Handler) http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		logging := rec.Logger != nil && rec.Logger.Enabled(r.Context(), slog.LevelInfo)
-		if !logging && rec.Observe == nil {
+		if !logging && rec.Observe == nil && rec.Tracer == nil {
 			next.ServeHTTP(w, r)
 			return
 		}
 		start := time.Now()
 		aw := &accessWriter{ResponseWriter: w, acc: Access{Door: door}}
-		next.ServeHTTP(aw, r.WithContext(context.WithValue(r.Context(), accessKey{}, &aw.acc)))
+		ctx := context.WithValue(r.Context(), accessKey{}, &aw.acc)
+		var span trace.Span
+		if rec.Tracer != nil {
+			ctx = otel.GetTextMapPropagator().Extract(ctx, propagation.HeaderCarrier(r.Header))
+			ctx, span = rec.Tracer.Start(ctx, door, trace.WithSpanKind(trace.SpanKindServer))
+		}
+		next.ServeHTTP(aw, r.WithContext(ctx))
 		a := &aw.acc
 		status, latency := aw.status, time.Since(start)
 		if status == 0 {
 			status = http.StatusOK
+		}
+		if span != nil {
+			if a.Route != "" {
+				span.SetName(door + " " + a.Route)
+			}
+			span.SetAttributes(attribute.String("http.request.method", Clip(r.Method, 16)), attribute.String("http.route", a.Route),
+				attribute.Int("http.response.status_code", status), attribute.String("latchkey.token_id", a.TokenID),
+				attribute.String("latchkey.outcome", a.Outcome), attribute.String("client.address", a.Source))
+			if status >= 500 {
+				span.SetStatus(codes.Error, http.StatusText(status))
+			}
+			span.End()
 		}
 		if rec.Observe != nil {
 			rec.Observe(a, status, latency)

@@ -11,6 +11,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/edge"
 	"github.com/latchkeyhq/latchkey/secret"
@@ -22,6 +28,9 @@ import (
 type Gateway struct {
 	Auth   *Authorizer
 	Logger *slog.Logger
+	// Tracer, when set, wraps each upstream call in a client span and
+	// passes its W3C trace context (traceparent) to the upstream.
+	Tracer trace.Tracer
 
 	state atomic.Pointer[state]
 }
@@ -88,6 +97,11 @@ func (g *Gateway) proxy(st *state, r *Route) *httputil.ReverseProxy {
 			h.Del("Authorization")
 			g.Auth.Identify(h, *d, r.Name, st.table.TokenHeader)
 			g.forwarded(pr)
+			if g.Tracer != nil {
+				h.Del("Traceparent")
+				h.Del("Tracestate")
+				otel.GetTextMapPropagator().Inject(pr.Out.Context(), propagation.HeaderCarrier(h))
+			}
 		},
 		ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
 			status := http.StatusBadGateway
@@ -100,6 +114,7 @@ func (g *Gateway) proxy(st *state, r *Route) *httputil.ReverseProxy {
 				g.Logger.Warn("gateway: upstream failed", "route", r.Name, "err", secret.Redact(err.Error()))
 			}
 			edge.AccessOf(req.Context()).Refused(edge.OutcomeUpstreamFailed)
+			trace.SpanFromContext(req.Context()).SetStatus(codes.Error, "upstream failed") // a no-op span when not tracing
 			edge.Refuse(w, status, `{"error":"upstream_unavailable"}`)
 		},
 	}
@@ -226,6 +241,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, rt.Timeout)
 		defer cancel()
+	}
+	if g.Tracer != nil {
+		var span trace.Span
+		ctx, span = g.Tracer.Start(ctx, "gateway.upstream "+rt.Name, trace.WithSpanKind(trace.SpanKindClient),
+			trace.WithAttributes(attribute.String("latchkey.route", rt.Name), attribute.String("server.address", rt.Upstream.Host)))
+		defer span.End()
 	}
 	st.proxies[rt].ServeHTTP(w, r.WithContext(ctx))
 }

@@ -19,6 +19,10 @@ import (
 	"time"
 	"unique"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
 	"golang.org/x/sync/singleflight"
 
 	"github.com/latchkeyhq/latchkey"
@@ -46,6 +50,10 @@ type Store interface {
 
 // Config tunes a Verifier. The zero value works.
 type Config struct {
+	// Tracer, when set, gives each verification a span (latchkey.verify,
+	// with the outcome and whether the cache answered) and each store read
+	// a child span (latchkey.store.get_token). Nil: no tracing, no cost.
+	Tracer trace.Tracer
 	// PositiveTTL bounds how long a found token is served from the cache
 	// without a reload (default 30s). Changes made through this process
 	// invalidate at once; the TTL is the staleness bound for anything else.
@@ -226,6 +234,38 @@ func (v *Verifier) CacheLen() int { return v.cache.len() }
 // is non-nil only when the store could not be read, and then the Decision
 // must not be used.
 func (v *Verifier) Verify(ctx context.Context, req *latchkey.VerifyRequest) (latchkey.Decision, error) {
+	if v.cfg.Tracer != nil {
+		return v.traced(ctx, req)
+	}
+	return v.verify(ctx, req)
+}
+
+// loadedKey marks a traced verification's context: load notes a store
+// read there.
+type loadedKey struct{}
+
+// traced is Verify in a span.
+func (v *Verifier) traced(ctx context.Context, req *latchkey.VerifyRequest) (latchkey.Decision, error) {
+	ctx, span := v.cfg.Tracer.Start(ctx, "latchkey.verify", trace.WithSpanKind(trace.SpanKindInternal))
+	defer span.End()
+	loaded := new(bool)
+	d, err := v.verify(context.WithValue(ctx, loadedKey{}, loaded), req)
+	cache := "hit"
+	if *loaded {
+		cache = "load"
+	}
+	span.SetAttributes(attribute.String("latchkey.code", d.Code.String()), attribute.String("latchkey.cache", cache),
+		attribute.String("latchkey.token_id", d.TokenID), attribute.String("latchkey.action", req.Action))
+	if d.Reason != "" {
+		span.SetAttributes(attribute.String("latchkey.reason", d.Reason))
+	}
+	if err != nil {
+		span.SetStatus(codes.Error, "store unavailable")
+	}
+	return d, err
+}
+
+func (v *Verifier) verify(ctx context.Context, req *latchkey.VerifyRequest) (latchkey.Decision, error) {
 	now, start := v.clock()
 	d := latchkey.Decision{Remaining: -1}
 	err := v.decide(ctx, req, now, &d, !req.NoSpend && !req.Recheck)
@@ -522,6 +562,14 @@ func (v *Verifier) spend(ctx context.Context, k *key, c *constraints, d *latchke
 // moment, and caches the answer (negatively for an unknown id).
 func (v *Verifier) load(ctx context.Context, k *key, now int64) (entry, error) {
 	id := string(k[:]) // a copy: singleflight keeps its key while in flight
+	if v.cfg.Tracer != nil {
+		if p, ok := ctx.Value(loadedKey{}).(*bool); ok {
+			*p = true
+		}
+		var span trace.Span
+		ctx, span = v.cfg.Tracer.Start(ctx, "latchkey.store.get_token", trace.WithSpanKind(trace.SpanKindClient))
+		defer span.End()
+	}
 	res, err, _ := v.sf.Do(id, func() (any, error) {
 		gen := v.cache.generation(k)
 		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), v.cfg.LoadTimeout)

@@ -9,6 +9,13 @@
 //	X-Latchkey-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>
 //
 // lets a receiver check the sender and reject replays (Verify does both).
+// With Config.Signature "standard" (or "both") requests are signed as
+// Standard Webhooks (https://www.standardwebhooks.com) specify instead (or
+// as well): webhook-id, webhook-timestamp and
+// webhook-signature: v1,<base64 HMAC-SHA256(key, "<id>.<timestamp>.<body>")>,
+// so receivers can use that project's verifiers in most languages. The key
+// is the secret itself, or, for a secret written whsec_<base64> as those
+// libraries expect, the bytes it encodes.
 // A failed delivery is retried with exponential backoff; after MaxAttempts
 // the event is given up on, logged and counted, and the next one follows.
 package webhook
@@ -18,6 +25,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -31,6 +39,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/latchkeyhq/latchkey"
 )
 
@@ -41,6 +55,18 @@ const (
 	SignatureHeader = "X-Latchkey-Signature"
 	EventHeader     = "X-Latchkey-Event"
 	DeliveryHeader  = "X-Latchkey-Delivery"
+
+	// The Standard Webhooks headers.
+	StandardIDHeader        = "Webhook-Id"
+	StandardTimestampHeader = "Webhook-Timestamp"
+	StandardSignatureHeader = "Webhook-Signature"
+)
+
+// Signature schemes (Config.Signature).
+const (
+	SignLatchkey = "latchkey" // X-Latchkey-Signature (the default)
+	SignStandard = "standard" // Standard Webhooks' three headers
+	SignBoth     = "both"     // both, while receivers move from one to the other
 )
 
 // EventTypes maps audit actions to the event types sent. Verification
@@ -115,6 +141,12 @@ type Config struct {
 	Client *http.Client
 	Logger *slog.Logger
 	Node   string
+	// Signature is the signing scheme: SignLatchkey (default),
+	// SignStandard or SignBoth.
+	Signature string
+	// Tracer, when set, gives each delivery attempt a client span and
+	// passes its trace context in traceparent.
+	Tracer trace.Tracer
 }
 
 // Dispatcher delivers events to every URL, each from its own cursor.
@@ -143,6 +175,16 @@ func (cfg Config) Validate() error {
 func (cfg Config) types() (map[string]string, error) {
 	if len(cfg.Secret) < MinSecretLen {
 		return nil, latchkey.Errorf(latchkey.EInvalid, "the webhook secret must be at least %d bytes", MinSecretLen)
+	}
+	switch cfg.Signature {
+	case "", SignLatchkey, SignStandard, SignBoth:
+	default:
+		return nil, latchkey.Errorf(latchkey.EInvalid, "webhook signature %q: want latchkey, standard or both", cfg.Signature)
+	}
+	if cfg.Signature == SignStandard || cfg.Signature == SignBoth {
+		if k := standardKey(cfg.Secret); len(k) < MinSecretLen {
+			return nil, latchkey.Errorf(latchkey.EInvalid, "the webhook secret must hold at least %d bytes (a whsec_ secret must be base64 of them)", MinSecretLen)
+		}
 	}
 	for _, u := range cfg.URLs {
 		if !strings.HasPrefix(u, "https://") && !strings.HasPrefix(u, "http://") {
@@ -353,7 +395,19 @@ func (d *Dispatcher) deliver(ctx context.Context, url string, ev *latchkey.Audit
 	}
 }
 
-func (d *Dispatcher) post(ctx context.Context, url, typ string, id int64, body []byte) (int, error) {
+func (d *Dispatcher) post(ctx context.Context, url, typ string, id int64, body []byte) (status int, err error) {
+	if d.cfg.Tracer != nil {
+		var span trace.Span
+		ctx, span = d.cfg.Tracer.Start(ctx, "webhook.deliver "+typ, trace.WithSpanKind(trace.SpanKindClient),
+			trace.WithAttributes(attribute.String("latchkey.event", typ), attribute.Int64("latchkey.event_id", id)))
+		defer func() {
+			span.SetAttributes(attribute.Int("http.response.status_code", status))
+			if err != nil || status/100 != 2 {
+				span.SetStatus(codes.Error, "not delivered")
+			}
+			span.End()
+		}()
+	}
 	req, err := http.NewRequestWithContext(ctx, "POST", url, bytes.NewReader(body))
 	if err != nil {
 		return 0, err
@@ -361,8 +415,20 @@ func (d *Dispatcher) post(ctx context.Context, url, typ string, id int64, body [
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "latchkey-webhook")
 	req.Header.Set(EventHeader, typ)
-	req.Header.Set(DeliveryHeader, strconv.FormatInt(id, 10))
-	req.Header.Set(SignatureHeader, Sign(d.cfg.Secret, time.Now(), body))
+	sid := strconv.FormatInt(id, 10)
+	req.Header.Set(DeliveryHeader, sid)
+	now := time.Now()
+	if d.cfg.Signature != SignStandard {
+		req.Header.Set(SignatureHeader, Sign(d.cfg.Secret, now, body))
+	}
+	if d.cfg.Signature == SignStandard || d.cfg.Signature == SignBoth {
+		for k, v := range SignStandardHeaders(d.cfg.Secret, "evt_"+sid, now, body) {
+			req.Header.Set(k, v)
+		}
+	}
+	if d.cfg.Tracer != nil {
+		otel.GetTextMapPropagator().Inject(ctx, propagation.HeaderCarrier(req.Header))
+	}
 	resp, err := d.cfg.Client.Do(req)
 	if err != nil {
 		return 0, err
@@ -370,6 +436,39 @@ func (d *Dispatcher) post(ctx context.Context, url, typ string, id int64, body [
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
 	return resp.StatusCode, nil
+}
+
+// standardKey is the HMAC key of the Standard Webhooks scheme: a secret
+// written whsec_<base64> is the bytes it encodes, any other the secret.
+func standardKey(secret []byte) []byte {
+	if b64, ok := bytes.CutPrefix(secret, []byte("whsec_")); ok {
+		k, err := base64.StdEncoding.DecodeString(string(b64))
+		if err != nil {
+			return nil
+		}
+		return k
+	}
+	return secret
+}
+
+// StandardSecret is how to write secret for a Standard Webhooks verifier
+// (whsec_<base64>): the secret itself when it is already in that form.
+func StandardSecret(secret []byte) string {
+	if bytes.HasPrefix(secret, []byte("whsec_")) {
+		return string(secret)
+	}
+	return "whsec_" + base64.StdEncoding.EncodeToString(secret)
+}
+
+// SignStandardHeaders returns the Standard Webhooks headers of a message
+// id with body sent at t.
+func SignStandardHeaders(secret []byte, id string, t time.Time, body []byte) map[string]string {
+	ts := strconv.FormatInt(t.Unix(), 10)
+	m := hmac.New(sha256.New, standardKey(secret))
+	m.Write([]byte(id + "." + ts + "."))
+	m.Write(body)
+	return map[string]string{StandardIDHeader: id, StandardTimestampHeader: ts,
+		StandardSignatureHeader: "v1," + base64.StdEncoding.EncodeToString(m.Sum(nil))}
 }
 
 // Sign returns the signature header value for body sent at t.

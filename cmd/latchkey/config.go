@@ -66,6 +66,8 @@ type serveConfig struct {
 	Webhooks      []string
 	WebhookSecret string
 	WebhookTypes  []string
+	// WebhookSignature is the signing scheme: latchkey, standard or both.
+	WebhookSignature string
 
 	GatewayConfig     string // route file; empty: no gateway
 	GatewayListen     string // gateway listener (default 127.0.0.1:8080)
@@ -257,6 +259,13 @@ var serveSettings = []setting{
 	{flag: "webhook", env: "LATCHKEY_WEBHOOKS", kind: listSetting, arg: "URL", usage: "POST events (token.created, token.revoked, source.blocked, leak.reported, ...) here; repeatable, or comma-separated",
 		list: func(c *serveConfig, vs []string) error { c.Webhooks = vs; return nil }},
 	{flag: "webhook-secret", usage: "HMAC key signing webhook deliveries, at least 16 bytes", set: func(c *serveConfig, v string) error { c.WebhookSecret = v; return nil }},
+	{flag: "webhook-signature", def: "latchkey", usage: "how deliveries are signed: latchkey (X-Latchkey-Signature), standard (Standard Webhooks: webhook-id, webhook-timestamp, webhook-signature) or both", set: func(c *serveConfig, v string) error {
+		if v != webhook.SignLatchkey && v != webhook.SignStandard && v != webhook.SignBoth {
+			return fmt.Errorf("%q: want latchkey, standard or both", v)
+		}
+		c.WebhookSignature = v
+		return nil
+	}},
 	{flag: "webhook-event", env: "LATCHKEY_WEBHOOK_EVENTS", kind: listSetting, arg: "type", usage: "send only this event type; repeatable, or comma-separated (default: all)",
 		list: func(c *serveConfig, vs []string) error { c.WebhookTypes = vs; return nil }},
 	{flag: "trusted-proxy", env: "LATCHKEY_TRUSTED_PROXIES", kind: listSetting, arg: "address or network", usage: "proxy whose X-Forwarded-For (and forward-auth original-request headers) is believed; repeatable, or comma-separated (default: loopback)",
@@ -363,7 +372,7 @@ func (c *serveConfig) validate() error {
 // webhookConfig is the dispatcher's configuration (the wiring adds its
 // hooks into the audit pipeline).
 func (c *serveConfig) webhookConfig() webhook.Config {
-	return webhook.Config{URLs: c.Webhooks, Secret: []byte(c.WebhookSecret), Types: c.WebhookTypes}
+	return webhook.Config{URLs: c.Webhooks, Secret: []byte(c.WebhookSecret), Types: c.WebhookTypes, Signature: c.WebhookSignature}
 }
 
 // usageMessage is the text of a configuration error: a latchkey error's

@@ -16,6 +16,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/latchkeyhq/latchkey/internal/tracing"
+	"go.opentelemetry.io/otel/trace"
+
 	"golang.org/x/sync/errgroup"
 
 	"github.com/latchkeyhq/latchkey"
@@ -74,9 +77,12 @@ type daemon struct {
 	pg       *pggate.Server
 	mcp      *mcpgate.Gate  // nil without an mcp section in the route file
 	rec      *edge.Recorder // the HTTP doors' access log and per-route metrics
-	oauth    *oauth.Server  // nil without --oauth-issuer
-	mcps     *mcpgate.Settings
-	dbs      *pggate.Settings
+	// tracer is nil unless the OTEL_* environment turns tracing on.
+	tracer      trace.Tracer
+	stopTracing func(context.Context) error
+	oauth       *oauth.Server // nil without --oauth-issuer
+	mcps        *mcpgate.Settings
+	dbs         *pggate.Settings
 
 	addr, gwAddr, dbAddr string // the bound addresses of the API, the gateway and the database gateway
 	dbLn                 net.Listener
@@ -123,6 +129,16 @@ func startDaemon(ctx context.Context, cfg serveConfig, logger *slog.Logger, stde
 		if d.dbs, err = pggate.LoadConfig(cfg.DBConfig, cfg.Getenv); err != nil {
 			return nil, err
 		}
+	}
+	getenv := cfg.Getenv
+	if getenv == nil {
+		getenv = func(string) string { return "" }
+	}
+	if d.tracer, d.stopTracing, err = tracing.Setup(ctx, getenv); err != nil {
+		return nil, err
+	}
+	if d.tracer != nil {
+		logger.Info("tracing: spans go to the OTLP endpoint of the OTEL_* environment")
 	}
 	key, err := d.openData(ctx)
 	if err != nil {
@@ -266,7 +282,7 @@ func (d *daemon) build(ctx context.Context, key []byte, table *gateway.Table) er
 	d.pipe.Start()
 
 	vcfg := verify.Config{Node: d.node, RotationAge: cfg.Policy.RotationAge, TouchInterval: cfg.TouchInterval, SyncAudit: cfg.AuditSync,
-		PositiveTTL: cfg.Staleness, Tenancy: d.reg}
+		PositiveTTL: cfg.Staleness, Tenancy: d.reg, Tracer: d.tracer}
 	if !cfg.Detect.Off {
 		vcfg.Guard = d.det
 	}
@@ -281,7 +297,7 @@ func (d *daemon) build(ctx context.Context, key []byte, table *gateway.Table) er
 
 	if len(cfg.Webhooks) > 0 {
 		wc := cfg.webhookConfig()
-		wc.Wake, wc.Logger, wc.Node = d.pipe.Written, logger, d.node
+		wc.Wake, wc.Logger, wc.Node, wc.Tracer = d.pipe.Written, logger, d.node, d.tracer
 		if d.hooks, err = webhook.New(wc, db); err != nil {
 			return err
 		}
@@ -305,12 +321,13 @@ func (d *daemon) buildDoors(key []byte, table *gateway.Table, met *metrics.Metri
 	d.blocks = &detect.Blocks{Detector: d.det, Store: d.db, Node: d.node}
 	authz := &gateway.Authorizer{Verifier: d.ver, Refuser: d.ver, Signer: signer, TrustedProxies: cfg.TrustedProxies}
 	fwd := &gateway.ForwardAuth{Auth: authz}
-	d.rec = &edge.Recorder{Observe: met.ObserveDoor}
+	d.rec = &edge.Recorder{Observe: met.ObserveDoor, Tracer: d.tracer}
 	if !cfg.NoAccessLog {
 		d.rec.Logger = d.logger
 	}
 	if table != nil {
 		d.gw = gateway.New(authz, table, d.logger)
+		d.gw.Tracer = d.tracer
 		fwd.Table = d.gw.Table
 	}
 	d.api = &httpapi.Server{Verifier: d.ver, Tokens: d.svc, Audit: d.db, Ready: d.db.Ping, Logger: d.logger,
@@ -643,6 +660,9 @@ func (d *daemon) release(ctx context.Context) error {
 	}
 	if d.unlock != nil {
 		d.unlock()
+	}
+	if d.stopTracing != nil {
+		err = errors.Join(err, d.stopTracing(ctx)) // the last spans are exported
 	}
 	return err
 }

@@ -61,6 +61,12 @@ func startChild(t *testing.T, dir string, args ...string) (*exec.Cmd, string, *s
 // --listen or --api-listen address) answers /readyz.
 func startChildArgs(t *testing.T, args ...string) (*exec.Cmd, string, *syncBuffer) {
 	t.Helper()
+	return startChildEnv(t, nil, args...)
+}
+
+// startChildEnv is startChildArgs with more environment variables.
+func startChildEnv(t *testing.T, env []string, args ...string) (*exec.Cmd, string, *syncBuffer) {
+	t.Helper()
 	addr := ""
 	for i, a := range args {
 		if (a == "--listen" && args[0] == "serve") || a == "--api-listen" {
@@ -68,6 +74,9 @@ func startChildArgs(t *testing.T, args ...string) (*exec.Cmd, string, *syncBuffe
 		}
 	}
 	srv := exec.Command(buildBinary(t), args...)
+	if env != nil {
+		srv.Env = append(os.Environ(), env...)
+	}
 	logs := &syncBuffer{}
 	srv.Stdout, srv.Stderr = logs, logs
 	if err := srv.Start(); err != nil {

@@ -2,16 +2,25 @@ package main
 
 import (
 	"bufio"
+	"compress/gzip"
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
+
+	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/latchkeyhq/latchkey/client"
 	"github.com/latchkeyhq/latchkey/secret"
@@ -195,4 +204,156 @@ func TestScan(t *testing.T) {
 	if code, _, _ := offline("scan", "--prefix", "Bad-Prefix"); code != exitUsage {
 		t.Errorf("a bad --prefix: %d", code)
 	}
+}
+
+// otlpReceiver is an OTLP/HTTP trace receiver: it keeps every span it is
+// sent.
+type otlpReceiver struct {
+	mu    sync.Mutex
+	spans []*tracepb.Span
+}
+
+func (o *otlpReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != "/v1/traces" || r.Method != http.MethodPost {
+		http.NotFound(w, r)
+		return
+	}
+	var body io.Reader = r.Body
+	if r.Header.Get("Content-Encoding") == "gzip" {
+		zr, err := gzip.NewReader(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		body = zr
+	}
+	b, _ := io.ReadAll(body)
+	var req coltracepb.ExportTraceServiceRequest
+	if err := proto.Unmarshal(b, &req); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	o.mu.Lock()
+	for _, rs := range req.ResourceSpans {
+		for _, ss := range rs.ScopeSpans {
+			o.spans = append(o.spans, ss.Spans...)
+		}
+	}
+	o.mu.Unlock()
+	out, _ := proto.Marshal(&coltracepb.ExportTraceServiceResponse{})
+	w.Header().Set("Content-Type", "application/x-protobuf")
+	w.Write(out)
+}
+
+// inTrace maps the names of the spans of one trace to its spans.
+func (o *otlpReceiver) inTrace(traceID string) map[string]*tracepb.Span {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	m := map[string]*tracepb.Span{}
+	for _, s := range o.spans {
+		if fmt.Sprintf("%x", s.TraceId) != traceID {
+			continue
+		}
+		if _, ok := m[s.Name]; !ok {
+			m[s.Name] = s
+		}
+	}
+	return m
+}
+
+func attr(s *tracepb.Span, key string) string {
+	for _, kv := range s.Attributes {
+		if kv.Key == key {
+			if v, ok := kv.Value.Value.(*commonpb.AnyValue_StringValue); ok {
+				return v.StringValue
+			}
+			return kv.Value.String()
+		}
+	}
+	return ""
+}
+
+// With OTEL_EXPORTER_OTLP_ENDPOINT set, one gateway request is one trace:
+// the gateway's server span (continuing the client's W3C trace context),
+// the verification under it (a store read on first use), and the upstream
+// call, whose trace context reaches the upstream in traceparent.
+func TestTraceOfAGatewayRequest(t *testing.T) {
+	t.Parallel()
+	recv := &otlpReceiver{}
+	collector := httptest.NewServer(recv)
+	defer collector.Close()
+	var upTP sync.Map
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		upTP.Store(r.URL.Path, r.Header.Get("Traceparent"))
+		io.WriteString(w, "ok")
+	}))
+	defer up.Close()
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "gateway.yaml")
+	os.WriteFile(conf, []byte(fmt.Sprintf("routes:\n  - name: orders\n    path: /orders\n    upstream: %s\n    scopes: [orders:read]\n", up.URL)), 0o600)
+	gwAddr, apiAddr := freeAddr(t), freeAddr(t)
+	env := []string{"OTEL_EXPORTER_OTLP_ENDPOINT=" + collector.URL, "OTEL_BSP_SCHEDULE_DELAY=50", "OTEL_SERVICE_NAME=latchkey-test"}
+	_, api, logs := startChildEnv(t, env, "gateway", "--config", conf, "--listen", gwAddr, "--api-listen", apiAddr, "--data-dir", dir)
+	waitListening(t, gwAddr, logs.String)
+	c := &client.Client{BaseURL: api, Token: readRoot(t, dir)}
+	tok, err := c.CreateToken(ctx, client.CreateRequest{Scopes: []string{"orders:read"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const clientTrace = "4bf92f3577b34da6a3ce929d0e0e4736"
+	req, _ := http.NewRequest("GET", "http://"+gwAddr+"/orders/1", nil)
+	req.Header.Set("Authorization", "Bearer "+tok.Plaintext)
+	req.Header.Set("Traceparent", "00-"+clientTrace+"-00f067aa0ba902b7-01")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("gateway: %d", resp.StatusCode)
+	}
+	names := []string{"gateway orders", "latchkey.verify", "latchkey.store.get_token", "gateway.upstream orders"}
+	waitFor(t, func() bool {
+		m := recv.inTrace(clientTrace)
+		for _, n := range names {
+			if m[n] == nil {
+				return false
+			}
+		}
+		return true
+	})
+	m := recv.inTrace(clientTrace)
+	if len(m) != len(names) {
+		t.Errorf("the trace has spans %v, want %v", slices.Collect(maps.Keys(m)), names)
+	}
+	server, ver, load, upstream := m[names[0]], m[names[1]], m[names[2]], m[names[3]]
+	hexID := func(b []byte) string { return fmt.Sprintf("%x", b) }
+	for _, s := range []*tracepb.Span{server, ver, load, upstream} {
+		for _, kv := range s.Attributes {
+			if strings.Contains(kv.Value.String(), tok.Plaintext[len(tok.Plaintext)-49:]) {
+				t.Errorf("span %q carries the secret", s.Name)
+			}
+		}
+	}
+	if hexID(server.ParentSpanId) != "00f067aa0ba902b7" || server.Kind != tracepb.Span_SPAN_KIND_SERVER {
+		t.Errorf("server span: parent %x kind %v", server.ParentSpanId, server.Kind)
+	}
+	if string(ver.ParentSpanId) != string(server.SpanId) || attr(ver, "latchkey.code") != "VALID" || attr(ver, "latchkey.cache") != "load" || attr(ver, "latchkey.token_id") != tok.Token.ID {
+		t.Errorf("verify span: %v", ver)
+	}
+	if string(load.ParentSpanId) != string(ver.SpanId) {
+		t.Errorf("the store read is not under the verification")
+	}
+	if string(upstream.ParentSpanId) != string(server.SpanId) || upstream.Kind != tracepb.Span_SPAN_KIND_CLIENT {
+		t.Errorf("upstream span: %v", upstream)
+	}
+	tp, _ := upTP.Load("/orders/1")
+	if want := "00-" + clientTrace + "-" + hexID(upstream.SpanId) + "-01"; tp != want {
+		t.Errorf("the upstream got traceparent %q, want %q", tp, want)
+	}
+	if attr(server, "http.route") != "orders" || attr(server, "latchkey.outcome") != "VALID" {
+		t.Errorf("server span attributes: %v", server.Attributes)
+	}
+	t.Logf("trace %s: %s ← %s ← %s; %s ← %s", clientTrace, load.Name, ver.Name, server.Name, upstream.Name, server.Name)
 }
