@@ -198,7 +198,7 @@ func TestAccessRequestCLI(t *testing.T) {
 		t.Errorf("claim after the claim window: %d %s", rc, errs)
 	}
 	// A scope no rule covers cannot be requested.
-	if rc, _, errs := cli(t, u, e.alice, "token", "request", "--scope", "billing:write", "--ttl", "1h", "--reason", "x"); rc != exitAPIError || !strings.Contains(errs, "cannot be requested") {
+	if rc, _, errs := cli(t, u, e.alice, "token", "request", "--scope", "billing:write", "--ttl", "1h", "--reason", "x"); rc != exitUsage || !strings.Contains(errs, "cannot be requested") {
 		t.Errorf("requesting an unrequestable scope: %d %s", rc, errs)
 	}
 

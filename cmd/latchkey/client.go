@@ -32,6 +32,15 @@ func newClient(getenv env) (*client.Client, error) {
 		addr = "http://" + addr
 	}
 	tok := getenv("LATCHKEY_TOKEN")
+	if f := getenv("LATCHKEY_TOKEN_FILE"); f != "" {
+		if tok != "" {
+			return nil, fmt.Errorf("LATCHKEY_TOKEN and LATCHKEY_TOKEN_FILE both set: give one")
+		}
+		var err error
+		if tok, err = secretFromFile("LATCHKEY_TOKEN_FILE", f); err != nil {
+			return nil, err
+		}
+	}
 	if tok == "" && isLoopbackURL(addr) {
 		path := filepath.Join(envOr(getenv, "LATCHKEY_DATA_DIR", "./latchkey-data"), "root-token")
 		if b, err := os.ReadFile(path); err == nil {
@@ -39,7 +48,7 @@ func newClient(getenv env) (*client.Client, error) {
 		}
 	}
 	if tok == "" {
-		return nil, fmt.Errorf("no credentials: set LATCHKEY_TOKEN to an admin token")
+		return nil, fmt.Errorf("no credentials: set LATCHKEY_TOKEN (or LATCHKEY_TOKEN_FILE) to an admin token")
 	}
 	c := &client.Client{BaseURL: addr, Token: tok}
 	if ca := getenv("LATCHKEY_CA_FILE"); ca != "" {

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+
 	"crypto/ecdsa"
 	"errors"
 	"fmt"
@@ -9,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/detect"
@@ -93,8 +97,8 @@ type serveConfig struct {
 // of a serveConfig. Every setting is read the same way: the flag when
 // given, else the environment variable when set, else the default; a
 // value that does not parse is a usage error naming where it came from.
-// A configuration file can later add a source between the environment
-// and the default without touching the wiring.
+// The configuration file (--config) is a source between the environment
+// and the default: flags > environment > file > defaults.
 type setting struct {
 	flag  string // flag name; "" for a setting read from the environment only
 	env   string // environment twin; default LATCHKEY_ + the flag name in upper case, "-" as "_"
@@ -102,6 +106,11 @@ type setting struct {
 	arg   string // the value's name in --help ("URL", "file")
 	kind  settingKind
 	usage string
+	// secret settings also take their value from a file: the flag
+	// --<flag>-file, the environment's <ENV>_FILE and the configuration
+	// file's <key>-file name a file holding it (Docker and Kubernetes
+	// secrets), so it need not appear in argv (ps) or the environment.
+	secret bool
 	// set stores one value (for a list, every value at once).
 	set  func(c *serveConfig, v string) error
 	list func(c *serveConfig, vs []string) error
@@ -114,6 +123,16 @@ const (
 	boolSetting
 	listSetting // repeatable flag; the environment variable is comma-separated
 )
+
+// key is the setting's name in the configuration file: its flag, or for
+// an environment-only setting the variable's name without LATCHKEY_, in
+// lower case with "-" ("server-key").
+func (s *setting) key() string {
+	if s.flag != "" {
+		return s.flag
+	}
+	return strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(s.env, "LATCHKEY_"), "_", "-"))
+}
 
 func (s *setting) envName() string {
 	if s.env != "" {
@@ -161,8 +180,8 @@ var serveSettings = []setting{
 		c.NoAccessLog = !on
 		return err
 	}},
-	{env: "LATCHKEY_SERVER_KEY", usage: "the server key (base64 or hex, at least 32 bytes) instead of the key file", set: func(c *serveConfig, v string) error { c.ServerKey = v; return nil }},
-	{flag: "database", arg: "URL", usage: "PostgreSQL URL (postgres://user@host/db) for a cluster of nodes; default: SQLite in --data-dir", set: func(c *serveConfig, v string) error {
+	{env: "LATCHKEY_SERVER_KEY", secret: true, usage: "the server key (base64 or hex, at least 32 bytes) instead of the key file", set: func(c *serveConfig, v string) error { c.ServerKey = v; return nil }},
+	{flag: "database", arg: "URL", secret: true, usage: "PostgreSQL URL (postgres://user@host/db) for a cluster of nodes; default: SQLite in --data-dir", set: func(c *serveConfig, v string) error {
 		if !strings.HasPrefix(v, "postgres://") && !strings.HasPrefix(v, "postgresql://") {
 			return errors.New("must be a postgres:// URL")
 		}
@@ -171,7 +190,7 @@ var serveSettings = []setting{
 	}},
 	{flag: "poll-interval", usage: "with --database: how often each node reads the change log, the bound for a node that missed a notification (default 1s)", set: duration(func(c *serveConfig) *time.Duration { return &c.Poll })},
 	{flag: "cache-max-staleness", usage: "longest a cached token is served without re-reading the store (default 30s)", set: duration(func(c *serveConfig) *time.Duration { return &c.Staleness })},
-	{flag: "redis", arg: "URL", usage: "Redis URL (redis://host:6379/0) where the nodes of a cluster count rate limits and detector windows together; default: each node counts its own", set: func(c *serveConfig, v string) error {
+	{flag: "redis", arg: "URL", secret: true, usage: "Redis URL (redis://host:6379/0) where the nodes of a cluster count rate limits and detector windows together; default: each node counts its own", set: func(c *serveConfig, v string) error {
 		c.Redis = v
 		return lkredis.CheckURL(v)
 	}},
@@ -258,7 +277,7 @@ var serveSettings = []setting{
 	{flag: "ui-session-ttl", usage: "how long a dashboard sign-in lasts, never beyond its token's expiry (default 12h)", set: duration(func(c *serveConfig) *time.Duration { return &c.SessionTTL })},
 	{flag: "webhook", env: "LATCHKEY_WEBHOOKS", kind: listSetting, arg: "URL", usage: "POST events (token.created, token.revoked, source.blocked, leak.reported, ...) here; repeatable, or comma-separated",
 		list: func(c *serveConfig, vs []string) error { c.Webhooks = vs; return nil }},
-	{flag: "webhook-secret", usage: "HMAC key signing webhook deliveries, at least 16 bytes", set: func(c *serveConfig, v string) error { c.WebhookSecret = v; return nil }},
+	{flag: "webhook-secret", secret: true, usage: "HMAC key signing webhook deliveries, at least 16 bytes", set: func(c *serveConfig, v string) error { c.WebhookSecret = v; return nil }},
 	{flag: "webhook-signature", def: "latchkey", usage: "how deliveries are signed: latchkey (X-Latchkey-Signature), standard (Standard Webhooks: webhook-id, webhook-timestamp, webhook-signature) or both", set: func(c *serveConfig, v string) error {
 		if v != webhook.SignLatchkey && v != webhook.SignStandard && v != webhook.SignBoth {
 			return fmt.Errorf("%q: want latchkey, standard or both", v)
@@ -279,9 +298,9 @@ var serveSettings = []setting{
 		}},
 }
 
-// readServeConfig reads serve's configuration from args and the
-// environment. It returns an exit status >= 0 when serve should stop
-// (--help, or a usage error already reported on stderr).
+// readServeConfig reads serve's configuration from args, the environment
+// and the configuration file. It returns an exit status >= 0 when serve
+// should stop (--help, or a usage error already reported on stderr).
 func readServeConfig(args []string, getenv env, stdout, stderr io.Writer) (serveConfig, int) {
 	cfg := serveConfig{TrustedProxies: latchkey.LoopbackProxies, Getenv: getenv}
 	fs := newFlags("serve", "serve [flags]", serveDoc, stdout, stderr)
@@ -291,18 +310,30 @@ func readServeConfig(args []string, getenv env, stdout, stderr io.Writer) (serve
 		if s.flag == "" {
 			continue
 		}
-		record := func(v string) error { given[s.flag] = append(given[s.flag], v); return nil }
+		record := func(name string) func(string) error {
+			return func(v string) error { given[name] = append(given[name], v); return nil }
+		}
 		if s.kind == boolSetting {
-			fs.BoolFunc(s.flag, s.help(), record)
+			fs.BoolFunc(s.flag, s.help(), record(s.flag))
 		} else {
-			fs.Func(s.flag, s.help(), record)
+			fs.Func(s.flag, s.help(), record(s.flag))
+		}
+		if s.secret {
+			fs.Func(s.flag+"-file", "read --"+s.flag+" from this `file` ["+s.envName()+"_FILE]", record(s.flag+"-file"))
 		}
 	}
+	var configFile string
+	fs.StringVar(&configFile, "config", getenv("LATCHKEY_CONFIG"), "read settings from this YAML `file` (keys are the flag names); flags and the environment win over it [LATCHKEY_CONFIG]")
 	if _, code := parse(fs, args, 0); code >= 0 {
 		return cfg, code
 	}
+	file, err := readConfigFile(configFile)
+	if err != nil {
+		fmt.Fprintf(stderr, "latchkey serve: %v\n", err)
+		return cfg, exitUsage
+	}
 	for i := range serveSettings {
-		if err := serveSettings[i].apply(&cfg, given[serveSettings[i].flag], getenv); err != nil {
+		if err := serveSettings[i].apply(&cfg, given, getenv, file); err != nil {
 			fmt.Fprintf(stderr, "latchkey serve: %v\n", err)
 			return cfg, exitUsage
 		}
@@ -314,20 +345,112 @@ func readServeConfig(args []string, getenv env, stdout, stderr io.Writer) (serve
 	return cfg, -1
 }
 
-// apply sets s from the flag's values, else the environment, else the
-// default. An error names the source of the bad value.
-func (s *setting) apply(c *serveConfig, flagged []string, getenv env) error {
-	src, vals := "--"+s.flag, flagged
-	if len(vals) == 0 {
-		if v := getenv(s.envName()); v != "" {
-			src, vals = s.envName(), []string{v}
-		} else if s.def != "" {
-			src, vals = "default of --"+s.flag, []string{s.def}
-		} else {
-			return nil
+// configFileMax bounds the configuration file.
+const configFileMax = 1 << 20
+
+// readConfigFile reads the YAML configuration file into each key's
+// values (a list for a list setting). An unknown key, or a value that is
+// neither a scalar nor a list of scalars, is an error; "" reads nothing.
+func readConfigFile(path string) (map[string][]string, error) {
+	if path == "" {
+		return nil, nil
+	}
+	b, err := readFileLimited(path, configFileMax)
+	if err != nil {
+		return nil, fmt.Errorf("--config: %w", err)
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return nil, fmt.Errorf("--config %s: %v", path, err)
+	}
+	out := map[string][]string{}
+	if len(doc.Content) == 0 {
+		return out, nil // an empty file
+	}
+	m := doc.Content[0]
+	if m.Kind != yaml.MappingNode {
+		return nil, fmt.Errorf("--config %s: want a mapping of setting names to values", path)
+	}
+	keys := map[string]*setting{}
+	var names []string
+	for i := range serveSettings {
+		s := &serveSettings[i]
+		keys[s.key()] = s
+		names = append(names, s.key())
+		if s.secret {
+			keys[s.key()+"-file"] = s
+			names = append(names, s.key()+"-file")
 		}
 	}
-	var err error
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		k, v := m.Content[i], m.Content[i+1]
+		s, ok := keys[k.Value]
+		if !ok {
+			msg := fmt.Sprintf("--config %s:%d: unknown setting %q", path, k.Line, k.Value)
+			if sug := suggest(k.Value, names); sug != "" {
+				msg += fmt.Sprintf("; did you mean %q?", sug)
+			}
+			return nil, errors.New(msg)
+		}
+		if _, dup := out[k.Value]; dup {
+			return nil, fmt.Errorf("--config %s:%d: %q is set twice", path, k.Line, k.Value)
+		}
+		switch {
+		case v.Kind == yaml.ScalarNode:
+			out[k.Value] = []string{v.Value}
+		case v.Kind == yaml.SequenceNode && s.kind == listSetting && !strings.HasSuffix(k.Value, "-file"):
+			vals := []string{}
+			for _, item := range v.Content {
+				if item.Kind != yaml.ScalarNode {
+					return nil, fmt.Errorf("--config %s:%d: %s: want a list of values", path, item.Line, k.Value)
+				}
+				vals = append(vals, item.Value)
+			}
+			out[k.Value] = vals
+		default:
+			return nil, fmt.Errorf("--config %s:%d: %s: want a single value", path, v.Line, k.Value)
+		}
+	}
+	return out, nil
+}
+
+func readFileLimited(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err == nil && int64(len(b)) > limit {
+		err = fmt.Errorf("%s is larger than %d bytes", path, limit)
+	}
+	return b, err
+}
+
+// secretFromFile reads a secret setting's file: its contents, without
+// the final line break an editor adds.
+func secretFromFile(src, path string) (string, error) {
+	b, err := readFileLimited(path, 64<<10)
+	if err != nil {
+		return "", fmt.Errorf("%s: %v", src, err)
+	}
+	v := strings.TrimRight(string(b), "\r\n")
+	if v == "" {
+		return "", fmt.Errorf("%s: %s is empty", src, path)
+	}
+	return v, nil
+}
+
+// apply sets s from its first source that has a value: the flag (or its
+// -file twin), the environment (or its _FILE twin), the configuration
+// file (or its -file key), the default. Naming a value and a file for it
+// in the same source is refused. An error names the source of the bad
+// value.
+func (s *setting) apply(c *serveConfig, flags map[string][]string, getenv env, file map[string][]string) error {
+	src, vals, err := s.source(flags, getenv, file)
+	if err != nil || vals == nil {
+		return err
+	}
 	if s.kind == listSetting {
 		var items []string
 		for _, v := range vals {
@@ -345,6 +468,44 @@ func (s *setting) apply(c *serveConfig, flagged []string, getenv env) error {
 		return fmt.Errorf("%s: %s", src, usageMessage(err))
 	}
 	return nil
+}
+
+// source finds where s's value comes from, and the value.
+func (s *setting) source(flags map[string][]string, getenv env, file map[string][]string) (string, []string, error) {
+	type origin struct {
+		name  string
+		vals  []string
+		fname string // the -file twin's source name
+		fvals []string
+	}
+	var origins []origin
+	if s.flag != "" {
+		origins = append(origins, origin{"--" + s.flag, flags[s.flag], "--" + s.flag + "-file", flags[s.flag+"-file"]})
+	}
+	var ev, fv []string
+	if v := getenv(s.envName()); v != "" {
+		ev = []string{v}
+	}
+	if v := getenv(s.envName() + "_FILE"); v != "" && s.secret {
+		fv = []string{v}
+	}
+	origins = append(origins, origin{s.envName(), ev, s.envName() + "_FILE", fv},
+		origin{"the configuration file's " + s.key(), file[s.key()], "the configuration file's " + s.key() + "-file", file[s.key()+"-file"]})
+	for _, o := range origins {
+		switch {
+		case len(o.vals) > 0 && len(o.fvals) > 0:
+			return "", nil, fmt.Errorf("%s and %s both set: give one", o.name, o.fname)
+		case len(o.vals) > 0:
+			return o.name, o.vals, nil
+		case len(o.fvals) > 0:
+			v, err := secretFromFile(o.fname, o.fvals[len(o.fvals)-1])
+			return o.fname, []string{v}, err
+		}
+	}
+	if s.def != "" {
+		return "default of --" + s.flag, []string{s.def}, nil
+	}
+	return "", nil, nil
 }
 
 // validate checks what no single setting can: values that go together.

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -121,8 +122,8 @@ func TestServeConfigHelp(t *testing.T) {
 	}
 }
 
-// The README's configuration table lists every setting, flag and
-// environment variable, and nothing that is not one.
+// The README points at the generated table, and every flag it names is a
+// setting.
 func TestServeConfigInREADME(t *testing.T) {
 	t.Parallel()
 	b, err := os.ReadFile("../../README.md")
@@ -133,27 +134,93 @@ func TestServeConfigInREADME(t *testing.T) {
 	i := strings.Index(readme, "## Configuration")
 	j := strings.Index(readme[i:], "Client commands read:")
 	if i < 0 || j < 0 {
-		t.Fatal("README has no configuration table")
+		t.Fatal("README has no configuration section")
 	}
-	table := readme[i : i+j]
-	known := map[string]bool{}
+	section := readme[i : i+j]
+	if !strings.Contains(section, "(docs/configuration.md)") {
+		t.Error("README's configuration section does not link docs/configuration.md")
+	}
+	known := map[string]bool{"--config": true, "LATCHKEY_CONFIG": true}
 	for k := range serveSettings {
 		s := &serveSettings[k]
-		known[s.envName()] = true
-		if !strings.Contains(table, "`"+s.envName()) {
-			t.Errorf("README's configuration table does not name %s", s.envName())
-		}
-		if s.flag != "" {
-			known["--"+s.flag] = true
-			if !strings.Contains(table, "`--"+s.flag+"`") {
-				t.Errorf("README's configuration table does not list --%s", s.flag)
-			}
+		known[s.envName()], known[s.envName()+"_FILE"] = true, s.secret
+		known["--"+s.flag], known["--"+s.flag+"-file"] = s.flag != "", s.secret
+	}
+	for _, m := range regexp.MustCompile("`(--[a-z-]+|LATCHKEY_[A-Z_]+)").FindAllStringSubmatch(section, -1) {
+		if !known[m[1]] {
+			t.Errorf("README's configuration section names %s, which serve does not read", m[1])
 		}
 	}
-	for _, m := range regexp.MustCompile("`(--[a-z-]+|LATCHKEY_[A-Z_]+)").FindAllStringSubmatch(table, -1) {
-		name := m[1]
-		if !known[name] {
-			t.Errorf("README's configuration table lists %s, which serve does not read", name)
+}
+
+// The configuration file sits between the environment and the defaults;
+// secrets come from files in every source; mistakes name their place.
+func TestServeConfigFile(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	secretFile := filepath.Join(dir, "hook-secret")
+	os.WriteFile(secretFile, []byte("from-a-file-0123456789\n"), 0o600)
+	conf := filepath.Join(dir, "latchkey.yaml")
+	write := func(body string) { os.WriteFile(conf, []byte(body), 0o600) }
+	write(`# a comment
+listen: 127.0.0.1:9001
+data-dir: /var/lib/latchkey
+default-ttl: 30d
+detect: false
+webhook: [http://a.example/h, http://b.example/h]
+webhook-secret-file: ` + secretFile + `
+audit-batch-size: 64
+`)
+	cfg, code, errs := readConfig(t, []string{"--config", conf}, nil)
+	if code >= 0 {
+		t.Fatalf("file: exit %d: %s", code, errs)
+	}
+	if cfg.Listen != "127.0.0.1:9001" || cfg.DataDir != "/var/lib/latchkey" || cfg.Policy.DefaultTTL != 30*24*time.Hour || !cfg.Detect.Off ||
+		len(cfg.Webhooks) != 2 || cfg.WebhookSecret != "from-a-file-0123456789" || cfg.AuditBatch != 64 || cfg.AuditQueue != 16384 {
+		t.Errorf("file: %+v", cfg)
+	}
+	// The environment beats the file, the flag beats both; LATCHKEY_CONFIG names the file.
+	cfg, code, errs = readConfig(t, []string{"--audit-batch-size", "8"}, map[string]string{"LATCHKEY_CONFIG": conf, "LATCHKEY_LISTEN": "127.0.0.1:9002", "LATCHKEY_AUDIT_BATCH_SIZE": "16"})
+	if code >= 0 || cfg.Listen != "127.0.0.1:9002" || cfg.AuditBatch != 8 || cfg.DataDir != "/var/lib/latchkey" {
+		t.Errorf("precedence: %d %s %+v", code, errs, cfg)
+	}
+	// _FILE twins: the environment's and the flag's.
+	cfg, code, _ = readConfig(t, []string{"--webhook", "http://c.example/h"}, map[string]string{"LATCHKEY_WEBHOOK_SECRET_FILE": secretFile})
+	if code >= 0 || cfg.WebhookSecret != "from-a-file-0123456789" {
+		t.Errorf("LATCHKEY_WEBHOOK_SECRET_FILE: %+v", cfg)
+	}
+	cfg, code, _ = readConfig(t, []string{"--webhook", "http://c.example/h", "--webhook-secret-file", secretFile}, nil)
+	if code >= 0 || cfg.WebhookSecret != "from-a-file-0123456789" {
+		t.Errorf("--webhook-secret-file: %+v", cfg)
+	}
+	keyFile := filepath.Join(dir, "server-key")
+	os.WriteFile(keyFile, []byte(strings.Repeat("ab", 32)), 0o600)
+	if cfg, code, _ = readConfig(t, nil, map[string]string{"LATCHKEY_SERVER_KEY_FILE": keyFile}); code >= 0 || cfg.ServerKey != strings.Repeat("ab", 32) {
+		t.Errorf("LATCHKEY_SERVER_KEY_FILE: %+v", cfg)
+	}
+	for _, c := range []struct {
+		file string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"listne: x\n", nil, nil, `latchkey.yaml:1: unknown setting "listne"; did you mean "listen"?`},
+		{"audit-batch-size: many\n", nil, nil, `the configuration file's audit-batch-size: "many": want a positive number`},
+		{"webhook-secret: abcdefghijklmnopq\nwebhook-secret-file: /x\n", nil, nil, "the configuration file's webhook-secret and the configuration file's webhook-secret-file both set"},
+		{"listen: [a, b]\n", nil, nil, "listen: want a single value"},
+		{"listen: a\nlisten: b\n", nil, nil, `"listen" is set twice`},
+		{"- just\n- a list\n", nil, nil, "want a mapping"},
+		{"", nil, map[string]string{"LATCHKEY_WEBHOOK_SECRET": "x", "LATCHKEY_WEBHOOK_SECRET_FILE": secretFile}, "LATCHKEY_WEBHOOK_SECRET and LATCHKEY_WEBHOOK_SECRET_FILE both set"},
+		{"", []string{"--webhook-secret-file", filepath.Join(dir, "missing")}, nil, "--webhook-secret-file: open"},
+		{"", []string{"--listen-file", "x"}, nil, "unknown flag --listen-file"}, // only secrets have file twins
+	} {
+		write(c.file)
+		_, code, errs := readConfig(t, append([]string{"--config", conf}, c.args...), c.env)
+		if code != exitUsage || !strings.Contains(errs, c.want) {
+			t.Errorf("%q %v: exit %d, %q; want 2 and %q", c.file, c.args, code, errs, c.want)
 		}
+	}
+	if _, code, errs := readConfig(t, []string{"--config", filepath.Join(dir, "none.yaml")}, nil); code != exitUsage || !strings.Contains(errs, "none.yaml") {
+		t.Errorf("a missing file: %d %s", code, errs)
 	}
 }

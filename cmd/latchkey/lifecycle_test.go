@@ -200,10 +200,10 @@ func TestServePolicy(t *testing.T) {
 	defer d.Shutdown(ctx)
 	root := readRoot(t, dir)
 	u := "http://" + d.addr
-	if code, _, errs := cli(t, u, root, "token", "create", "--scope", "a:b"); code != exitAPIError || !strings.Contains(errs, "expire") {
+	if code, _, errs := cli(t, u, root, "token", "create", "--scope", "a:b"); code != exitUsage || !strings.Contains(errs, "expire") {
 		t.Errorf("create without expiry: %d %s", code, errs)
 	}
-	if code, _, errs := cli(t, u, root, "token", "create", "--scope", "a:b", "--ttl", "1y"); code != exitAPIError {
+	if code, _, errs := cli(t, u, root, "token", "create", "--scope", "a:b", "--ttl", "1y"); code != exitUsage {
 		t.Errorf("create beyond the maximum lifetime: %d %s", code, errs)
 	}
 	if code, _, errs := cli(t, u, root, "token", "create", "--scope", "a:b", "--ttl", "30d"); code != 0 {
