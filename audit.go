@@ -70,7 +70,7 @@ const (
 	ActionAccessClaim    = "access.claim"    // the requester collected the approved token (TokenID), or failed to
 )
 
-// AuditEvent is one record of the audit trail (DESIGN.md §5). It never
+// AuditEvent is one record of the audit trail (docs/architecture.md §5). It never
 // holds a secret: TokenID is the public id only.
 type AuditEvent struct {
 	// Seq is assigned by the store: increasing, unique per store.

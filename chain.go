@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// The audit log is a hash chain per node (DESIGN.md §5): each record's
+// The audit log is a hash chain per node (docs/architecture.md §5): each record's
 // hash is SHA-256(previous record's hash || canonical record), the
 // previous hash being 32 zero bytes for a node's first record, or the
 // hash an anchor kept when older records were pruned. Editing, deleting

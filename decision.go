@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-// Code is the outcome of one verification, in the order of DESIGN.md §2.
+// Code is the outcome of one verification, in the order of docs/architecture.md §2.
 // The zero value is Malformed, so a forgotten assignment never reads as valid.
 type Code uint8
 

@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-// Tenancy (DESIGN.md §11): keyspaces, roles, identities with shared
+// Tenancy (docs/architecture.md §11): keyspaces, roles, identities with shared
 // limits, and access requests a person approves.
 
 // DefaultKeyspace is the keyspace of every token issued without one, and

@@ -10,7 +10,7 @@ const (
 	AdminScope     = "latchkey:admin"
 )
 
-// Admin scopes (DESIGN.md §8). AdminScope covers each of them.
+// Admin scopes (docs/architecture.md §8). AdminScope covers each of them.
 const (
 	ScopeTokensRead  = "latchkey:tokens:read"
 	ScopeTokensWrite = "latchkey:tokens:write"

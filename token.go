@@ -53,7 +53,7 @@ func latest(ts ...time.Time) time.Time {
 }
 
 // Token is the stored record of one token. It never holds the plaintext:
-// only Hash, the keyed hash of the id and secret (DESIGN.md §1).
+// only Hash, the keyed hash of the id and secret (docs/architecture.md §1).
 //
 // Zero times mean "not set": no expiry, no not-before, never used.
 // Times are UTC and truncated to microseconds, the precision every store
@@ -65,7 +65,7 @@ type Token struct {
 	// every token made before keyspaces existed); it never changes.
 	Keyspace string `json:"keyspace"`
 	// Roles are role names within the keyspace, resolved to scopes at
-	// verification (DESIGN.md §11).
+	// verification (docs/architecture.md §11).
 	Roles     []string        `json:"roles,omitempty"`
 	Name      string          `json:"name"`
 	Subject   string          `json:"subject"`
@@ -81,7 +81,7 @@ type Token struct {
 	// responses (token list and show), never stored.
 	Effective Status `json:"effective_status,omitempty"`
 
-	// Constraints, fixed at creation (DESIGN.md §2 step 6 and 8).
+	// Constraints, fixed at creation (docs/architecture.md §2 step 6 and 8).
 	Constraints
 
 	RevokedAt     time.Time `json:"revoked_at,omitzero"`
@@ -114,7 +114,7 @@ type Token struct {
 	// neither refills its budget nor resets its rate.
 	SeriesID string `json:"-"`
 	// Inherited lists the budgets and rates of ancestors that a derived
-	// token must also respect, parent first (DESIGN.md §3: a child can
+	// token must also respect, parent first (docs/architecture.md §3: a child can
 	// never do more than its parent).
 	Inherited []Inherited `json:"-"`
 

@@ -199,7 +199,7 @@ type SignInRequest struct {
 	Purpose string `json:"purpose,omitempty"`
 }
 
-// CreateRequest is the body of POST /v1/tokens (DESIGN.md §8), and of
+// CreateRequest is the body of POST /v1/tokens (docs/architecture.md §8), and of
 // POST /v1/tokens/{id}/derive, where unset fields are inherited from the
 // parent.
 type CreateRequest struct {

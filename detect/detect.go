@@ -1,5 +1,5 @@
 // Package detect watches verification attempts and acts on suspicious
-// ones (DESIGN.md §6): it blocks a source that keeps failing, suspends a
+// ones (docs/architecture.md §6): it blocks a source that keeps failing, suspends a
 // token used from too many networks or too often outside its allowlist,
 // and raises alerts for guessed secrets and reused revoked tokens.
 //

@@ -74,7 +74,7 @@ func (r *StoreResponder) Respond(ctx context.Context, f Finding) error {
 	var actErr error
 	if f.Rule == RuleSecretMismatch && f.Action != ActAlert {
 		// Anyone who knows an id can send wrong secrets for it: that never
-		// locks out a credential of latchkey's own API (DESIGN.md §6).
+		// locks out a credential of latchkey's own API (docs/architecture.md §6).
 		t, err := r.Tokens.Get(ctx, f.TokenID)
 		if err != nil {
 			return err

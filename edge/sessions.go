@@ -17,7 +17,7 @@ import (
 
 // Sessions is the one registry of the long-lived sessions the doors admit
 // (database connections; MCP sessions to come), keyed by token id
-// (DESIGN.md §10). A session's token was verified once, when it opened; the
+// (docs/architecture.md §10). A session's token was verified once, when it opened; the
 // registry verifies it again whenever the token changes on any node
 // (TokenChanged, from the token service and the cluster's change feed),
 // when it reaches its expiry, and every Interval (which catches idle

@@ -1,5 +1,5 @@
 // Package gateway puts latchkey in front of services: a reverse proxy
-// that checks every request's token before forwarding it (DESIGN.md §7),
+// that checks every request's token before forwarding it (docs/architecture.md §7),
 // and the same decision as a forward-auth endpoint for nginx, Caddy,
 // Traefik and Envoy.
 //

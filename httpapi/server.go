@@ -1,4 +1,4 @@
-// Package httpapi is latchkey's JSON REST API (DESIGN.md §8) and a Go
+// Package httpapi is latchkey's JSON REST API (docs/architecture.md §8) and a Go
 // client for it. Handlers return errors; one renderer turns them into the
 // {"error":{"code","message"}} shape, and one function maps codes to HTTP
 // statuses.

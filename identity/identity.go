@@ -1,13 +1,15 @@
 // Package identity is the signed identity latchkey hands to upstream
-// services (DESIGN.md §7): a short-lived JWT, signed with Ed25519 (EdDSA),
+// services (docs/architecture.md §7): a short-lived JWT, signed with Ed25519 (EdDSA),
 // in the X-Latchkey-Identity header, so a service can tell who is calling
 // without trusting the network between it and the gateway.
 //
 // Signing keys are derived from the server key and the rotation period
 // they belong to, so every node sharing the server key signs with the same
-// key and no key has to be stored or distributed. The JWKS publishes the
-// current key and the previous one: a JWT lives at most 60 s, far less than
-// a period, so every JWT in flight can be checked.
+// key and no key has to be stored or distributed. The JWKS publishes three
+// keys: the current period's, the previous one's (a JWT lives at most 60 s,
+// far less than a period, so every JWT in flight can be checked) and the
+// next one's (so a node whose clock is a little ahead signs with a key
+// that verifiers holding a slightly older JWKS already have).
 //
 // Upstream services verify with Verifier, which fetches and caches the
 // JWKS from /.well-known/jwks.json.

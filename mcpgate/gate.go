@@ -1,4 +1,4 @@
-// Package mcpgate is the MCP gateway (DESIGN.md §10): a Streamable HTTP
+// Package mcpgate is the MCP gateway (docs/architecture.md §10): a Streamable HTTP
 // endpoint per upstream MCP server, at /mcp/<server>, where every
 // JSON-RPC request an agent sends is authorised by its latchkey token's
 // scopes before it reaches the upstream.

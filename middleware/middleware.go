@@ -1,8 +1,10 @@
 // Package middleware protects a Go HTTP service with latchkey tokens:
 //
-//	v := middleware.Local(verifier)                                   // the verifier in process
-//	v := middleware.Remote(&client.Client{BaseURL, Token}) // or a latchkey server
+//	v := middleware.Remote(&client.Client{BaseURL: "https://latchkey.internal:7480", Token: os.Getenv("LATCHKEY_TOKEN")})
+//	// or, with the verifier in process: v := middleware.Local(verifier)
 //	mux.Handle("/invoices", middleware.Require(v, "invoices:read")(handler))
+//
+// ExampleRemote and ExampleLocal show both, running.
 //
 // A request without a valid token covering the scopes gets 401, 403 or 429
 // (RFC 6750 challenges, nothing more in the body); an allowed one reaches

@@ -1,4 +1,4 @@
-// Package oauth is latchkey's OAuth 2.1 authorization server (DESIGN.md
+// Package oauth is latchkey's OAuth 2.1 authorization server (docs/architecture.md
 // §10): the door through which agents and apps obtain latchkey tokens the
 // standard way.
 //

@@ -1,4 +1,4 @@
-// Package pggate is the database gateway (DESIGN.md §10): a PostgreSQL
+// Package pggate is the database gateway (docs/architecture.md §10): a PostgreSQL
 // wire-protocol proxy where a client's password is its latchkey token.
 //
 // A client connects to the gateway as it would to PostgreSQL, naming one

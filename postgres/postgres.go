@@ -1,5 +1,5 @@
 // Package postgres is the latchkey.Store for clusters: many stateless
-// latchkey nodes on one PostgreSQL database (DESIGN.md §4), through
+// latchkey nodes on one PostgreSQL database (docs/architecture.md §4), through
 // github.com/jackc/pgx/v5. It passes the same conformance suite
 // (storetest) as the embedded SQLite store.
 package postgres

@@ -5,7 +5,7 @@
 // so a check costs a few nanoseconds and never takes a lock.
 //
 // Limits shared by several nodes need a shared counter (Redis); that
-// limiter will sit beside this one (DESIGN.md §9).
+// limiter will sit beside this one (docs/architecture.md §9).
 package ratelimit
 
 import (

@@ -5,7 +5,7 @@ import (
 	"math/bits"
 )
 
-// Alphabet is the base62 alphabet of DESIGN.md §1, in digit order.
+// Alphabet is the base62 alphabet of docs/architecture.md §1, in digit order.
 const Alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 // digitOf maps a byte to its base62 value, or 0xff.

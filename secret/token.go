@@ -1,4 +1,4 @@
-// Package secret implements the latchkey token format of DESIGN.md §1:
+// Package secret implements the latchkey token format of docs/architecture.md §1:
 //
 //	<prefix>_<id>_<secret><checksum>
 //

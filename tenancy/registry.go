@@ -1,5 +1,5 @@
 // Package tenancy holds latchkey's keyspaces, roles, identities with
-// shared limits, and access requests (DESIGN.md §11).
+// shared limits, and access requests (docs/architecture.md §11).
 //
 // Keyspaces, roles and identities are store settings under "tenancy/",
 // changed with Store.ChangeSetting (one transaction with the audit

@@ -109,7 +109,7 @@ func (s *Service) EffectiveScopes(t *latchkey.Token) []string {
 	return append(slices.Clone(t.Scopes), s.roleScopes(t.Keyspace, t.Roles)...)
 }
 
-// Policy is the server's rules for token lifetimes (DESIGN.md §3).
+// Policy is the server's rules for token lifetimes (docs/architecture.md §3).
 type Policy struct {
 	// DefaultTTL is given to a token created without ttl or expires_at
 	// (0: such a token does not expire, unless RequireExpiry).

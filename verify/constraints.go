@@ -165,7 +165,7 @@ func (v *Verifier) newConstraints(t *latchkey.Token) *constraints {
 	return cs
 }
 
-// check applies the constraints of step 6 (DESIGN.md §2): client network,
+// check applies the constraints of step 6 (docs/architecture.md §2): client network,
 // then method and path binding. It returns a refusal code and reason, or
 // Valid.
 func (c *constraints) check(req *latchkey.VerifyRequest) (latchkey.Code, string) {

@@ -31,7 +31,7 @@ func cons(c latchkey.Constraints) func(*latchkey.Token) {
 	}
 }
 
-// Each constraint, and their order (DESIGN.md §2: network, then method
+// Each constraint, and their order (docs/architecture.md §2: network, then method
 // and path, then scopes, then rate and usage). Every refusal reaches the
 // audit log with its reason.
 func TestConstraints(t *testing.T) {

@@ -11,7 +11,7 @@ import (
 // Refuse records an attempt that a door refused before there was anything
 // to verify: no credential, a credential in the URL, a request that
 // matches no route, a path that is not canonical, a forged
-// original-request header (DESIGN.md §10: every attempt is on record).
+// original-request header (docs/architecture.md §10: every attempt is on record).
 //
 // Such refusals are not told to the detector: health checks and
 // misconfigured clients send them all day, and must not get their source

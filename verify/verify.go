@@ -1,5 +1,5 @@
 // Package verify is the hot path: it decides, for one presented token,
-// whether it is real, current and allowed (DESIGN.md §2), and hands every
+// whether it is real, current and allowed (docs/architecture.md §2), and hands every
 // attempt to the audit pipeline.
 //
 // Checks run cheapest first: parse and checksum (no lookup), cache lookup
@@ -320,7 +320,7 @@ func (v *Verifier) fillAttempt(ev *latchkey.AuditEvent, req *latchkey.VerifyRequ
 
 // decide fills in d, which the caller keeps on its stack. With spend
 // false it changes nothing: no rate or budget is spent and no use noted.
-// The checks run in the order of DESIGN.md §2; each step returns false
+// The checks run in the order of docs/architecture.md §2; each step returns false
 // once it has decided.
 func (v *Verifier) decide(ctx context.Context, req *latchkey.VerifyRequest, now int64, d *latchkey.Decision, spend bool) error {
 	var k key
