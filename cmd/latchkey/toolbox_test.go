@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -356,4 +357,45 @@ func TestTraceOfAGatewayRequest(t *testing.T) {
 		t.Errorf("server span attributes: %v", server.Attributes)
 	}
 	t.Logf("trace %s: %s ← %s ← %s; %s ← %s", clientTrace, load.Name, ver.Name, server.Name, upstream.Name, server.Name)
+}
+
+// gitleaks' rule is a regular expression, so it reports forged and
+// mistyped tokens too; latchkey scan, given gitleaks' findings, keeps the
+// real ones only (docs/secret-scanning.md).
+func TestScanAsGitleaksCompanion(t *testing.T) {
+	t.Parallel()
+	bin, err := exec.LookPath("gitleaks")
+	if err != nil {
+		requireService(t, "gitleaks")
+	}
+	real, _, _ := secret.Generate("", rand.Reader)
+	pt := real.Reveal()
+	forged := pt[:30] + strings.Repeat("x", len(pt)-30)
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "app.env"), []byte("LATCHKEY_TOKEN="+pt+"\nEXAMPLE_TOKEN="+forged+"\n"), 0o600)
+	report := filepath.Join(t.TempDir(), "report.json")
+	cfg, _ := filepath.Abs("../../docs/gitleaks.toml")
+	out, err := exec.Command(bin, "dir", "--config", cfg, "--report-format", "json", "--report-path", report, "--no-banner", "--exit-code", "7", dir).CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 7 {
+		t.Fatalf("gitleaks: %v\n%s", err, out)
+	}
+	b, _ := os.ReadFile(report)
+	var findings []struct{ RuleID, Secret string }
+	json.Unmarshal(b, &findings)
+	var secrets []string
+	for _, f := range findings {
+		if f.RuleID == "latchkey-api-token" {
+			secrets = append(secrets, f.Secret)
+		}
+	}
+	if len(secrets) != 2 {
+		t.Fatalf("gitleaks reported %d latchkey-api-token findings, want 2 (the real one and the forgery)", len(secrets))
+	}
+	var o, e strings.Builder
+	code := run(ctx, []string{"scan", "--json", "-"}, strings.NewReader(strings.Join(secrets, "\n")), &o, &e, func(string) string { return "" })
+	var confirmed []finding
+	json.Unmarshal([]byte(o.String()), &confirmed)
+	if code != exitRefused || len(confirmed) != 1 || confirmed[0].ID != pt[3:19] {
+		t.Errorf("latchkey scan of gitleaks' findings: exit %d %s %s", code, o.String(), e.String())
+	}
 }
