@@ -142,6 +142,16 @@ func (e *benchEnv) benchGateway() ([]benchResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The same gateway without its access log: what one line per request
+	// costs (here formatted and discarded; a real log also writes it).
+	quiet, qroot, err := e.start(serveConfig{GatewayConfig: conf, GatewayListen: "127.0.0.1:0", NoAccessLog: true})
+	if err != nil {
+		return nil, err
+	}
+	qt, err := (&client.Client{BaseURL: "http://" + quiet.addr, Token: qroot}).CreateToken(e.ctx, client.CreateRequest{Scopes: []string{"a:b"}})
+	if err != nil {
+		return nil, err
+	}
 	table, err := gateway.LoadConfig(conf)
 	if err != nil {
 		return nil, err
@@ -158,14 +168,17 @@ func (e *benchEnv) benchGateway() ([]benchResult, error) {
 	gw := get(hc, "http://"+d.gwAddr+"/items", t.Plaintext, 200, nil)
 	bare := get(hc, tuned+"/items", t.Plaintext, 200, nil)
 	bareDefault := get(hc, dflt+"/items", t.Plaintext, 200, nil)
-	if !gw() || !bare() || !bareDefault() {
+	gwQuiet := get(hc, "http://"+quiet.gwAddr+"/items", qt.Plaintext, 200, nil)
+	if !gw() || !bare() || !bareDefault() || !gwQuiet() {
 		return nil, fmt.Errorf("a request failed before the run")
 	}
 	thr := e.throughput("gateway", "bare ReverseProxy, same transport", closedOf(bare), closedOf(gw), "≥ 0.90")
 	dthr := e.throughput("gateway", "bare ReverseProxy, same transport", closedOf(bare), closedOf(bareDefault), "")
 	dthr.Metric = "throughput of a bare ReverseProxy with Go's default transport"
+	qthr := e.throughput("gateway", "bare ReverseProxy, same transport", closedOf(bare), closedOf(gwQuiet), "")
+	qthr.Metric = "throughput of the gateway with --access-log=false"
 	lat := e.latency("gateway", "bare ReverseProxy, same transport", 0.3*thr.Base, openOf(bare), openOf(gw), "")
-	return append([]benchResult{thr, dthr}, lat...), nil
+	return append([]benchResult{thr, dthr, qthr}, lat...), nil
 }
 
 // frontProxy is a reverse proxy that, like nginx auth_request, asks auth
