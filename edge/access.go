@@ -65,33 +65,40 @@ func (a *Access) At(route, source string) {
 	}
 }
 
-// accessWriter records the status a handler answered with.
-type accessWriter struct {
+// StatusWriter records the status a handler answered with (0 until it
+// answers) and the body bytes it wrote.
+type StatusWriter struct {
 	http.ResponseWriter
-	status int
-	bytes  int64
-	acc    Access
+	Status int
+	Bytes  int64
 }
 
-func (w *accessWriter) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
+func (w *StatusWriter) WriteHeader(code int) {
+	if w.Status == 0 {
+		w.Status = code
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
 
-func (w *accessWriter) Write(b []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
+func (w *StatusWriter) Write(b []byte) (int, error) {
+	if w.Status == 0 {
+		w.Status = http.StatusOK
 	}
 	n, err := w.ResponseWriter.Write(b)
-	w.bytes += int64(n)
+	w.Bytes += int64(n)
 	return n, err
 }
 
 // Unwrap lets http.ResponseController (flushes, upgrades) reach the
 // connection.
-func (w *accessWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+func (w *StatusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// accessWriter is a StatusWriter with the request's access record, in one
+// allocation.
+type accessWriter struct {
+	StatusWriter
+	acc Access
+}
 
 // Recorder logs and measures the requests through a door. Either field
 // may be nil.
@@ -122,7 +129,7 @@ func (rec *Recorder) Wrap(door string, next http.Handler) http.Handler {
 			return
 		}
 		start := time.Now()
-		aw := &accessWriter{ResponseWriter: w, acc: Access{Door: door}}
+		aw := &accessWriter{StatusWriter: StatusWriter{ResponseWriter: w}, acc: Access{Door: door}}
 		ctx := context.WithValue(r.Context(), accessKey{}, &aw.acc)
 		var span trace.Span
 		if rec.Tracer != nil {
@@ -131,7 +138,7 @@ func (rec *Recorder) Wrap(door string, next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(aw, r.WithContext(ctx))
 		a := &aw.acc
-		status, latency := aw.status, time.Since(start)
+		status, latency := aw.Status, time.Since(start)
 		if status == 0 {
 			status = http.StatusOK
 		}
@@ -153,7 +160,7 @@ func (rec *Recorder) Wrap(door string, next http.Handler) http.Handler {
 		if logging {
 			rec.Logger.LogAttrs(r.Context(), slog.LevelInfo, "access",
 				slog.String("door", a.Door), slog.String("method", Clip(r.Method, 16)), slog.String("route", a.Route),
-				slog.Int("status", status), slog.Duration("latency", latency), slog.Int64("bytes", aw.bytes),
+				slog.Int("status", status), slog.Duration("latency", latency), slog.Int64("bytes", aw.Bytes),
 				slog.String("token_id", a.TokenID), slog.String("source", a.Source), slog.String("outcome", a.Outcome),
 				slog.String("request_id", PlainRequestID(r.Header)))
 		}

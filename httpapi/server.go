@@ -653,27 +653,6 @@ func requestID(r *http.Request) string {
 	return ""
 }
 
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Write(b []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	return w.ResponseWriter.Write(b)
-}
-
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
 // middleware assigns a request id, logs each request (method, path and
 // status; never the query string or headers, where credentials travel),
 // and turns a panic into a 500 without logging the panic's value.
@@ -683,7 +662,7 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		id := edge.RequestID(r.Header) // the caller's when plain and not token-shaped
 		w.Header().Set("X-Request-Id", id)
 		r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, &reqInfo{id: id, addr: s.clientAddr(r)}))
-		sw := &statusWriter{ResponseWriter: w}
+		sw := &edge.StatusWriter{ResponseWriter: w}
 		defer func() {
 			if p := recover(); p != nil {
 				if p == http.ErrAbortHandler {
@@ -692,12 +671,12 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 				// The value may hold request data; its type is enough to debug.
 				s.logger().Error("panic serving request", "method", r.Method, "path", secret.Redact(r.URL.Path),
 					"request_id", id, "panic_type", fmt.Sprintf("%T", p))
-				if sw.status == 0 {
+				if sw.Status == 0 {
 					s.writeError(sw, r, latchkey.Errorf(latchkey.EInternal, "internal error"))
 				}
 			}
 			if l := s.logger(); l.Enabled(r.Context(), slog.LevelDebug) { // skip the redaction scan otherwise
-				l.Debug("request", "method", r.Method, "path", secret.Redact(r.URL.Path), "status", sw.status,
+				l.Debug("request", "method", r.Method, "path", secret.Redact(r.URL.Path), "status", sw.Status,
 					"duration", time.Since(start), "request_id", id, "remote", edge.RemoteHost(r))
 			}
 		}()
