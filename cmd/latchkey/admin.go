@@ -28,14 +28,7 @@ you no longer trust afterwards; the old root token is not touched.`
 
 // cmdAdmin runs the offline administration commands.
 func cmdAdmin(ctx context.Context, args []string, stdout, stderr io.Writer, getenv env) int {
-	if len(args) == 0 || args[0] != "recover-root" {
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
-			fmt.Fprintln(stdout, "Usage: latchkey admin recover-root [flags]\n\n"+recoverRootDoc[1:])
-			return exitOK
-		}
-		fmt.Fprintln(stderr, "latchkey admin: expected recover-root")
-		return exitUsage
-	}
+	// args[0] is recover-root: checked by the command tree.
 	cfg := serveConfig{ServerKey: getenv("LATCHKEY_SERVER_KEY")}
 	fl := newFlags("admin recover-root", "admin recover-root [flags]", recoverRootDoc, stdout, stderr)
 	fl.StringVar(&cfg.DataDir, "data-dir", envOr(getenv, "LATCHKEY_DATA_DIR", "./latchkey-data"), "data directory: database, server key, root token [LATCHKEY_DATA_DIR]")

@@ -19,6 +19,7 @@ import (
 type command struct {
 	name    string
 	summary string
+	doc     string                                 // a group's longer explanation, in its --help
 	run     func(c *invocation, args []string) int // a leaf
 	subs    []*command                             // a group
 	hidden  bool                                   // not listed (__complete)
@@ -62,7 +63,7 @@ func commands() *command {
 			return cmdGateway(c.ctx, args, c.stdout, c.stderr, c.getenv)
 		}},
 		leaf("bench", "measure latchkey on this machine against same-run baselines", cmdBench),
-		{name: "admin", summary: "break-glass operations on the data directory", subs: verbs(cmdAdmin,
+		{name: "admin", doc: recoverRootDoc, summary: "break-glass operations on the data directory", subs: verbs(cmdAdmin,
 			"recover-root", "a new root token from the data directory and server key")},
 		{name: "token", summary: "issue, list, change and revoke tokens", subs: []*command{
 			leaf("create", "issue a token; its plaintext is printed once", cmdTokenCreate),
@@ -94,23 +95,23 @@ func commands() *command {
 			leaf("export", "write audit records as JSON Lines (--since)", cmdAuditExport),
 			leaf("summary", "attempts today and per second, valid/refused/blocked", cmdAuditSummary),
 		}},
-		{name: "blocks", summary: "sources the detector has blocked", subs: verbs(cmdBlocks,
+		{name: "blocks", doc: blocksDoc, summary: "sources the detector has blocked", subs: verbs(cmdBlocks,
 			"list", "sources the detector has blocked", "remove", "lift a block")},
-		{name: "sessions", summary: "open database and MCP sessions on the node", subs: verbs(cmdSessions,
+		{name: "sessions", doc: sessionsDoc, summary: "open database and MCP sessions on the node", subs: verbs(cmdSessions,
 			"list", "open sessions (--token ID)", "end", "end one now (its token is untouched)")},
-		{name: "mcp", summary: "the MCP gateway's held calls and pinned tools", subs: verbs(cmdMCP,
+		{name: "mcp", doc: mcpDoc, summary: "the MCP gateway's held calls and pinned tools", subs: verbs(cmdMCP,
 			"holds", "tool calls held for a person", "approve", "let a held call through", "deny", "refuse a held call",
 			"tools", "pinned tool definitions, and changed ones", "accept", "accept a tool's changed definition")},
-		{name: "oauth", summary: "the OAuth authorization server's clients", subs: verbs(cmdOAuth,
+		{name: "oauth", doc: oauthDoc, summary: "the OAuth authorization server's clients", subs: verbs(cmdOAuth,
 			"clients", "registered clients", "revoke", "revoke a client and every token issued to it")},
-		{name: "keyspace", summary: "keyspaces: one prefix, one policy, their own admin scopes", subs: verbs(cmdKeyspace,
+		{name: "keyspace", doc: keyspaceDoc, summary: "keyspaces: one prefix, one policy, their own admin scopes", subs: verbs(cmdKeyspace,
 			"list", "the keyspaces your token reaches", "show", "one keyspace and its policy",
 			"create", "a new keyspace", "update", "change a keyspace's policy", "delete", "delete an empty keyspace")},
-		{name: "role", summary: "a keyspace's roles (named scope sets)", subs: verbs(cmdRole,
+		{name: "role", doc: roleDoc, summary: "a keyspace's roles (named scope sets)", subs: verbs(cmdRole,
 			"list", "a keyspace's roles", "set", "create or replace a role", "delete", "delete a role")},
-		{name: "identity", summary: "limits shared by every token of a subject", subs: verbs(cmdIdentity,
+		{name: "identity", doc: identityDoc, summary: "limits shared by every token of a subject", subs: verbs(cmdIdentity,
 			"list", "identities with shared limits", "set", "set a subject's shared limits", "delete", "remove them")},
-		{name: "request", summary: "access requests: decide them, or collect an approved token", subs: verbs(cmdRequest,
+		{name: "request", doc: requestDoc, summary: "access requests: decide them, or collect an approved token", subs: verbs(cmdRequest,
 			"list", "access requests you may see", "show", "one request", "approve", "approve a request",
 			"deny", "deny a request", "claim", "collect an approved request's token, once")},
 		{name: "completion", summary: "print a shell completion script (bash, zsh or fish)", run: cmdCompletion},
@@ -192,7 +193,11 @@ func (g *command) printHelp(w io.Writer, path string) {
 		fmt.Fprint(w, usage)
 		return
 	}
-	fmt.Fprintf(w, "Usage: %s <command> [arguments]\n\n%s.\n\nCommands:\n", path, upperFirst(g.summary))
+	fmt.Fprintf(w, "Usage: %s <command> [arguments]\n\n%s.\n", path, upperFirst(g.summary))
+	if g.doc != "" {
+		fmt.Fprintf(w, "%s\n", strings.TrimRight(g.doc, "\n"))
+	}
+	fmt.Fprint(w, "\nCommands:\n")
 	for _, s := range g.subs {
 		fmt.Fprintf(w, "  %-14s %s\n", s.name, s.summary)
 	}

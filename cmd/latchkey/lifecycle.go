@@ -209,15 +209,7 @@ them; "blocks remove SOURCE" lifts one (an address, or an IPv6 /64 such
 as 2001:db8:1:2::/64). Removing needs latchkey:admin.`
 
 func cmdBlocks(ctx context.Context, args []string, stdout, stderr io.Writer, getenv env) int {
-	if len(args) == 0 || (args[0] != "list" && args[0] != "remove") {
-		if len(args) > 0 && (args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
-			fmt.Fprintf(stdout, "Usage: latchkey blocks list | remove SOURCE\n%s\n", blocksDoc)
-			return exitOK
-		}
-		fmt.Fprintln(stderr, "latchkey blocks: expected list or remove")
-		return exitUsage
-	}
-	verb := args[0]
+	verb := args[0] // list or remove: checked by the command tree
 	var asJSON bool
 	syn := "blocks list [flags]"
 	want := 0
@@ -318,15 +310,7 @@ audited with your token as the actor). The token is untouched: revoke it to keep
 Listing needs latchkey:audit:read, ending latchkey:tokens:write.`
 
 func cmdSessions(ctx context.Context, args []string, stdout, stderr io.Writer, getenv env) int {
-	if len(args) == 0 || (args[0] != "list" && args[0] != "end") {
-		if len(args) > 0 && (args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
-			fmt.Fprintf(stdout, "Usage: latchkey sessions list [--token ID] | end ID\n%s\n", sessionsDoc)
-			return exitOK
-		}
-		fmt.Fprintln(stderr, "latchkey sessions: expected list or end")
-		return exitUsage
-	}
-	verb := args[0]
+	verb := args[0] // list or end: checked by the command tree
 	var asJSON bool
 	var tokenID string
 	syn, want := "sessions list [flags]", 0

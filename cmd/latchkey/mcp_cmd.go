@@ -22,21 +22,9 @@ The MCP gateway's held calls and pinned tools (see docs/ai-agents.md).
                          its calls are allowed again`
 
 func cmdMCP(ctx context.Context, args []string, stdout, stderr io.Writer, getenv env) int {
-	verbs := map[string]int{"holds": 0, "approve": 1, "deny": 1, "tools": 0, "accept": 3}
-	if len(args) == 0 {
-		fmt.Fprintln(stderr, "latchkey mcp: expected holds, approve, deny, tools or accept (latchkey mcp --help)")
-		return exitUsage
-	}
-	if args[0] == "--help" || args[0] == "-h" || args[0] == "help" {
-		fmt.Fprintf(stdout, "Usage: latchkey mcp holds | approve ID | deny ID | tools | accept SERVER TOOL FINGERPRINT\n%s\n", mcpDoc)
-		return exitOK
-	}
+	// The command tree (commands.go) has checked the verb.
 	verb := args[0]
-	want, ok := verbs[verb]
-	if !ok {
-		fmt.Fprintf(stderr, "latchkey mcp: unknown command %q: expected holds, approve, deny, tools or accept\n", verb)
-		return exitUsage
-	}
+	want := map[string]int{"holds": 0, "approve": 1, "deny": 1, "tools": 0, "accept": 3}[verb]
 	var asJSON bool
 	fs := newFlags("mcp "+verb, "mcp "+verb, mcpDoc, stdout, stderr)
 	if want == 0 {

@@ -17,21 +17,8 @@ The OAuth authorization server's clients (see docs/oauth.md).
                          secret included (latchkey:tokens:write)`
 
 func cmdOAuth(ctx context.Context, args []string, stdout, stderr io.Writer, getenv env) int {
-	if len(args) == 0 {
-		fmt.Fprintln(stderr, "latchkey oauth: expected clients or revoke (latchkey oauth --help)")
-		return exitUsage
-	}
-	if args[0] == "--help" || args[0] == "-h" || args[0] == "help" {
-		fmt.Fprintf(stdout, "Usage: latchkey oauth clients [--json] | revoke CLIENT_ID\n%s\n", oauthDoc)
-		return exitOK
-	}
-	verb := args[0]
-	want := map[string]int{"clients": 0, "revoke": 1}
-	n, ok := want[verb]
-	if !ok {
-		fmt.Fprintf(stderr, "latchkey oauth: unknown command %q: expected clients or revoke\n", verb)
-		return exitUsage
-	}
+	verb := args[0] // clients or revoke: checked by the command tree
+	n := map[string]int{"clients": 0, "revoke": 1}[verb]
 	var asJSON bool
 	fs := newFlags("oauth "+verb, "oauth "+verb, oauthDoc, stdout, stderr)
 	fs.BoolVar(&asJSON, "json", false, "print the API response as JSON")

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -31,10 +30,7 @@ the whole policy; the flags change one field each.`
 // cmdKeyspace runs "latchkey keyspace ...".
 func cmdKeyspace(ctx context.Context, args []string, stdout, stderr io.Writer, getenv env) int {
 	verbs := map[string]int{"list": 0, "show": 1, "create": 1, "update": 1, "delete": 1}
-	verb, code := subcommand("keyspace", args, verbs, keyspaceDoc, stdout, stderr)
-	if code >= 0 {
-		return code
-	}
+	verb := args[0] // checked by the command tree
 	fs := newFlags("keyspace "+verb, "keyspace "+verb, keyspaceDoc, stdout, stderr)
 	var asJSON bool
 	var k latchkey.Keyspace
@@ -179,28 +175,6 @@ func durOrDash(d latchkey.Duration) string {
 	return d.String()
 }
 
-// subcommand reads the verb of a command group, answering --help.
-func subcommand(group string, args []string, verbs map[string]int, doc string, stdout, stderr io.Writer) (string, int) {
-	names := make([]string, 0, len(verbs))
-	for v := range verbs {
-		names = append(names, v)
-	}
-	list := strings.Join(slices.Sorted(slices.Values(names)), ", ")
-	if len(args) == 0 {
-		fmt.Fprintf(stderr, "latchkey %s: expected %s (latchkey %s --help)\n", group, list, group)
-		return "", exitUsage
-	}
-	if args[0] == "--help" || args[0] == "-h" || args[0] == "help" {
-		fmt.Fprintf(stdout, "Usage: latchkey %s %s\n%s\n", group, strings.ReplaceAll(list, ", ", "|"), doc)
-		return "", exitOK
-	}
-	if _, ok := verbs[args[0]]; !ok {
-		fmt.Fprintf(stderr, "latchkey %s: unknown command %q: expected %s\n", group, args[0], list)
-		return "", exitUsage
-	}
-	return args[0], -1
-}
-
 func readFileOrStdin(name string) ([]byte, error) {
 	if name == "-" {
 		return io.ReadAll(io.LimitReader(os.Stdin, 1<<20))
@@ -228,10 +202,7 @@ every node, within the revocation bound.
 // cmdRole runs "latchkey role ...".
 func cmdRole(ctx context.Context, args []string, stdout, stderr io.Writer, getenv env) int {
 	verbs := map[string]int{"list": 0, "set": 1, "delete": 1}
-	verb, code := subcommand("role", args, verbs, roleDoc, stdout, stderr)
-	if code >= 0 {
-		return code
-	}
+	verb := args[0] // checked by the command tree
 	fs := newFlags("role "+verb, "role "+verb, roleDoc, stdout, stderr)
 	var ks, desc string
 	var scopes strs
@@ -301,10 +272,7 @@ The rate limit is exact across nodes with --redis; the budget always is.
 // cmdIdentity runs "latchkey identity ...".
 func cmdIdentity(ctx context.Context, args []string, stdout, stderr io.Writer, getenv env) int {
 	verbs := map[string]int{"list": 0, "set": 1, "delete": 1}
-	verb, code := subcommand("identity", args, verbs, identityDoc, stdout, stderr)
-	if code >= 0 {
-		return code
-	}
+	verb := args[0] // checked by the command tree
 	fs := newFlags("identity "+verb, "identity "+verb, identityDoc, stdout, stderr)
 	var ks, rate string
 	var maxUses int64
@@ -437,10 +405,7 @@ Access requests (docs/tenancy.md).
 // cmdRequest runs "latchkey request ...".
 func cmdRequest(ctx context.Context, args []string, stdout, stderr io.Writer, getenv env) int {
 	verbs := map[string]int{"list": 0, "show": 1, "approve": 1, "deny": 1, "claim": 1}
-	verb, code := subcommand("request", args, verbs, requestDoc, stdout, stderr)
-	if code >= 0 {
-		return code
-	}
+	verb := args[0] // checked by the command tree
 	fs := newFlags("request "+verb, "request "+verb, requestDoc, stdout, stderr)
 	var status, comment, claim string
 	var asJSON, quiet bool
