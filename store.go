@@ -158,8 +158,11 @@ type ChangeFeed interface {
 
 // ChangeHandler applies changes made on other nodes.
 type ChangeHandler interface {
-	// TokenChanged: token id changed; drop it from caches.
-	TokenChanged(id string)
+	// TokenChanged: token id changed to version (0: unknown); drop it
+	// from caches unless they already hold that version or a later one.
+	// The same change may be reported more than once (by notification,
+	// then by the poll that backs it up).
+	TokenChanged(id string, version int64)
 	// BlockChanged: a block on source was put or lifted; read it back.
 	BlockChanged(source string)
 	// SettingChanged: a setting changed through ChangeSetting (a

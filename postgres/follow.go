@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,8 +36,10 @@ const dbNowMicros = `(extract(epoch from clock_timestamp()) * 1000000)::bigint`
 // table (the backstop, for notifications missed while its connection was
 // down). Every change reaches OnChange within the poll interval at worst.
 type Follower struct {
-	DB       *DB
-	OnChange func(tokenID string)
+	DB *DB
+	// OnChange gets the token id (or BlockChange/SettingChange subject)
+	// and the version the change left it at (0 for blocks and settings).
+	OnChange func(id string, version int64)
 	// Poll is the backstop interval (default 1s): the bound on how long a
 	// node that missed a notification keeps serving a stale entry.
 	Poll   time.Duration
@@ -50,7 +53,7 @@ type Follower struct {
 
 // NewFollower returns a follower calling onChange for every token changed
 // on any node, and for every block put or lifted (BlockChange+source).
-func NewFollower(db *DB, poll time.Duration, onChange func(string), logger *slog.Logger) *Follower {
+func NewFollower(db *DB, poll time.Duration, onChange func(string, int64), logger *slog.Logger) *Follower {
 	b := make([]byte, 4)
 	rand.Read(b)
 	return &Follower{DB: db, OnChange: onChange, Poll: poll, Logger: logger, appName: "latchkey-listener-" + hex.EncodeToString(b)}
@@ -70,7 +73,7 @@ func (f *Follower) Follow(ctx context.Context, h latchkey.ChangeHandler) {
 	if f.Logger == nil {
 		f.Logger = slog.Default()
 	}
-	f.OnChange = func(id string) {
+	f.OnChange = func(id string, version int64) {
 		if src, ok := strings.CutPrefix(id, BlockChange); ok {
 			h.BlockChanged(src)
 			return
@@ -79,7 +82,7 @@ func (f *Follower) Follow(ctx context.Context, h latchkey.ChangeHandler) {
 			h.SettingChanged(key)
 			return
 		}
-		h.TokenChanged(id)
+		h.TokenChanged(id, version)
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -167,13 +170,14 @@ func (f *Follower) listenOnce(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		id := n.Payload
+		id, version := n.Payload, int64(0)
 		if i := strings.LastIndexByte(id, ':'); i >= 0 {
-			id = id[:i] // the version
+			version, _ = strconv.ParseInt(id[i+1:], 10, 64)
+			id = id[:i]
 		}
 		if id != "" {
 			f.notified.Add(1)
-			f.OnChange(id)
+			f.OnChange(id, version)
 		}
 	}
 }
@@ -198,25 +202,33 @@ func (f *Follower) poll(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		ids, start, err := f.DB.changesSince(ctx, since)
+		changes, start, err := f.DB.changesSince(ctx, since)
 		if err != nil {
 			if ctx.Err() == nil {
 				f.Logger.Warn("postgres: polling changes failed", "err", err)
 			}
 			continue
 		}
-		for _, id := range ids {
+		for _, c := range changes {
 			f.polled.Add(1)
-			f.OnChange(id)
+			f.OnChange(c.id, c.version)
 		}
 		since = start - pollOverlap.Microseconds()
 	}
 }
 
+// change is one entry of the change log: a token (or block, setting) and
+// the latest version a change left it at.
+type change struct {
+	id      string
+	version int64
+}
+
 // changesSince lists the tokens changed at or after since (Unix
 // microseconds by the database's clock; 0: the first read, which starts
-// from now) and returns the database's clock as the read began.
-func (db *DB) changesSince(ctx context.Context, since int64) (ids []string, start int64, err error) {
+// from now), each with its latest version, and returns the database's
+// clock as the read began.
+func (db *DB) changesSince(ctx context.Context, since int64) (changes []change, start int64, err error) {
 	tx, err := db.pool.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return nil, 0, err
@@ -228,19 +240,19 @@ func (db *DB) changesSince(ctx context.Context, since int64) (ids []string, star
 	if since == 0 {
 		return nil, start, nil
 	}
-	rows, err := tx.Query(ctx, `SELECT DISTINCT token_id FROM changes WHERE at >= $1`, since)
+	rows, err := tx.Query(ctx, `SELECT token_id, MAX(version) FROM changes WHERE at >= $1 GROUP BY token_id`, since)
 	if err != nil {
 		return nil, 0, err
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
+		var c change
+		if err := rows.Scan(&c.id, &c.version); err != nil {
 			return nil, 0, err
 		}
-		ids = append(ids, id)
+		changes = append(changes, c)
 	}
-	return ids, start, rows.Err()
+	return changes, start, rows.Err()
 }
 
 // PruneChanges deletes change records older than d (they only serve

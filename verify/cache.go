@@ -312,7 +312,12 @@ func (c *cache) touch(k *key, sec uint32) {
 
 // invalidate removes k, shifting later members of its probe chain back so
 // that no lookup stops early at the hole (backward-shift deletion).
-func (c *cache) invalidate(k *key) {
+func (c *cache) invalidate(k *key) { c.invalidateBefore(k, 0) }
+
+// invalidateBefore is invalidate, except that an entry already at version
+// or later stays (version 0: any entry goes). Loads in flight in the
+// shard are not cached either way.
+func (c *cache) invalidateBefore(k *key, version int64) {
 	h := c.hash(k)
 	s := c.shardOf(h)
 	s.mu.Lock()
@@ -320,6 +325,9 @@ func (c *cache) invalidate(k *key) {
 	s.gen++
 	i, ok := s.find(k, h)
 	if !ok {
+		return
+	}
+	if in := s.slots[i].e.info; version > 0 && in != nil && in.version >= version {
 		return
 	}
 	if s.slots[i].e.info == nil {

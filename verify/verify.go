@@ -221,6 +221,17 @@ func (v *Verifier) Invalidate(id string) {
 	v.sf.Forget(id)
 }
 
+// Changed drops token id from the cache, unless the cached entry already
+// is at version or later: a change reported again (the change log's poll
+// repeats what a notification said) does not throw away an entry loaded
+// after it. Version 0 (unknown) always drops. A load in flight is never
+// cached, whatever its version.
+func (v *Verifier) Changed(id string, version int64) {
+	k := keyOf(id)
+	v.cache.invalidateBefore(&k, version)
+	v.sf.Forget(id)
+}
+
 // Retenant drops every cached token, so that each is resolved again
 // against the current roles, identities and keyspace policies on its next
 // verification (a role change reaches every token holding it, like a

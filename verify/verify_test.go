@@ -556,3 +556,33 @@ func TestSyncAuditWaitsForCommit(t *testing.T) {
 		t.Error("Verify returned a decision whose record was never committed")
 	}
 }
+
+// A change reported for a version the cache already holds (the change
+// log's poll repeating a notification) keeps the entry; a newer version,
+// or an unknown one, drops it.
+func TestChangedKeepsCurrentEntry(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	pt, tok := f.issue(t, func(t *latchkey.Token) { t.Version = 2 })
+	misses := func() uint64 { return f.v.Stats().Misses }
+	f.verify(t, pt)
+	before := misses()
+	f.v.Changed(tok.ID, 2)
+	f.v.Changed(tok.ID, 1)
+	if d := f.verify(t, pt); d.Code != latchkey.Valid || misses() != before {
+		t.Errorf("a repeated change reloaded the token: %v, %d misses, want %d", d.Code, misses(), before)
+	}
+	// A real change: the store has version 3, revoked.
+	revoked := tok.Clone()
+	revoked.Version, revoked.Status = 3, latchkey.StatusRevoked
+	f.loader.put(revoked)
+	f.v.Changed(tok.ID, 3)
+	if d := f.verify(t, pt); d.Code != latchkey.Revoked || misses() != before+1 {
+		t.Errorf("after a change to version 3: %v, %d misses", d.Code, misses())
+	}
+	f.v.Changed(tok.ID, 0) // unknown version: always dropped
+	f.verify(t, pt)
+	if misses() != before+2 {
+		t.Errorf("a change of unknown version kept the entry: %d misses", misses())
+	}
+}

@@ -144,8 +144,8 @@ type clusterChanges struct {
 	ctx context.Context
 }
 
-func (c clusterChanges) TokenChanged(id string) {
-	c.d.ver.Invalidate(id)
+func (c clusterChanges) TokenChanged(id string, version int64) {
+	c.d.ver.Changed(id, version)
 	c.d.sessions.TokenChanged(id)
 }
 

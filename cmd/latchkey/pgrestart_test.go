@@ -179,7 +179,11 @@ func TestPostgresRestart(t *testing.T) {
 	defer func() { close(stop); wg.Wait() }()
 	time.Sleep(500 * time.Millisecond)
 
-	// A token cached on B just before the outage.
+	// A token cached on B just before the outage. Each creation on A is
+	// announced to B, which drops the id from its cache: B must have had
+	// all three announcements before it loads them, or one arriving late
+	// would drop a token this test counts on being cached.
+	seenBefore := changesTakenIn(t, nodes[1].url)
 	fresh, err := a.CreateToken(ctx, client.CreateRequest{})
 	if err != nil {
 		t.Fatal(err)
@@ -195,6 +199,7 @@ func TestPostgresRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	waitFor(t, func() bool { return changesTakenIn(t, nodes[1].url) >= seenBefore+3 })
 	for _, tok := range []string{budget.Plaintext, fresh.Plaintext} {
 		if v, err := bc.Verify(ctx, client.VerifyRequest{Token: tok}); err != nil || !v.Valid {
 			t.Fatalf("B: %+v %v", v, err)
@@ -337,4 +342,25 @@ func TestPostgresRestart(t *testing.T) {
 		t.Errorf("%d VALID and %d ERROR records for %d valid and %d unavailable answers: records were lost in the outage",
 			okRecords, errRecords, valid.Load(), unavailable.Load())
 	}
+}
+
+// changesTakenIn is the number of changes made on other nodes that the
+// node at url has taken in (latchkey_cluster_changes_total, every via).
+func changesTakenIn(t *testing.T, url string) float64 {
+	t.Helper()
+	resp, err := http.Get(url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var sum float64
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "latchkey_cluster_changes_total{") {
+			var v float64
+			fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v)
+			sum += v
+		}
+	}
+	return sum
 }
