@@ -183,7 +183,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ca := edge.ClientAddr(r, g.Auth.TrustedProxies)
 	vr := latchkey.VerifyRequest{ClientIP: ca.IP, Source: ca.Source, Method: r.Method, Path: r.URL.Path, UserAgent: r.UserAgent(),
 		RequestID: edge.PlainRequestID(r.Header), Action: "gateway"}
-	edge.AccessOf(r.Context()).At("", ca.IP)
+	acc := edge.AccessOf(r.Context())
+	acc.At("", ca.IP)
 	tg, reason, answer := edge.CheckTarget(r.URL.EscapedPath(), r.Host, r.Header, r.URL.RawQuery)
 	if tg.Path != "" {
 		vr.Path = tg.Path
@@ -205,7 +206,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	vr.Scopes = scopes
 	rt := m.Route
-	edge.AccessOf(r.Context()).At(rt.Name, "")
+	acc.At(rt.Name, "")
 	vr.Resource, vr.Keyspace = rt.Resource, rt.Keyspace
 	if rt.MaxHeaderBytes > 0 && int64(edge.HeaderBytes(r.Header)) > rt.MaxHeaderBytes {
 		g.Auth.Refuse(r.Context(), w, &vr, edge.ReasonHeaderTooLarge, http.StatusRequestHeaderFieldsTooLarge, edge.AnswerHeaderTooLarge)

@@ -249,13 +249,13 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		vr.Path = tg.Path
 	}
 	if reason != "" {
-		g.refuse(w, &vr, reason, http.StatusBadRequest, answer)
+		g.refuse(r.Context(), w, &vr, reason, http.StatusBadRequest, answer)
 		return
 	}
 	if name, ok := strings.CutPrefix(tg.Path, metadataPrefix); ok {
 		srv, found := g.Settings.Server(name)
 		if !found || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
-			g.refuse(w, &vr, edge.ReasonNoRoute, http.StatusNotFound, edge.AnswerNoRoute)
+			g.refuse(r.Context(), w, &vr, edge.ReasonNoRoute, http.StatusNotFound, edge.AnswerNoRoute)
 			return
 		}
 		g.serveMetadata(w, r, srv)
@@ -264,20 +264,19 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	name, _ := strings.CutPrefix(tg.Path, "/mcp/")
 	srv, found := g.Settings.Server(name)
 	if !found || r.URL.RawQuery != "" {
-		acc.Refused(edge.ReasonNoRoute)
-		g.refuse(w, &vr, edge.ReasonNoRoute, http.StatusNotFound, edge.AnswerNoRoute)
+		g.refuse(r.Context(), w, &vr, edge.ReasonNoRoute, http.StatusNotFound, edge.AnswerNoRoute)
 		return
 	}
 	acc.At(srv.Name, "")
 	if o := r.Header.Get("Origin"); o != "" && !g.originAllowed(r, srv, o) {
 		// The specification's defence against DNS rebinding: a page in a
 		// browser may send to the gateway only from an origin it names.
-		g.refuse(w, &vr, ReasonOrigin, http.StatusForbidden, `{"error":"invalid_request","error_description":"this Origin may not use the MCP gateway (mcp.allowed_origins)"}`)
+		g.refuse(r.Context(), w, &vr, ReasonOrigin, http.StatusForbidden, `{"error":"invalid_request","error_description":"this Origin may not use the MCP gateway (mcp.allowed_origins)"}`)
 		return
 	}
 	token, present := edge.Credential(r, "")
 	if !present {
-		g.refused(&vr, edge.ReasonNoCredential)
+		g.refused(r.Context(), &vr, edge.ReasonNoCredential)
 		g.challenge(w, r, srv, "", "")
 		return
 	}
@@ -296,16 +295,19 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.serveDelete(w, r, srv, &vr)
 	default:
 		w.Header().Set("Allow", "GET, POST, DELETE")
-		g.refuse(w, &vr, "method_not_allowed", http.StatusMethodNotAllowed, `{"error":"method_not_allowed"}`)
+		g.refuse(r.Context(), w, &vr, "method_not_allowed", http.StatusMethodNotAllowed, `{"error":"method_not_allowed"}`)
 	}
 }
 
-func (g *Gate) refuse(w http.ResponseWriter, vr *latchkey.VerifyRequest, reason string, status int, body string) {
-	g.refused(vr, reason)
+func (g *Gate) refuse(ctx context.Context, w http.ResponseWriter, vr *latchkey.VerifyRequest, reason string, status int, body string) {
+	g.refused(ctx, vr, reason)
 	edge.Refuse(w, status, body)
 }
 
-func (g *Gate) refused(vr *latchkey.VerifyRequest, reason string) {
+// refused records a refusal (in the audit log, and in the request's
+// access line) answered elsewhere.
+func (g *Gate) refused(ctx context.Context, vr *latchkey.VerifyRequest, reason string) {
+	edge.AccessOf(ctx).Refused(reason)
 	if g.Refuser != nil {
 		g.Refuser.Refuse(vr, reason)
 	}
@@ -501,13 +503,13 @@ func (g *Gate) lookup(id string, srv *Server) (*session, bool) {
 func (g *Gate) sessionFor(w http.ResponseWriter, r *http.Request, vr *latchkey.VerifyRequest, srv *Server, d latchkey.Decision) (*session, bool) {
 	id := r.Header.Get("Mcp-Session-Id")
 	if id == "" {
-		g.refuse(w, vr, ReasonNoSession, http.StatusBadRequest, `{"error":"invalid_request","error_description":"Mcp-Session-Id is required: send initialize first"}`)
+		g.refuse(r.Context(), w, vr, ReasonNoSession, http.StatusBadRequest, `{"error":"invalid_request","error_description":"Mcp-Session-Id is required: send initialize first"}`)
 		return nil, false
 	}
 	s, ok := g.lookup(id, srv)
 	if !ok || s.tokenID != d.TokenID {
 		// Another token's session is no more found than one that never was.
-		g.refuse(w, vr, ReasonNoSession, http.StatusNotFound, `{"error":"session_not_found"}`)
+		g.refuse(r.Context(), w, vr, ReasonNoSession, http.StatusNotFound, `{"error":"session_not_found"}`)
 		return nil, false
 	}
 	return s, true

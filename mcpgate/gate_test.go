@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	stdjson "encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/edge"
 	"github.com/latchkeyhq/latchkey/internal/memsettings"
 )
 
@@ -83,6 +85,12 @@ func (u *fakeUpstream) received() [][]byte {
 // newTestGate is a gateway for server "s" in front of a fake upstream,
 // for a token granted echo only; it returns the gateway and a session id.
 func newTestGate(t testing.TB) (*httptest.Server, *fakeUpstream, string) {
+	return newTestGateWith(t, nil)
+}
+
+// newTestGateWith is newTestGate with the gate behind rec (the access
+// log and metrics the daemon puts in front of every door).
+func newTestGateWith(t testing.TB, rec *edge.Recorder) (*httptest.Server, *fakeUpstream, string) {
 	up := &fakeUpstream{tool: []string{"echo", "rm"}}
 	us := httptest.NewServer(up)
 	t.Cleanup(us.Close)
@@ -92,7 +100,7 @@ func newTestGate(t testing.TB) (*httptest.Server, *fakeUpstream, string) {
 	}
 	g := &Gate{Settings: st, Verifier: &fakeVerifier{grants: []string{"mcp.s.tools.echo:call"}},
 		Pins: &Pins{Store: &memsettings.Store{}}}
-	gs := httptest.NewServer(g)
+	gs := httptest.NewServer(rec.Wrap("mcp", g))
 	t.Cleanup(func() { gs.Close(); g.Close() })
 	resp, _ := post(t, gs.URL+"/mcp/s", "", `{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`)
 	sid := resp.Header.Get("Mcp-Session-Id")
@@ -318,5 +326,40 @@ func TestGateChecksOrigin(t *testing.T) {
 		if resp.StatusCode != tc.want {
 			t.Errorf("Origin %q: %d, want %d", tc.origin, resp.StatusCode, tc.want)
 		}
+	}
+}
+
+// The gate's refusals and decisions reach the request's access record:
+// the server, the token, and the reason a request was refused at the edge.
+func TestGateAccessRecord(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var got []string
+	rec := &edge.Recorder{Observe: func(a *edge.Access, status int, _ time.Duration) {
+		mu.Lock()
+		got = append(got, fmt.Sprintf("%s %s %d %s %s", a.Door, a.Route, status, a.TokenID, a.Outcome))
+		mu.Unlock()
+	}}
+	gs, _, sid := newTestGateWith(t, rec)
+	post(t, gs.URL+"/mcp/s", sid, `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`)
+	post(t, gs.URL+"/mcp/nowhere", sid, `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`)
+	req, _ := http.NewRequest("POST", gs.URL+"/mcp/s", strings.NewReader(`{"jsonrpc":"2.0","id":3,"method":"ping"}`))
+	req.Header.Set("Authorization", "Bearer good")
+	req.Header.Set("Origin", "http://evil.example")
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+	}
+	post(t, gs.URL+"/mcp/s", "", `{"jsonrpc":"2.0","id":4,"method":"tools/list"}`) // no session
+	mu.Lock()
+	defer mu.Unlock()
+	want := []string{
+		"mcp s 200 tok1 VALID",       // initialize
+		"mcp s 200 tok1 VALID",       // tools/list
+		"mcp  404  no_route",         // an unknown server
+		"mcp s 403  " + ReasonOrigin, // a foreign Origin, refused before the token is read
+		"mcp s 400 tok1 " + ReasonNoSession,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("access records:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }

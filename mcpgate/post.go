@@ -21,34 +21,34 @@ import (
 func (g *Gate) servePost(w http.ResponseWriter, r *http.Request, srv *Server, vr *latchkey.VerifyRequest) {
 	start := time.Now()
 	if ct := mediaType(r.Header.Get("Content-Type")); ct != "application/json" {
-		g.refuse(w, vr, ReasonBadMessage, http.StatusUnsupportedMediaType, `{"error":"invalid_request","error_description":"Content-Type must be application/json"}`)
+		g.refuse(r.Context(), w, vr, ReasonBadMessage, http.StatusUnsupportedMediaType, `{"error":"invalid_request","error_description":"Content-Type must be application/json"}`)
 		return
 	}
 	if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
-		g.refuse(w, vr, ReasonBadMessage, http.StatusUnsupportedMediaType, `{"error":"invalid_request","error_description":"compressed bodies are not accepted"}`)
+		g.refuse(r.Context(), w, vr, ReasonBadMessage, http.StatusUnsupportedMediaType, `{"error":"invalid_request","error_description":"compressed bodies are not accepted"}`)
 		return
 	}
 	if !accepts(r.Header.Values("Accept"), "application/json") || !accepts(r.Header.Values("Accept"), "text/event-stream") {
-		g.refuse(w, vr, ReasonBadMessage, http.StatusNotAcceptable, `{"error":"invalid_request","error_description":"Accept must list application/json and text/event-stream"}`)
+		g.refuse(r.Context(), w, vr, ReasonBadMessage, http.StatusNotAcceptable, `{"error":"invalid_request","error_description":"Accept must list application/json and text/event-stream"}`)
 		return
 	}
 	if r.ContentLength > g.Settings.MaxMessageBytes {
-		g.refuse(w, vr, ReasonBadMessage, http.StatusRequestEntityTooLarge, `{"error":"request_too_large"}`)
+		g.refuse(r.Context(), w, vr, ReasonBadMessage, http.StatusRequestEntityTooLarge, `{"error":"request_too_large"}`)
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.Settings.MaxMessageBytes))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			g.refuse(w, vr, ReasonBadMessage, http.StatusRequestEntityTooLarge, `{"error":"request_too_large"}`)
+			g.refuse(r.Context(), w, vr, ReasonBadMessage, http.StatusRequestEntityTooLarge, `{"error":"request_too_large"}`)
 			return
 		}
-		g.refuse(w, vr, ReasonBadMessage, http.StatusBadRequest, `{"error":"invalid_request"}`)
+		g.refuse(r.Context(), w, vr, ReasonBadMessage, http.StatusBadRequest, `{"error":"invalid_request"}`)
 		return
 	}
 	msg, err := parseMessage(body)
 	if err != nil {
-		g.refused(vr, ReasonBadMessage)
+		g.refused(r.Context(), vr, ReasonBadMessage)
 		code := int64(jsonrpc.CodeInvalidRequest)
 		if errors.As(err, new(malformedJSON)) {
 			code = jsonrpc.CodeParseError
@@ -81,7 +81,7 @@ func (g *Gate) servePost(w http.ResponseWriter, r *http.Request, srv *Server, vr
 	}
 	if isReq && req.Method == "initialize" {
 		if r.Header.Get("Mcp-Session-Id") != "" {
-			g.refuse(w, vr, ReasonBadMessage, http.StatusBadRequest, `{"error":"invalid_request","error_description":"initialize opens a session: send it without Mcp-Session-Id"}`)
+			g.refuse(r.Context(), w, vr, ReasonBadMessage, http.StatusBadRequest, `{"error":"invalid_request","error_description":"initialize opens a session: send it without Mcp-Session-Id"}`)
 			return
 		}
 		g.initialize(w, r, srv, vr, d, body, req, start)
@@ -96,7 +96,7 @@ func (g *Gate) servePost(w http.ResponseWriter, r *http.Request, srv *Server, vr
 	if isReq && !req.IsCall() && nerr != nil {
 		// A notification the gateway does not forward: there is no one to
 		// answer, so the refusal is the HTTP status.
-		g.refused(vr, ReasonMethod)
+		g.refused(r.Context(), vr, ReasonMethod)
 		writeJSON(w, http.StatusBadRequest, rpcError(req.ID, jsonrpc.CodeMethodNotFound, nerr.Error()))
 		return
 	}
@@ -186,7 +186,7 @@ func (g *Gate) initialize(w http.ResponseWriter, r *http.Request, srv *Server, v
 	full := g.closed || (g.Settings.MaxSessions > 0 && len(g.sessions) >= g.Settings.MaxSessions)
 	g.mu.Unlock()
 	if full {
-		g.refused(vr, ReasonTooManySession)
+		g.refused(r.Context(), vr, ReasonTooManySession)
 		edge.Refuse(w, http.StatusServiceUnavailable, `{"error":"temporarily_unavailable","error_description":"too many open MCP sessions"}`)
 		return
 	}

@@ -406,7 +406,7 @@ func readAnswer(resp *http.Response, id jsonrpc.ID) (json.RawMessage, error) {
 // (GET, with Last-Event-ID to resume) until the session ends.
 func (g *Gate) serveStream(w http.ResponseWriter, r *http.Request, srv *Server, vr *latchkey.VerifyRequest) {
 	if !accepts(r.Header.Values("Accept"), "text/event-stream") {
-		g.refuse(w, vr, ReasonBadMessage, http.StatusNotAcceptable, `{"error":"invalid_request","error_description":"Accept must list text/event-stream"}`)
+		g.refuse(r.Context(), w, vr, ReasonBadMessage, http.StatusNotAcceptable, `{"error":"invalid_request","error_description":"Accept must list text/event-stream"}`)
 		return
 	}
 	s, d, ok := g.admitSession(w, r, vr, srv)

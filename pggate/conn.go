@@ -330,7 +330,7 @@ func (c *conn) accessLog(dbname string, d *latchkey.Decision, ok bool, took time
 	l.LogAttrs(context.Background(), slog.LevelInfo, "access", slog.String("door", "db"),
 		slog.String("route", edge.Clip(secret.Redact(dbname), 63)), slog.String("role", c.role.User),
 		slog.String("status", status), slog.Duration("latency", took), slog.String("token_id", d.TokenID),
-		slog.String("source", c.addr.Source.String()), slog.String("outcome", outcome))
+		slog.String("source", c.addr.IP), slog.String("outcome", outcome))
 }
 
 // pick is the role a token with grants gets: the one the client named as

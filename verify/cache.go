@@ -310,13 +310,10 @@ func (c *cache) touch(k *key, sec uint32) {
 	s.mu.Unlock()
 }
 
-// invalidate removes k, shifting later members of its probe chain back so
+// invalidateBefore removes k, shifting later members of its probe chain back so
 // that no lookup stops early at the hole (backward-shift deletion).
-func (c *cache) invalidate(k *key) { c.invalidateBefore(k, 0) }
-
-// invalidateBefore is invalidate, except that an entry already at version
-// or later stays (version 0: any entry goes). Loads in flight in the
-// shard are not cached either way.
+// An entry already at version or later stays (version 0: any entry goes).
+// Loads in flight in the shard are not cached either way.
 func (c *cache) invalidateBefore(k *key, version int64) {
 	h := c.hash(k)
 	s := c.shardOf(h)

@@ -27,7 +27,7 @@ func TestCacheMatchesMap(t *testing.T) {
 			c.putIfCurrent(k, entry{info: tok, staleAt: 1 << 62, expiresAt: v}, c.generation(k), 0)
 			ref[*k] = v
 		case 1:
-			c.invalidate(k)
+			c.invalidateBefore(k, 0)
 			delete(ref, *k)
 		default:
 			e, ok := c.get(k, 0)

@@ -215,11 +215,7 @@ func New(loader Loader, hasher *secret.Hasher, rec *audit.Pipeline, cfg Config) 
 
 // Invalidate drops id from the cache. Call it after every change to the
 // token; a load already in flight for id will not repopulate the cache.
-func (v *Verifier) Invalidate(id string) {
-	k := keyOf(id)
-	v.cache.invalidate(&k)
-	v.sf.Forget(id)
-}
+func (v *Verifier) Invalidate(id string) { v.Changed(id, 0) }
 
 // Changed drops token id from the cache, unless the cached entry already
 // is at version or later: a change reported again (the change log's poll
