@@ -502,10 +502,20 @@ func TestDatabaseGatewayUnixSocketUpstream(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close(context.Background())
-	time.AfterFunc(200*time.Millisecond, func() { c.PgConn().CancelRequest(context.Background()) })
+	cancelled := make(chan error, 1)
+	time.AfterFunc(200*time.Millisecond, func() { cancelled <- c.PgConn().CancelRequest(context.Background()) })
 	var pe *pgconn.PgError
 	if _, err := c.Exec(context.Background(), "SELECT pg_sleep(20)"); !errors.As(err, &pe) || pe.Code != "57014" {
 		t.Fatalf("a cancelled statement over the socket: %v", err)
+	}
+	// PostgreSQL signals the backend twice for one cancel request (its
+	// pid, then its process group), and the second signal can land after
+	// the first has ended the statement: sent before the request has
+	// finished, the next statement could be cancelled too. The request
+	// finishes (the server closes its connection, and the gateway passes
+	// that on) only once both are sent.
+	if err := <-cancelled; err != nil {
+		t.Fatalf("the cancel request: %v", err)
 	}
 	done := make(chan error, 1)
 	go func() {
