@@ -40,6 +40,8 @@ type Sink interface {
 // backpressure, and it is counted.
 type Pipeline struct {
 	Sink Sink
+	// Node names this server in the records expanded from Attempts.
+	Node string
 	// BatchSize is the most events written in one transaction (default 512).
 	BatchSize int
 	// FlushInterval is the longest an event waits before it is written
@@ -82,7 +84,45 @@ type Pipeline struct {
 const numStripes = 8
 
 type chunk struct {
-	evs []latchkey.AuditEvent // cap BatchSize
+	evs      []latchkey.AuditEvent // cap BatchSize
+	attempts []Attempt             // cap BatchSize
+}
+
+// Attempt is the compact record of a verification refused before any
+// lookup, because its token does not parse (MALFORMED): a fixed-size value
+// of one cache line, where an AuditEvent is five. That is what lets a
+// flood of made-up tokens be recorded at close to the parser's speed
+// (RecordMalformed). The writer expands it into the full record: Kind
+// verify, Outcome MALFORMED, Node the pipeline's. It keeps when, from
+// where, which request and which door, and why; not the path, method,
+// user agent, scopes or detail (the access log has the request line).
+type Attempt struct {
+	Time                        int64 // Unix nanoseconds
+	Action, ClientIP, RequestID string
+	Reason                      uint8 // an index into AttemptReasons
+	_                           [7]byte
+}
+
+// AttemptReasons are the reasons an Attempt can carry (secret.Parse's
+// errors); AttemptReason gives the index of one.
+var AttemptReasons = [...]string{"bad_length", "bad_prefix", "bad_separator", "bad_character", "bad_checksum", "secret_out_of_range"}
+
+// AttemptReason returns the index of reason in AttemptReasons (ok false:
+// not one of them, so the attempt needs a full record).
+func AttemptReason(reason string) (i uint8, ok bool) {
+	for i, r := range AttemptReasons {
+		if r == reason {
+			return uint8(i), true
+		}
+	}
+	return 0, false
+}
+
+// expand writes the full record of a.
+func (a *Attempt) expand(ev *latchkey.AuditEvent, node string) {
+	*ev = latchkey.AuditEvent{Time: time.Unix(0, a.Time), Node: node, RequestID: a.RequestID, Kind: latchkey.KindVerify,
+		Action: a.Action, Outcome: latchkey.Malformed.String(), Reason: AttemptReasons[a.Reason%uint8(len(AttemptReasons))],
+		ClientIP: a.ClientIP}
 }
 
 type stripe struct {
@@ -141,7 +181,7 @@ func (p *Pipeline) Start() {
 		p.free = make(chan *chunk, n)
 		p.full = make(chan *chunk, n)
 		for range n {
-			p.free <- &chunk{evs: make([]latchkey.AuditEvent, 0, p.BatchSize)}
+			p.free <- &chunk{evs: make([]latchkey.AuditEvent, 0, p.BatchSize), attempts: make([]Attempt, 0, p.BatchSize)}
 		}
 		p.wake = make(chan struct{}, 1)
 		p.stop = make(chan struct{})
@@ -182,7 +222,43 @@ func (p *Pipeline) RecordOn(key uint64, fill func(ev *latchkey.AuditEvent)) {
 	p.record(&p.stripes[key%uint64(len(p.stripes))], fill)
 }
 
+// RecordMalformed is RecordFunc for an attempt whose token did not parse:
+// it enqueues the compact Attempt, a copy of *a.
+func (p *Pipeline) RecordMalformed(a *Attempt) {
+	var here byte
+	st := &p.stripes[stripeOf(unsafe.Pointer(&here))]
+	c := p.lock(st)
+	if c == nil {
+		var ev latchkey.AuditEvent
+		a.expand(&ev, p.Node)
+		p.writeDirect(ev)
+		return
+	}
+	n := len(c.attempts)
+	c.attempts = c.attempts[:n+1]
+	c.attempts[n] = *a
+	p.added(st, c, n+1 == cap(c.attempts))
+}
+
 func (p *Pipeline) record(st *stripe, fill func(ev *latchkey.AuditEvent)) {
+	c := p.lock(st)
+	if c == nil {
+		var ev latchkey.AuditEvent
+		fill(&ev)
+		p.writeDirect(ev)
+		return
+	}
+	n := len(c.evs)
+	c.evs = c.evs[:n+1]
+	c.evs[n] = latchkey.AuditEvent{}
+	fill(&c.evs[n])
+	p.added(st, c, n+1 == cap(c.evs))
+}
+
+// lock locks st and returns its current chunk, taking one from the free
+// list (waiting, when there is none: backpressure). After Close it
+// returns nil, unlocked: the caller writes directly.
+func (p *Pipeline) lock(st *stripe) *chunk {
 	st.mu.Lock()
 	for st.cur == nil && !st.closed {
 		select {
@@ -204,18 +280,16 @@ func (p *Pipeline) record(st *stripe, fill func(ev *latchkey.AuditEvent)) {
 	}
 	if st.closed {
 		st.mu.Unlock()
-		var ev latchkey.AuditEvent
-		fill(&ev)
-		p.writeDirect(ev)
-		return
+		return nil
 	}
-	c := st.cur
-	n := len(c.evs)
-	c.evs = c.evs[:n+1]
-	c.evs[n] = latchkey.AuditEvent{}
-	fill(&c.evs[n])
+	return st.cur
+}
+
+// added counts a record just written into c, sends c to the writer when
+// it is full, and unlocks st.
+func (p *Pipeline) added(st *stripe, c *chunk, full bool) {
 	st.enqueued++
-	if n+1 == cap(c.evs) {
+	if full {
 		st.cur = nil
 		p.full <- c // never blocks: the channel holds every chunk there is
 	}
@@ -312,6 +386,13 @@ type writer struct {
 // writeChunk commits a full chunk as one transaction, without copying it,
 // and returns it to the free list.
 func (w *writer) writeChunk(c *chunk, draining bool) {
+	if len(c.attempts) > 0 {
+		// Attempts are expanded into the batch; the chunk's full records
+		// go with them (one transaction).
+		w.gather(c, draining)
+		w.flush(draining)
+		return
+	}
 	for i := range c.evs {
 		redact(&c.evs[i])
 	}
@@ -334,7 +415,17 @@ func (w *writer) gather(c *chunk, draining bool) {
 			w.batch = w.p.write(w.batch, draining)
 		}
 	}
-	c.evs = c.evs[:0]
+	for i := range c.attempts {
+		n := len(w.batch)
+		w.batch = w.batch[:n+1]
+		c.attempts[i].expand(&w.batch[n], w.p.Node)
+		redact(&w.batch[n])
+		if n+1 == w.p.BatchSize {
+			w.batch = w.p.write(w.batch, draining)
+		}
+	}
+	clear(c.attempts) // drop the references to request memory
+	c.evs, c.attempts = c.evs[:0], c.attempts[:0]
 	w.p.free <- c
 }
 
@@ -364,7 +455,7 @@ func (w *writer) takePartial(closing bool) {
 		st := &w.p.stripes[i]
 		st.mu.Lock()
 		c := st.cur
-		if c != nil && (len(c.evs) > 0 || closing) {
+		if c != nil && (len(c.evs) > 0 || len(c.attempts) > 0 || closing) {
 			st.cur = nil
 		} else {
 			c = nil

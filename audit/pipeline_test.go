@@ -191,3 +191,58 @@ func TestStripeLayout(t *testing.T) {
 		t.Errorf("a stripe is %d bytes; keep it at one cache line (64)", n)
 	}
 }
+
+// Compact attempts fill chunks of their own beside full records: a full
+// chunk of them, and a partly filled one, both reach the sink expanded,
+// with every field they carry, and none is lost or doubled.
+func TestRecordMalformed(t *testing.T) {
+	t.Parallel()
+	sink := &memSink{}
+	p := &Pipeline{Sink: sink, Node: "node-a", BatchSize: 8, QueueSize: 80}
+	p.Start()
+	const n = 8*3 + 5
+	for i := range n {
+		p.RecordMalformed(&Attempt{Time: int64(i) * 1000, Action: "verify", ClientIP: "192.0.2.1", RequestID: fmt.Sprint("r", i), Reason: 4})
+		if i%7 == 0 {
+			p.Record(&latchkey.AuditEvent{Kind: latchkey.KindVerify, Action: "verify", Outcome: "VALID", RequestID: fmt.Sprint("v", i)})
+		}
+	}
+	if err := p.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	valid := 0
+	sink.mu.Lock()
+	all := append([]latchkey.AuditEvent(nil), sink.evs...)
+	sink.mu.Unlock()
+	for _, ev := range all {
+		if ev.Outcome == "VALID" {
+			valid++
+			continue
+		}
+		var i int
+		if _, err := fmt.Sscanf(ev.RequestID, "r%d", &i); err != nil || seen[ev.RequestID] {
+			t.Fatalf("unexpected or doubled record %+v", ev)
+		}
+		seen[ev.RequestID] = true
+		if ev.Node != "node-a" || ev.Kind != latchkey.KindVerify || ev.Outcome != "MALFORMED" || ev.Reason != "bad_checksum" ||
+			ev.ClientIP != "192.0.2.1" || ev.Time.UnixNano() != int64(i)*1000 {
+			t.Errorf("attempt %d: %+v", i, ev)
+		}
+	}
+	if len(seen) != n || valid != (n+6)/7 {
+		t.Errorf("%d attempts and %d full records reached the sink, want %d and %d", len(seen), valid, n, (n+6)/7)
+	}
+	if i, ok := AttemptReason("bad_checksum"); !ok || AttemptReasons[i] != "bad_checksum" {
+		t.Errorf("AttemptReason(bad_checksum) = %d %v", i, ok)
+	}
+	if _, ok := AttemptReason("something_else"); ok {
+		t.Error("an unknown reason has an index")
+	}
+}
+
+func TestAttemptLayout(t *testing.T) {
+	if n := unsafe.Sizeof(Attempt{}); n != 64 {
+		t.Errorf("an Attempt is %d bytes; keep it at one cache line (64)", n)
+	}
+}

@@ -23,7 +23,7 @@ func (v *Verifier) Refuse(req *latchkey.VerifyRequest, reason string) {
 	if v.rec == nil {
 		return
 	}
-	now, _ := v.clock()
+	now := v.now()
 	v.sampled(req, latchkey.OutcomeRefused, reason, "", now)
 }
 
@@ -58,7 +58,7 @@ func (v *Verifier) recordEnded(ended map[refusalKey]int64, now int64) {
 func (v *Verifier) startRefusalFlusher() {
 	s := &v.refusals
 	s.flusher.start(time.Second, func() {
-		now, _ := v.clock()
+		now := v.now()
 		s.mu.Lock()
 		ended := s.sweepLocked(now)
 		s.mu.Unlock()
@@ -90,7 +90,7 @@ func (v *Verifier) flushRefusals() {
 	if v.rec == nil {
 		return
 	}
-	now, _ := v.clock()
+	now := v.now()
 	for k, n := range v.refusals.drain() {
 		v.recordRefusal(&latchkey.VerifyRequest{ClientIP: k.ip, Action: k.action}, k.outcome, k.reason, "", now, n)
 	}

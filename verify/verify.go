@@ -162,21 +162,20 @@ func newEpoch() *epoch {
 	return &epoch{wall: time.Now().UnixNano(), mono: monoclock.Nanos()}
 }
 
-// clock returns the current time in Unix nanoseconds and the monotonic
-// reading to measure latency from.
-func (v *Verifier) clock() (now, mono int64) {
-	mono = monoclock.Nanos()
+// now returns the current time in Unix nanoseconds: one monoclock
+// reading and the epoch it is anchored to.
+func (v *Verifier) now() int64 {
+	if v.cfg.Now != nil {
+		return v.cfg.Now().UnixNano()
+	}
+	mono := monoclock.Nanos()
 	ep := v.epoch.Load()
 	if mono-ep.mono >= int64(time.Second) || mono < ep.mono {
 		n := newEpoch()
 		v.epoch.CompareAndSwap(ep, n)
 		ep, mono = n, n.mono
 	}
-	now = ep.wall + (mono - ep.mono)
-	if v.cfg.Now != nil {
-		now = v.cfg.Now().UnixNano()
-	}
-	return now, mono
+	return ep.wall + (mono - ep.mono)
 }
 
 // New returns a Verifier reading tokens from loader, comparing secrets
@@ -208,7 +207,7 @@ func New(loader Loader, hasher *secret.Hasher, rec *audit.Pipeline, cfg Config) 
 	// second soon rather than at the first epoch renewal, a second from now.
 	time.AfterFunc(150*time.Millisecond, monoclock.Recalibrate)
 	if v.cfg.Limits == nil {
-		v.cfg.Limits = ratelimit.NewTable(func() int64 { now, _ := v.clock(); return now })
+		v.cfg.Limits = ratelimit.NewTable(v.now)
 	}
 	return v
 }
@@ -240,11 +239,14 @@ func (v *Verifier) CacheLen() int { return v.cache.len() }
 // Verify decides on req. A refusal is a Decision, not an error; the error
 // is non-nil only when the store could not be read, and then the Decision
 // must not be used.
-func (v *Verifier) Verify(ctx context.Context, req *latchkey.VerifyRequest) (latchkey.Decision, error) {
+func (v *Verifier) Verify(ctx context.Context, req *latchkey.VerifyRequest) (d latchkey.Decision, err error) {
 	if v.cfg.Tracer != nil {
 		return v.traced(ctx, req)
 	}
-	return v.verify(ctx, req)
+	// d is the caller's result: verify fills it in place rather than
+	// returning a copy of a 300-byte struct through two frames.
+	err = v.verify(ctx, req, &d)
+	return d, err
 }
 
 // loadedKey marks a traced verification's context: load notes a store
@@ -252,11 +254,11 @@ func (v *Verifier) Verify(ctx context.Context, req *latchkey.VerifyRequest) (lat
 type loadedKey struct{}
 
 // traced is Verify in a span.
-func (v *Verifier) traced(ctx context.Context, req *latchkey.VerifyRequest) (latchkey.Decision, error) {
+func (v *Verifier) traced(ctx context.Context, req *latchkey.VerifyRequest) (d latchkey.Decision, err error) {
 	ctx, span := v.cfg.Tracer.Start(ctx, "latchkey.verify", trace.WithSpanKind(trace.SpanKindInternal))
 	defer span.End()
 	loaded := new(bool)
-	d, err := v.verify(context.WithValue(ctx, loadedKey{}, loaded), req)
+	err = v.verify(context.WithValue(ctx, loadedKey{}, loaded), req, &d)
 	cache := "hit"
 	if *loaded {
 		cache = "load"
@@ -272,21 +274,35 @@ func (v *Verifier) traced(ctx context.Context, req *latchkey.VerifyRequest) (lat
 	return d, err
 }
 
-func (v *Verifier) verify(ctx context.Context, req *latchkey.VerifyRequest) (latchkey.Decision, error) {
-	now, start := v.clock()
-	d := latchkey.Decision{Remaining: -1}
-	err := v.decide(ctx, req, now, &d, !req.NoSpend && !req.Recheck)
+// verify decides into d (zero on entry) and records the attempt.
+//
+// The clock is read once (docs/architecture.md §2): that reading is the
+// decision's "now" and its record's time. d.Latency is the time spent
+// waiting on the store, Redis or a usage budget (waited adds it), which
+// is what varies between verifications; a decision made from memory
+// alone records 0 rather than paying a second reading to say "under a
+// microsecond".
+func (v *Verifier) verify(ctx context.Context, req *latchkey.VerifyRequest, d *latchkey.Decision) error {
+	now := v.now()
+	d.Remaining = -1
+	err := v.decide(ctx, req, now, d, !req.NoSpend && !req.Recheck)
 	if g := v.cfg.Guard; g != nil && err == nil && d.Code != latchkey.Valid && d.Code != latchkey.Blocked && !req.Recheck {
 		g.Refused(req.Source, d.Code, d.Reason, d.TokenID, now)
 	}
-	d.Latency = time.Duration(max(0, monoclock.Nanos()-start))
-	if v.rec != nil && d.Code == latchkey.Blocked && err == nil {
+	if v.rec == nil {
+		return err
+	}
+	if d.Code == latchkey.Blocked && err == nil {
 		// A blocked source may keep sending as fast as it can: its attempts
 		// are sampled like edge refusals, one record a second with a count.
 		v.sampled(req, "BLOCKED", d.Reason, d.TokenID, now)
-		return d, nil
+		return nil
 	}
-	if v.rec != nil && !(req.AuditFailuresOnly && d.Code == latchkey.Valid) {
+	if d.Code == latchkey.Malformed {
+		v.recordMalformed(req, d.Reason, now)
+		return nil
+	}
+	if !(req.AuditFailuresOnly && d.Code == latchkey.Valid) {
 		v.rec.RecordFunc(func(ev *latchkey.AuditEvent) {
 			v.fillAttempt(ev, req, now)
 			ev.TokenID = d.TokenID
@@ -299,11 +315,17 @@ func (v *Verifier) verify(ctx context.Context, req *latchkey.VerifyRequest) (lat
 		})
 		if v.cfg.SyncAudit && err == nil {
 			if ferr := v.rec.Flush(ctx); ferr != nil {
-				return d, fmt.Errorf("verify: audit record not committed: %w", ferr)
+				return fmt.Errorf("verify: audit record not committed: %w", ferr)
 			}
 		}
 	}
-	return d, err
+	return err
+}
+
+// waited adds the time since mono (a monoclock reading taken before a
+// wait on the store or Redis) to d.Latency.
+func waited(d *latchkey.Decision, mono int64) {
+	d.Latency += time.Duration(max(0, monoclock.Nanos()-mono))
 }
 
 // fillAttempt writes what every record of an attempt says about its
@@ -402,7 +424,10 @@ func (v *Verifier) identify(ctx context.Context, req *latchkey.VerifyRequest, no
 	cs.lookups.Add(1)
 	if !ok {
 		cs.misses.Add(1)
-		if e, err = v.load(ctx, k, now); err != nil {
+		mono := monoclock.Nanos()
+		e, err = v.load(ctx, k, now)
+		waited(d, mono)
+		if err != nil {
 			d.Code = latchkey.NotFound
 			return e, false, err
 		}
@@ -475,7 +500,9 @@ func (v *Verifier) allowedHere(ctx context.Context, req *latchkey.VerifyRequest,
 		// A derived token is as idle as its lineage: using it keeps its
 		// ancestors alive, and an ancestor gone idle ends it.
 		for i := range c.ancestors {
+			mono := monoclock.Nanos()
 			idle, err := v.ancestorIdle(ctx, &c.ancestors[i], now)
+			waited(d, mono)
 			if err != nil {
 				d.Code = latchkey.NotFound
 				return false, err
@@ -501,7 +528,14 @@ func (v *Verifier) allowedHere(ctx context.Context, req *latchkey.VerifyRequest,
 // and usage budget.
 func (v *Verifier) withinLimits(ctx context.Context, k *key, c *constraints, now int64, d *latchkey.Decision, spend bool) (bool, error) {
 	if len(c.limiters) > 0 {
+		var mono int64
+		if v.cfg.Shared != nil {
+			mono = monoclock.Nanos()
+		}
 		ok, st, err := v.allow(ctx, c, now, spend)
+		if v.cfg.Shared != nil {
+			waited(d, mono)
+		}
 		if err != nil {
 			d.Code = latchkey.RateLimited
 			return false, err
@@ -513,7 +547,10 @@ func (v *Verifier) withinLimits(ctx context.Context, k *key, c *constraints, now
 		}
 	}
 	if c.budget != nil {
-		if code, err := v.spend(ctx, k, c, d, spend); err != nil || code != latchkey.Valid {
+		mono := monoclock.Nanos()
+		code, err := v.spend(ctx, k, c, d, spend)
+		waited(d, mono)
+		if err != nil || code != latchkey.Valid {
 			d.Code = code
 			return false, err
 		}
@@ -685,4 +722,22 @@ func (v *Verifier) rotationAge(ks string) time.Duration {
 		}
 	}
 	return age
+}
+
+// recordMalformed records an attempt with a token that did not parse: as
+// the pipeline's compact Attempt when it can hold it (the pipeline names
+// this node, the reason is the parser's), else as a full record.
+func (v *Verifier) recordMalformed(req *latchkey.VerifyRequest, reason string, now int64) {
+	action := req.Action
+	if action == "" {
+		action = latchkey.ActionVerify
+	}
+	if r, ok := audit.AttemptReason(reason); ok && v.rec.Node == v.cfg.Node {
+		v.rec.RecordMalformed(&audit.Attempt{Time: now, Action: action, ClientIP: req.ClientIP, RequestID: req.RequestID, Reason: r})
+		return
+	}
+	v.rec.RecordFunc(func(ev *latchkey.AuditEvent) {
+		v.fillAttempt(ev, req, now)
+		ev.Outcome, ev.Reason = latchkey.Malformed.String(), reason
+	})
 }

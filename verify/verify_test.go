@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"hash/crc32"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -271,7 +272,7 @@ func TestDecisions(t *testing.T) {
 			}
 			ev := f.rec.last()
 			if ev.Outcome != tt.code.String() || ev.Reason != tt.reason || ev.ClientIP != "198.51.100.4" ||
-				ev.Kind != latchkey.KindVerify || ev.Action != latchkey.ActionVerify || ev.Node != "n1" || ev.Latency <= 0 {
+				ev.Kind != latchkey.KindVerify || ev.Action != latchkey.ActionVerify || ev.Node != "n1" || ev.Latency < 0 {
 				t.Errorf("audit event = %+v", ev)
 			}
 			if tt.code != latchkey.Malformed && ev.TokenID == "" {
@@ -584,5 +585,80 @@ func TestChangedKeepsCurrentEntry(t *testing.T) {
 	f.verify(t, pt)
 	if misses() != before+2 {
 		t.Errorf("a change of unknown version kept the entry: %d misses", misses())
+	}
+}
+
+// The clock is read once per verification: a decision made from memory
+// records no latency, and one that waited on the store records the wait.
+func TestLatencyIsTheWait(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	tok, rec := f.issue(t)
+	f.loader.gate = make(chan struct{})
+	done := make(chan latchkey.Decision)
+	go func() { done <- f.verify(t, tok) }()
+	for f.loader.loads.Load() == 0 {
+		runtime.Gosched() // the load has started and waits on the gate
+	}
+	// The load's wait is real time (monoclock), not the fixture's clock:
+	// hold the gate shut across a measurable interval.
+	start := time.Now()
+	for time.Since(start) < 2*time.Millisecond {
+		runtime.Gosched()
+	}
+	close(f.loader.gate)
+	d := <-done
+	if d.Code != latchkey.Valid || d.Latency < 2*time.Millisecond {
+		t.Fatalf("a verification that waited on the store: %v, latency %v", d.Code, d.Latency)
+	}
+	if ev := f.rec.lastFor(rec.ID); ev.Latency != d.Latency {
+		t.Errorf("its record says %v, the decision %v", ev.Latency, d.Latency)
+	}
+	f.advance(time.Second) // the next record is the newest of the token's
+	if d := f.verify(t, tok); d.Code != latchkey.Valid || d.Latency != 0 {
+		t.Fatalf("a cache hit: %v, latency %v (want 0: no second clock reading)", d.Code, d.Latency)
+	}
+	if ev := f.rec.lastFor(rec.ID); ev.Latency != 0 || !ev.Time.Equal(f.now) {
+		t.Errorf("the cache hit's record: latency %v at %v, want 0 at %v", ev.Latency, ev.Time, f.now)
+	}
+}
+
+// A malformed token's attempt goes through the pipeline's compact record
+// when the pipeline names this node, and reaches the store whole: node,
+// door, source, request id and the parser's reason.
+func TestMalformedCompactRecord(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	sink := &memSink{}
+	p := &audit.Pipeline{Sink: sink, Node: "n1"}
+	p.Start()
+	v := New(f.loader, f.hasher, p, Config{Now: f.clock, Node: "n1"})
+	tok, _ := f.issue(t)
+	for _, c := range []struct{ token, action, reason string }{
+		{tok[:len(tok)-6] + "AAAAAA", latchkey.ActionDBConnect, "bad_checksum"},
+		{"nonsense", "", "bad_length"},
+	} {
+		req := &latchkey.VerifyRequest{Token: c.token, Action: c.action, ClientIP: "198.51.100.7", RequestID: "req-" + c.reason,
+			Method: "GET", Path: "/x"}
+		if d, err := v.Verify(context.Background(), req); err != nil || d.Code != latchkey.Malformed || d.Reason != c.reason {
+			t.Fatalf("%q: %v %q %v", c.token, d.Code, d.Reason, err)
+		}
+	}
+	if err := p.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(sink.evs) != 2 {
+		t.Fatalf("%d records, want 2", len(sink.evs))
+	}
+	byReason := map[string]latchkey.AuditEvent{}
+	for _, ev := range sink.evs {
+		byReason[ev.Reason] = ev
+	}
+	for reason, action := range map[string]string{"bad_checksum": latchkey.ActionDBConnect, "bad_length": latchkey.ActionVerify} {
+		ev := byReason[reason]
+		if ev.Node != "n1" || ev.Kind != latchkey.KindVerify || ev.Action != action || ev.Outcome != "MALFORMED" ||
+			ev.ClientIP != "198.51.100.7" || ev.RequestID != "req-"+reason || !ev.Time.Equal(f.now) || ev.TokenID != "" {
+			t.Errorf("%s: %+v", reason, ev)
+		}
 	}
 }

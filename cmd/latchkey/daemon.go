@@ -276,7 +276,7 @@ func (d *daemon) build(ctx context.Context, key []byte, table *gateway.Table) er
 		logger.Warn("the dashboard's counts from before the restart could not be read", "err", err)
 	}
 	det := d.det
-	d.pipe = &audit.Pipeline{Sink: db, Logger: logger, BatchSize: cfg.AuditBatch, FlushInterval: cfg.AuditFlush, QueueSize: cfg.AuditQueue,
+	d.pipe = &audit.Pipeline{Sink: db, Node: d.node, Logger: logger, BatchSize: cfg.AuditBatch, FlushInterval: cfg.AuditFlush, QueueSize: cfg.AuditQueue,
 		Observe:  func(evs []latchkey.AuditEvent) { det.Valid(evs); met.ObserveEvents(evs); activity.Observe(evs) },
 		OnCommit: met.ObserveCommit}
 	d.pipe.Start()
