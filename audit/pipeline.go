@@ -62,6 +62,7 @@ type Pipeline struct {
 	OnCommit func(n int, took time.Duration)
 
 	stripes [numStripes]stripe
+	wakeAt  int         // full chunks that wake the writer before its tick
 	free    chan *chunk // empty chunks
 	full    chan *chunk // chunks waiting for the writer
 	wake    chan struct{}
@@ -178,6 +179,7 @@ func (p *Pipeline) Start() {
 			p.Logger = slog.Default()
 		}
 		n := max(numStripes+2, (p.QueueSize+p.BatchSize-1)/p.BatchSize)
+		p.wakeAt = max(1, n/4)
 		p.free = make(chan *chunk, n)
 		p.full = make(chan *chunk, n)
 		for range n {
@@ -292,6 +294,12 @@ func (p *Pipeline) added(st *stripe, c *chunk, full bool) {
 	if full {
 		st.cur = nil
 		p.full <- c // never blocks: the channel holds every chunk there is
+		if len(p.full) >= p.wakeAt {
+			// The writer takes full chunks at its next tick; it is woken
+			// only once a quarter of the queue waits, not once a chunk
+			// (a wake is a futex call on the recording goroutine's bill).
+			p.poke()
+		}
 	}
 	st.mu.Unlock()
 }
@@ -482,8 +490,6 @@ func (p *Pipeline) run() {
 	defer ticker.Stop()
 	for {
 		select {
-		case c := <-p.full:
-			w.writeChunk(c, false)
 		case <-ticker.C:
 			w.takeFull(false)
 			w.takePartial(false)

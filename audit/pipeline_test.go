@@ -246,3 +246,26 @@ func TestAttemptLayout(t *testing.T) {
 		t.Errorf("an Attempt is %d bytes; keep it at one cache line (64)", n)
 	}
 }
+
+// Full chunks wake the writer once a quarter of the queue waits, without
+// its tick (an hour here): a burst is written at once, and backpressure
+// never waits for the tick.
+func TestFullChunksWakeTheWriter(t *testing.T) {
+	t.Parallel()
+	sink := &memSink{}
+	p := &Pipeline{Sink: sink, BatchSize: 4, QueueSize: 40, FlushInterval: time.Hour} // 10 chunks: a wake at 2 full
+	p.Start()
+	defer p.Close(context.Background())
+	written := p.Written()
+	for range 8 * 4 { // more than the queue holds, from one goroutine
+		p.Record(&latchkey.AuditEvent{Kind: latchkey.KindVerify, Action: "verify", Outcome: "VALID"})
+	}
+	select {
+	case <-written:
+	case <-time.After(10 * time.Second):
+		t.Fatal("full chunks waited for the writer's tick")
+	}
+	if st := p.Stats(); st.Written == 0 || st.Enqueued != 32 {
+		t.Errorf("stats %+v", st)
+	}
+}
