@@ -34,11 +34,12 @@ that mean something. Results go to standard output as a table, or as JSON
 with --json.
 
 Scenarios (--scenarios, comma-separated; default all):
-  verify-http   POST /v1/verify against a bare net/http handler that reads
-                the same JSON and answers the same shape, same server
-                settings: throughput, then p50/p99 at a steady 30% of the
-                bare maximum (a latency window lasts at least long enough
-                for 20 calls at that rate, whatever --duration says)
+  verify-http   POST /v1/verify against two handlers that decide nothing,
+                same server settings: one doing the same JSON work with
+                latchkey's own code, and a plain encoding/json one.
+                Throughput against each, then p50/p99 at a steady 30% of
+                the same-work maximum (a latency window lasts at least long
+                enough for 20 calls at that rate, whatever --duration says)
   gateway       the gateway against a bare httputil.ReverseProxy with the
                 same tuned transport (and one with Go's default transport),
                 in front of the same upstream
