@@ -298,11 +298,12 @@ func (v *Verifier) verify(ctx context.Context, req *latchkey.VerifyRequest, d *l
 		v.sampled(req, "BLOCKED", d.Reason, d.TokenID, now)
 		return nil
 	}
-	if d.Code == latchkey.Malformed {
+	switch {
+	case d.Code == latchkey.Malformed:
 		v.recordMalformed(req, d.Reason, now)
-		return nil
-	}
-	if !(req.AuditFailuresOnly && d.Code == latchkey.Valid) {
+	case req.AuditFailuresOnly && d.Code == latchkey.Valid:
+		return err
+	default:
 		v.rec.RecordFunc(func(ev *latchkey.AuditEvent) {
 			v.fillAttempt(ev, req, now)
 			ev.TokenID = d.TokenID
@@ -313,10 +314,10 @@ func (v *Verifier) verify(ctx context.Context, req *latchkey.VerifyRequest, d *l
 			}
 			ev.Latency = d.Latency
 		})
-		if v.cfg.SyncAudit && err == nil {
-			if ferr := v.rec.Flush(ctx); ferr != nil {
-				return fmt.Errorf("verify: audit record not committed: %w", ferr)
-			}
+	}
+	if v.cfg.SyncAudit && err == nil {
+		if ferr := v.rec.Flush(ctx); ferr != nil {
+			return fmt.Errorf("verify: audit record not committed: %w", ferr)
 		}
 	}
 	return err

@@ -545,6 +545,26 @@ func TestSyncAuditWaitsForCommit(t *testing.T) {
 	if d := <-res; d.Code != latchkey.Valid {
 		t.Fatalf("after commit: %s", d.Code)
 	}
+	// A malformed token's compact record is waited for too.
+	g3 := &gatedSink{called: make(chan struct{}, 16), release: make(chan struct{})}
+	p3 := &audit.Pipeline{Sink: g3}
+	p3.Start()
+	defer p3.Close(context.Background())
+	f.v = New(f.loader, f.hasher, p3, Config{SyncAudit: true})
+	go func() {
+		d, _ := f.v.Verify(context.Background(), &latchkey.VerifyRequest{Token: "lk_nonsense"})
+		res <- d
+	}()
+	<-g3.called
+	select {
+	case d := <-res:
+		t.Fatalf("Verify answered %s before the malformed token's record was committed", d.Code)
+	default:
+	}
+	close(g3.release)
+	if d := <-res; d.Code != latchkey.Malformed {
+		t.Fatalf("after commit: %s", d.Code)
+	}
 	// A caller that gives up waiting gets an error, not a decision.
 	g2 := &gatedSink{called: make(chan struct{}, 16), release: make(chan struct{})}
 	p2 := &audit.Pipeline{Sink: g2}
