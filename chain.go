@@ -75,9 +75,13 @@ type AuditAnchor struct {
 
 // ChainBreak names the first record whose link does not hold.
 type ChainBreak struct {
-	Node   string `json:"node"`
-	Seq    int64  `json:"seq"`
-	Reason string `json:"reason"`
+	Node string `json:"node"`
+	Seq  int64  `json:"seq"`
+	// LastSeq, when set, ends the run of records the break is in (Seq to
+	// LastSeq): a store that chains whole chunks (SQLite) finds an edit to
+	// the chunk, not to the record.
+	LastSeq int64  `json:"last_seq,omitempty"`
+	Reason  string `json:"reason"`
 }
 
 // ChainReport is the result of checking the audit chain.

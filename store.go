@@ -47,7 +47,10 @@ type Store interface {
 	TouchTokens(ctx context.Context, uses []TokenUse) error
 
 	// AppendAudit stores a batch of events in one transaction, assigning Seq
-	// and linking each into its node's hash chain (ChainHash), in Seq order.
+	// and linking each into its node's hash chain, in Seq order. Events read
+	// back (ListAudit) carry their Hash; AppendAudit need not set it (the
+	// SQLite store does not: the hex of every hash was a quarter of its
+	// cost per record).
 	AppendAudit(ctx context.Context, evs []AuditEvent) error
 
 	// ListAudit returns one page of events matching f.

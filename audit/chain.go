@@ -14,11 +14,20 @@ type ChainSource interface {
 	ListAudit(ctx context.Context, f latchkey.AuditFilter) (latchkey.AuditPage, error)
 }
 
+// ChunkedChain is a store that keeps its chain per chunk of records and
+// checks it itself (SQLite). VerifyChain defers to it.
+type ChunkedChain interface {
+	VerifyAuditChain(ctx context.Context) (latchkey.ChainReport, error)
+}
+
 // VerifyChain recomputes every node's hash chain from its anchor (or its
 // start) and reports the first record whose stored hash does not match:
 // an edited, deleted, inserted or reordered record breaks the link at or
 // right after it.
 func VerifyChain(ctx context.Context, src ChainSource) (latchkey.ChainReport, error) {
+	if cc, ok := src.(ChunkedChain); ok {
+		return cc.VerifyAuditChain(ctx)
+	}
 	var r latchkey.ChainReport
 	nodes, err := src.AuditNodes(ctx)
 	if err != nil {
@@ -69,5 +78,8 @@ func Summary(r latchkey.ChainReport) string {
 		return fmt.Sprintf("audit chain intact: %d records on %d node(s)", r.Checked, len(r.Nodes))
 	}
 	b := r.Broken
+	if b.LastSeq > b.Seq {
+		return fmt.Sprintf("audit chain BROKEN in records %d-%d (node %q): %s", b.Seq, b.LastSeq, b.Node, b.Reason)
+	}
 	return fmt.Sprintf("audit chain BROKEN at record %d (node %q): %s", b.Seq, b.Node, b.Reason)
 }

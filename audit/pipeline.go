@@ -42,7 +42,9 @@ type Pipeline struct {
 	Sink Sink
 	// Node names this server in the records expanded from Attempts.
 	Node string
-	// BatchSize is the most events written in one transaction (default 512).
+	// BatchSize is the most events written in one transaction (default
+	// 2048: each commit costs the store an fsync and its WAL work, ~0.4 ms
+	// of CPU on SQLite, so fewer, larger ones are cheaper per record).
 	BatchSize int
 	// FlushInterval is the longest an event waits before it is written
 	// (default 50ms); it bounds the loss window on a hard crash.
@@ -167,7 +169,7 @@ func (p *Pipeline) enqueued() uint64 {
 func (p *Pipeline) Start() {
 	p.started.Do(func() {
 		if p.BatchSize <= 0 {
-			p.BatchSize = 512
+			p.BatchSize = 2048
 		}
 		if p.FlushInterval <= 0 {
 			p.FlushInterval = 50 * time.Millisecond

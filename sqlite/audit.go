@@ -2,17 +2,31 @@ package sqlite
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/internal/auditrow"
 )
 
-// AppendAudit stores evs in one transaction and sets each event's Seq.
+// Audit records are kept in chunks (docs/architecture.md §5): a row of
+// audit_chunks holds a run of consecutive records of one node, their
+// compact encoding in one blob (auditrow), the node's chain hash before
+// the first and after the last, and the run's time bounds. SQLite's cost
+// per row (the statement, the B-tree insert, the page writes) is paid
+// once per chunk instead of once per record; audit_tokens indexes which
+// chunks hold records of each token. Everything else a query filters on
+// is matched while the chunks are decoded, newest first, which is how the
+// unindexed filters ran before chunks too.
+
+// AppendAudit stores evs in one transaction and sets each event's Seq
+// (not its Hash: ListAudit derives that from the chunk's chain).
 func (db *DB) AppendAudit(ctx context.Context, evs []latchkey.AuditEvent) error {
 	if len(evs) == 0 {
 		return nil
@@ -31,141 +45,210 @@ func (db *DB) AppendAudit(ctx context.Context, evs []latchkey.AuditEvent) error 
 	return nil
 }
 
-// insertAudit stores evs in tx, linking each to the previous record of
-// its node. The writer connection serialises transactions, so reading the
-// last hash and appending after it cannot interleave with another writer.
+var chunkBufs = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+
+// insertAudit stores evs in tx as chunks, one per run of consecutive
+// records of the same node (at most auditrow.MaxChunk), each linked to
+// the previous record of its node. The writer connection serialises
+// transactions, so reading the last hash and appending after it cannot
+// interleave with another writer.
 func (db *DB) insertAudit(ctx context.Context, tx *sql.Tx, evs []latchkey.AuditEvent) error {
-	last := map[string]string{} // node → hash of its latest record
-	var err error
-	for i := range evs {
-		ev := &evs[i]
-		ev.Time = latchkey.TimeOf(ev.Time)
-		prev, ok := last[ev.Node]
+	next, err := nextAuditSeq(ctx, tx)
+	if err != nil {
+		return err
+	}
+	bp := chunkBufs.Get().(*[]byte)
+	defer chunkBufs.Put(bp)
+	var heads map[string][sha256.Size]byte // node → hash after its latest record, once read
+	for len(evs) > 0 {
+		node := evs[0].Node
+		n := 1
+		for n < len(evs) && n < auditrow.MaxChunk && evs[n].Node == node {
+			n++
+		}
+		run := evs[:n]
+		evs = evs[n:]
+		prev, ok := heads[node]
 		if !ok {
-			if prev, err = lastHash(ctx, tx, ev.Node); err != nil {
+			if prev, err = lastHash(ctx, tx, node); err != nil {
 				return err
 			}
 		}
-		ev.Hash = latchkey.ChainHash(prev, ev)
-		last[ev.Node] = ev.Hash
-	}
-	// Many rows per statement: the per-statement cost of database/sql and
-	// the driver is paid once per chunk instead of once per record, and the
-	// two statements are prepared once, on the writer connection.
-	for len(evs) > 0 {
-		n := auditRowsPerInsert
-		stmt := db.insertMany
-		if len(evs) < n {
-			n, stmt = 1, db.insertOne
+		ch := auditrow.NewChain(auditrow.ChainV2, prev, node)
+		var enc auditrow.Writer
+		b := (*bp)[:0]
+		tmin, tmax := int64(1<<63-1), int64(-1<<63)
+		var h [sha256.Size]byte
+		for i := range run {
+			ev := &run[i]
+			ev.Time = latchkey.TimeOf(ev.Time)
+			ev.Seq = next + int64(i)
+			start := len(b)
+			b = enc.Append(b, ev)
+			h = ch.Next(ev, b[start:]) // ev.Hash is left unset: ListAudit derives it
+			t := micros(ev.Time)
+			tmin, tmax = min(tmin, t), max(tmax, t)
 		}
-		if err := insertAuditRows(ctx, tx.StmtContext(ctx, stmt), evs[:n]); err != nil {
+		*bp = b
+		last := next + int64(n) - 1
+		if _, err := tx.StmtContext(ctx, db.insertChunk).ExecContext(ctx, last, n, node, tmin, tmax, auditrow.ChainV2, prev[:], h[:], b); err != nil {
+			return fmt.Errorf("sqlite: append audit: %w", err)
+		}
+		if err := db.indexTokens(ctx, tx, run, last); err != nil {
 			return err
 		}
-		evs = evs[n:]
-	}
-	return nil
-}
-
-// auditRowsPerInsert is how many records one INSERT carries (10
-// parameters each, well under SQLite's limit).
-const auditRowsPerInsert = 64
-
-// auditInsert is the INSERT statement for n records.
-func auditInsert(n int) string {
-	var b strings.Builder
-	b.WriteString(`INSERT INTO audit_events (time, node, kind, action, token_id, subject, outcome, client_ip, rest, hash) VALUES `)
-	for i := range n {
-		if i > 0 {
-			b.WriteByte(',')
+		if heads == nil {
+			heads = map[string][sha256.Size]byte{}
 		}
-		b.WriteString("(?,?,?,?,?,?,?,?,?,?)")
-	}
-	return b.String()
-}
-
-// insertAuditRows inserts evs (at most auditRowsPerInsert) in one
-// statement. The writer connection is the only writer, so the rows get
-// consecutive sequence numbers ending at the last insert id.
-func insertAuditRows(ctx context.Context, stmt *sql.Stmt, evs []latchkey.AuditEvent) error {
-	args := make([]any, 0, 10*len(evs))
-	var buf []byte
-	for i := range evs {
-		ev := &evs[i]
-		buf = auditrow.AppendRest(buf[:0], ev)
-		args = append(args, micros(ev.Time), ev.Node, ev.Kind, ev.Action, ev.TokenID, ev.Subject, ev.Outcome,
-			ev.ClientIP, string(buf), ev.Hash)
-	}
-	res, err := stmt.ExecContext(ctx, args...)
-	if err != nil {
-		return fmt.Errorf("sqlite: append audit: %w", err)
-	}
-	lastID, err := res.LastInsertId()
-	if err != nil {
-		return fmt.Errorf("sqlite: append audit: %w", err)
-	}
-	for i := range evs {
-		evs[i].Seq = lastID - int64(len(evs)-1-i)
+		heads[node] = h
+		next = last + 1
 	}
 	return nil
+}
+
+// tokensPerInsert is how many (token, chunk) pairs one INSERT carries.
+const tokensPerInsert = 32
+
+// indexTokens notes in audit_tokens that the chunk ending at last holds
+// records of each token in run: one row per token and chunk.
+func (db *DB) indexTokens(ctx context.Context, tx *sql.Tx, run []latchkey.AuditEvent, last int64) error {
+	var ids []string
+	for i := range run {
+		if id := run[i].TokenID; id != "" && (len(ids) == 0 || ids[len(ids)-1] != id) {
+			ids = append(ids, id)
+		}
+	}
+	if len(ids) > 1 {
+		slices.Sort(ids)
+		ids = slices.Compact(ids)
+	}
+	args := make([]any, 0, 2*tokensPerInsert)
+	for len(ids) > 0 {
+		n, stmt := tokensPerInsert, db.insertTokens
+		if len(ids) < n {
+			n, stmt = 1, db.insertToken
+		}
+		args = args[:0]
+		for _, id := range ids[:n] {
+			args = append(args, id, last)
+		}
+		if _, err := tx.StmtContext(ctx, stmt).ExecContext(ctx, args...); err != nil {
+			return fmt.Errorf("sqlite: append audit: %w", err)
+		}
+		ids = ids[n:]
+	}
+	return nil
+}
+
+// tokenIndexInsert is the INSERT of n (token, chunk) pairs.
+func tokenIndexInsert(n int) string {
+	return `INSERT OR IGNORE INTO audit_tokens (token_id, last_seq) VALUES ` + strings.TrimSuffix(strings.Repeat("(?,?),", n), ",")
+}
+
+const chunkInsert = `INSERT INTO audit_chunks (last_seq, n, node, t_min, t_max, chain, prev, hash, recs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`
+
+// nextAuditSeq is the sequence number of the next record: one past the
+// last record, or past the last pruned one (an anchor), so that a number
+// is never given twice even once every record is pruned.
+func nextAuditSeq(ctx context.Context, q queryer) (int64, error) {
+	var last sql.NullInt64
+	if err := q.QueryRowContext(ctx, `SELECT max(coalesce((SELECT max(last_seq) FROM audit_chunks), 0),
+		coalesce((SELECT max(seq) FROM audit_anchors), 0))`).Scan(&last); err != nil {
+		return 0, fmt.Errorf("sqlite: audit sequence: %w", err)
+	}
+	return last.Int64 + 1, nil
 }
 
 // lastHash is the hash the next record of node links to: its latest
-// record's, else its anchor's, else "" (the start of the chain).
-func lastHash(ctx context.Context, q queryer, node string) (string, error) {
-	var h string
-	err := q.QueryRowContext(ctx, `SELECT hash FROM audit_events WHERE node = ? ORDER BY seq DESC LIMIT 1`, node).Scan(&h)
+// chunk's, else its anchor's, else zero (the start of the chain).
+func lastHash(ctx context.Context, q queryer, node string) ([sha256.Size]byte, error) {
+	var h [sha256.Size]byte
+	var b []byte
+	err := q.QueryRowContext(ctx, `SELECT hash FROM audit_chunks WHERE node = ? ORDER BY last_seq DESC LIMIT 1`, node).Scan(&b)
 	if errors.Is(err, sql.ErrNoRows) {
-		err = q.QueryRowContext(ctx, `SELECT hash FROM audit_anchors WHERE node = ?`, node).Scan(&h)
+		var hx string
+		err = q.QueryRowContext(ctx, `SELECT hash FROM audit_anchors WHERE node = ?`, node).Scan(&hx)
 		if errors.Is(err, sql.ErrNoRows) {
-			return "", nil
+			return h, nil
+		}
+		b = h[:0]
+		if err == nil {
+			h = auditrow.ParseHash(hx)
+			return h, nil
 		}
 	}
 	if err != nil {
-		return "", fmt.Errorf("sqlite: audit chain: %w", err)
+		return h, fmt.Errorf("sqlite: audit chain: %w", err)
 	}
+	copy(h[:], b)
 	return h, nil
 }
 
-// timeSlack is how far commit order may stray from time order: records
-// wait in the audit queue for up to a flush interval (or longer while the
-// store is failing) and admin records commit at once, so a record can have
-// a lower seq than one a little older. Time bounds are widened by this
-// before they become seq bounds; the exact time filter still applies.
-const timeSlack = 10 * time.Minute
+// chunk is one row of audit_chunks.
+type chunk struct {
+	last, n    int64
+	node       string
+	chain      int
+	prev, hash [sha256.Size]byte
+	recs       []byte
+}
 
-// seqAtTime returns the first seq whose record is at or after t (or one
-// past the last record), by binary search over seq: a handful of primary
-// key lookups instead of an index on time maintained on every insert.
-func seqAtTime(ctx context.Context, q queryer, t time.Time) (int64, error) {
-	var lo, hi sql.NullInt64
-	if err := q.QueryRowContext(ctx, `SELECT min(seq), max(seq) FROM audit_events`).Scan(&lo, &hi); err != nil {
-		return 0, fmt.Errorf("sqlite: audit time search: %w", err)
+const chunkColumns = `last_seq, n, node, chain, prev, hash, recs`
+
+func scanChunk(rows *sql.Rows, c *chunk) error {
+	var prev, hash []byte
+	if err := rows.Scan(&c.last, &c.n, &c.node, &c.chain, &prev, &hash, &c.recs); err != nil {
+		return err
 	}
-	if !lo.Valid {
-		return 0, nil
+	copy(c.prev[:], prev)
+	copy(c.hash[:], hash)
+	return nil
+}
+
+// decode returns the chunk's records with their Seq and Node set, and a
+// function computing their hashes up to record i (hashes are derived from
+// the chain, so only a page that shows them pays for them).
+func (c *chunk) decode() ([]latchkey.AuditEvent, [][]byte, error) {
+	if c.n < 1 || c.n > auditrow.MaxChunk {
+		return nil, nil, auditrow.ErrCorrupt
 	}
-	a, b, at := lo.Int64, hi.Int64+1, micros(t)
-	for a < b {
-		mid := a + (b-a)/2
-		var seq, tm int64
-		err := q.QueryRowContext(ctx, `SELECT seq, time FROM audit_events WHERE seq >= ? ORDER BY seq LIMIT 1`, mid).Scan(&seq, &tm)
-		switch {
-		case errors.Is(err, sql.ErrNoRows):
-			b = mid
-		case err != nil:
-			return 0, fmt.Errorf("sqlite: audit time search: %w", err)
-		case tm < at:
-			a = seq + 1
-		default:
-			b = mid
+	evs := make([]latchkey.AuditEvent, 0, c.n)
+	encs := make([][]byte, 0, c.n)
+	r := auditrow.NewReader(c.recs)
+	for !r.Done() {
+		if int64(len(evs)) == c.n {
+			return nil, nil, auditrow.ErrCorrupt
 		}
+		var ev latchkey.AuditEvent
+		enc, err := r.Next(&ev)
+		if err != nil {
+			return nil, nil, err
+		}
+		ev.Seq, ev.Node = c.last-c.n+1+int64(len(evs)), c.node
+		evs = append(evs, ev)
+		encs = append(encs, enc)
 	}
-	return a, nil
+	if int64(len(evs)) != c.n {
+		return nil, nil, auditrow.ErrCorrupt
+	}
+	return evs, encs, nil
+}
+
+// hashes sets the Hash of evs[:upto+1] from the chunk's chain, and
+// returns the hash after the last record it hashed.
+func (c *chunk) hashes(evs []latchkey.AuditEvent, encs [][]byte, upto int) [sha256.Size]byte {
+	ch := auditrow.NewChain(c.chain, c.prev, c.node)
+	var h [sha256.Size]byte
+	for i := 0; i <= upto && i < len(evs); i++ {
+		h = ch.Next(&evs[i], encs[i])
+		evs[i].Hash = auditrow.Hex(h)
+	}
+	return h
 }
 
 // AuditNodes lists the nodes with records or anchors.
 func (db *DB) AuditNodes(ctx context.Context) ([]string, error) {
-	rows, err := db.r.QueryContext(ctx, `SELECT DISTINCT node FROM audit_events UNION SELECT node FROM audit_anchors ORDER BY 1`)
+	rows, err := db.r.QueryContext(ctx, `SELECT DISTINCT node FROM audit_chunks UNION SELECT node FROM audit_anchors ORDER BY 1`)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: audit nodes: %w", err)
 	}
@@ -203,7 +286,9 @@ func (db *DB) AuditAnchors(ctx context.Context) ([]latchkey.AuditAnchor, error) 
 
 // PruneAudit deletes records older than before, node by node, each node
 // in one transaction: archive sees them first, then the anchor moves to
-// the last one and they are deleted.
+// the last one and they are deleted. Records go in whole chunks: a chunk
+// that holds any record at or after before stays, with its older records
+// (at most one chunk per node: a flush interval's worth).
 func (db *DB) PruneAudit(ctx context.Context, before time.Time, archive func([]latchkey.AuditEvent) error) (int64, error) {
 	nodes, err := db.AuditNodes(ctx)
 	if err != nil {
@@ -226,153 +311,283 @@ func (db *DB) pruneNode(ctx context.Context, node string, before time.Time, arch
 		return 0, fmt.Errorf("sqlite: prune audit: %w", err)
 	}
 	defer tx.Rollback()
-	// The cut: just before the node's first record at or after before, so
-	// no younger record goes (commit order and time order differ a little).
-	// Without a time index, walk seq order from the oldest record: the
-	// walk stops at the first young one, so it reads about what is pruned.
+	// The cut: the node's chunks in seq order up to the first that holds a
+	// record at or after before (commit order and time order differ a
+	// little, so no younger record goes).
 	var cut sql.NullInt64
-	var first int64
-	err = tx.QueryRowContext(ctx, `SELECT seq FROM audit_events WHERE node = ? AND time >= ? ORDER BY seq LIMIT 1`, node, micros(before)).Scan(&first)
-	switch {
-	case err == nil:
-		cut = sql.NullInt64{Int64: first - 1, Valid: true}
-	case !errors.Is(err, sql.ErrNoRows):
+	err = tx.QueryRowContext(ctx, `SELECT max(last_seq) FROM audit_chunks WHERE node = ?1 AND t_max < ?2
+		AND last_seq < coalesce((SELECT min(last_seq) FROM audit_chunks WHERE node = ?1 AND t_max >= ?2), 1 << 62)`,
+		node, micros(before)).Scan(&cut)
+	if err != nil {
 		return 0, fmt.Errorf("sqlite: prune audit: %w", err)
 	}
 	if !cut.Valid {
-		if err := tx.QueryRowContext(ctx, `SELECT max(seq) FROM audit_events WHERE node = ?`, node).Scan(&cut); err != nil {
-			return 0, fmt.Errorf("sqlite: prune audit: %w", err)
-		}
-	}
-	if !cut.Valid || cut.Int64 < 1 {
 		return 0, nil
 	}
-	var last latchkey.AuditEvent
+	rows, err := tx.QueryContext(ctx, `SELECT `+chunkColumns+` FROM audit_chunks WHERE node = ? AND last_seq <= ? ORDER BY last_seq`, node, cut.Int64)
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: prune audit: %w", err)
+	}
 	var n int64
-	for after := int64(0); ; {
-		page, err := listAudit(ctx, tx, latchkey.AuditFilter{Node: node, After: after, Ascending: true, Limit: latchkey.MaxPageLimit}, cut.Int64)
-		if err != nil {
-			return 0, err
-		}
-		if len(page.Events) == 0 {
-			break
-		}
-		if archive != nil {
-			if err := archive(page.Events); err != nil {
-				return 0, fmt.Errorf("sqlite: prune audit: archive: %w", err)
+	var last chunk
+	var page []latchkey.AuditEvent
+	flush := func() error {
+		if archive != nil && len(page) > 0 {
+			if err := archive(page); err != nil {
+				return fmt.Errorf("sqlite: prune audit: archive: %w", err)
 			}
 		}
-		n += int64(len(page.Events))
-		last = page.Events[len(page.Events)-1]
-		after = last.Seq
+		page = page[:0]
+		return nil
+	}
+	for rows.Next() {
+		if err := scanChunk(rows, &last); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("sqlite: prune audit: %w", err)
+		}
+		n += last.n
+		if archive == nil {
+			continue
+		}
+		evs, encs, err := last.decode()
+		if err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("sqlite: prune audit: records %d-%d: %w", last.last-last.n+1, last.last, err)
+		}
+		last.hashes(evs, encs, len(evs)-1)
+		page = append(page, evs...)
+		if len(page) >= latchkey.MaxPageLimit {
+			if err := flush(); err != nil {
+				rows.Close()
+				return 0, err
+			}
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("sqlite: prune audit: %w", err)
+	}
+	if err := flush(); err != nil {
+		return 0, err
 	}
 	if n == 0 {
 		return 0, nil
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO audit_anchors (node, seq, hash, at) VALUES (?, ?, ?, ?)
 		ON CONFLICT (node) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, at = excluded.at`,
-		node, last.Seq, last.Hash, micros(time.Now())); err != nil {
+		node, last.last, auditrow.Hex(last.hash), micros(time.Now())); err != nil {
 		return 0, fmt.Errorf("sqlite: prune audit: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM audit_events WHERE node = ? AND seq <= ?`, node, cut.Int64); err != nil {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM audit_chunks WHERE node = ? AND last_seq <= ?`, node, cut.Int64); err != nil {
+		return 0, fmt.Errorf("sqlite: prune audit: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM audit_tokens WHERE last_seq <= ? AND last_seq NOT IN (SELECT last_seq FROM audit_chunks WHERE last_seq <= ?)`,
+		cut.Int64, cut.Int64); err != nil {
 		return 0, fmt.Errorf("sqlite: prune audit: %w", err)
 	}
 	return n, tx.Commit()
 }
 
+// VerifyAuditChain checks every node's chain from its anchor (or its
+// start), chunk by chunk: each chunk must follow the one before it (its
+// prev is that chunk's hash), and its records, hashed in turn from prev,
+// must end at its hash. A break names the chunk's records (Seq to
+// LastSeq): the chain is stored per chunk, so an edit is found to the
+// chunk, not to the record. audit.VerifyChain uses it.
+func (db *DB) VerifyAuditChain(ctx context.Context) (latchkey.ChainReport, error) {
+	var r latchkey.ChainReport
+	nodes, err := db.AuditNodes(ctx)
+	if err != nil {
+		return r, err
+	}
+	anchors, err := db.AuditAnchors(ctx)
+	if err != nil {
+		return r, err
+	}
+	r.Nodes, r.Anchors = nodes, anchors
+	start := map[string]latchkey.AuditAnchor{}
+	for _, a := range anchors {
+		start[a.Node] = a
+	}
+	for _, node := range nodes {
+		prev := auditrow.ParseHash(start[node].Hash)
+		broken, err := db.verifyNode(ctx, node, prev, &r.Checked)
+		if err != nil {
+			return r, err
+		}
+		if broken != nil {
+			r.Broken = broken
+			return r, nil
+		}
+	}
+	r.OK = true
+	return r, nil
+}
+
+func (db *DB) verifyNode(ctx context.Context, node string, prev [sha256.Size]byte, checked *int64) (*latchkey.ChainBreak, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT `+chunkColumns+` FROM audit_chunks WHERE node = ? ORDER BY last_seq`, node)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: audit chain: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var c chunk
+		if err := scanChunk(rows, &c); err != nil {
+			return nil, fmt.Errorf("sqlite: audit chain: %w", err)
+		}
+		brk := func(reason string) *latchkey.ChainBreak {
+			return &latchkey.ChainBreak{Node: node, Seq: c.last - c.n + 1, LastSeq: c.last, Reason: reason}
+		}
+		if c.prev != prev {
+			return brk("the chunk does not follow the one before it: records before it were removed, inserted or reordered"), nil
+		}
+		evs, encs, err := c.decode()
+		if err != nil {
+			return brk("the chunk's records do not decode: it was changed"), nil
+		}
+		if c.hashes(evs, encs, len(evs)-1) != c.hash {
+			return brk("a record in the chunk does not match the chunk's hash: it was changed"), nil
+		}
+		*checked += c.n
+		prev = c.hash
+	}
+	return nil, rows.Err()
+}
+
 // ListAudit returns a page of audit events: newest first, or, with
 // f.After set, oldest first from just after that sequence number.
 func (db *DB) ListAudit(ctx context.Context, f latchkey.AuditFilter) (latchkey.AuditPage, error) {
-	return listAudit(ctx, db.r, f, 0)
+	var inKeyspace func(tokenID string) (bool, error)
+	if f.Keyspace != "" {
+		// The keyspace's tokens' records: a token's keyspace is read once
+		// per listing, on a connection of its own (the chunks' rows are
+		// still open on the other).
+		known := map[string]bool{}
+		inKeyspace = func(id string) (bool, error) {
+			in, ok := known[id]
+			if !ok {
+				var ks string
+				err := db.r.QueryRowContext(ctx, `SELECT keyspace FROM tokens WHERE id = ?`, id).Scan(&ks)
+				if err != nil && !errors.Is(err, sql.ErrNoRows) {
+					return false, fmt.Errorf("sqlite: list audit: %w", err)
+				}
+				in = err == nil && ks == f.Keyspace
+				known[id] = in
+			}
+			return in, nil
+		}
+	}
+	return listAudit(ctx, db.r, f, 0, inKeyspace)
 }
 
 // listAudit is ListAudit on q, limited to seq <= maxSeq when maxSeq > 0.
-func listAudit(ctx context.Context, q queryer, f latchkey.AuditFilter, maxSeq int64) (latchkey.AuditPage, error) {
-	var where []string
-	var args []any
-	add := func(cond string, v any) { where, args = append(where, cond), append(args, v) }
-	if maxSeq > 0 {
-		add("seq <= ?", maxSeq)
-	}
-	if f.Node != "" {
-		add("node = ?", f.Node)
-	}
-	if f.TokenID != "" {
-		add("token_id = ?", f.TokenID)
-	}
-	if f.Keyspace != "" {
-		// The keyspace's tokens' records, and its own (roles, requests...).
-		where = append(where, "(token_id IN (SELECT id FROM tokens WHERE keyspace = ?) OR subject = ?)")
-		args = append(args, f.Keyspace, latchkey.KeyspaceSubject(f.Keyspace))
-	}
-	if f.Subject != "" {
-		add("subject = ?", f.Subject)
-	}
-	if f.Outcome != "" {
-		add("outcome = ?", f.Outcome)
-	}
-	if f.Kind != "" {
-		add("kind = ?", f.Kind)
-	}
-	if f.Action != "" {
-		add("action = ?", f.Action)
-	}
-	if !f.Since.IsZero() {
-		add("time >= ?", micros(f.Since))
-		// Bound the scan too: there is no time index.
-		lo, err := seqAtTime(ctx, q, f.Since.Add(-timeSlack))
-		if err != nil {
-			return latchkey.AuditPage{}, err
-		}
-		add("seq >= ?", lo)
-	}
-	if !f.Until.IsZero() {
-		add("time < ?", micros(f.Until))
-		hi, err := seqAtTime(ctx, q, f.Until.Add(timeSlack))
-		if err != nil {
-			return latchkey.AuditPage{}, err
-		}
-		add("seq < ?", hi)
-	}
-	order := "DESC"
-	switch {
-	case f.After > 0 || f.Ascending:
-		add("seq > ?", f.After)
-		order = "ASC"
-	case f.Cursor != "":
+// inKeyspace decides f.Keyspace's token records.
+func listAudit(ctx context.Context, q queryer, f latchkey.AuditFilter, maxSeq int64, inKeyspace func(string) (bool, error)) (latchkey.AuditPage, error) {
+	limit := latchkey.PageLimit(f.Limit)
+	asc := f.After > 0 || f.Ascending
+	// Records in the page have lo < seq < hi (hi 0: no bound).
+	lo, hi := int64(0), int64(0)
+	if asc {
+		lo = f.After
+	} else if f.Cursor != "" {
 		seq, err := latchkey.DecodeCursor(f.Cursor)
 		if err != nil {
 			return latchkey.AuditPage{}, err
 		}
-		add("seq < ?", seq)
+		hi = seq
 	}
-	limit := latchkey.PageLimit(f.Limit)
-	query := `SELECT seq, time, node, kind, action, token_id, subject, outcome, client_ip, rest, hash FROM audit_events`
+	if maxSeq > 0 && (hi == 0 || maxSeq+1 < hi) {
+		hi = maxSeq + 1
+	}
+	var where []string
+	var args []any
+	add := func(cond string, v any) { where, args = append(where, cond), append(args, v) }
+	if f.Node != "" {
+		add("node = ?", f.Node)
+	}
+	if lo > 0 {
+		add("last_seq > ?", lo)
+	}
+	if hi > 0 {
+		// The chunk's first record is before hi; the bound on last_seq
+		// lets SQLite use the key.
+		add("last_seq < ?", hi+auditrow.MaxChunk)
+		add("last_seq - n + 1 < ?", hi)
+	}
+	if !f.Since.IsZero() {
+		add("t_max >= ?", micros(f.Since))
+	}
+	if !f.Until.IsZero() {
+		add("t_min < ?", micros(f.Until))
+	}
+	if f.TokenID != "" {
+		add("last_seq IN (SELECT last_seq FROM audit_tokens WHERE token_id = ?)", f.TokenID)
+	}
+	query := `SELECT ` + chunkColumns + ` FROM audit_chunks`
 	if len(where) > 0 {
 		query += " WHERE " + strings.Join(where, " AND ")
 	}
-	query += " ORDER BY seq " + order + " LIMIT ?"
-	rows, err := q.QueryContext(ctx, query, append(args, limit+1)...)
+	query += " ORDER BY last_seq " + map[bool]string{true: "ASC", false: "DESC"}[asc]
+	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
 		return latchkey.AuditPage{}, fmt.Errorf("sqlite: list audit: %w", err)
 	}
 	defer rows.Close()
+	ksSubject := latchkey.KeyspaceSubject(f.Keyspace)
+	match := func(ev *latchkey.AuditEvent) (bool, error) {
+		switch {
+		case ev.Seq <= lo, hi > 0 && ev.Seq >= hi,
+			f.TokenID != "" && ev.TokenID != f.TokenID,
+			f.Subject != "" && ev.Subject != f.Subject,
+			f.Outcome != "" && ev.Outcome != f.Outcome,
+			f.Kind != "" && ev.Kind != f.Kind,
+			f.Action != "" && ev.Action != f.Action,
+			!f.Since.IsZero() && ev.Time.Before(f.Since),
+			!f.Until.IsZero() && !ev.Time.Before(f.Until):
+			return false, nil
+		}
+		if f.Keyspace != "" && ev.Subject != ksSubject {
+			if ev.TokenID == "" {
+				return false, nil
+			}
+			return inKeyspace(ev.TokenID)
+		}
+		return true, nil
+	}
 	var page latchkey.AuditPage
-	for rows.Next() {
-		var (
-			ev latchkey.AuditEvent
-			t  int64
-			rs string
-		)
-		if err := rows.Scan(&ev.Seq, &t, &ev.Node, &ev.Kind, &ev.Action, &ev.TokenID, &ev.Subject, &ev.Outcome,
-			&ev.ClientIP, &rs, &ev.Hash); err != nil {
+	for rows.Next() && len(page.Events) <= limit {
+		var c chunk
+		if err := scanChunk(rows, &c); err != nil {
 			return latchkey.AuditPage{}, fmt.Errorf("sqlite: list audit: %w", err)
 		}
-		ev.Time = time.UnixMicro(t).UTC()
-		if err := auditrow.DecodeRest([]byte(rs), &ev); err != nil {
-			return latchkey.AuditPage{}, fmt.Errorf("sqlite: audit record %d: %w", ev.Seq, err)
+		evs, encs, err := c.decode()
+		if err != nil {
+			return latchkey.AuditPage{}, fmt.Errorf("sqlite: audit records %d-%d: %w", c.last-c.n+1, c.last, err)
 		}
-		page.Events = append(page.Events, ev)
+		var picked []int
+		for i := range evs {
+			j := i
+			if !asc {
+				j = len(evs) - 1 - i
+			}
+			ok, err := match(&evs[j])
+			if err != nil {
+				return latchkey.AuditPage{}, err
+			}
+			if ok {
+				picked = append(picked, j)
+				if len(page.Events)+len(picked) > limit {
+					break
+				}
+			}
+		}
+		if len(picked) == 0 {
+			continue
+		}
+		c.hashes(evs, encs, slices.Max(picked))
+		for _, j := range picked {
+			page.Events = append(page.Events, evs[j])
+		}
 	}
 	if err := rows.Err(); err != nil {
 		return latchkey.AuditPage{}, fmt.Errorf("sqlite: list audit: %w", err)

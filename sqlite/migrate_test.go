@@ -4,12 +4,16 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"fmt"
+	"io/fs"
 	"path/filepath"
 	"reflect"
 	"testing"
 	"time"
 
 	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/audit"
+	"github.com/latchkeyhq/latchkey/internal/auditrow"
 )
 
 // A database written with the unpacked audit schema (migrations 1-5)
@@ -76,4 +80,119 @@ func TestAuditPackMigration(t *testing.T) {
 			t.Errorf("record %d no longer matches its hash", i)
 		}
 	}
+}
+
+// A database of the row-per-record schema (migrations 1-7) moves into
+// chunks (migration 8): the records read the same, with the hashes they
+// had; rows from before the chain existed are linked as they move; a gap
+// left by pruning starts a new chunk after the anchor; a row edited before
+// the move is still found out; and new records chain on after the old.
+func TestAuditChunkMigration(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	build := func(t *testing.T, rows []latchkey.AuditEvent, tamper bool) string {
+		path := filepath.Join(t.TempDir(), "old.db")
+		w, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)&_txlock=immediate")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Close()
+		w.SetMaxOpenConns(1)
+		db := &DB{path: path, w: w, r: w}
+		if _, err := w.ExecContext(ctx, `CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY)`); err != nil {
+			t.Fatal(err)
+		}
+		for v := 1; v <= 7; v++ {
+			names, _ := fs.Glob(migrations, fmt.Sprintf("migrations/%04d_*.sql", v))
+			if err := db.applyMigration(ctx, v, names[0]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// An anchor: records up to 3 of n1 were pruned.
+		anchor := latchkey.ChainHash("", &latchkey.AuditEvent{Kind: "x"})
+		if _, err := w.ExecContext(ctx, `INSERT INTO audit_anchors (node, seq, hash, at) VALUES ('n1', 3, ?, 0)`, anchor); err != nil {
+			t.Fatal(err)
+		}
+		prev := map[string]string{"n1": anchor}
+		for i := range rows {
+			ev := &rows[i]
+			hash := ""
+			if ev.Node == "n1" { // n2's rows predate the chain
+				hash = latchkey.ChainHash(prev[ev.Node], ev)
+				prev[ev.Node] = hash
+			}
+			outcome := ev.Outcome
+			if tamper && ev.Seq == 5 {
+				outcome = "VALID" // edited after it was hashed
+			}
+			if _, err := w.ExecContext(ctx, `INSERT INTO audit_events (seq, time, node, kind, action, token_id, subject, outcome, client_ip, rest, hash)
+				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, ev.Seq, micros(ev.Time), ev.Node, ev.Kind, ev.Action, ev.TokenID, ev.Subject,
+				outcome, ev.ClientIP, string(auditrow.AppendRest(nil, ev)), hash); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return path
+	}
+	at := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	var rows []latchkey.AuditEvent
+	for i, seq := range []int64{4, 5, 6, 7, 9, 10} { // 8 is gone
+		node := "n1"
+		if seq == 7 || seq == 10 {
+			node = "n2"
+		}
+		rows = append(rows, latchkey.AuditEvent{Seq: seq, Time: at.Add(time.Duration(i) * time.Second), Node: node, Kind: "verify", Action: "verify",
+			TokenID: fmt.Sprintf("tok%013d", i%2), Outcome: "NOT_FOUND", Reason: "unknown_id", Scopes: []string{"a:b"}, ClientIP: "10.0.0.1", Latency: 99})
+	}
+	t.Run("intact", func(t *testing.T) {
+		up, err := Open(ctx, build(t, append([]latchkey.AuditEvent(nil), rows...), false))
+		if err != nil {
+			t.Fatalf("migrating: %v", err)
+		}
+		defer up.Close()
+		page, err := up.ListAudit(ctx, latchkey.AuditFilter{Ascending: true})
+		if err != nil || len(page.Events) != len(rows) {
+			t.Fatalf("after migration: %d records, %v", len(page.Events), err)
+		}
+		for i, ev := range page.Events {
+			want := rows[i]
+			want.Hash = ev.Hash
+			if !reflect.DeepEqual(ev, want) {
+				t.Errorf("record %d:\n%+v\nwant\n%+v", i, ev, want)
+			}
+		}
+		r, err := audit.VerifyChain(ctx, up)
+		if err != nil || !r.OK || r.Checked != int64(len(rows)) {
+			t.Fatalf("the moved chain: %+v %+v %v", r, r.Broken, err)
+		}
+		var chunks int
+		up.r.QueryRow(`SELECT count(*) FROM audit_chunks`).Scan(&chunks)
+		if chunks != 4 { // 4-6 (n1), 7 (n2), 9 (n1, after the gap), 10 (n2)
+			t.Errorf("%d chunks, want 4", chunks)
+		}
+		if h := page.Events[0].Hash; h != latchkey.ChainHash(latchkey.ChainHash("", &latchkey.AuditEvent{Kind: "x"}), &page.Events[0]) {
+			t.Errorf("record 4 lost its hash: %s", h)
+		}
+		// New records chain on, numbered after the old.
+		next := []latchkey.AuditEvent{{Time: at.Add(time.Hour), Node: "n1", Kind: "verify", Action: "verify", Outcome: "VALID", TokenID: "tok0000000000000"}}
+		if err := up.AppendAudit(ctx, next); err != nil || next[0].Seq != 11 {
+			t.Fatalf("a new record: seq %d %v", next[0].Seq, err)
+		}
+		if r, _ := audit.VerifyChain(ctx, up); !r.OK || r.Checked != int64(len(rows))+1 {
+			t.Errorf("after a new record: %+v %+v", r, r.Broken)
+		}
+		if p, _ := up.ListAudit(ctx, latchkey.AuditFilter{TokenID: "tok0000000000000"}); len(p.Events) != 4 {
+			t.Errorf("the token's history: %d records, want 4", len(p.Events))
+		}
+	})
+	t.Run("edited before the move", func(t *testing.T) {
+		up, err := Open(ctx, build(t, append([]latchkey.AuditEvent(nil), rows...), true))
+		if err != nil {
+			t.Fatalf("migrating: %v", err)
+		}
+		defer up.Close()
+		r, err := audit.VerifyChain(ctx, up)
+		if err != nil || r.OK || r.Broken == nil || r.Broken.Seq != 4 || r.Broken.LastSeq != 6 {
+			t.Fatalf("an edited record survived the move unnoticed: %+v %+v %v", r, r.Broken, err)
+		}
+	})
 }

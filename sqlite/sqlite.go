@@ -34,8 +34,8 @@ type DB struct {
 	w    *sql.DB // one connection: the writer
 	r    *sql.DB // readers
 
-	insertOne, insertMany *sql.Stmt // audit inserts, prepared on the writer
-	getToken              *sql.Stmt // a token by id, prepared on the readers: parsing the query cost 3x the read
+	insertChunk, insertToken, insertTokens *sql.Stmt // audit inserts, prepared on the writer
+	getToken                               *sql.Stmt // a token by id, prepared on the readers: parsing the query cost 3x the read
 
 	writes    chan *writeReq // WriteTx calls waiting for the committer
 	stop      chan struct{}  // closed by Close
@@ -82,8 +82,10 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		db.Close()
 		return nil, err
 	}
-	if db.insertOne, err = w.PrepareContext(ctx, auditInsert(1)); err == nil {
-		db.insertMany, err = w.PrepareContext(ctx, auditInsert(auditRowsPerInsert))
+	if db.insertChunk, err = w.PrepareContext(ctx, chunkInsert); err == nil {
+		if db.insertToken, err = w.PrepareContext(ctx, tokenIndexInsert(1)); err == nil {
+			db.insertTokens, err = w.PrepareContext(ctx, tokenIndexInsert(tokensPerInsert))
+		}
 	}
 	if err == nil {
 		db.getToken, err = r.PrepareContext(ctx, `SELECT `+tokenColumns+` FROM tokens WHERE id = ?`)
@@ -91,10 +93,6 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("sqlite: prepare: %w", err)
-	}
-	if err := db.backfillChain(ctx); err != nil {
-		db.Close()
-		return nil, err
 	}
 	return db, nil
 }
@@ -104,7 +102,7 @@ func (db *DB) Close() error {
 	db.closeOnce.Do(func() { close(db.stop) })
 	<-db.committed
 	var errs []error
-	for _, st := range []*sql.Stmt{db.insertOne, db.insertMany, db.getToken} {
+	for _, st := range []*sql.Stmt{db.insertChunk, db.insertToken, db.insertTokens, db.getToken} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
@@ -165,43 +163,13 @@ func (db *DB) applyMigration(ctx context.Context, v int, name string) error {
 	if _, err := tx.ExecContext(ctx, string(body)); err != nil {
 		return fmt.Errorf("sqlite: migration %s: %w", name, err)
 	}
+	if step := goMigrations[v]; step != nil {
+		if err := step(ctx, tx); err != nil {
+			return fmt.Errorf("sqlite: migration %s: %w", name, err)
+		}
+	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version) VALUES (?)`, v); err != nil {
 		return fmt.Errorf("sqlite: migration %d: %w", v, err)
-	}
-	return tx.Commit()
-}
-
-// backfillChain links records written before the audit chain existed
-// (an upgraded database) into their nodes' chains, once.
-func (db *DB) backfillChain(ctx context.Context) error {
-	var n int
-	if err := db.r.QueryRowContext(ctx, `SELECT count(*) FROM audit_events WHERE hash = ''`).Scan(&n); err != nil || n == 0 {
-		return err
-	}
-	tx, err := db.w.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("sqlite: audit chain backfill: %w", err)
-	}
-	defer tx.Rollback()
-	prev := map[string]string{}
-	for after := int64(0); ; {
-		page, err := listAudit(ctx, tx, latchkey.AuditFilter{After: after, Ascending: true, Limit: latchkey.MaxPageLimit}, 0)
-		if err != nil {
-			return err
-		}
-		for i := range page.Events {
-			ev := &page.Events[i]
-			if ev.Hash == "" {
-				ev.Hash = latchkey.ChainHash(prev[ev.Node], ev)
-				if _, err := tx.ExecContext(ctx, `UPDATE audit_events SET hash = ? WHERE seq = ?`, ev.Hash, ev.Seq); err != nil {
-					return fmt.Errorf("sqlite: audit chain backfill: %w", err)
-				}
-			}
-			prev[ev.Node], after = ev.Hash, ev.Seq
-		}
-		if len(page.Events) < latchkey.MaxPageLimit {
-			break
-		}
 	}
 	return tx.Commit()
 }

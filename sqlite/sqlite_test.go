@@ -67,9 +67,10 @@ func TestOddPath(t *testing.T) {
 	}
 }
 
-// Editing or deleting one row directly in the database file breaks the
-// audit chain at that row, and VerifyChain names it.
+// Editing, deleting or forging a chunk directly in the database file
+// breaks the audit chain there, and VerifyChain names the chunk's records.
 func TestAuditChainDetectsTampering(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "latchkey.db")
 	db, err := sqlite.Open(ctx, path)
@@ -77,13 +78,15 @@ func TestAuditChainDetectsTampering(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	var evs []latchkey.AuditEvent
-	for i := range 50 {
-		evs = append(evs, latchkey.AuditEvent{Time: time.Now(), Node: "n1", Kind: latchkey.KindVerify, Action: latchkey.ActionVerify,
-			TokenID: "abcdefghijklmnop", Outcome: []string{"VALID", "NOT_FOUND"}[i%2], ClientIP: "10.0.0.1"})
-	}
-	if err := db.AppendAudit(ctx, evs); err != nil {
-		t.Fatal(err)
+	for b := range 5 { // five chunks: records 1-10, 11-20, ... 41-50
+		var evs []latchkey.AuditEvent
+		for i := range 10 {
+			evs = append(evs, latchkey.AuditEvent{Time: time.Now(), Node: "n1", Kind: latchkey.KindVerify, Action: latchkey.ActionVerify,
+				TokenID: "abcdefghijklmnop", Outcome: []string{"VALID", "NOT_FOUND"}[(b*10+i)%2], ClientIP: "10.0.0.1"})
+		}
+		if err := db.AppendAudit(ctx, evs); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if r, err := audit.VerifyChain(ctx, db); err != nil || !r.OK || r.Checked != 50 {
 		t.Fatalf("before tampering: %+v %v", r, err)
@@ -93,57 +96,57 @@ func TestAuditChainDetectsTampering(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer raw.Close()
-	// Someone turns a failed attempt into a success.
-	if _, err := raw.Exec(`UPDATE audit_events SET outcome = 'VALID' WHERE seq = 20`); err != nil {
+	broken := func(what string, seq, last int64) {
+		t.Helper()
+		r, err := audit.VerifyChain(ctx, db)
+		if err != nil || r.OK || r.Broken == nil || r.Broken.Seq != seq || r.Broken.LastSeq != last || r.Broken.Node != "n1" {
+			t.Fatalf("%s: %+v %+v %v, want broken in %d-%d", what, r, r.Broken, err, seq, last)
+		}
+	}
+	var orig []byte
+	if err := raw.QueryRow(`SELECT recs FROM audit_chunks WHERE last_seq = 20`).Scan(&orig); err != nil {
 		t.Fatal(err)
 	}
-	r, err := audit.VerifyChain(ctx, db)
-	if err != nil || r.OK || r.Broken == nil || r.Broken.Seq != 20 || r.Broken.Node != "n1" {
-		t.Fatalf("after editing record 20: %+v %+v %v", r, r.Broken, err)
+	// Someone turns the failed attempts of records 11-20 into successes
+	// (the length byte, len+1, goes with the word, so the chunk still decodes).
+	if _, err := raw.Exec(`UPDATE audit_chunks SET recs = CAST(replace(recs, unhex('0a') || 'NOT_FOUND', unhex('06') || 'VALID') AS BLOB) WHERE last_seq = 20`); err != nil {
+		t.Fatal(err)
 	}
-	if !strings.Contains(audit.Summary(r), "BROKEN at record 20") {
-		t.Errorf("summary %q", audit.Summary(r))
+	page, err := db.ListAudit(ctx, latchkey.AuditFilter{Outcome: "NOT_FOUND", Limit: 100})
+	if err != nil || len(page.Events) != 20 {
+		t.Fatalf("the edit did not take: %d refusals left, %v", len(page.Events), err)
 	}
-	// Put it back: intact again. Then delete a record: the next one breaks.
-	raw.Exec(`UPDATE audit_events SET outcome = 'NOT_FOUND' WHERE seq = 20`)
+	broken("after editing records 11-20", 11, 20)
+	if s := audit.Summary(mustVerify(t, db)); !strings.Contains(s, "BROKEN in records 11-20") {
+		t.Errorf("summary %q", s)
+	}
+	// Put it back: intact again.
+	raw.Exec(`UPDATE audit_chunks SET recs = ? WHERE last_seq = 20`, orig)
 	if r, _ := audit.VerifyChain(ctx, db); !r.OK {
-		t.Fatalf("after restoring record 20: %+v", r.Broken)
+		t.Fatalf("after restoring records 11-20: %+v", r.Broken)
 	}
-	raw.Exec(`DELETE FROM audit_events WHERE seq = 30`)
-	if r, _ := audit.VerifyChain(ctx, db); r.OK || r.Broken.Seq != 31 {
-		t.Fatalf("after deleting record 30: %+v", r.Broken)
-	}
-	// Recomputing one hash to match does not help: the next link breaks.
-	raw.Exec(`UPDATE audit_events SET outcome = 'VALID', hash = ? WHERE seq = 40`, "00")
-	if r, _ := audit.VerifyChain(ctx, db); r.OK || r.Broken.Seq != 31 {
-		t.Fatalf("the first break is still reported first: %+v", r.Broken)
-	}
+	// A chunk cut short does not decode; one forged whole does not follow.
+	raw.Exec(`UPDATE audit_chunks SET recs = substr(recs, 1, 7) WHERE last_seq = 20`)
+	broken("after truncating records 11-20", 11, 20)
+	raw.Exec(`UPDATE audit_chunks SET recs = ? WHERE last_seq = 20`, orig)
+	raw.Exec(`UPDATE audit_chunks SET prev = zeroblob(32) WHERE last_seq = 20`)
+	broken("after re-linking records 11-20 to the start", 11, 20)
+	raw.Exec(`UPDATE audit_chunks SET prev = (SELECT hash FROM audit_chunks WHERE last_seq = 10) WHERE last_seq = 20`)
+	// Deleting a chunk breaks the next one's link.
+	raw.Exec(`DELETE FROM audit_chunks WHERE last_seq = 30`)
+	broken("after deleting records 21-30", 31, 40)
+	// Recomputing a later chunk's hash does not hide the first break.
+	raw.Exec(`UPDATE audit_chunks SET hash = zeroblob(32) WHERE last_seq = 50`)
+	broken("the first break is still reported first", 31, 40)
 }
 
-// A database written before the chain existed is linked on open.
-func TestAuditChainBackfill(t *testing.T) {
-	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "latchkey.db")
-	db, err := sqlite.Open(ctx, path)
+func mustVerify(t *testing.T, db *sqlite.DB) latchkey.ChainReport {
+	t.Helper()
+	r, err := audit.VerifyChain(context.Background(), db)
 	if err != nil {
 		t.Fatal(err)
 	}
-	evs := []latchkey.AuditEvent{{Time: time.Now(), Node: "a", Kind: "verify", Action: "verify", Outcome: "VALID"},
-		{Time: time.Now(), Node: "b", Kind: "verify", Action: "verify", Outcome: "VALID"},
-		{Time: time.Now(), Node: "a", Kind: "verify", Action: "verify", Outcome: "REVOKED"}}
-	db.AppendAudit(ctx, evs)
-	db.Close()
-	raw, _ := sql.Open("sqlite", "file:"+path)
-	raw.Exec(`UPDATE audit_events SET hash = ''`)
-	raw.Close()
-	db, err = sqlite.Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if r, err := audit.VerifyChain(ctx, db); err != nil || !r.OK || r.Checked != 3 {
-		t.Fatalf("after backfill: %+v %v", r, err)
-	}
+	return r
 }
 
 // Concurrent writes are committed in groups; a write that fails (a

@@ -213,7 +213,7 @@ var serveSettings = []setting{
 		c.AuditSync, err = oneOf(v, "async", "sync")
 		return err
 	}},
-	{flag: "audit-batch-size", def: "512", usage: "most audit records per transaction", set: positive(func(c *serveConfig) *int { return &c.AuditBatch })},
+	{flag: "audit-batch-size", def: "2048", usage: "most audit records per transaction", set: positive(func(c *serveConfig) *int { return &c.AuditBatch })},
 	{flag: "audit-flush-interval", usage: "longest a record waits before it is committed (default 50ms)", set: duration(func(c *serveConfig) *time.Duration { return &c.AuditFlush })},
 	{flag: "audit-queue-size", def: "16384", usage: "records that may wait; when full, verifications wait (never dropped)", set: positive(func(c *serveConfig) *int { return &c.AuditQueue })},
 	{flag: "audit-retention", usage: "delete audit records older than this, e.g. 90d (default: keep all)", set: duration(func(c *serveConfig) *time.Duration { return &c.AuditRetention })},

@@ -27,7 +27,7 @@ func TestServeConfigSources(t *testing.T) {
 	if code >= 0 {
 		t.Fatalf("defaults: exit %d: %s", code, errs)
 	}
-	if cfg.Listen != "127.0.0.1:7480" || cfg.DataDir != "./latchkey-data" || cfg.AuditBatch != 512 || cfg.AuditQueue != 16384 ||
+	if cfg.Listen != "127.0.0.1:7480" || cfg.DataDir != "./latchkey-data" || cfg.AuditBatch != 2048 || cfg.AuditQueue != 16384 ||
 		cfg.Detect.Off || cfg.NoUI || cfg.Detect.NetworkSpreadAction != detect.Action("suspend") || len(cfg.TrustedProxies) == 0 {
 		t.Errorf("defaults: %+v", cfg)
 	}
