@@ -67,7 +67,10 @@ func ChainHash(prev string, ev *AuditEvent) string {
 // AuditAnchor is where a node's chain resumes after older records were
 // pruned: the sequence number and hash of the last pruned record.
 type AuditAnchor struct {
-	Node string    `json:"node"`
+	Node string `json:"node"`
+	// Lane is the node's chain the anchor is in (PostgreSQL spreads a
+	// node's records over lanes, each a chain; 0 elsewhere).
+	Lane int       `json:"lane,omitempty"`
 	Seq  int64     `json:"seq"`
 	Hash string    `json:"hash"`
 	At   time.Time `json:"at"`
@@ -76,7 +79,9 @@ type AuditAnchor struct {
 // ChainBreak names the first record whose link does not hold.
 type ChainBreak struct {
 	Node string `json:"node"`
-	Seq  int64  `json:"seq"`
+	// Lane is the node's chain the break is in (PostgreSQL; 0 elsewhere).
+	Lane int   `json:"lane,omitempty"`
+	Seq  int64 `json:"seq"`
 	// LastSeq, when set, ends the run of records the break is in (Seq to
 	// LastSeq): a store that chains whole chunks (SQLite) finds an edit to
 	// the chunk, not to the record.

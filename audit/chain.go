@@ -14,9 +14,10 @@ type ChainSource interface {
 	ListAudit(ctx context.Context, f latchkey.AuditFilter) (latchkey.AuditPage, error)
 }
 
-// ChunkedChain is a store that keeps its chain per chunk of records and
-// checks it itself (SQLite). VerifyChain defers to it.
-type ChunkedChain interface {
+// ChainVerifier is a store that checks its own chain (SQLite chains whole
+// chunks of records; PostgreSQL spreads a node's records over lanes, each
+// a chain). VerifyChain defers to it.
+type ChainVerifier interface {
 	VerifyAuditChain(ctx context.Context) (latchkey.ChainReport, error)
 }
 
@@ -25,7 +26,7 @@ type ChunkedChain interface {
 // an edited, deleted, inserted or reordered record breaks the link at or
 // right after it.
 func VerifyChain(ctx context.Context, src ChainSource) (latchkey.ChainReport, error) {
-	if cc, ok := src.(ChunkedChain); ok {
+	if cc, ok := src.(ChainVerifier); ok {
 		return cc.VerifyAuditChain(ctx)
 	}
 	var r latchkey.ChainReport
@@ -78,6 +79,9 @@ func Summary(r latchkey.ChainReport) string {
 		return fmt.Sprintf("audit chain intact: %d records on %d node(s)", r.Checked, len(r.Nodes))
 	}
 	b := r.Broken
+	if b.Lane != 0 {
+		return fmt.Sprintf("audit chain BROKEN at record %d (node %q, lane %d): %s", b.Seq, b.Node, b.Lane, b.Reason)
+	}
 	if b.LastSeq > b.Seq {
 		return fmt.Sprintf("audit chain BROKEN in records %d-%d (node %q): %s", b.Seq, b.LastSeq, b.Node, b.Reason)
 	}

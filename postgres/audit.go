@@ -2,7 +2,9 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sort"
 	"strings"
 	"time"
@@ -19,20 +21,69 @@ func (db *DB) AppendAudit(ctx context.Context, evs []latchkey.AuditEvent) error 
 	if len(evs) == 0 {
 		return nil
 	}
-	return pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error { return insertAudit(ctx, tx, evs) })
+	return pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error { return insertAudit(ctx, tx, nil, evs) })
 }
 
-func appendEvent(ctx context.Context, tx pgx.Tx, ev *latchkey.AuditEvent) error {
+func appendEvent(ctx context.Context, tx pgx.Tx, held lanes, ev *latchkey.AuditEvent) error {
 	if ev == nil {
 		return nil
 	}
-	return insertAudit(ctx, tx, []latchkey.AuditEvent{*ev})
+	return insertAudit(ctx, tx, held, []latchkey.AuditEvent{*ev})
 }
 
-// insertAudit locks each node's chain head (so one node's records are
-// linked in order however many writers it has), takes sequence numbers
-// after the lock, links and inserts the records, and moves the heads.
-func insertAudit(ctx context.Context, tx pgx.Tx, evs []latchkey.AuditEvent) error {
+// auditLanes is how many chains each node's records are spread over.
+// Writers on different lanes do not wait for each other, so a node takes
+// up to this many audit-writing transactions at once.
+const auditLanes = 16
+
+// lane is a chain a transaction holds: its number and the hash its next
+// record links to.
+type lane struct {
+	n    int
+	hash string
+}
+
+// lanes are the lanes a transaction holds, by node. A transaction keeps
+// the lane it first took (it holds its lock until commit): taking another
+// could deadlock with a writer waiting for the first.
+type lanes map[string]*lane
+
+// takeLane locks one of node's lanes for tx: a free one if there is one
+// (SKIP LOCKED), else it waits for one chosen at random.
+func takeLane(ctx context.Context, tx pgx.Tx, node string) (*lane, error) {
+	for attempt := 0; ; attempt++ {
+		var l lane
+		err := tx.QueryRow(ctx, `SELECT lane, hash FROM audit_heads WHERE node = $1 ORDER BY lane LIMIT 1 FOR UPDATE SKIP LOCKED`, node).Scan(&l.n, &l.hash)
+		if err == nil {
+			return &l, nil
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return nil, err
+		}
+		var have int
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM audit_heads WHERE node = $1`, node).Scan(&have); err != nil {
+			return nil, err
+		}
+		if have < auditLanes && attempt == 0 {
+			// A node's first records (or a database from before lanes):
+			// make its lanes, then take one.
+			if _, err := tx.Exec(ctx, `INSERT INTO audit_heads (node, lane, hash) SELECT $1, l, '' FROM generate_series(0, $2 - 1) l
+				ON CONFLICT (node, lane) DO NOTHING`, node, auditLanes); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		// Every lane is busy: wait for one.
+		err = tx.QueryRow(ctx, `SELECT lane, hash FROM audit_heads WHERE node = $1 AND lane = $2 FOR UPDATE`, node, rand.IntN(max(have, 1))).Scan(&l.n, &l.hash)
+		return &l, err
+	}
+}
+
+// insertAudit takes a lane of each node (in node order, so that writers
+// never wait on each other in a cycle), takes sequence numbers after the
+// locks, links and inserts the records, and moves the lanes' heads. held
+// carries the lanes across the calls of one transaction (nil: one call).
+func insertAudit(ctx context.Context, tx pgx.Tx, held lanes, evs []latchkey.AuditEvent) error {
 	var nodes []string
 	seen := map[string]bool{}
 	for i := range evs {
@@ -41,17 +92,19 @@ func insertAudit(ctx context.Context, tx pgx.Tx, evs []latchkey.AuditEvent) erro
 			nodes = append(nodes, n)
 		}
 	}
-	sort.Strings(nodes) // a fixed lock order: no deadlock between writers
-	head := map[string]string{}
+	sort.Strings(nodes)
+	if held == nil {
+		held = lanes{}
+	}
 	for _, n := range nodes {
-		if _, err := tx.Exec(ctx, `INSERT INTO audit_heads (node, hash) VALUES ($1, '') ON CONFLICT (node) DO NOTHING`, n); err != nil {
+		if held[n] != nil {
+			continue
+		}
+		l, err := takeLane(ctx, tx, n)
+		if err != nil {
 			return fmt.Errorf("postgres: audit chain: %w", err)
 		}
-		var h string
-		if err := tx.QueryRow(ctx, `SELECT hash FROM audit_heads WHERE node = $1 FOR UPDATE`, n).Scan(&h); err != nil {
-			return fmt.Errorf("postgres: audit chain: %w", err)
-		}
-		head[n] = h
+		held[n] = l
 	}
 	rows, err := tx.Query(ctx, `SELECT nextval(pg_get_serial_sequence('audit_events', 'seq')) FROM generate_series(1, $1)`, len(evs))
 	if err != nil {
@@ -64,28 +117,29 @@ func insertAudit(ctx context.Context, tx pgx.Tx, evs []latchkey.AuditEvent) erro
 	sort.Slice(seqs, func(i, j int) bool { return seqs[i] < seqs[j] })
 	n := len(evs)
 	cols := struct {
-		seq, tm                                         []int64
+		seq, tm, lane                                   []int64
 		node, kind, action, tok, subj, out, ip, rest, h []string
-	}{make([]int64, n), make([]int64, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n),
+	}{make([]int64, n), make([]int64, n), make([]int64, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n),
 		make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)}
 	var buf []byte
 	for i := range evs {
 		ev := &evs[i]
+		l := held[ev.Node]
 		ev.Time = latchkey.TimeOf(ev.Time)
 		ev.Seq = seqs[i]
-		ev.Hash = latchkey.ChainHash(head[ev.Node], ev)
-		head[ev.Node] = ev.Hash
+		ev.Hash = latchkey.ChainHash(l.hash, ev)
+		l.hash = ev.Hash
 		buf = auditrow.AppendRest(buf[:0], ev)
-		cols.seq[i], cols.tm[i], cols.node[i], cols.kind[i], cols.action[i] = ev.Seq, micros(ev.Time), ev.Node, ev.Kind, ev.Action
+		cols.seq[i], cols.tm[i], cols.lane[i], cols.node[i], cols.kind[i], cols.action[i] = ev.Seq, micros(ev.Time), int64(l.n), ev.Node, ev.Kind, ev.Action
 		cols.tok[i], cols.subj[i], cols.out[i], cols.ip[i], cols.rest[i], cols.h[i] = ev.TokenID, ev.Subject, ev.Outcome, ev.ClientIP, string(buf), ev.Hash
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO audit_events (seq, time, node, kind, action, token_id, subject, outcome, client_ip, rest, hash)
-		SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])`,
-		cols.seq, cols.tm, cols.node, cols.kind, cols.action, cols.tok, cols.subj, cols.out, cols.ip, cols.rest, cols.h); err != nil {
+	if _, err := tx.Exec(ctx, `INSERT INTO audit_events (seq, time, lane, node, kind, action, token_id, subject, outcome, client_ip, rest, hash)
+		SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[])`,
+		cols.seq, cols.tm, cols.lane, cols.node, cols.kind, cols.action, cols.tok, cols.subj, cols.out, cols.ip, cols.rest, cols.h); err != nil {
 		return fmt.Errorf("postgres: append audit: %w", err)
 	}
 	for _, nd := range nodes {
-		if _, err := tx.Exec(ctx, `UPDATE audit_heads SET hash = $2 WHERE node = $1`, nd, head[nd]); err != nil {
+		if _, err := tx.Exec(ctx, `UPDATE audit_heads SET hash = $3 WHERE node = $1 AND lane = $2`, nd, held[nd].n, held[nd].hash); err != nil {
 			return fmt.Errorf("postgres: audit chain: %w", err)
 		}
 	}
@@ -190,9 +244,9 @@ func (db *DB) AuditNodes(ctx context.Context) ([]string, error) {
 	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
 
-// AuditAnchors lists the anchors of pruned chains.
+// AuditAnchors lists the anchors of pruned chains, one per node and lane.
 func (db *DB) AuditAnchors(ctx context.Context) ([]latchkey.AuditAnchor, error) {
-	rows, err := db.pool.Query(ctx, `SELECT node, seq, hash, at FROM audit_anchors ORDER BY node`)
+	rows, err := db.pool.Query(ctx, `SELECT node, lane, seq, hash, at FROM audit_anchors ORDER BY node, lane`)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: audit anchors: %w", err)
 	}
@@ -201,7 +255,7 @@ func (db *DB) AuditAnchors(ctx context.Context) ([]latchkey.AuditAnchor, error) 
 	for rows.Next() {
 		var a latchkey.AuditAnchor
 		var at int64
-		if err := rows.Scan(&a.Node, &a.Seq, &a.Hash, &at); err != nil {
+		if err := rows.Scan(&a.Node, &a.Lane, &a.Seq, &a.Hash, &at); err != nil {
 			return nil, err
 		}
 		a.At = time.UnixMicro(at).UTC()
@@ -210,23 +264,76 @@ func (db *DB) AuditAnchors(ctx context.Context) ([]latchkey.AuditAnchor, error) 
 	return out, rows.Err()
 }
 
-// PruneAudit deletes old records node by node, archiving them first and
-// anchoring the chain at the last one deleted.
-func (db *DB) PruneAudit(ctx context.Context, before time.Time, archive func([]latchkey.AuditEvent) error) (int64, error) {
-	nodes, err := db.AuditNodes(ctx)
+// chainLane is one chain: a node's lane.
+type chainLane struct {
+	node string
+	lane int
+}
+
+// chainLanes lists the chains with records or anchors.
+func chainLanes(ctx context.Context, q interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}) ([]chainLane, error) {
+	rows, err := q.Query(ctx, `SELECT node, lane FROM audit_events GROUP BY node, lane UNION SELECT node, lane FROM audit_anchors ORDER BY 1, 2`)
 	if err != nil {
-		return 0, err
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (chainLane, error) {
+		var c chainLane
+		return c, r.Scan(&c.node, &c.lane)
+	})
+}
+
+// lanePage reads the records of one chain after seq after (and up to
+// through, when > 0), oldest first.
+func lanePage(ctx context.Context, q interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}, c chainLane, after, through int64) ([]latchkey.AuditEvent, error) {
+	if through <= 0 {
+		through = 1<<63 - 1
+	}
+	rows, err := q.Query(ctx, `SELECT seq, time, node, kind, action, token_id, subject, outcome, client_ip, rest, hash FROM audit_events
+		WHERE node = $1 AND lane = $2 AND seq > $3 AND seq <= $4 ORDER BY seq LIMIT $5`, c.node, c.lane, after, through, latchkey.MaxPageLimit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var evs []latchkey.AuditEvent
+	for rows.Next() {
+		var ev latchkey.AuditEvent
+		var t int64
+		var rs string
+		if err := rows.Scan(&ev.Seq, &t, &ev.Node, &ev.Kind, &ev.Action, &ev.TokenID, &ev.Subject, &ev.Outcome, &ev.ClientIP, &rs, &ev.Hash); err != nil {
+			return nil, err
+		}
+		ev.Time = time.UnixMicro(t).UTC()
+		if err := auditrow.DecodeRest([]byte(rs), &ev); err != nil {
+			return nil, fmt.Errorf("audit record %d: %w", ev.Seq, err)
+		}
+		evs = append(evs, ev)
+	}
+	return evs, rows.Err()
+}
+
+// PruneAudit deletes old records chain by chain (each node's lane), each
+// in its own transaction, archiving them first and anchoring the chain at
+// the last one deleted.
+func (db *DB) PruneAudit(ctx context.Context, before time.Time, archive func([]latchkey.AuditEvent) error) (int64, error) {
+	chains, err := chainLanes(ctx, db.pool)
+	if err != nil {
+		return 0, fmt.Errorf("postgres: prune audit: %w", err)
 	}
 	var total int64
-	for _, node := range nodes {
+	for _, c := range chains {
 		var n int64
 		err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+			n = 0
 			var cut *int64
-			if err := tx.QueryRow(ctx, `SELECT min(seq) - 1 FROM audit_events WHERE node = $1 AND time >= $2`, node, micros(before)).Scan(&cut); err != nil {
+			if err := tx.QueryRow(ctx, `SELECT min(seq) - 1 FROM audit_events WHERE node = $1 AND lane = $2 AND time >= $3`, c.node, c.lane, micros(before)).Scan(&cut); err != nil {
 				return err
 			}
 			if cut == nil {
-				if err := tx.QueryRow(ctx, `SELECT max(seq) FROM audit_events WHERE node = $1`, node).Scan(&cut); err != nil {
+				if err := tx.QueryRow(ctx, `SELECT max(seq) FROM audit_events WHERE node = $1 AND lane = $2`, c.node, c.lane).Scan(&cut); err != nil {
 					return err
 				}
 			}
@@ -235,31 +342,31 @@ func (db *DB) PruneAudit(ctx context.Context, before time.Time, archive func([]l
 			}
 			var last latchkey.AuditEvent
 			for after := int64(0); ; {
-				page, err := listAudit(ctx, tx, latchkey.AuditFilter{Node: node, After: after, Ascending: true, Limit: latchkey.MaxPageLimit}, *cut)
+				page, err := lanePage(ctx, tx, c, after, *cut)
 				if err != nil {
 					return err
 				}
-				if len(page.Events) == 0 {
+				if len(page) == 0 {
 					break
 				}
 				if archive != nil {
-					if err := archive(page.Events); err != nil {
+					if err := archive(page); err != nil {
 						return fmt.Errorf("archive: %w", err)
 					}
 				}
-				n += int64(len(page.Events))
-				last = page.Events[len(page.Events)-1]
+				n += int64(len(page))
+				last = page[len(page)-1]
 				after = last.Seq
 			}
 			if n == 0 {
 				return nil
 			}
-			if _, err := tx.Exec(ctx, `INSERT INTO audit_anchors (node, seq, hash, at) VALUES ($1, $2, $3, $4)
-				ON CONFLICT (node) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, at = excluded.at`,
-				node, last.Seq, last.Hash, micros(time.Now())); err != nil {
+			if _, err := tx.Exec(ctx, `INSERT INTO audit_anchors (node, lane, seq, hash, at) VALUES ($1, $2, $3, $4, $5)
+				ON CONFLICT (node, lane) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, at = excluded.at`,
+				c.node, c.lane, last.Seq, last.Hash, micros(time.Now())); err != nil {
 				return err
 			}
-			_, err := tx.Exec(ctx, `DELETE FROM audit_events WHERE node = $1 AND seq <= $2`, node, *cut)
+			_, err := tx.Exec(ctx, `DELETE FROM audit_events WHERE node = $1 AND lane = $2 AND seq <= $3`, c.node, c.lane, *cut)
 			return err
 		})
 		if err != nil {
@@ -268,4 +375,56 @@ func (db *DB) PruneAudit(ctx context.Context, before time.Time, archive func([]l
 		total += n
 	}
 	return total, nil
+}
+
+// VerifyAuditChain checks every chain (each node's lane) from its anchor,
+// or its start, record by record, and names the first whose hash does not
+// follow. audit.VerifyChain uses it.
+func (db *DB) VerifyAuditChain(ctx context.Context) (latchkey.ChainReport, error) {
+	var r latchkey.ChainReport
+	nodes, err := db.AuditNodes(ctx)
+	if err != nil {
+		return r, err
+	}
+	anchors, err := db.AuditAnchors(ctx)
+	if err != nil {
+		return r, err
+	}
+	r.Nodes, r.Anchors = nodes, anchors
+	chains, err := chainLanes(ctx, db.pool)
+	if err != nil {
+		return r, fmt.Errorf("postgres: audit chain: %w", err)
+	}
+	start := map[chainLane]latchkey.AuditAnchor{}
+	for _, a := range anchors {
+		start[chainLane{a.Node, a.Lane}] = a
+	}
+	for _, c := range chains {
+		a := start[c]
+		prev, after := a.Hash, a.Seq
+		for {
+			page, err := lanePage(ctx, db.pool, c, after, 0)
+			if err != nil {
+				return r, fmt.Errorf("postgres: audit chain: %w", err)
+			}
+			for i := range page {
+				ev := &page[i]
+				r.Checked++
+				if ev.Hash != latchkey.ChainHash(prev, ev) {
+					reason := "the record does not match its hash: it was changed, or a record before it was removed or inserted"
+					if ev.Hash == "" {
+						reason = "the record has no hash"
+					}
+					r.Broken = &latchkey.ChainBreak{Node: c.node, Lane: c.lane, Seq: ev.Seq, Reason: reason}
+					return r, nil
+				}
+				prev, after = ev.Hash, ev.Seq
+			}
+			if len(page) < latchkey.MaxPageLimit {
+				break
+			}
+		}
+	}
+	r.OK = true
+	return r, nil
 }

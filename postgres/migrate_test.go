@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/audit"
 	"github.com/latchkeyhq/latchkey/postgres"
 )
 
@@ -59,5 +60,64 @@ func TestTenancyMigration(t *testing.T) {
 	}
 	if _, ok, err := db.ConsumeUse(ctx, []string{"OldToken00000000"}); !ok || err != nil {
 		t.Errorf("the old budget after the migration: %v %v", ok, err)
+	}
+}
+
+// A database from before lanes (migrations 1-3: one chain head per node)
+// upgrades in place: its records are lane 0 and still verify, and the
+// node's next records link on after them.
+func TestAuditLanesMigration(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	dsn := schemaDSN(t)
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"0001_init.sql", "0002_changes.sql", "0003_tenancy.sql"} {
+		b, err := os.ReadFile("migrations/" + f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Exec(ctx, string(b)); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+	}
+	if _, err := c.Exec(ctx, `CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY); INSERT INTO schema_migrations VALUES (1), (2), (3)`); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	prev := ""
+	for i := range 3 {
+		ev := latchkey.AuditEvent{Seq: int64(i + 1), Time: at.Add(time.Duration(i) * time.Second), Node: "n1", Kind: "verify", Action: "verify", Outcome: "VALID"}
+		ev.Hash = latchkey.ChainHash(prev, &ev)
+		prev = ev.Hash
+		if _, err := c.Exec(ctx, `INSERT INTO audit_events (seq, time, node, kind, action, outcome, rest, hash) VALUES ($1, $2, $3, $4, $5, $6, '{}', $7)`,
+			ev.Seq, ev.Time.UnixMicro(), ev.Node, ev.Kind, ev.Action, ev.Outcome, ev.Hash); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.Exec(ctx, `SELECT setval(pg_get_serial_sequence('audit_events', 'seq'), 3)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Exec(ctx, `INSERT INTO audit_heads (node, hash) VALUES ('n1', $1)`, prev); err != nil {
+		t.Fatal(err)
+	}
+	c.Close(ctx)
+	db, err := postgres.Open(ctx, dsn)
+	if err != nil {
+		t.Fatalf("migrating: %v", err)
+	}
+	defer db.Close()
+	if r, err := audit.VerifyChain(ctx, db); err != nil || !r.OK || r.Checked != 3 {
+		t.Fatalf("after the migration: %+v %+v %v", r, r.Broken, err)
+	}
+	if err := db.AppendAudit(ctx, []latchkey.AuditEvent{{Time: at.Add(time.Hour), Node: "n1", Kind: "verify", Action: "verify", Outcome: "VALID"}}); err != nil {
+		t.Fatal(err)
+	}
+	page, _ := db.ListAudit(ctx, latchkey.AuditFilter{Limit: 1})
+	if r, err := audit.VerifyChain(ctx, db); err != nil || !r.OK || r.Checked != 4 || len(page.Events) != 1 || page.Events[0].Hash != latchkey.ChainHash(prev, &page.Events[0]) {
+		t.Fatalf("a new record does not link on after the old ones: %+v %+v %v", r, r.Broken, err)
 	}
 }

@@ -32,12 +32,23 @@ type DB struct {
 
 var _ latchkey.Store = (*DB)(nil)
 
+// DefaultMaxConns is the pool's size unless the URL sets pool_max_conns.
+// pgx's own default is the number of CPUs (at least 4), which capped a
+// 2-core node at 4 writing transactions at once; a write waits mostly on
+// PostgreSQL's commit (the WAL flush, which PostgreSQL shares among the
+// commits waiting), not on a CPU, so more of them in flight is what makes
+// more of them per second.
+const DefaultMaxConns = 32
+
 // Open connects to dsn (a postgres:// URL or key=value string) and applies
 // pending migrations, one node at a time (an advisory lock).
 func Open(ctx context.Context, dsn string) (*DB, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	if !strings.Contains(dsn, "pool_max_conns") {
+		cfg.MaxConns = DefaultMaxConns
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
@@ -161,7 +172,9 @@ func (db *DB) PutSetting(ctx context.Context, key, value string) error {
 func (db *DB) ChangeSetting(ctx context.Context, key string, fn func(old string, ok bool) (string, bool, *latchkey.AuditEvent, error)) error {
 	for attempt := 0; ; attempt++ {
 		var fnErr error
+		var n notes
 		err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+			n = n[:0]
 			var old string
 			err := tx.QueryRow(ctx, `SELECT value FROM settings WHERE key = $1 FOR UPDATE`, key).Scan(&old)
 			ok := err == nil
@@ -184,11 +197,14 @@ func (db *DB) ChangeSetting(ctx context.Context, key string, fn func(old string,
 			if err != nil {
 				return err
 			}
-			if err := publish(ctx, tx, SettingChange+key, 0); err != nil {
+			if err := publish(ctx, tx, &n, SettingChange+key, 0); err != nil {
 				return err
 			}
-			return appendEvent(ctx, tx, ev)
+			return appendEvent(ctx, tx, nil, ev)
 		})
+		if err == nil {
+			db.announce(ctx, n)
+		}
 		if isUniqueViolation(err) && attempt < 3 {
 			continue // created concurrently: read it now
 		}
@@ -231,23 +247,31 @@ func (db *DB) SettingsWithPrefix(ctx context.Context, prefix string) (map[string
 
 // PutBlock stores or extends a block with its audit event.
 func (db *DB) PutBlock(ctx context.Context, b latchkey.Block, ev *latchkey.AuditEvent) error {
-	return pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+	var n notes
+	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		n = n[:0]
 		if _, err := tx.Exec(ctx, `INSERT INTO blocks (source, until, rule, reason, created_at) VALUES ($1, $2, $3, $4, $5)
 			ON CONFLICT (source) DO UPDATE SET until = greatest(blocks.until, excluded.until), rule = excluded.rule, reason = excluded.reason`,
 			b.Source, micros(b.Until), b.Rule, b.Reason, micros(b.CreatedAt)); err != nil {
 			return fmt.Errorf("postgres: put block: %w", err)
 		}
-		if err := publish(ctx, tx, BlockChange+b.Source, 0); err != nil {
+		if err := publish(ctx, tx, &n, BlockChange+b.Source, 0); err != nil {
 			return err
 		}
-		return appendEvent(ctx, tx, ev)
+		return appendEvent(ctx, tx, nil, ev)
 	})
+	if err == nil {
+		db.announce(ctx, n)
+	}
+	return err
 }
 
 // DeleteBlock removes a block with its audit event.
 func (db *DB) DeleteBlock(ctx context.Context, source string, ev *latchkey.AuditEvent) (bool, error) {
 	var ok bool
+	var n notes
 	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		n = n[:0]
 		tag, err := tx.Exec(ctx, `DELETE FROM blocks WHERE source = $1`, source)
 		if err != nil {
 			return fmt.Errorf("postgres: delete block: %w", err)
@@ -255,11 +279,14 @@ func (db *DB) DeleteBlock(ctx context.Context, source string, ev *latchkey.Audit
 		if ok = tag.RowsAffected() > 0; !ok {
 			return nil
 		}
-		if err := publish(ctx, tx, BlockChange+source, 0); err != nil {
+		if err := publish(ctx, tx, &n, BlockChange+source, 0); err != nil {
 			return err
 		}
-		return appendEvent(ctx, tx, ev)
+		return appendEvent(ctx, tx, nil, ev)
 	})
+	if err == nil {
+		db.announce(ctx, n)
+	}
 	return ok, err
 }
 

@@ -24,7 +24,7 @@ func testDSN() string {
 	return "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
 }
 
-func requireService(t *testing.T, what string, err error) {
+func requireService(t testing.TB, what string, err error) {
 	t.Helper()
 	if os.Getenv("LATCHKEY_REQUIRE_INTEGRATION") == "1" {
 		t.Fatalf("%s is required (LATCHKEY_REQUIRE_INTEGRATION=1) but not available: %v", what, err)
@@ -46,7 +46,7 @@ func open(t *testing.T) latchkey.Store {
 
 // schemaDSN makes a fresh schema, dropped afterwards, and returns a URL
 // that uses it.
-func schemaDSN(t *testing.T) string {
+func schemaDSN(t testing.TB) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -136,10 +138,23 @@ func (db *DB) UpdateToken(ctx context.Context, id string, fn func(t *latchkey.To
 // WriteTx runs fn in one transaction; rows read through tx are locked
 // (SELECT ... FOR UPDATE), so concurrent changes to a token serialise.
 func (db *DB) WriteTx(ctx context.Context, fn func(tx latchkey.Tx) error) error {
-	return pgx.BeginFunc(ctx, db.pool, func(t pgx.Tx) error { return fn(&tx{tx: t}) })
+	x := &tx{lanes: lanes{}}
+	err := pgx.BeginFunc(ctx, db.pool, func(t pgx.Tx) error {
+		x.tx, x.notes = t, x.notes[:0]
+		clear(x.lanes)
+		return fn(x)
+	})
+	if err == nil {
+		db.announce(ctx, x.notes)
+	}
+	return err
 }
 
-type tx struct{ tx pgx.Tx }
+type tx struct {
+	tx    pgx.Tx
+	lanes lanes // the audit lanes this transaction holds
+	notes notes // the notifications it owes once committed
+}
 
 func (x *tx) GetToken(ctx context.Context, id string) (*latchkey.Token, error) {
 	return getToken(ctx, x.tx, id, " FOR UPDATE")
@@ -204,24 +219,45 @@ func (x *tx) CreateToken(ctx context.Context, t *latchkey.Token, ev *latchkey.Au
 	if err != nil {
 		return fmt.Errorf("postgres: create token: %w", err)
 	}
-	if err := publish(ctx, x.tx, t.ID, t.Version); err != nil {
+	if err := publish(ctx, x.tx, &x.notes, t.ID, t.Version); err != nil {
 		return err
 	}
-	return appendEvent(ctx, x.tx, ev)
+	return appendEvent(ctx, x.tx, x.lanes, ev)
 }
 
 // publish records a change to token id (or to a block: BlockChange) for
-// every node: a row in changes (polled as a backstop) and a notification,
-// delivered on commit. The row is stamped with the database's clock, which
-// is also the clock pollers read against, so nodes' clocks need not agree.
-func publish(ctx context.Context, tx pgx.Tx, id string, version int64) error {
+// every node: a row in changes (polled as a backstop), in tx, and a
+// notification owed in n, which the caller sends once tx has committed
+// (announce). The row is stamped with the database's clock, which is also
+// the clock pollers read against, so nodes' clocks need not agree.
+//
+// The notification is not sent inside tx: PostgreSQL serialises the
+// commits of transactions that NOTIFY on one lock held through their WAL
+// flush, which held a node to one token write per flush.
+func publish(ctx context.Context, tx pgx.Tx, n *notes, id string, version int64) error {
 	if _, err := tx.Exec(ctx, `INSERT INTO changes (token_id, version, at) VALUES ($1, $2, `+dbNowMicros+`)`, id, version); err != nil {
 		return fmt.Errorf("postgres: publish change: %w", err)
 	}
-	if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, Channel, id+":"+strconv.FormatInt(version, 10)); err != nil {
-		return fmt.Errorf("postgres: publish change: %w", err)
-	}
+	*n = append(*n, id+":"+strconv.FormatInt(version, 10))
 	return nil
+}
+
+// notes are the notifications a transaction owes, sent after it commits.
+type notes []string
+
+// announce sends n on Channel, in one short transaction of its own. A
+// change whose notification is lost (a failure here, or a crash between
+// the commit and this) still reaches every node through the change log's
+// poll, within its interval.
+func (db *DB) announce(ctx context.Context, n notes) {
+	if len(n) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if _, err := db.pool.Exec(ctx, `SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p`, Channel, []string(n)); err != nil {
+		slog.Warn("postgres: a change was committed but not announced; other nodes see it at their next poll", "changes", len(n), "err", err)
+	}
 }
 
 func (x *tx) UpdateToken(ctx context.Context, t *latchkey.Token, ev *latchkey.AuditEvent) error {
@@ -250,10 +286,10 @@ func (x *tx) UpdateToken(ctx context.Context, t *latchkey.Token, ev *latchkey.Au
 		return latchkey.Errorf(latchkey.EConflict, "token %s changed concurrently; retry", t.ID)
 	}
 	t.Version++
-	if err := publish(ctx, x.tx, t.ID, t.Version); err != nil {
+	if err := publish(ctx, x.tx, &x.notes, t.ID, t.Version); err != nil {
 		return err
 	}
-	return appendEvent(ctx, x.tx, ev)
+	return appendEvent(ctx, x.tx, x.lanes, ev)
 }
 
 // ConsumeUse spends one use from each budget, all or none: each is a
