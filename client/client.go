@@ -133,6 +133,70 @@ func (c *Client) RevokeToken(ctx context.Context, id, reason string) (*latchkey.
 	return &out, nil
 }
 
+// Wait asks a revocation, suspension or bulk revocation to answer only
+// once every live node has evicted what it changed, or Timeout (default
+// 5s on the server, at most 30s) has passed; the answer carries the
+// receipt. The change stands either way.
+type Wait struct {
+	Timeout time.Duration
+}
+
+func (w *Wait) query() url.Values {
+	if w == nil {
+		return nil
+	}
+	q := url.Values{"wait": {"all"}}
+	if w.Timeout > 0 {
+		q.Set("wait_timeout", w.Timeout.String())
+	}
+	return q
+}
+
+// TokenReceipt is a token as a change left it, with the change's receipt.
+type TokenReceipt struct {
+	latchkey.Token
+	Receipt latchkey.Receipt `json:"receipt"`
+}
+
+// RevokeTokenWait is RevokeToken that waits for every live node (Wait).
+func (c *Client) RevokeTokenWait(ctx context.Context, id, reason string, w Wait) (*TokenReceipt, error) {
+	var out TokenReceipt
+	if err := c.do(ctx, "POST", "/v1/tokens/"+url.PathEscape(id)+"/revoke", w.query(), RevokeRequest{Reason: reason}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// SuspendTokenWait is SuspendToken that waits for every live node (Wait).
+func (c *Client) SuspendTokenWait(ctx context.Context, id, reason string, w Wait) (*TokenReceipt, error) {
+	var out TokenReceipt
+	if err := c.do(ctx, "POST", "/v1/tokens/"+url.PathEscape(id)+"/suspend", w.query(), RevokeRequest{Reason: reason}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// RevokeWait is Revoke that waits for every live node (Wait); the result
+// carries the receipt.
+func (c *Client) RevokeWait(ctx context.Context, req RevocationRequest, w Wait) (*RevocationResult, error) {
+	var out RevocationResult
+	if err := c.do(ctx, "POST", "/v1/revocations", w.query(), req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Receipts lists the node's last receipts, newest first.
+func (c *Client) Receipts(ctx context.Context) ([]latchkey.Receipt, error) {
+	var out struct {
+		Receipts []latchkey.Receipt `json:"receipts"`
+	}
+	if err := c.do(ctx, "GET", "/v1/receipts", nil, nil, &out); err != nil {
+		return nil, err
+	}
+	return out.Receipts, nil
+}
+
 // UpdateToken changes a token's name, meta or tags, or narrows its scopes.
 func (c *Client) UpdateToken(ctx context.Context, id string, req UpdateRequest) (*latchkey.Token, error) {
 	var out latchkey.Token

@@ -131,6 +131,9 @@ type RevocationResult struct {
 	// token and the ancestors whose revocation would revoke it.
 	Spared []string `json:"spared,omitempty"`
 	DryRun bool     `json:"dry_run,omitempty"`
+	// Receipt, when asked for (?wait=all), says which live nodes have
+	// evicted the revoked tokens.
+	Receipt *latchkey.Receipt `json:"receipt,omitempty"`
 }
 
 // Introspection is the answer of POST /oauth2/introspect (RFC 7662).

@@ -93,8 +93,26 @@ func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, a latchkey.
 	if err != nil {
 		return err
 	}
+	wait, waiting, err := receiptWait(r.URL.Query())
+	if err != nil {
+		return err
+	}
 	t, err := s.Tokens.Revoke(r.Context(), a, id, req.Reason)
-	return replyToken(w, t, err)
+	return s.replyChanged(w, r, t, err, waiting, wait, latchkey.ActionTokenRevoke)
+}
+
+// replyChanged answers with the token a revocation or suspension left
+// behind, with its receipt when one was asked for.
+func (s *Server) replyChanged(w http.ResponseWriter, r *http.Request, t *latchkey.Token, err error, waiting bool, wait time.Duration, action string) error {
+	if err != nil || !waiting {
+		return replyToken(w, t, err)
+	}
+	rc, err := s.receipt(r.Context(), wait, action, t.ID)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, withReceipt{Token: t, Receipt: rc})
+	return nil
 }
 
 // optionalBody decodes a body that may be absent.
@@ -143,8 +161,12 @@ func (s *Server) suspendToken(w http.ResponseWriter, r *http.Request, a latchkey
 	if err != nil {
 		return err
 	}
+	wait, waiting, err := receiptWait(r.URL.Query())
+	if err != nil {
+		return err
+	}
 	t, err := s.Tokens.Suspend(r.Context(), a, id, req.Reason)
-	return replyToken(w, t, err)
+	return s.replyChanged(w, r, t, err, waiting, wait, latchkey.ActionTokenSuspend)
 }
 
 func (s *Server) resumeToken(w http.ResponseWriter, r *http.Request, a latchkey.Actor) error {
@@ -198,6 +220,10 @@ func (s *Server) revocations(w http.ResponseWriter, r *http.Request, a latchkey.
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
+	wait, waiting, err := receiptWait(r.URL.Query())
+	if err != nil {
+		return err
+	}
 	ks, err := callKeyspace(a, latchkey.PermTokensWrite, req.Keyspace)
 	if err != nil {
 		return err
@@ -207,6 +233,13 @@ func (s *Server) revocations(w http.ResponseWriter, r *http.Request, a latchkey.
 		latchkey.BulkOptions{IncludeSelf: req.IncludeSelf, DryRun: req.DryRun})
 	if err != nil {
 		return err
+	}
+	if waiting && !req.DryRun {
+		rc, err := s.receipt(r.Context(), wait, latchkey.ActionTokenRevoke, "")
+		if err != nil {
+			return err
+		}
+		res.Receipt = &rc
 	}
 	writeJSON(w, http.StatusOK, res)
 	return nil

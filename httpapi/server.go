@@ -119,6 +119,12 @@ type Server struct {
 	// requests; without it they answer 404.
 	Tenancy TenancyService
 
+	// Receipts, when set, collects the other nodes' confirmations of a
+	// revocation asked with ?wait=all (PostgreSQL); without it this node
+	// is the only one, and its own eviction is the receipt.
+	Receipts   latchkey.Receipter
+	receiptLog receiptLog
+
 	// OAuth, when set, is the OAuth authorization server: its endpoints,
 	// the consent page's calls and its clients' administration. Without
 	// it they answer 404 (introspection and revocation work either way).
@@ -183,6 +189,7 @@ func Routes() []Route {
 		{Method: "GET", Path: "/v1/audit/stream", Scope: latchkey.ScopeAuditRead, Stream: true, Keyspaced: true},
 		{Method: "GET", Path: "/v1/audit/verify", Scope: latchkey.ScopeAuditRead},
 		{Method: "GET", Path: "/v1/audit/summary", Scope: latchkey.ScopeAuditRead},
+		{Method: "GET", Path: "/v1/receipts", Scope: latchkey.ScopeAuditRead},
 		{Method: "GET", Path: "/v1/blocks", Scope: latchkey.ScopeAuditRead},
 		{Method: "DELETE", Path: "/v1/blocks/{source...}", Scope: latchkey.AdminScope},
 		{Method: "GET", Path: "/v1/sessions", Scope: latchkey.ScopeAuditRead},
@@ -273,6 +280,7 @@ func (s *Server) Handler() http.Handler {
 		"GET /v1/audit/stream":                                 s.streamAudit,
 		"GET /v1/audit/verify":                                 s.verifyAudit,
 		"GET /v1/audit/summary":                                s.auditSummary,
+		"GET /v1/receipts":                                     s.listReceipts,
 		"GET /v1/blocks":                                       s.listBlocks,
 		"DELETE /v1/blocks/{source...}":                        s.removeBlock,
 		"GET /v1/sessions":                                     s.listSessions,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -19,6 +20,16 @@ import (
 // payload is "<token id>:<version>", or "block:<source>:0" for a block
 // put or lifted.
 const Channel = "latchkey_changes"
+
+// BarrierChannel carries receipt requests ("<receipt id>:<node>"): every
+// other node applies what it has been told so far (and what the change log
+// holds), then answers on AckChannel ("<receipt id>:<its node>").
+// Notifications reach each listener in the order they were sent, so a
+// barrier arrives after every change announced before it.
+const (
+	BarrierChannel = "latchkey_barriers"
+	AckChannel     = "latchkey_acks"
+)
 
 // BlockChange prefixes the subject of a change to a block: OnChange is
 // called with "block:" and the source. Token ids never contain a colon.
@@ -45,10 +56,19 @@ type Follower struct {
 	Poll   time.Duration
 	Logger *slog.Logger
 
+	// Node names this node in the live-node list and in receipts.
+	Node string
+
 	appName string // the listening connection's application_name
 
 	notified, polled, reconnects atomic.Uint64
 	listening                    atomic.Bool
+
+	pollMu sync.Mutex // one read of the change log at a time (the poll, a barrier)
+	since  int64      // guarded by pollMu: where the next read starts (database clock, µs); 0: not yet read
+
+	waitMu  sync.Mutex
+	waiters map[string]chan string // receipt id → the nodes' answers
 }
 
 // NewFollower returns a follower calling onChange for every token changed
@@ -121,8 +141,19 @@ func (f *Follower) Run(ctx context.Context) {
 		defer close(done)
 		f.listen(ctx)
 	}()
+	if f.Node != "" {
+		if err := f.DB.heartbeat(ctx, f.Node); err != nil && ctx.Err() == nil {
+			f.Logger.Warn("postgres: marking this node live failed", "err", err)
+		}
+	}
 	f.poll(ctx)
 	<-done
+	if f.Node != "" {
+		// Stopping: no longer a node receipts wait for.
+		dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		f.DB.pool.Exec(dctx, `DELETE FROM nodes WHERE node = $1`, f.Node)
+	}
 }
 
 // maxBackoff caps the wait between reconnection attempts: the poll covers
@@ -161,14 +192,24 @@ func (f *Follower) listenOnce(ctx context.Context) error {
 	if _, err := conn.Exec(ctx, "SELECT set_config('application_name', $1, false)", f.appName); err != nil {
 		return err
 	}
-	if _, err := conn.Exec(ctx, "LISTEN "+Channel); err != nil {
-		return err
+	for _, ch := range []string{Channel, BarrierChannel, AckChannel} {
+		if _, err := conn.Exec(ctx, "LISTEN "+ch); err != nil {
+			return err
+		}
 	}
 	f.listening.Store(true)
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
 			return err
+		}
+		switch n.Channel {
+		case BarrierChannel:
+			f.barrier(ctx, n.Payload)
+			continue
+		case AckChannel:
+			f.ack(n.Payload)
+			continue
 		}
 		id, version := n.Payload, int64(0)
 		if i := strings.LastIndexByte(id, ':'); i >= 0 {
@@ -193,7 +234,6 @@ const pollOverlap = 5 * time.Second
 // node that could not poll for a while (an outage) catches up on
 // everything it missed once it can.
 func (f *Follower) poll(ctx context.Context) {
-	var since int64 // database clock, Unix microseconds; 0: not yet read
 	t := time.NewTicker(f.Poll)
 	defer t.Stop()
 	for {
@@ -202,18 +242,145 @@ func (f *Follower) poll(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		changes, start, err := f.DB.changesSince(ctx, since)
-		if err != nil {
-			if ctx.Err() == nil {
-				f.Logger.Warn("postgres: polling changes failed", "err", err)
+		if err := f.pollOnce(ctx); err != nil && ctx.Err() == nil {
+			f.Logger.Warn("postgres: polling changes failed", "err", err)
+		}
+		if f.Node != "" {
+			if err := f.DB.heartbeat(ctx, f.Node); err != nil && ctx.Err() == nil {
+				f.Logger.Warn("postgres: marking this node live failed", "err", err)
 			}
-			continue
 		}
-		for _, c := range changes {
-			f.polled.Add(1)
-			f.OnChange(c.id, c.version)
+	}
+}
+
+// pollOnce reads the change log from where the last read began (less the
+// overlap) and applies what it finds.
+func (f *Follower) pollOnce(ctx context.Context) error {
+	f.pollMu.Lock()
+	defer f.pollMu.Unlock()
+	changes, start, err := f.DB.changesSince(ctx, f.since)
+	if err != nil {
+		return err
+	}
+	for _, c := range changes {
+		f.polled.Add(1)
+		f.OnChange(c.id, c.version)
+	}
+	f.since = start - pollOverlap.Microseconds()
+	return nil
+}
+
+// heartbeat marks node live now.
+func (db *DB) heartbeat(ctx context.Context, node string) error {
+	_, err := db.pool.Exec(ctx, `INSERT INTO nodes (node, seen) VALUES ($1, `+dbNowMicros+`)
+		ON CONFLICT (node) DO UPDATE SET seen = excluded.seen`, node)
+	return err
+}
+
+// liveFor is how recently a node must have been seen to be asked for a
+// receipt: three of its polls (the default poll is 1 s), or 3 s.
+func (f *Follower) liveFor() time.Duration { return max(3*f.Poll, 3*time.Second) }
+
+// Receipt implements latchkey.Receipter: it asks every other live node
+// (seen within liveFor) to confirm, on BarrierChannel, and collects their
+// answers until all have come or timeout ends. This node counts as
+// confirmed: it applied its own change before the call.
+func (f *Follower) Receipt(ctx context.Context, timeout time.Duration) (latchkey.Receipt, error) {
+	start := time.Now()
+	rows, err := f.DB.pool.Query(ctx, `SELECT node FROM nodes WHERE node <> $1 AND seen >= `+dbNowMicros+` - $2 ORDER BY node`,
+		f.Node, f.liveFor().Microseconds())
+	if err != nil {
+		return latchkey.Receipt{}, fmt.Errorf("postgres: receipt: %w", err)
+	}
+	others, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return latchkey.Receipt{}, fmt.Errorf("postgres: receipt: %w", err)
+	}
+	r := latchkey.Receipt{Nodes: len(others) + 1, Confirmed: 1}
+	if len(others) > 0 {
+		b := make([]byte, 8)
+		rand.Read(b)
+		rid := hex.EncodeToString(b)
+		answers := make(chan string, len(others))
+		f.waitMu.Lock()
+		if f.waiters == nil {
+			f.waiters = map[string]chan string{}
 		}
-		since = start - pollOverlap.Microseconds()
+		f.waiters[rid] = answers
+		f.waitMu.Unlock()
+		defer func() {
+			f.waitMu.Lock()
+			delete(f.waiters, rid)
+			f.waitMu.Unlock()
+		}()
+		if _, err := f.DB.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, BarrierChannel, rid+":"+f.Node); err != nil {
+			return latchkey.Receipt{}, fmt.Errorf("postgres: receipt: %w", err)
+		}
+		pending := map[string]bool{}
+		for _, n := range others {
+			pending[n] = true
+		}
+		timer := time.NewTimer(timeout)
+		defer timer.Stop()
+	wait:
+		for len(pending) > 0 {
+			select {
+			case n := <-answers:
+				if pending[n] {
+					delete(pending, n)
+					r.Confirmed++
+				}
+			case <-timer.C:
+				r.TimedOut = true
+				break wait
+			case <-ctx.Done():
+				r.TimedOut = true
+				break wait
+			}
+		}
+		for _, n := range others {
+			if pending[n] {
+				r.Missing = append(r.Missing, n)
+			}
+		}
+	}
+	r.At = time.Now().UTC()
+	r.TookMS = float64(time.Since(start).Microseconds()) / 1000
+	return r, nil
+}
+
+// barrier answers a receipt request from another node: everything
+// announced before it has been applied (notifications arrive in order);
+// the change log is read too, for any notification this node missed.
+func (f *Follower) barrier(ctx context.Context, payload string) {
+	rid, from, ok := strings.Cut(payload, ":")
+	if !ok || from == f.Node || f.Node == "" {
+		return
+	}
+	if err := f.pollOnce(ctx); err != nil {
+		f.Logger.Warn("postgres: a receipt asked for, but the change log could not be read; not confirming", "err", err)
+		return
+	}
+	if _, err := f.DB.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, AckChannel, rid+":"+f.Node); err != nil && ctx.Err() == nil {
+		f.Logger.Warn("postgres: confirming a receipt failed", "err", err)
+	}
+}
+
+// ack hands a node's answer to the receipt waiting for it, if any (acks
+// for other nodes' receipts are heard too, and dropped).
+func (f *Follower) ack(payload string) {
+	rid, node, ok := strings.Cut(payload, ":")
+	if !ok {
+		return
+	}
+	f.waitMu.Lock()
+	ch := f.waiters[rid]
+	f.waitMu.Unlock()
+	if ch != nil {
+		select {
+		case ch <- node:
+		default:
+		}
 	}
 }
 

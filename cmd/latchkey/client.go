@@ -398,7 +398,47 @@ says. Your own token (and any ancestor whose revocation would revoke it)
 is spared unless you pass --include-self, so that revoking "--prefix lk"
 with the root token does not lock you out. If you are locked out anyway,
 "latchkey admin recover-root" makes a new root token from the data
-directory and the server key.`
+directory and the server key.
+
+With --wait the command returns only once every live node has evicted the
+revoked tokens (or --wait-timeout has passed), and says how many confirmed
+and how long it took. It exits 1 when a node did not confirm in time (it
+is named); the tokens are revoked either way.`
+
+// waitFlags are --wait and --wait-timeout (revoke, suspend).
+type waitFlags struct {
+	on      bool
+	timeout time.Duration
+}
+
+func addWaitFlags(fs *flag.FlagSet) *waitFlags {
+	w := &waitFlags{}
+	fs.BoolVar(&w.on, "wait", false, "return once every live node has evicted the token (a receipt)")
+	fs.DurationVar(&w.timeout, "wait-timeout", 0, "with --wait: the longest to wait (default 5s, at most 30s)")
+	return w
+}
+
+// check refuses --wait-timeout without --wait.
+func (w *waitFlags) check(cmd string, stderr io.Writer) bool {
+	if w.timeout != 0 && !w.on {
+		fmt.Fprintf(stderr, "latchkey %s: --wait-timeout needs --wait\n", cmd)
+		return false
+	}
+	if w.timeout < 0 || w.timeout > latchkey.MaxReceiptWait {
+		fmt.Fprintf(stderr, "latchkey %s: --wait-timeout must be above 0 and at most %s\n", cmd, latchkey.MaxReceiptWait)
+		return false
+	}
+	return true
+}
+
+// receiptLine says what a receipt found, and the exit status it means.
+func receiptLine(r latchkey.Receipt) (string, int) {
+	line := fmt.Sprintf("%d of %d node(s) confirmed in %.1f ms", r.Confirmed, r.Nodes, r.TookMS)
+	if r.Confirmed < r.Nodes {
+		return line + "; not confirmed: " + strings.Join(r.Missing, ", "), exitRefused
+	}
+	return line, exitOK
+}
 
 // terminal reports whether r is an interactive terminal, where a question
 // can be asked and answered (not /dev/null, a pipe or a file). An input
@@ -440,9 +480,13 @@ func cmdTokenRevoke(ctx context.Context, args []string, stdin io.Reader, stdout,
 	fs.BoolVar(&dry, "dry-run", false, "bulk: say how many tokens would be revoked, and revoke none")
 	fs.BoolVar(&myself, "include-self", false, "bulk: revoke your own token too if it matches")
 	fs.BoolVar(&asJSON, "json", false, "print the API response as JSON")
+	wait := addWaitFlags(fs)
 	pos, code := parse(fs, args, -1)
 	if code >= 0 {
 		return code
+	}
+	if !wait.check("token revoke", stderr) {
+		return exitUsage
 	}
 	selectors := 0
 	for _, v := range []string{bulk.Subject, bulk.Tag, bulk.Prefix, bulk.Parent} {
@@ -463,7 +507,20 @@ func cmdTokenRevoke(ctx context.Context, args []string, stdin io.Reader, stdout,
 		return exitUsage
 	}
 	if selectors == 1 {
-		return revokeBulk(ctx, c, bulk, reason, myself, dry, yes, asJSON, stdin, stdout, stderr)
+		return revokeBulk(ctx, c, bulk, reason, myself, dry, yes, asJSON, wait, stdin, stdout, stderr)
+	}
+	if wait.on {
+		t, err := c.RevokeTokenWait(ctx, pos[0], reason, client.Wait{Timeout: wait.timeout})
+		if err != nil {
+			return apiExit(stderr, "token revoke", err)
+		}
+		line, code := receiptLine(t.Receipt)
+		if asJSON {
+			printJSON(stdout, t)
+			return code
+		}
+		fmt.Fprintf(stdout, "revoked %s; %s\n", t.ID, line)
+		return code
 	}
 	t, err := c.RevokeToken(ctx, pos[0], reason)
 	if err != nil {
@@ -480,7 +537,7 @@ func cmdTokenRevoke(ctx context.Context, args []string, stdin io.Reader, stdout,
 // revokeBulk looks first (a dry run), says what it will do, asks, then
 // revokes.
 func revokeBulk(ctx context.Context, c *client.Client, bulk client.RevocationRequest, reason string, myself, dry, yes, asJSON bool,
-	stdin io.Reader, stdout, stderr io.Writer) int {
+	wait *waitFlags, stdin io.Reader, stdout, stderr io.Writer) int {
 	bulk.Reason, bulk.IncludeSelf, bulk.DryRun = reason, myself, true
 	plan, err := c.Revoke(ctx, bulk)
 	if err != nil {
@@ -512,16 +569,26 @@ func revokeBulk(ctx context.Context, c *client.Client, bulk client.RevocationReq
 		}
 	}
 	bulk.DryRun = false
-	res, err := c.Revoke(ctx, bulk)
+	var res *client.RevocationResult
+	if wait.on {
+		res, err = c.RevokeWait(ctx, bulk, client.Wait{Timeout: wait.timeout})
+	} else {
+		res, err = c.Revoke(ctx, bulk)
+	}
 	if err != nil {
 		return apiExit(stderr, "token revoke", err)
+	}
+	code, line := exitOK, ""
+	if res.Receipt != nil {
+		line, code = receiptLine(*res.Receipt)
+		line = "; " + line
 	}
 	if asJSON {
 		printJSON(stdout, res)
 	} else {
-		fmt.Fprintf(stdout, "revoked %d token(s)\n", res.Revoked)
+		fmt.Fprintf(stdout, "revoked %d token(s)%s\n", res.Revoked, line)
 	}
-	return exitOK
+	return code
 }
 
 const verifyDoc = `

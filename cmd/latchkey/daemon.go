@@ -56,20 +56,23 @@ type daemon struct {
 	logger *slog.Logger
 	unlock func() // the data directory's lock
 
-	db     latchkey.Store
-	feed   latchkey.ChangeFeed // other nodes' changes (PostgreSQL); nil on SQLite
-	redis  *lkredis.Client     // nil without --redis
-	pipe   *audit.Pipeline
-	board  *audit.ActivityBoard // the dashboard's counts, kept in the store
-	det    *detect.Detector
-	blocks *detect.Blocks // the blocks in the store and in the detector
-	ver    *verify.Verifier
-	svc    *tokens.Service
-	reg    *tenancy.Registry // keyspaces, roles, identities (this node's copy)
-	ten    *tenancy.Service
-	api    *httpapi.Server
-	gw     *gateway.Gateway // nil without --gateway-config
-	hooks  *webhook.Dispatcher
+	db   latchkey.Store
+	feed latchkey.ChangeFeed // other nodes' changes (PostgreSQL); nil on SQLite
+	// receipts collects the other nodes' confirmations of a revocation
+	// (PostgreSQL); nil on SQLite.
+	receipts latchkey.Receipter
+	redis    *lkredis.Client // nil without --redis
+	pipe     *audit.Pipeline
+	board    *audit.ActivityBoard // the dashboard's counts, kept in the store
+	det      *detect.Detector
+	blocks   *detect.Blocks // the blocks in the store and in the detector
+	ver      *verify.Verifier
+	svc      *tokens.Service
+	reg      *tenancy.Registry // keyspaces, roles, identities (this node's copy)
+	ten      *tenancy.Service
+	api      *httpapi.Server
+	gw       *gateway.Gateway // nil without --gateway-config
+	hooks    *webhook.Dispatcher
 	// sessions are the long-lived sessions every door admitted, ended when
 	// their token stops being valid; pg is the database gateway (nil
 	// without --db-config).
@@ -179,7 +182,8 @@ func (d *daemon) openData(ctx context.Context) ([]byte, error) {
 	}
 	d.db = db
 	if follower != nil {
-		d.feed = follower
+		follower.Node = d.node
+		d.feed, d.receipts = follower, follower
 	}
 	return key, nil
 }
@@ -334,7 +338,7 @@ func (d *daemon) buildDoors(key []byte, table *gateway.Table, met *metrics.Metri
 		ForwardAuth: d.rec.Wrap("forward_auth", fwd), JWKS: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { gateway.ServeJWKS(w, signer) }),
 		FlushAudit: d.pipe.Flush, TrustedProxies: cfg.TrustedProxies, AuditWritten: d.pipe.Written,
 		Blocks: d.blocks, LeakKeys: cfg.LeakKeys, Metrics: met.Handler(),
-		Activity: d.board, OpenSessions: d.sessions, Tenancy: d.ten}
+		Activity: d.board, OpenSessions: d.sessions, Tenancy: d.ten, Receipts: d.receipts}
 	if d.dbs != nil {
 		tc, err := d.dbTLS()
 		if err != nil {

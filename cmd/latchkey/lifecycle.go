@@ -56,7 +56,12 @@ func cmdTokenRotate(ctx context.Context, args []string, stdout, stderr io.Writer
 
 const suspendDoc = `
 Suspend a token, and every token derived from it: verification answers
-SUSPENDED until "latchkey token resume". Unlike revocation it can be undone.`
+SUSPENDED until "latchkey token resume". Unlike revocation it can be undone.
+
+With --wait the command returns only once every live node has evicted the
+token (or --wait-timeout has passed), and says how many confirmed and how
+long it took; it exits 1 when a node did not confirm in time (it is
+named), the token being suspended either way.`
 
 const resumeDoc = `
 Resume a suspended token, with every token derived from it that was
@@ -74,17 +79,35 @@ func cmdTokenState(ctx context.Context, verb string, args []string, stdout, stde
 		doc = resumeDoc
 	}
 	fs := newFlags("token "+verb, "token "+verb+" ID [flags]", doc, stdout, stderr)
+	wait := &waitFlags{}
 	if verb == "suspend" {
 		fs.StringVar(&reason, "reason", "", "why, for the audit log")
+		wait = addWaitFlags(fs)
 	}
 	fs.BoolVar(&asJSON, "json", false, "print the API response as JSON")
 	pos, code := parse(fs, args, 1)
 	if code >= 0 {
 		return code
 	}
+	if !wait.check("token "+verb, stderr) {
+		return exitUsage
+	}
 	c, ok := clientFor("token "+verb, stderr, getenv)
 	if !ok {
 		return exitUsage
+	}
+	if wait.on {
+		t, err := c.SuspendTokenWait(ctx, pos[0], reason, client.Wait{Timeout: wait.timeout})
+		if err != nil {
+			return apiExit(stderr, "token "+verb, err)
+		}
+		line, code := receiptLine(t.Receipt)
+		if asJSON {
+			printJSON(stdout, t)
+		} else {
+			fmt.Fprintf(stdout, "suspended %s; %s\n", pos[0], line)
+		}
+		return code
 	}
 	call := func() (any, error) { return c.SuspendToken(ctx, pos[0], reason) }
 	if verb == "resume" {
