@@ -51,7 +51,9 @@ Scenarios (--scenarios, comma-separated; default all):
   cold-verify   cache-miss verification latency against a raw primary-key
                 read from the same store (SQLite; PostgreSQL with --database)
   propagation   three latchkey processes on one PostgreSQL database: time
-                from a revoke on one to refusal on another (needs --database)
+                from a revoke on one to refusal on another, then the time
+                of a revoke's receipt (wait=all: all three confirmed) over
+                the same number of revocations (needs --database)
   audit         HTTP verify throughput with the audit log on against off,
                 and with the detector on against off
   memory        heap per cached token after caching --memory-tokens tokens

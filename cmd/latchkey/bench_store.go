@@ -212,7 +212,7 @@ func (e *benchEnv) benchPropagation() ([]benchResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	afterCommit, fromRequest, err := e.propagation(dsn, e.revocations)
+	afterCommit, fromRequest, receipts, err := e.propagation(dsn, e.revocations)
 	if err != nil {
 		return nil, err
 	}
@@ -224,26 +224,31 @@ func (e *benchEnv) benchPropagation() ([]benchResult, error) {
 		{Scenario: "propagation", Metric: "max after the revoke returned", Unit: "s", Value: sec(afterCommit, 100)},
 		{Scenario: "propagation", Metric: "p50 from the revoke request", Unit: "s", Value: sec(fromRequest, 50)},
 		{Scenario: "propagation", Metric: "p99 from the revoke request", Unit: "s", Value: sec(fromRequest, 99)},
+		{Scenario: "propagation", Metric: fmt.Sprintf("receipt (revoke with wait=all, all 3 confirmed): p50, %d revocations", len(receipts)), Unit: "s", Value: sec(receipts, 50)},
+		{Scenario: "propagation", Metric: "receipt: p99", Unit: "s", Value: sec(receipts, 99), Target: "≤ 20ms"},
+		{Scenario: "propagation", Metric: "receipt: max", Unit: "s", Value: sec(receipts, 100)},
 	}, nil
 }
 
 // propagation starts three processes of the latchkey binary on dsn and,
 // n times: creates a token on A, caches it on C, revokes it on A, and asks
 // C until it refuses it. It returns the times from the revoke's answer
-// and from its request.
-func (e *benchEnv) propagation(dsn string, n int) (afterCommit, fromRequest []time.Duration, err error) {
+// and from its request. Then, n times, it revokes a token cached on B and
+// C with wait=all, and returns the receipts' times (each must have all
+// three nodes' confirmation).
+func (e *benchEnv) propagation(dsn string, n int) (afterCommit, fromRequest, receipts []time.Duration, err error) {
 	key := make([]byte, 32)
 	rand.Read(key)
 	var addrs, dirs []string
 	for i := range 3 {
 		dir, err := os.MkdirTemp("", "latchkey-bench-node")
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		e.onCleanup(func() { os.RemoveAll(dir) })
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		addr := ln.Addr().String()
 		ln.Close()
@@ -251,7 +256,7 @@ func (e *benchEnv) propagation(dsn string, n int) (afterCommit, fromRequest []ti
 		cmd.Env = append(os.Environ(), "LATCHKEY_SERVER_KEY="+hex.EncodeToString(key))
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		if err := cmd.Start(); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		e.onCleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM); cmd.Wait() })
 		deadline := time.Now().Add(30 * time.Second)
@@ -264,7 +269,7 @@ func (e *benchEnv) propagation(dsn string, n int) (afterCommit, fromRequest []ti
 				}
 			}
 			if time.Now().After(deadline) {
-				return nil, nil, fmt.Errorf("node %d did not start (%s serve)", i, e.exe)
+				return nil, nil, nil, fmt.Errorf("node %d did not start (%s serve)", i, e.exe)
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
@@ -281,14 +286,14 @@ func (e *benchEnv) propagation(dsn string, n int) (afterCommit, fromRequest []ti
 	for range n {
 		tok, err := a.CreateToken(e.ctx, client.CreateRequest{})
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		if v, err := c.Verify(e.ctx, client.VerifyRequest{Token: tok.Plaintext}); err != nil || !v.Valid {
-			return nil, nil, fmt.Errorf("node C: %+v %v", v, err)
+			return nil, nil, nil, fmt.Errorf("node C: %+v %v", v, err)
 		}
 		start := time.Now()
 		if _, err := a.RevokeToken(e.ctx, tok.ID, "bench"); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		committed := time.Now()
 		for {
@@ -297,12 +302,36 @@ func (e *benchEnv) propagation(dsn string, n int) (afterCommit, fromRequest []ti
 				break
 			}
 			if time.Since(start) > 10*time.Second {
-				return nil, nil, fmt.Errorf("node C never refused a revoked token")
+				return nil, nil, nil, fmt.Errorf("node C never refused a revoked token")
 			}
 		}
 		afterCommit, fromRequest = append(afterCommit, time.Since(committed)), append(fromRequest, time.Since(start))
 	}
-	return afterCommit, fromRequest, nil
+	b := &client.Client{BaseURL: "http://" + addrs[1], Token: root}
+	for len(receipts) < n {
+		tok, err := a.CreateToken(e.ctx, client.CreateRequest{})
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		for _, x := range []*client.Client{b, c} {
+			if v, err := x.Verify(e.ctx, client.VerifyRequest{Token: tok.Plaintext}); err != nil || !v.Valid {
+				return nil, nil, nil, fmt.Errorf("caching on B and C: %+v %v", v, err)
+			}
+		}
+		res, err := a.RevokeTokenWait(e.ctx, tok.ID, "bench", client.Wait{Timeout: 5 * time.Second})
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		switch r := res.Receipt; {
+		case r.Nodes < 3 && len(receipts) == 0:
+			time.Sleep(100 * time.Millisecond) // the nodes have not all stamped the live-node list yet
+		case r.Nodes != 3 || r.Confirmed != 3:
+			return nil, nil, nil, fmt.Errorf("a receipt without every node: %+v", r)
+		default:
+			receipts = append(receipts, time.Duration(r.TookMS*float64(time.Millisecond)))
+		}
+	}
+	return afterCommit, fromRequest, receipts, nil
 }
 
 // memLoader hands out a fresh token record per read, as a store does.

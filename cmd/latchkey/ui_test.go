@@ -388,8 +388,17 @@ func TestDashboardInBrowser(t *testing.T) {
 		body, _ := json.Marshal(map[string]string{"token": fmt.Sprintf("lk_%016d_%s", i, strings.Repeat("A", 43)), "ip": attacker})
 		ts.post(t, "/v1/verify", ts.root, body)
 	}
+	// A revocation that waited for every node leaves its receipt.
+	waited, err := ts.client(ts.root).CreateToken(ctx, client.CreateRequest{Name: "waited"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.client(ts.root).RevokeTokenWait(ctx, waited.ID, "", client.Wait{}); err != nil {
+		t.Fatal(err)
+	}
 	b.do(t, "the security view", chromedp.Navigate(ts.url+"/ui/#/security"), chromedp.WaitVisible("#blocks"),
-		chromedp.WaitVisible("#alerts"))
+		chromedp.WaitVisible("#alerts"), chromedp.WaitVisible("#receipts"))
+	b.waitFor(t, "the receipt listed", fmt.Sprintf(`document.querySelector('#receipts')?.textContent.includes(%q) && document.querySelector('#receipts').textContent.includes('1 of 1')`, waited.ID), 6*time.Second)
 	b.waitFor(t, "the block listed", fmt.Sprintf(`document.querySelector('#blocks')?.textContent.includes(%q)`, attacker), 6*time.Second)
 	b.waitFor(t, "the detector's action listed", fmt.Sprintf(`document.querySelector('#alerts')?.textContent.includes(%q)`, attacker), 6*time.Second)
 	b.screenshot(t, "4-security")

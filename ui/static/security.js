@@ -1,5 +1,6 @@
-// Security: blocked sources, the detector's alerts and actions, and leak
-// reports from secret scanners.
+// Security: blocked sources, the detector's alerts and actions, leak
+// reports from secret scanners, and the receipts of revocations that
+// waited for every node.
 import * as api from './api.js';
 import { h, replace, when, ago, badge, tokenLink, notice, confirmDialog } from './dom.js';
 
@@ -26,10 +27,14 @@ export function securityView(root) {
   const blocks = h('div', { id: 'blocks-box' });
   const alerts = h('div', { id: 'alerts-box' });
   const leaks = h('div', { id: 'leaks-box' });
+  const receipts = h('div', { id: 'receipts-box' });
   replace(root, h('h1', null, 'Security'),
     h('h2', null, 'Blocked sources'), blocks,
     h('h2', null, 'Detector alerts and actions'), alerts,
-    h('h2', null, 'Leak reports'), leaks);
+    h('h2', null, 'Leak reports'), leaks,
+    h('h2', null, 'Revocation receipts'),
+    h('p', { class: 'muted' }, 'Revocations and suspensions asked to wait for every node (wait=all, latchkey token revoke --wait) on the node ' +
+      'that serves this page: how many live nodes confirmed they dropped the token, and how long it took.'), receipts);
 
   const loadBlocks = async () => {
     try {
@@ -70,8 +75,27 @@ export function securityView(root) {
       : eventTable('alerts', det.events.filter((e) => e.action !== 'leak.reported'), 'The detector has not acted.'));
     replace(leaks, lk instanceof Error ? notice(lk.message) : eventTable('leaks', lk.events, 'No leak reports.'));
   };
+  const loadReceipts = async () => {
+    try {
+      const res = await api.v1('GET', '/receipts');
+      if (!alive) return;
+      replace(receipts, h('div', { class: 'scroll' }, h('table', null,
+        h('thead', null, h('tr', null, ['Time', 'Change', 'Token', 'Confirmed', 'Took', 'Not confirmed'].map((x) => h('th', null, x)))),
+        h('tbody', { id: 'receipts' }, res.receipts.length ? res.receipts.map((r) => h('tr', null,
+          h('td', null, when(r.at)),
+          h('td', null, r.action === 'token.suspend' ? 'suspend' : (r.token_id ? 'revoke' : 'bulk revoke')),
+          h('td', null, r.token_id ? tokenLink(r.token_id) : '—'),
+          h('td', null, badge(`${r.confirmed} of ${r.nodes}`, r.confirmed === r.nodes ? 'valid' : 'refused')),
+          h('td', { class: 'num' }, `${r.took_ms.toFixed(1)} ms`),
+          h('td', { class: 'mono' }, (r.missing || []).join(', ') || '—')))
+          : h('tr', null, h('td', { colspan: 6, class: 'muted' }, 'No revocation has waited for a receipt on this node.'))))));
+    } catch (err) {
+      if (alive) replace(receipts, notice(err.message));
+    }
+  };
   loadBlocks();
   loadEvents();
-  const timer = setInterval(() => { loadBlocks(); loadEvents(); }, 5000);
+  loadReceipts();
+  const timer = setInterval(() => { loadBlocks(); loadEvents(); loadReceipts(); }, 5000);
   return () => { alive = false; clearInterval(timer); };
 }
