@@ -45,6 +45,10 @@ Scenarios (--scenarios, comma-separated; default all):
                 in front of the same upstream
   forward-auth  a front proxy asking /v1/forward-auth before forwarding,
                 against the same proxy not asking, and asking a bare handler
+  forward-auth-nginx
+                nginx auth_request to /v1/forward-auth (the README's snippet)
+                against the same nginx asking a handler that answers 200
+                (skipped without nginx)
   issue         tokens created per second by --connections concurrent
                 issuers, each acknowledged once durable (SQLite; and
                 PostgreSQL with --database)
@@ -90,7 +94,7 @@ type benchEnv struct {
 	cleanups    []func()
 }
 
-var benchScenarios = []string{"verify-http", "gateway", "forward-auth", "issue", "cold-verify", "propagation", "audit", "memory"}
+var benchScenarios = []string{"verify-http", "gateway", "forward-auth", "forward-auth-nginx", "issue", "cold-verify", "propagation", "audit", "memory"}
 
 func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer, getenv env) int {
 	fs := newFlags("bench", "bench [flags]", benchDoc, stdout, stderr)
@@ -185,6 +189,8 @@ func (e *benchEnv) scenario(s string) ([]benchResult, error) {
 		return e.benchGateway()
 	case "forward-auth":
 		return e.benchForwardAuth()
+	case "forward-auth-nginx":
+		return e.benchNginx()
 	case "issue":
 		return e.benchIssue()
 	case "cold-verify":
