@@ -202,7 +202,9 @@ func (x *tx) CreateToken(ctx context.Context, t *latchkey.Token, ev *latchkey.Au
 	if err != nil {
 		return fmt.Errorf("postgres: %w", err)
 	}
-	_, err = x.tx.Exec(ctx, `INSERT INTO tokens (id, prefix, name, subject, scopes, tags, meta, created_at, created_by,
+	// The row and its change-log entry go in one round trip.
+	b := &pgx.Batch{}
+	b.Queue(`INSERT INTO tokens (id, prefix, name, subject, scopes, tags, meta, created_at, created_by,
 		expires_at, not_before, status, revoked_at, revoked_by, revoked_reason, last_used_at, version, hash,
 		constraints, max_uses, uses, suspended_at, suspended_by, suspended_reason, suspended_via,
 		parent_id, ancestors, predecessor_id, successor_id, rotated_at, series_id, inherited, keyspace, roles)
@@ -213,14 +215,20 @@ func (x *tx) CreateToken(ctx context.Context, t *latchkey.Token, ev *latchkey.Au
 		t.RevokedBy, t.RevokedReason, nullMicros(t.LastUsedAt), t.Version, t.Hash,
 		c.Constraints, t.MaxUses, t.Uses, nullMicros(t.SuspendedAt), t.SuspendedBy, t.SuspendedReason, t.SuspendedVia,
 		t.ParentID, c.Ancestors, t.PredecessorID, t.SuccessorID, nullMicros(t.RotatedAt), t.SeriesID, c.Inherited, latchkey.KeyspaceOf(t.Keyspace), c.Roles)
+	queuePublish(b, &x.notes, t.ID, t.Version)
+	res := x.tx.SendBatch(ctx, b)
+	_, err = res.Exec()
+	if err == nil {
+		_, err = res.Exec()
+	}
+	if cerr := res.Close(); err == nil {
+		err = cerr
+	}
 	if isUniqueViolation(err) {
 		return latchkey.Errorf(latchkey.EConflict, "a token with id %s already exists", t.ID)
 	}
 	if err != nil {
 		return fmt.Errorf("postgres: create token: %w", err)
-	}
-	if err := publish(ctx, x.tx, &x.notes, t.ID, t.Version); err != nil {
-		return err
 	}
 	return appendEvent(ctx, x.tx, x.lanes, ev)
 }
@@ -240,6 +248,12 @@ func publish(ctx context.Context, tx pgx.Tx, n *notes, id string, version int64)
 	}
 	*n = append(*n, id+":"+strconv.FormatInt(version, 10))
 	return nil
+}
+
+// queuePublish is publish as a statement of batch b.
+func queuePublish(b *pgx.Batch, n *notes, id string, version int64) {
+	b.Queue(`INSERT INTO changes (token_id, version, at) VALUES ($1, $2, `+dbNowMicros+`)`, id, version)
+	*n = append(*n, id+":"+strconv.FormatInt(version, 10))
 }
 
 // notes are the notifications a transaction owes, sent after it commits.
