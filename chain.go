@@ -1,6 +1,7 @@
 package latchkey
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -96,4 +97,34 @@ type ChainReport struct {
 	Nodes   []string      `json:"nodes"`
 	Anchors []AuditAnchor `json:"anchors,omitempty"`
 	Broken  *ChainBreak   `json:"broken,omitempty"`
+}
+
+// AnchorKey names a chain: a node's lane (lane 0 where a store keeps one
+// chain per node).
+type AnchorKey struct {
+	Node string
+	Lane int
+}
+
+// StartChainReport begins a chain check of s: the report with its nodes
+// and anchors, and the anchors by chain, where each chain resumes.
+func StartChainReport(ctx context.Context, s interface {
+	AuditNodes(ctx context.Context) ([]string, error)
+	AuditAnchors(ctx context.Context) ([]AuditAnchor, error)
+}) (ChainReport, map[AnchorKey]AuditAnchor, error) {
+	var r ChainReport
+	nodes, err := s.AuditNodes(ctx)
+	if err != nil {
+		return r, nil, err
+	}
+	anchors, err := s.AuditAnchors(ctx)
+	if err != nil {
+		return r, nil, err
+	}
+	r.Nodes, r.Anchors = nodes, anchors
+	start := make(map[AnchorKey]AuditAnchor, len(anchors))
+	for _, a := range anchors {
+		start[AnchorKey{a.Node, a.Lane}] = a
+	}
+	return r, start, nil
 }

@@ -29,22 +29,12 @@ func VerifyChain(ctx context.Context, src ChainSource) (latchkey.ChainReport, er
 	if cc, ok := src.(ChainVerifier); ok {
 		return cc.VerifyAuditChain(ctx)
 	}
-	var r latchkey.ChainReport
-	nodes, err := src.AuditNodes(ctx)
+	r, start, err := latchkey.StartChainReport(ctx, src)
 	if err != nil {
 		return r, err
 	}
-	anchors, err := src.AuditAnchors(ctx)
-	if err != nil {
-		return r, err
-	}
-	r.Nodes, r.Anchors = nodes, anchors
-	start := map[string]latchkey.AuditAnchor{}
-	for _, a := range anchors {
-		start[a.Node] = a
-	}
-	for _, node := range nodes {
-		a := start[node]
+	for _, node := range r.Nodes {
+		a := start[latchkey.AnchorKey{Node: node}]
 		prev, after := a.Hash, a.Seq
 		for {
 			page, err := src.ListAudit(ctx, latchkey.AuditFilter{Node: node, After: after, Ascending: true, Limit: latchkey.MaxPageLimit})

@@ -413,26 +413,16 @@ func (db *DB) PruneAudit(ctx context.Context, before time.Time, archive func([]l
 // or its start, record by record, and names the first whose hash does not
 // follow. audit.VerifyChain uses it.
 func (db *DB) VerifyAuditChain(ctx context.Context) (latchkey.ChainReport, error) {
-	var r latchkey.ChainReport
-	nodes, err := db.AuditNodes(ctx)
+	r, start, err := latchkey.StartChainReport(ctx, db)
 	if err != nil {
 		return r, err
 	}
-	anchors, err := db.AuditAnchors(ctx)
-	if err != nil {
-		return r, err
-	}
-	r.Nodes, r.Anchors = nodes, anchors
 	chains, err := chainLanes(ctx, db.pool)
 	if err != nil {
 		return r, fmt.Errorf("postgres: audit chain: %w", err)
 	}
-	start := map[chainLane]latchkey.AuditAnchor{}
-	for _, a := range anchors {
-		start[chainLane{a.Node, a.Lane}] = a
-	}
 	for _, c := range chains {
-		a := start[c]
+		a := start[latchkey.AnchorKey{Node: c.node, Lane: c.lane}]
 		prev, after := a.Hash, a.Seq
 		for {
 			page, err := lanePage(ctx, db.pool, c, after, 0)

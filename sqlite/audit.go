@@ -395,22 +395,12 @@ func (db *DB) pruneNode(ctx context.Context, node string, before time.Time, arch
 // LastSeq): the chain is stored per chunk, so an edit is found to the
 // chunk, not to the record. audit.VerifyChain uses it.
 func (db *DB) VerifyAuditChain(ctx context.Context) (latchkey.ChainReport, error) {
-	var r latchkey.ChainReport
-	nodes, err := db.AuditNodes(ctx)
+	r, start, err := latchkey.StartChainReport(ctx, db)
 	if err != nil {
 		return r, err
 	}
-	anchors, err := db.AuditAnchors(ctx)
-	if err != nil {
-		return r, err
-	}
-	r.Nodes, r.Anchors = nodes, anchors
-	start := map[string]latchkey.AuditAnchor{}
-	for _, a := range anchors {
-		start[a.Node] = a
-	}
-	for _, node := range nodes {
-		prev := auditrow.ParseHash(start[node].Hash)
+	for _, node := range r.Nodes {
+		prev := auditrow.ParseHash(start[latchkey.AnchorKey{Node: node}].Hash)
 		broken, err := db.verifyNode(ctx, node, prev, &r.Checked)
 		if err != nil {
 			return r, err

@@ -107,6 +107,17 @@ func (e *benchEnv) benchVerifyHTTP() ([]benchResult, error) {
 	return append([]benchResult{thr, thrBare}, lat...), nil
 }
 
+// bareForwardAuth is the forward-auth baseline: it answers 200 with the
+// headers latchkey would set, deciding nothing (401 without a credential).
+func bareForwardAuth(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Authorization") == "" {
+		w.WriteHeader(http.StatusUnauthorized)
+		return
+	}
+	w.Header().Set("X-Latchkey-Token-Id", "AAAAAAAAAAAAAAAA")
+	w.Header().Set("X-Latchkey-Scopes", "a:b")
+}
+
 // upstream is the service behind the proxies: a small fixed answer.
 func (e *benchEnv) upstream() (string, error) {
 	body := []byte(`{"ok":true,"items":[1,2,3]}` + "\n")
@@ -244,14 +255,7 @@ func (e *benchEnv) benchForwardAuth() ([]benchResult, error) {
 	}
 	// The same tuned transport everywhere (the gateway's defaults).
 	tr := gateway.TransportFor(&gateway.Table{})
-	bareAuth, err := e.listen(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Authorization") == "" {
-			w.WriteHeader(http.StatusUnauthorized)
-			return
-		}
-		w.Header().Set("X-Latchkey-Token-Id", "AAAAAAAAAAAAAAAA")
-		w.Header().Set("X-Latchkey-Scopes", "a:b")
-	}))
+	bareAuth, err := e.listen(http.HandlerFunc(bareForwardAuth))
 	if err != nil {
 		return nil, err
 	}

@@ -124,14 +124,7 @@ func (e *benchEnv) benchNginx() ([]benchResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	bareAuth, err := e.listen(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Authorization") == "" {
-			w.WriteHeader(http.StatusUnauthorized)
-			return
-		}
-		w.Header().Set("X-Latchkey-Token-Id", "AAAAAAAAAAAAAAAA")
-		w.Header().Set("X-Latchkey-Scopes", "a:b")
-	}))
+	bareAuth, err := e.listen(http.HandlerFunc(bareForwardAuth))
 	if err != nil {
 		return nil, err
 	}
