@@ -239,17 +239,24 @@ func (e *benchEnv) frontProxy(up, auth string, tr *http.Transport) (string, erro
 	}))
 }
 
+// forwardAuthServer starts latchkey for the forward-auth scenarios, the
+// front proxy on loopback trusted (serve's default), with a token holding
+// a:b.
+func (e *benchEnv) forwardAuthServer() (*daemon, *client.CreatedToken, error) {
+	d, root, err := e.start(serveConfig{TrustedProxies: latchkey.LoopbackProxies})
+	if err != nil {
+		return nil, nil, err
+	}
+	t, err := (&client.Client{BaseURL: "http://" + d.addr, Token: root}).CreateToken(e.ctx, client.CreateRequest{Scopes: []string{"a:b"}})
+	return d, t, err
+}
+
 func (e *benchEnv) benchForwardAuth() ([]benchResult, error) {
 	up, err := e.upstream()
 	if err != nil {
 		return nil, err
 	}
-	// The front proxy is on loopback: trusted, as serve's default.
-	d, root, err := e.start(serveConfig{TrustedProxies: latchkey.LoopbackProxies})
-	if err != nil {
-		return nil, err
-	}
-	t, err := (&client.Client{BaseURL: "http://" + d.addr, Token: root}).CreateToken(e.ctx, client.CreateRequest{Scopes: []string{"a:b"}})
+	d, t, err := e.forwardAuthServer()
 	if err != nil {
 		return nil, err
 	}

@@ -11,8 +11,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/latchkeyhq/latchkey"
-	"github.com/latchkeyhq/latchkey/client"
 	"github.com/latchkeyhq/latchkey/internal/loadgen"
 )
 
@@ -116,11 +114,7 @@ func (e *benchEnv) benchNginx() ([]benchResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	d, root, err := e.start(serveConfig{TrustedProxies: latchkey.LoopbackProxies})
-	if err != nil {
-		return nil, err
-	}
-	t, err := (&client.Client{BaseURL: "http://" + d.addr, Token: root}).CreateToken(e.ctx, client.CreateRequest{Scopes: []string{"a:b"}})
+	d, t, err := e.forwardAuthServer()
 	if err != nil {
 		return nil, err
 	}
