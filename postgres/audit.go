@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/internal/auditrow"
@@ -48,12 +49,18 @@ type lane struct {
 // could deadlock with a writer waiting for the first.
 type lanes map[string]*lane
 
+// querier runs statements: a transaction, or a connection in one.
+type querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
 // freeLane locks a lane of node ($1) no other transaction holds.
 const freeLane = `SELECT lane, hash FROM audit_heads WHERE node = $1 ORDER BY lane LIMIT 1 FOR UPDATE SKIP LOCKED`
 
 // takeLane locks one of node's lanes for tx: a free one if there is one
 // (SKIP LOCKED), else it waits for one chosen at random.
-func takeLane(ctx context.Context, tx pgx.Tx, node string) (*lane, error) {
+func takeLane(ctx context.Context, tx querier, node string) (*lane, error) {
 	for attempt := 0; ; attempt++ {
 		var l lane
 		err := tx.QueryRow(ctx, freeLane, node).Scan(&l.n, &l.hash)
@@ -156,14 +163,8 @@ func insertAudit(ctx context.Context, tx pgx.Tx, held lanes, evs []latchkey.Audi
 // hash does not cover seq, so the record takes its number as it is
 // inserted, and the insert and the lane's new head go in one round trip.
 func insertOne(ctx context.Context, tx pgx.Tx, l *lane, ev *latchkey.AuditEvent) error {
-	ev.Time = latchkey.TimeOf(ev.Time)
-	ev.Hash = latchkey.ChainHash(l.hash, ev)
-	l.hash = ev.Hash
 	b := &pgx.Batch{}
-	b.Queue(`INSERT INTO audit_events (time, lane, node, kind, action, token_id, subject, outcome, client_ip, rest, hash)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING seq`,
-		micros(ev.Time), l.n, ev.Node, ev.Kind, ev.Action, ev.TokenID, ev.Subject, ev.Outcome, ev.ClientIP, string(auditrow.AppendRest(nil, ev)), ev.Hash)
-	b.Queue(`UPDATE audit_heads SET hash = $3 WHERE node = $1 AND lane = $2`, ev.Node, l.n, l.hash)
+	queueAuditOne(b, l, ev)
 	res := tx.SendBatch(ctx, b)
 	err := res.QueryRow().Scan(&ev.Seq)
 	if err == nil {
@@ -176,6 +177,18 @@ func insertOne(ctx context.Context, tx pgx.Tx, l *lane, ev *latchkey.AuditEvent)
 		return fmt.Errorf("postgres: append audit: %w", err)
 	}
 	return nil
+}
+
+// queueAuditOne links ev into lane l and queues its insert (which returns
+// its seq) and the lane's new head on b.
+func queueAuditOne(b *pgx.Batch, l *lane, ev *latchkey.AuditEvent) {
+	ev.Time = latchkey.TimeOf(ev.Time)
+	ev.Hash = latchkey.ChainHash(l.hash, ev)
+	l.hash = ev.Hash
+	b.Queue(`INSERT INTO audit_events (time, lane, node, kind, action, token_id, subject, outcome, client_ip, rest, hash)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING seq`,
+		micros(ev.Time), l.n, ev.Node, ev.Kind, ev.Action, ev.TokenID, ev.Subject, ev.Outcome, ev.ClientIP, string(auditrow.AppendRest(nil, ev)), ev.Hash)
+	b.Queue(`UPDATE audit_heads SET hash = $3 WHERE node = $1 AND lane = $2`, ev.Node, l.n, l.hash)
 }
 
 // ListAudit returns a page of audit events.

@@ -137,3 +137,57 @@ func TestAuditLanes(t *testing.T) {
 		t.Fatalf("after pruning: %+v %+v %v", r, r.Broken, err)
 	}
 }
+
+// Concurrent creations share their announcements (group notify), and
+// every change is still announced once it has committed: a listener hears
+// each token created by 64 writers at once.
+func TestAnnouncementsGrouped(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dsn := schemaDSN(t)
+	db, err := postgres.Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ln, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close(context.Background())
+	if _, err := ln.Exec(ctx, "LISTEN "+postgres.Channel); err != nil {
+		t.Fatal(err)
+	}
+	const n = 64
+	want := map[string]bool{}
+	var wg sync.WaitGroup
+	for i := range n {
+		id := fmt.Sprintf("grp%013d", i)
+		want[id+":1"] = true
+		wg.Go(func() {
+			tok := &latchkey.Token{ID: id, Prefix: "lk", Status: latchkey.StatusActive, Version: 1, CreatedAt: time.Now(), Hash: make([]byte, 32)}
+			if err := db.CreateToken(ctx, tok, &latchkey.AuditEvent{Time: time.Now(), Node: "n1", Kind: latchkey.KindAdmin,
+				Action: latchkey.ActionTokenCreate, TokenID: id, Outcome: latchkey.OutcomeOK}); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	for len(want) > 0 {
+		note, err := ln.WaitForNotification(ctx)
+		if err != nil {
+			t.Fatalf("%d announcements never came: %v", len(want), err)
+		}
+		delete(want, note.Payload)
+	}
+	// A duplicate id is refused, rolled back, and leaves the pool usable.
+	dup := &latchkey.Token{ID: "grp0000000000000", Prefix: "lk", Status: latchkey.StatusActive, Version: 1, CreatedAt: time.Now(), Hash: make([]byte, 32)}
+	err = db.CreateToken(ctx, dup, &latchkey.AuditEvent{Time: time.Now(), Node: "n1", Kind: latchkey.KindAdmin, Action: latchkey.ActionTokenCreate, Outcome: latchkey.OutcomeOK})
+	if latchkey.ErrorCode(err) != latchkey.EConflict {
+		t.Fatalf("a duplicate id: %v", err)
+	}
+	if r, err := audit.VerifyChain(ctx, db); err != nil || !r.OK || r.Checked != n {
+		t.Fatalf("after the duplicate: %+v %+v %v", r, r.Broken, err)
+	}
+}

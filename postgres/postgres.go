@@ -27,7 +27,8 @@ var migrations embed.FS
 
 // DB is a latchkey.Store on PostgreSQL.
 type DB struct {
-	pool *pgxpool.Pool
+	pool   *pgxpool.Pool
+	notify groupNotify
 }
 
 var _ latchkey.Store = (*DB)(nil)

@@ -7,9 +7,11 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/internal/tokenrow"
@@ -124,9 +126,100 @@ func queryTokens(ctx context.Context, q interface {
 	return tokenrow.ScanAll(rows)
 }
 
-// CreateToken inserts t and its audit event in one transaction.
+// CreateToken inserts t and its audit event in one transaction, in two
+// round trips: BEGIN, the row, its change-log entry and a free audit lane
+// in one pipeline; the record, the lane's new head and COMMIT in the
+// next. Then the change is announced. (Issuing is the busiest write; the
+// generic WriteTx takes six round trips for it.)
 func (db *DB) CreateToken(ctx context.Context, t *latchkey.Token, ev *latchkey.AuditEvent) error {
-	return db.WriteTx(ctx, func(tx latchkey.Tx) error { return tx.CreateToken(ctx, t, ev) })
+	if ev == nil {
+		return db.WriteTx(ctx, func(tx latchkey.Tx) error { return tx.CreateToken(ctx, t, ev) })
+	}
+	if t.SeriesID == "" {
+		t.SeriesID = t.ID
+	}
+	c, err := tokenrow.Encode(t)
+	if err != nil {
+		return fmt.Errorf("postgres: %w", err)
+	}
+	conn, err := db.pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("postgres: create token: %w", err)
+	}
+	var n notes
+	err = createInPipeline(ctx, conn, t, c, ev, &n)
+	if err != nil {
+		// Not committed, whatever failed: end the transaction, or close the
+		// connection (the pool drops it) if it cannot even say that.
+		if _, rerr := conn.Exec(context.WithoutCancel(ctx), "ROLLBACK"); rerr != nil {
+			conn.Conn().Close(context.WithoutCancel(ctx))
+		}
+	}
+	// Released before announcing: the announcement takes a connection of
+	// its own, and writers holding theirs while they wait for it would
+	// starve the pool.
+	conn.Release()
+	if isUniqueViolation(err) {
+		return latchkey.Errorf(latchkey.EConflict, "a token with id %s already exists", t.ID)
+	}
+	if err != nil {
+		return fmt.Errorf("postgres: create token: %w", err)
+	}
+	db.announce(ctx, n)
+	return nil
+}
+
+// createInPipeline is CreateToken's transaction on conn.
+func createInPipeline(ctx context.Context, conn *pgxpool.Conn, t *latchkey.Token, c tokenrow.Columns, ev *latchkey.AuditEvent, n *notes) error {
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	queueInsertToken(b, t, c)
+	queuePublish(b, n, t.ID, t.Version)
+	b.Queue(freeLane, ev.Node)
+	res := conn.SendBatch(ctx, b)
+	_, err := res.Exec() // BEGIN
+	if err == nil {
+		_, err = res.Exec() // the token
+	}
+	if err == nil {
+		_, err = res.Exec() // its change
+	}
+	var l *lane
+	if err == nil {
+		var free lane
+		switch err = res.QueryRow().Scan(&free.n, &free.hash); {
+		case err == nil:
+			l = &free
+		case errors.Is(err, pgx.ErrNoRows):
+			err = nil // every lane busy, or none made yet
+		}
+	}
+	if cerr := res.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if l == nil {
+		if l, err = takeLane(ctx, conn, ev.Node); err != nil {
+			return err
+		}
+	}
+	b = &pgx.Batch{}
+	queueAuditOne(b, l, ev)
+	b.Queue("COMMIT")
+	res = conn.SendBatch(ctx, b)
+	err = res.QueryRow().Scan(&ev.Seq)
+	if err == nil {
+		_, err = res.Exec() // the lane's head
+	}
+	if err == nil {
+		_, err = res.Exec() // COMMIT
+	}
+	if cerr := res.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // UpdateToken applies fn to the token (locked) and stores the result with
@@ -194,16 +287,8 @@ func (x *tx) SelectTokens(ctx context.Context, sel latchkey.TokenSelector) ([]*l
 	return toks, nil
 }
 
-func (x *tx) CreateToken(ctx context.Context, t *latchkey.Token, ev *latchkey.AuditEvent) error {
-	if t.SeriesID == "" {
-		t.SeriesID = t.ID
-	}
-	c, err := tokenrow.Encode(t)
-	if err != nil {
-		return fmt.Errorf("postgres: %w", err)
-	}
-	// The row and its change-log entry go in one round trip.
-	b := &pgx.Batch{}
+// queueInsertToken queues the INSERT of t (encoded as c) on b.
+func queueInsertToken(b *pgx.Batch, t *latchkey.Token, c tokenrow.Columns) {
 	b.Queue(`INSERT INTO tokens (id, prefix, name, subject, scopes, tags, meta, created_at, created_by,
 		expires_at, not_before, status, revoked_at, revoked_by, revoked_reason, last_used_at, version, hash,
 		constraints, max_uses, uses, suspended_at, suspended_by, suspended_reason, suspended_via,
@@ -215,6 +300,19 @@ func (x *tx) CreateToken(ctx context.Context, t *latchkey.Token, ev *latchkey.Au
 		t.RevokedBy, t.RevokedReason, nullMicros(t.LastUsedAt), t.Version, t.Hash,
 		c.Constraints, t.MaxUses, t.Uses, nullMicros(t.SuspendedAt), t.SuspendedBy, t.SuspendedReason, t.SuspendedVia,
 		t.ParentID, c.Ancestors, t.PredecessorID, t.SuccessorID, nullMicros(t.RotatedAt), t.SeriesID, c.Inherited, latchkey.KeyspaceOf(t.Keyspace), c.Roles)
+}
+
+func (x *tx) CreateToken(ctx context.Context, t *latchkey.Token, ev *latchkey.AuditEvent) error {
+	if t.SeriesID == "" {
+		t.SeriesID = t.ID
+	}
+	c, err := tokenrow.Encode(t)
+	if err != nil {
+		return fmt.Errorf("postgres: %w", err)
+	}
+	// The row and its change-log entry go in one round trip.
+	b := &pgx.Batch{}
+	queueInsertToken(b, t, c)
 	queuePublish(b, &x.notes, t.ID, t.Version)
 	res := x.tx.SendBatch(ctx, b)
 	_, err = res.Exec()
@@ -259,19 +357,63 @@ func queuePublish(b *pgx.Batch, n *notes, id string, version int64) {
 // notes are the notifications a transaction owes, sent after it commits.
 type notes []string
 
-// announce sends n on Channel, in one short transaction of its own. A
-// change whose notification is lost (a failure here, or a crash between
+// announce sends n on Channel, in one short transaction of its own, and
+// returns once it is sent. Writers that announce at the same moment share
+// that transaction: while one is sending, the notes of the others gather,
+// and the next of them sends them all (group notify, as a group commit).
+// A change whose notification is lost (a failure here, or a crash between
 // the commit and this) still reaches every node through the change log's
 // poll, within its interval.
 func (db *DB) announce(ctx context.Context, n notes) {
 	if len(n) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if _, err := db.pool.Exec(ctx, `SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p`, Channel, []string(n)); err != nil {
-		slog.Warn("postgres: a change was committed but not announced; other nodes see it at their next poll", "changes", len(n), "err", err)
+	g := &db.notify
+	me := make(chan bool, 1) // told false once ours is sent, true to send the next batch
+	g.mu.Lock()
+	g.pending = append(g.pending, n...)
+	g.waiting = append(g.waiting, me)
+	if g.sending {
+		g.mu.Unlock()
+		if !<-me {
+			return
+		}
+		g.mu.Lock()
 	}
+	g.sending = true
+	batch, waiting := g.pending, g.waiting
+	g.pending, g.waiting = nil, nil
+	g.mu.Unlock()
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	if _, err := db.pool.Exec(sctx, `SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p`, Channel, []string(batch)); err != nil {
+		slog.Warn("postgres: a change was committed but not announced; other nodes see it at their next poll", "changes", len(batch), "err", err)
+	}
+	cancel()
+	for _, w := range waiting {
+		if w != me {
+			w <- false
+		}
+	}
+	// The writers that came while this batch was sent: the first of them
+	// sends theirs (each sender sends once, so none waits on the others'
+	// traffic for long).
+	g.mu.Lock()
+	if len(g.waiting) > 0 {
+		next := g.waiting[0]
+		g.mu.Unlock()
+		next <- true
+		return
+	}
+	g.sending = false
+	g.mu.Unlock()
+}
+
+// groupNotify gathers the notes of concurrent writers (announce).
+type groupNotify struct {
+	mu      sync.Mutex
+	sending bool
+	pending notes
+	waiting []chan bool
 }
 
 func (x *tx) UpdateToken(ctx context.Context, t *latchkey.Token, ev *latchkey.AuditEvent) error {
