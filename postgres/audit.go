@@ -167,9 +167,6 @@ func insertOne(ctx context.Context, tx pgx.Tx, l *lane, ev *latchkey.AuditEvent)
 	queueAuditOne(b, l, ev)
 	res := tx.SendBatch(ctx, b)
 	err := res.QueryRow().Scan(&ev.Seq)
-	if err == nil {
-		_, err = res.Exec()
-	}
 	if cerr := res.Close(); err == nil {
 		err = cerr
 	}
@@ -179,16 +176,17 @@ func insertOne(ctx context.Context, tx pgx.Tx, l *lane, ev *latchkey.AuditEvent)
 	return nil
 }
 
-// queueAuditOne links ev into lane l and queues its insert (which returns
-// its seq) and the lane's new head on b.
+// queueAuditOne links ev into lane l and queues on b, as one statement,
+// its insert and the lane's new head; the statement returns its seq.
 func queueAuditOne(b *pgx.Batch, l *lane, ev *latchkey.AuditEvent) {
 	ev.Time = latchkey.TimeOf(ev.Time)
 	ev.Hash = latchkey.ChainHash(l.hash, ev)
 	l.hash = ev.Hash
-	b.Queue(`INSERT INTO audit_events (time, lane, node, kind, action, token_id, subject, outcome, client_ip, rest, hash)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING seq`,
+	b.Queue(`WITH ev AS (INSERT INTO audit_events (time, lane, node, kind, action, token_id, subject, outcome, client_ip, rest, hash)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING seq),
+		head AS (UPDATE audit_heads SET hash = $11 WHERE node = $3 AND lane = $2)
+		SELECT seq FROM ev`,
 		micros(ev.Time), l.n, ev.Node, ev.Kind, ev.Action, ev.TokenID, ev.Subject, ev.Outcome, ev.ClientIP, string(auditrow.AppendRest(nil, ev)), ev.Hash)
-	b.Queue(`UPDATE audit_heads SET hash = $3 WHERE node = $1 AND lane = $2`, ev.Node, l.n, l.hash)
 }
 
 // ListAudit returns a page of audit events.

@@ -173,16 +173,12 @@ func (db *DB) CreateToken(ctx context.Context, t *latchkey.Token, ev *latchkey.A
 func createInPipeline(ctx context.Context, conn *pgxpool.Conn, t *latchkey.Token, c tokenrow.Columns, ev *latchkey.AuditEvent, n *notes) error {
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
-	queueInsertToken(b, t, c)
-	queuePublish(b, n, t.ID, t.Version)
+	queueCreate(b, n, t, c)
 	b.Queue(freeLane, ev.Node)
 	res := conn.SendBatch(ctx, b)
 	_, err := res.Exec() // BEGIN
 	if err == nil {
-		_, err = res.Exec() // the token
-	}
-	if err == nil {
-		_, err = res.Exec() // its change
+		_, err = res.Exec() // the token and its change
 	}
 	var l *lane
 	if err == nil {
@@ -209,10 +205,7 @@ func createInPipeline(ctx context.Context, conn *pgxpool.Conn, t *latchkey.Token
 	queueAuditOne(b, l, ev)
 	b.Queue("COMMIT")
 	res = conn.SendBatch(ctx, b)
-	err = res.QueryRow().Scan(&ev.Seq)
-	if err == nil {
-		_, err = res.Exec() // the lane's head
-	}
+	err = res.QueryRow().Scan(&ev.Seq) // the record and the lane's head
 	if err == nil {
 		_, err = res.Exec() // COMMIT
 	}
@@ -287,19 +280,22 @@ func (x *tx) SelectTokens(ctx context.Context, sel latchkey.TokenSelector) ([]*l
 	return toks, nil
 }
 
-// queueInsertToken queues the INSERT of t (encoded as c) on b.
-func queueInsertToken(b *pgx.Batch, t *latchkey.Token, c tokenrow.Columns) {
-	b.Queue(`INSERT INTO tokens (id, prefix, name, subject, scopes, tags, meta, created_at, created_by,
+// queueCreate queues on b, as one statement, the INSERT of t (encoded as
+// c) and of its change-log entry, and owes the change's notification in n.
+func queueCreate(b *pgx.Batch, n *notes, t *latchkey.Token, c tokenrow.Columns) {
+	b.Queue(`WITH tok AS (INSERT INTO tokens (id, prefix, name, subject, scopes, tags, meta, created_at, created_by,
 		expires_at, not_before, status, revoked_at, revoked_by, revoked_reason, last_used_at, version, hash,
 		constraints, max_uses, uses, suspended_at, suspended_by, suspended_reason, suspended_via,
 		parent_id, ancestors, predecessor_id, successor_id, rotated_at, series_id, inherited, keyspace, roles)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
-		$21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34)`,
+		$21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34) RETURNING id, version)
+		INSERT INTO changes (token_id, version, at) SELECT id, version, `+dbNowMicros+` FROM tok`,
 		t.ID, t.Prefix, t.Name, t.Subject, c.Scopes, c.Tags, c.Meta, micros(t.CreatedAt), t.CreatedBy,
 		nullMicros(t.ExpiresAt), nullMicros(t.NotBefore), string(t.Status), nullMicros(t.RevokedAt),
 		t.RevokedBy, t.RevokedReason, nullMicros(t.LastUsedAt), t.Version, t.Hash,
 		c.Constraints, t.MaxUses, t.Uses, nullMicros(t.SuspendedAt), t.SuspendedBy, t.SuspendedReason, t.SuspendedVia,
 		t.ParentID, c.Ancestors, t.PredecessorID, t.SuccessorID, nullMicros(t.RotatedAt), t.SeriesID, c.Inherited, latchkey.KeyspaceOf(t.Keyspace), c.Roles)
+	*n = append(*n, t.ID+":"+strconv.FormatInt(t.Version, 10))
 }
 
 func (x *tx) CreateToken(ctx context.Context, t *latchkey.Token, ev *latchkey.AuditEvent) error {
@@ -310,15 +306,11 @@ func (x *tx) CreateToken(ctx context.Context, t *latchkey.Token, ev *latchkey.Au
 	if err != nil {
 		return fmt.Errorf("postgres: %w", err)
 	}
-	// The row and its change-log entry go in one round trip.
+	// The row and its change-log entry: one statement.
 	b := &pgx.Batch{}
-	queueInsertToken(b, t, c)
-	queuePublish(b, &x.notes, t.ID, t.Version)
+	queueCreate(b, &x.notes, t, c)
 	res := x.tx.SendBatch(ctx, b)
 	_, err = res.Exec()
-	if err == nil {
-		_, err = res.Exec()
-	}
 	if cerr := res.Close(); err == nil {
 		err = cerr
 	}
@@ -346,12 +338,6 @@ func publish(ctx context.Context, tx pgx.Tx, n *notes, id string, version int64)
 	}
 	*n = append(*n, id+":"+strconv.FormatInt(version, 10))
 	return nil
-}
-
-// queuePublish is publish as a statement of batch b.
-func queuePublish(b *pgx.Batch, n *notes, id string, version int64) {
-	b.Queue(`INSERT INTO changes (token_id, version, at) VALUES ($1, $2, `+dbNowMicros+`)`, id, version)
-	*n = append(*n, id+":"+strconv.FormatInt(version, 10))
 }
 
 // notes are the notifications a transaction owes, sent after it commits.
