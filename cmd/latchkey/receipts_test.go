@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"io"
 	"log/slog"
 	"strings"
@@ -159,4 +160,48 @@ func cachedEverywhere2(t *testing.T, cl func(int) *client.Client, subject string
 		}
 	}
 	return tok
+}
+
+// On one node (SQLite) a receipt is that node's own eviction: --wait
+// answers at once with 1 of 1, for revoke, suspend and bulk revoke;
+// --wait-timeout without --wait, or beyond the bound, is a usage error
+// that changes nothing.
+func TestCLIReceiptOneNode(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, t.TempDir())
+	c := ts.client(ts.root)
+	mk := func(subject string) string {
+		tok, err := c.CreateToken(ctx, client.CreateRequest{Subject: subject})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok.ID
+	}
+	id := mk("alice")
+	for _, args := range [][]string{{"--wait-timeout", "1s"}, {"--wait", "--wait-timeout", "31s"}, {"--wait", "--wait-timeout", "-1s"}} {
+		if code, _, errs := cli(t, ts.url, ts.root, append([]string{"token", "revoke", id}, args...)...); code != exitUsage {
+			t.Errorf("%v: exit %d %s", args, code, errs)
+		}
+	}
+	if tok, _ := c.GetToken(ctx, id); tok.Status != latchkey.StatusActive {
+		t.Fatalf("a refused command changed the token: %s", tok.Status)
+	}
+	for _, cmd := range [][]string{
+		{"token", "revoke", id, "--wait"},
+		{"token", "suspend", mk("bob"), "--wait", "--wait-timeout", "2s"},
+		{"token", "revoke", "--subject", "carol", "--yes", "--wait"},
+	} {
+		if cmd[2] == "--subject" {
+			mk("carol")
+		}
+		code, out, errs := cli(t, ts.url, ts.root, cmd...)
+		if code != exitOK || !strings.Contains(out, "; 1 of 1 node(s) confirmed in ") {
+			t.Errorf("%v: exit %d %q %s", cmd, code, out, errs)
+		}
+	}
+	code, out, _ := cli(t, ts.url, ts.root, "token", "revoke", mk("dave"), "--wait", "--json")
+	var res client.TokenReceipt
+	if code != exitOK || json.Unmarshal([]byte(out), &res) != nil || res.Status != latchkey.StatusRevoked || res.Receipt.Nodes != 1 || res.Receipt.Confirmed != 1 {
+		t.Errorf("--json: exit %d %s", code, out)
+	}
 }
