@@ -107,9 +107,10 @@ func (f *ForwardAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		refuse(reason, answer)
 		return
 	}
+	q := r.URL.Query() // parsed once: scope=, keyspace=, resource=
 	var scopes []string
 	if !o.envoy {
-		scopes = r.URL.Query()["scope"]
+		scopes = q["scope"]
 		for _, sc := range scopes {
 			if latchkey.ValidateScope(sc) != nil || secret.LooksLikeToken(sc) {
 				refuse(edge.ReasonBadScope, `{"error":"invalid_request","error_description":"a scope= parameter is not a valid scope"}`)
@@ -135,7 +136,7 @@ func (f *ForwardAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		acc.At(m.Route.Name, "")
 		vr.Resource, vr.Keyspace = m.Route.Resource, m.Route.Keyspace
 	}
-	if ks := r.URL.Query().Get("keyspace"); ks != "" && !o.envoy && vr.Keyspace == "" {
+	if ks := q.Get("keyspace"); ks != "" && !o.envoy && vr.Keyspace == "" {
 		// Like scope=, set by the proxy's configuration, never the client.
 		if latchkey.ValidateName("keyspace", ks) != nil {
 			refuse(edge.ReasonBadKeyspace, `{"error":"invalid_request","error_description":"the keyspace= parameter is not a keyspace name"}`)
@@ -143,7 +144,7 @@ func (f *ForwardAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		vr.Keyspace = ks
 	}
-	if res := r.URL.Query().Get("resource"); res != "" && !o.envoy && vr.Resource == "" {
+	if res := q.Get("resource"); res != "" && !o.envoy && vr.Resource == "" {
 		// Like scope=, set by the proxy's configuration, never the client.
 		if latchkey.ValidateResource(res) != nil {
 			refuse(edge.ReasonBadResource, `{"error":"invalid_request","error_description":"the resource= parameter is not an absolute URL"}`)
