@@ -25,7 +25,10 @@ const Channel = "latchkey_changes"
 // other node applies what it has been told so far (and what the change log
 // holds), then answers on AckChannel ("<receipt id>:<its node>").
 // Notifications reach each listener in the order they were sent, so a
-// barrier arrives after every change announced before it.
+// barrier arrives after every change announced before it. Both are
+// suffixed with the store's namespace (DB.namespace): NOTIFY reaches every
+// session of the database, and two deployments in two schemas of one
+// database must not answer each other's receipts.
 const (
 	BarrierChannel = "latchkey_barriers"
 	AckChannel     = "latchkey_acks"
@@ -192,7 +195,8 @@ func (f *Follower) listenOnce(ctx context.Context) error {
 	if _, err := conn.Exec(ctx, "SELECT set_config('application_name', $1, false)", f.appName); err != nil {
 		return err
 	}
-	for _, ch := range []string{Channel, BarrierChannel, AckChannel} {
+	barriers, acks := BarrierChannel+"_"+f.DB.namespace, AckChannel+"_"+f.DB.namespace
+	for _, ch := range []string{Channel, barriers, acks} {
 		if _, err := conn.Exec(ctx, "LISTEN "+ch); err != nil {
 			return err
 		}
@@ -204,10 +208,10 @@ func (f *Follower) listenOnce(ctx context.Context) error {
 			return err
 		}
 		switch n.Channel {
-		case BarrierChannel:
+		case barriers:
 			f.barrier(ctx, n.Payload)
 			continue
-		case AckChannel:
+		case acks:
 			f.ack(n.Payload)
 			continue
 		}
@@ -313,9 +317,10 @@ func (f *Follower) Receipt(ctx context.Context, timeout time.Duration) (latchkey
 			delete(f.waiters, rid)
 			f.waitMu.Unlock()
 		}()
-		if _, err := f.DB.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, BarrierChannel, rid+":"+f.Node); err != nil {
+		if _, err := f.DB.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, BarrierChannel+"_"+f.DB.namespace, rid+":"+f.Node); err != nil {
 			return latchkey.Receipt{}, fmt.Errorf("postgres: receipt: %w", err)
 		}
+		f.Logger.Debug("postgres: receipt asked", "receipt", rid, "of", others)
 		pending := map[string]bool{}
 		for _, n := range others {
 			pending[n] = true
@@ -357,13 +362,16 @@ func (f *Follower) barrier(ctx context.Context, payload string) {
 	if !ok || from == f.Node || f.Node == "" {
 		return
 	}
+	f.Logger.Debug("postgres: a receipt asked for", "receipt", rid, "from", from)
 	if err := f.pollOnce(ctx); err != nil {
 		f.Logger.Warn("postgres: a receipt asked for, but the change log could not be read; not confirming", "err", err)
 		return
 	}
-	if _, err := f.DB.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, AckChannel, rid+":"+f.Node); err != nil && ctx.Err() == nil {
+	if _, err := f.DB.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, AckChannel+"_"+f.DB.namespace, rid+":"+f.Node); err != nil && ctx.Err() == nil {
 		f.Logger.Warn("postgres: confirming a receipt failed", "err", err)
+		return
 	}
+	f.Logger.Debug("postgres: receipt confirmed", "receipt", rid)
 }
 
 // ack hands a node's answer to the receipt waiting for it, if any (acks
@@ -376,6 +384,7 @@ func (f *Follower) ack(payload string) {
 	f.waitMu.Lock()
 	ch := f.waiters[rid]
 	f.waitMu.Unlock()
+	f.Logger.Debug("postgres: a receipt's confirmation", "receipt", rid, "node", node, "ours", ch != nil)
 	if ch != nil {
 		select {
 		case ch <- node:

@@ -6,7 +6,9 @@ package postgres
 
 import (
 	"context"
+	"crypto/sha256"
 	"embed"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -29,6 +31,9 @@ var migrations embed.FS
 type DB struct {
 	pool   *pgxpool.Pool
 	notify groupNotify
+	// namespace names this store among the others one database may hold
+	// (a hash of the database and schema names), for the receipt channels.
+	namespace string
 }
 
 var _ latchkey.Store = (*DB)(nil)
@@ -60,6 +65,13 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 		pool.Close()
 		return nil, err
 	}
+	var where string
+	if err := pool.QueryRow(ctx, `SELECT current_database() || '.' || current_schema()`).Scan(&where); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	sum := sha256.Sum256([]byte(where))
+	db.namespace = hex.EncodeToString(sum[:6])
 	return db, nil
 }
 

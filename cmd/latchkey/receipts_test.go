@@ -24,7 +24,13 @@ func TestClusterRevocationReceipt(t *testing.T) {
 	t.Parallel()
 	dsn := pgSchema(t)
 	key := strings.Repeat("5c", 32)
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	logs := &syncBuffer{}
+	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the nodes' warnings:\n%s", logs.String())
+		}
+	})
 	var nodes []*daemon
 	var dirs []string
 	for _, name := range []string{"rcpt-a", "rcpt-b", "rcpt-c"} {
