@@ -108,7 +108,8 @@ type Attempt struct {
 
 // AttemptReasons are the reasons an Attempt can carry (secret.Parse's
 // errors); AttemptReason gives the index of one.
-var AttemptReasons = [...]string{"bad_length", "bad_prefix", "bad_separator", "bad_character", "bad_checksum", "secret_out_of_range"}
+var AttemptReasons = [...]string{string(secret.ErrLength), string(secret.ErrPrefix), string(secret.ErrShape),
+	string(secret.ErrCharset), string(secret.ErrChecksum), string(secret.ErrRange)}
 
 // AttemptReason returns the index of reason in AttemptReasons (ok false:
 // not one of them, so the attempt needs a full record).

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/latchkeyhq/latchkey"
-	"github.com/latchkeyhq/latchkey/postgres"
 )
 
 // BenchmarkCreateToken16: 16 concurrent writers creating tokens, each with
@@ -16,11 +15,7 @@ import (
 // HTTP, no hashing): the store's own rate of durable creates.
 func BenchmarkCreateToken16(b *testing.B) {
 	ctx := context.Background()
-	db, err := postgres.Open(ctx, schemaDSN(b))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer db.Close()
+	db, _ := openSchema(b)
 	var n atomic.Int64
 	b.SetParallelism(8) // 2 cores x 8 = 16 writers
 	start := time.Now()

@@ -23,12 +23,7 @@ func TestAuditLanes(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	dsn := schemaDSN(t)
-	db, err := postgres.Open(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db, dsn := openSchema(t)
 	const writers, each = 16, 20
 	var wg sync.WaitGroup
 	errs := make(chan error, writers)
@@ -57,7 +52,7 @@ func TestAuditLanes(t *testing.T) {
 	}
 	// One transaction, several records: one lane.
 	ids := []string{"w00i00" + "0000000000", "w01i00" + "0000000000", "w02i00" + "0000000000"}
-	err = db.WriteTx(ctx, func(tx latchkey.Tx) error {
+	err := db.WriteTx(ctx, func(tx latchkey.Tx) error {
 		for _, id := range ids {
 			tok, err := tx.GetToken(ctx, id)
 			if err != nil {
@@ -145,12 +140,7 @@ func TestAnnouncementsGrouped(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	dsn := schemaDSN(t)
-	db, err := postgres.Open(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db, dsn := openSchema(t)
 	ln, err := pgx.Connect(ctx, dsn)
 	if err != nil {
 		t.Fatal(err)

@@ -35,13 +35,23 @@ func requireService(t testing.TB, what string, err error) {
 // open returns a store in a fresh schema of its own, dropped afterwards.
 func open(t *testing.T) latchkey.Store {
 	t.Helper()
+	db, _ := openSchema(t)
+	return db
+}
+
+// openSchema is open, with the URL of the schema (for a second,
+// raw connection), the store closed at the end of the test.
+func openSchema(t testing.TB) (*postgres.DB, string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	db, err := postgres.Open(ctx, schemaDSN(t))
+	dsn := schemaDSN(t)
+	db, err := postgres.Open(ctx, dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return db
+	t.Cleanup(func() { db.Close() })
+	return db, dsn
 }
 
 // schemaDSN makes a fresh schema, dropped afterwards, and returns a URL

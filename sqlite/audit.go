@@ -168,13 +168,11 @@ func lastHash(ctx context.Context, q queryer, node string) ([sha256.Size]byte, e
 	if errors.Is(err, sql.ErrNoRows) {
 		var hx string
 		err = q.QueryRowContext(ctx, `SELECT hash FROM audit_anchors WHERE node = ?`, node).Scan(&hx)
-		if errors.Is(err, sql.ErrNoRows) {
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
 			return h, nil
-		}
-		b = h[:0]
-		if err == nil {
-			h = auditrow.ParseHash(hx)
-			return h, nil
+		case err == nil:
+			return auditrow.ParseHash(hx), nil
 		}
 	}
 	if err != nil {
@@ -205,9 +203,9 @@ func scanChunk(rows *sql.Rows, c *chunk) error {
 	return nil
 }
 
-// decode returns the chunk's records with their Seq and Node set, and a
-// function computing their hashes up to record i (hashes are derived from
-// the chain, so only a page that shows them pays for them).
+// decode returns the chunk's records with their Seq and Node set, and
+// each one's encoding for hashes (which hashes derives from the chain, so
+// only a page that shows records pays for them).
 func (c *chunk) decode() ([]latchkey.AuditEvent, [][]byte, error) {
 	if c.n < 1 || c.n > auditrow.MaxChunk {
 		return nil, nil, auditrow.ErrCorrupt

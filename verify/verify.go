@@ -145,6 +145,9 @@ type Verifier struct {
 
 	counters       counters
 	sharedFailures atomic.Uint64
+	// compact is whether malformed attempts go as audit.Attempts: the
+	// pipeline names this node in the records it expands.
+	compact bool
 }
 
 // epoch anchors the wall clock to the cheap monotonic one. time.Now costs
@@ -200,7 +203,7 @@ func New(loader Loader, hasher *secret.Hasher, rec *audit.Pipeline, cfg Config) 
 	if cfg.TouchInterval <= 0 {
 		cfg.TouchInterval = time.Minute
 	}
-	v := &Verifier{loader: loader, hasher: hasher, rec: rec, cfg: cfg, cache: newCache(cfg.MaxEntries)}
+	v := &Verifier{loader: loader, hasher: hasher, rec: rec, cfg: cfg, cache: newCache(cfg.MaxEntries), compact: rec != nil && rec.Node == cfg.Node}
 	v.store, _ = loader.(Store)
 	v.epoch.Store(newEpoch())
 	// The cheap clock needs two calibration points 100 ms apart; take the
@@ -733,7 +736,7 @@ func (v *Verifier) recordMalformed(req *latchkey.VerifyRequest, reason string, n
 	if action == "" {
 		action = latchkey.ActionVerify
 	}
-	if r, ok := audit.AttemptReason(reason); ok && v.rec.Node == v.cfg.Node {
+	if r, ok := audit.AttemptReason(reason); ok && v.compact {
 		v.rec.RecordMalformed(&audit.Attempt{Time: now, Action: action, ClientIP: req.ClientIP, RequestID: req.RequestID, Reason: r})
 		return
 	}

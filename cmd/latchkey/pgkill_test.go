@@ -17,12 +17,7 @@ import (
 
 // crash stops the server the way a crash does (immediate: no checkpoint,
 // recovery replays the WAL on the next start).
-func (s *pgServer) crash() {
-	s.t.Helper()
-	if out, err := s.run("pg_ctl", "-D", s.data, "-m", "immediate", "-w", "stop"); err != nil {
-		s.t.Fatalf("pg_ctl stop -m immediate: %v\n%s", err, out)
-	}
-}
+func (s *pgServer) crash() { s.stopMode("immediate") }
 
 // 16 issuers create tokens through one node on PostgreSQL while the
 // database is killed (immediate stop, then recovery) and then the node

@@ -95,10 +95,13 @@ func (s *pgServer) start() {
 
 // stop shuts the server down the way a restart does: connections are
 // terminated, in-flight transactions rolled back.
-func (s *pgServer) stop() {
+func (s *pgServer) stop() { s.stopMode("fast") }
+
+// stopMode stops the server with pg_ctl's shutdown mode (fast, immediate).
+func (s *pgServer) stopMode(mode string) {
 	s.t.Helper()
-	if out, err := s.run("pg_ctl", "-D", s.data, "-m", "fast", "-w", "stop"); err != nil {
-		s.t.Fatalf("pg_ctl stop: %v\n%s", err, out)
+	if out, err := s.run("pg_ctl", "-D", s.data, "-m", mode, "-w", "stop"); err != nil {
+		s.t.Fatalf("pg_ctl stop -m %s: %v\n%s", mode, err, out)
 	}
 }
 
