@@ -52,7 +52,8 @@ const dbNowMicros = `(extract(epoch from clock_timestamp()) * 1000000)::bigint`
 type Follower struct {
 	DB *DB
 	// OnChange gets the token id (or BlockChange/SettingChange subject)
-	// and the version the change left it at (0 for blocks and settings).
+	// and the version the change left it at (for blocks and settings, the
+	// change's sequence number: newer for every change, and nothing else).
 	OnChange func(id string, version int64)
 	// Poll is the backstop interval (default 1s): the bound on how long a
 	// node that missed a notification keeps serving a stale entry.
@@ -67,8 +68,12 @@ type Follower struct {
 	notified, polled, reconnects atomic.Uint64
 	listening                    atomic.Bool
 
-	pollMu sync.Mutex // one read of the change log at a time (the poll, a barrier)
-	since  int64      // guarded by pollMu: where the next read starts (database clock, µs); 0: not yet read
+	pollMu  sync.Mutex // one read of the change log at a time (the poll, a barrier)
+	since   int64      // guarded by pollMu: where the next read starts (database clock, µs); 0: not yet read
+	started time.Time  // when Run began: the first read reaches back to it
+
+	seenMu sync.Mutex
+	seen   map[string]seenChange // what has been applied lately, by id: a re-read applies nothing twice
 
 	waitMu  sync.Mutex
 	waiters map[string]chan string // receipt id → the nodes' answers
@@ -139,6 +144,9 @@ func (f *Follower) Run(ctx context.Context) {
 	if f.Logger == nil {
 		f.Logger = slog.Default()
 	}
+	f.pollMu.Lock()
+	f.started = time.Now()
+	f.pollMu.Unlock()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -222,33 +230,88 @@ func (f *Follower) listenOnce(ctx context.Context) error {
 		}
 		if id != "" {
 			f.notified.Add(1)
+			f.note(id, version)
 			f.OnChange(id, version)
 		}
 	}
 }
 
+// seenChange is the newest version of an id this node has applied, and
+// when (monotonic), for forgetting it once no read can return it again.
+type seenChange struct {
+	version int64
+	at      time.Time
+}
+
+// note records that version of id has been applied (by a notification or
+// a read of the change log).
+func (f *Follower) note(id string, version int64) {
+	f.seenMu.Lock()
+	if f.seen == nil {
+		f.seen = map[string]seenChange{}
+	}
+	if old, ok := f.seen[id]; !ok || version >= old.version {
+		f.seen[id] = seenChange{version: version, at: time.Now()}
+	}
+	f.seenMu.Unlock()
+}
+
+// fresh reports whether a change read from the log is news: its version
+// is newer than any applied for its id. Each read reaches pollOverlap back
+// for safety, so most of what it returns was applied already; applying it
+// again would evict entries that are current, every poll, for as long as
+// the overlap (and a node that lost the database in that window could not
+// serve them).
+func (f *Follower) fresh(c change) bool {
+	f.seenMu.Lock()
+	defer f.seenMu.Unlock()
+	old, ok := f.seen[c.id]
+	return !ok || c.version > old.version
+}
+
+// forget drops what no read can return again: entries applied longer ago
+// than a read reaches back (the overlap and two polls, with a margin for
+// the gap between the database's clock and ours).
+func (f *Follower) forget() {
+	horizon := time.Now().Add(-(pollOverlap + 2*f.Poll + 5*time.Second))
+	f.seenMu.Lock()
+	for id, s := range f.seen {
+		if s.at.Before(horizon) {
+			delete(f.seen, id)
+		}
+	}
+	f.seenMu.Unlock()
+}
+
 // pollOverlap is how far each poll reaches back before the previous one
 // began: a change stamped just before that moment may commit after it
 // (a transaction's stamp precedes its commit), so the overlap must exceed
-// the longest write transaction. Invalidating twice is harmless.
+// the longest write transaction. What a read returns again is not applied
+// again (fresh).
 const pollOverlap = 5 * time.Second
 
-// poll reads the changes table every Poll interval, from where the last
-// successful read began (less the overlap) by the database's clock, so a
-// node that could not poll for a while (an outage) catches up on
-// everything it missed once it can.
+// poll reads the changes table at once and then every Poll interval, from
+// where the last successful read began (less the overlap) by the
+// database's clock, so a node that could not poll for a while (an outage)
+// catches up on everything it missed once it can. The first successful
+// read reaches back to when Run began (and the overlap before it), so a
+// change made in the node's first moments, or while every read failed, is
+// applied by it: the bound holds from the first second.
 func (f *Follower) poll(ctx context.Context) {
 	t := time.NewTicker(f.Poll)
 	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+	for first := true; ; first = false {
+		if !first {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
 		}
 		if err := f.pollOnce(ctx); err != nil && ctx.Err() == nil {
 			f.Logger.Warn("postgres: polling changes failed", "err", err)
 		}
+		f.forget()
 		if f.Node != "" {
 			if err := f.DB.heartbeat(ctx, f.Node); err != nil && ctx.Err() == nil {
 				f.Logger.Warn("postgres: marking this node live failed", "err", err)
@@ -262,12 +325,26 @@ func (f *Follower) poll(ctx context.Context) {
 func (f *Follower) pollOnce(ctx context.Context) error {
 	f.pollMu.Lock()
 	defer f.pollMu.Unlock()
-	changes, start, err := f.DB.changesSince(ctx, f.since)
+	since := f.since
+	if since == 0 {
+		// Not read yet: from when this node began (by its own clock; the
+		// database's runs at the same rate), less the overlap.
+		back := pollOverlap
+		if !f.started.IsZero() {
+			back += time.Since(f.started)
+		}
+		since = -back.Microseconds()
+	}
+	changes, start, err := f.DB.changesSince(ctx, since)
 	if err != nil {
 		return err
 	}
 	for _, c := range changes {
+		if !f.fresh(c) {
+			continue
+		}
 		f.polled.Add(1)
+		f.note(c.id, c.version)
 		f.OnChange(c.id, c.version)
 	}
 	f.since = start - pollOverlap.Microseconds()
@@ -401,9 +478,9 @@ type change struct {
 }
 
 // changesSince lists the tokens changed at or after since (Unix
-// microseconds by the database's clock; 0: the first read, which starts
-// from now), each with its latest version, and returns the database's
-// clock as the read began.
+// microseconds by the database's clock; a negative since is relative: that
+// many microseconds before the read begins), each with its latest version,
+// and returns the database's clock as the read began.
 func (db *DB) changesSince(ctx context.Context, since int64) (changes []change, start int64, err error) {
 	tx, err := db.pool.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
 	if err != nil {
@@ -413,8 +490,8 @@ func (db *DB) changesSince(ctx context.Context, since int64) (changes []change, 
 	if err := tx.QueryRow(ctx, `SELECT `+dbNowMicros).Scan(&start); err != nil {
 		return nil, 0, err
 	}
-	if since == 0 {
-		return nil, start, nil
+	if since < 0 {
+		since += start
 	}
 	rows, err := tx.Query(ctx, `SELECT token_id, MAX(version) FROM changes WHERE at >= $1 GROUP BY token_id`, since)
 	if err != nil {

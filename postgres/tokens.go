@@ -332,8 +332,19 @@ func (x *tx) CreateToken(ctx context.Context, t *latchkey.Token, ev *latchkey.Au
 // The notification is not sent inside tx: PostgreSQL serialises the
 // commits of transactions that NOTIFY on one lock held through their WAL
 // flush, which held a node to one token write per flush.
+//
+// A change without a version of its own (a block, a setting: version 0) is
+// given its change-log sequence number as one, so that each change of an
+// id has a version newer than the last, and a follower that reads it again
+// (every read overlaps the previous) knows it has applied it.
 func publish(ctx context.Context, tx pgx.Tx, n *notes, id string, version int64) error {
-	if _, err := tx.Exec(ctx, `INSERT INTO changes (token_id, version, at) VALUES ($1, $2, `+dbNowMicros+`)`, id, version); err != nil {
+	if version == 0 {
+		err := tx.QueryRow(ctx, `WITH s AS (SELECT nextval(pg_get_serial_sequence('changes', 'seq')) AS v)
+			INSERT INTO changes (seq, token_id, version, at) SELECT v, $1, v, `+dbNowMicros+` FROM s RETURNING version`, id).Scan(&version)
+		if err != nil {
+			return fmt.Errorf("postgres: publish change: %w", err)
+		}
+	} else if _, err := tx.Exec(ctx, `INSERT INTO changes (token_id, version, at) VALUES ($1, $2, `+dbNowMicros+`)`, id, version); err != nil {
 		return fmt.Errorf("postgres: publish change: %w", err)
 	}
 	*n = append(*n, id+":"+strconv.FormatInt(version, 10))
