@@ -44,6 +44,7 @@ func Deny(w http.ResponseWriter, d latchkey.Decision, err error) {
 	h := w.Header()
 	switch Classify(d, err) {
 	case Unavailable:
+		h.Set("Retry-After", "1")
 		Refuse(w, http.StatusServiceUnavailable, `{"error":"temporarily_unavailable"}`)
 	case Insufficient:
 		h.Set("WWW-Authenticate", `Bearer realm="latchkey", error="insufficient_scope"`)

@@ -136,7 +136,7 @@ func TestDeny(t *testing.T) {
 		{latchkey.Decision{Code: latchkey.InsufficientScope}, nil, 403, `Bearer realm="latchkey", error="insufficient_scope"`, ""},
 		{latchkey.Decision{Code: latchkey.Blocked}, nil, 403, `Bearer realm="latchkey", error="insufficient_scope"`, ""},
 		{latchkey.Decision{Code: latchkey.RateLimited, Rate: latchkey.RateStatus{RetryAfter: 1500 * time.Millisecond}}, nil, 429, "", "2"},
-		{latchkey.Decision{Code: latchkey.Valid}, errors.New("store down"), 503, "", ""},
+		{latchkey.Decision{Code: latchkey.Valid}, errors.New("store down"), 503, "", "1"},
 	} {
 		w := httptest.NewRecorder()
 		edge.Deny(w, c.d, c.err)

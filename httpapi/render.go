@@ -56,8 +56,11 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		return
 	}
 	code := latchkey.ErrorCode(err)
-	if code == latchkey.EInternal {
+	switch {
+	case code == latchkey.EInternal:
 		s.logger().Error("request failed", "method", r.Method, "path", secret.Redact(r.URL.Path), "request_id", requestID(r), "err", err)
+	case code == latchkey.EUnavailable && latchkey.Unreachable(err):
+		s.logger().Warn("request failed: the store is unavailable", "method", r.Method, "path", secret.Redact(r.URL.Path), "request_id", requestID(r), "err", err)
 	}
 	var body client.ErrorBody
 	// A message may quote input, and input may hold a token by mistake.
@@ -68,6 +71,11 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var rl *rateLimited
 	if errors.As(err, &rl) {
 		w.Header().Set("Retry-After", strconv.FormatInt(edge.RetryAfter(rl.retryAfter), 10))
+	}
+	if code == latchkey.EUnavailable {
+		// The store (or the server) is briefly out: a client may come back
+		// in a second; nodes reconnect within maxBackoff of its return.
+		w.Header().Set("Retry-After", "1")
 	}
 	writeJSON(w, statusOf(code), body)
 }

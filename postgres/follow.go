@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -64,6 +65,10 @@ type Follower struct {
 	Node string
 
 	appName string // the listening connection's application_name
+	holder  string // this process's id in the nodes table: the holder of Node
+
+	lost     chan struct{} // closed when another process took Node over
+	lostOnce sync.Once
 
 	notified, polled, reconnects atomic.Uint64
 	listening                    atomic.Bool
@@ -84,7 +89,108 @@ type Follower struct {
 func NewFollower(db *DB, poll time.Duration, onChange func(string, int64), logger *slog.Logger) *Follower {
 	b := make([]byte, 4)
 	rand.Read(b)
-	return &Follower{DB: db, OnChange: onChange, Poll: poll, Logger: logger, appName: "latchkey-listener-" + hex.EncodeToString(b)}
+	h := make([]byte, 8)
+	rand.Read(h)
+	return &Follower{DB: db, OnChange: onChange, Poll: poll, Logger: logger, appName: "latchkey-listener-" + hex.EncodeToString(b),
+		holder: hex.EncodeToString(h), lost: make(chan struct{})}
+}
+
+// Claim takes the node name (Node) for this process before it serves.
+// Two processes with one name would overwrite each other's activity
+// counts and answer each other's receipts, so a name whose holder is live
+// (its heartbeat within liveFor) is refused; a name whose holder stopped
+// renewing (a crashed or killed node) is taken over once its heartbeat is
+// that old, which Claim waits for.
+func (f *Follower) Claim(ctx context.Context) error {
+	if f.Node == "" {
+		return nil
+	}
+	live := f.liveFor()
+	deadline := time.Now().Add(live + time.Second)
+	var first time.Time // when the holder's heartbeat was first seen, by its age
+	for waited := false; ; waited = true {
+		ok, ago, err := f.DB.claimNode(ctx, f.Node, f.holder, live)
+		if err != nil {
+			return fmt.Errorf("postgres: claiming the node name %q: %w", f.Node, err)
+		}
+		if ok {
+			if waited {
+				f.Logger.Info("postgres: took over the node name from a process that stopped renewing it", "node", f.Node)
+			}
+			return nil
+		}
+		beat := time.Now().Add(-ago)
+		renewed := waited && beat.After(first.Add(50*time.Millisecond))
+		if !waited {
+			first = beat
+		}
+		if renewed || time.Now().After(deadline) {
+			// The holder renewed its heartbeat while this one waited: it is
+			// live, and it keeps the name.
+			return fmt.Errorf("another node named %q is running (its heartbeat is %v old): give this node its own --node name, or stop the other one first",
+				f.Node, ago.Round(time.Millisecond))
+		}
+		if !waited {
+			f.Logger.Warn("postgres: the node name is held by another process; waiting to see whether it is still live",
+				"node", f.Node, "heartbeat_age", ago.Round(time.Millisecond), "takeover_after", live)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// Lost is closed if another process takes the node name over (this one
+// could not renew it for liveFor, and the other claimed it): this process
+// must stop serving under that name.
+func (f *Follower) Lost() <-chan struct{} { return f.lost }
+
+// claimNode makes holder the holder of node, unless another holder renewed
+// it within live; it returns false and the age of that holder's heartbeat
+// then.
+func (db *DB) claimNode(ctx context.Context, node, holder string, live time.Duration) (bool, time.Duration, error) {
+	var got string
+	err := db.pool.QueryRow(ctx, `INSERT INTO nodes (node, seen, holder) VALUES ($1, `+dbNowMicros+`, $2)
+		ON CONFLICT (node) DO UPDATE SET seen = excluded.seen, holder = excluded.holder
+		WHERE nodes.holder = excluded.holder OR nodes.seen < excluded.seen - $3
+		RETURNING holder`, node, holder, live.Microseconds()).Scan(&got)
+	if err == nil {
+		return true, 0, nil
+	}
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return false, 0, err
+	}
+	var ago int64
+	if err := db.pool.QueryRow(ctx, `SELECT `+dbNowMicros+` - seen FROM nodes WHERE node = $1`, node).Scan(&ago); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return false, 0, err
+	}
+	return false, time.Duration(ago) * time.Microsecond, nil
+}
+
+// beat renews this process's hold on Node, claiming it again if its row
+// is gone or its hold lapsed (an outage longer than liveFor) while nobody
+// else took it; if somebody did, Lost is closed.
+func (f *Follower) beat(ctx context.Context) {
+	tag, err := f.DB.pool.Exec(ctx, `UPDATE nodes SET seen = `+dbNowMicros+` WHERE node = $1 AND holder = $2`, f.Node, f.holder)
+	if err == nil && tag.RowsAffected() == 1 {
+		return
+	}
+	ok := false
+	var ago time.Duration
+	if err == nil {
+		ok, ago, err = f.DB.claimNode(ctx, f.Node, f.holder, f.liveFor())
+	}
+	switch {
+	case err != nil:
+		if ctx.Err() == nil {
+			f.Logger.Warn("postgres: marking this node live failed", "err", err)
+		}
+	case !ok:
+		f.Logger.Error("postgres: another process now holds this node's name; stopping", "node", f.Node, "its_heartbeat_age", ago)
+		f.lostOnce.Do(func() { close(f.lost) })
+	}
 }
 
 // AppName is the application_name of the listening connection, as
@@ -153,17 +259,16 @@ func (f *Follower) Run(ctx context.Context) {
 		f.listen(ctx)
 	}()
 	if f.Node != "" {
-		if err := f.DB.heartbeat(ctx, f.Node); err != nil && ctx.Err() == nil {
-			f.Logger.Warn("postgres: marking this node live failed", "err", err)
-		}
+		f.beat(ctx)
 	}
 	f.poll(ctx)
 	<-done
 	if f.Node != "" {
-		// Stopping: no longer a node receipts wait for.
+		// Stopping: no longer a node receipts wait for, and the name is
+		// free at once (if it is still this process's).
 		dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		f.DB.pool.Exec(dctx, `DELETE FROM nodes WHERE node = $1`, f.Node)
+		f.DB.pool.Exec(dctx, `DELETE FROM nodes WHERE node = $1 AND holder = $2`, f.Node, f.holder)
 	}
 }
 
@@ -313,9 +418,7 @@ func (f *Follower) poll(ctx context.Context) {
 		}
 		f.forget()
 		if f.Node != "" {
-			if err := f.DB.heartbeat(ctx, f.Node); err != nil && ctx.Err() == nil {
-				f.Logger.Warn("postgres: marking this node live failed", "err", err)
-			}
+			f.beat(ctx)
 		}
 	}
 }
@@ -349,13 +452,6 @@ func (f *Follower) pollOnce(ctx context.Context) error {
 	}
 	f.since = start - pollOverlap.Microseconds()
 	return nil
-}
-
-// heartbeat marks node live now.
-func (db *DB) heartbeat(ctx context.Context, node string) error {
-	_, err := db.pool.Exec(ctx, `INSERT INTO nodes (node, seen) VALUES ($1, `+dbNowMicros+`)
-		ON CONFLICT (node) DO UPDATE SET seen = excluded.seen`, node)
-	return err
 }
 
 // liveFor is how recently a node must have been seen to be asked for a

@@ -282,6 +282,11 @@ func (e *benchEnv) start(cfg serveConfig) (*daemon, string, error) {
 		rand.Read(k)
 		cfg.ServerKey = hex.EncodeToString(k)
 	}
+	if cfg.Node == "" {
+		// The bench's nodes share one host, and a database holds one
+		// process per node name.
+		cfg.Node = "bench-" + filepath.Base(dir)
+	}
 	d, err := startDaemon(e.ctx, cfg, e.logger, io.Discard)
 	if err != nil {
 		return nil, "", err

@@ -61,6 +61,7 @@ type daemon struct {
 	// receipts collects the other nodes' confirmations of a revocation
 	// (PostgreSQL); nil on SQLite.
 	receipts latchkey.Receipter
+	nameLost <-chan struct{} // closed when another process takes this node's name (PostgreSQL)
 	redis    *lkredis.Client // nil without --redis
 	pipe     *audit.Pipeline
 	board    *audit.ActivityBoard // the dashboard's counts, kept in the store
@@ -93,6 +94,7 @@ type daemon struct {
 	loops                *errgroup.Group
 	stop                 context.CancelFunc // ends the loops' context
 	done                 <-chan struct{}    // closed when the loops' context ends (a listener failed, or Shutdown)
+	cause                func() error       // why it ended
 }
 
 // served is a listener and its server.
@@ -183,7 +185,11 @@ func (d *daemon) openData(ctx context.Context) ([]byte, error) {
 	d.db = db
 	if follower != nil {
 		follower.Node = d.node
-		d.feed, d.receipts = follower, follower
+		// One process per node name: a second one refuses to start.
+		if err := follower.Claim(ctx); err != nil {
+			return nil, err
+		}
+		d.feed, d.receipts, d.nameLost = follower, follower, follower.Lost()
 	}
 	return key, nil
 }
@@ -540,6 +546,7 @@ func (d *daemon) start() {
 	ctx, stop := context.WithCancel(context.Background())
 	g, gctx := errgroup.WithContext(ctx)
 	d.loops, d.stop, d.done = g, stop, gctx.Done()
+	d.cause = func() error { return context.Cause(gctx) }
 	for i := range d.servers {
 		s := &d.servers[i]
 		g.Go(func() error {

@@ -47,6 +47,11 @@ func startServerWith(t *testing.T, dir string, cfg serveConfig) *testServer {
 	if cfg.Listen == "" {
 		cfg.Listen = "127.0.0.1:0"
 	}
+	if cfg.Database != "" && cfg.Node == "" {
+		// Nodes of one database need a name each (one process per name),
+		// and tests start several on one host.
+		cfg.Node = "test-" + filepath.Base(dir)
+	}
 	d, err := startDaemon(context.Background(), cfg, logger, out)
 	if err != nil {
 		t.Fatalf("startDaemon: %v", err)

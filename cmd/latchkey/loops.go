@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/latchkeyhq/latchkey/audit"
@@ -39,6 +40,19 @@ func (d *daemon) startLoops(ctx context.Context) {
 		d.every(ctx, 10*time.Minute, false, d.pruneOAuth)
 	}
 	d.every(ctx, time.Hour, false, d.pruneRequests)
+	if d.nameLost != nil {
+		// Another process took this node's name over (this one could not
+		// renew it, and the other was started with the same --node): two
+		// nodes must not serve under one name, so this one stops.
+		d.loops.Go(func() error {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-d.nameLost:
+				return fmt.Errorf("another process now holds the node name %q; stopping", d.node)
+			}
+		})
+	}
 	if d.feed != nil {
 		// Other nodes' changes: notifications, and the change log polled
 		// as a backstop.

@@ -22,7 +22,7 @@ const (
 	exitRefused     = 1 // verify: the token was refused (any code but VALID); a confirmation was declined
 	exitUsage       = 2 // bad command line or input, found by the CLI or by the server (invalid_argument)
 	exitAPIError    = 3 // the server refused otherwise (not found, permission denied, conflict, ...)
-	exitUnreachable = 4 // the server could not be reached
+	exitUnreachable = 4 // the server could not be reached, or its store is unavailable (503): retrying may succeed
 )
 
 const usage = `latchkey: API tokens, issued, verified, limited, revoked and audited.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -153,9 +154,10 @@ func TestClusterRevocationAndConnectionKill(t *testing.T) {
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	var nodes []*daemon
 	var dirs []string
-	for range 3 {
+	for i := range 3 {
 		dir := t.TempDir()
-		d, err := startDaemon(ctx, serveConfig{Listen: "127.0.0.1:0", DataDir: dir, Database: dsn, ServerKey: key, Poll: 200 * time.Millisecond}, logger, io.Discard)
+		d, err := startDaemon(ctx, serveConfig{Listen: "127.0.0.1:0", DataDir: dir, Database: dsn, ServerKey: key, Poll: 200 * time.Millisecond,
+			Node: fmt.Sprintf("node-%d", i)}, logger, io.Discard)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -122,9 +122,9 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	return 0
 }
 
-// serve waits for ctx (SIGINT, SIGTERM) or for a listener to fail,
-// reloading the gateway's routes on SIGHUP. It reports whether a listener
-// failed.
+// serve waits for ctx (SIGINT, SIGTERM) or for a listener or loop to fail
+// (the node's name taken by another process), reloading the gateway's
+// routes on SIGHUP. It reports whether something failed.
 func (d *daemon) serve(ctx context.Context) (failed bool) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -134,7 +134,7 @@ func (d *daemon) serve(ctx context.Context) (failed bool) {
 		case <-ctx.Done():
 			return false
 		case <-d.done:
-			d.logger.Error("a listener failed; stopping")
+			d.logger.Error("stopping", "err", d.cause())
 			return true
 		case <-hup:
 			d.reloadGateway()
