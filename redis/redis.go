@@ -13,8 +13,11 @@ package redis
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -38,7 +41,44 @@ type Client struct {
 
 	downUntil atomic.Int64 // Unix nanoseconds; 0: up
 	failures  atomic.Uint64
+
+	epochMu sync.Mutex
+	epoch   string        // the marker last seen (CheckEpoch); "" before the first check
+	resets  atomic.Uint64 // times the marker was found gone or changed
 }
+
+// CheckEpoch reads the deployment's marker key (<prefix>epoch), writing a
+// new random one if there is none, and reports whether it differs from the
+// one this client saw last: Redis lost its data (it restarted without
+// persistence, failed over to a replica that had not caught up, or was
+// flushed), so every rate-limit bucket and detector window started again
+// from zero. The first check only learns the marker. Resets counts the
+// resets seen.
+func (c *Client) CheckEpoch(ctx context.Context) (reset bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
+	defer cancel()
+	b := make([]byte, 8)
+	rand.Read(b)
+	key := c.prefix + "epoch"
+	if err := c.rdb.SetNX(ctx, key, hex.EncodeToString(b), 0).Err(); err != nil {
+		return false, fmt.Errorf("redis: %w", err)
+	}
+	cur, err := c.rdb.Get(ctx, key).Result()
+	if err != nil {
+		return false, fmt.Errorf("redis: %w", err)
+	}
+	c.epochMu.Lock()
+	defer c.epochMu.Unlock()
+	reset = c.epoch != "" && cur != c.epoch
+	c.epoch = cur
+	if reset {
+		c.resets.Add(1)
+	}
+	return reset, nil
+}
+
+// Resets is how many times CheckEpoch found Redis's data lost.
+func (c *Client) Resets() uint64 { return c.resets.Load() }
 
 // Open connects to the Redis at url (redis://[user:password@]host:port/db
 // or rediss:// for TLS) and checks that it answers. Keys are written under

@@ -348,3 +348,47 @@ func BenchmarkPing(b *testing.B) {
 		}
 	})
 }
+
+// A Redis restarted without persistence has lost every bucket (a spent
+// limit is whole again): the client cannot undo that, but it notices, so
+// the node can say so (latchkey_redis_resets_total).
+func TestRedisRestartNoticed(t *testing.T) {
+	srv := startPrivateRedis(t, "")
+	c, err := Open(context.Background(), srv.url(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	r := latchkey.RateLimit{Limit: 2, Window: latchkey.Duration(time.Hour)}
+	key := c.RateKey("restart-series", r)
+	for i := range 3 {
+		ok, _, err := c.Allow(ctx, key, r, true)
+		if err != nil || ok != (i < 2) {
+			t.Fatalf("attempt %d: %v %v", i, ok, err)
+		}
+	}
+	for range 2 {
+		if reset, err := c.CheckEpoch(ctx); err != nil || reset {
+			t.Fatalf("before the restart: reset %v, %v", reset, err)
+		}
+	}
+	srv.stop()
+	srv = startPrivateRedis(t, srv.port)
+	var reset bool
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		if reset, err = c.CheckEpoch(ctx); err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond) // the client skips Redis for RetryAfter after a failure
+	}
+	if err != nil || !reset || c.Resets() != 1 {
+		t.Fatalf("after a restart without persistence: reset %v, resets %d, %v", reset, c.Resets(), err)
+	}
+	if ok, _, err := c.Allow(ctx, key, r, true); err != nil || !ok {
+		t.Fatalf("the spent limit after the restart: %v %v (the test assumes the bucket was lost)", ok, err)
+	}
+	if reset, err := c.CheckEpoch(ctx); err != nil || reset || c.Resets() != 1 {
+		t.Errorf("the next check: reset %v, resets %d, %v", reset, c.Resets(), err)
+	}
+}

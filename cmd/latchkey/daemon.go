@@ -452,7 +452,9 @@ func (d *daemon) dbTLS() (*tls.Config, error) {
 func (d *daemon) metricSources() metrics.Sources {
 	src := metrics.Sources{Pipeline: d.pipe, Verifier: d.ver, Detector: d.det}
 	if rc := d.redis; rc != nil {
-		src.Redis = func() metrics.RedisStats { return metrics.RedisStats{Up: rc.Up(), Failures: rc.Failures()} }
+		src.Redis = func() metrics.RedisStats {
+			return metrics.RedisStats{Up: rc.Up(), Failures: rc.Failures(), Resets: rc.Resets()}
+		}
 	}
 	if f := d.feed; f != nil {
 		src.Cluster = func() metrics.ClusterStats {

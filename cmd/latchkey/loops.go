@@ -40,6 +40,9 @@ func (d *daemon) startLoops(ctx context.Context) {
 		d.every(ctx, 10*time.Minute, false, d.pruneOAuth)
 	}
 	d.every(ctx, time.Hour, false, d.pruneRequests)
+	if d.redis != nil {
+		d.every(ctx, redisEpochEvery, true, d.checkRedisEpoch)
+	}
 	if d.nameLost != nil {
 		// Another process took this node's name over (this one could not
 		// renew it, and the other was started with the same --node): two
@@ -185,5 +188,24 @@ func (c clusterChanges) BlockChanged(source string) {
 	if err := c.d.blocks.Changed(ctx, source); err != nil && ctx.Err() == nil {
 		// The poll comes back to it: the change stays in the log.
 		c.d.logger.Warn("reading blocks after a change on another node", "err", err)
+	}
+}
+
+// redisEpochEvery is how often a node checks that Redis still holds its
+// data (checkRedisEpoch).
+const redisEpochEvery = 2 * time.Second
+
+// checkRedisEpoch notices a Redis that lost its data: a restart without
+// persistence refills every rate-limit bucket (a spent token gets its
+// whole limit again) and empties the detector's windows. It cannot undo
+// that; it says so, in the log and in latchkey_redis_resets_total
+// (docs/operations.md, "Redis settings").
+func (d *daemon) checkRedisEpoch(ctx context.Context) {
+	reset, err := d.redis.CheckEpoch(ctx)
+	if err != nil {
+		return // counted by latchkey_redis_up; checked again next time
+	}
+	if reset {
+		d.logger.Warn("redis lost its data (restarted without persistence, failed over, or flushed): rate limits and detector windows started again from zero; see docs/operations.md on Redis persistence")
 	}
 }

@@ -44,6 +44,7 @@ type Sources struct {
 type RedisStats struct {
 	Up       bool   // no failed call in the last second
 	Failures uint64 // calls that failed: each was counted by the node alone (or refused, fail-closed)
+	Resets   uint64 // times Redis was found to have lost its data (every bucket and window started again)
 }
 
 // ClusterStats is how a node keeps up with changes made on other nodes.
@@ -243,6 +244,8 @@ var (
 		"1 while the shared counters (Redis) answer; 0 means rate limits and detector windows are counted per node (or refused, fail-closed).", nil, nil)
 	redisFailDesc = prometheus.NewDesc("latchkey_redis_failures_total",
 		"Calls to the shared counters (Redis) that failed.", nil, nil)
+	redisResetDesc = prometheus.NewDesc("latchkey_redis_resets_total",
+		"Times this node found that Redis had lost its data (restarted without persistence, failed over to a replica behind, flushed): rate limits and detector windows started again from zero.", nil, nil)
 )
 
 // optionalCollector exports descs from collect, which emits nothing when
@@ -275,7 +278,7 @@ func bool01(b bool) float64 {
 // state, each only when configured.
 func clusterAndRedis(src *Sources) prometheus.Collector {
 	return optionalCollector{
-		descs: []*prometheus.Desc{listeningDesc, changesDesc, reconnectsDesc, redisUpDesc, redisFailDesc},
+		descs: []*prometheus.Desc{listeningDesc, changesDesc, reconnectsDesc, redisUpDesc, redisFailDesc, redisResetDesc},
 		collect: func(emit func(*prometheus.Desc, prometheus.ValueType, float64, ...string)) {
 			if src.Cluster != nil {
 				st := src.Cluster()
@@ -288,6 +291,7 @@ func clusterAndRedis(src *Sources) prometheus.Collector {
 				st := src.Redis()
 				emit(redisUpDesc, prometheus.GaugeValue, bool01(st.Up))
 				emit(redisFailDesc, prometheus.CounterValue, float64(st.Failures))
+				emit(redisResetDesc, prometheus.CounterValue, float64(st.Resets))
 			}
 		},
 	}
