@@ -338,8 +338,28 @@ func (d *Detector) Restore(blocks []latchkey.Block) {
 // backend, which are never blocked on their own account), tokenID the
 // parsed id ("" if the token did not parse).
 func (d *Detector) Refused(src netip.Addr, code latchkey.Code, reason, tokenID string, now int64) {
+	d.refused(context.Background(), false, src, code, reason, tokenID, now)
+}
+
+// RefusedNow is Refused for the verifier: with shared windows (Redis) it
+// counts a source's failure (MALFORMED, NOT_FOUND) in the cluster's window
+// before it returns, one round trip on the failure path only, and reports
+// whether the source is now over its threshold. The attempt is then to be
+// answered BLOCKED, on whichever node it arrived, and the source is
+// blocked on this node at once: an attacker spread over the nodes gets
+// exactly the threshold's number of guesses answered, however fast or
+// parallel. The call that first reaches the threshold cluster-wide
+// records the block (one finding); the other nodes block in memory and
+// hear of it through the store. While Redis is unreachable the failure is
+// counted on this node alone (the local window), as Refused does.
+func (d *Detector) RefusedNow(ctx context.Context, src netip.Addr, code latchkey.Code, reason, tokenID string, now int64) (blocked bool) {
+	return d.refused(ctx, true, src, code, reason, tokenID, now)
+}
+
+// refused is Refused, counting the shared window at once when sync is set.
+func (d *Detector) refused(ctx context.Context, sync bool, src netip.Addr, code latchkey.Code, reason, tokenID string, now int64) (blocked bool) {
 	if d.cfg.Off {
-		return
+		return false
 	}
 	switch code {
 	case latchkey.Malformed, latchkey.NotFound:
@@ -348,7 +368,10 @@ func (d *Detector) Refused(src netip.Addr, code latchkey.Code, reason, tokenID s
 			if n, fire := d.sources.hit(k, now, d.cfg.SourceFailures, &d.nOverflow); fire {
 				d.fireBlock(k, n, now)
 			}
-			if d.shared != nil {
+			switch {
+			case d.shared != nil && sync:
+				blocked = d.countShared(ctx, k, now)
+			case d.shared != nil:
 				d.share(sharedHit{src: k})
 			}
 		}
@@ -370,6 +393,29 @@ func (d *Detector) Refused(src netip.Addr, code latchkey.Code, reason, tokenID s
 			d.emit(Finding{Rule: RuleRevokedReuse, Action: ActAlert, TokenID: strings.Clone(tokenID), At: time.Unix(0, now), Evidence: ev})
 		}
 	}
+	return blocked
+}
+
+// countShared adds one failure from k to the cluster's window and reports
+// whether the total is past the threshold. Reaching it blocks k here: with
+// a finding when this call is the cluster's first to reach it, in memory
+// only otherwise (the finding's node records the block for everyone).
+func (d *Detector) countShared(ctx context.Context, k netip.Addr, now int64) bool {
+	r := d.cfg.SourceFailures
+	ctx, cancel := context.WithTimeout(ctx, sharedCallTimeout)
+	defer cancel()
+	total, fire, err := d.cfg.Shared.AddFailures(ctx, SourceString(k), 1, r.Window, r.Count)
+	if err != nil {
+		d.sharedFailed(err)
+		return false
+	}
+	switch {
+	case fire:
+		d.fireBlock(k, int(total), now)
+	case total >= int64(r.Count):
+		d.Block(k, time.Unix(0, now).Add(d.cfg.BlockFor))
+	}
+	return total > int64(r.Count)
 }
 
 func (d *Detector) tokenRule(tokenID, rule string, r Rule, act Action, src netip.Addr, now int64) {

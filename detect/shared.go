@@ -35,6 +35,11 @@ const (
 	sharedEvery = 10 * time.Millisecond
 )
 
+// sharedCallTimeout bounds the shared window's round trip on a refusal
+// (RefusedNow): a Redis that hangs costs a refused attempt at most this,
+// and then the client's own retry pause.
+const sharedCallTimeout = time.Second
+
 // share queues e for the shared windows without waiting: the node's own
 // windows have already counted it, so a full queue (Redis far behind)
 // costs cluster-wide precision, counted in Stats.Overflow, never latency.

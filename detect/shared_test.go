@@ -127,3 +127,59 @@ func TestSharedWindowsAcrossNodes(t *testing.T) {
 		t.Error("shared failures not counted")
 	}
 }
+
+// RefusedNow counts each failure in the cluster's window before it
+// returns: three nodes together answer exactly the threshold's number of
+// failures, every later one on any node is reported over (to be answered
+// BLOCKED), every node blocks the source in memory, and one finding is
+// made for the cluster. With the shared windows down it counts locally,
+// and reports nothing over.
+func TestRefusedNowExactAcrossNodes(t *testing.T) {
+	sh := newMemShared()
+	var dets []*Detector
+	var cols []*collector
+	for range 3 {
+		d, c := newDet(Config{Shared: sh})
+		dets, cols = append(dets, d), append(cols, c)
+	}
+	attacker := netip.MustParseAddr("203.0.113.10")
+	over := 0
+	for i := range 30 {
+		blocked := dets[i%3].RefusedNow(context.Background(), attacker, latchkey.NotFound, "unknown_id", "", ns(time.Duration(i)*time.Millisecond))
+		if blocked != (i >= 20) {
+			t.Errorf("failure %d (node %d): over %v", i, i%3, blocked)
+		}
+		if blocked {
+			over++
+		}
+	}
+	if over != 10 {
+		t.Errorf("%d of 30 failures over the threshold of 20, want 10", over)
+	}
+	findings := 0
+	for i, d := range dets {
+		if !d.Blocked(attacker, ns(time.Second)) {
+			t.Errorf("node %d does not block the source", i)
+		}
+		for _, f := range cols[i].findings(d) {
+			if f.Rule == RuleSourceFailures {
+				findings++
+			}
+		}
+	}
+	if findings != 1 {
+		t.Errorf("%d block findings across the cluster, want 1", findings)
+	}
+	down := newMemShared()
+	down.down = true
+	d, _ := newDet(Config{Shared: down})
+	for i := range 30 {
+		if d.RefusedNow(context.Background(), attacker, latchkey.NotFound, "unknown_id", "", ns(time.Duration(i)*time.Millisecond)) {
+			t.Fatal("over the threshold with the shared windows down")
+		}
+	}
+	if !d.Blocked(attacker, ns(time.Second)) || d.Stats().SharedFailures != 30 {
+		t.Errorf("with the shared windows down: blocked %v, shared failures %d; want the local window to block",
+			d.Blocked(attacker, ns(time.Second)), d.Stats().SharedFailures)
+	}
+}

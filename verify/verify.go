@@ -126,7 +126,10 @@ type SharedLimits interface {
 // satisfies it. Blocked is on the hot path and must be cheap.
 type Guard interface {
 	Blocked(src netip.Addr, now int64) bool
-	Refused(src netip.Addr, code latchkey.Code, reason, tokenID string, now int64)
+	// RefusedNow learns from a refusal and reports whether its source is
+	// over its threshold, counted across the cluster: the attempt is then
+	// answered BLOCKED.
+	RefusedNow(ctx context.Context, src netip.Addr, code latchkey.Code, reason, tokenID string, now int64) (blocked bool)
 }
 
 // Verifier makes verification decisions. It is safe for concurrent use.
@@ -290,7 +293,13 @@ func (v *Verifier) verify(ctx context.Context, req *latchkey.VerifyRequest, d *l
 	d.Remaining = -1
 	err := v.decide(ctx, req, now, d, !req.NoSpend && !req.Recheck)
 	if g := v.cfg.Guard; g != nil && err == nil && d.Code != latchkey.Valid && d.Code != latchkey.Blocked && !req.Recheck {
-		g.Refused(req.Source, d.Code, d.Reason, d.TokenID, now)
+		mono := monoclock.Nanos()
+		if g.RefusedNow(ctx, req.Source, d.Code, d.Reason, d.TokenID, now) {
+			// Past its source's threshold, counted across the cluster: this
+			// guess is not answered either.
+			*d = latchkey.Decision{Code: latchkey.Blocked, Reason: "source_blocked", TokenID: d.TokenID, Remaining: -1, Latency: d.Latency}
+		}
+		waited(d, mono)
 	}
 	if v.rec == nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/client"
+	"github.com/latchkeyhq/latchkey/detect"
 )
 
 // The fault suite (docs/operations.md, "When a dependency is down"): nodes on a
@@ -197,5 +199,92 @@ func TestOutageAfterChange(t *testing.T) {
 			_, err := c.CreateToken(ctx, client.CreateRequest{})
 			return err == nil
 		})
+	}
+}
+
+// A fast attacker spread over three nodes gets exactly the threshold's
+// number of guesses answered, sequentially and with 100 in parallel:
+// every failure is counted in the shared window (Redis) before it is
+// answered, and every attempt past the threshold, on any node, is
+// BLOCKED. Once over it, the source's valid tokens are refused on every
+// node too.
+func TestDetectorExactAcrossNodes(t *testing.T) {
+	t.Parallel()
+	url, prefix := redisURL(t)
+	const threshold = 20
+	cls := cluster(t, 3, serveConfig{Redis: url, RedisPrefix: prefix, Poll: 200 * time.Millisecond,
+		Detect: detect.Config{SourceFailures: detect.Rule{Count: threshold, Window: time.Minute}, BlockFor: time.Hour}})
+	good, err := cls[0].CreateToken(ctx, client.CreateRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The guesses' own connections, closed at the end: a connection dialled
+	// for a parallel request that another one served stays new, and a
+	// server's Shutdown waits 5 s for such connections.
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	for _, c := range cls {
+		c.HTTP = &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	}
+	guess := func(i int, ip string) latchkey.Code {
+		v, err := cls[i%3].Verify(ctx, client.VerifyRequest{Token: fmt.Sprintf("lk_guess%08d", i), IP: ip})
+		if err != nil {
+			t.Error(err)
+			return latchkey.Valid // counted as wrong below
+		}
+		return v.Code
+	}
+	count := func(codes []latchkey.Code) (answered, blocked int) {
+		for _, c := range codes {
+			switch c {
+			case latchkey.Blocked:
+				blocked++
+			case latchkey.Malformed, latchkey.NotFound:
+				answered++
+			default:
+				t.Errorf("a guess answered %s", c)
+			}
+		}
+		return
+	}
+	began := time.Now()
+	// Sequential, round robin over the nodes.
+	const seq = "203.0.113.81"
+	var codes []latchkey.Code
+	for i := range 60 {
+		codes = append(codes, guess(i, seq))
+	}
+	if a, b := count(codes); a != threshold || b != 60-threshold {
+		t.Errorf("sequential: %d guesses answered and %d BLOCKED, want exactly %d answered", a, b, threshold)
+	}
+	for i := threshold; i < len(codes); i++ {
+		if codes[i] != latchkey.Blocked {
+			t.Errorf("sequential guess %d (past the threshold, node %d) answered %s", i, i%3, codes[i])
+		}
+	}
+	// 100 at once, over the three nodes.
+	const par = "203.0.113.82"
+	pcodes := make([]latchkey.Code, 100)
+	var wg sync.WaitGroup
+	for i := range pcodes {
+		wg.Go(func() { pcodes[i] = guess(i, par) })
+	}
+	wg.Wait()
+	if a, b := count(pcodes); a != threshold || b != 100-threshold {
+		t.Errorf("parallel: %d guesses answered and %d BLOCKED, want exactly %d answered", a, b, threshold)
+	}
+	t.Logf("guesses done after %v", time.Since(began))
+	// The blocked source's real token: refused on every node.
+	for i, c := range cls {
+		waitFor(t, func() bool {
+			v, err := c.Verify(ctx, client.VerifyRequest{Token: good.Plaintext, IP: par})
+			return err == nil && v.Code == latchkey.Blocked
+		})
+		_ = i
+	}
+	t.Logf("blocked everywhere after %v", time.Since(began))
+	// Another source is not affected.
+	if v, err := cls[1].Verify(ctx, client.VerifyRequest{Token: good.Plaintext, IP: "198.51.100.7"}); err != nil || !v.Valid {
+		t.Errorf("an innocent source: %+v %v", v, err)
 	}
 }
