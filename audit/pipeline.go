@@ -10,6 +10,8 @@ package audit
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -24,6 +26,15 @@ import (
 // satisfies it.
 type Sink interface {
 	AppendAudit(ctx context.Context, evs []latchkey.AuditEvent) error
+}
+
+// BatchSink is a Sink that tells a retried batch from a new one: key is
+// the same for every attempt at one batch, so a batch whose commit
+// succeeded but whose answer was lost (the connection dropped after
+// COMMIT) is not written twice. The pipeline uses it when its Sink has it
+// (postgres.DB does; an embedded SQLite commit has no answer to lose).
+type BatchSink interface {
+	AppendAuditBatch(ctx context.Context, key string, evs []latchkey.AuditEvent) error
 }
 
 // Pipeline batches audit events into a Sink. Set the fields, then call
@@ -512,10 +523,22 @@ func (p *Pipeline) run() {
 // shutting down it gives up after a few attempts and counts the loss.
 func (p *Pipeline) write(batch []latchkey.AuditEvent, draining bool) []latchkey.AuditEvent {
 	backoff := 10 * time.Millisecond
+	bs, keyed := p.Sink.(BatchSink)
+	var key string
+	if keyed {
+		b := make([]byte, 16)
+		rand.Read(b)
+		key = hex.EncodeToString(b) // one key for every attempt at this batch
+	}
 	for attempt := 1; ; attempt++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		start := time.Now()
-		err := p.Sink.AppendAudit(ctx, batch)
+		var err error
+		if keyed {
+			err = bs.AppendAuditBatch(ctx, key, batch)
+		} else {
+			err = p.Sink.AppendAudit(ctx, batch)
+		}
 		cancel()
 		if err == nil {
 			if p.OnCommit != nil {

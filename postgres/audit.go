@@ -25,6 +25,34 @@ func (db *DB) AppendAudit(ctx context.Context, evs []latchkey.AuditEvent) error 
 	return pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error { return insertAudit(ctx, tx, nil, evs) })
 }
 
+// errWritten ends the transaction of a batch found already committed.
+var errWritten = errors.New("postgres: audit batch already written")
+
+// AppendAuditBatch is AppendAudit for a batch that may be a retry: key
+// names the batch (the same for every attempt at it), and a batch whose
+// key is already recorded was committed by an earlier attempt whose answer
+// was lost (the connection dropped after COMMIT), so it is not written
+// again. It implements audit.BatchSink.
+func (db *DB) AppendAuditBatch(ctx context.Context, key string, evs []latchkey.AuditEvent) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `INSERT INTO audit_batches (key, at) VALUES ($1, `+dbNowMicros+`) ON CONFLICT (key) DO NOTHING`, key)
+		if err != nil {
+			return fmt.Errorf("postgres: audit batch key: %w", err)
+		}
+		if tag.RowsAffected() == 0 {
+			return errWritten
+		}
+		return insertAudit(ctx, tx, nil, evs)
+	})
+	if errors.Is(err, errWritten) {
+		return nil
+	}
+	return err
+}
+
 func appendEvent(ctx context.Context, tx pgx.Tx, held lanes, ev *latchkey.AuditEvent) error {
 	if ev == nil {
 		return nil

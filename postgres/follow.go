@@ -605,8 +605,12 @@ func (db *DB) changesSince(ctx context.Context, since int64) (changes []change, 
 }
 
 // PruneChanges deletes change records older than d (they only serve
-// nodes catching up after a short disconnection).
+// nodes catching up after a short disconnection), and the keys of audit
+// batches as old (they only serve a writer retrying a batch).
 func (db *DB) PruneChanges(ctx context.Context, d time.Duration) error {
-	_, err := db.pool.Exec(ctx, `DELETE FROM changes WHERE at < `+dbNowMicros+` - $1`, d.Microseconds())
+	if _, err := db.pool.Exec(ctx, `DELETE FROM changes WHERE at < `+dbNowMicros+` - $1`, d.Microseconds()); err != nil {
+		return err
+	}
+	_, err := db.pool.Exec(ctx, `DELETE FROM audit_batches WHERE at < `+dbNowMicros+` - $1`, d.Microseconds())
 	return err
 }
