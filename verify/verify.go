@@ -11,6 +11,7 @@ package verify
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"net/netip"
@@ -57,6 +58,9 @@ type Config struct {
 	// PositiveTTL bounds how long a found token is served from the cache
 	// without a reload (default 30s). Changes made through this process
 	// invalidate at once; the TTL is the staleness bound for anything else.
+	// A token verified in the last quarter of its entry's life is reloaded
+	// in the background while the entry keeps serving, so a slow store
+	// (up to a quarter of the TTL per read) delays no verification.
 	PositiveTTL time.Duration
 	// NegativeTTL is how long an unknown id is remembered (default 2s), so
 	// a flood of made-up ids costs one store read each per interval.
@@ -67,7 +71,10 @@ type Config struct {
 	// swept from a shard at most every 10 s as it is written to, its table
 	// shrinking with them.
 	MaxEntries int
-	// LoadTimeout bounds one store read on a miss (default 5s).
+	// LoadTimeout bounds one store read on a miss (default 5s). After a
+	// read that could not reach the store, misses fail at once (an error:
+	// 503) for a second rather than each wait as long; the first miss
+	// after that tries the store again.
 	LoadTimeout time.Duration
 	// Now returns the current time (default time.Now).
 	Now func() time.Time
@@ -148,6 +155,9 @@ type Verifier struct {
 
 	counters       counters
 	sharedFailures atomic.Uint64
+
+	ahead     int64        // refresh an entry this long before it goes stale (ns): PositiveTTL/4
+	downUntil atomic.Int64 // Unix ns: until then the store is taken to be unreachable (a miss fails at once)
 	// compact is whether malformed attempts go as audit.Attempts: the
 	// pipeline names this node in the records it expands.
 	compact bool
@@ -206,7 +216,8 @@ func New(loader Loader, hasher *secret.Hasher, rec *audit.Pipeline, cfg Config) 
 	if cfg.TouchInterval <= 0 {
 		cfg.TouchInterval = time.Minute
 	}
-	v := &Verifier{loader: loader, hasher: hasher, rec: rec, cfg: cfg, cache: newCache(cfg.MaxEntries), compact: rec != nil && rec.Node == cfg.Node}
+	v := &Verifier{loader: loader, hasher: hasher, rec: rec, cfg: cfg, cache: newCache(cfg.MaxEntries), compact: rec != nil && rec.Node == cfg.Node,
+		ahead: int64(cfg.PositiveTTL / 4)}
 	v.store, _ = loader.(Store)
 	v.epoch.Store(newEpoch())
 	// The cheap clock needs two calibration points 100 ms apart; take the
@@ -435,6 +446,9 @@ func (v *Verifier) identify(ctx context.Context, req *latchkey.VerifyRequest, no
 	e, ok := v.cache.get(k, now)
 	cs := v.counters.stripe()
 	cs.lookups.Add(1)
+	if ok && e.info != nil && now >= e.staleAt-v.ahead {
+		v.refresh(k, now) // late in its life: reloaded behind, served meanwhile
+	}
 	if !ok {
 		cs.misses.Add(1)
 		mono := monoclock.Nanos()
@@ -627,27 +641,58 @@ func (v *Verifier) load(ctx context.Context, k *key, now int64) (entry, error) {
 		ctx, span = v.cfg.Tracer.Start(ctx, "latchkey.store.get_token", trace.WithSpanKind(trace.SpanKindClient))
 		defer span.End()
 	}
-	res, err, _ := v.sf.Do(id, func() (any, error) {
-		gen := v.cache.generation(k)
-		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), v.cfg.LoadTimeout)
-		defer cancel()
-		t, err := v.loader.GetToken(lctx, id)
-		var e entry
-		switch {
-		case err == nil:
-			e = v.newEntry(t, now+int64(v.cfg.PositiveTTL))
-		case latchkey.ErrorCode(err) == latchkey.ENotFound:
-			e = entry{staleAt: now + int64(v.cfg.NegativeTTL)}
-		default:
-			return nil, err
-		}
-		v.cache.putIfCurrent(k, e, gen, now)
-		return &e, nil
-	})
+	if now < v.downUntil.Load() {
+		// The store could not be reached a moment ago: refused at once
+		// rather than each waiting LoadTimeout. The first miss after the
+		// second is up tries the store again.
+		return entry{}, errStoreDown
+	}
+	res, err, _ := v.sf.Do(id, func() (any, error) { return v.fetch(ctx, k, id, now) })
 	if err != nil {
 		return entry{}, err
 	}
 	return *res.(*entry), nil
+}
+
+// errStoreDown refuses a miss while the store is taken to be unreachable.
+var errStoreDown = errors.New("verify: the store was unreachable a moment ago")
+
+// fetch reads token id from the store and caches it (negatively when it
+// does not exist), unless it changed meanwhile.
+func (v *Verifier) fetch(ctx context.Context, k *key, id string, now int64) (*entry, error) {
+	gen := v.cache.generation(k)
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), v.cfg.LoadTimeout)
+	defer cancel()
+	t, err := v.loader.GetToken(lctx, id)
+	var e entry
+	switch {
+	case err == nil:
+		v.downUntil.Store(0)
+		e = v.newEntry(t, now+int64(v.cfg.PositiveTTL))
+	case latchkey.ErrorCode(err) == latchkey.ENotFound:
+		v.downUntil.Store(0)
+		e = entry{staleAt: now + int64(v.cfg.NegativeTTL)}
+	default:
+		if latchkey.ErrorCode(err) == latchkey.EUnavailable {
+			v.downUntil.Store(v.now() + int64(time.Second))
+		}
+		return nil, err
+	}
+	v.cache.putIfCurrent(k, e, gen, now)
+	return &e, nil
+}
+
+// refresh reloads a cached token in the background, late in its entry's
+// life, so that the verification that finds it stale does not wait on
+// the store. One reload per token at a time (the same flight as a miss's);
+// none while the store is taken to be down.
+func (v *Verifier) refresh(k *key, now int64) {
+	if now < v.downUntil.Load() {
+		return
+	}
+	kk := *k // the caller's key lives on its stack
+	id := string(kk[:])
+	v.sf.DoChan(id, func() (any, error) { return v.fetch(context.Background(), &kk, id, now) })
 }
 
 // unixNano is t in Unix nanoseconds, 0 for the zero time, and saturated
