@@ -10,7 +10,7 @@ import (
 	"github.com/latchkeyhq/latchkey"
 )
 
-// A token verified late in its cache entry's life is reloaded in the
+// A token verified late in its cache entry's life (its last third) is reloaded in the
 // background while the entry keeps serving: a slow store delays nobody,
 // and the reload still brings changes a notification missed.
 func TestRefreshAhead(t *testing.T) {
@@ -39,10 +39,10 @@ func TestRefreshAhead(t *testing.T) {
 	if n := f.loader.loads.Load(); n != 1 {
 		t.Fatalf("%d loads, want 1", n)
 	}
-	f.advance(29 * time.Second) // early in the entry's life: nothing to do
+	f.advance(26 * time.Second) // before its last third: nothing to do
 	check(latchkey.Valid)
 	if n := f.loader.loads.Load(); n != 1 {
-		t.Fatalf("%d loads at 29 s of 40, want 1", n)
+		t.Fatalf("%d loads at 26 s of 40, want 1", n)
 	}
 	// Revoked in the store, the notification lost; the store is slow.
 	f.loader.mu.Lock()
@@ -51,12 +51,12 @@ func TestRefreshAhead(t *testing.T) {
 	f.loader.toks[rec.ID] = r
 	f.loader.gate = make(chan struct{})
 	f.loader.mu.Unlock()
-	f.advance(2 * time.Second) // 31 s: the last quarter
+	f.advance(2 * time.Second) // 28 s: the last third
 	check(latchkey.Valid)      // served from the entry, not held by the slow reload
 	deadline := time.Now().Add(5 * time.Second)
 	for f.loader.loads.Load() != 2 {
 		if time.Now().After(deadline) {
-			t.Fatal("no reload started in the entry's last quarter")
+			t.Fatal("no reload started in the entry's last third")
 		}
 		time.Sleep(time.Millisecond)
 	}

@@ -58,9 +58,10 @@ type Config struct {
 	// PositiveTTL bounds how long a found token is served from the cache
 	// without a reload (default 30s). Changes made through this process
 	// invalidate at once; the TTL is the staleness bound for anything else.
-	// A token verified in the last quarter of its entry's life is reloaded
-	// in the background while the entry keeps serving, so a slow store
-	// (up to a quarter of the TTL per read) delays no verification.
+	// A token verified late in its entry's life (its last third, or
+	// earlier, up to half of it, when reads have been slow: twice their
+	// recent duration) is reloaded in the background while the entry keeps
+	// serving, so a slow store delays no verification.
 	PositiveTTL time.Duration
 	// NegativeTTL is how long an unknown id is remembered (default 2s), so
 	// a flood of made-up ids costs one store read each per interval.
@@ -156,7 +157,7 @@ type Verifier struct {
 	counters       counters
 	sharedFailures atomic.Uint64
 
-	ahead     int64        // refresh an entry this long before it goes stale (ns): PositiveTTL/4
+	loadNs    atomic.Int64 // recent store reads' duration (ns), a moving average: how early to refresh
 	downUntil atomic.Int64 // Unix ns: until then the store is taken to be unreachable (a miss fails at once)
 	// compact is whether malformed attempts go as audit.Attempts: the
 	// pipeline names this node in the records it expands.
@@ -216,8 +217,7 @@ func New(loader Loader, hasher *secret.Hasher, rec *audit.Pipeline, cfg Config) 
 	if cfg.TouchInterval <= 0 {
 		cfg.TouchInterval = time.Minute
 	}
-	v := &Verifier{loader: loader, hasher: hasher, rec: rec, cfg: cfg, cache: newCache(cfg.MaxEntries), compact: rec != nil && rec.Node == cfg.Node,
-		ahead: int64(cfg.PositiveTTL / 4)}
+	v := &Verifier{loader: loader, hasher: hasher, rec: rec, cfg: cfg, cache: newCache(cfg.MaxEntries), compact: rec != nil && rec.Node == cfg.Node}
 	v.store, _ = loader.(Store)
 	v.epoch.Store(newEpoch())
 	// The cheap clock needs two calibration points 100 ms apart; take the
@@ -446,7 +446,7 @@ func (v *Verifier) identify(ctx context.Context, req *latchkey.VerifyRequest, no
 	e, ok := v.cache.get(k, now)
 	cs := v.counters.stripe()
 	cs.lookups.Add(1)
-	if ok && e.info != nil && now >= e.staleAt-v.ahead {
+	if ok && e.info != nil && now >= e.staleAt-v.ahead() {
 		v.refresh(k, now) // late in its life: reloaded behind, served meanwhile
 	}
 	if !ok {
@@ -647,11 +647,46 @@ func (v *Verifier) load(ctx context.Context, k *key, now int64) (entry, error) {
 		// second is up tries the store again.
 		return entry{}, errStoreDown
 	}
-	res, err, _ := v.sf.Do(id, func() (any, error) { return v.fetch(ctx, k, id, now) })
-	if err != nil {
-		return entry{}, err
+	kk := *k // the flight may outlive this call; the caller's key lives on its stack
+	ch := v.sf.DoChan(id, func() (any, error) { return v.fetch(ctx, &kk, id, now, v.cfg.LoadTimeout) })
+	var res singleflight.Result
+	select {
+	case res = <-ch:
+	default:
+		// In flight: wait for it, but no longer than a read of our own
+		// would take (a background reload may be given longer).
+		t := time.NewTimer(v.cfg.LoadTimeout)
+		select {
+		case res = <-ch:
+		case <-t.C:
+			res.Err = fmt.Errorf("verify: reading token %s: %w", id, context.DeadlineExceeded)
+		}
+		t.Stop()
 	}
-	return *res.(*entry), nil
+	if res.Err != nil {
+		return entry{}, res.Err
+	}
+	return *res.Val.(*entry), nil
+}
+
+// ahead is how long before an entry goes stale a verification reloads it
+// in the background: the last third of its life, or twice what reads
+// take lately when the store is slow, at most half its life. (A third of
+// the default 30 s is 10 s: time for a read through a slow link, dialling
+// a connection included, before anyone would wait on it.)
+func (v *Verifier) ahead() int64 {
+	ttl := int64(v.cfg.PositiveTTL)
+	return min(max(ttl/3, 2*v.loadNs.Load()), ttl/2)
+}
+
+// noteLoad folds a read's duration into the moving average (weight 1/4).
+func (v *Verifier) noteLoad(d time.Duration) {
+	for {
+		old := v.loadNs.Load()
+		if v.loadNs.CompareAndSwap(old, old+(int64(d)-old)/4) {
+			return
+		}
+	}
 }
 
 // errStoreDown refuses a miss while the store is taken to be unreachable.
@@ -659,11 +694,13 @@ var errStoreDown = errors.New("verify: the store was unreachable a moment ago")
 
 // fetch reads token id from the store and caches it (negatively when it
 // does not exist), unless it changed meanwhile.
-func (v *Verifier) fetch(ctx context.Context, k *key, id string, now int64) (*entry, error) {
+func (v *Verifier) fetch(ctx context.Context, k *key, id string, now int64, timeout time.Duration) (*entry, error) {
 	gen := v.cache.generation(k)
-	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), v.cfg.LoadTimeout)
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
+	began := time.Now()
 	t, err := v.loader.GetToken(lctx, id)
+	v.noteLoad(time.Since(began))
 	var e entry
 	switch {
 	case err == nil:
@@ -692,7 +729,9 @@ func (v *Verifier) refresh(k *key, now int64) {
 	}
 	kk := *k // the caller's key lives on its stack
 	id := string(kk[:])
-	v.sf.DoChan(id, func() (any, error) { return v.fetch(context.Background(), &kk, id, now) })
+	// Nobody waits on it: it may take as long as the entry has left.
+	timeout := max(v.cfg.LoadTimeout, time.Duration(v.ahead()))
+	v.sf.DoChan(id, func() (any, error) { return v.fetch(context.Background(), &kk, id, now, timeout) })
 }
 
 // unixNano is t in Unix nanoseconds, 0 for the zero time, and saturated

@@ -1,14 +1,20 @@
 package main
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -287,4 +293,270 @@ func TestDetectorExactAcrossNodes(t *testing.T) {
 	if v, err := cls[1].Verify(ctx, client.VerifyRequest{Token: good.Plaintext, IP: "198.51.100.7"}); err != nil || !v.Valid {
 		t.Errorf("an innocent source: %+v %v", v, err)
 	}
+}
+
+// netnsLink makes a network namespace joined to the test's by a veth pair
+// (removed at the end) and returns its name, the address of its end, and
+// a function that cuts (false) or restores (true) the link: a partition,
+// in which packets are lost, not refused.
+func netnsLink(t *testing.T) (ns, addr string, link func(up bool)) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		requireService(t, "root, for network namespaces")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		requireService(t, "ip (iproute2), for network namespaces")
+	}
+	b := make([]byte, 3)
+	rand.Read(b)
+	id := hex.EncodeToString(b)
+	ns, here, there := "lkns"+id, "lkh"+id, "lkt"+id
+	sub := fmt.Sprintf("10.%d.%d", 100+int(b[0])%100, b[1])
+	ip := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v %s", strings.Join(args, " "), err, out)
+		}
+	}
+	ip("netns", "add", ns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	ip("link", "add", here, "type", "veth", "peer", "name", there)
+	t.Cleanup(func() { exec.Command("ip", "link", "del", here).Run() })
+	ip("link", "set", there, "netns", ns)
+	ip("addr", "add", sub+".1/30", "dev", here)
+	ip("link", "set", here, "up")
+	ip("netns", "exec", ns, "ip", "addr", "add", sub+".2/30", "dev", there)
+	ip("netns", "exec", ns, "ip", "link", "set", there, "up")
+	ip("netns", "exec", ns, "ip", "link", "set", "lo", "up")
+	return ns, sub + ".2", func(up bool) {
+		state := "down"
+		if up {
+			state = "up"
+		}
+		// The far end goes down: this side's link stays up, and what it
+		// sends is lost (no error, no reset), as in a partition.
+		ip("netns", "exec", ns, "ip", "link", "set", there, state)
+	}
+}
+
+// A node cut off from PostgreSQL (a partition: packets dropped, in a
+// network namespace the test makes) while its clients still reach it:
+// cached tokens are served, without waiting on the database, until their
+// entries reach the staleness bound, and refused (503) from then on;
+// /readyz says the store is unreachable; the node recovers by itself when
+// the link is back.
+func TestPartitionFromDatabase(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts its own PostgreSQL server")
+	}
+	t.Parallel()
+	ns, addr, link := netnsLink(t)
+	pg := privatePostgresIn(t, ns, addr)
+	const staleness = 3 * time.Second
+	ts := startServerWith(t, t.TempDir(), serveConfig{Database: pg.dsn, ServerKey: strings.Repeat("7e", 32), Node: "partitioned",
+		Poll: 200 * time.Millisecond, Staleness: staleness})
+	waitFor(t, func() bool { return ts.root != "" || readRootFile(ts.dir) != "" })
+	root := ts.root
+	cl := ts.client(root)
+	tok, err := cl.CreateToken(ctx, client.CreateRequest{Scopes: []string{"orders:read"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Fresh entries for the token and the caller, then the cut.
+	if v, err := cl.Verify(ctx, client.VerifyRequest{Token: tok.Plaintext}); err != nil || !v.Valid {
+		t.Fatalf("before the partition: %+v %v", v, err)
+	}
+	loaded := time.Now()
+	link(false)
+	defer link(true)
+	bound := loaded.Add(staleness)
+	var valid, refused int
+	for time.Since(loaded) < staleness+3*time.Second {
+		start := time.Now()
+		v, err := cl.Verify(ctx, client.VerifyRequest{Token: tok.Plaintext})
+		took := time.Since(start)
+		switch {
+		case err == nil && v.Valid:
+			valid++
+			if time.Now().After(bound.Add(100 * time.Millisecond)) {
+				t.Fatalf("VALID %v after the entry was loaded: past the %v staleness bound", time.Since(loaded), staleness)
+			}
+			if took > 500*time.Millisecond {
+				t.Errorf("a cached token took %v to verify during the partition", took)
+			}
+		case latchkey.ErrorCode(err) == latchkey.EUnavailable:
+			if refused == 0 {
+				t.Logf("first refusal %v after the entry was loaded (bound %v), answered in %v", time.Since(loaded), staleness, took)
+			}
+			refused++
+			if start.Before(loaded.Add(staleness / 2)) {
+				t.Errorf("refused %v into the partition, well within the staleness bound", time.Since(loaded))
+			}
+		default:
+			t.Fatalf("during the partition: %+v %v; want VALID from the cache, then 503", v, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if valid == 0 || refused == 0 {
+		t.Errorf("%d VALID and %d refused during the partition: want served, then refused", valid, refused)
+	}
+	resp, err := http.Get(ts.url + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 503 || !strings.Contains(string(body), "store unreachable") {
+		t.Errorf("/readyz during the partition: %d %s", resp.StatusCode, body)
+	}
+	link(true)
+	healed := time.Now()
+	waitFor(t, func() bool {
+		v, err := cl.Verify(ctx, client.VerifyRequest{Token: tok.Plaintext})
+		return err == nil && v.Valid
+	})
+	t.Logf("%d VALID, %d refused during the partition; VALID again %v after the link was restored", valid, refused, time.Since(healed))
+	waitFor(t, func() bool {
+		resp, err := http.Get(ts.url + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+}
+
+func readRootFile(dir string) string {
+	b, _ := os.ReadFile(filepath.Join(dir, "root-token"))
+	return strings.TrimSpace(string(b))
+}
+
+// slowLink is a TCP proxy that delays everything it carries, each way, by
+// a delay that can be changed while it runs.
+type slowLink struct {
+	ln    net.Listener
+	to    string
+	delay atomic.Int64 // nanoseconds, each way
+}
+
+func newSlowLink(t *testing.T, to string) *slowLink {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &slowLink{ln: ln, to: to}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", to)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, c, u)
+			mu.Unlock()
+			wg.Go(func() { s.pipe(u, c) })
+			wg.Go(func() { s.pipe(c, u) })
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return s
+}
+
+// pipe copies from src to dst, each chunk held for the delay, in order.
+func (s *slowLink) pipe(dst, src net.Conn) {
+	type chunk struct {
+		at time.Time
+		b  []byte
+	}
+	q := make(chan chunk, 1024)
+	go func() {
+		defer dst.Close()
+		for c := range q {
+			time.Sleep(time.Until(c.at.Add(time.Duration(s.delay.Load()))))
+			if _, err := dst.Write(c.b); err != nil {
+				return
+			}
+		}
+	}()
+	defer close(q)
+	for {
+		buf := make([]byte, 32<<10)
+		n, err := src.Read(buf)
+		if n > 0 {
+			q <- chunk{time.Now(), buf[:n]}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// A slow PostgreSQL (2 s for every round trip) rather than a dead one:
+// cached tokens keep verifying at once, across more than one staleness
+// period, because a token late in its entry's life is reloaded in the
+// background while the entry serves: in its last third, which covers a
+// read here (a ping and a query, two to three round trips, four when a
+// connection must be dialled), and earlier once reads are known to be
+// slow.
+func TestSlowDatabase(t *testing.T) {
+	t.Parallel()
+	dsn := pgSchema(t)
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	link := newSlowLink(t, u.Host)
+	u.Host = link.ln.Addr().String()
+	const staleness = 30 * time.Second // the default; reloaded from 20 s on
+	ts := startServerWith(t, t.TempDir(), serveConfig{Database: u.String(), ServerKey: strings.Repeat("8f", 32), Node: "slow",
+		Poll: time.Second})
+	t.Cleanup(func() { link.delay.Store(0) }) // before the node's shutdown, which writes what it holds
+	root := ts.root
+	if root == "" {
+		root = readRootFile(ts.dir)
+	}
+	cl := ts.client(root)
+	tok, err := cl.CreateToken(ctx, client.CreateRequest{Scopes: []string{"orders:read"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := cl.Verify(ctx, client.VerifyRequest{Token: tok.Plaintext}); err != nil || !v.Valid {
+		t.Fatalf("before the slowdown: %+v %v", v, err)
+	}
+	start := time.Now()
+	link.delay.Store(int64(time.Second)) // 2 s a round trip from now on
+	var slowest time.Duration
+	n := 0
+	for time.Since(start) < staleness+3*time.Second {
+		began := time.Now()
+		v, err := cl.Verify(ctx, client.VerifyRequest{Token: tok.Plaintext})
+		took := time.Since(began)
+		if err != nil || !v.Valid {
+			t.Fatalf("%v into the slowdown: %+v %v", time.Since(start), v, err)
+		}
+		slowest = max(slowest, took)
+		n++
+		time.Sleep(100 * time.Millisecond)
+	}
+	if slowest > 500*time.Millisecond {
+		t.Errorf("the slowest of %d verifications of a cached token took %v with a slow database; want none held up", n, slowest)
+	}
+	t.Logf("%d verifications over %v (staleness %v) with 2 s database round trips: the slowest %v", n, time.Since(start), staleness, slowest)
 }

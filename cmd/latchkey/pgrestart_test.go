@@ -28,13 +28,21 @@ type pgServer struct {
 	t            *testing.T
 	bin, data    string
 	port         string
-	asPostgres   bool // running as root: the server runs as the postgres user
+	asPostgres   bool   // running as root: the server runs as the postgres user
+	netns, host  string // the network namespace it runs in ("": the test's own), the address it listens on
 	dsn, logFile string
 }
 
 // privatePostgres initialises and starts a throwaway PostgreSQL cluster
 // from the installed server binaries, on a free loopback port.
 func privatePostgres(t *testing.T) *pgServer {
+	t.Helper()
+	return privatePostgresIn(t, "", "127.0.0.1")
+}
+
+// privatePostgresIn is privatePostgres in network namespace netns (made by
+// the caller), listening on host.
+func privatePostgresIn(t *testing.T, netns, host string) *pgServer {
 	t.Helper()
 	bins, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
 	if len(bins) == 0 {
@@ -46,7 +54,7 @@ func privatePostgres(t *testing.T) *pgServer {
 		requireService(t, "the PostgreSQL server binaries (initdb, pg_ctl)")
 	}
 	sort.Strings(bins)
-	s := &pgServer{t: t, bin: filepath.Dir(bins[len(bins)-1]), asPostgres: os.Geteuid() == 0}
+	s := &pgServer{t: t, bin: filepath.Dir(bins[len(bins)-1]), asPostgres: os.Geteuid() == 0, netns: netns, host: host}
 	// PostgreSQL refuses to run as root; its directory must be reachable by
 	// the postgres user, which t.TempDir's 0700 parents are not.
 	root, err := os.MkdirTemp("", "latchkey-pg")
@@ -66,27 +74,38 @@ func privatePostgres(t *testing.T) *pgServer {
 	if out, err := s.run("initdb", "-D", s.data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"); err != nil {
 		t.Fatalf("initdb: %v\n%s", err, out)
 	}
+	if host != "127.0.0.1" {
+		// initdb trusts loopback only; this server is reached over a link.
+		hba, err := os.OpenFile(filepath.Join(s.data, "pg_hba.conf"), os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(hba, "host all all %s/16 trust\n", host)
+		hba.Close()
+	}
 	s.start()
 	t.Cleanup(func() { s.run("pg_ctl", "-D", s.data, "-m", "immediate", "-w", "stop") })
-	s.dsn = fmt.Sprintf("postgres://postgres@127.0.0.1:%s/postgres?sslmode=disable", port)
+	s.dsn = fmt.Sprintf("postgres://postgres@%s:%s/postgres?sslmode=disable", host, port)
 	return s
 }
 
 func (s *pgServer) run(tool string, args ...string) ([]byte, error) {
 	path := filepath.Join(s.bin, tool)
-	var cmd *exec.Cmd
+	argv := append([]string{path}, args...)
 	if s.asPostgres {
-		cmd = exec.Command("runuser", append([]string{"-u", "postgres", "--", path}, args...)...)
-	} else {
-		cmd = exec.Command(path, args...)
+		argv = append([]string{"runuser", "-u", "postgres", "--"}, argv...)
 	}
+	if s.netns != "" {
+		argv = append([]string{"ip", "netns", "exec", s.netns}, argv...)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = "/"
 	return cmd.CombinedOutput()
 }
 
 func (s *pgServer) start() {
 	s.t.Helper()
-	opts := fmt.Sprintf("-p %s -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200", s.port, filepath.Dir(s.data))
+	opts := fmt.Sprintf("-p %s -k %s -c listen_addresses=%s -c fsync=off -c max_connections=200", s.port, filepath.Dir(s.data), s.host)
 	if out, err := s.run("pg_ctl", "-D", s.data, "-l", s.logFile, "-o", opts, "-w", "start"); err != nil {
 		log, _ := os.ReadFile(s.logFile)
 		s.t.Fatalf("pg_ctl start: %v\n%s\n%s", err, out, log)
