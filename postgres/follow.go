@@ -315,6 +315,13 @@ func (f *Follower) listenOnce(ctx context.Context) error {
 		}
 	}
 	f.listening.Store(true)
+	if f.reconnects.Load() > 0 {
+		// Back after losing the connection: what was announced meanwhile
+		// is lost; read the change log now rather than at the next poll.
+		if err := f.pollOnce(ctx); err != nil && ctx.Err() == nil {
+			f.Logger.Warn("postgres: reading the change log after reconnecting failed; the next poll will", "err", err)
+		}
+	}
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
