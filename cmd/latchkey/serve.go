@@ -60,7 +60,9 @@ records older than that (writing them to --audit-archive-dir first, when
 set); the hash chain stays verifiable from its anchor.
 
 Cluster (--database): every node must have the same server key
-(LATCHKEY_SERVER_KEY) and a distinct --node name. A change on any node is
+(LATCHKEY_SERVER_KEY) and a distinct --node name (a second process given
+the name of a live node refuses to start; a crashed node's name is free
+again 3 s after its last heartbeat). A change on any node is
 announced to the others at once (LISTEN/NOTIFY) and read from the change
 log every --poll-interval as a backstop; no cached token is served longer
 than --cache-max-staleness without re-reading the store, so while the
