@@ -17,10 +17,17 @@ import (
 	"github.com/latchkeyhq/latchkey"
 )
 
-// Channel is the LISTEN/NOTIFY channel changes are announced on; the
-// payload is "<token id>:<version>", or "block:<source>:0" for a block
-// put or lifted.
+// Channel is the LISTEN/NOTIFY channel changes are announced on, suffixed
+// with the store's namespace like the others below (DB.ChangeChannel): the
+// payload is "<token id>:<version>", or "block:<source>:<seq>" for a block
+// put or lifted, "setting:<key>:<seq>" for a setting changed.
 const Channel = "latchkey_changes"
+
+// ChangeChannel is the channel this store's changes are announced on:
+// Channel and the namespace, so that a deployment in another schema of the
+// same database (NOTIFY reaches every session of a database) neither
+// evicts this one's cache entries nor reloads its settings.
+func (db *DB) ChangeChannel() string { return Channel + "_" + db.namespace }
 
 // BarrierChannel carries receipt requests ("<receipt id>:<node>"): every
 // other node applies what it has been told so far (and what the change log
@@ -309,7 +316,7 @@ func (f *Follower) listenOnce(ctx context.Context) error {
 		return err
 	}
 	barriers, acks := BarrierChannel+"_"+f.DB.namespace, AckChannel+"_"+f.DB.namespace
-	for _, ch := range []string{Channel, barriers, acks} {
+	for _, ch := range []string{f.DB.ChangeChannel(), barriers, acks} {
 		if _, err := conn.Exec(ctx, "LISTEN "+ch); err != nil {
 			return err
 		}

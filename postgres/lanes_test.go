@@ -12,7 +12,6 @@ import (
 
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/audit"
-	"github.com/latchkeyhq/latchkey/postgres"
 )
 
 // Concurrent writers of one node link their records into different
@@ -146,7 +145,7 @@ func TestAnnouncementsGrouped(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close(context.Background())
-	if _, err := ln.Exec(ctx, "LISTEN "+postgres.Channel); err != nil {
+	if _, err := ln.Exec(ctx, "LISTEN "+db.ChangeChannel()); err != nil {
 		t.Fatal(err)
 	}
 	const n = 64

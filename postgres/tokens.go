@@ -354,7 +354,7 @@ func publish(ctx context.Context, tx pgx.Tx, n *notes, id string, version int64)
 // notes are the notifications a transaction owes, sent after it commits.
 type notes []string
 
-// announce sends n on Channel, in one short transaction of its own, and
+// announce sends n on the change channel, in one short transaction of its own, and
 // returns once it is sent. Writers that announce at the same moment share
 // that transaction: while one is sending, the notes of the others gather,
 // and the next of them sends them all (group notify, as a group commit).
@@ -382,7 +382,7 @@ func (db *DB) announce(ctx context.Context, n notes) {
 	g.pending, g.waiting = nil, nil
 	g.mu.Unlock()
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	if _, err := db.pool.Exec(sctx, `SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p`, Channel, []string(batch)); err != nil {
+	if _, err := db.pool.Exec(sctx, `SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p`, db.ChangeChannel(), []string(batch)); err != nil {
 		slog.Warn("postgres: a change was committed but not announced; other nodes see it at their next poll", "changes", len(batch), "err", err)
 	}
 	cancel()
