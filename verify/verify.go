@@ -16,6 +16,7 @@ import (
 	"math"
 	"net/netip"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unique"
@@ -159,6 +160,8 @@ type Verifier struct {
 
 	loadNs    atomic.Int64 // recent store reads' duration (ns), a moving average: how early to refresh
 	downUntil atomic.Int64 // Unix ns: until then the store is taken to be unreachable (a miss fails at once)
+	refreshMu sync.Mutex
+	refreshes map[key]struct{} // tokens being reloaded in the background
 	// compact is whether malformed attempts go as audit.Attempts: the
 	// pipeline names this node in the records it expands.
 	compact bool
@@ -728,10 +731,27 @@ func (v *Verifier) refresh(k *key, now int64) {
 		return
 	}
 	kk := *k // the caller's key lives on its stack
+	v.refreshMu.Lock()
+	_, busy := v.refreshes[kk]
+	if !busy {
+		if v.refreshes == nil {
+			v.refreshes = map[key]struct{}{}
+		}
+		v.refreshes[kk] = struct{}{}
+	}
+	v.refreshMu.Unlock()
+	if busy {
+		return // every verification until it lands would otherwise join it
+	}
 	id := string(kk[:])
 	// Nobody waits on it: it may take as long as the entry has left.
 	timeout := max(v.cfg.LoadTimeout, time.Duration(v.ahead()))
-	v.sf.DoChan(id, func() (any, error) { return v.fetch(context.Background(), &kk, id, now, timeout) })
+	go func() {
+		v.sf.Do(id, func() (any, error) { return v.fetch(context.Background(), &kk, id, now, timeout) })
+		v.refreshMu.Lock()
+		delete(v.refreshes, kk)
+		v.refreshMu.Unlock()
+	}()
 }
 
 // unixNano is t in Unix nanoseconds, 0 for the zero time, and saturated
