@@ -70,6 +70,9 @@ type Follower struct {
 
 	// Node names this node in the live-node list and in receipts.
 	Node string
+	// OnPoll, when set, is told how long each successful poll took (the
+	// verifier learns from it how slow the database is).
+	OnPoll func(took time.Duration)
 
 	appName string // the listening connection's application_name
 	holder  string // this process's id in the nodes table: the holder of Node
@@ -427,8 +430,13 @@ func (f *Follower) poll(ctx context.Context) {
 			case <-t.C:
 			}
 		}
-		if err := f.pollOnce(ctx); err != nil && ctx.Err() == nil {
-			f.Logger.Warn("postgres: polling changes failed", "err", err)
+		began := time.Now()
+		if err := f.pollOnce(ctx); err != nil {
+			if ctx.Err() == nil {
+				f.Logger.Warn("postgres: polling changes failed", "err", err)
+			}
+		} else if f.OnPoll != nil {
+			f.OnPoll(time.Since(began))
 		}
 		f.forget()
 		if f.Node != "" {

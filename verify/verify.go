@@ -682,6 +682,11 @@ func (v *Verifier) ahead() int64 {
 	return min(max(ttl/3, 2*v.loadNs.Load()), ttl/2)
 }
 
+// NoteStoreLatency tells the verifier how long another read of the store
+// took (the change log's poll): when the store is slow, background reloads
+// start earlier, so that they land before their entries go stale.
+func (v *Verifier) NoteStoreLatency(d time.Duration) { v.noteLoad(d) }
+
 // noteLoad folds a read's duration into the moving average (weight 1/4).
 func (v *Verifier) noteLoad(d time.Duration) {
 	for {

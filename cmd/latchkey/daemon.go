@@ -301,6 +301,12 @@ func (d *daemon) build(ctx context.Context, key []byte, table *gateway.Table) er
 	}
 	ver = verify.New(db, hasher, d.pipe, vcfg)
 	d.ver = ver
+	if f, ok := d.feed.(*postgres.Follower); ok {
+		// The poll's duration tells the verifier how slow the database is
+		// now, before any token's read does: background reloads start
+		// early enough to land before their entries go stale.
+		f.OnPoll = ver.NoteStoreLatency
+	}
 	d.ten = &tenancy.Service{Store: db, Registry: d.reg, Tokens: d.svc, Node: d.node, Changed: ver.Retenant}
 	sessions = &edge.Sessions{Verifier: ver, Logger: logger, Node: d.node}
 	d.sessions = sessions
