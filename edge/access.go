@@ -158,11 +158,15 @@ func (rec *Recorder) Wrap(door string, next http.Handler) http.Handler {
 			rec.Observe(a, status, latency)
 		}
 		if logging {
-			rec.Logger.LogAttrs(r.Context(), slog.LevelInfo, "access",
-				slog.String("door", a.Door), slog.String("method", Clip(r.Method, 16)), slog.String("route", a.Route),
+			// The record is handed to the handler directly: Logger.LogAttrs
+			// would also walk the stack for the caller's address, which no
+			// access line shows.
+			line := slog.NewRecord(start.Add(latency), slog.LevelInfo, "access", 0)
+			line.AddAttrs(slog.String("door", a.Door), slog.String("method", Clip(r.Method, 16)), slog.String("route", a.Route),
 				slog.Int("status", status), slog.Duration("latency", latency), slog.Int64("bytes", aw.Bytes),
 				slog.String("token_id", a.TokenID), slog.String("source", a.Source), slog.String("outcome", a.Outcome),
 				slog.String("request_id", PlainRequestID(r.Header)))
+			rec.Logger.Handler().Handle(r.Context(), line)
 		}
 	})
 }

@@ -45,7 +45,8 @@ func NewServer(h http.Handler, l Limits, logger *slog.Logger) *http.Server {
 		logger = slog.Default()
 	}
 	return &http.Server{
-		Handler:           h,
+		Handler:           preGrown(h),
+		ConnContext:       connGrown,
 		ReadHeaderTimeout: d(l.ReadHeaderTimeout, 5*time.Second),
 		ReadTimeout:       d(l.ReadTimeout, 30*time.Second),
 		WriteTimeout:      d(l.WriteTimeout, 30*time.Second),
