@@ -402,7 +402,9 @@ func (d *Detector) refused(ctx context.Context, sync bool, src netip.Addr, code 
 // only otherwise (the finding's node records the block for everyone).
 func (d *Detector) countShared(ctx context.Context, k netip.Addr, now int64) bool {
 	r := d.cfg.SourceFailures
-	ctx, cancel := context.WithTimeout(ctx, sharedCallTimeout)
+	// Not cancelled with the request: an attacker who hangs up at once
+	// must still be counted.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sharedCallTimeout)
 	defer cancel()
 	total, fire, err := d.cfg.Shared.AddFailures(ctx, SourceString(k), 1, r.Window, r.Count)
 	if err != nil {

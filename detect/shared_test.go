@@ -170,6 +170,19 @@ func TestRefusedNowExactAcrossNodes(t *testing.T) {
 	if findings != 1 {
 		t.Errorf("%d block findings across the cluster, want 1", findings)
 	}
+	// A request cancelled at once (the attacker hung up) is counted all the
+	// same.
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	sh2 := &ctxShared{memShared: newMemShared()}
+	d2, _ := newDet(Config{Shared: sh2})
+	other := netip.MustParseAddr("203.0.113.11")
+	for i := range 25 {
+		d2.RefusedNow(gone, other, latchkey.NotFound, "unknown_id", "", ns(time.Duration(i)*time.Millisecond))
+	}
+	if n := sh2.fails[SourceString(other)]; n != 25 {
+		t.Errorf("%d of 25 failures from cancelled requests counted in the shared window", n)
+	}
 	down := newMemShared()
 	down.down = true
 	d, _ := newDet(Config{Shared: down})
@@ -182,4 +195,15 @@ func TestRefusedNowExactAcrossNodes(t *testing.T) {
 		t.Errorf("with the shared windows down: blocked %v, shared failures %d; want the local window to block",
 			d.Blocked(attacker, ns(time.Second)), d.Stats().SharedFailures)
 	}
+}
+
+// ctxShared is a memShared that refuses calls whose context is done, as a
+// real client does.
+type ctxShared struct{ *memShared }
+
+func (c *ctxShared) AddFailures(ctx context.Context, src string, n int64, w time.Duration, threshold int) (int64, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, false, err
+	}
+	return c.memShared.AddFailures(ctx, src, n, w, threshold)
 }
