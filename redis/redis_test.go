@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -391,4 +392,49 @@ func TestRedisRestartNoticed(t *testing.T) {
 	if reset, err := c.CheckEpoch(ctx); err != nil || reset || c.Resets() != 1 {
 		t.Errorf("the next check: reset %v, resets %d, %v", reset, c.Resets(), err)
 	}
+}
+
+// A frozen Redis (the process stopped, its connections open, nothing
+// answered) costs a check at most the command timeout once, then checks
+// fail at once until the retry pause is over; the client is back when
+// Redis is.
+func TestRedisFrozen(t *testing.T) {
+	srv := startPrivateRedis(t, "")
+	c, err := Open(context.Background(), srv.url(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.RetryAfter = 300 * time.Millisecond
+	ctx := context.Background()
+	r := latchkey.RateLimit{Limit: 100, Window: latchkey.Duration(time.Hour)}
+	k := c.RateKey("frozen", r)
+	if ok, _, err := c.Allow(ctx, k, r, true); err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	if err := srv.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.cmd.Process.Signal(syscall.SIGCONT)
+	start := time.Now()
+	if _, _, err := c.Allow(ctx, k, r, true); err == nil {
+		t.Fatal("a check answered by a frozen Redis")
+	}
+	if took := time.Since(start); took > c.Timeout+250*time.Millisecond {
+		t.Errorf("the first check against a frozen Redis took %v; the timeout is %v", took, c.Timeout)
+	}
+	start = time.Now()
+	for range 100 {
+		if _, _, err := c.Allow(ctx, k, r, true); err != ErrDown {
+			t.Fatalf("while frozen: %v, want ErrDown", err)
+		}
+		if _, _, err := c.AddFailures(ctx, "192.0.2.1", 1, time.Minute, 20); err != ErrDown {
+			t.Fatalf("a detector count while frozen: %v, want ErrDown", err)
+		}
+	}
+	if took := time.Since(start); took > 50*time.Millisecond {
+		t.Errorf("200 calls while Redis is frozen took %v: they should fail at once", took)
+	}
+	srv.cmd.Process.Signal(syscall.SIGCONT)
+	waitUntil(t, func() bool { _, _, err := c.Allow(ctx, k, r, true); return err == nil })
 }
