@@ -297,3 +297,27 @@ func TestAdminRateLimited(t *testing.T) {
 		t.Errorf("RATE_LIMITED answer: %s", body)
 	}
 }
+
+// A path that is not canonical is refused (400), not redirected to the
+// cleaned path as ServeMux would: the API answers like the doors.
+func TestNonCanonicalPathRefused(t *testing.T) {
+	t.Parallel()
+	e := newServer(t, nil, tokens.Policy{})
+	for _, p := range []string{"/v1//tokens", "/v1/tokens/./x", "/v1/x/../tokens", "/v1/tokens/%2e%2e/tokens"} {
+		req, _ := http.NewRequest("GET", e.url+p, nil)
+		req.URL.Opaque = p // sent as written
+		req.Header.Set("Authorization", "Bearer "+e.root)
+		resp, err := http.DefaultTransport.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 400 || !strings.Contains(string(b), "not canonical") {
+			t.Errorf("GET %s = %d %s (Location %q), want 400", p, resp.StatusCode, b, resp.Header.Get("Location"))
+		}
+	}
+	if status, _, body := e.do(t, "GET", "/v1/tokens", e.root, ""); status != 200 {
+		t.Errorf("GET /v1/tokens = %d %s", status, body)
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"path"
 	"strconv"
 	"strings"
 	"sync"
@@ -671,6 +672,13 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		w.Header().Set("X-Request-Id", id)
 		r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, &reqInfo{id: id, addr: s.clientAddr(r)}))
 		sw := &edge.StatusWriter{ResponseWriter: w}
+		if !strings.HasPrefix(r.URL.Path, "/v1/forward-auth") && !cleanPath(r.URL.Path) {
+			// ServeMux would redirect to the cleaned path; like the doors, the
+			// API refuses instead. (Forward auth checks its own, and records
+			// the refusal.)
+			s.writeError(sw, r, latchkey.Errorf(latchkey.EInvalid, "the path is not canonical: no empty, . or .. segments"))
+			return
+		}
 		defer func() {
 			if p := recover(); p != nil {
 				if p == http.ErrAbortHandler {
@@ -752,4 +760,18 @@ func (s *Server) clientAddr(r *http.Request) edge.Addr {
 		return in.addr
 	}
 	return edge.ClientAddr(r, s.TrustedProxies)
+}
+
+// cleanPath reports whether p is what ServeMux would route without a
+// redirect: rooted, with no empty, "." or ".." segments (a trailing slash
+// is kept).
+func cleanPath(p string) bool {
+	if p == "" || p[0] != '/' {
+		return false
+	}
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c == p
 }
