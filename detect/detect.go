@@ -352,14 +352,15 @@ func (d *Detector) Refused(src netip.Addr, code latchkey.Code, reason, tokenID s
 // records the block (one finding); the other nodes block in memory and
 // hear of it through the store. While Redis is unreachable the failure is
 // counted on this node alone (the local window), as Refused does.
-func (d *Detector) RefusedNow(ctx context.Context, src netip.Addr, code latchkey.Code, reason, tokenID string, now int64) (blocked bool) {
+// It also reports how long the round trip took (0 without one).
+func (d *Detector) RefusedNow(ctx context.Context, src netip.Addr, code latchkey.Code, reason, tokenID string, now int64) (blocked bool, waited time.Duration) {
 	return d.refused(ctx, true, src, code, reason, tokenID, now)
 }
 
 // refused is Refused, counting the shared window at once when sync is set.
-func (d *Detector) refused(ctx context.Context, sync bool, src netip.Addr, code latchkey.Code, reason, tokenID string, now int64) (blocked bool) {
+func (d *Detector) refused(ctx context.Context, sync bool, src netip.Addr, code latchkey.Code, reason, tokenID string, now int64) (blocked bool, waited time.Duration) {
 	if d.cfg.Off {
-		return false
+		return false, 0
 	}
 	switch code {
 	case latchkey.Malformed, latchkey.NotFound:
@@ -370,7 +371,9 @@ func (d *Detector) refused(ctx context.Context, sync bool, src netip.Addr, code 
 			}
 			switch {
 			case d.shared != nil && sync:
+				began := time.Now()
 				blocked = d.countShared(ctx, k, now)
+				waited = time.Since(began)
 			case d.shared != nil:
 				d.share(sharedHit{src: k})
 			}
@@ -393,7 +396,7 @@ func (d *Detector) refused(ctx context.Context, sync bool, src netip.Addr, code 
 			d.emit(Finding{Rule: RuleRevokedReuse, Action: ActAlert, TokenID: strings.Clone(tokenID), At: time.Unix(0, now), Evidence: ev})
 		}
 	}
-	return blocked
+	return blocked, waited
 }
 
 // countShared adds one failure from k to the cluster's window and reports

@@ -145,7 +145,7 @@ func TestRefusedNowExactAcrossNodes(t *testing.T) {
 	attacker := netip.MustParseAddr("203.0.113.10")
 	over := 0
 	for i := range 30 {
-		blocked := dets[i%3].RefusedNow(context.Background(), attacker, latchkey.NotFound, "unknown_id", "", ns(time.Duration(i)*time.Millisecond))
+		blocked, _ := dets[i%3].RefusedNow(context.Background(), attacker, latchkey.NotFound, "unknown_id", "", ns(time.Duration(i)*time.Millisecond))
 		if blocked != (i >= 20) {
 			t.Errorf("failure %d (node %d): over %v", i, i%3, blocked)
 		}
@@ -187,7 +187,7 @@ func TestRefusedNowExactAcrossNodes(t *testing.T) {
 	down.down = true
 	d, _ := newDet(Config{Shared: down})
 	for i := range 30 {
-		if d.RefusedNow(context.Background(), attacker, latchkey.NotFound, "unknown_id", "", ns(time.Duration(i)*time.Millisecond)) {
+		if blocked, _ := d.RefusedNow(context.Background(), attacker, latchkey.NotFound, "unknown_id", "", ns(time.Duration(i)*time.Millisecond)); blocked {
 			t.Fatal("over the threshold with the shared windows down")
 		}
 	}

@@ -352,8 +352,9 @@ func (f *Follower) listenOnce(ctx context.Context) error {
 		}
 		if id != "" {
 			f.notified.Add(1)
-			f.note(id, version)
-			f.OnChange(id, version)
+			if f.news(id, version) { // else a read of the log came first
+				f.OnChange(id, version)
+			}
 		}
 	}
 }
@@ -365,30 +366,24 @@ type seenChange struct {
 	at      time.Time
 }
 
-// note records that version of id has been applied (by a notification or
-// a read of the change log).
-func (f *Follower) note(id string, version int64) {
+// news records that version of id is being applied (by a notification or
+// a read of the change log) and reports whether it is news: newer than any
+// version applied for the id. Each read reaches pollOverlap back for
+// safety, so most of what it returns was applied already; applying it
+// again would evict entries that are current, every poll, for as long as
+// the overlap (and a node that lost the database in that window could not
+// serve them). Version 0 (none known) is always news.
+func (f *Follower) news(id string, version int64) bool {
 	f.seenMu.Lock()
+	defer f.seenMu.Unlock()
 	if f.seen == nil {
 		f.seen = map[string]seenChange{}
 	}
-	if old, ok := f.seen[id]; !ok || version >= old.version {
-		f.seen[id] = seenChange{version: version, at: time.Now()}
+	if old, ok := f.seen[id]; ok && version != 0 && version <= old.version {
+		return false
 	}
-	f.seenMu.Unlock()
-}
-
-// fresh reports whether a change read from the log is news: its version
-// is newer than any applied for its id. Each read reaches pollOverlap back
-// for safety, so most of what it returns was applied already; applying it
-// again would evict entries that are current, every poll, for as long as
-// the overlap (and a node that lost the database in that window could not
-// serve them).
-func (f *Follower) fresh(c change) bool {
-	f.seenMu.Lock()
-	defer f.seenMu.Unlock()
-	old, ok := f.seen[c.id]
-	return !ok || c.version > old.version
+	f.seen[id] = seenChange{version: version, at: time.Now()}
+	return true
 }
 
 // forget drops what no read can return again: entries applied longer ago
@@ -465,11 +460,10 @@ func (f *Follower) pollOnce(ctx context.Context) error {
 		return err
 	}
 	for _, c := range changes {
-		if !f.fresh(c) {
+		if !f.news(c.id, c.version) {
 			continue
 		}
 		f.polled.Add(1)
-		f.note(c.id, c.version)
 		f.OnChange(c.id, c.version)
 	}
 	f.since = start - pollOverlap.Microseconds()

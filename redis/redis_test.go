@@ -199,6 +199,20 @@ func startPrivateRedis(t *testing.T, port string) *privateRedis {
 
 func (p *privateRedis) url() string { return "redis://127.0.0.1:" + p.port + "/0" }
 
+// openPrivate starts a private Redis and a client on it that, after a
+// failure, fails at once for 300 ms.
+func openPrivate(t *testing.T) (*privateRedis, *Client) {
+	t.Helper()
+	srv := startPrivateRedis(t, "")
+	c, err := Open(context.Background(), srv.url(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.RetryAfter = 300 * time.Millisecond
+	return srv, c
+}
+
 func (p *privateRedis) stop() {
 	if p.cmd.Process != nil && p.cmd.ProcessState == nil {
 		p.cmd.Process.Kill()
@@ -210,13 +224,7 @@ func (p *privateRedis) stop() {
 // follows), later checks fail at once instead of waiting on Redis each
 // time, and the client recovers by itself when Redis is back.
 func TestRedisDown(t *testing.T) {
-	srv := startPrivateRedis(t, "")
-	c, err := Open(context.Background(), srv.url(), "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.RetryAfter = 300 * time.Millisecond
+	srv, c := openPrivate(t)
 	ctx := context.Background()
 	r := latchkey.RateLimit{Limit: 3, Window: latchkey.Duration(time.Hour)}
 	k := c.RateKey("s", r)
@@ -354,12 +362,7 @@ func BenchmarkPing(b *testing.B) {
 // limit is whole again): the client cannot undo that, but it notices, so
 // the node can say so (latchkey_redis_resets_total).
 func TestRedisRestartNoticed(t *testing.T) {
-	srv := startPrivateRedis(t, "")
-	c, err := Open(context.Background(), srv.url(), "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	srv, c := openPrivate(t)
 	ctx := context.Background()
 	r := latchkey.RateLimit{Limit: 2, Window: latchkey.Duration(time.Hour)}
 	key := c.RateKey("restart-series", r)
@@ -377,6 +380,7 @@ func TestRedisRestartNoticed(t *testing.T) {
 	srv.stop()
 	srv = startPrivateRedis(t, srv.port)
 	var reset bool
+	var err error
 	for deadline := time.Now().Add(5 * time.Second); ; {
 		if reset, err = c.CheckEpoch(ctx); err == nil || time.Now().After(deadline) {
 			break
@@ -399,13 +403,7 @@ func TestRedisRestartNoticed(t *testing.T) {
 // fail at once until the retry pause is over; the client is back when
 // Redis is.
 func TestRedisFrozen(t *testing.T) {
-	srv := startPrivateRedis(t, "")
-	c, err := Open(context.Background(), srv.url(), "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.RetryAfter = 300 * time.Millisecond
+	srv, c := openPrivate(t)
 	ctx := context.Background()
 	r := latchkey.RateLimit{Limit: 100, Window: latchkey.Duration(time.Hour)}
 	k := c.RateKey("frozen", r)

@@ -136,9 +136,10 @@ type SharedLimits interface {
 type Guard interface {
 	Blocked(src netip.Addr, now int64) bool
 	// RefusedNow learns from a refusal and reports whether its source is
-	// over its threshold, counted across the cluster: the attempt is then
-	// answered BLOCKED.
-	RefusedNow(ctx context.Context, src netip.Addr, code latchkey.Code, reason, tokenID string, now int64) (blocked bool)
+	// over its threshold, counted across the cluster (the attempt is then
+	// answered BLOCKED), and how long it waited to count it (0 when it
+	// counted in memory: the clock is read only around a round trip).
+	RefusedNow(ctx context.Context, src netip.Addr, code latchkey.Code, reason, tokenID string, now int64) (blocked bool, waited time.Duration)
 }
 
 // Verifier makes verification decisions. It is safe for concurrent use.
@@ -307,13 +308,13 @@ func (v *Verifier) verify(ctx context.Context, req *latchkey.VerifyRequest, d *l
 	d.Remaining = -1
 	err := v.decide(ctx, req, now, d, !req.NoSpend && !req.Recheck)
 	if g := v.cfg.Guard; g != nil && err == nil && d.Code != latchkey.Valid && d.Code != latchkey.Blocked && !req.Recheck {
-		mono := monoclock.Nanos()
-		if g.RefusedNow(ctx, req.Source, d.Code, d.Reason, d.TokenID, now) {
+		blocked, wait := g.RefusedNow(ctx, req.Source, d.Code, d.Reason, d.TokenID, now)
+		d.Latency += wait
+		if blocked {
 			// Past its source's threshold, counted across the cluster: this
 			// guess is not answered either.
 			*d = latchkey.Decision{Code: latchkey.Blocked, Reason: "source_blocked", TokenID: d.TokenID, Remaining: -1, Latency: d.Latency}
 		}
-		waited(d, mono)
 	}
 	if v.rec == nil {
 		return err
