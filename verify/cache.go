@@ -92,8 +92,8 @@ func stateOf(s latchkey.Status) state {
 // then the slot (three or four cache lines, on pages scattered over the
 // heap), while a probe here usually reads the two lines of one slot, and
 // large tables are backed by transparent huge pages where the kernel
-// allows, so they rarely miss the TLB either. Each shard counts its
-// invalidations, so a load that raced with an invalidation is not stored.
+// allows, so they rarely miss the TLB either. A load that raced with a
+// change to its token is not stored (loads): it may predate the change.
 //
 // Negative entries (ids nobody holds) come from whoever presents a token,
 // without credentials, so they are kept to a small share of the cache
@@ -102,6 +102,7 @@ func stateOf(s latchkey.Status) state {
 // when something is stored in it, and whenever its negative share fills.
 type cache struct {
 	shards         [numShards]shard
+	loads          [numShards]loads // loads[i] is guarded by shards[i].mu
 	maxPerShard    int
 	maxNegPerShard int
 	seed           maphash.Seed
@@ -112,9 +113,26 @@ type shard struct {
 	slots   []slot // power-of-two length; a zero key marks an empty slot
 	n       int32  // occupied slots
 	neg     int32  // of which negative entries
-	gen     uint32 // bumped by every invalidation in this shard (wraps; a load spans far fewer)
+	gen     uint32 // bumped by every change without a version, and by purge (wraps; a load spans far fewer)
 	sweepAt uint32 // Unix seconds after which the next store sweeps stale entries
 } // 64 bytes: one cache line per shard (TestCacheLayout)
+
+// loads are one shard's reads of the store in flight, and the versioned
+// changes announced there while any was. A load stores what it read unless
+// the shard's generation moved (a change of unknown version, a purge) or a
+// change newer than the version it read was announced for its id while
+// it ran. A change the read already saw (its creation, announced a
+// moment after the commit; a notification that overtook the read) does
+// not throw it away, and neither does a change to another token that
+// happens to share the shard.
+type loads struct {
+	n       int32
+	changed map[key]int64 // id -> highest version announced while n > 0
+}
+
+// maxChanged bounds loads.changed: past it, the shard's generation moves
+// instead, and the loads in flight there are not stored.
+const maxChanged = 1024
 
 // NegativeShare is the part of the cache negative entries may fill.
 const NegativeShare = 16
@@ -150,6 +168,8 @@ func (c *cache) hash(k *key) uint64 { return maphash.Comparable(c.seed, *k) }
 
 func (c *cache) shardOf(h uint64) *shard { return &c.shards[h>>(64-6)] } // numShards = 64
 
+func (c *cache) loadsOf(h uint64) *loads { return &c.loads[h>>(64-6)] }
+
 // find returns the index of k's slot, or of the empty slot ending its
 // probe chain. The caller holds the shard's lock.
 func (s *shard) find(k *key, h uint64) (int, bool) {
@@ -182,23 +202,44 @@ func (c *cache) get(k *key, now int64) (entry, bool) {
 	return e, true
 }
 
-// generation returns the invalidation count of k's shard.
-func (c *cache) generation(k *key) uint32 {
-	s := c.shardOf(c.hash(k))
-	s.mu.RLock()
+// begin notes a load of k starting and returns its shard's generation,
+// for putIfCurrent or abandon, one of which must follow.
+func (c *cache) begin(k *key) uint32 {
+	h := c.hash(k)
+	s := c.shardOf(h)
+	s.mu.Lock()
+	c.loadsOf(h).n++
 	g := s.gen
-	s.mu.RUnlock()
+	s.mu.Unlock()
 	return g
 }
 
-// putIfCurrent stores e unless the shard saw an invalidation since gen was
-// read: then e may predate a change and is discarded.
+// abandon ends a load begun with begin that stores nothing.
+func (c *cache) abandon(k *key) {
+	h := c.hash(k)
+	s := c.shardOf(h)
+	s.mu.Lock()
+	c.loadsOf(h).done()
+	s.mu.Unlock()
+}
+
+func (l *loads) done() {
+	if l.n--; l.n == 0 {
+		l.changed = nil
+	}
+}
+
+// putIfCurrent ends a load begun with begin and stores e, unless e may
+// predate a change announced while it ran (loads): then it is discarded.
 func (c *cache) putIfCurrent(k *key, e entry, gen uint32, now int64) {
 	h := c.hash(k)
 	s := c.shardOf(h)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.gen != gen {
+	l := c.loadsOf(h)
+	newer, changed := l.changed[*k]
+	l.done()
+	if s.gen != gen || changed && (e.info == nil || e.info.version < newer) {
 		return
 	}
 	negative := e.info == nil
@@ -313,13 +354,28 @@ func (c *cache) touch(k *key, sec uint32) {
 // invalidateBefore removes k, shifting later members of its probe chain back so
 // that no lookup stops early at the hole (backward-shift deletion).
 // An entry already at version or later stays (version 0: any entry goes).
-// Loads in flight in the shard are not cached either way.
+// A load of k in flight is not stored unless it read version or later;
+// with version 0, no load in flight in the shard is stored.
 func (c *cache) invalidateBefore(k *key, version int64) {
 	h := c.hash(k)
 	s := c.shardOf(h)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.gen++
+	switch l := c.loadsOf(h); {
+	case version <= 0:
+		s.gen++
+	case l.n == 0:
+	case len(l.changed) >= maxChanged:
+		// Every load in flight here is dropped; those that begin
+		// later read this change.
+		s.gen++
+		l.changed = nil
+	default:
+		if l.changed == nil {
+			l.changed = map[key]int64{}
+		}
+		l.changed[*k] = max(l.changed[*k], version)
+	}
 	i, ok := s.find(k, h)
 	if !ok {
 		return

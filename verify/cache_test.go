@@ -24,7 +24,7 @@ func TestCacheMatchesMap(t *testing.T) {
 		switch r.IntN(3) {
 		case 0:
 			v := int64(op + 1)
-			c.putIfCurrent(k, entry{info: tok, staleAt: 1 << 62, expiresAt: v}, c.generation(k), 0)
+			c.putIfCurrent(k, entry{info: tok, staleAt: 1 << 62, expiresAt: v}, c.begin(k), 0)
 			ref[*k] = v
 		case 1:
 			c.invalidateBefore(k, 0)
@@ -60,7 +60,7 @@ func TestCacheEviction(t *testing.T) {
 		if i%2 == 0 {
 			e.info = tok
 		}
-		c.putIfCurrent(&k, e, c.generation(&k), 0)
+		c.putIfCurrent(&k, e, c.begin(&k), 0)
 	}
 	for i := range c.shards {
 		if n := c.shards[i].n; n > 100 {
@@ -73,9 +73,9 @@ func TestCacheEviction(t *testing.T) {
 		for j := range k {
 			k[j] = byte('A' + r.IntN(26))
 		}
-		c2.putIfCurrent(&k, entry{info: tok, staleAt: 10}, c2.generation(&k), 0)
+		c2.putIfCurrent(&k, entry{info: tok, staleAt: 10}, c2.begin(&k), 0)
 	}
-	c2.putIfCurrent(&k, entry{info: tok, staleAt: 1 << 62}, c2.generation(&k), 20)
+	c2.putIfCurrent(&k, entry{info: tok, staleAt: 1 << 62}, c2.begin(&k), 20)
 	if _, ok := c2.get(&k, 20); !ok {
 		t.Fatal("a fresh entry was not stored after evicting stale ones")
 	}
@@ -108,13 +108,13 @@ func TestNegativeEntriesBounded(t *testing.T) {
 	real := make([]key, 2000)
 	for i := range real {
 		real[i] = rnd()
-		c.putIfCurrent(&real[i], entry{info: tok, staleAt: 1 << 62}, c.generation(&real[i]), 0)
+		c.putIfCurrent(&real[i], entry{info: tok, staleAt: 1 << 62}, c.begin(&real[i]), 0)
 	}
 	const sec = int64(1e9)
 	now := int64(1000) * sec
 	for i := 0; i < 200000; i++ { // a flood of forged ids, 2 s negative TTL
 		k := rnd()
-		c.putIfCurrent(&k, entry{staleAt: now + 2*sec}, c.generation(&k), now)
+		c.putIfCurrent(&k, entry{staleAt: now + 2*sec}, c.begin(&k), now)
 		now += sec / 1000
 	}
 	neg := 0
@@ -133,7 +133,7 @@ func TestNegativeEntriesBounded(t *testing.T) {
 	// each shard drops them and gives the table memory back.
 	now += 60 * sec
 	for i := range real {
-		c.putIfCurrent(&real[i], entry{info: tok, staleAt: 1 << 62}, c.generation(&real[i]), now)
+		c.putIfCurrent(&real[i], entry{info: tok, staleAt: 1 << 62}, c.begin(&real[i]), now)
 	}
 	slots, neg := 0, 0
 	for i := range c.shards {

@@ -240,8 +240,9 @@ func (v *Verifier) Invalidate(id string) { v.Changed(id, 0) }
 // Changed drops token id from the cache, unless the cached entry already
 // is at version or later: a change reported again (the change log's poll
 // repeats what a notification said) does not throw away an entry loaded
-// after it. Version 0 (unknown) always drops. A load in flight is never
-// cached, whatever its version.
+// after it. Version 0 (unknown) always drops. A load of id in flight is
+// cached only if it read version or later (with version 0, no load in
+// flight in id's cache shard is).
 func (v *Verifier) Changed(id string, version int64) {
 	k := keyOf(id)
 	v.cache.invalidateBefore(&k, version)
@@ -704,7 +705,7 @@ var errStoreDown = errors.New("verify: the store was unreachable a moment ago")
 // fetch reads token id from the store and caches it (negatively when it
 // does not exist), unless it changed meanwhile.
 func (v *Verifier) fetch(ctx context.Context, k *key, id string, now int64, timeout time.Duration) (*entry, error) {
-	gen := v.cache.generation(k)
+	gen := v.cache.begin(k)
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
 	began := time.Now()
@@ -719,6 +720,7 @@ func (v *Verifier) fetch(ctx context.Context, k *key, id string, now int64, time
 		v.downUntil.Store(0)
 		e = entry{staleAt: now + int64(v.cfg.NegativeTTL)}
 	default:
+		v.cache.abandon(k)
 		if latchkey.ErrorCode(err) == latchkey.EUnavailable {
 			v.downUntil.Store(v.now() + int64(time.Second))
 		}

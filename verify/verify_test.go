@@ -414,6 +414,69 @@ func TestLoadRacingInvalidation(t *testing.T) {
 	}
 }
 
+// A change announced while a load is in flight throws the load away only
+// if the load may predate it: a change the read already saw (a token's
+// creation, whose notification comes a moment after the commit) or a
+// change to another token of the same cache shard leaves it cached;
+// a newer version of the token, or a change of unknown version in the
+// shard, does not.
+func TestLoadRacingVersionedChange(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name   string
+		change func(f *fixture, rec, mate *latchkey.Token)
+		cached bool
+	}{
+		{"its own creation", func(f *fixture, rec, _ *latchkey.Token) { f.v.Changed(rec.ID, rec.Version) }, true},
+		{"an older version", func(f *fixture, rec, _ *latchkey.Token) { f.v.Changed(rec.ID, rec.Version-1) }, true},
+		{"a newer version", func(f *fixture, rec, _ *latchkey.Token) { f.v.Changed(rec.ID, rec.Version+1) }, false},
+		{"unknown version", func(f *fixture, rec, _ *latchkey.Token) { f.v.Changed(rec.ID, 0) }, false},
+		{"a shard-mate's version", func(f *fixture, _, mate *latchkey.Token) { f.v.Changed(mate.ID, mate.Version+1) }, true},
+		{"a shard-mate, unknown version", func(f *fixture, _, mate *latchkey.Token) { f.v.Invalidate(mate.ID) }, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t)
+			tok, rec := f.issue(t, func(tk *latchkey.Token) { tk.Version = 5 })
+			var mate *latchkey.Token
+			k := keyOf(rec.ID)
+			for mate == nil {
+				_, m := f.issue(t)
+				if mk := keyOf(m.ID); f.v.cache.shardOf(f.v.cache.hash(&mk)) == f.v.cache.shardOf(f.v.cache.hash(&k)) {
+					mate = m
+				}
+			}
+			f.loader.gate = make(chan struct{})
+			done := make(chan latchkey.Code)
+			go func() {
+				d, _ := f.v.Verify(context.Background(), &latchkey.VerifyRequest{Token: tok})
+				done <- d.Code
+			}()
+			for f.loader.loads.Load() == 0 {
+				time.Sleep(time.Millisecond)
+			}
+			c.change(f, rec, mate)
+			close(f.loader.gate)
+			if code := <-done; code != latchkey.Valid {
+				t.Fatalf("the racing verification: %v", code)
+			}
+			f.loader.gate = nil
+			f.verify(t, tok)
+			if n := f.loader.loads.Load(); (n == 1) != c.cached {
+				t.Errorf("%d loads for two verifications; want the first's load cached: %v", n, c.cached)
+			}
+			for i := range f.v.cache.loads {
+				s := &f.v.cache.shards[i]
+				s.mu.RLock()
+				if l := f.v.cache.loads[i]; l.n != 0 || l.changed != nil {
+					t.Errorf("shard %d still counts %d loads in flight (%d changes)", i, l.n, len(l.changed))
+				}
+				s.mu.RUnlock()
+			}
+		})
+	}
+}
+
 func TestStoreError(t *testing.T) {
 	f := newFixture(t)
 	tok, _ := f.issue(t)
