@@ -1,7 +1,11 @@
 package latchkey
 
 import (
+	"cmp"
 	"encoding/json"
+	"net/netip"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -125,6 +129,10 @@ type AuditFilter struct {
 	Action   string
 	Since    time.Time // inclusive
 	Until    time.Time // exclusive
+	// Source, when valid, selects the records whose client address lies
+	// in it (a single address is a /32 or /128; see ParseSource). Both
+	// stores answer it from an index.
+	Source netip.Prefix
 	// After returns events with Seq > After in ascending order (for
 	// following the log). When zero, pages run newest first, unless
 	// Ascending is set.
@@ -133,6 +141,141 @@ type AuditFilter struct {
 	// Cursor continues a newest-first listing (opaque, from AuditPage.Next).
 	Cursor string
 	Limit  int
+}
+
+// ParseSource reads a source filter: an IP address (IPv4 or IPv6) or a
+// CIDR prefix. IPv4-mapped IPv6 addresses are taken as IPv4 (as client
+// addresses are recorded); host bits are cleared; zones are refused.
+func ParseSource(s string) (netip.Prefix, error) {
+	bad := Errorf(EInvalid, "client_ip must be an IP address or a CIDR prefix, e.g. 203.0.113.7 or 10.0.0.0/8")
+	if len(s) > 64 {
+		return netip.Prefix{}, bad
+	}
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, bad
+		}
+		if a := p.Addr(); a.Is4In6() {
+			if p.Bits() < 96 {
+				return netip.Prefix{}, bad
+			}
+			p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || a.Zone() != "" {
+		return netip.Prefix{}, bad
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// SourceRange is the first and last 16-byte key (SourceKey) in p.
+func SourceRange(p netip.Prefix) (lo, hi [16]byte) {
+	bits := p.Bits()
+	if p.Addr().Is4() {
+		bits += 96
+	}
+	lo = p.Masked().Addr().As16()
+	hi = lo
+	for i := bits; i < 128; i++ {
+		hi[i/8] |= 0x80 >> (i % 8)
+	}
+	return lo, hi
+}
+
+// SourceKey is a recorded client address as a 16-byte key that sorts as
+// SourceRange expects (IPv4 as IPv4-mapped IPv6); ok is false when ip is
+// not an address (nothing recorded, or a door's placeholder).
+func SourceKey(ip string) (k [16]byte, ok bool) {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return k, false
+	}
+	return a.Unmap().WithZone("").As16(), true
+}
+
+// InSource reports whether the recorded client address ip lies in p.
+func InSource(p netip.Prefix, ip string) bool {
+	a, err := netip.ParseAddr(ip)
+	return err == nil && p.Contains(a.Unmap().WithZone(""))
+}
+
+// SourceUsage is what the records matching a filter say about one client
+// address: how many attempts came from it, when the first and the last
+// came, and how many had each outcome.
+type SourceUsage struct {
+	Address   string           `json:"address"`
+	Attempts  int64            `json:"attempts"`
+	FirstSeen time.Time        `json:"first_seen"`
+	LastSeen  time.Time        `json:"last_seen"`
+	Outcomes  map[string]int64 `json:"outcomes"`
+}
+
+// SourceReport is the usage by source of the records matching a filter,
+// the busiest sources first.
+type SourceReport struct {
+	Sources []SourceUsage `json:"sources"`
+	// Total is the number of distinct addresses; Records the number of
+	// records counted (records without an address are counted under "").
+	Total   int   `json:"total_sources"`
+	Records int64 `json:"records"`
+	// Truncated says Sources holds only the busiest MaxSources of Total.
+	Truncated bool `json:"truncated"`
+}
+
+// MaxSources is how many sources a SourceReport lists at most.
+const MaxSources = 1000
+
+// MaxSourceRecords bounds the records one SourceReport reads: past it,
+// the store refuses the report (EInvalid: narrow the window), so one
+// request cannot scan the whole log.
+const MaxSourceRecords = 1_000_000
+
+// Tally adds one record to the report being built in m.
+func Tally(m map[string]*SourceUsage, ev *AuditEvent) {
+	u := m[ev.ClientIP]
+	if u == nil {
+		u = &SourceUsage{Address: ev.ClientIP, FirstSeen: ev.Time, LastSeen: ev.Time, Outcomes: map[string]int64{}}
+		m[ev.ClientIP] = u
+	}
+	u.Attempts++
+	u.Outcomes[ev.Outcome]++
+	if ev.Time.Before(u.FirstSeen) {
+		u.FirstSeen = ev.Time
+	}
+	if ev.Time.After(u.LastSeen) {
+		u.LastSeen = ev.Time
+	}
+}
+
+// Report orders the tallies of m into a SourceReport: most attempts
+// first, then the most recent, then by address.
+func Report(m map[string]*SourceUsage) SourceReport {
+	r := SourceReport{Sources: make([]SourceUsage, 0, min(len(m), MaxSources)), Total: len(m)}
+	all := make([]*SourceUsage, 0, len(m))
+	for _, u := range m {
+		all = append(all, u)
+		r.Records += u.Attempts
+	}
+	slices.SortFunc(all, func(a, b *SourceUsage) int {
+		if a.Attempts != b.Attempts {
+			return cmp.Compare(b.Attempts, a.Attempts)
+		}
+		if c := b.LastSeen.Compare(a.LastSeen); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Address, b.Address)
+	})
+	if len(all) > MaxSources {
+		all, r.Truncated = all[:MaxSources], true
+	}
+	for _, u := range all {
+		r.Sources = append(r.Sources, *u)
+	}
+	return r
 }
 
 // AuditPage is one page of audit events.

@@ -56,6 +56,11 @@ type Store interface {
 	// ListAudit returns one page of events matching f.
 	ListAudit(ctx context.Context, f AuditFilter) (AuditPage, error)
 
+	// AuditSources tallies the events matching f (its paging fields
+	// aside) by client address (Tally, Report). More than
+	// MaxSourceRecords matching events is EInvalid.
+	AuditSources(ctx context.Context, f AuditFilter) (SourceReport, error)
+
 	// AuditNodes lists the nodes that have records or anchors.
 	AuditNodes(ctx context.Context) ([]string, error)
 	// AuditAnchors lists where each pruned chain resumes.

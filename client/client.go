@@ -290,9 +290,30 @@ func set(q url.Values, k, v string) {
 	}
 }
 
-// auditQuery encodes the filters GET /v1/audit and its stream share.
+// AuditSources tallies the audit records matching f (its paging fields
+// aside) by client address: GET /v1/audit/sources.
+func (c *Client) AuditSources(ctx context.Context, f latchkey.AuditFilter) (*latchkey.SourceReport, error) {
+	q := auditQuery(f)
+	if !f.Since.IsZero() {
+		q.Set("since", f.Since.Format(time.RFC3339Nano))
+	}
+	if !f.Until.IsZero() {
+		q.Set("until", f.Until.Format(time.RFC3339Nano))
+	}
+	var out latchkey.SourceReport
+	if err := c.do(ctx, "GET", "/v1/audit/sources", q, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// auditQuery encodes the filters GET /v1/audit, its stream and its
+// sources share.
 func auditQuery(f latchkey.AuditFilter) url.Values {
 	q := url.Values{}
+	if f.Source.IsValid() {
+		q.Set("client_ip", f.Source.String())
+	}
 	set(q, "keyspace", f.Keyspace)
 	set(q, "token_id", f.TokenID)
 	set(q, "subject", f.Subject)

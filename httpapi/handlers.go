@@ -337,6 +337,11 @@ func auditFilter(q url.Values, a latchkey.Actor) (latchkey.AuditFilter, error) {
 		return f, err
 	}
 	f.Keyspace = ks
+	if v := q.Get("client_ip"); v != "" {
+		if f.Source, err = latchkey.ParseSource(v); err != nil {
+			return f, err
+		}
+	}
 	if o := f.Outcome; o != "" && o != latchkey.OutcomeOK && o != "ERROR" {
 		if _, ok := latchkey.ParseCode(o); !ok {
 			return f, latchkey.Errorf(latchkey.EInvalid, "outcome %q is not a known code (e.g. VALID, NOT_FOUND, REVOKED, OK)", o)
@@ -359,7 +364,7 @@ func auditFilter(q url.Values, a latchkey.Actor) (latchkey.AuditFilter, error) {
 
 func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, a latchkey.Actor) error {
 	q := r.URL.Query()
-	if err := onlyParams(q, "keyspace", "token_id", "subject", "outcome", "kind", "action", "node", "since", "until", "after", "cursor", "limit"); err != nil {
+	if err := onlyParams(q, "keyspace", "token_id", "subject", "outcome", "kind", "action", "node", "client_ip", "since", "until", "after", "cursor", "limit"); err != nil {
 		return err
 	}
 	f, err := auditFilter(q, a)
@@ -379,13 +384,8 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, a latchkey.Ac
 	if f.Limit, err = limitParam(q); err != nil {
 		return err
 	}
-	if s.FlushAudit != nil {
-		fctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		err := s.FlushAudit(fctx)
-		cancel()
-		if err != nil && r.Context().Err() != nil {
-			return r.Context().Err()
-		}
+	if err := s.flushAudit(r); err != nil {
+		return err
 	}
 	page, err := s.Audit.ListAudit(r.Context(), f)
 	if err != nil {
@@ -395,6 +395,44 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, a latchkey.Ac
 		page.Events = []latchkey.AuditEvent{}
 	}
 	writeJSON(w, http.StatusOK, client.AuditList{Events: page.Events, NextCursor: page.Next})
+	return nil
+}
+
+// flushAudit has the records of attempts made before r written, so that
+// a reader sees them (read your writes).
+func (s *Server) flushAudit(r *http.Request) error {
+	if s.FlushAudit == nil {
+		return nil
+	}
+	fctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	err := s.FlushAudit(fctx)
+	cancel()
+	if err != nil && r.Context().Err() != nil {
+		return r.Context().Err()
+	}
+	return nil
+}
+
+// auditSources answers GET /v1/audit/sources: the records matching the
+// same filters as GET /v1/audit, tallied by client address in the store
+// (who used a token from where, and how it went).
+func (s *Server) auditSources(w http.ResponseWriter, r *http.Request, a latchkey.Actor) error {
+	q := r.URL.Query()
+	if err := onlyParams(q, "keyspace", "token_id", "subject", "outcome", "kind", "action", "node", "client_ip", "since", "until"); err != nil {
+		return err
+	}
+	f, err := auditFilter(q, a)
+	if err != nil {
+		return err
+	}
+	if err := s.flushAudit(r); err != nil {
+		return err
+	}
+	rep, err := s.Audit.AuditSources(r.Context(), f)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, rep)
 	return nil
 }
 

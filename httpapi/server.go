@@ -56,6 +56,7 @@ type BlockService interface {
 // satisfies it.
 type AuditReader interface {
 	ListAudit(ctx context.Context, f latchkey.AuditFilter) (latchkey.AuditPage, error)
+	AuditSources(ctx context.Context, f latchkey.AuditFilter) (latchkey.SourceReport, error)
 	AuditNodes(ctx context.Context) ([]string, error)
 	AuditAnchors(ctx context.Context) ([]latchkey.AuditAnchor, error)
 }
@@ -188,6 +189,7 @@ func Routes() []Route {
 		{Method: "POST", Path: "/v1/verify", Scope: latchkey.ScopeVerify, Relay: true, Keyspaced: true},
 		{Method: "GET", Path: "/v1/audit", Scope: latchkey.ScopeAuditRead, Keyspaced: true},
 		{Method: "GET", Path: "/v1/audit/stream", Scope: latchkey.ScopeAuditRead, Stream: true, Keyspaced: true},
+		{Method: "GET", Path: "/v1/audit/sources", Scope: latchkey.ScopeAuditRead, Keyspaced: true},
 		{Method: "GET", Path: "/v1/audit/verify", Scope: latchkey.ScopeAuditRead},
 		{Method: "GET", Path: "/v1/audit/summary", Scope: latchkey.ScopeAuditRead},
 		{Method: "GET", Path: "/v1/receipts", Scope: latchkey.ScopeAuditRead},
@@ -279,6 +281,7 @@ func (s *Server) Handler() http.Handler {
 		"POST /v1/verify":                                      s.verify,
 		"GET /v1/audit":                                        s.listAudit,
 		"GET /v1/audit/stream":                                 s.streamAudit,
+		"GET /v1/audit/sources":                                s.auditSources,
 		"GET /v1/audit/verify":                                 s.verifyAudit,
 		"GET /v1/audit/summary":                                s.auditSummary,
 		"GET /v1/receipts":                                     s.listReceipts,

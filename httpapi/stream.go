@@ -77,7 +77,7 @@ func (s *Server) streamAudit(w http.ResponseWriter, r *http.Request, a latchkey.
 // ?after= or Last-Event-ID, else after the newest record there is.
 func (s *Server) streamFilter(r *http.Request, a latchkey.Actor) (latchkey.AuditFilter, error) {
 	q := r.URL.Query()
-	if err := onlyParams(q, "keyspace", "token_id", "subject", "outcome", "kind", "action", "node", "after"); err != nil {
+	if err := onlyParams(q, "keyspace", "token_id", "subject", "outcome", "kind", "action", "node", "client_ip", "after"); err != nil {
 		return latchkey.AuditFilter{}, err
 	}
 	f, err := auditFilter(q, a)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/netip"
 	"sort"
 	"strings"
 	"time"
@@ -163,8 +164,10 @@ func insertAudit(ctx context.Context, tx pgx.Tx, held lanes, evs []latchkey.Audi
 	}{make([]int64, n), make([]int64, n), make([]int64, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n),
 		make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)}
 	var buf []byte
+	inets := make([]*string, n)
 	for i := range evs {
 		ev := &evs[i]
+		inets[i] = inetOf(ev.ClientIP)
 		l := held[ev.Node]
 		ev.Time = latchkey.TimeOf(ev.Time)
 		ev.Seq = seqs[i]
@@ -174,9 +177,9 @@ func insertAudit(ctx context.Context, tx pgx.Tx, held lanes, evs []latchkey.Audi
 		cols.seq[i], cols.tm[i], cols.lane[i], cols.node[i], cols.kind[i], cols.action[i] = ev.Seq, micros(ev.Time), int64(l.n), ev.Node, ev.Kind, ev.Action
 		cols.tok[i], cols.subj[i], cols.out[i], cols.ip[i], cols.rest[i], cols.h[i] = ev.TokenID, ev.Subject, ev.Outcome, ev.ClientIP, string(buf), ev.Hash
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO audit_events (seq, time, lane, node, kind, action, token_id, subject, outcome, client_ip, rest, hash)
-		SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[])`,
-		cols.seq, cols.tm, cols.lane, cols.node, cols.kind, cols.action, cols.tok, cols.subj, cols.out, cols.ip, cols.rest, cols.h); err != nil {
+	if _, err := tx.Exec(ctx, `INSERT INTO audit_events (seq, time, lane, node, kind, action, token_id, subject, outcome, client_ip, rest, hash, client_inet)
+		SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[]::inet[])`,
+		cols.seq, cols.tm, cols.lane, cols.node, cols.kind, cols.action, cols.tok, cols.subj, cols.out, cols.ip, cols.rest, cols.h, inets); err != nil {
 		return fmt.Errorf("postgres: append audit: %w", err)
 	}
 	for _, nd := range nodes {
@@ -210,11 +213,23 @@ func queueAuditOne(b *pgx.Batch, l *lane, ev *latchkey.AuditEvent) {
 	ev.Time = latchkey.TimeOf(ev.Time)
 	ev.Hash = latchkey.ChainHash(l.hash, ev)
 	l.hash = ev.Hash
-	b.Queue(`WITH ev AS (INSERT INTO audit_events (time, lane, node, kind, action, token_id, subject, outcome, client_ip, rest, hash)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING seq),
+	b.Queue(`WITH ev AS (INSERT INTO audit_events (time, lane, node, kind, action, token_id, subject, outcome, client_ip, rest, hash, client_inet)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::text::inet) RETURNING seq),
 		head AS (UPDATE audit_heads SET hash = $11 WHERE node = $3 AND lane = $2)
 		SELECT seq FROM ev`,
-		micros(ev.Time), l.n, ev.Node, ev.Kind, ev.Action, ev.TokenID, ev.Subject, ev.Outcome, ev.ClientIP, string(auditrow.AppendRest(nil, ev)), ev.Hash)
+		micros(ev.Time), l.n, ev.Node, ev.Kind, ev.Action, ev.TokenID, ev.Subject, ev.Outcome, ev.ClientIP, string(auditrow.AppendRest(nil, ev)), ev.Hash, inetOf(ev.ClientIP))
+}
+
+// inetOf is a record's client address as client_inet takes it (the
+// address parsed here, so that the insert's cast cannot fail), or nil
+// (NULL) when it is not an address.
+func inetOf(ip string) *string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return nil
+	}
+	s := a.Unmap().WithZone("").String()
+	return &s
 }
 
 // ListAudit returns a page of audit events.
@@ -222,15 +237,11 @@ func (db *DB) ListAudit(ctx context.Context, f latchkey.AuditFilter) (latchkey.A
 	return listAudit(ctx, db.pool, f, 0)
 }
 
-func listAudit(ctx context.Context, q interface {
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-}, f latchkey.AuditFilter, maxSeq int64) (latchkey.AuditPage, error) {
+// filterConds are the conditions of f other than paging, their
+// arguments added to a.
+func filterConds(f latchkey.AuditFilter, a *args) []string {
 	var where []string
-	var a args
 	add := func(cond string, v any) { where = append(where, cond+" "+a.add(v)) }
-	if maxSeq > 0 {
-		add("seq <=", maxSeq)
-	}
 	if f.Node != "" {
 		add("node =", f.Node)
 	}
@@ -243,6 +254,10 @@ func listAudit(ctx context.Context, q interface {
 	}
 	if f.Subject != "" {
 		add("subject =", f.Subject)
+	}
+	if f.Source.IsValid() {
+		add("client_inet <<=", f.Source.String())
+		where[len(where)-1] += "::cidr"
 	}
 	if f.Outcome != "" {
 		add("outcome =", f.Outcome)
@@ -258,6 +273,72 @@ func listAudit(ctx context.Context, q interface {
 	}
 	if !f.Until.IsZero() {
 		add("time <", micros(f.Until))
+	}
+	return where
+}
+
+// AuditSources tallies the records matching f (its paging fields aside)
+// by client address, in the database: the rows are read through the
+// same indexes as ListAudit's (client_inet for a source filter), at most
+// latchkey.MaxSourceRecords of them.
+func (db *DB) AuditSources(ctx context.Context, f latchkey.AuditFilter) (latchkey.SourceReport, error) {
+	var a args
+	where := filterConds(f, &a)
+	inner := `SELECT client_ip, outcome, time FROM audit_events`
+	if len(where) > 0 {
+		inner += " WHERE " + strings.Join(where, " AND ")
+	}
+	inner += " LIMIT " + a.add(latchkey.MaxSourceRecords+1)
+	rows, err := db.pool.Query(ctx, `SELECT client_ip, outcome, count(*), min(time), max(time) FROM (`+inner+`) e GROUP BY client_ip, outcome`, a.v...)
+	if err != nil {
+		return latchkey.SourceReport{}, fmt.Errorf("postgres: audit sources: %w", err)
+	}
+	defer rows.Close()
+	tally := map[string]*latchkey.SourceUsage{}
+	var total int64
+	for rows.Next() {
+		var ip, outcome string
+		var n, first, last int64
+		if err := rows.Scan(&ip, &outcome, &n, &first, &last); err != nil {
+			return latchkey.SourceReport{}, fmt.Errorf("postgres: audit sources: %w", err)
+		}
+		total += n
+		u := tally[ip]
+		if u == nil {
+			u = &latchkey.SourceUsage{Address: ip, FirstSeen: time.UnixMicro(first).UTC(), LastSeen: time.UnixMicro(last).UTC(), Outcomes: map[string]int64{}}
+			tally[ip] = u
+		}
+		u.Attempts += n
+		u.Outcomes[outcome] += n
+		u.FirstSeen = minTime(u.FirstSeen, time.UnixMicro(first).UTC())
+		if l := time.UnixMicro(last).UTC(); l.After(u.LastSeen) {
+			u.LastSeen = l
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return latchkey.SourceReport{}, fmt.Errorf("postgres: audit sources: %w", err)
+	}
+	if total > latchkey.MaxSourceRecords {
+		return latchkey.SourceReport{}, latchkey.Errorf(latchkey.EInvalid, "more than %d records match: narrow the window (since, until) or the filter", latchkey.MaxSourceRecords)
+	}
+	return latchkey.Report(tally), nil
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func listAudit(ctx context.Context, q interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}, f latchkey.AuditFilter, maxSeq int64) (latchkey.AuditPage, error) {
+	var a args
+	where := filterConds(f, &a)
+	add := func(cond string, v any) { where = append(where, cond+" "+a.add(v)) }
+	if maxSeq > 0 {
+		add("seq <=", maxSeq)
 	}
 	order := "DESC"
 	switch {

@@ -106,36 +106,65 @@ func (db *DB) insertAudit(ctx context.Context, tx *sql.Tx, evs []latchkey.AuditE
 	return nil
 }
 
-// tokensPerInsert is how many (token, chunk) pairs one INSERT carries.
-const tokensPerInsert = 32
+// keysPerInsert is how many (key, chunk) pairs one index INSERT carries.
+const keysPerInsert = 32
 
 // indexTokens notes in audit_tokens that the chunk ending at last holds
-// records of each token in run: one row per token and chunk.
+// records of each token in run, and in audit_sources that it holds
+// records from each client address: one row per key and chunk.
 func (db *DB) indexTokens(ctx context.Context, tx *sql.Tx, run []latchkey.AuditEvent, last int64) error {
-	var ids []string
+	var ids, ips []string
 	for i := range run {
 		if id := run[i].TokenID; id != "" && (len(ids) == 0 || ids[len(ids)-1] != id) {
 			ids = append(ids, id)
 		}
+		if ip := run[i].ClientIP; ip != "" && (len(ips) == 0 || ips[len(ips)-1] != ip) {
+			ips = append(ips, ip)
+		}
 	}
-	if len(ids) > 1 {
-		slices.Sort(ids)
-		ids = slices.Compact(ids)
+	if err := indexKeys(ctx, tx, compact(ids), false, db.insertToken, db.insertTokens, last); err != nil {
+		return err
 	}
-	args := make([]any, 0, 2*tokensPerInsert)
-	for len(ids) > 0 {
-		n, stmt := tokensPerInsert, db.insertTokens
-		if len(ids) < n {
-			n, stmt = 1, db.insertToken
+	keys := make([]string, 0, len(ips))
+	for _, ip := range compact(ips) {
+		if k, ok := latchkey.SourceKey(ip); ok {
+			keys = append(keys, string(k[:]))
+		}
+	}
+	return indexKeys(ctx, tx, compact(keys), true, db.insertSource, db.insertSources, last)
+}
+
+// compact sorts vs and drops repeats.
+func compact(vs []string) []string {
+	if len(vs) > 1 {
+		slices.Sort(vs)
+		vs = slices.Compact(vs)
+	}
+	return vs
+}
+
+// indexKeys inserts (key, last) for each of keys, keysPerInsert to a
+// statement (many) while there are that many, then one at a time (one);
+// asBlob binds each key as bytes (a source key).
+func indexKeys(ctx context.Context, tx *sql.Tx, keys []string, asBlob bool, one, many *sql.Stmt, last int64) error {
+	args := make([]any, 0, 2*keysPerInsert)
+	for len(keys) > 0 {
+		n, stmt := keysPerInsert, many
+		if len(keys) < n {
+			n, stmt = 1, one
 		}
 		args = args[:0]
-		for _, id := range ids[:n] {
-			args = append(args, id, last)
+		for _, k := range keys[:n] {
+			if asBlob {
+				args = append(args, []byte(k), last)
+			} else {
+				args = append(args, k, last)
+			}
 		}
 		if _, err := tx.StmtContext(ctx, stmt).ExecContext(ctx, args...); err != nil {
 			return fmt.Errorf("sqlite: append audit: %w", err)
 		}
-		ids = ids[n:]
+		keys = keys[n:]
 	}
 	return nil
 }
@@ -143,6 +172,11 @@ func (db *DB) indexTokens(ctx context.Context, tx *sql.Tx, run []latchkey.AuditE
 // tokenIndexInsert is the INSERT of n (token, chunk) pairs.
 func tokenIndexInsert(n int) string {
 	return `INSERT OR IGNORE INTO audit_tokens (token_id, last_seq) VALUES ` + strings.TrimSuffix(strings.Repeat("(?,?),", n), ",")
+}
+
+// sourceIndexInsert is the INSERT of n (address key, chunk) pairs.
+func sourceIndexInsert(n int) string {
+	return `INSERT OR IGNORE INTO audit_sources (ip, last_seq) VALUES ` + strings.TrimSuffix(strings.Repeat("(?,?),", n), ",")
 }
 
 const chunkInsert = `INSERT INTO audit_chunks (last_seq, n, node, t_min, t_max, chain, prev, hash, recs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`
@@ -379,9 +413,11 @@ func (db *DB) pruneNode(ctx context.Context, node string, before time.Time, arch
 	if _, err := tx.ExecContext(ctx, `DELETE FROM audit_chunks WHERE node = ? AND last_seq <= ?`, node, cut.Int64); err != nil {
 		return 0, fmt.Errorf("sqlite: prune audit: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM audit_tokens WHERE last_seq <= ? AND last_seq NOT IN (SELECT last_seq FROM audit_chunks WHERE last_seq <= ?)`,
-		cut.Int64, cut.Int64); err != nil {
-		return 0, fmt.Errorf("sqlite: prune audit: %w", err)
+	for _, table := range []string{"audit_tokens", "audit_sources"} {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE last_seq <= ? AND last_seq NOT IN (SELECT last_seq FROM audit_chunks WHERE last_seq <= ?)`,
+			cut.Int64, cut.Int64); err != nil {
+			return 0, fmt.Errorf("sqlite: prune audit: %w", err)
+		}
 	}
 	return n, tx.Commit()
 }
@@ -445,51 +481,96 @@ func (db *DB) verifyNode(ctx context.Context, node string, prev [sha256.Size]byt
 // ListAudit returns a page of audit events: newest first, or, with
 // f.After set, oldest first from just after that sequence number.
 func (db *DB) ListAudit(ctx context.Context, f latchkey.AuditFilter) (latchkey.AuditPage, error) {
-	var inKeyspace func(tokenID string) (bool, error)
-	if f.Keyspace != "" {
-		// The keyspace's tokens' records: a token's keyspace is read once
-		// per listing, on a connection of its own (the chunks' rows are
-		// still open on the other).
-		known := map[string]bool{}
-		inKeyspace = func(id string) (bool, error) {
-			in, ok := known[id]
-			if !ok {
-				var ks string
-				err := db.r.QueryRowContext(ctx, `SELECT keyspace FROM tokens WHERE id = ?`, id).Scan(&ks)
-				if err != nil && !errors.Is(err, sql.ErrNoRows) {
-					return false, fmt.Errorf("sqlite: list audit: %w", err)
-				}
-				in = err == nil && ks == f.Keyspace
-				known[id] = in
-			}
-			return in, nil
-		}
-	}
-	return listAudit(ctx, db.r, f, 0, inKeyspace)
+	return listAudit(ctx, db.r, f, 0, db.inKeyspace(ctx, f))
 }
 
-// listAudit is ListAudit on q, limited to seq <= maxSeq when maxSeq > 0.
-// inKeyspace decides f.Keyspace's token records.
-func listAudit(ctx context.Context, q queryer, f latchkey.AuditFilter, maxSeq int64, inKeyspace func(string) (bool, error)) (latchkey.AuditPage, error) {
-	limit := latchkey.PageLimit(f.Limit)
-	asc := f.After > 0 || f.Ascending
-	// Records in the page have lo < seq < hi (hi 0: no bound).
-	lo, hi := int64(0), int64(0)
-	if asc {
-		lo = f.After
-	} else if f.Cursor != "" {
-		seq, err := latchkey.DecodeCursor(f.Cursor)
-		if err != nil {
-			return latchkey.AuditPage{}, err
+// inKeyspace decides whether a token's records belong to f.Keyspace's
+// view: a token's keyspace is read once per listing, on a connection of
+// its own (the chunks' rows are still open on the other).
+func (db *DB) inKeyspace(ctx context.Context, f latchkey.AuditFilter) func(tokenID string) (bool, error) {
+	if f.Keyspace == "" {
+		return nil
+	}
+	known := map[string]bool{}
+	return func(id string) (bool, error) {
+		in, ok := known[id]
+		if !ok {
+			var ks string
+			err := db.r.QueryRowContext(ctx, `SELECT keyspace FROM tokens WHERE id = ?`, id).Scan(&ks)
+			if err != nil && !errors.Is(err, sql.ErrNoRows) {
+				return false, fmt.Errorf("sqlite: list audit: %w", err)
+			}
+			in = err == nil && ks == f.Keyspace
+			known[id] = in
 		}
-		hi = seq
+		return in, nil
 	}
-	if maxSeq > 0 && (hi == 0 || maxSeq+1 < hi) {
-		hi = maxSeq + 1
+}
+
+// AuditSources tallies the records matching f (its paging fields aside)
+// by client address. The chunks come from the same indexes as
+// ListAudit's; at most latchkey.MaxSourceRecords records are counted.
+func (db *DB) AuditSources(ctx context.Context, f latchkey.AuditFilter) (latchkey.SourceReport, error) {
+	rows, err := db.r.QueryContext(ctx, chunkQuery(f, 0, 0, false), chunkArgs(f, 0, 0)...)
+	if err != nil {
+		return latchkey.SourceReport{}, fmt.Errorf("sqlite: audit sources: %w", err)
 	}
+	defer rows.Close()
+	match := recordMatch(f, 0, 0, db.inKeyspace(ctx, f))
+	tally := map[string]*latchkey.SourceUsage{}
+	var n int64
+	for rows.Next() {
+		var c chunk
+		if err := scanChunk(rows, &c); err != nil {
+			return latchkey.SourceReport{}, fmt.Errorf("sqlite: audit sources: %w", err)
+		}
+		evs, _, err := c.decode()
+		if err != nil {
+			return latchkey.SourceReport{}, fmt.Errorf("sqlite: audit records %d-%d: %w", c.last-c.n+1, c.last, err)
+		}
+		for i := range evs {
+			ok, err := match(&evs[i])
+			if err != nil {
+				return latchkey.SourceReport{}, err
+			}
+			if !ok {
+				continue
+			}
+			if n++; n > latchkey.MaxSourceRecords {
+				return latchkey.SourceReport{}, errTooManySourceRecords
+			}
+			latchkey.Tally(tally, &evs[i])
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return latchkey.SourceReport{}, fmt.Errorf("sqlite: audit sources: %w", err)
+	}
+	return latchkey.Report(tally), nil
+}
+
+var errTooManySourceRecords = latchkey.Errorf(latchkey.EInvalid, "more than %d records match: narrow the window (since, until) or the filter", latchkey.MaxSourceRecords)
+
+// chunkQuery selects the chunks that may hold records matching f with
+// lo < seq < hi (hi 0: no bound), in seq order; chunkArgs are its
+// arguments. The indexes (the key, audit_tokens, audit_sources) narrow
+// the chunks; recordMatch then picks the records.
+func chunkQuery(f latchkey.AuditFilter, lo, hi int64, asc bool) string {
 	var where []string
+	chunkConds(f, lo, hi, func(cond string, _ any) { where = append(where, cond) })
+	query := `SELECT ` + chunkColumns + ` FROM audit_chunks`
+	if len(where) > 0 {
+		query += " WHERE " + strings.Join(where, " AND ")
+	}
+	return query + " ORDER BY last_seq " + map[bool]string{true: "ASC", false: "DESC"}[asc]
+}
+
+func chunkArgs(f latchkey.AuditFilter, lo, hi int64) []any {
 	var args []any
-	add := func(cond string, v any) { where, args = append(where, cond), append(args, v) }
+	chunkConds(f, lo, hi, func(_ string, v any) { args = append(args, v) })
+	return args
+}
+
+func chunkConds(f latchkey.AuditFilter, lo, hi int64, add func(cond string, v any)) {
 	if f.Node != "" {
 		add("node = ?", f.Node)
 	}
@@ -511,18 +592,18 @@ func listAudit(ctx context.Context, q queryer, f latchkey.AuditFilter, maxSeq in
 	if f.TokenID != "" {
 		add("last_seq IN (SELECT last_seq FROM audit_tokens WHERE token_id = ?)", f.TokenID)
 	}
-	query := `SELECT ` + chunkColumns + ` FROM audit_chunks`
-	if len(where) > 0 {
-		query += " WHERE " + strings.Join(where, " AND ")
+	if f.Source.IsValid() {
+		from, to := latchkey.SourceRange(f.Source)
+		add("last_seq IN (SELECT last_seq FROM audit_sources WHERE ip >= ?", from[:])
+		add("ip <= ?)", to[:])
 	}
-	query += " ORDER BY last_seq " + map[bool]string{true: "ASC", false: "DESC"}[asc]
-	rows, err := q.QueryContext(ctx, query, args...)
-	if err != nil {
-		return latchkey.AuditPage{}, fmt.Errorf("sqlite: list audit: %w", err)
-	}
-	defer rows.Close()
+}
+
+// recordMatch decides which records of the chunks chunkQuery selected
+// match f; inKeyspace decides f.Keyspace's token records.
+func recordMatch(f latchkey.AuditFilter, lo, hi int64, inKeyspace func(string) (bool, error)) func(ev *latchkey.AuditEvent) (bool, error) {
 	ksSubject := latchkey.KeyspaceSubject(f.Keyspace)
-	match := func(ev *latchkey.AuditEvent) (bool, error) {
+	return func(ev *latchkey.AuditEvent) (bool, error) {
 		switch {
 		case ev.Seq <= lo, hi > 0 && ev.Seq >= hi,
 			f.TokenID != "" && ev.TokenID != f.TokenID,
@@ -530,6 +611,7 @@ func listAudit(ctx context.Context, q queryer, f latchkey.AuditFilter, maxSeq in
 			f.Outcome != "" && ev.Outcome != f.Outcome,
 			f.Kind != "" && ev.Kind != f.Kind,
 			f.Action != "" && ev.Action != f.Action,
+			f.Source.IsValid() && !latchkey.InSource(f.Source, ev.ClientIP),
 			!f.Since.IsZero() && ev.Time.Before(f.Since),
 			!f.Until.IsZero() && !ev.Time.Before(f.Until):
 			return false, nil
@@ -542,6 +624,33 @@ func listAudit(ctx context.Context, q queryer, f latchkey.AuditFilter, maxSeq in
 		}
 		return true, nil
 	}
+}
+
+// listAudit is ListAudit on q, limited to seq <= maxSeq when maxSeq > 0.
+// inKeyspace decides f.Keyspace's token records.
+func listAudit(ctx context.Context, q queryer, f latchkey.AuditFilter, maxSeq int64, inKeyspace func(string) (bool, error)) (latchkey.AuditPage, error) {
+	limit := latchkey.PageLimit(f.Limit)
+	asc := f.After > 0 || f.Ascending
+	// Records in the page have lo < seq < hi (hi 0: no bound).
+	lo, hi := int64(0), int64(0)
+	if asc {
+		lo = f.After
+	} else if f.Cursor != "" {
+		seq, err := latchkey.DecodeCursor(f.Cursor)
+		if err != nil {
+			return latchkey.AuditPage{}, err
+		}
+		hi = seq
+	}
+	if maxSeq > 0 && (hi == 0 || maxSeq+1 < hi) {
+		hi = maxSeq + 1
+	}
+	rows, err := q.QueryContext(ctx, chunkQuery(f, lo, hi, asc), chunkArgs(f, lo, hi)...)
+	if err != nil {
+		return latchkey.AuditPage{}, fmt.Errorf("sqlite: list audit: %w", err)
+	}
+	defer rows.Close()
+	match := recordMatch(f, lo, hi, inKeyspace)
 	var page latchkey.AuditPage
 	for rows.Next() && len(page.Events) <= limit {
 		var c chunk

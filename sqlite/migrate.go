@@ -15,6 +15,60 @@ import (
 // the same transaction.
 var goMigrations = map[int]func(ctx context.Context, tx *sql.Tx) error{
 	8: moveAuditIntoChunks,
+	9: indexAuditSources,
+}
+
+// indexAuditSources fills audit_sources from the chunks already stored, a
+// page of chunks at a time (no rows open while it writes).
+func indexAuditSources(ctx context.Context, tx *sql.Tx) error {
+	one, err := tx.PrepareContext(ctx, sourceIndexInsert(1))
+	if err != nil {
+		return err
+	}
+	defer one.Close()
+	many, err := tx.PrepareContext(ctx, sourceIndexInsert(keysPerInsert))
+	if err != nil {
+		return err
+	}
+	defer many.Close()
+	for after := int64(-1); ; {
+		rows, err := tx.QueryContext(ctx, `SELECT `+chunkColumns+` FROM audit_chunks WHERE last_seq > ? ORDER BY last_seq LIMIT 64`, after)
+		if err != nil {
+			return err
+		}
+		var page []chunk
+		for rows.Next() {
+			var c chunk
+			if err := scanChunk(rows, &c); err != nil {
+				rows.Close()
+				return err
+			}
+			page = append(page, c)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, c := range page {
+			evs, _, err := c.decode()
+			if err != nil {
+				return fmt.Errorf("audit records %d-%d: %w", c.last-c.n+1, c.last, err)
+			}
+			var keys []string
+			for i := range evs {
+				if k, ok := latchkey.SourceKey(evs[i].ClientIP); ok {
+					keys = append(keys, string(k[:]))
+				}
+			}
+			if err := indexKeys(ctx, tx, compact(keys), true, one, many, c.last); err != nil {
+				return err
+			}
+			after = c.last
+		}
+		if len(page) < 64 {
+			return nil
+		}
+	}
 }
 
 // moveAuditIntoChunks moves every row of audit_events into audit_chunks,

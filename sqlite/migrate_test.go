@@ -183,6 +183,13 @@ func TestAuditChunkMigration(t *testing.T) {
 		if p, _ := up.ListAudit(ctx, latchkey.AuditFilter{TokenID: "tok0000000000000"}); len(p.Events) != 4 {
 			t.Errorf("the token's history: %d records, want 4", len(p.Events))
 		}
+		// Migration 9 indexed the moved chunks by source.
+		var indexed int
+		up.r.QueryRow(`SELECT count(*) FROM audit_sources`).Scan(&indexed)
+		src, _ := latchkey.ParseSource("10.0.0.0/8")
+		if p, _ := up.ListAudit(ctx, latchkey.AuditFilter{Source: src}); len(p.Events) != len(rows) || indexed != 4 {
+			t.Errorf("by source after migration: %d records (want %d), %d index rows (want 4, one per chunk)", len(p.Events), len(rows), indexed)
+		}
 	})
 	t.Run("edited before the move", func(t *testing.T) {
 		up, err := Open(ctx, build(t, append([]latchkey.AuditEvent(nil), rows...), true))

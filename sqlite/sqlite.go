@@ -35,6 +35,7 @@ type DB struct {
 	r    *sql.DB // readers
 
 	insertChunk, insertToken, insertTokens *sql.Stmt // audit inserts, prepared on the writer
+	insertSource, insertSources            *sql.Stmt
 	getToken                               *sql.Stmt // a token by id, prepared on the readers: parsing the query cost 3x the read
 
 	writes    chan *writeReq // WriteTx calls waiting for the committer
@@ -84,7 +85,11 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	}
 	if db.insertChunk, err = w.PrepareContext(ctx, chunkInsert); err == nil {
 		if db.insertToken, err = w.PrepareContext(ctx, tokenIndexInsert(1)); err == nil {
-			db.insertTokens, err = w.PrepareContext(ctx, tokenIndexInsert(tokensPerInsert))
+			if db.insertTokens, err = w.PrepareContext(ctx, tokenIndexInsert(keysPerInsert)); err == nil {
+				if db.insertSource, err = w.PrepareContext(ctx, sourceIndexInsert(1)); err == nil {
+					db.insertSources, err = w.PrepareContext(ctx, sourceIndexInsert(keysPerInsert))
+				}
+			}
 		}
 	}
 	if err == nil {
@@ -102,7 +107,7 @@ func (db *DB) Close() error {
 	db.closeOnce.Do(func() { close(db.stop) })
 	<-db.committed
 	var errs []error
-	for _, st := range []*sql.Stmt{db.insertChunk, db.insertToken, db.insertTokens, db.getToken} {
+	for _, st := range []*sql.Stmt{db.insertChunk, db.insertToken, db.insertTokens, db.insertSource, db.insertSources, db.getToken} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}

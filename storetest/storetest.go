@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"reflect"
 	"sync"
 	"testing"
@@ -35,6 +36,7 @@ func Run(t *testing.T, open func(t *testing.T) latchkey.Store) {
 		{"ListBadCursor", testListBadCursor},
 		{"AuditAppendList", testAudit},
 		{"AuditFilters", testAuditFilters},
+		{"AuditSources", testAuditSources},
 		{"Settings", testSettings},
 		{"LifecycleFieldsRoundTrip", testLifecycleRoundTrip},
 		{"WriteTxAllOrNothing", testWriteTx},
@@ -427,6 +429,106 @@ func testAuditFilters(t *testing.T, s latchkey.Store) {
 		if len(p.Events) != c.want {
 			t.Errorf("ListAudit(%+v) = %d events, want %d", c.f, len(p.Events), c.want)
 		}
+	}
+}
+
+// testAuditSources: records from several addresses (IPv4, IPv6, none),
+// across more than one write; a source filter by address and by prefix
+// (from the index), and the tally by source.
+func testAuditSources(t *testing.T, s latchkey.Store) {
+	ips := []string{"203.0.113.7", "203.0.113.9", "198.51.100.1", "2001:db8::1", "2001:db8:1::5", ""}
+	var evs []latchkey.AuditEvent
+	for i := range 24 {
+		ev := verifyEvent(i)
+		ev.ClientIP = ips[i%len(ips)]
+		ev.TokenID = "tokS"
+		evs = append(evs, ev)
+	}
+	// Another token's record from one of the addresses, later.
+	other := verifyEvent(30)
+	other.TokenID, other.ClientIP = "tokT", "203.0.113.7"
+	if err := s.AppendAudit(ctx(), evs[:10]); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AppendAudit(ctx(), append(evs[10:], other)); err != nil {
+		t.Fatal(err)
+	}
+	count := func(f latchkey.AuditFilter) int {
+		t.Helper()
+		n := 0
+		for {
+			p, err := s.ListAudit(ctx(), f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, ev := range p.Events {
+				if !latchkey.InSource(f.Source, ev.ClientIP) {
+					t.Errorf("ListAudit(source %v) returned a record from %q", f.Source, ev.ClientIP)
+				}
+			}
+			n += len(p.Events)
+			if p.Next == "" {
+				return n
+			}
+			f.Cursor = p.Next
+		}
+	}
+	src := func(v string) netip.Prefix {
+		p, err := latchkey.ParseSource(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for _, c := range []struct {
+		f    latchkey.AuditFilter
+		want int
+	}{
+		{latchkey.AuditFilter{Source: src("203.0.113.7")}, 5},
+		{latchkey.AuditFilter{Source: src("203.0.113.7"), TokenID: "tokS"}, 4},
+		{latchkey.AuditFilter{Source: src("::ffff:203.0.113.7")}, 5},
+		{latchkey.AuditFilter{Source: src("203.0.113.0/24")}, 9},
+		{latchkey.AuditFilter{Source: src("203.0.113.0/24"), Limit: 2}, 9}, // paged
+		{latchkey.AuditFilter{Source: src("0.0.0.0/0")}, 13},
+		{latchkey.AuditFilter{Source: src("2001:db8::/32")}, 8},
+		{latchkey.AuditFilter{Source: src("2001:db8::1")}, 4},
+		{latchkey.AuditFilter{Source: src("192.0.2.1")}, 0},
+		{latchkey.AuditFilter{Source: src("203.0.113.9"), Outcome: "NOT_FOUND"}, 4}, // records 1, 7, 13, 19
+		{latchkey.AuditFilter{Source: src("203.0.113.9"), Outcome: "VALID"}, 0},
+	} {
+		if got := count(c.f); got != c.want {
+			t.Errorf("ListAudit(source %v, token %q, outcome %q) = %d records, want %d", c.f.Source, c.f.TokenID, c.f.Outcome, got, c.want)
+		}
+	}
+	r, err := s.AuditSources(ctx(), latchkey.AuditFilter{TokenID: "tokS"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Total != 6 || r.Records != 24 || r.Truncated || len(r.Sources) != 6 {
+		t.Fatalf("AuditSources = %d sources, %d records, truncated %v; want 6, 24, false", r.Total, r.Records, r.Truncated)
+	}
+	byIP := map[string]latchkey.SourceUsage{}
+	for _, u := range r.Sources {
+		byIP[u.Address] = u
+	}
+	u := byIP["203.0.113.7"] // records 0, 6, 12, 18
+	wantOut := map[string]int64{}
+	for _, i := range []int{0, 6, 12, 18} {
+		wantOut[evs[i].Outcome]++
+	}
+	if u.Attempts != 4 || !u.FirstSeen.Equal(evs[0].Time) || !u.LastSeen.Equal(evs[18].Time) || !reflect.DeepEqual(u.Outcomes, wantOut) {
+		t.Errorf("203.0.113.7 = %+v; want 4 attempts from %v to %v, outcomes %v", u, evs[0].Time, evs[18].Time, wantOut)
+	}
+	if u := byIP[""]; u.Attempts != 4 {
+		t.Errorf("records without an address = %+v, want 4 attempts", u)
+	}
+	r, err = s.AuditSources(ctx(), latchkey.AuditFilter{Source: src("203.0.113.0/24"), Since: evs[6].Time})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// From record 6 on: .7 at 6, 12, 18 and tokT's; .9 at 7, 13, 19.
+	if r.Total != 2 || r.Records != 7 || r.Sources[0].Address != "203.0.113.7" || r.Sources[0].Attempts != 4 {
+		t.Errorf("AuditSources(203.0.113.0/24 since record 6) = %+v", r)
 	}
 }
 

@@ -265,3 +265,103 @@ func TestAuditRetention(t *testing.T) {
 		t.Errorf("archive holds %d of the 5 pruned attempts", n)
 	}
 }
+
+// Who used a token from where: the records by source address through the
+// API (exact, CIDR, IPv6), the tally, the CLI, and the refusals (junk,
+// a zone, an unknown parameter, a caller without audit:read).
+func TestAuditBySource(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, t.TempDir())
+	rc := ts.client(ts.root)
+	tok, err := rc.CreateToken(ctx, client.CreateRequest{Scopes: []string{"a:b"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := rc.CreateToken(ctx, client.CreateRequest{Scopes: []string{"a:b"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for ip, n := range map[string]int{"203.0.113.7": 3, "203.0.113.9": 2, "2001:db8::1": 1} {
+		for range n {
+			if v, err := rc.Verify(ctx, client.VerifyRequest{Token: tok.Plaintext, IP: ip}); err != nil || !v.Valid {
+				t.Fatalf("verify from %s: %+v %v", ip, v, err)
+			}
+		}
+	}
+	if _, err := rc.Verify(ctx, client.VerifyRequest{Token: other.Plaintext, IP: "203.0.113.7"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rc.Verify(ctx, client.VerifyRequest{Token: tok.Plaintext, IP: "203.0.113.7", Scopes: []string{"c:d"}}); err != nil {
+		t.Fatal(err)
+	}
+	get := func(path string) (int, []byte) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", ts.url+path, nil)
+		req.Header.Set("Authorization", "Bearer "+ts.root)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	for q, want := range map[string]int{
+		"client_ip=203.0.113.7&token_id=" + tok.ID:        4,
+		"client_ip=203.0.113.0/24&token_id=" + tok.ID:     6,
+		"client_ip=203.0.113.0/24":                        7,
+		"client_ip=2001:db8::/32&token_id=" + tok.ID:      1,
+		"client_ip=::ffff:203.0.113.9&token_id=" + tok.ID: 2,
+		"client_ip=192.0.2.0/24":                          0,
+	} {
+		code, body := get("/v1/audit?" + q)
+		var l client.AuditList
+		json.Unmarshal(body, &l)
+		if code != 200 || len(l.Events) != want {
+			t.Errorf("GET /v1/audit?%s: %d, %d records, want %d: %s", q, code, len(l.Events), want, body)
+		}
+	}
+	// The token's history holds its creation too (an admin record, from
+	// the CLI's address); kind=verify leaves the attempts.
+	code, body := get("/v1/audit/sources?token_id=" + tok.ID + "&since=" + time.Now().Add(-time.Hour).UTC().Format(time.RFC3339))
+	if !strings.Contains(string(body), `"total_sources":4,"records":8`) || !strings.Contains(string(body), `{"address":"127.0.0.1","attempts":1`) {
+		t.Errorf("the token's whole history by source: %d %s", code, body)
+	}
+	code, body = get("/v1/audit/sources?kind=verify&token_id=" + tok.ID + "&since=" + time.Now().Add(-time.Hour).UTC().Format(time.RFC3339))
+	var rep latchkey.SourceReport
+	if err := json.Unmarshal(body, &rep); err != nil || code != 200 {
+		t.Fatalf("GET /v1/audit/sources: %d %s", code, body)
+	}
+	if rep.Total != 3 || rep.Records != 7 || len(rep.Sources) != 3 || rep.Sources[0].Address != "203.0.113.7" || rep.Sources[0].Attempts != 4 ||
+		rep.Sources[0].Outcomes["VALID"] != 3 || rep.Sources[0].Outcomes["INSUFFICIENT_SCOPE"] != 1 || rep.Sources[2].Address != "2001:db8::1" {
+		t.Errorf("sources of the token: %s", body)
+	}
+	for _, q := range []string{"client_ip=not-an-address", "client_ip=fe80::1%25eth0", "client_ip=10.0.0.0/33", "client_ip=203.0.113.7&cidr=8", "since=yesterday"} {
+		if code, body := get("/v1/audit/sources?" + q); code != 400 {
+			t.Errorf("GET /v1/audit/sources?%s: %d %s, want 400", q, code, body)
+		}
+		if code, body := get("/v1/audit?" + q); code != 400 {
+			t.Errorf("GET /v1/audit?%s: %d %s, want 400", q, code, body)
+		}
+	}
+	verifier, err := rc.CreateToken(ctx, client.CreateRequest{Scopes: []string{latchkey.ScopeVerify}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.client(verifier.Plaintext).AuditSources(ctx, latchkey.AuditFilter{TokenID: tok.ID}); latchkey.ErrorCode(err) != latchkey.EPermissionDenied {
+		t.Errorf("sources for a token without audit:read: %v, want forbidden", err)
+	}
+
+	code, out, errs := cli(t, ts.url, ts.root, "audit", "sources", "--token-id", tok.ID, "--since", "1h")
+	if code != 0 || !regexp.MustCompile(`(?m)^203\.0\.113\.7\s+4\s+.*INSUFFICIENT_SCOPE 1, VALID 3$`).MatchString(out) ||
+		!strings.Contains(out, "8 records from 4 sources") {
+		t.Errorf("audit sources: exit %d\n%s%s", code, out, errs)
+	}
+	code, out, errs = cli(t, ts.url, ts.root, "audit", "tail", "--client-ip", "2001:db8::/32")
+	if code != 0 || strings.Count(out, "2001:db8::1") != 1 || strings.Contains(out, "203.0.113") {
+		t.Errorf("audit tail --client-ip: exit %d\n%s%s", code, out, errs)
+	}
+	if code, _, errs := cli(t, ts.url, ts.root, "audit", "sources", "--client-ip", "nonsense"); code != exitUsage || !strings.Contains(errs, "CIDR") {
+		t.Errorf("audit sources --client-ip nonsense: exit %d %s", code, errs)
+	}
+}

@@ -94,6 +94,7 @@ func commands() *command {
 			leaf("verify", "check the audit log's hash chain; exit 1 if it is broken", cmdAuditVerify),
 			leaf("export", "write audit records as JSON Lines (--since)", cmdAuditExport),
 			leaf("summary", "attempts today and per second, valid/refused/blocked", cmdAuditSummary),
+			leaf("sources", "who used a token from where: records tallied by client address", cmdAuditSources),
 		}},
 		{name: "blocks", doc: blocksDoc, summary: "sources the detector has blocked", subs: verbs(cmdBlocks,
 			"list", "sources the detector has blocked", "remove", "lift a block")},
