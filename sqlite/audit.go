@@ -4,8 +4,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"database/sql"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -36,13 +39,86 @@ func (db *DB) AppendAudit(ctx context.Context, evs []latchkey.AuditEvent) error 
 		return fmt.Errorf("sqlite: append audit: %w", err)
 	}
 	defer tx.Rollback()
-	if err := db.insertAudit(ctx, tx, evs); err != nil {
+	var fresh newSources
+	if err := db.insertAudit(ctx, tx, evs, &fresh); err != nil {
 		return err
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("sqlite: append audit: %w", err)
 	}
+	db.sources.committed(&fresh)
 	return nil
+}
+
+// sourceCache remembers, for the newest segment written, the client
+// addresses (as recorded) its audit_sources rows are known to hold
+// (committed), so that the writer does not insert them again for every
+// chunk: an ignored insert still costs SQLite a probe per key, which
+// doubled the writer's cost per record. Only AppendAudit, whose commit it
+// sees, consults and fills it; PruneAudit empties it under the same lock
+// as its commit.
+type sourceCache struct {
+	mu    sync.Mutex
+	seg   int64
+	addrs map[string]struct{}
+}
+
+// newSources are the addresses a transaction indexed, per segment, noted
+// in the cache once it commits.
+type newSources struct {
+	seg   []int64
+	addrs [][]string
+}
+
+// maxCachedSources bounds the cache (a segment with more addresses
+// inserts the rest again each chunk; INSERT OR IGNORE keeps that right).
+const maxCachedSources = 1 << 16
+
+// unknown is the client addresses of run (of segment seg) not known to
+// be indexed, without repeats; a nil cache knows none.
+func (c *sourceCache) unknown(seg int64, run []latchkey.AuditEvent) []string {
+	var known map[string]struct{}
+	if c != nil {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if seg == c.seg {
+			known = c.addrs
+		}
+	}
+	var out []string
+	prev := ""
+	for i := range run {
+		ip := run[i].ClientIP
+		if ip == "" || ip == prev {
+			continue
+		}
+		prev = ip
+		if _, ok := known[ip]; !ok {
+			out = append(out, ip)
+		}
+	}
+	return compact(out)
+}
+
+func (c *sourceCache) committed(n *newSources) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, seg := range n.seg {
+		if seg > c.seg || c.addrs == nil {
+			c.seg, c.addrs = seg, map[string]struct{}{}
+		}
+		if seg == c.seg {
+			for _, ip := range n.addrs[i] {
+				if len(c.addrs) < maxCachedSources {
+					c.addrs[ip] = struct{}{}
+				}
+			}
+		}
+	}
+}
+
+func (c *sourceCache) forget() {
+	c.addrs = nil
 }
 
 var chunkBufs = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
@@ -52,7 +128,11 @@ var chunkBufs = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return
 // the previous record of its node. The writer connection serialises
 // transactions, so reading the last hash and appending after it cannot
 // interleave with another writer.
-func (db *DB) insertAudit(ctx context.Context, tx *sql.Tx, evs []latchkey.AuditEvent) error {
+//
+// fresh, when not nil, has the source cache skip the addresses already
+// indexed and collects those inserted (AppendAudit notes them once it
+// has committed).
+func (db *DB) insertAudit(ctx context.Context, tx *sql.Tx, evs []latchkey.AuditEvent, fresh *newSources) error {
 	next, err := nextAuditSeq(ctx, tx)
 	if err != nil {
 		return err
@@ -94,7 +174,7 @@ func (db *DB) insertAudit(ctx context.Context, tx *sql.Tx, evs []latchkey.AuditE
 		if _, err := tx.StmtContext(ctx, db.insertChunk).ExecContext(ctx, last, n, node, tmin, tmax, auditrow.ChainV2, prev[:], h[:], b); err != nil {
 			return fmt.Errorf("sqlite: append audit: %w", err)
 		}
-		if err := db.indexTokens(ctx, tx, run, last); err != nil {
+		if err := db.indexTokens(ctx, tx, run, last, fresh); err != nil {
 			return err
 		}
 		if heads == nil {
@@ -110,28 +190,51 @@ func (db *DB) insertAudit(ctx context.Context, tx *sql.Tx, evs []latchkey.AuditE
 const keysPerInsert = 32
 
 // indexTokens notes in audit_tokens that the chunk ending at last holds
-// records of each token in run, and in audit_sources that it holds
-// records from each client address: one row per key and chunk.
-func (db *DB) indexTokens(ctx context.Context, tx *sql.Tx, run []latchkey.AuditEvent, last int64) error {
-	var ids, ips []string
+// records of each token in run (one row per token and chunk), and in
+// audit_sources that its segment holds records from each client address
+// (one row per address and segment).
+func (db *DB) indexTokens(ctx context.Context, tx *sql.Tx, run []latchkey.AuditEvent, last int64, fresh *newSources) error {
+	var ids []string
 	for i := range run {
 		if id := run[i].TokenID; id != "" && (len(ids) == 0 || ids[len(ids)-1] != id) {
 			ids = append(ids, id)
-		}
-		if ip := run[i].ClientIP; ip != "" && (len(ips) == 0 || ips[len(ips)-1] != ip) {
-			ips = append(ips, ip)
 		}
 	}
 	if err := indexKeys(ctx, tx, compact(ids), false, db.insertToken, db.insertTokens, last); err != nil {
 		return err
 	}
+	seg := last >> sourceSegBits
+	var c *sourceCache
+	if fresh != nil {
+		c = &db.sources
+	}
+	addrs := c.unknown(seg, run)
+	if len(addrs) == 0 {
+		return nil
+	}
+	if keys := sourceKeys(addrs); len(keys) > 0 {
+		list, _ := json.Marshal(keys)
+		if _, err := tx.StmtContext(ctx, db.insertSources).ExecContext(ctx, string(list), seg); err != nil {
+			return fmt.Errorf("sqlite: append audit: %w", err)
+		}
+	}
+	if fresh != nil {
+		fresh.seg, fresh.addrs = append(fresh.seg, seg), append(fresh.addrs, addrs)
+	}
+	return nil
+}
+
+// sourceKeys is the addresses among ips as sourceIndexInsert takes
+// them (hex keys, sorted, no repeats), all of a chunk's in one statement:
+// a statement per handful of keys cost the writer more than the records.
+func sourceKeys(ips []string) []string {
 	keys := make([]string, 0, len(ips))
 	for _, ip := range compact(ips) {
 		if k, ok := latchkey.SourceKey(ip); ok {
-			keys = append(keys, string(k[:]))
+			keys = append(keys, hex.EncodeToString(k[:]))
 		}
 	}
-	return indexKeys(ctx, tx, compact(keys), true, db.insertSource, db.insertSources, last)
+	return compact(keys)
 }
 
 // compact sorts vs and drops repeats.
@@ -174,10 +277,9 @@ func tokenIndexInsert(n int) string {
 	return `INSERT OR IGNORE INTO audit_tokens (token_id, last_seq) VALUES ` + strings.TrimSuffix(strings.Repeat("(?,?),", n), ",")
 }
 
-// sourceIndexInsert is the INSERT of n (address key, chunk) pairs.
-func sourceIndexInsert(n int) string {
-	return `INSERT OR IGNORE INTO audit_sources (ip, last_seq) VALUES ` + strings.TrimSuffix(strings.Repeat("(?,?),", n), ",")
-}
+// sourceIndexInsert notes that segment ?2 holds records from each
+// address of ?1, a JSON array of hex keys (latchkey.SourceKey).
+const sourceIndexInsert = `INSERT OR IGNORE INTO audit_sources (ip, seg) SELECT unhex(value), ?2 FROM json_each(?1)`
 
 const chunkInsert = `INSERT INTO audit_chunks (last_seq, n, node, t_min, t_max, chain, prev, hash, recs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`
 
@@ -413,12 +515,23 @@ func (db *DB) pruneNode(ctx context.Context, node string, before time.Time, arch
 	if _, err := tx.ExecContext(ctx, `DELETE FROM audit_chunks WHERE node = ? AND last_seq <= ?`, node, cut.Int64); err != nil {
 		return 0, fmt.Errorf("sqlite: prune audit: %w", err)
 	}
-	for _, table := range []string{"audit_tokens", "audit_sources"} {
-		if _, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE last_seq <= ? AND last_seq NOT IN (SELECT last_seq FROM audit_chunks WHERE last_seq <= ?)`,
-			cut.Int64, cut.Int64); err != nil {
-			return 0, fmt.Errorf("sqlite: prune audit: %w", err)
-		}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM audit_tokens WHERE last_seq <= ? AND last_seq NOT IN (SELECT last_seq FROM audit_chunks WHERE last_seq <= ?)`,
+		cut.Int64, cut.Int64); err != nil {
+		return 0, fmt.Errorf("sqlite: prune audit: %w", err)
 	}
+	// A segment's rows go with its last chunk (a segment partly pruned
+	// keeps them: its other chunks may still hold the address).
+	if _, err := tx.ExecContext(ctx, `DELETE FROM audit_sources WHERE seg <= ? AND NOT EXISTS
+		(SELECT 1 FROM audit_chunks WHERE last_seq >= audit_sources.seg << ? AND last_seq < (audit_sources.seg + 1) << ?)`,
+		cut.Int64>>sourceSegBits, sourceSegBits, sourceSegBits); err != nil {
+		return 0, fmt.Errorf("sqlite: prune audit: %w", err)
+	}
+	// A segment's rows may have gone: the writer's cache of them goes too,
+	// under the lock that AppendAudit reads it with (inside its own
+	// transaction, which begins only once this one has ended).
+	db.sources.mu.Lock()
+	defer db.sources.mu.Unlock()
+	db.sources.forget()
 	return n, tx.Commit()
 }
 
@@ -511,66 +624,95 @@ func (db *DB) inKeyspace(ctx context.Context, f latchkey.AuditFilter) func(token
 // by client address. The chunks come from the same indexes as
 // ListAudit's; at most latchkey.MaxSourceRecords records are counted.
 func (db *DB) AuditSources(ctx context.Context, f latchkey.AuditFilter) (latchkey.SourceReport, error) {
-	rows, err := db.r.QueryContext(ctx, chunkQuery(f, 0, 0, false), chunkArgs(f, 0, 0)...)
-	if err != nil {
-		return latchkey.SourceReport{}, fmt.Errorf("sqlite: audit sources: %w", err)
-	}
-	defer rows.Close()
 	match := recordMatch(f, 0, 0, db.inKeyspace(ctx, f))
 	tally := map[string]*latchkey.SourceUsage{}
 	var n int64
-	for rows.Next() {
-		var c chunk
-		if err := scanChunk(rows, &c); err != nil {
-			return latchkey.SourceReport{}, fmt.Errorf("sqlite: audit sources: %w", err)
-		}
+	err := eachChunk(ctx, db.r, f, 0, 0, false, func(c *chunk) (bool, error) {
 		evs, _, err := c.decode()
 		if err != nil {
-			return latchkey.SourceReport{}, fmt.Errorf("sqlite: audit records %d-%d: %w", c.last-c.n+1, c.last, err)
+			return false, fmt.Errorf("sqlite: audit records %d-%d: %w", c.last-c.n+1, c.last, err)
 		}
 		for i := range evs {
 			ok, err := match(&evs[i])
 			if err != nil {
-				return latchkey.SourceReport{}, err
+				return false, err
 			}
 			if !ok {
 				continue
 			}
 			if n++; n > latchkey.MaxSourceRecords {
-				return latchkey.SourceReport{}, errTooManySourceRecords
+				return false, errTooManySourceRecords
 			}
 			latchkey.Tally(tally, &evs[i])
 		}
-	}
-	if err := rows.Err(); err != nil {
-		return latchkey.SourceReport{}, fmt.Errorf("sqlite: audit sources: %w", err)
+		return true, nil
+	})
+	if err != nil {
+		return latchkey.SourceReport{}, err
 	}
 	return latchkey.Report(tally), nil
 }
 
 var errTooManySourceRecords = latchkey.Errorf(latchkey.EInvalid, "more than %d records match: narrow the window (since, until) or the filter", latchkey.MaxSourceRecords)
 
-// chunkQuery selects the chunks that may hold records matching f with
-// lo < seq < hi (hi 0: no bound), in seq order; chunkArgs are its
-// arguments. The indexes (the key, audit_tokens, audit_sources) narrow
-// the chunks; recordMatch then picks the records.
-func chunkQuery(f latchkey.AuditFilter, lo, hi int64, asc bool) string {
-	var where []string
-	chunkConds(f, lo, hi, func(cond string, _ any) { where = append(where, cond) })
-	query := `SELECT ` + chunkColumns + ` FROM audit_chunks`
-	if len(where) > 0 {
-		query += " WHERE " + strings.Join(where, " AND ")
+// A source segment is a run of 1<<sourceSegBits sequence numbers:
+// audit_sources says which segments hold chunks (by their last record)
+// with records from an address, once per address and segment. An
+// address seen again in a segment costs its writer an ignored insert,
+// not a new index row, so the index stays small and its pages are
+// rarely written; a query by source decodes every chunk of the
+// segments that hold it, and none of the others.
+const sourceSegBits = 16
+
+// chunkRange bounds the last seq of chunks: from <= last_seq < to (0:
+// no bound).
+type chunkRange struct{ from, to int64 }
+
+// eachChunk calls fn with each chunk that may hold records matching f
+// with lo < seq < hi (hi 0: no bound), in seq order, until fn returns
+// false. The key, audit_tokens and audit_sources narrow the chunks;
+// the caller's recordMatch picks the records.
+func eachChunk(ctx context.Context, q queryer, f latchkey.AuditFilter, lo, hi int64, asc bool, fn func(*chunk) (bool, error)) error {
+	ranges := []chunkRange{{}}
+	if f.Source.IsValid() {
+		var err error
+		if ranges, err = sourceSegments(ctx, q, f.Source, asc); err != nil {
+			return err
+		}
 	}
-	return query + " ORDER BY last_seq " + map[bool]string{true: "ASC", false: "DESC"}[asc]
+	for _, r := range ranges {
+		more, err := eachChunkIn(ctx, q, f, lo, hi, r, asc, fn)
+		if err != nil || !more {
+			return err
+		}
+	}
+	return nil
 }
 
-func chunkArgs(f latchkey.AuditFilter, lo, hi int64) []any {
+// sourceSegments lists the chunk ranges of the segments that hold records
+// from addresses in p, in seq order.
+func sourceSegments(ctx context.Context, q queryer, p netip.Prefix, asc bool) ([]chunkRange, error) {
+	from, to := latchkey.SourceRange(p)
+	rows, err := q.QueryContext(ctx, `SELECT DISTINCT seg FROM audit_sources WHERE ip >= ? AND ip <= ? ORDER BY seg `+map[bool]string{true: "ASC", false: "DESC"}[asc], from[:], to[:])
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: audit by source: %w", err)
+	}
+	defer rows.Close()
+	var out []chunkRange
+	for rows.Next() {
+		var seg int64
+		if err := rows.Scan(&seg); err != nil {
+			return nil, fmt.Errorf("sqlite: audit by source: %w", err)
+		}
+		out = append(out, chunkRange{seg << sourceSegBits, (seg + 1) << sourceSegBits})
+	}
+	return out, rows.Err()
+}
+
+func eachChunkIn(ctx context.Context, q queryer, f latchkey.AuditFilter, lo, hi int64, r chunkRange, asc bool, fn func(*chunk) (bool, error)) (bool, error) {
+	var where []string
 	var args []any
-	chunkConds(f, lo, hi, func(_ string, v any) { args = append(args, v) })
-	return args
-}
-
-func chunkConds(f latchkey.AuditFilter, lo, hi int64, add func(cond string, v any)) {
+	add := func(cond string, v any) { where, args = append(where, cond), append(args, v) }
 	if f.Node != "" {
 		add("node = ?", f.Node)
 	}
@@ -583,6 +725,12 @@ func chunkConds(f latchkey.AuditFilter, lo, hi int64, add func(cond string, v an
 		add("last_seq < ?", hi+auditrow.MaxChunk)
 		add("last_seq - n + 1 < ?", hi)
 	}
+	if r.from > 0 {
+		add("last_seq >= ?", r.from)
+	}
+	if r.to > 0 {
+		add("last_seq < ?", r.to)
+	}
 	if !f.Since.IsZero() {
 		add("t_max >= ?", micros(f.Since))
 	}
@@ -592,11 +740,29 @@ func chunkConds(f latchkey.AuditFilter, lo, hi int64, add func(cond string, v an
 	if f.TokenID != "" {
 		add("last_seq IN (SELECT last_seq FROM audit_tokens WHERE token_id = ?)", f.TokenID)
 	}
-	if f.Source.IsValid() {
-		from, to := latchkey.SourceRange(f.Source)
-		add("last_seq IN (SELECT last_seq FROM audit_sources WHERE ip >= ?", from[:])
-		add("ip <= ?)", to[:])
+	query := `SELECT ` + chunkColumns + ` FROM audit_chunks`
+	if len(where) > 0 {
+		query += " WHERE " + strings.Join(where, " AND ")
 	}
+	query += " ORDER BY last_seq " + map[bool]string{true: "ASC", false: "DESC"}[asc]
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return false, fmt.Errorf("sqlite: list audit: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var c chunk
+		if err := scanChunk(rows, &c); err != nil {
+			return false, fmt.Errorf("sqlite: list audit: %w", err)
+		}
+		if more, err := fn(&c); err != nil || !more {
+			return false, err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return false, fmt.Errorf("sqlite: list audit: %w", err)
+	}
+	return true, nil
 }
 
 // recordMatch decides which records of the chunks chunkQuery selected
@@ -645,21 +811,12 @@ func listAudit(ctx context.Context, q queryer, f latchkey.AuditFilter, maxSeq in
 	if maxSeq > 0 && (hi == 0 || maxSeq+1 < hi) {
 		hi = maxSeq + 1
 	}
-	rows, err := q.QueryContext(ctx, chunkQuery(f, lo, hi, asc), chunkArgs(f, lo, hi)...)
-	if err != nil {
-		return latchkey.AuditPage{}, fmt.Errorf("sqlite: list audit: %w", err)
-	}
-	defer rows.Close()
 	match := recordMatch(f, lo, hi, inKeyspace)
 	var page latchkey.AuditPage
-	for rows.Next() && len(page.Events) <= limit {
-		var c chunk
-		if err := scanChunk(rows, &c); err != nil {
-			return latchkey.AuditPage{}, fmt.Errorf("sqlite: list audit: %w", err)
-		}
+	err := eachChunk(ctx, q, f, lo, hi, asc, func(c *chunk) (bool, error) {
 		evs, encs, err := c.decode()
 		if err != nil {
-			return latchkey.AuditPage{}, fmt.Errorf("sqlite: audit records %d-%d: %w", c.last-c.n+1, c.last, err)
+			return false, fmt.Errorf("sqlite: audit records %d-%d: %w", c.last-c.n+1, c.last, err)
 		}
 		var picked []int
 		for i := range evs {
@@ -669,7 +826,7 @@ func listAudit(ctx context.Context, q queryer, f latchkey.AuditFilter, maxSeq in
 			}
 			ok, err := match(&evs[j])
 			if err != nil {
-				return latchkey.AuditPage{}, err
+				return false, err
 			}
 			if ok {
 				picked = append(picked, j)
@@ -678,16 +835,16 @@ func listAudit(ctx context.Context, q queryer, f latchkey.AuditFilter, maxSeq in
 				}
 			}
 		}
-		if len(picked) == 0 {
-			continue
+		if len(picked) > 0 {
+			c.hashes(evs, encs, slices.Max(picked))
+			for _, j := range picked {
+				page.Events = append(page.Events, evs[j])
+			}
 		}
-		c.hashes(evs, encs, slices.Max(picked))
-		for _, j := range picked {
-			page.Events = append(page.Events, evs[j])
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return latchkey.AuditPage{}, fmt.Errorf("sqlite: list audit: %w", err)
+		return len(page.Events) <= limit, nil
+	})
+	if err != nil {
+		return latchkey.AuditPage{}, err
 	}
 	if len(page.Events) > limit {
 		page.Events = page.Events[:limit]

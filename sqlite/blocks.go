@@ -21,7 +21,7 @@ func (db *DB) PutBlock(ctx context.Context, b latchkey.Block, ev *latchkey.Audit
 		return fmt.Errorf("sqlite: put block: %w", err)
 	}
 	if ev != nil {
-		if err := db.insertAudit(ctx, tx, []latchkey.AuditEvent{*ev}); err != nil {
+		if err := db.insertAudit(ctx, tx, []latchkey.AuditEvent{*ev}, nil); err != nil {
 			return err
 		}
 	}
@@ -43,7 +43,7 @@ func (db *DB) DeleteBlock(ctx context.Context, source string, ev *latchkey.Audit
 		return false, nil
 	}
 	if ev != nil {
-		if err := db.insertAudit(ctx, tx, []latchkey.AuditEvent{*ev}); err != nil {
+		if err := db.insertAudit(ctx, tx, []latchkey.AuditEvent{*ev}, nil); err != nil {
 			return false, err
 		}
 	}

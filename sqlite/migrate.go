@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -21,16 +22,6 @@ var goMigrations = map[int]func(ctx context.Context, tx *sql.Tx) error{
 // indexAuditSources fills audit_sources from the chunks already stored, a
 // page of chunks at a time (no rows open while it writes).
 func indexAuditSources(ctx context.Context, tx *sql.Tx) error {
-	one, err := tx.PrepareContext(ctx, sourceIndexInsert(1))
-	if err != nil {
-		return err
-	}
-	defer one.Close()
-	many, err := tx.PrepareContext(ctx, sourceIndexInsert(keysPerInsert))
-	if err != nil {
-		return err
-	}
-	defer many.Close()
 	for after := int64(-1); ; {
 		rows, err := tx.QueryContext(ctx, `SELECT `+chunkColumns+` FROM audit_chunks WHERE last_seq > ? ORDER BY last_seq LIMIT 64`, after)
 		if err != nil {
@@ -54,14 +45,15 @@ func indexAuditSources(ctx context.Context, tx *sql.Tx) error {
 			if err != nil {
 				return fmt.Errorf("audit records %d-%d: %w", c.last-c.n+1, c.last, err)
 			}
-			var keys []string
+			ips := make([]string, len(evs))
 			for i := range evs {
-				if k, ok := latchkey.SourceKey(evs[i].ClientIP); ok {
-					keys = append(keys, string(k[:]))
-				}
+				ips[i] = evs[i].ClientIP
 			}
-			if err := indexKeys(ctx, tx, compact(keys), true, one, many, c.last); err != nil {
-				return err
+			if keys := sourceKeys(ips); len(keys) > 0 {
+				list, _ := json.Marshal(keys)
+				if _, err := tx.ExecContext(ctx, sourceIndexInsert, string(list), c.last>>sourceSegBits); err != nil {
+					return err
+				}
 			}
 			after = c.last
 		}

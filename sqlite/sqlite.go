@@ -35,7 +35,7 @@ type DB struct {
 	r    *sql.DB // readers
 
 	insertChunk, insertToken, insertTokens *sql.Stmt // audit inserts, prepared on the writer
-	insertSource, insertSources            *sql.Stmt
+	insertSources                          *sql.Stmt
 	getToken                               *sql.Stmt // a token by id, prepared on the readers: parsing the query cost 3x the read
 
 	writes    chan *writeReq // WriteTx calls waiting for the committer
@@ -44,6 +44,8 @@ type DB struct {
 	closeOnce sync.Once
 
 	nTx, nWrites atomic.Uint64
+
+	sources sourceCache // which addresses the newest segment's rows of audit_sources hold
 }
 
 var _ latchkey.Store = (*DB)(nil)
@@ -86,9 +88,7 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	if db.insertChunk, err = w.PrepareContext(ctx, chunkInsert); err == nil {
 		if db.insertToken, err = w.PrepareContext(ctx, tokenIndexInsert(1)); err == nil {
 			if db.insertTokens, err = w.PrepareContext(ctx, tokenIndexInsert(keysPerInsert)); err == nil {
-				if db.insertSource, err = w.PrepareContext(ctx, sourceIndexInsert(1)); err == nil {
-					db.insertSources, err = w.PrepareContext(ctx, sourceIndexInsert(keysPerInsert))
-				}
+				db.insertSources, err = w.PrepareContext(ctx, sourceIndexInsert)
 			}
 		}
 	}
@@ -107,7 +107,7 @@ func (db *DB) Close() error {
 	db.closeOnce.Do(func() { close(db.stop) })
 	<-db.committed
 	var errs []error
-	for _, st := range []*sql.Stmt{db.insertChunk, db.insertToken, db.insertTokens, db.insertSource, db.insertSources, db.getToken} {
+	for _, st := range []*sql.Stmt{db.insertChunk, db.insertToken, db.insertTokens, db.insertSources, db.getToken} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
@@ -246,7 +246,7 @@ func (db *DB) ChangeSetting(ctx context.Context, key string, fn func(old string,
 		return fmt.Errorf("sqlite: change setting: %w", err)
 	}
 	if ev != nil {
-		if err := db.insertAudit(ctx, tx, []latchkey.AuditEvent{*ev}); err != nil {
+		if err := db.insertAudit(ctx, tx, []latchkey.AuditEvent{*ev}, nil); err != nil {
 			return err
 		}
 	}

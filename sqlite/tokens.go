@@ -403,7 +403,7 @@ func (x *tx) audit(ctx context.Context, ev *latchkey.AuditEvent) error {
 	if ev == nil {
 		return nil
 	}
-	return x.db.insertAudit(ctx, x.tx, []latchkey.AuditEvent{*ev})
+	return x.db.insertAudit(ctx, x.tx, []latchkey.AuditEvent{*ev}, nil)
 }
 
 // ConsumeUse spends one use from each budget, all or none. The single
