@@ -203,3 +203,44 @@ func TestAuditChunkMigration(t *testing.T) {
 		}
 	})
 }
+
+// The writer's cache of indexed addresses never hides a record: after a
+// prune takes a segment's chunks (and its index rows), the same address
+// in the same segment is indexed again.
+func TestSourceIndexAfterPrune(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, err := Open(ctx, filepath.Join(t.TempDir(), "s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	old := time.Now().Add(-48 * time.Hour)
+	rec := func(at time.Time) []latchkey.AuditEvent {
+		return []latchkey.AuditEvent{{Time: at, Node: "n1", Kind: "verify", Action: "verify", Outcome: "VALID", ClientIP: "192.0.2.44"}}
+	}
+	src, _ := latchkey.ParseSource("192.0.2.44")
+	if err := db.AppendAudit(ctx, rec(old)); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.AppendAudit(ctx, rec(old)); err != nil { // a second chunk, same segment: skipped by the cache
+		t.Fatal(err)
+	}
+	if p, _ := db.ListAudit(ctx, latchkey.AuditFilter{Source: src}); len(p.Events) != 2 {
+		t.Fatalf("before the prune: %d records by source, want 2", len(p.Events))
+	}
+	if n, err := db.PruneAudit(ctx, time.Now().Add(-time.Hour), nil); err != nil || n != 2 {
+		t.Fatalf("prune: %d %v", n, err)
+	}
+	var rows int
+	db.r.QueryRow(`SELECT count(*) FROM audit_sources`).Scan(&rows)
+	if rows != 0 {
+		t.Errorf("%d index rows left for a segment without chunks", rows)
+	}
+	if err := db.AppendAudit(ctx, rec(time.Now())); err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := db.ListAudit(ctx, latchkey.AuditFilter{Source: src}); len(p.Events) != 1 {
+		t.Errorf("after the prune, a new record from the same address: %d by source, want 1", len(p.Events))
+	}
+}
