@@ -260,7 +260,15 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Errorf("%s img elements in the page: the name was parsed as markup", n)
 	}
 	b.waitFor(t, "the attempt on the token's page", `document.querySelector('#attempts')?.textContent.includes('VALID')`, 3*time.Second)
+	// Who used it from where: its creation (from the browser) and the
+	// attempt, both from loopback, tallied by the server.
+	b.waitFor(t, "the token's sources", `(() => { const r = document.querySelector('#sources-table tbody tr');
+		return !!r && r.textContent.includes('127.0.0.1') && r.textContent.includes('OK 1, VALID 1'); })()`, 3*time.Second)
 	b.screenshot(t, "2-token")
+	b.do(t, "a source's records", chromedp.Click(`#sources-table tbody a`), chromedp.WaitVisible("#audit-filters"))
+	b.waitFor(t, "the audit view filtered by that source", `document.querySelector('#a-client_ip').value === '127.0.0.1' &&
+		document.querySelectorAll('#audit-rows tr:not(.detail)').length === 2`, 3*time.Second)
+	b.do(t, "back to the token", chromedp.Navigate(ts.url+"/ui/#/tokens/"+id), chromedp.WaitVisible(`button[data-action="revoke"]`))
 	b.do(t, "revoke", chromedp.Click(`button[data-action="revoke"]`),
 		chromedp.WaitVisible("dialog.confirm input[name=reason]"),
 		chromedp.SendKeys("dialog.confirm input[name=reason]", "leaked in a test"),

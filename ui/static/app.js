@@ -103,7 +103,7 @@ function route() {
     else if (parts[0] === 'sessions') cleanup = sessionsView(view);
     else if (parts[0] === 'agents') cleanup = agentsView(view);
     else if (parts[0] === 'requests') cleanup = requestsView(view, me);
-    else if (parts[0] === 'audit') cleanup = auditView(view, { token_id: parts[1] || '' });
+    else if (parts[0] === 'audit') cleanup = auditView(view, { token_id: parts[1] || '', client_ip: parts[2] || '' });
     else cleanup = liveView(view);
   } catch (err) {
     replace(view, notice(err.message));

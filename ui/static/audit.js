@@ -1,5 +1,5 @@
-// Audit: the log searched by token, subject, outcome, kind, action and
-// time, page by page, and its hash chain checked.
+// Audit: the log searched by token, subject, client address (or CIDR
+// prefix), outcome, kind, action and time, page by page, and its hash chain checked.
 import * as api from './api.js';
 import { h, replace, notice, recordHead, recordRow } from './dom.js';
 
@@ -19,6 +19,8 @@ export function auditView(root, params = {}) {
   const input = (name, placeholder, value = '') => h('input', { name, id: `a-${name}`, placeholder, value });
   const token = input('token_id', 'token id', params.token_id);
   const subject = input('subject', 'subject');
+  const source = input('client_ip', 'client address or CIDR', params.client_ip);
+  source.setAttribute('aria-label', 'Client address or CIDR prefix');
   const action = input('action', 'action, e.g. token.revoke');
   const kind = h('select', { name: 'kind', id: 'a-kind', 'aria-label': 'Kind' },
     [['', 'All kinds'], ['verify', 'Attempts'], ['admin', 'Admin changes'], ['session', 'Sessions'], ['detect', 'Detector']].map(([v, l]) => h('option', { value: v }, l)));
@@ -26,7 +28,7 @@ export function auditView(root, params = {}) {
     h('option', { value: '' }, 'Any outcome'), OUTCOMES.map((o) => h('option', { value: o }, o)));
   const since = h('input', { type: 'datetime-local', name: 'since', id: 'a-since', 'aria-label': 'Since' });
   const until = h('input', { type: 'datetime-local', name: 'until', id: 'a-until', 'aria-label': 'Until' });
-  const form = h('form', { class: 'toolbar', id: 'audit-filters' }, token, subject, kind, outcome, action,
+  const form = h('form', { class: 'toolbar', id: 'audit-filters' }, token, subject, source, kind, outcome, action,
     h('label', { class: 'inline' }, 'from', since), h('label', { class: 'inline' }, 'to', until),
     h('button', { type: 'submit' }, 'Search'));
   const chainBtn = h('button', { type: 'button', id: 'verify-chain' }, 'Check the hash chain');
@@ -66,7 +68,7 @@ export function auditView(root, params = {}) {
   };
   form.addEventListener('submit', (e) => {
     e.preventDefault();
-    filter = { token_id: token.value.trim(), subject: subject.value.trim(), kind: kind.value, outcome: outcome.value,
+    filter = { token_id: token.value.trim(), subject: subject.value.trim(), client_ip: source.value.trim(), kind: kind.value, outcome: outcome.value,
       action: action.value.trim(), since: rfc3339(since.value), until: rfc3339(until.value) };
     load(false);
   });
@@ -83,7 +85,7 @@ export function auditView(root, params = {}) {
       replace(chain, notice(err.message));
     }
   });
-  filter = { token_id: token.value.trim() };
+  filter = { token_id: token.value.trim(), client_ip: source.value.trim() };
   load(false);
   return () => { alive = false; };
 }

@@ -295,10 +295,55 @@ export function tokenView(root, id) {
           ['Children', kids],
         ]))),
       h('h2', null, 'Recent attempts ', h('a', { href: `#/audit/${encodeURIComponent(id)}`, class: 'quiet-link', id: 'all-records' }, '(all records)')), recent,
+      sources,
       calls ? h('h2', null, 'Tool calls (MCP)') : null, calls);
+    sourcesPanel(sources, id);
   };
+  const sources = h('section', { id: 'sources', 'aria-labelledby': 'sources-heading' });
   load();
   return () => { alive = false; };
+}
+
+// The windows a token's sources can be counted over.
+const WINDOWS = [['1h', 'the last hour', 3600], ['24h', 'the last 24 hours', 86400], ['7d', 'the last 7 days', 7 * 86400], ['30d', 'the last 30 days', 30 * 86400]];
+// The outcomes a source's counts are shown for, in this order; the rest
+// are summed as "other refusals".
+const SOURCE_OUTCOMES = ['VALID', 'OK'];
+
+// sourcesPanel fills el with who used token id from where: its records
+// over a chosen window tallied by client address on the server
+// (GET /v1/audit/sources), each address a link to its records.
+function sourcesPanel(el, id, win = '24h') {
+  const pick = h('select', { id: 'sources-window', 'aria-label': 'Window' },
+    WINDOWS.map(([v, label]) => h('option', { value: v, selected: v === win }, label)));
+  const body = h('div', { id: 'sources-body' }, h('p', { class: 'muted' }, 'Counting…'));
+  replace(el, h('h2', { id: 'sources-heading' }, 'Sources'), h('div', { class: 'toolbar' }, h('label', { class: 'inline' }, 'over ', pick)), body);
+  pick.addEventListener('change', () => sourcesPanel(el, id, pick.value));
+  const secs = WINDOWS.find(([v]) => v === win)[2];
+  api.v1('GET', '/audit/sources' + api.query({ token_id: id, since: new Date(Date.now() - secs * 1000).toISOString() })).then((rep) => {
+    if (!el.isConnected) return;
+    if (rep.sources.length === 0) {
+      replace(body, h('p', { class: 'muted' }, 'No records in this window.'));
+      return;
+    }
+    const refused = (u) => Object.entries(u.outcomes).filter(([o]) => !SOURCE_OUTCOMES.includes(o)).reduce((n, [, c]) => n + c, 0);
+    const detail = (u) => Object.entries(u.outcomes).sort().map(([o, c]) => `${o} ${c}`).join(', ');
+    replace(body,
+      h('p', { class: 'muted', id: 'sources-summary' }, `${rep.records.toLocaleString()} records from ${rep.total_sources.toLocaleString()} address(es)` +
+        (rep.truncated ? `; the busiest ${rep.sources.length.toLocaleString()} are shown` : '') + '.'),
+      h('div', { class: 'scroll' }, h('table', { class: 'feed', id: 'sources-table' },
+        h('thead', null, h('tr', null, ['Address', 'Attempts', 'Allowed', 'Refused', 'First seen', 'Last seen', 'Outcomes'].map((c) => h('th', { scope: 'col' }, c)))),
+        h('tbody', null, rep.sources.map((u) => h('tr', null,
+          h('td', { class: 'mono' }, u.address
+            ? h('a', { href: `#/audit/${encodeURIComponent(id)}/${encodeURIComponent(u.address)}` }, u.address)
+            : h('span', { class: 'muted' }, '(none)')),
+          h('td', null, u.attempts.toLocaleString()),
+          h('td', null, SOURCE_OUTCOMES.reduce((n, o) => n + (u.outcomes[o] || 0), 0).toLocaleString()),
+          h('td', null, refused(u).toLocaleString()),
+          h('td', { title: u.first_seen }, when(u.first_seen)),
+          h('td', { title: u.last_seen }, when(u.last_seen)),
+          h('td', null, detail(u))))))));
+  }).catch((err) => { if (el.isConnected) replace(body, notice(err.message)); });
 }
 
 // editForm changes a token's name, tags or metadata, or narrows its
