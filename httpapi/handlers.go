@@ -38,25 +38,14 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, a latchkey.A
 	if err := onlyParams(q, "keyspace", "subject", "status", "tag", "prefix", "parent", "rotation_due", "cursor", "limit"); err != nil {
 		return err
 	}
-	ks, err := callKeyspace(a, latchkey.PermTokensRead, q.Get("keyspace"))
+	f, err := tokenFilter(q, a)
 	if err != nil {
 		return err
 	}
-	limit, err := limitParam(q)
-	if err != nil {
+	if f.Limit, err = limitParam(q); err != nil {
 		return err
 	}
-	f := latchkey.TokenFilter{
-		Keyspace: ks, Subject: q.Get("subject"), Status: latchkey.Status(q.Get("status")), Tag: q.Get("tag"),
-		Prefix: q.Get("prefix"), ParentID: q.Get("parent"), Cursor: q.Get("cursor"), Limit: limit,
-	}
-	switch q.Get("rotation_due") {
-	case "", "false":
-	case "true":
-		f.RotationDue = true
-	default:
-		return latchkey.Errorf(latchkey.EInvalid, "rotation_due must be true or false")
-	}
+	f.Cursor = q.Get("cursor")
 	page, err := s.Tokens.List(r.Context(), f)
 	if err != nil {
 		return err
@@ -66,6 +55,26 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, a latchkey.A
 	}
 	writeJSON(w, http.StatusOK, client.TokenList{Tokens: page.Tokens, NextCursor: page.Next})
 	return nil
+}
+
+// tokenFilter reads the filters of GET /v1/tokens (and its export).
+func tokenFilter(q url.Values, a latchkey.Actor) (latchkey.TokenFilter, error) {
+	ks, err := callKeyspace(a, latchkey.PermTokensRead, q.Get("keyspace"))
+	if err != nil {
+		return latchkey.TokenFilter{}, err
+	}
+	f := latchkey.TokenFilter{
+		Keyspace: ks, Subject: q.Get("subject"), Status: latchkey.Status(q.Get("status")), Tag: q.Get("tag"),
+		Prefix: q.Get("prefix"), ParentID: q.Get("parent"),
+	}
+	switch q.Get("rotation_due") {
+	case "", "false":
+	case "true":
+		f.RotationDue = true
+	default:
+		return f, latchkey.Errorf(latchkey.EInvalid, "rotation_due must be true or false")
+	}
+	return f, nil
 }
 
 func validID(id string) error {

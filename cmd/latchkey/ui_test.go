@@ -268,6 +268,12 @@ func TestDashboardInBrowser(t *testing.T) {
 	b.do(t, "a source's records", chromedp.Click(`#sources-table tbody a`), chromedp.WaitVisible("#audit-filters"))
 	b.waitFor(t, "the audit view filtered by that source", `document.querySelector('#a-client_ip').value === '127.0.0.1' &&
 		document.querySelectorAll('#audit-rows tr:not(.detail)').length === 2`, 3*time.Second)
+	// The CSV download of that filter, through the session cookie.
+	if v := b.eval(t, `(async () => { const a = document.querySelector('#audit-export-csv');
+		const r = await fetch(a.href, { credentials: 'same-origin' }); const text = await r.text();
+		return [r.status, a.href.includes('client_ip=127.0.0.1'), text.split('\n').filter(Boolean).length, text.startsWith('seq,time')].join(' '); })()`); v != "200 true 3 true" {
+		t.Errorf("the audit view's CSV export: %s, want 200, the filter, a header and 2 rows", v)
+	}
 	b.do(t, "back to the token", chromedp.Navigate(ts.url+"/ui/#/tokens/"+id), chromedp.WaitVisible(`button[data-action="revoke"]`))
 	b.do(t, "revoke", chromedp.Click(`button[data-action="revoke"]`),
 		chromedp.WaitVisible("dialog.confirm input[name=reason]"),

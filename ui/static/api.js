@@ -64,6 +64,13 @@ export function query(params) {
   return s ? '?' + s : '';
 }
 
+// exportURL is the address of a download of an export (GET
+// /v1/export/...) through the session: a plain link, since a GET needs
+// no CSRF token and the cookie goes with it.
+export function exportURL(what, params, format) {
+  return '/ui/api/v1/export/' + what + query({ ...params, format });
+}
+
 export async function session() {
   const info = await call('GET', '/ui/api/session');
   csrf = info.csrf_token;

@@ -1,7 +1,7 @@
 // Audit: the log searched by token, subject, client address (or CIDR
 // prefix), outcome, kind, action and time, page by page, and its hash chain checked.
 import * as api from './api.js';
-import { h, replace, notice, recordHead, recordRow } from './dom.js';
+import { h, replace, notice, recordHead, recordRow, exportLinks } from './dom.js';
 
 const COLS = ['seq', 'time', 'kind', 'action', 'outcome', 'token', 'subject', 'actor', 'source', 'request', 'latency', 'reason'];
 const OUTCOMES = ['VALID', 'OK', 'NOT_FOUND', 'MALFORMED', 'REVOKED', 'SUSPENDED', 'EXPIRED', 'NOT_YET_VALID', 'IP_NOT_ALLOWED',
@@ -46,6 +46,8 @@ export function auditView(root, params = {}) {
   let alive = true;
   let cursor = '';
   let filter = {};
+  const exports = exportLinks('audit-export', (format) => api.exportURL('audit', filter, format));
+  form.after(h('div', { class: 'actions left' }, exports.el));
   const row = (ev) => {
     const tr = recordRow(ev, COLS);
     if (!ev.detail) return [tr];
@@ -70,6 +72,7 @@ export function auditView(root, params = {}) {
     e.preventDefault();
     filter = { token_id: token.value.trim(), subject: subject.value.trim(), client_ip: source.value.trim(), kind: kind.value, outcome: outcome.value,
       action: action.value.trim(), since: rfc3339(since.value), until: rfc3339(until.value) };
+    exports.set();
     load(false);
   });
   more.addEventListener('click', () => load(true));
@@ -86,6 +89,7 @@ export function auditView(root, params = {}) {
     }
   });
   filter = { token_id: token.value.trim(), client_ip: source.value.trim() };
+  exports.set();
   load(false);
   return () => { alive = false; };
 }

@@ -192,3 +192,13 @@ export function copyButton(input) {
 export function splitList(v) {
   return String(v || '').split(/[\s,]+/).filter(Boolean);
 }
+
+// exportLinks are the CSV and JSON Lines downloads of a filtered list;
+// set(url) points them at the current filter.
+export function exportLinks(id, urlOf) {
+  const csv = h('a', { id: `${id}-csv`, class: 'button', download: '' }, 'Export CSV');
+  const jsonl = h('a', { id: `${id}-jsonl`, class: 'button', download: '' }, 'Export JSON Lines');
+  const set = () => { csv.href = urlOf('csv'); jsonl.href = urlOf('jsonl'); };
+  set();
+  return { el: h('span', { class: 'exports' }, csv, ' ', jsonl), set };
+}

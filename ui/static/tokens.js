@@ -1,7 +1,7 @@
 // Tokens: the list, one token's page, creating and deriving, and the
 // lifecycle actions.
 import * as api from './api.js';
-import { h, replace, when, ago, badge, tokenLink, notice, confirmDialog, copyButton, splitList, recordHead, recordRow } from './dom.js';
+import { h, replace, when, ago, badge, tokenLink, notice, confirmDialog, copyButton, splitList, recordHead, recordRow, exportLinks } from './dom.js';
 
 // The columns of a token's recent attempts.
 const ATTEMPTS = ['time', 'outcome', 'source', 'request', 'latency', 'reason'];
@@ -34,7 +34,8 @@ export function tokensView(root) {
   const tbody = h('tbody', { id: 'tokens' });
   const more = h('button', { type: 'button', hidden: true }, 'Load more');
   const msg = h('div');
-  replace(root, h('h1', null, 'Tokens'), form, msg,
+  const exports = exportLinks('tokens-export', (format) => api.exportURL('tokens', f, format));
+  replace(root, h('h1', null, 'Tokens'), form, h('div', { class: 'actions left' }, exports.el), msg,
     h('div', { class: 'scroll' }, h('table', null,
       h('thead', null, h('tr', null, ['Name', 'Id', 'Subject', 'Status', 'Scopes', 'Expires', 'Last used'].map((t) => h('th', null, t)))),
       tbody)),
@@ -89,6 +90,7 @@ export function tokensView(root) {
     f.tag = tag.value.trim();
     f.rotation_due = due.checked;
     bulk.hidden = !f.subject === !f.tag; // the API revokes by exactly one of them
+    exports.set();
     load(false);
   });
   more.addEventListener('click', () => load(true));
