@@ -34,7 +34,7 @@ func TestAuditExportStreams(t *testing.T) {
 		batch = append(batch, latchkey.AuditEvent{Time: at.Add(time.Duration(i) * time.Microsecond), Node: "n1", Kind: latchkey.KindVerify,
 			Action: latchkey.ActionVerify, TokenID: fmt.Sprintf("Tok%013d", i%50), Outcome: "VALID", ClientIP: fmt.Sprintf("198.51.100.%d", i%200),
 			UserAgent: "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0 Safari/537.36",
-			Method: "GET", Path: "/v1/invoices/" + fmt.Sprint(i), RequestID: fmt.Sprintf("%016x", i), Scopes: []string{"invoices:read"}})
+			Method:    "GET", Path: "/v1/invoices/" + fmt.Sprint(i), RequestID: fmt.Sprintf("%016x", i), Scopes: []string{"invoices:read"}})
 		if len(batch) == cap(batch) || i == n-1 {
 			if err := e.db.AppendAudit(context.Background(), batch); err != nil {
 				t.Fatal(err)
