@@ -126,15 +126,8 @@ func jsonCell(v json.RawMessage) string {
 // exportAudit serves GET /v1/export/audit: the records matching the
 // filters of GET /v1/audit, oldest first.
 func (s *Server) exportAudit(w http.ResponseWriter, r *http.Request, a latchkey.Actor) error {
-	q := r.URL.Query()
-	if err := onlyParams(q, "keyspace", "token_id", "subject", "outcome", "kind", "action", "node", "client_ip", "since", "until", "format"); err != nil {
-		return err
-	}
-	f, err := auditFilter(q, a)
+	f, q, err := s.auditRequest(r, a, "format")
 	if err != nil {
-		return err
-	}
-	if err := s.flushAudit(r); err != nil {
 		return err
 	}
 	f.Ascending, f.Limit = true, latchkey.MaxPageLimit

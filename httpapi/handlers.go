@@ -356,8 +356,8 @@ func auditFilter(q url.Values, a latchkey.Actor) (latchkey.AuditFilter, error) {
 			return f, latchkey.Errorf(latchkey.EInvalid, "outcome %q is not a known code (e.g. VALID, NOT_FOUND, REVOKED, OK)", o)
 		}
 	}
-	if k := f.Kind; k != "" && k != latchkey.KindVerify && k != latchkey.KindAdmin && k != latchkey.KindDetect {
-		return f, latchkey.Errorf(latchkey.EInvalid, "kind must be verify, admin or detect")
+	if k := f.Kind; k != "" && k != latchkey.KindVerify && k != latchkey.KindAdmin && k != latchkey.KindDetect && k != latchkey.KindSession {
+		return f, latchkey.Errorf(latchkey.EInvalid, "kind must be verify, admin, detect or session")
 	}
 	if f.Since, err = timeParam(q, "since"); err != nil {
 		return f, err
@@ -371,12 +371,27 @@ func auditFilter(q url.Values, a latchkey.Actor) (latchkey.AuditFilter, error) {
 	return f, nil
 }
 
-func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, a latchkey.Actor) error {
+// auditParams are the filters GET /v1/audit, its sources and its export
+// take.
+var auditParams = []string{"keyspace", "token_id", "subject", "outcome", "kind", "action", "node", "client_ip", "since", "until"}
+
+// auditRequest reads the audit filters of r and any of extra, refusing
+// other parameters, and has the records of attempts made before r
+// written (read your writes).
+func (s *Server) auditRequest(r *http.Request, a latchkey.Actor, extra ...string) (latchkey.AuditFilter, url.Values, error) {
 	q := r.URL.Query()
-	if err := onlyParams(q, "keyspace", "token_id", "subject", "outcome", "kind", "action", "node", "client_ip", "since", "until", "after", "cursor", "limit"); err != nil {
-		return err
+	if err := onlyParams(q, append(auditParams[:len(auditParams):len(auditParams)], extra...)...); err != nil {
+		return latchkey.AuditFilter{}, q, err
 	}
 	f, err := auditFilter(q, a)
+	if err != nil {
+		return f, q, err
+	}
+	return f, q, s.flushAudit(r)
+}
+
+func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, a latchkey.Actor) error {
+	f, q, err := s.auditRequest(r, a, "after", "cursor", "limit")
 	if err != nil {
 		return err
 	}
@@ -391,9 +406,6 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, a latchkey.Ac
 		}
 	}
 	if f.Limit, err = limitParam(q); err != nil {
-		return err
-	}
-	if err := s.flushAudit(r); err != nil {
 		return err
 	}
 	page, err := s.Audit.ListAudit(r.Context(), f)
@@ -426,15 +438,8 @@ func (s *Server) flushAudit(r *http.Request) error {
 // same filters as GET /v1/audit, tallied by client address in the store
 // (who used a token from where, and how it went).
 func (s *Server) auditSources(w http.ResponseWriter, r *http.Request, a latchkey.Actor) error {
-	q := r.URL.Query()
-	if err := onlyParams(q, "keyspace", "token_id", "subject", "outcome", "kind", "action", "node", "client_ip", "since", "until"); err != nil {
-		return err
-	}
-	f, err := auditFilter(q, a)
+	f, _, err := s.auditRequest(r, a)
 	if err != nil {
-		return err
-	}
-	if err := s.flushAudit(r); err != nil {
 		return err
 	}
 	rep, err := s.Audit.AuditSources(r.Context(), f)

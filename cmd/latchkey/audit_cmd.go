@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net/netip"
@@ -29,13 +30,7 @@ func cmdAuditTail(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	fs := newFlags("audit tail", "audit tail [flags]", tailDoc, stdout, stderr)
 	fs.IntVar(&n, "n", 20, "how many recent records to show (1-1000)")
 	fs.BoolVar(&follow, "f", false, "follow: keep printing new records until interrupted")
-	fs.StringVar(&f.Keyspace, "keyspace", "", "only records about this keyspace's tokens and changes")
-	fs.StringVar(&f.TokenID, "token-id", "", "only records about this token id")
-	fs.StringVar(&f.Subject, "subject", "", "only records about this subject")
-	fs.StringVar(&f.Outcome, "outcome", "", "only this outcome, e.g. VALID, NOT_FOUND, REVOKED, OK")
-	fs.StringVar(&f.Kind, "kind", "", "only verify or admin records")
-	fs.StringVar(&f.Node, "node", "", "only records written by this node")
-	fs.Var(sourceFlag{&f.Source}, "client-ip", "only records from this client `address or CIDR prefix` (e.g. 203.0.113.7, 10.0.0.0/8)")
+	auditFilterFlags(fs, &f)
 	fs.BoolVar(&asJSON, "json", false, "print one JSON object per line")
 	if _, code := parse(fs, args, 0); code >= 0 {
 		return code
@@ -176,13 +171,7 @@ func cmdAuditExport(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs := newFlags("audit export", "audit export --since TIME [flags]", auditExportDoc, stdout, stderr)
 	fs.StringVar(&since, "since", "", "first record time, RFC 3339 (e.g. 2026-11-01T00:00:00Z), or a duration back from now (e.g. 7d)")
 	fs.StringVar(&until, "until", "", "end (exclusive), RFC 3339 or a duration back from now")
-	fs.StringVar(&f.Keyspace, "keyspace", "", "only records about this keyspace's tokens and changes")
-	fs.StringVar(&f.TokenID, "token-id", "", "only records about this token id")
-	fs.StringVar(&f.Subject, "subject", "", "only records about this subject")
-	fs.StringVar(&f.Outcome, "outcome", "", "only this outcome")
-	fs.StringVar(&f.Kind, "kind", "", "only verify or admin records")
-	fs.StringVar(&f.Node, "node", "", "only records written by this node")
-	fs.Var(sourceFlag{&f.Source}, "client-ip", "only records from this client `address or CIDR prefix`")
+	auditFilterFlags(fs, &f)
 	fs.StringVar(&outPath, "o", "", "write to this `file` instead of standard output")
 	if _, code := parse(fs, args, 0); code >= 0 {
 		return code
@@ -242,6 +231,17 @@ func cmdAuditExport(ctx context.Context, args []string, stdout, stderr io.Writer
 	return exitOK
 }
 
+// auditFilterFlags registers the audit filters the audit commands share.
+func auditFilterFlags(fs *flag.FlagSet, f *latchkey.AuditFilter) {
+	fs.StringVar(&f.Keyspace, "keyspace", "", "only records about this keyspace's tokens and changes")
+	fs.StringVar(&f.TokenID, "token-id", "", "only records about this token id")
+	fs.StringVar(&f.Subject, "subject", "", "only records about this subject")
+	fs.StringVar(&f.Outcome, "outcome", "", "only this outcome, e.g. VALID, NOT_FOUND, REVOKED, OK")
+	fs.StringVar(&f.Kind, "kind", "", "only verify, admin, session or detect records")
+	fs.StringVar(&f.Node, "node", "", "only records written by this node")
+	fs.Var(sourceFlag{&f.Source}, "client-ip", "only records from this client `address or CIDR prefix` (e.g. 203.0.113.7, 10.0.0.0/8)")
+}
+
 // sourceFlag is a --client-ip flag: an address or a CIDR prefix.
 type sourceFlag struct{ p *netip.Prefix }
 
@@ -280,13 +280,7 @@ func cmdAuditSources(ctx context.Context, args []string, stdout, stderr io.Write
 	fs := newFlags("audit sources", "audit sources [flags]", auditSourcesDoc, stdout, stderr)
 	fs.StringVar(&since, "since", "24h", "window start, RFC 3339 or a duration back from now (e.g. 1h, 7d)")
 	fs.StringVar(&until, "until", "", "window end (exclusive), RFC 3339 or a duration back from now")
-	fs.StringVar(&f.Keyspace, "keyspace", "", "only records about this keyspace's tokens and changes")
-	fs.StringVar(&f.TokenID, "token-id", "", "only records about this token id")
-	fs.StringVar(&f.Subject, "subject", "", "only records about this subject")
-	fs.StringVar(&f.Outcome, "outcome", "", "only this outcome")
-	fs.StringVar(&f.Kind, "kind", "", "only verify or admin records")
-	fs.StringVar(&f.Node, "node", "", "only records written by this node")
-	fs.Var(sourceFlag{&f.Source}, "client-ip", "only client addresses in this `address or CIDR prefix`")
+	auditFilterFlags(fs, &f)
 	fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	if _, code := parse(fs, args, 0); code >= 0 {
 		return code

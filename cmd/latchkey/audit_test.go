@@ -336,13 +336,17 @@ func TestAuditBySource(t *testing.T) {
 		rep.Sources[0].Outcomes["VALID"] != 3 || rep.Sources[0].Outcomes["INSUFFICIENT_SCOPE"] != 1 || rep.Sources[2].Address != "2001:db8::1" {
 		t.Errorf("sources of the token: %s", body)
 	}
-	for _, q := range []string{"client_ip=not-an-address", "client_ip=fe80::1%25eth0", "client_ip=10.0.0.0/33", "client_ip=203.0.113.7&cidr=8", "since=yesterday"} {
+	for _, q := range []string{"client_ip=not-an-address", "client_ip=fe80::1%25eth0", "client_ip=10.0.0.0/33", "client_ip=203.0.113.7&cidr=8", "since=yesterday", "kind=bogus"} {
 		if code, body := get("/v1/audit/sources?" + q); code != 400 {
 			t.Errorf("GET /v1/audit/sources?%s: %d %s, want 400", q, code, body)
 		}
 		if code, body := get("/v1/audit?" + q); code != 400 {
 			t.Errorf("GET /v1/audit?%s: %d %s, want 400", q, code, body)
 		}
+	}
+	// The dashboard offers sessions' records as a kind: the API takes it.
+	if code, body := get("/v1/audit?kind=session"); code != 200 {
+		t.Errorf("GET /v1/audit?kind=session: %d %s", code, body)
 	}
 	verifier, err := rc.CreateToken(ctx, client.CreateRequest{Scopes: []string{latchkey.ScopeVerify}})
 	if err != nil {
