@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -21,23 +22,7 @@ func TestTenancyMigration(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	dsn := schemaDSN(t)
-	c, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range []string{"0001_init.sql", "0002_changes.sql"} {
-		b, err := os.ReadFile("migrations/" + f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := c.Exec(ctx, string(b)); err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
-	}
-	if _, err := c.Exec(ctx, `CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY); INSERT INTO schema_migrations VALUES (1), (2)`); err != nil {
-		t.Fatal(err)
-	}
+	dsn, c := migratedTo(ctx, t, 2)
 	if _, err := c.Exec(ctx, `INSERT INTO tokens (id, prefix, name, subject, scopes, created_at, status, version, hash, series_id, max_uses, uses)
 		VALUES ('OldToken00000000', 'lk', 'old', 'svc', '["invoices:read"]', 1764590400000000, 'active', 3, '\x00', 'OldToken00000000', 10, 4)`); err != nil {
 		t.Fatal(err)
@@ -71,23 +56,7 @@ func TestAuditLanesMigration(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	dsn := schemaDSN(t)
-	c, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range []string{"0001_init.sql", "0002_changes.sql", "0003_tenancy.sql"} {
-		b, err := os.ReadFile("migrations/" + f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := c.Exec(ctx, string(b)); err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
-	}
-	if _, err := c.Exec(ctx, `CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY); INSERT INTO schema_migrations VALUES (1), (2), (3)`); err != nil {
-		t.Fatal(err)
-	}
+	dsn, c := migratedTo(ctx, t, 3)
 	at := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
 	prev := ""
 	for i := range 3 {
@@ -131,24 +100,7 @@ func TestAuditSourcesMigration(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	dsn := schemaDSN(t)
-	c, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	names, _ := filepath.Glob("migrations/000[1-7]_*.sql")
-	for _, f := range names {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := c.Exec(ctx, string(b)); err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
-	}
-	if _, err := c.Exec(ctx, `CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY); INSERT INTO schema_migrations SELECT generate_series(1, 7)`); err != nil {
-		t.Fatal(err)
-	}
+	dsn, c := migratedTo(ctx, t, 7)
 	ips := []string{"10.1.2.3", "2001:db8::1", "999.1.1.1", "unix", "", "10.200.0.1"}
 	for i, ip := range ips {
 		if _, err := c.Exec(ctx, `INSERT INTO audit_events (time, node, kind, action, outcome, client_ip, rest, hash) VALUES ($1, 'n1', 'verify', 'verify', 'VALID', $2, '{}', '')`,
@@ -172,4 +124,33 @@ func TestAuditSourcesMigration(t *testing.T) {
 			t.Errorf("after the migration, source %s: %d records (want %d), %v", c.source, len(page.Events), c.want, err)
 		}
 	}
+}
+
+// migratedTo connects to a fresh schema of its own with migrations 1..v
+// applied (and recorded) by hand, as a database made by an older
+// release; the caller adds rows, closes it, and lets Open migrate on.
+func migratedTo(ctx context.Context, t *testing.T, v int) (dsn string, c *pgx.Conn) {
+	t.Helper()
+	dsn = schemaDSN(t)
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= v; i++ {
+		names, _ := filepath.Glob(fmt.Sprintf("migrations/%04d_*.sql", i))
+		if len(names) != 1 {
+			t.Fatalf("migration %d: %v", i, names)
+		}
+		b, err := os.ReadFile(names[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Exec(ctx, string(b)); err != nil {
+			t.Fatalf("%s: %v", names[0], err)
+		}
+	}
+	if _, err := c.Exec(ctx, fmt.Sprintf(`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY); INSERT INTO schema_migrations SELECT generate_series(1, %d)`, v)); err != nil {
+		t.Fatal(err)
+	}
+	return dsn, c
 }
