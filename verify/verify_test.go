@@ -385,11 +385,10 @@ func TestSingleflight(t *testing.T) {
 	}
 }
 
-// A load that read the old record must not be cached if the token changed
-// (and was invalidated) while the load was in flight.
-func TestLoadRacingInvalidation(t *testing.T) {
-	f := newFixture(t)
-	tok, rec := f.issue(t)
+// verifyHeld starts a verification of tok whose store read is held at
+// the loader's gate (opened by closing f.loader.gate), and returns once
+// the read has begun; the decision's code arrives on the channel.
+func (f *fixture) verifyHeld(tok string) <-chan latchkey.Code {
 	f.loader.gate = make(chan struct{})
 	done := make(chan latchkey.Code)
 	go func() {
@@ -399,6 +398,15 @@ func TestLoadRacingInvalidation(t *testing.T) {
 	for f.loader.loads.Load() == 0 {
 		time.Sleep(time.Millisecond)
 	}
+	return done
+}
+
+// A load that read the old record must not be cached if the token changed
+// (and was invalidated) while the load was in flight.
+func TestLoadRacingInvalidation(t *testing.T) {
+	f := newFixture(t)
+	tok, rec := f.issue(t)
+	done := f.verifyHeld(tok)
 	// The load is in flight and will return... whatever the table holds
 	// when the gate opens. Simulate it having read the old row: change the
 	// table only after releasing, but invalidate now.
@@ -446,15 +454,7 @@ func TestLoadRacingVersionedChange(t *testing.T) {
 					mate = m
 				}
 			}
-			f.loader.gate = make(chan struct{})
-			done := make(chan latchkey.Code)
-			go func() {
-				d, _ := f.v.Verify(context.Background(), &latchkey.VerifyRequest{Token: tok})
-				done <- d.Code
-			}()
-			for f.loader.loads.Load() == 0 {
-				time.Sleep(time.Millisecond)
-			}
+			done := f.verifyHeld(tok)
 			c.change(f, rec, mate)
 			close(f.loader.gate)
 			if code := <-done; code != latchkey.Valid {
