@@ -106,6 +106,20 @@ func (ts *testServer) post(t *testing.T, path, tok string, body []byte) (int, st
 	return resp.StatusCode, string(b)
 }
 
+// get GETs path with tok.
+func (ts *testServer) get(t *testing.T, path, tok string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", ts.url+path, nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
 var ctx = context.Background()
 
 // runReadmeBlock runs the README's shell block between <!-- name:begin -->

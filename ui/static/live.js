@@ -6,7 +6,7 @@ import * as api from './api.js';
 import { h, s, replace, clock, outcomeClass, badge, tokenLink, notice, recordHead, recordRow } from './dom.js';
 
 const KEEP = 1000; // attempts kept in memory for filtering
-const SHOW = 200;  // rows shown
+const SHOW = 50;   // rows shown
 const CLASSES = ['valid', 'refused', 'blocked'];
 const CHANGES = 12; // lock and unlock events shown
 const FEED = ['clock', 'outcome', 'token', 'subject', 'source', 'request', 'latency', 'reason'];
@@ -21,6 +21,12 @@ function changeClass(action) {
   return 'warn';
 }
 
+// kept is what the view had when it was left: shown again at once when it
+// comes back, and the stream resumes after the last record it had (if
+// that was lately; after longer, it starts again from the audit log).
+let kept = null;
+const RESUME_WITHIN = 60_000; // ms
+
 export function liveView(root) {
   const counters = {};
   const counterRow = h('div', { class: 'counters' }, CLASSES.map((c) => {
@@ -29,8 +35,9 @@ export function liveView(root) {
   }));
   const chart = h('div', { class: 'chart card', id: 'chart' });
   const changes = h('ul', { class: 'plain changes', id: 'changes' }, h('li', { class: 'muted' }, 'Nothing yet: revocations, suspensions, blocks and what lifts them appear here.'));
-  const changed = [];
-  const state = { paused: false, events: [], pending: 0, outcome: '', token: '', source: '' };
+  const fresh = kept && Date.now() - kept.at < RESUME_WITHIN;
+  const changed = fresh ? kept.changed : [];
+  const state = { paused: false, events: fresh ? kept.events : [], pending: 0, outcome: '', token: '', source: '', lastSeq: fresh ? kept.lastSeq : 0 };
 
   const pauseBtn = h('button', { type: 'button', id: 'pause' }, 'Pause');
   const outcomeSel = h('select', { id: 'f-outcome', 'aria-label': 'Outcome' },
@@ -44,7 +51,7 @@ export function liveView(root) {
   const sourceIn = h('input', { id: 'f-source', placeholder: 'source IP', 'aria-label': 'Source IP' });
   const status = h('span', { class: 'muted', id: 'stream-status' }, 'connecting…');
   const tbody = h('tbody', { id: 'feed' });
-  const table = h('table', { class: 'feed' },
+  const table = h('table', { class: 'feed', id: 'live-feed' },
     recordHead(FEED),
     tbody);
 
@@ -53,7 +60,7 @@ export function liveView(root) {
     counterRow,
     h('div', { class: 'live-grid' }, chart, h('div', { class: 'card' }, h('strong', null, 'Locks, unlocks and changes'), changes)),
     h('div', { class: 'toolbar' }, pauseBtn, outcomeSel, tokenIn, sourceIn, status),
-    h('div', { class: 'scroll' }, table));
+    h('div', { class: 'scroll', id: 'live-feed-box' }, table));
 
   const matches = (ev) => {
     if (state.outcome) {
@@ -66,43 +73,84 @@ export function liveView(root) {
   };
 
   const row = (ev) => recordRow(ev, FEED, { 'data-seq': ev.seq });
+  const empty = () => h('tr', { class: 'empty' }, h('td', { colspan: FEED.length, class: 'muted' }, 'No attempts yet: they appear here as they happen.'));
 
+  // The feed is drawn incrementally: new matching attempts are put on top
+  // and the oldest rows dropped, so rows already shown (and a focused
+  // link in one) stay; only a filter change draws it anew. Redraws come at
+  // most ten times a second, and while they are expensive (a frame of
+  // fifty new rows is ~45 ms on a slow machine) at most every twenty
+  // times their cost: the page spends at most about 5 % of its time on
+  // the feed, however busy the stream, and stays quick to answer.
   let frame = 0;
-  const render = () => {
-    frame = 0;
+  let drawn = 0;   // state.events[:drawn] are reflected in the feed
+  let shownRows = 0;
+  let cost = 0;    // ms the last redraw and its frame took
+  const label = () => {
+    pauseBtn.textContent = state.paused ? (state.pending ? `Resume (${state.pending} new)` : 'Resume') : 'Pause';
+    pauseBtn.setAttribute('aria-pressed', String(state.paused));
+  };
+  const redraw = () => {
     const shown = [];
     for (let i = state.events.length - 1; i >= 0 && shown.length < SHOW; i--) {
       if (matches(state.events[i])) shown.push(row(state.events[i]));
     }
-    if (shown.length === 0) shown.push(h('tr', null, h('td', { colspan: 8, class: 'muted' }, 'No attempts yet: they appear here as they happen.')));
-    tbody.replaceChildren(...shown);
+    shownRows = shown.length;
+    tbody.replaceChildren(...(shown.length ? shown : [empty()]));
+    drawn = state.events.length;
+  };
+  const render = () => {
+    frame = 0;
+    const began = performance.now();
+    const add = [];
+    for (let i = state.events.length - 1; i >= drawn && add.length < SHOW; i--) {
+      if (matches(state.events[i])) add.push(row(state.events[i]));
+    }
+    drawn = state.events.length;
+    if (add.length) {
+      if (shownRows === 0) tbody.replaceChildren();
+      tbody.prepend(...add);
+      shownRows += add.length;
+      while (shownRows > SHOW) {
+        tbody.lastElementChild.remove();
+        shownRows--;
+      }
+    } else if (shownRows === 0 && !tbody.firstElementChild) {
+      tbody.append(empty());
+    }
     state.pending = 0;
-    pauseBtn.textContent = 'Pause';
+    label();
+    // What the redraw cost the page: its script, and the style, layout
+    // and paint of the frame it made (measured at the next frame).
+    requestAnimationFrame(() => { cost = performance.now() - began; });
   };
   const schedule = () => {
     if (state.paused) {
-      pauseBtn.textContent = `Resume (${state.pending} new)`;
+      label();
       return;
     }
-    // At most ten redraws a second, on an animation frame: a busy stream
-    // delivers thousands of attempts a second, and nobody reads faster.
-    if (!frame) frame = setTimeout(() => requestAnimationFrame(render), 100);
+    if (!frame) frame = setTimeout(() => requestAnimationFrame(render), Math.max(100, 20 * cost));
   };
+  const refilter = () => { redraw(); label(); };
 
   pauseBtn.addEventListener('click', () => {
     state.paused = !state.paused;
     pauseBtn.classList.toggle('active', state.paused);
-    if (state.paused) pauseBtn.textContent = 'Resume';
-    else schedule();
+    // Resuming draws the feed anew: what came meanwhile, and any filter
+    // changed while it held still.
+    if (!state.paused) { state.pending = 0; refilter(); }
+    else label();
   });
-  outcomeSel.addEventListener('change', () => { state.outcome = outcomeSel.value; render(); });
-  tokenIn.addEventListener('input', () => { state.token = tokenIn.value.trim(); render(); });
-  sourceIn.addEventListener('input', () => { state.source = sourceIn.value.trim(); render(); });
-  render();
+  // While paused the feed holds still: a filter applies when it resumes.
+  const filterChanged = () => { if (!state.paused) refilter(); };
+  outcomeSel.addEventListener('change', () => { state.outcome = outcomeSel.value; filterChanged(); });
+  tokenIn.addEventListener('input', () => { state.token = tokenIn.value.trim(); filterChanged(); });
+  sourceIn.addEventListener('input', () => { state.source = sourceIn.value.trim(); filterChanged(); });
+  redraw();
+  label();
 
-  const change = (ev) => {
-    changed.unshift(ev);
-    changed.length = Math.min(changed.length, CHANGES);
+  const drawChanges = () => {
+    if (changed.length === 0) return;
     changes.replaceChildren(...changed.map((c) => h('li', { class: 'change' },
       h('span', { class: 'mono muted' }, clock(c.time)), ' ',
       badge(c.action, changeClass(c.action)), ' ',
@@ -110,40 +158,75 @@ export function liveView(root) {
       c.subject ? ` ${c.subject}` : '',
       c.reason ? h('span', { class: 'muted' }, ` — ${c.reason}`) : '')));
   };
-
-  // The stream, from now on: attempts go to the feed, admin changes and
-  // the detector's actions to "Locks and unlocks".
-  const es = api.stream({});
-  es.addEventListener('open', () => { status.textContent = 'live'; status.className = 'live'; });
-  es.addEventListener('audit', (m) => {
-    let ev;
-    try { ev = JSON.parse(m.data); } catch { return; }
-    // An agent's MCP request is an attempt like an HTTP one.
-    if (ev.kind !== 'verify' && ev.action !== 'mcp.request') {
+  const change = (ev) => {
+    changed.unshift(ev);
+    changed.length = Math.min(changed.length, CHANGES);
+    drawChanges();
+  };
+  drawChanges();
+  // An agent's MCP request is an attempt like an HTTP one.
+  const isAttempt = (ev) => ev.kind === 'verify' || ev.action === 'mcp.request';
+  const take = (ev) => {
+    if (ev.seq <= state.lastSeq) return; // a record the backfill or the last visit had
+    state.lastSeq = ev.seq;
+    if (!isAttempt(ev)) {
       change(ev);
       return;
     }
     state.events.push(ev);
-    if (state.events.length >= 2 * KEEP) state.events.splice(0, state.events.length - KEEP); // trimmed now and then, not per event
+    if (state.events.length >= 2 * KEEP) { // trimmed now and then, not per event
+      const cut = state.events.length - KEEP;
+      state.events.splice(0, cut);
+      drawn = Math.max(0, drawn - cut);
+    }
     state.pending++;
     schedule();
-  });
-  es.addEventListener('error', () => {
-    status.textContent = 'reconnecting…';
-    status.className = 'muted';
-    if (es.readyState === EventSource.CLOSED) api.checkSession();
-  });
-  // The server ends the stream when the session no longer holds.
-  es.addEventListener('end', () => {
-    es.close();
-    status.textContent = 'ended';
-    status.className = 'muted';
-    api.checkSession();
-  });
+  };
+
+  // The stream: attempts go to the feed, admin changes and the
+  // detector's actions to "Locks and unlocks". It starts after what the
+  // view already shows: the records it had when it was left a moment ago,
+  // or the latest of the audit log (read first, so the view opens with
+  // what happened before it was opened).
+  let es = null;
+  let stopped = false;
+  const listen = () => {
+    es = api.stream(state.lastSeq ? { after: state.lastSeq } : {});
+    es.addEventListener('open', () => { status.textContent = 'live'; status.className = 'live'; });
+    es.addEventListener('audit', (m) => {
+      let ev;
+      try { ev = JSON.parse(m.data); } catch { return; }
+      take(ev);
+    });
+    es.addEventListener('error', () => {
+      status.textContent = 'reconnecting…';
+      status.className = 'muted';
+      if (es.readyState === EventSource.CLOSED) api.checkSession();
+    });
+    // The server ends the stream when the session no longer holds.
+    es.addEventListener('end', () => {
+      es.close();
+      status.textContent = 'ended';
+      status.className = 'muted';
+      api.checkSession();
+    });
+  };
+  const backfill = async () => {
+    const [attempts, admin, detect] = await Promise.all([
+      api.v1('GET', '/audit' + api.query({ kind: 'verify', limit: SHOW })),
+      api.v1('GET', '/audit' + api.query({ kind: 'admin', limit: CHANGES })),
+      api.v1('GET', '/audit' + api.query({ kind: 'detect', limit: CHANGES })),
+    ].map((p) => p.catch(() => ({ events: [] }))));
+    if (stopped) return;
+    const all = [...attempts.events, ...admin.events, ...detect.events].sort((a, b) => a.seq - b.seq);
+    for (const ev of all) take(ev);
+    render();
+  };
+  if (fresh) listen();
+  else backfill().then(() => { if (!stopped) listen(); });
 
   // Counters and chart: polled once a second.
   let timer = 0;
-  let stopped = false;
   const poll = async () => {
     try {
       const sum = await api.v1('GET', '/audit/summary');
@@ -161,7 +244,8 @@ export function liveView(root) {
     stopped = true;
     clearTimeout(timer);
     clearTimeout(frame);
-    es.close();
+    if (es) es.close();
+    kept = { at: Date.now(), events: state.events, changed, lastSeq: state.lastSeq };
   };
 }
 
