@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
@@ -674,4 +675,115 @@ func TestLiveViewUnderLoad(t *testing.T) {
 	// before the load have gone out of it, the one made while paused is in.
 	b.waitFor(t, "the filtered feed after resuming", `(() => { const rows = [...document.querySelectorAll('#feed tr.ev')];
 		return rows.length === 1 && rows[0].textContent.includes('192.0.2.77') && document.querySelector('#pause').textContent === 'Pause'; })()`, 3*time.Second)
+}
+
+// axeSource is axe-core's script (npm, in testdata/axe), installed on
+// first use.
+func axeSource(t *testing.T) string {
+	t.Helper()
+	dir, _ := filepath.Abs("testdata/axe")
+	path := filepath.Join(dir, "node_modules", "axe-core", "axe.min.js")
+	if _, err := os.Stat(path); err != nil {
+		if _, err := exec.LookPath("npm"); err != nil {
+			requireService(t, "npm")
+		}
+		cmd := exec.Command("npm", "ci", "--no-audit", "--no-fund")
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			requireService(t, "the npm registry")
+			t.Skipf("npm ci: %v: %s", err, out)
+		}
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// Every view in both themes, at a desktop's and a phone's width, through
+// axe-core (injected with the DevTools protocol: the page's CSP admits no
+// script but its own): no serious or critical violation.
+func TestDashboardAccessibility(t *testing.T) {
+	t.Parallel()
+	axe := axeSource(t)
+	b := newBrowser(t)
+	ts := startServer(t, t.TempDir())
+	rc := ts.client(ts.root)
+	tok, err := rc.CreateToken(ctx, client.CreateRequest{Name: "billing", Subject: "svc-billing", Scopes: []string{"invoices:read"}, Tags: []string{"team-a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ip := range []string{"192.0.2.1", "192.0.2.2"} {
+		rc.Verify(ctx, client.VerifyRequest{Token: tok.Plaintext, IP: ip})
+		rc.Verify(ctx, client.VerifyRequest{Token: "lk_nope_" + strings.Repeat("x", 40), IP: ip})
+	}
+	if _, err := rc.SuspendToken(ctx, tok.ID, "checking"); err != nil {
+		t.Fatal(err)
+	}
+	b.do(t, "sign in", chromedp.Navigate(ts.url+"/ui/"), chromedp.WaitVisible("#token"))
+	report := func(where string) []string {
+		t.Helper()
+		if b.eval(t, `typeof axe`) == "undefined" {
+			b.eval(t, axe+";'ok'")
+		}
+		v := b.eval(t, `axe.run(document, { resultTypes: ['violations'] }).then((r) => JSON.stringify(r.violations
+			.filter((v) => v.impact === 'serious' || v.impact === 'critical')
+			.map((v) => v.id + ' (' + v.impact + '): ' + v.nodes.slice(0, 3).map((n) => n.target.join(' ') + (n.failureSummary ? ' — ' + n.failureSummary.split('\n').slice(1, 2).join('') : '')).join('; '))))`)
+		var out []string
+		json.Unmarshal([]byte(v), &out)
+		for i := range out {
+			out[i] = where + ": " + out[i]
+		}
+		return out
+	}
+	var found []string
+	found = append(found, report("sign-in")...)
+	b.do(t, "sign in", chromedp.SendKeys("#token", ts.root), chromedp.Click("#signin button[type=submit]"), chromedp.WaitVisible("#stream-status.live"))
+	views := []struct{ hash, ready, title string }{
+		{"#/live", "#feed tr.ev", "Live"},
+		{"#/tokens", "#tokens tr[data-id]", "Tokens"},
+		{"#/tokens/" + tok.ID, "#sources-table", "Tokens"},
+		{"#/tokens/new", "#c-name", "Tokens"},
+		{"#/audit", "#audit-rows tr", "Audit"},
+		{"#/security", "main h1", "Security"},
+		{"#/sessions", "main h1", "Sessions"},
+		{"#/agents", "main h1", "Agents"},
+		{"#/requests", "main h1", "Requests"},
+	}
+	for _, theme := range []string{"light", "dark"} {
+		for _, size := range [][2]int64{{1400, 900}, {390, 844}} {
+			if _, err := chromedp.Call(b.ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
+				Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: theme}}}); err != nil {
+				t.Fatal(err)
+			}
+			b.do(t, "resize", chromedp.EmulateViewport(size[0], size[1]))
+			for _, v := range views {
+				b.do(t, "open "+v.hash, chromedp.Navigate(ts.url+"/ui/"+v.hash), chromedp.WaitVisible(v.ready))
+				found = append(found, report(fmt.Sprintf("%s %s %dpx", v.hash, theme, size[0]))...)
+				// Each view names itself: the page's title and the current
+				// link of the navigation.
+				if got := b.eval(t, `document.title + ' | ' + [...document.querySelectorAll('nav a[aria-current=page]')].map((a) => a.textContent).join(',')`); got != v.title+" · latchkey | "+v.title {
+					t.Errorf("%s: title and current link %q, want %q", v.hash, got, v.title)
+				}
+			}
+		}
+	}
+	if len(found) > 0 {
+		t.Errorf("axe-core: %d serious or critical violations:\n%s", len(found), strings.Join(found, "\n"))
+	}
+	// The skip link is the first stop of the keyboard and moves focus to
+	// the view.
+	b.do(t, "the skip link", chromedp.Navigate(ts.url+"/ui/#/tokens"), chromedp.WaitVisible("#tokens tr[data-id]"), chromedp.Focus("#skip"), chromedp.Click("#skip"))
+	if got := b.eval(t, `document.activeElement.id + ' ' + (document.querySelector('a, button, input, select') === document.getElementById('skip'))`); got != "main true" {
+		t.Errorf("after the skip link, focus on %q (want main; the skip link first in the page)", got)
+	}
+	resp, err := http.Get(ts.url + "/ui/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if p := resp.Header.Get("Permissions-Policy"); !strings.Contains(p, "camera=()") || !strings.Contains(p, "geolocation=()") {
+		t.Errorf("Permissions-Policy: %q", p)
+	}
 }

@@ -86,12 +86,26 @@ signoutBtn.addEventListener('click', async () => {
 
 api.setSignedOutHandler((err) => showSignIn(err.message || 'Your session has ended; sign in again.'));
 
+// The skip link moves focus past the header to the view (the hash is the
+// router's, so the link cannot simply point at #main).
+document.getElementById('skip').addEventListener('click', (e) => {
+  e.preventDefault();
+  main.focus();
+});
+
 function route() {
   if (!me) return;
   stopView();
   const path = (location.hash || '#/live').slice(1);
   const parts = path.split('/').filter(Boolean).map(decodeURIComponent);
-  for (const a of nav.querySelectorAll('a')) a.classList.toggle('active', a.dataset.view === parts[0]);
+  const current = parts[0] === 'consent' ? '' : (parts[0] || 'live');
+  for (const a of nav.querySelectorAll('a')) {
+    a.classList.toggle('active', a.dataset.view === current);
+    if (a.dataset.view === current) a.setAttribute('aria-current', 'page');
+    else a.removeAttribute('aria-current');
+  }
+  const name = nav.querySelector(`a[data-view="${current}"]`)?.textContent || (parts[0] === 'consent' ? 'Consent' : 'Live');
+  document.title = `${name} · latchkey`;
   const view = h('section', { class: 'view' });
   replace(main, view);
   try {

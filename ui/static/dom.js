@@ -4,6 +4,9 @@
 const SVG = 'http://www.w3.org/2000/svg';
 
 function build(el, attrs, kids) {
+  // A box that scrolls on its own (a wide table on a phone) can be
+  // reached and scrolled from the keyboard.
+  if (attrs?.class === 'scroll' && attrs.tabindex === undefined) el.setAttribute('tabindex', '0');
   for (const [k, v] of Object.entries(attrs || {})) {
     if (v == null || v === false) continue;
     if (k.startsWith('on') && typeof v === 'function') el.addEventListener(k.slice(2), v);
