@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -654,6 +655,11 @@ func TestLiveViewUnderLoad(t *testing.T) {
 	b.waitFor(t, "every attempt counted on the page", fmt.Sprintf(`Number(document.querySelector('#count-valid').textContent.replace(/\D/g, '')) === %d`, want), 5*time.Second)
 	b.waitFor(t, "the feed full of the load", `document.querySelectorAll('#feed tr.ev').length === 50 && document.querySelector('#feed tr.ev').textContent.includes('198.51.100.20')`, 3*time.Second)
 
+	// A screen reader heard a summary, not 20,000 rows.
+	b.waitFor(t, "a summary in the live region", `/attempts in the last 10 seconds/.test(document.querySelector('#live-announce').textContent)`, 11*time.Second)
+	if v := b.eval(t, `document.querySelector('#live-announce').textContent`); !regexp.MustCompile(`^[\d,]+ attempts in the last 10 seconds, [\d,]+ refused\.$`).MatchString(v) {
+		t.Errorf("the live region says %q", v)
+	}
 	// Away and back: the feed is kept (no blank screen) and the pause
 	// button keeps saying what it does.
 	b.do(t, "to the tokens", chromedp.Navigate(ts.url+"/ui/#/tokens"), chromedp.WaitVisible("#token-filters"))
@@ -751,6 +757,7 @@ func TestDashboardAccessibility(t *testing.T) {
 		{"#/agents", "main h1", "Agents"},
 		{"#/requests", "main h1", "Requests"},
 	}
+	moves := 0
 	for _, theme := range []string{"light", "dark"} {
 		for _, size := range [][2]int64{{1400, 900}, {390, 844}} {
 			if _, err := chromedp.Call(b.ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
@@ -761,6 +768,11 @@ func TestDashboardAccessibility(t *testing.T) {
 			for _, v := range views {
 				b.do(t, "open "+v.hash, chromedp.Navigate(ts.url+"/ui/"+v.hash), chromedp.WaitVisible(v.ready))
 				found = append(found, report(fmt.Sprintf("%s %s %dpx", v.hash, theme, size[0]))...)
+				// Going to a view puts focus on its heading (the first view
+				// after signing in is not a move).
+				if moves++; moves > 1 {
+					b.waitFor(t, "focus on the heading of "+v.hash, `document.activeElement?.tagName === 'H1' && document.querySelector('main').contains(document.activeElement)`, 3*time.Second)
+				}
 				// Each view names itself: the page's title and the current
 				// link of the navigation.
 				if got := b.eval(t, `document.title + ' | ' + [...document.querySelectorAll('nav a[aria-current=page]')].map((a) => a.textContent).join(',')`); got != v.title+" · latchkey | "+v.title {

@@ -122,9 +122,34 @@ function route() {
   } catch (err) {
     replace(view, notice(err.message));
   }
+  if (moved) focusHeading(view);
 }
 
-window.addEventListener('hashchange', route);
+// moved says the route changed because the operator went somewhere (not
+// the first view after signing in): focus then goes to the new view's
+// heading, so that a screen reader announces where they are and the
+// keyboard starts from there, not from the top of the page.
+let moved = false;
+
+// focusHeading focuses view's heading once the view has drawn it (some
+// views draw after a read), unless the operator has moved focus into the
+// view meanwhile.
+function focusHeading(view) {
+  const began = performance.now();
+  const tryFocus = () => {
+    if (!view.isConnected || view.contains(document.activeElement)) return;
+    const h1 = view.querySelector('h1');
+    if (h1) {
+      h1.setAttribute('tabindex', '-1');
+      h1.focus({ preventScroll: true });
+    } else if (performance.now() - began < 2000) {
+      requestAnimationFrame(tryFocus);
+    }
+  };
+  requestAnimationFrame(tryFocus);
+}
+
+window.addEventListener('hashchange', () => { moved = true; route(); });
 
 (async () => {
   try {

@@ -55,7 +55,12 @@ export function liveView(root) {
     recordHead(FEED),
     tbody);
 
+  // What a screen reader hears: a summary every ten seconds at most, and
+  // the stream's state when it changes (never every attempt).
+  const announce = h('p', { class: 'visually-hidden', role: 'status', 'aria-live': 'polite', id: 'live-announce' });
+  const heard = { attempts: 0, refused: 0 };
   replace(root,
+    announce,
     h('h1', null, 'Live'),
     counterRow,
     h('div', { class: 'live-grid' }, chart, h('div', { class: 'card' }, h('strong', null, 'Locks, unlocks and changes'), changes)),
@@ -173,6 +178,8 @@ export function liveView(root) {
       change(ev);
       return;
     }
+    heard.attempts++;
+    if (outcomeClass(ev.outcome) !== 'valid') heard.refused++;
     state.events.push(ev);
     if (state.events.length >= 2 * KEEP) { // trimmed now and then, not per event
       const cut = state.events.length - KEEP;
@@ -192,7 +199,13 @@ export function liveView(root) {
   let stopped = false;
   const listen = () => {
     es = api.stream(state.lastSeq ? { after: state.lastSeq } : {});
-    es.addEventListener('open', () => { status.textContent = 'live'; status.className = 'live'; });
+    let down = false;
+    es.addEventListener('open', () => {
+      status.textContent = 'live';
+      status.className = 'live';
+      if (down) announce.textContent = 'The live stream is back.';
+      down = false;
+    });
     es.addEventListener('audit', (m) => {
       let ev;
       try { ev = JSON.parse(m.data); } catch { return; }
@@ -201,6 +214,8 @@ export function liveView(root) {
     es.addEventListener('error', () => {
       status.textContent = 'reconnecting…';
       status.className = 'muted';
+      if (!down) announce.textContent = 'The live stream was lost; reconnecting.';
+      down = true;
       if (es.readyState === EventSource.CLOSED) api.checkSession();
     });
     // The server ends the stream when the session no longer holds.
@@ -225,6 +240,12 @@ export function liveView(root) {
   if (fresh) listen();
   else backfill().then(() => { if (!stopped) listen(); });
 
+  const summary = setInterval(() => {
+    if (heard.attempts === 0 || state.paused) return;
+    announce.textContent = `${heard.attempts.toLocaleString()} attempt${heard.attempts === 1 ? '' : 's'} in the last 10 seconds, ${heard.refused.toLocaleString()} refused.`;
+    heard.attempts = heard.refused = 0;
+  }, 10_000);
+
   // Counters and chart: polled once a second.
   let timer = 0;
   const poll = async () => {
@@ -242,6 +263,7 @@ export function liveView(root) {
 
   return () => {
     stopped = true;
+    clearInterval(summary);
     clearTimeout(timer);
     clearTimeout(frame);
     if (es) es.close();
