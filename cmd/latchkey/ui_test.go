@@ -799,3 +799,78 @@ func TestDashboardAccessibility(t *testing.T) {
 		t.Errorf("Permissions-Policy: %q", p)
 	}
 }
+
+// tabTo presses Tab until the focused element matches sel (at most max
+// presses; past the page's last stop, focus wraps around through <body>).
+func (b *browser) tabTo(t *testing.T, sel string, max int) {
+	t.Helper()
+	at := fmt.Sprintf(`String(document.activeElement?.matches(%q) ?? false)`, sel)
+	for range max {
+		if b.eval(t, at) == "true" {
+			return
+		}
+		b.do(t, "Tab", chromedp.KeyEvent("\t"))
+	}
+	if b.eval(t, at) == "true" {
+		return
+	}
+	b.screenshot(t, "failure-tab")
+	t.Fatalf("%s not reached in %d Tabs (focus on %s)", sel, max, b.eval(t, `document.activeElement?.outerHTML.slice(0, 120) ?? 'null'`))
+}
+
+// The keyboard alone: sign in, find a token, read its sources, revoke it.
+// Focus is never lost to <body>, through every redraw.
+func TestDashboardByKeyboard(t *testing.T) {
+	t.Parallel()
+	b := newBrowser(t)
+	ts := startServer(t, t.TempDir())
+	rc := ts.client(ts.root)
+	for i := range 14 {
+		if _, err := rc.CreateToken(ctx, client.CreateRequest{Name: fmt.Sprintf("other-%d", i), Subject: "svc-other", Scopes: []string{"a:b"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tok, err := rc.CreateToken(ctx, client.CreateRequest{Name: "kb-target", Subject: "svc-kb", Scopes: []string{"a:b"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.Verify(ctx, client.VerifyRequest{Token: tok.Plaintext, IP: "192.0.2.61"})
+	onBody := `String(document.activeElement === document.body || document.activeElement === null)`
+	b.do(t, "open the dashboard", chromedp.Navigate(ts.url+"/ui/"), chromedp.WaitVisible("#token"))
+	b.tabTo(t, "#token", 10)
+	b.do(t, "type the token and Enter", chromedp.KeyEvent(ts.root), chromedp.KeyEvent("\r"), chromedp.WaitVisible("#stream-status.live"))
+	if v := b.eval(t, onBody); v != "false" {
+		t.Error("focus fell to <body> after signing in")
+	}
+	b.waitFor(t, "focus on the live view's heading", `document.activeElement?.tagName === 'H1'`, 3*time.Second)
+	b.tabTo(t, `nav a[data-view="tokens"]`, 60) // on through the view, around to the navigation
+	b.do(t, "Enter on Tokens", chromedp.KeyEvent("\r"), chromedp.WaitVisible("#tokens tr[data-id]"))
+	b.waitFor(t, "focus on the tokens heading", `document.activeElement?.tagName === 'H1'`, 3*time.Second)
+	b.tabTo(t, "#f-subject", 10)
+	b.do(t, "filter by subject", chromedp.KeyEvent("svc-kb"), chromedp.KeyEvent("\r"))
+	b.waitFor(t, "the one token", `document.querySelectorAll('#tokens tr[data-id]').length === 1`, 3*time.Second)
+	if v := b.eval(t, onBody); v != "false" {
+		t.Fatal("focus fell to <body> after filtering")
+	}
+	b.tabTo(t, "#tokens a.name", 15)
+	b.do(t, "Enter on the token", chromedp.KeyEvent("\r"), chromedp.WaitVisible("#sources-table"))
+	// The page's parts arrive one after another; focus is not lost while they do.
+	time.Sleep(300 * time.Millisecond)
+	b.waitFor(t, "focus on the token's heading", `document.activeElement?.tagName === 'H1'`, 3*time.Second)
+	if v := b.eval(t, `document.querySelector('#sources-table').textContent`); !strings.Contains(v, "192.0.2.61") {
+		t.Errorf("the token's sources: %q", v)
+	}
+	b.tabTo(t, `button[data-action="revoke"]`, 10)
+	b.do(t, "Enter on Revoke", chromedp.KeyEvent("\r"), chromedp.WaitVisible("dialog.confirm input[name=reason]"))
+	if v := b.eval(t, `document.activeElement?.name || ''`); v != "reason" {
+		t.Errorf("the dialog opened with focus on %q, want the reason", v)
+	}
+	b.do(t, "type a reason and Enter", chromedp.KeyEvent("found by keyboard"), chromedp.KeyEvent("\r"))
+	b.waitFor(t, "revoked", `document.querySelector('h1 .badge')?.textContent === 'revoked'`, 5*time.Second)
+	if v := b.eval(t, `document.activeElement?.tagName + ' ' + (document.activeElement === document.body)`); v != "H1 false" {
+		t.Errorf("after the revocation's redraw, focus on %s", v)
+	}
+	if got, err := rc.GetToken(ctx, tok.ID); err != nil || got.Status != latchkey.StatusRevoked || got.RevokedReason != "found by keyboard" {
+		t.Errorf("the token after revoking by keyboard: %+v %v", got, err)
+	}
+}

@@ -60,6 +60,7 @@ function showSignIn(message) {
     replace(status);
     try {
       me = await api.signIn(token, consent ? 'consent' : '');
+      moved = true; // the form that had focus goes: focus the first view's heading
       signedIn();
     } catch (err) {
       replace(status, notice(err.message));

@@ -209,3 +209,19 @@ export function exportLinks(id, urlOf) {
   set();
   return { el: h('span', { class: 'exports' }, csv, ' ', jsonl), set };
 }
+
+// copyText is a small button that copies text (an id, an address), named
+// for what it copies: "Copy token id".
+export function copyText(text, what) {
+  const btn = h('button', { type: 'button', class: 'quiet copy-text', 'aria-label': `Copy ${what}`, title: `Copy ${what}` }, 'Copy');
+  btn.addEventListener('click', async () => {
+    try {
+      await navigator.clipboard.writeText(text);
+      btn.textContent = 'Copied';
+    } catch {
+      btn.textContent = 'Select and copy';
+    }
+    setTimeout(() => { btn.textContent = 'Copy'; }, 2000);
+  });
+  return btn;
+}

@@ -1,7 +1,7 @@
 // Tokens: the list, one token's page, creating and deriving, and the
 // lifecycle actions.
 import * as api from './api.js';
-import { h, replace, when, ago, badge, tokenLink, notice, confirmDialog, copyButton, splitList, recordHead, recordRow, exportLinks } from './dom.js';
+import { h, replace, when, ago, badge, tokenLink, notice, confirmDialog, copyButton, splitList, recordHead, recordRow, exportLinks, copyText } from './dom.js';
 
 // The columns of a token's recent attempts.
 const ATTEMPTS = ['time', 'outcome', 'source', 'request', 'latency', 'reason'];
@@ -257,6 +257,9 @@ export function tokenView(root, id) {
         recordHead(ATTEMPTS),
         h('tbody', { id: 'attempts' }, attempts.events.length ? attempts.events.map((ev) => recordRow(ev, ATTEMPTS))
           : h('tr', null, h('td', { colspan: ATTEMPTS.length, class: 'muted' }, 'No attempts on record.')))));
+    // A redraw after an action (revoke, suspend...) replaces the button
+    // that had focus: focus goes to the page's heading, not to <body>.
+    const hadFocus = root.contains(document.activeElement) || document.activeElement === document.body;
     replace(root,
       h('p', null, h('a', { href: '#/tokens' }, '← Tokens')),
       h('h1', null, h('span', { id: 'token-name' }, t.name || '(unnamed)'), ' ', statusBadge(t)),
@@ -264,7 +267,7 @@ export function tokenView(root, id) {
       actions, keep ? build(out, keep) : out,
       h('div', { class: 'columns' },
         h('div', { class: 'card' }, h('h2', null, 'Token'), dl([
-          ['Id', h('span', { class: 'mono' }, t.id)],
+          ['Id', [h('span', { class: 'mono', id: 'token-id' }, t.id), ' ', copyText(t.id, 'token id')]],
           ['Prefix', h('span', { class: 'mono' }, t.prefix)],
           ['Subject', t.subject || '—'],
           ['Created', `${when(t.created_at)} by ${t.created_by || '—'}`],
@@ -300,6 +303,11 @@ export function tokenView(root, id) {
       sources,
       calls ? h('h2', null, 'Tool calls (MCP)') : null, calls);
     sourcesPanel(sources, id);
+    if (flash && hadFocus && !root.contains(document.activeElement)) {
+      const h1 = root.querySelector('h1');
+      h1.setAttribute('tabindex', '-1');
+      h1.focus();
+    }
   };
   const sources = h('section', { id: 'sources', 'aria-labelledby': 'sources-heading' });
   load();
@@ -337,7 +345,7 @@ function sourcesPanel(el, id, win = '24h') {
         h('thead', null, h('tr', null, ['Address', 'Attempts', 'Allowed', 'Refused', 'First seen', 'Last seen', 'Outcomes'].map((c) => h('th', { scope: 'col' }, c)))),
         h('tbody', null, rep.sources.map((u) => h('tr', null,
           h('td', { class: 'mono' }, u.address
-            ? h('a', { href: `#/audit/${encodeURIComponent(id)}/${encodeURIComponent(u.address)}` }, u.address)
+            ? [h('a', { href: `#/audit/${encodeURIComponent(id)}/${encodeURIComponent(u.address)}` }, u.address), ' ', copyText(u.address, `address ${u.address}`)]
             : h('span', { class: 'muted' }, '(none)')),
           h('td', null, u.attempts.toLocaleString()),
           h('td', null, SOURCE_OUTCOMES.reduce((n, o) => n + (u.outcomes[o] || 0), 0).toLocaleString()),
