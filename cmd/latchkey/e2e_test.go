@@ -94,23 +94,24 @@ func (ts *testServer) flush(t *testing.T) {
 // post sends a raw body and returns status and body.
 func (ts *testServer) post(t *testing.T, path, tok string, body []byte) (int, string) {
 	t.Helper()
-	req, _ := http.NewRequest("POST", ts.url+path, bytes.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+tok)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	return ts.send(t, "POST", path, tok, body)
 }
 
 // get GETs path with tok.
 func (ts *testServer) get(t *testing.T, path, tok string) (int, string) {
 	t.Helper()
-	req, _ := http.NewRequest("GET", ts.url+path, nil)
+	return ts.send(t, "GET", path, tok, nil)
+}
+
+// send makes one request with tok as its bearer (anything but a GET as
+// JSON).
+func (ts *testServer) send(t *testing.T, method, path, tok string, body []byte) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, ts.url+path, bytes.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+tok)
+	if method != "GET" {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
