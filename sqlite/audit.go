@@ -200,7 +200,7 @@ func (db *DB) indexTokens(ctx context.Context, tx *sql.Tx, run []latchkey.AuditE
 			ids = append(ids, id)
 		}
 	}
-	if err := indexKeys(ctx, tx, compact(ids), false, db.insertToken, db.insertTokens, last); err != nil {
+	if err := indexKeys(ctx, tx, compact(ids), db.insertToken, db.insertTokens, last); err != nil {
 		return err
 	}
 	seg := last >> sourceSegBits
@@ -247,9 +247,8 @@ func compact(vs []string) []string {
 }
 
 // indexKeys inserts (key, last) for each of keys, keysPerInsert to a
-// statement (many) while there are that many, then one at a time (one);
-// asBlob binds each key as bytes (a source key).
-func indexKeys(ctx context.Context, tx *sql.Tx, keys []string, asBlob bool, one, many *sql.Stmt, last int64) error {
+// statement (many) while there are that many, then one at a time (one).
+func indexKeys(ctx context.Context, tx *sql.Tx, keys []string, one, many *sql.Stmt, last int64) error {
 	args := make([]any, 0, 2*keysPerInsert)
 	for len(keys) > 0 {
 		n, stmt := keysPerInsert, many
@@ -258,11 +257,7 @@ func indexKeys(ctx context.Context, tx *sql.Tx, keys []string, asBlob bool, one,
 		}
 		args = args[:0]
 		for _, k := range keys[:n] {
-			if asBlob {
-				args = append(args, []byte(k), last)
-			} else {
-				args = append(args, k, last)
-			}
+			args = append(args, k, last)
 		}
 		if _, err := tx.StmtContext(ctx, stmt).ExecContext(ctx, args...); err != nil {
 			return fmt.Errorf("sqlite: append audit: %w", err)

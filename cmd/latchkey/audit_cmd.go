@@ -176,16 +176,8 @@ func cmdAuditExport(ctx context.Context, args []string, stdout, stderr io.Writer
 	if _, code := parse(fs, args, 0); code >= 0 {
 		return code
 	}
-	var err error
-	if f.Since, err = timeOrAgo(since); err != nil || since == "" {
-		fmt.Fprintln(stderr, "latchkey audit export: --since must be an RFC 3339 time or a duration such as 7d")
+	if !auditWindow("audit export", since, until, true, &f, stderr) {
 		return exitUsage
-	}
-	if until != "" {
-		if f.Until, err = timeOrAgo(until); err != nil {
-			fmt.Fprintln(stderr, "latchkey audit export: --until must be an RFC 3339 time or a duration such as 1d")
-			return exitUsage
-		}
 	}
 	c, ok := clientFor("audit export", stderr, getenv)
 	if !ok {
@@ -285,13 +277,7 @@ func cmdAuditSources(ctx context.Context, args []string, stdout, stderr io.Write
 	if _, code := parse(fs, args, 0); code >= 0 {
 		return code
 	}
-	var err error
-	if f.Since, err = timeOrAgo(since); err != nil {
-		fmt.Fprintln(stderr, "latchkey audit sources: --since must be an RFC 3339 time or a duration such as 1h")
-		return exitUsage
-	}
-	if f.Until, err = timeOrAgo(until); err != nil {
-		fmt.Fprintln(stderr, "latchkey audit sources: --until must be an RFC 3339 time or a duration such as 1h")
+	if !auditWindow("audit sources", since, until, false, &f, stderr) {
 		return exitUsage
 	}
 	c, ok := clientFor("audit sources", stderr, getenv)
@@ -328,6 +314,21 @@ func cmdAuditSources(ctx context.Context, args []string, stdout, stderr io.Write
 	}
 	fmt.Fprintf(stdout, "%d records from %d sources%s\n", rep.Records, rep.Total, more)
 	return exitOK
+}
+
+// auditWindow reads --since and --until into f (since required when
+// required), saying what is wrong on stderr.
+func auditWindow(cmd, since, until string, required bool, f *latchkey.AuditFilter, stderr io.Writer) bool {
+	var err error
+	if f.Since, err = timeOrAgo(since); err != nil || required && since == "" {
+		fmt.Fprintf(stderr, "latchkey %s: --since must be an RFC 3339 time or a duration such as 7d\n", cmd)
+		return false
+	}
+	if f.Until, err = timeOrAgo(until); err != nil {
+		fmt.Fprintf(stderr, "latchkey %s: --until must be an RFC 3339 time or a duration such as 1d\n", cmd)
+		return false
+	}
+	return true
 }
 
 // timeOrAgo reads an RFC 3339 time or a duration back from now ("7d").
