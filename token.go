@@ -169,17 +169,41 @@ type TokenFilter struct {
 	// statuses "expired" and "rotated".
 	Expired bool
 	Rotated bool
+	// Search selects the tokens that every word of it begins a word of:
+	// of the name, the subject, a tag, or the id (ParseSearch, SearchTerms).
+	Search string
+	// ExpiresWithin (converted by ListWindow into ExpiresBefore, with Now)
+	// selects active tokens that expire after Now and by ExpiresBefore.
+	ExpiresWithin time.Duration
+	ExpiresBefore time.Time
+	// UnusedFor (converted by ListWindow into UnusedBefore) selects the
+	// tokens not used since UnusedBefore, and created before it: those
+	// never used at all included. NeverUsed selects the tokens never used.
+	UnusedFor    time.Duration
+	UnusedBefore time.Time
+	NeverUsed    bool
+	// Sort orders the listing (SortCreated, the default, SortExpires or
+	// SortLastUsed) and Order ("asc" or "desc") reverses its natural
+	// direction (Ordering). A cursor keeps to the order that gave it.
+	Sort  string
+	Order string
+	// Count asks for the number of tokens matching (TokenPage.Total),
+	// cursor aside.
+	Count bool
 	// Cursor continues a previous listing (opaque, from TokenPage.Next).
 	Cursor string
 	// Limit caps the page; the store applies a default and a maximum.
 	Limit int
 }
 
-// TokenPage is one page of a token listing, newest first.
+// TokenPage is one page of a token listing, in the filter's order.
 type TokenPage struct {
 	Tokens []*Token
 	// Next is the cursor for the following page, "" on the last page.
 	Next string
+	// Total is the number of tokens matching, when TokenFilter.Count
+	// asked for it.
+	Total int64
 }
 
 // Series returns the id of t's rotation series (its own id for a token

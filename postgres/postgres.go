@@ -22,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/internal/tokenrow"
 )
 
 //go:embed migrations/*.sql
@@ -91,6 +92,23 @@ func (db *DB) Ping(ctx context.Context) error {
 
 const migrationLock = 7480_0001 // pg_advisory_xact_lock key for migrations
 
+// goMigrations are steps a migration's SQL cannot take, run after it in
+// the same transaction.
+var goMigrations = map[int]func(ctx context.Context, tx pgx.Tx) error{
+	9: fillTokenTerms,
+}
+
+// fillTokenTerms gives the tokens already stored their search terms (the
+// update trigger indexes them), a page of tokens at a time.
+func fillTokenTerms(ctx context.Context, tx pgx.Tx) error {
+	return tokenrow.FillTerms(ctx, func(after int64) ([]*latchkey.Token, []int64, error) {
+		return queryTokens(ctx, tx, `SELECT `+tokenColumns+` FROM tokens WHERE seq > $1 ORDER BY seq LIMIT $2`, after, tokenrow.FillPage)
+	}, func(seq int64, terms string) error {
+		_, err := tx.Exec(ctx, `UPDATE tokens SET terms = $1 WHERE seq = $2`, terms, seq)
+		return err
+	})
+}
+
 func (db *DB) migrate(ctx context.Context) error {
 	names, err := fs.Glob(migrations, "migrations/*.sql")
 	if err != nil {
@@ -123,6 +141,11 @@ func (db *DB) migrate(ctx context.Context) error {
 			}
 			if _, err := tx.Exec(ctx, string(body)); err != nil {
 				return fmt.Errorf("postgres: migration %s: %w", base, err)
+			}
+			if step := goMigrations[v]; step != nil {
+				if err := step(ctx, tx); err != nil {
+					return fmt.Errorf("postgres: migration %s: %w", base, err)
+				}
 			}
 			if _, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version) VALUES ($1)`, v); err != nil {
 				return err

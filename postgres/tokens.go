@@ -17,12 +17,7 @@ import (
 	"github.com/latchkeyhq/latchkey/internal/tokenrow"
 )
 
-// tokenColumns is what scanToken reads; uses comes from the series' row.
-const tokenColumns = `seq, id, prefix, name, subject, scopes, tags, meta, created_at, created_by,
-	expires_at, not_before, status, revoked_at, revoked_by, revoked_reason, last_used_at, version, hash,
-	constraints, max_uses, (SELECT h.uses FROM tokens h WHERE h.id = tokens.series_id),
-	suspended_at, suspended_by, suspended_reason, suspended_via,
-	parent_id, ancestors, predecessor_id, successor_id, rotated_at, series_id, inherited, keyspace, roles`
+const tokenColumns = tokenrow.SelectColumns
 
 func scanToken(s pgx.Row) (*latchkey.Token, int64, error) {
 	var r tokenrow.Row
@@ -58,61 +53,35 @@ func (a *args) add(v any) string {
 	return fmt.Sprintf("$%d", len(a.v))
 }
 
-// ListTokens returns a page of tokens, newest first.
+// ListTokens returns a page of tokens in the filter's order, and their
+// number when asked.
 func (db *DB) ListTokens(ctx context.Context, f latchkey.TokenFilter) (latchkey.TokenPage, error) {
-	var where []string
+	l, err := tokenrow.NewListing(f)
+	if err != nil {
+		return latchkey.TokenPage{}, err
+	}
 	var a args
-	if f.Keyspace != "" {
-		where = append(where, "keyspace = "+a.add(f.Keyspace))
+	q, err := l.Page(a.dialect())
+	if err != nil {
+		return latchkey.TokenPage{}, err
 	}
-	if f.Subject != "" {
-		where = append(where, "subject = "+a.add(f.Subject))
-	}
-	if f.Status != "" {
-		where = append(where, "status = "+a.add(string(f.Status)))
-	}
-	if f.Prefix != "" {
-		where = append(where, "prefix = "+a.add(f.Prefix))
-	}
-	if f.Tag != "" {
-		where = append(where, "tags::jsonb ? "+a.add(f.Tag))
-	}
-	if f.ParentID != "" {
-		where = append(where, "parent_id = "+a.add(f.ParentID))
-	}
-	if !f.RotationDueBefore.IsZero() {
-		where = append(where, "status = 'active' AND successor_id = '' AND created_at < "+a.add(micros(f.RotationDueBefore))+
-			" AND (expires_at IS NULL OR expires_at > "+a.add(micros(f.Now))+")")
-	}
-	if f.Expired {
-		where = append(where, "status = 'active' AND expires_at IS NOT NULL AND expires_at <= "+a.add(micros(f.Now)))
-	}
-	if f.Rotated {
-		where = append(where, "status = 'active' AND successor_id <> '' AND (expires_at IS NULL OR expires_at > "+a.add(micros(f.Now))+")")
-	}
-	if f.Cursor != "" {
-		seq, err := latchkey.DecodeCursor(f.Cursor)
-		if err != nil {
-			return latchkey.TokenPage{}, err
-		}
-		where = append(where, "seq < "+a.add(seq))
-	}
-	limit := latchkey.PageLimit(f.Limit)
-	q := `SELECT ` + tokenColumns + ` FROM tokens`
-	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
-	}
-	q += " ORDER BY seq DESC LIMIT " + a.add(limit+1)
 	toks, seqs, err := queryTokens(ctx, db.pool, q, a.v...)
 	if err != nil {
 		return latchkey.TokenPage{}, fmt.Errorf("postgres: list tokens: %w", err)
 	}
-	page := latchkey.TokenPage{Tokens: toks}
-	if len(page.Tokens) > limit {
-		page.Tokens = page.Tokens[:limit]
-		page.Next = latchkey.EncodeCursor(seqs[limit-1])
+	page := l.Finish(toks, seqs)
+	if f.Count {
+		var c args
+		if err := db.pool.QueryRow(ctx, l.Count(c.dialect()), c.v...).Scan(&page.Total); err != nil {
+			return latchkey.TokenPage{}, fmt.Errorf("postgres: count tokens: %w", err)
+		}
 	}
 	return page, nil
+}
+
+// dialect binds a listing's arguments into a.
+func (a *args) dialect() tokenrow.Dialect {
+	return tokenrow.Dialect{Arg: a.add, HasTag: func(ph string) string { return "tags::jsonb ? " + ph }}
 }
 
 func queryTokens(ctx context.Context, q interface {
@@ -286,15 +255,16 @@ func queueCreate(b *pgx.Batch, n *notes, t *latchkey.Token, c tokenrow.Columns) 
 	b.Queue(`WITH tok AS (INSERT INTO tokens (id, prefix, name, subject, scopes, tags, meta, created_at, created_by,
 		expires_at, not_before, status, revoked_at, revoked_by, revoked_reason, last_used_at, version, hash,
 		constraints, max_uses, uses, suspended_at, suspended_by, suspended_reason, suspended_via,
-		parent_id, ancestors, predecessor_id, successor_id, rotated_at, series_id, inherited, keyspace, roles)
+		parent_id, ancestors, predecessor_id, successor_id, rotated_at, series_id, inherited, keyspace, roles, terms)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
-		$21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34) RETURNING id, version)
+		$21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35) RETURNING id, version, seq, terms),
+		indexed AS (INSERT INTO token_terms (term, seq) SELECT jsonb_array_elements_text(terms::jsonb), seq FROM tok)
 		INSERT INTO changes (token_id, version, at) SELECT id, version, `+dbNowMicros+` FROM tok`,
 		t.ID, t.Prefix, t.Name, t.Subject, c.Scopes, c.Tags, c.Meta, micros(t.CreatedAt), t.CreatedBy,
 		nullMicros(t.ExpiresAt), nullMicros(t.NotBefore), string(t.Status), nullMicros(t.RevokedAt),
 		t.RevokedBy, t.RevokedReason, nullMicros(t.LastUsedAt), t.Version, t.Hash,
 		c.Constraints, t.MaxUses, t.Uses, nullMicros(t.SuspendedAt), t.SuspendedBy, t.SuspendedReason, t.SuspendedVia,
-		t.ParentID, c.Ancestors, t.PredecessorID, t.SuccessorID, nullMicros(t.RotatedAt), t.SeriesID, c.Inherited, latchkey.KeyspaceOf(t.Keyspace), c.Roles)
+		t.ParentID, c.Ancestors, t.PredecessorID, t.SuccessorID, nullMicros(t.RotatedAt), t.SeriesID, c.Inherited, latchkey.KeyspaceOf(t.Keyspace), c.Roles, c.Terms)
 	*n = append(*n, t.ID+":"+strconv.FormatInt(t.Version, 10))
 }
 
@@ -422,12 +392,12 @@ func (x *tx) UpdateToken(ctx context.Context, t *latchkey.Token, ev *latchkey.Au
 		expires_at = $6, not_before = $7, status = $8, revoked_at = $9, revoked_by = $10, revoked_reason = $11,
 		version = $12, hash = $13, constraints = $14, max_uses = $15,
 		suspended_at = $16, suspended_by = $17, suspended_reason = $18, suspended_via = $19,
-		parent_id = $20, ancestors = $21, predecessor_id = $22, successor_id = $23, rotated_at = $24, series_id = $25, inherited = $26, roles = $27
-		WHERE id = $28 AND version = $29`,
+		parent_id = $20, ancestors = $21, predecessor_id = $22, successor_id = $23, rotated_at = $24, series_id = $25, inherited = $26, roles = $27, terms = $28
+		WHERE id = $29 AND version = $30`,
 		t.Name, t.Subject, c.Scopes, c.Tags, c.Meta, nullMicros(t.ExpiresAt), nullMicros(t.NotBefore), string(t.Status),
 		nullMicros(t.RevokedAt), t.RevokedBy, t.RevokedReason, t.Version+1, t.Hash, c.Constraints, t.MaxUses,
 		nullMicros(t.SuspendedAt), t.SuspendedBy, t.SuspendedReason, t.SuspendedVia,
-		t.ParentID, c.Ancestors, t.PredecessorID, t.SuccessorID, nullMicros(t.RotatedAt), t.Series(), c.Inherited, c.Roles,
+		t.ParentID, c.Ancestors, t.PredecessorID, t.SuccessorID, nullMicros(t.RotatedAt), t.Series(), c.Inherited, c.Roles, c.Terms,
 		t.ID, t.Version)
 	if err != nil {
 		return fmt.Errorf("postgres: update token: %w", err)

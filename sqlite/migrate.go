@@ -10,13 +10,26 @@ import (
 
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/internal/auditrow"
+	"github.com/latchkeyhq/latchkey/internal/tokenrow"
 )
 
 // goMigrations are steps a migration's SQL cannot take, run after it in
 // the same transaction.
 var goMigrations = map[int]func(ctx context.Context, tx *sql.Tx) error{
-	8: moveAuditIntoChunks,
-	9: indexAuditSources,
+	8:  moveAuditIntoChunks,
+	9:  indexAuditSources,
+	10: fillTokenTerms,
+}
+
+// fillTokenTerms gives the tokens already stored their search terms (the
+// update trigger indexes them), a page of tokens at a time.
+func fillTokenTerms(ctx context.Context, tx *sql.Tx) error {
+	return tokenrow.FillTerms(ctx, func(after int64) ([]*latchkey.Token, []int64, error) {
+		return queryTokens(ctx, tx, `SELECT `+tokenColumns+` FROM tokens WHERE seq > ? ORDER BY seq LIMIT ?`, after, tokenrow.FillPage)
+	}, func(seq int64, terms string) error {
+		_, err := tx.ExecContext(ctx, `UPDATE tokens SET terms = ? WHERE seq = ?`, terms, seq)
+		return err
+	})
 }
 
 // indexAuditSources fills audit_sources from the chunks already stored, a

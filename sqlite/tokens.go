@@ -13,13 +13,7 @@ import (
 	"github.com/latchkeyhq/latchkey/internal/tokenrow"
 )
 
-// tokenColumns is what scanToken reads. uses comes from the row of the
-// token's rotation series, which holds the shared budget.
-const tokenColumns = `seq, id, prefix, name, subject, scopes, tags, meta, created_at, created_by,
-	expires_at, not_before, status, revoked_at, revoked_by, revoked_reason, last_used_at, version, hash,
-	constraints, max_uses, (SELECT h.uses FROM tokens h WHERE h.id = tokens.series_id),
-	suspended_at, suspended_by, suspended_reason, suspended_via,
-	parent_id, ancestors, predecessor_id, successor_id, rotated_at, series_id, inherited, keyspace, roles`
+const tokenColumns = tokenrow.SelectColumns
 
 // CreateToken inserts t and its audit event in one transaction.
 func (db *DB) CreateToken(ctx context.Context, t *latchkey.Token, ev *latchkey.AuditEvent) error {
@@ -54,61 +48,40 @@ func getToken(ctx context.Context, q queryer, id string) (*latchkey.Token, error
 	return t, nil
 }
 
-// ListTokens returns a page of tokens, newest first.
+// ListTokens returns a page of tokens in the filter's order, and their
+// number when asked.
 func (db *DB) ListTokens(ctx context.Context, f latchkey.TokenFilter) (latchkey.TokenPage, error) {
-	var where []string
+	l, err := tokenrow.NewListing(f)
+	if err != nil {
+		return latchkey.TokenPage{}, err
+	}
 	var args []any
-	if f.Keyspace != "" {
-		where, args = append(where, "keyspace = ?"), append(args, f.Keyspace)
+	q, err := l.Page(dialect(&args))
+	if err != nil {
+		return latchkey.TokenPage{}, err
 	}
-	if f.Subject != "" {
-		where, args = append(where, "subject = ?"), append(args, f.Subject)
-	}
-	if f.Status != "" {
-		where, args = append(where, "status = ?"), append(args, string(f.Status))
-	}
-	if f.Prefix != "" {
-		where, args = append(where, "prefix = ?"), append(args, f.Prefix)
-	}
-	if f.Tag != "" {
-		where, args = append(where, "EXISTS (SELECT 1 FROM json_each(tokens.tags) WHERE value = ?)"), append(args, f.Tag)
-	}
-	if f.ParentID != "" {
-		where, args = append(where, "parent_id = ?"), append(args, f.ParentID)
-	}
-	if !f.RotationDueBefore.IsZero() {
-		where = append(where, "status = 'active' AND successor_id = '' AND created_at < ? AND (expires_at IS NULL OR expires_at > ?)")
-		args = append(args, micros(f.RotationDueBefore), micros(f.Now))
-	}
-	if f.Expired {
-		where, args = append(where, "status = 'active' AND expires_at IS NOT NULL AND expires_at <= ?"), append(args, micros(f.Now))
-	}
-	if f.Rotated {
-		where, args = append(where, "status = 'active' AND successor_id <> '' AND (expires_at IS NULL OR expires_at > ?)"), append(args, micros(f.Now))
-	}
-	if f.Cursor != "" {
-		seq, err := latchkey.DecodeCursor(f.Cursor)
-		if err != nil {
-			return latchkey.TokenPage{}, err
-		}
-		where, args = append(where, "seq < ?"), append(args, seq)
-	}
-	limit := latchkey.PageLimit(f.Limit)
-	q := `SELECT ` + tokenColumns + ` FROM tokens`
-	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
-	}
-	q += " ORDER BY seq DESC LIMIT ?"
-	toks, seqs, err := queryTokens(ctx, db.r, q, append(args, limit+1)...)
+	toks, seqs, err := queryTokens(ctx, db.r, q, args...)
 	if err != nil {
 		return latchkey.TokenPage{}, fmt.Errorf("sqlite: list tokens: %w", err)
 	}
-	page := latchkey.TokenPage{Tokens: toks}
-	if len(page.Tokens) > limit {
-		page.Tokens = page.Tokens[:limit]
-		page.Next = latchkey.EncodeCursor(seqs[limit-1])
+	page := l.Finish(toks, seqs)
+	if f.Count {
+		args = nil
+		if err := db.r.QueryRowContext(ctx, l.Count(dialect(&args)), args...).Scan(&page.Total); err != nil {
+			return latchkey.TokenPage{}, fmt.Errorf("sqlite: count tokens: %w", err)
+		}
 	}
 	return page, nil
+}
+
+// dialect binds a listing's arguments into args.
+func dialect(args *[]any) tokenrow.Dialect {
+	return tokenrow.Dialect{
+		Arg: func(v any) string { *args = append(*args, v); return "?" },
+		HasTag: func(ph string) string {
+			return "EXISTS (SELECT 1 FROM json_each(tokens.tags) WHERE value = " + ph + ")"
+		},
+	}
 }
 
 func queryTokens(ctx context.Context, q queryer, query string, args ...any) ([]*latchkey.Token, []int64, error) {
@@ -354,13 +327,13 @@ func (x *tx) CreateToken(ctx context.Context, t *latchkey.Token, ev *latchkey.Au
 	_, err = x.tx.ExecContext(ctx, `INSERT INTO tokens (id, prefix, name, subject, scopes, tags, meta, created_at, created_by,
 		expires_at, not_before, status, revoked_at, revoked_by, revoked_reason, last_used_at, version, hash,
 		constraints, max_uses, uses, suspended_at, suspended_by, suspended_reason, suspended_via,
-		parent_id, ancestors, predecessor_id, successor_id, rotated_at, series_id, inherited, keyspace, roles)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		parent_id, ancestors, predecessor_id, successor_id, rotated_at, series_id, inherited, keyspace, roles, terms)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		t.ID, t.Prefix, t.Name, t.Subject, c.Scopes, c.Tags, c.Meta, micros(t.CreatedAt), t.CreatedBy,
 		nullMicros(t.ExpiresAt), nullMicros(t.NotBefore), string(t.Status), nullMicros(t.RevokedAt),
 		t.RevokedBy, t.RevokedReason, nullMicros(t.LastUsedAt), t.Version, t.Hash,
 		c.Constraints, t.MaxUses, t.Uses, nullMicros(t.SuspendedAt), t.SuspendedBy, t.SuspendedReason, t.SuspendedVia,
-		t.ParentID, c.Ancestors, t.PredecessorID, t.SuccessorID, nullMicros(t.RotatedAt), t.SeriesID, c.Inherited, latchkey.KeyspaceOf(t.Keyspace), c.Roles)
+		t.ParentID, c.Ancestors, t.PredecessorID, t.SuccessorID, nullMicros(t.RotatedAt), t.SeriesID, c.Inherited, latchkey.KeyspaceOf(t.Keyspace), c.Roles, c.Terms)
 	if isUniqueViolation(err) {
 		return latchkey.Errorf(latchkey.EConflict, "a token with id %s already exists", t.ID)
 	}
@@ -379,12 +352,12 @@ func (x *tx) UpdateToken(ctx context.Context, t *latchkey.Token, ev *latchkey.Au
 		expires_at = ?, not_before = ?, status = ?, revoked_at = ?, revoked_by = ?, revoked_reason = ?,
 		version = ?, hash = ?, constraints = ?, max_uses = ?,
 		suspended_at = ?, suspended_by = ?, suspended_reason = ?, suspended_via = ?,
-		parent_id = ?, ancestors = ?, predecessor_id = ?, successor_id = ?, rotated_at = ?, series_id = ?, inherited = ?, roles = ?
+		parent_id = ?, ancestors = ?, predecessor_id = ?, successor_id = ?, rotated_at = ?, series_id = ?, inherited = ?, roles = ?, terms = ?
 		WHERE id = ? AND version = ?`,
 		t.Name, t.Subject, c.Scopes, c.Tags, c.Meta, nullMicros(t.ExpiresAt), nullMicros(t.NotBefore), string(t.Status),
 		nullMicros(t.RevokedAt), t.RevokedBy, t.RevokedReason, t.Version+1, t.Hash, c.Constraints, t.MaxUses,
 		nullMicros(t.SuspendedAt), t.SuspendedBy, t.SuspendedReason, t.SuspendedVia,
-		t.ParentID, c.Ancestors, t.PredecessorID, t.SuccessorID, nullMicros(t.RotatedAt), t.Series(), c.Inherited, c.Roles,
+		t.ParentID, c.Ancestors, t.PredecessorID, t.SuccessorID, nullMicros(t.RotatedAt), t.Series(), c.Inherited, c.Roles, c.Terms,
 		t.ID, t.Version)
 	if err != nil {
 		return fmt.Errorf("sqlite: update token: %w", err)

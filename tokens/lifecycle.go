@@ -691,6 +691,9 @@ func (s *Service) List(ctx context.Context, f latchkey.TokenFilter) (latchkey.To
 		now := s.now()
 		f.RotationDueBefore, f.Now = now.Add(-s.Policy.RotationAge), now
 	}
+	if err := f.ListWindow(s.now()); err != nil {
+		return latchkey.TokenPage{}, err
+	}
 	page, err := s.Store.ListTokens(ctx, f)
 	now := s.now()
 	for _, t := range page.Tokens {

@@ -15,6 +15,9 @@ import (
 // Columns are a token's JSON-held fields as stored.
 type Columns struct {
 	Scopes, Tags, Meta, Constraints, Ancestors, Inherited, Roles string
+	// Terms are the words the token is found by (latchkey.SearchTerms),
+	// written only: the stores index them in token_terms.
+	Terms string
 }
 
 // Encode renders t's JSON-held fields. Lists are never null, and the
@@ -28,7 +31,8 @@ func Encode(t *latchkey.Token) (Columns, error) {
 		dst *string
 		v   any
 	}{{&c.Scopes, nonNil(t.Scopes)}, {&c.Tags, nonNil(t.Tags)}, {&c.Constraints, cons},
-		{&c.Ancestors, nonNil(t.Ancestors)}, {&c.Inherited, nonNil(t.Inherited)}, {&c.Roles, nonNil(t.Roles)}} {
+		{&c.Ancestors, nonNil(t.Ancestors)}, {&c.Inherited, nonNil(t.Inherited)}, {&c.Roles, nonNil(t.Roles)},
+		{&c.Terms, latchkey.SearchTerms(t)}} {
 		b, err := json.Marshal(f.v)
 		if err != nil {
 			return c, fmt.Errorf("encode token %s: %w", t.ID, err)

@@ -1,0 +1,183 @@
+package tokenrow
+
+import (
+	"context"
+	"strconv"
+	"strings"
+
+	"github.com/latchkeyhq/latchkey"
+)
+
+// SelectColumns is what Row scans, in order: the same in both stores. uses
+// comes from the row of the token's rotation series, which holds the
+// shared budget.
+const SelectColumns = `seq, id, prefix, name, subject, scopes, tags, meta, created_at, created_by,
+	expires_at, not_before, status, revoked_at, revoked_by, revoked_reason, last_used_at, version, hash,
+	constraints, max_uses, (SELECT h.uses FROM tokens h WHERE h.id = tokens.series_id),
+	suspended_at, suspended_by, suspended_reason, suspended_via,
+	parent_id, ancestors, predecessor_id, successor_id, rotated_at, series_id, inherited, keyspace, roles`
+
+// The sort keys as SQL, the same expressions as the indexes on them
+// (tokens_expires, tokens_last_used), so that a sorted page is a range of
+// an index in both stores.
+var sortExpr = map[string]string{
+	latchkey.SortCreated:  "seq",
+	latchkey.SortExpires:  "COALESCE(expires_at, " + strconv.FormatInt(latchkey.NoExpiry, 10) + ")",
+	latchkey.SortLastUsed: "COALESCE(last_used_at, " + strconv.Itoa(latchkey.NeverUsed) + ")",
+}
+
+// Dialect is how a store writes the parts of a listing that differ.
+type Dialect struct {
+	// Arg binds v and returns its placeholder.
+	Arg func(v any) string
+	// HasTag is the condition "the token has the tag bound at ph".
+	HasTag func(ph string) string
+}
+
+// Listing is a token listing's SQL, built once for a filter.
+type Listing struct {
+	f     latchkey.TokenFilter
+	sort  string
+	desc  bool
+	limit int
+}
+
+// NewListing checks f's order and search.
+func NewListing(f latchkey.TokenFilter) (*Listing, error) {
+	sort, desc, err := f.Ordering()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := latchkey.ParseSearch(f.Search); err != nil {
+		return nil, err
+	}
+	return &Listing{f: f, sort: sort, desc: desc, limit: latchkey.PageLimit(f.Limit)}, nil
+}
+
+// Page returns the query for a page (one row more than the page, which
+// says whether another follows), binding its arguments through d.
+func (l *Listing) Page(d Dialect) (string, error) {
+	where, err := l.where(d, true)
+	if err != nil {
+		return "", err
+	}
+	dir := " ASC"
+	if l.desc {
+		dir = " DESC"
+	}
+	order := " ORDER BY seq" + dir
+	if l.sort != latchkey.SortCreated {
+		order = " ORDER BY " + sortExpr[l.sort] + dir + ", seq" + dir
+	}
+	return `SELECT ` + SelectColumns + ` FROM tokens` + where + order + " LIMIT " + d.Arg(l.limit+1), nil
+}
+
+// Count returns the query counting every token the filter matches.
+func (l *Listing) Count(d Dialect) string {
+	where, _ := l.where(d, false) // the cursor, the only thing that can fail, is left out
+	return `SELECT count(*) FROM tokens` + where
+}
+
+// Finish makes the page of the rows Page's query returned.
+func (l *Listing) Finish(toks []*latchkey.Token, seqs []int64) latchkey.TokenPage {
+	page := latchkey.TokenPage{Tokens: toks}
+	if len(toks) > l.limit {
+		page.Tokens = toks[:l.limit]
+		last := l.limit - 1
+		page.Next = latchkey.EncodeListCursor(l.sort, l.desc, latchkey.SortKey(toks[last], l.sort, seqs[last]), seqs[last])
+	}
+	return page
+}
+
+func (l *Listing) where(d Dialect, cursor bool) (string, error) {
+	f := &l.f
+	var where []string
+	eq := func(col, v string) {
+		if v != "" {
+			where = append(where, col+" = "+d.Arg(v))
+		}
+	}
+	eq("keyspace", f.Keyspace)
+	eq("subject", f.Subject)
+	eq("status", string(f.Status))
+	eq("prefix", f.Prefix)
+	eq("parent_id", f.ParentID)
+	if f.Tag != "" {
+		where = append(where, d.HasTag(d.Arg(f.Tag)))
+	}
+	now := func() string { return d.Arg(f.Now.UnixMicro()) }
+	if !f.RotationDueBefore.IsZero() {
+		where = append(where, "status = 'active' AND successor_id = '' AND created_at < "+d.Arg(f.RotationDueBefore.UnixMicro())+
+			" AND (expires_at IS NULL OR expires_at > "+now()+")")
+	}
+	if f.Expired {
+		where = append(where, "status = 'active' AND expires_at IS NOT NULL AND expires_at <= "+now())
+	}
+	if f.Rotated {
+		where = append(where, "status = 'active' AND successor_id <> '' AND (expires_at IS NULL OR expires_at > "+now()+")")
+	}
+	if !f.ExpiresBefore.IsZero() {
+		// On the sort expression, so that the index on it answers.
+		x := sortExpr[latchkey.SortExpires]
+		where = append(where, "status = 'active' AND "+x+" > "+now()+" AND "+x+" <= "+d.Arg(f.ExpiresBefore.UnixMicro()))
+	}
+	if !f.UnusedBefore.IsZero() {
+		// A used token was created before its last use.
+		before := f.UnusedBefore.UnixMicro()
+		where = append(where, sortExpr[latchkey.SortLastUsed]+" < "+d.Arg(before)+" AND created_at < "+d.Arg(before))
+	}
+	if f.NeverUsed {
+		where = append(where, sortExpr[latchkey.SortLastUsed]+" = "+strconv.Itoa(latchkey.NeverUsed))
+	}
+	words, _ := latchkey.ParseSearch(f.Search) // checked by NewListing
+	for _, w := range words {
+		where = append(where, "seq IN (SELECT seq FROM token_terms WHERE term >= "+d.Arg(w)+" AND term < "+d.Arg(latchkey.PrefixEnd(w))+")")
+	}
+	if cursor && f.Cursor != "" {
+		key, seq, err := latchkey.DecodeListCursor(f.Cursor, l.sort, l.desc)
+		if err != nil {
+			return "", err
+		}
+		cmp := " > "
+		if l.desc {
+			cmp = " < "
+		}
+		if l.sort == latchkey.SortCreated {
+			where = append(where, "seq"+cmp+d.Arg(seq))
+		} else {
+			where = append(where, "("+sortExpr[l.sort]+", seq)"+cmp+"("+d.Arg(key)+", "+d.Arg(seq)+")")
+		}
+	}
+	if len(where) == 0 {
+		return "", nil
+	}
+	return " WHERE " + strings.Join(where, " AND "), nil
+}
+
+// FillPage is how many tokens FillTerms reads at a time.
+const FillPage = 1000
+
+// FillTerms gives stored tokens their search terms (a migration's step):
+// page reads the tokens after a sequence number, in order, and set
+// stores one token's terms.
+func FillTerms(ctx context.Context, page func(after int64) ([]*latchkey.Token, []int64, error), set func(seq int64, terms string) error) error {
+	for after := int64(0); ; {
+		toks, seqs, err := page(after)
+		if err != nil {
+			return err
+		}
+		for i, t := range toks {
+			c, err := Encode(t)
+			if err != nil {
+				return err
+			}
+			if err := set(seqs[i], c.Terms); err != nil {
+				return err
+			}
+			after = seqs[i]
+		}
+		if len(toks) < FillPage {
+			return ctx.Err()
+		}
+	}
+}
