@@ -117,9 +117,12 @@ func (l *Listing) where(d Dialect, cursor bool) (string, error) {
 		where = append(where, "status = 'active' AND successor_id <> '' AND (expires_at IS NULL OR expires_at > "+now()+")")
 	}
 	if !f.ExpiresBefore.IsZero() {
-		// On the sort expression, so that the index on it answers.
+		// On the sort expression, so that the index on it answers; the
+		// status is written so that no index is taken for it (most tokens
+		// are active: SQLite, without statistics, would take
+		// tokens_status and sort all of them).
 		x := sortExpr[latchkey.SortExpires]
-		where = append(where, "status = 'active' AND "+x+" > "+now()+" AND "+x+" <= "+d.Arg(f.ExpiresBefore.UnixMicro()))
+		where = append(where, "status || '' = 'active' AND "+x+" > "+now()+" AND "+x+" <= "+d.Arg(f.ExpiresBefore.UnixMicro()))
 	}
 	if !f.UnusedBefore.IsZero() {
 		// A used token was created before its last use.
@@ -145,7 +148,12 @@ func (l *Listing) where(d Dialect, cursor bool) (string, error) {
 		if l.sort == latchkey.SortCreated {
 			where = append(where, "seq"+cmp+d.Arg(seq))
 		} else {
-			where = append(where, "("+sortExpr[l.sort]+", seq)"+cmp+"("+d.Arg(key)+", "+d.Arg(seq)+")")
+			// (key, seq) after the cursor's, written so that the first
+			// term bounds the index range (SQLite takes no range from a
+			// row value compared with an expression index).
+			// Each placeholder is bound once (SQLite's ? are positional).
+			x := sortExpr[l.sort]
+			where = append(where, x+strings.TrimSpace(cmp)+"= "+d.Arg(key)+" AND ("+x+cmp+d.Arg(key)+" OR seq"+cmp+d.Arg(seq)+")")
 		}
 	}
 	if len(where) == 0 {
