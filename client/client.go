@@ -101,8 +101,18 @@ func (c *Client) ListTokens(ctx context.Context, f latchkey.TokenFilter) (*Token
 	set(q, "tag", f.Tag)
 	set(q, "prefix", f.Prefix)
 	set(q, "parent", f.ParentID)
-	if f.RotationDue {
-		q.Set("rotation_due", "true")
+	set(q, "q", f.Search)
+	set(q, "sort", f.Sort)
+	set(q, "order", f.Order)
+	for name, v := range map[string]bool{"rotation_due": f.RotationDue, "never_used": f.NeverUsed, "count": f.Count} {
+		if v {
+			q.Set(name, "true")
+		}
+	}
+	for name, d := range map[string]time.Duration{"expires_within": f.ExpiresWithin, "unused_for": f.UnusedFor} {
+		if d > 0 {
+			q.Set(name, latchkey.Duration(d).String())
+		}
 	}
 	set(q, "cursor", f.Cursor)
 	if f.Limit > 0 {

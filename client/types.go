@@ -28,6 +28,9 @@ type CreatedToken struct {
 type TokenList struct {
 	Tokens     []*latchkey.Token `json:"tokens"`
 	NextCursor string            `json:"next_cursor,omitempty"`
+	// Total is the number of tokens matching (cursor aside), when
+	// count=true asked for it.
+	Total *int64 `json:"total,omitempty"`
 }
 
 // AuditList is the response to GET /v1/audit.

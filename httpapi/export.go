@@ -170,11 +170,11 @@ func (s *Server) exportAudit(w http.ResponseWriter, r *http.Request, a latchkey.
 }
 
 // exportTokens serves GET /v1/export/tokens: the tokens matching the
-// filters of GET /v1/tokens, newest first. No secret is in a token's
+// filters of GET /v1/tokens, in its order (newest first by default). No secret is in a token's
 // record (only its keyed hash, which is never served).
 func (s *Server) exportTokens(w http.ResponseWriter, r *http.Request, a latchkey.Actor) error {
 	q := r.URL.Query()
-	if err := onlyParams(q, "keyspace", "subject", "status", "tag", "prefix", "parent", "rotation_due", "format"); err != nil {
+	if err := onlyParams(q, append(tokenParams, "format")...); err != nil {
 		return err
 	}
 	f, err := tokenFilter(q, a)

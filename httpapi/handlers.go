@@ -35,7 +35,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, a latchkey.
 
 func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, a latchkey.Actor) error {
 	q := r.URL.Query()
-	if err := onlyParams(q, "keyspace", "subject", "status", "tag", "prefix", "parent", "rotation_due", "cursor", "limit"); err != nil {
+	if err := onlyParams(q, append(tokenParams, "cursor", "limit", "count")...); err != nil {
 		return err
 	}
 	f, err := tokenFilter(q, a)
@@ -46,6 +46,9 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, a latchkey.A
 		return err
 	}
 	f.Cursor = q.Get("cursor")
+	if f.Count, err = boolParam(q, "count"); err != nil {
+		return err
+	}
 	page, err := s.Tokens.List(r.Context(), f)
 	if err != nil {
 		return err
@@ -53,9 +56,18 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, a latchkey.A
 	if page.Tokens == nil {
 		page.Tokens = []*latchkey.Token{}
 	}
-	writeJSON(w, http.StatusOK, client.TokenList{Tokens: page.Tokens, NextCursor: page.Next})
+	list := client.TokenList{Tokens: page.Tokens, NextCursor: page.Next}
+	if f.Count {
+		list.Total = &page.Total
+	}
+	writeJSON(w, http.StatusOK, list)
 	return nil
 }
+
+// tokenParams are the filters and the order of GET /v1/tokens and its
+// export.
+var tokenParams = []string{"keyspace", "subject", "status", "tag", "prefix", "parent", "rotation_due",
+	"q", "expires_within", "unused_for", "never_used", "sort", "order"}
 
 // tokenFilter reads the filters of GET /v1/tokens (and its export).
 func tokenFilter(q url.Values, a latchkey.Actor) (latchkey.TokenFilter, error) {
@@ -67,14 +79,45 @@ func tokenFilter(q url.Values, a latchkey.Actor) (latchkey.TokenFilter, error) {
 		Keyspace: ks, Subject: q.Get("subject"), Status: latchkey.Status(q.Get("status")), Tag: q.Get("tag"),
 		Prefix: q.Get("prefix"), ParentID: q.Get("parent"),
 	}
-	switch q.Get("rotation_due") {
-	case "", "false":
-	case "true":
-		f.RotationDue = true
-	default:
-		return f, latchkey.Errorf(latchkey.EInvalid, "rotation_due must be true or false")
+	f.Search, f.Sort, f.Order = q.Get("q"), q.Get("sort"), q.Get("order")
+	for _, b := range []struct {
+		name string
+		dst  *bool
+	}{{"rotation_due", &f.RotationDue}, {"never_used", &f.NeverUsed}} {
+		if *b.dst, err = boolParam(q, b.name); err != nil {
+			return f, err
+		}
+	}
+	for _, d := range []struct {
+		name string
+		dst  *time.Duration
+	}{{"expires_within", &f.ExpiresWithin}, {"unused_for", &f.UnusedFor}} {
+		v := q.Get(d.name)
+		if v == "" {
+			continue
+		}
+		if *d.dst, err = latchkey.ParseDuration(v); err != nil || *d.dst <= 0 {
+			return f, latchkey.Errorf(latchkey.EInvalid, "%s must be a positive duration such as 7d or 12h", d.name)
+		}
+	}
+	if _, _, err := f.Ordering(); err != nil {
+		return f, err
+	}
+	if _, err := latchkey.ParseSearch(f.Search); err != nil {
+		return f, err
 	}
 	return f, nil
+}
+
+// boolParam reads a query parameter that is true, false or absent.
+func boolParam(q url.Values, name string) (bool, error) {
+	switch q.Get(name) {
+	case "", "false":
+		return false, nil
+	case "true":
+		return true, nil
+	}
+	return false, latchkey.Errorf(latchkey.EInvalid, "%s must be true or false", name)
 }
 
 func validID(id string) error {

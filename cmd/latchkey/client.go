@@ -312,7 +312,7 @@ func cmdTokenList(ctx context.Context, args []string, stdout, stderr io.Writer, 
 		status string
 		asJSON bool
 	)
-	fs := newFlags("token list", "token list [flags]", "List tokens, newest first. Filters combine.", stdout, stderr)
+	fs := newFlags("token list", "token list [flags]", "List tokens, newest first unless --sort says otherwise. Filters combine.", stdout, stderr)
 	fs.StringVar(&f.Keyspace, "keyspace", "", "only tokens of this keyspace")
 	fs.StringVar(&f.Subject, "subject", "", "only tokens of this subject")
 	fs.StringVar(&status, "status", "", "only active, suspended or revoked tokens, or active ones that have expired or been rotated (expired, rotated)")
@@ -320,6 +320,13 @@ func cmdTokenList(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	fs.StringVar(&f.Prefix, "prefix", "", "only tokens with this prefix")
 	fs.StringVar(&f.ParentID, "parent", "", "only tokens derived from this token `ID`")
 	fs.BoolVar(&f.RotationDue, "rotation-due", false, "only tokens due for rotation under the server's --rotate-after policy")
+	fs.StringVar(&f.Search, "search", "", "only tokens where every word of this `TEXT` begins a word of the name, subject or tags, or the id")
+	durationFlag(fs, &f.ExpiresWithin, "expires-within", "only active tokens that expire within this `DURATION` (e.g. 7d)")
+	durationFlag(fs, &f.UnusedFor, "unused-for", "only tokens not used for this `DURATION` (e.g. 30d), never-used ones older than it included")
+	fs.BoolVar(&f.NeverUsed, "never-used", false, "only tokens never used")
+	fs.StringVar(&f.Sort, "sort", "", "order by created (newest first, the default), expires (soonest first) or last_used (most recent first)")
+	fs.StringVar(&f.Order, "order", "", "asc or desc, to reverse the --sort's direction")
+	fs.BoolVar(&f.Count, "count", false, "also print how many tokens match in all")
 	fs.IntVar(&f.Limit, "limit", 50, "page size (1-1000)")
 	fs.StringVar(&f.Cursor, "cursor", "", "continue from a previous page's cursor")
 	fs.BoolVar(&asJSON, "json", false, "print the API response as JSON")
@@ -340,14 +347,17 @@ func cmdTokenList(ctx context.Context, args []string, stdout, stderr io.Writer, 
 		return exitOK
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tSUBJECT\tSTATUS\tSCOPES\tEXPIRES")
+	fmt.Fprintln(tw, "ID\tNAME\tSUBJECT\tSTATUS\tSCOPES\tEXPIRES\tLAST USED")
 	for _, t := range out.Tokens {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, orDash(t.Name), orDash(t.Subject), effective(t),
-			orDash(strings.Join(t.Scopes, " ")), fmtTime(t.ExpiresAt))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, orDash(t.Name), orDash(t.Subject), effective(t),
+			orDash(strings.Join(t.Scopes, " ")), fmtTime(t.ExpiresAt), fmtTime(t.LastUsedAt))
 	}
 	tw.Flush()
+	if out.Total != nil {
+		fmt.Fprintf(stdout, "\n%d token(s) match\n", *out.Total)
+	}
 	if out.NextCursor != "" {
-		fmt.Fprintf(stdout, "\nmore: latchkey token list --cursor %s\n", out.NextCursor)
+		fmt.Fprintf(stdout, "\nmore: latchkey token list %s\n", strings.Join(append(withoutFlag(args, "cursor"), "--cursor", out.NextCursor), " "))
 	}
 	return exitOK
 }
@@ -672,3 +682,47 @@ Show the latest audit records, oldest first: every verification attempt
 With -f, keep printing new records as they are committed, from the
 server's live stream (GET /v1/audit/stream); a dropped connection is
 resumed where it left off.`
+
+// durationFlag defines a flag that takes a duration as ParseDuration
+// reads it ("7d", "12h"), and must be positive.
+func durationFlag(fs *flag.FlagSet, dst *time.Duration, name, usage string) {
+	fs.Func(name, usage, func(s string) error {
+		d, err := latchkey.ParseDuration(s)
+		if err != nil || d <= 0 {
+			return fmt.Errorf("a positive duration such as 7d or 12h")
+		}
+		*dst = d
+		return nil
+	})
+}
+
+// withoutFlag returns args without the flag name and its value (in any of
+// the forms the flag package reads), each argument quoted for a shell
+// where it needs to be: the command line to run again with a new value.
+func withoutFlag(args []string, name string) []string {
+	var out []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch a {
+		case "-" + name, "--" + name:
+			i++ // and its value
+			continue
+		}
+		if strings.HasPrefix(a, "-"+name+"=") || strings.HasPrefix(a, "--"+name+"=") {
+			continue
+		}
+		out = append(out, shellQuote(a))
+	}
+	return out
+}
+
+// shellQuote quotes s for a POSIX shell unless it is plain.
+func shellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r == '-' || r == '_' || r == '=' || r == '.' || r == '/' || r == ':' || r == ',' || r == '@' ||
+			'0' <= r && r <= '9' || 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z')
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
