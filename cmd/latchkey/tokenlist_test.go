@@ -54,18 +54,18 @@ func TestTokenListControls(t *testing.T) {
 		return out
 	}
 	for q, want := range map[string][]string{
-		"q=bill":                             {"Billing API prod"},
-		"q=" + url.QueryEscape("CI deploy"):  {"ci-deploy"},
-		"q=ci":                               {"Nightly backup", "ci-deploy"},
-		"q=service&sort=expires":             {"Billing API prod", "Nightly backup"},
-		"q=service&sort=expires&order=desc":  {"Nightly backup", "Billing API prod"},
-		"q=" + deploy.Token.ID[:6]:           {"ci-deploy"},
-		"expires_within=7d":                  {"Billing API prod"},
-		"expires_within=30d&sort=expires":    {"Billing API prod", "ci-deploy"},
-		"never_used=true&q=service":          {"Billing API prod"},
-		"unused_for=1d":                      nil, // every token is newer than a day
-		"sort=last_used&limit=1&q=service":   {"Nightly backup"},
-		"sort=created&order=asc&q=ci":        {"ci-deploy", "Nightly backup"},
+		"q=bill":                            {"Billing API prod"},
+		"q=" + url.QueryEscape("CI deploy"): {"ci-deploy"},
+		"q=ci":                              {"Nightly backup", "ci-deploy"},
+		"q=service&sort=expires":            {"Billing API prod", "Nightly backup"},
+		"q=service&sort=expires&order=desc": {"Nightly backup", "Billing API prod"},
+		"q=" + deploy.Token.ID[:6]:          {"ci-deploy"},
+		"expires_within=7d":                 {"Billing API prod"},
+		"expires_within=30d&sort=expires":   {"Billing API prod", "ci-deploy"},
+		"never_used=true&q=service":         {"Billing API prod"},
+		"unused_for=1d":                     nil, // every token is newer than a day
+		"sort=last_used&limit=1&q=service":  {"Nightly backup"},
+		"sort=created&order=asc&q=ci":       {"ci-deploy", "Nightly backup"},
 	} {
 		code, l, body := list(q)
 		if code != 200 || !slices.Equal(names(l), want) {
