@@ -2,12 +2,15 @@ package postgres_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/storetest"
 )
 
 // BenchmarkCreateToken16: 16 concurrent writers creating tokens, each with
@@ -32,4 +35,46 @@ func BenchmarkCreateToken16(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(n.Load())/time.Since(start).Seconds(), "tokens/s")
+}
+
+// BenchmarkTokenList: the dashboard's listings of a store of
+// storetest.ScaleTokens tokens (LATCHKEY_BENCH_TOKENS), copied in (COPY,
+// then the terms index in one statement, then ANALYZE, as autovacuum
+// would; none of it timed). ns/op is per page of 50.
+func BenchmarkTokenList(b *testing.B) {
+	ctx := context.Background()
+	db, dsn := openSchema(b)
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close(ctx)
+	n, now := storetest.ScaleTokens(), time.Now().UTC().Truncate(time.Microsecond)
+	i := 0
+	micros := func(t time.Time) any {
+		if t.IsZero() {
+			return nil
+		}
+		return t.UnixMicro()
+	}
+	if _, err := c.CopyFrom(ctx, pgx.Identifier{"tokens"},
+		[]string{"id", "prefix", "name", "subject", "scopes", "tags", "created_at", "created_by", "expires_at", "status", "revoked_at", "last_used_at", "version", "hash", "series_id", "terms"},
+		pgx.CopyFromFunc(func() ([]any, error) {
+			if i == n {
+				return nil, nil
+			}
+			t := storetest.ScaleToken(i, n, now)
+			i++
+			tags, _ := json.Marshal(t.Tags)
+			terms, _ := json.Marshal(latchkey.SearchTerms(t))
+			return []any{t.ID, t.Prefix, t.Name, t.Subject, `["invoices:read"]`, string(tags), t.CreatedAt.UnixMicro(), t.CreatedBy,
+				micros(t.ExpiresAt), string(t.Status), micros(t.RevokedAt), micros(t.LastUsedAt), t.Version, t.Hash, t.ID, string(terms)}, nil
+		})); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := c.Exec(ctx, `INSERT INTO token_terms (term, seq) SELECT DISTINCT jsonb_array_elements_text(terms::jsonb), seq FROM tokens;
+		ANALYZE tokens; ANALYZE token_terms`); err != nil {
+		b.Fatal(err)
+	}
+	storetest.BenchList(b, db, n, now)
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/sqlite"
+	"github.com/latchkeyhq/latchkey/storetest"
 )
 
 // BenchmarkAppendAudit: verification records committed in batches of
@@ -103,4 +104,29 @@ func BenchmarkGetToken(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkTokenList: the dashboard's listings of a store of
+// storetest.ScaleTokens tokens (LATCHKEY_BENCH_TOKENS; the fill, through
+// the store's own writes, is not timed). ns/op is per page of 50.
+func BenchmarkTokenList(b *testing.B) {
+	db, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "b.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	n, now := storetest.ScaleTokens(), time.Now().UTC().Truncate(time.Microsecond)
+	for i := 0; i < n; i += 10000 {
+		if err := db.WriteTx(context.Background(), func(tx latchkey.Tx) error {
+			for j := i; j < min(i+10000, n); j++ {
+				if err := tx.CreateToken(context.Background(), storetest.ScaleToken(j, n, now), nil); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	storetest.BenchList(b, db, n, now)
 }

@@ -846,8 +846,8 @@ func TestDashboardByKeyboard(t *testing.T) {
 	b.tabTo(t, `nav a[data-view="tokens"]`, 60) // on through the view, around to the navigation
 	b.do(t, "Enter on Tokens", chromedp.KeyEvent("\r"), chromedp.WaitVisible("#tokens tr[data-id]"))
 	b.waitFor(t, "focus on the tokens heading", `document.activeElement?.tagName === 'H1'`, 3*time.Second)
-	b.tabTo(t, "#f-subject", 10)
-	b.do(t, "filter by subject", chromedp.KeyEvent("svc-kb"), chromedp.KeyEvent("\r"))
+	b.tabTo(t, "#f-q", 10)
+	b.do(t, "search by name", chromedp.KeyEvent("kb-target"), chromedp.KeyEvent("\r"))
 	b.waitFor(t, "the one token", `document.querySelectorAll('#tokens tr[data-id]').length === 1`, 3*time.Second)
 	if v := b.eval(t, onBody); v != "false" {
 		t.Fatal("focus fell to <body> after filtering")

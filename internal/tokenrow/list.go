@@ -1,7 +1,9 @@
 package tokenrow
 
 import (
+	"cmp"
 	"context"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -56,30 +58,81 @@ func NewListing(f latchkey.TokenFilter) (*Listing, error) {
 
 // Page returns the query for a page (one row more than the page, which
 // says whether another follows), binding its arguments through d.
+//
+// A page after a cursor in the expiry or last-use order is two index
+// seeks: the rest of the cursor's tie (the same key, seq beyond) and the
+// keys beyond it, each stopped at a page, which Finish merges. One range
+// "key >= k" would read every tie before the cursor first, and ties are
+// common: a fifth of tokens never expire, a quarter were never used.
+// (Neither store seeks an index on (key, seq) by a row value.)
 func (l *Listing) Page(d Dialect) (string, error) {
-	where, err := l.where(d, true)
+	dir, past := " ASC", " > "
+	if l.desc {
+		dir, past = " DESC", " < "
+	}
+	sel := func(conds []string, order string) string {
+		q := `SELECT ` + SelectColumns + ` FROM tokens`
+		if len(conds) > 0 {
+			q += " WHERE " + strings.Join(conds, " AND ")
+		}
+		return q + " ORDER BY " + order + " LIMIT " + d.Arg(l.limit+1)
+	}
+	if l.f.Cursor == "" || l.sort == latchkey.SortCreated {
+		conds := l.conds(d)
+		if l.f.Cursor != "" {
+			_, seq, err := latchkey.DecodeListCursor(l.f.Cursor, l.sort, l.desc)
+			if err != nil {
+				return "", err
+			}
+			conds = append(conds, "seq"+past+d.Arg(seq))
+		}
+		if l.sort == latchkey.SortCreated {
+			return sel(conds, "seq"+dir), nil
+		}
+		return sel(conds, sortExpr[l.sort]+dir+", seq"+dir), nil
+	}
+	key, seq, err := latchkey.DecodeListCursor(l.f.Cursor, l.sort, l.desc)
 	if err != nil {
 		return "", err
 	}
-	dir := " ASC"
-	if l.desc {
-		dir = " DESC"
-	}
-	order := " ORDER BY seq" + dir
-	if l.sort != latchkey.SortCreated {
-		order = " ORDER BY " + sortExpr[l.sort] + dir + ", seq" + dir
-	}
-	return `SELECT ` + SelectColumns + ` FROM tokens` + where + order + " LIMIT " + d.Arg(l.limit+1), nil
+	x := sortExpr[l.sort]
+	tie := sel(append(l.conds(d), x+" = "+d.Arg(key), "seq"+past+d.Arg(seq)), "seq"+dir)
+	beyond := sel(append(l.conds(d), x+past+d.Arg(key)), x+dir+", seq"+dir)
+	return "SELECT * FROM (" + tie + ") AS tie UNION ALL SELECT * FROM (" + beyond + ") AS beyond", nil
 }
 
 // Count returns the query counting every token the filter matches.
 func (l *Listing) Count(d Dialect) string {
-	where, _ := l.where(d, false) // the cursor, the only thing that can fail, is left out
-	return `SELECT count(*) FROM tokens` + where
+	q := `SELECT count(*) FROM tokens`
+	if conds := l.conds(d); len(conds) > 0 {
+		q += " WHERE " + strings.Join(conds, " AND ")
+	}
+	return q
 }
 
-// Finish makes the page of the rows Page's query returned.
+// Finish makes the page of the rows Page's query returned: in the
+// listing's order (the two parts of a page after a cursor are merged
+// here, not trusted to arrive in order), at most a page, and the cursor
+// after its last token when more follow.
 func (l *Listing) Finish(toks []*latchkey.Token, seqs []int64) latchkey.TokenPage {
+	if l.f.Cursor != "" && l.sort != latchkey.SortCreated {
+		idx := make([]int, len(toks))
+		for i := range idx {
+			idx[i] = i
+		}
+		slices.SortFunc(idx, func(a, b int) int {
+			c := cmp.Or(cmp.Compare(latchkey.SortKey(toks[a], l.sort, seqs[a]), latchkey.SortKey(toks[b], l.sort, seqs[b])), cmp.Compare(seqs[a], seqs[b]))
+			if l.desc {
+				return -c
+			}
+			return c
+		})
+		st, ss := make([]*latchkey.Token, len(idx)), make([]int64, len(idx))
+		for i, j := range idx {
+			st[i], ss[i] = toks[j], seqs[j]
+		}
+		toks, seqs = st, ss
+	}
 	page := latchkey.TokenPage{Tokens: toks}
 	if len(toks) > l.limit {
 		page.Tokens = toks[:l.limit]
@@ -89,7 +142,8 @@ func (l *Listing) Finish(toks []*latchkey.Token, seqs []int64) latchkey.TokenPag
 	return page
 }
 
-func (l *Listing) where(d Dialect, cursor bool) (string, error) {
+// conds are the filters' conditions, bound through d.
+func (l *Listing) conds(d Dialect) []string {
 	f := &l.f
 	var where []string
 	eq := func(col, v string) {
@@ -136,30 +190,7 @@ func (l *Listing) where(d Dialect, cursor bool) (string, error) {
 	for _, w := range words {
 		where = append(where, "seq IN (SELECT seq FROM token_terms WHERE term >= "+d.Arg(w)+" AND term < "+d.Arg(latchkey.PrefixEnd(w))+")")
 	}
-	if cursor && f.Cursor != "" {
-		key, seq, err := latchkey.DecodeListCursor(f.Cursor, l.sort, l.desc)
-		if err != nil {
-			return "", err
-		}
-		cmp := " > "
-		if l.desc {
-			cmp = " < "
-		}
-		if l.sort == latchkey.SortCreated {
-			where = append(where, "seq"+cmp+d.Arg(seq))
-		} else {
-			// (key, seq) after the cursor's, written so that the first
-			// term bounds the index range (SQLite takes no range from a
-			// row value compared with an expression index).
-			// Each placeholder is bound once (SQLite's ? are positional).
-			x := sortExpr[l.sort]
-			where = append(where, x+strings.TrimSpace(cmp)+"= "+d.Arg(key)+" AND ("+x+cmp+d.Arg(key)+" OR seq"+cmp+d.Arg(seq)+")")
-		}
-	}
-	if len(where) == 0 {
-		return "", nil
-	}
-	return " WHERE " + strings.Join(where, " AND "), nil
+	return where
 }
 
 // FillPage is how many tokens FillTerms reads at a time.

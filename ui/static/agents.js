@@ -3,7 +3,7 @@
 // upstream has changed (accept the new one here). On a cluster the held
 // calls of every node are listed, and deciding one works from any node.
 import * as api from './api.js';
-import { h, replace, stamp, ago, badge, tokenLink, notice, confirmDialog } from './dom.js';
+import { h, replace, when, ago, badge, tokenLink, notice, confirmDialog } from './dom.js';
 
 const HELD = ['Held since', 'Server', 'Tool', 'Arguments', 'Token', 'Subject', 'Source', 'Deadline', ''];
 
@@ -90,7 +90,7 @@ export function agentsView(root) {
       replace(held, h('div', { class: 'scroll' }, h('table', null,
         h('thead', null, h('tr', null, HELD.map((x) => h('th', null, x)))),
         h('tbody', { id: 'held' }, holds.held.length ? holds.held.map((c) => h('tr', { 'data-hold': c.id },
-          h('td', { class: 'mono nowrap', title: ago(c.created) }, stamp(c.created)),
+          h('td', { class: 'mono nowrap', title: ago(c.created) }, when(c.created)),
           h('td', { class: 'mono' }, c.server),
           h('td', { class: 'mono' }, c.tool),
           h('td', null, args(c.arguments)),
@@ -106,7 +106,7 @@ export function agentsView(root) {
       replace(decided, h('div', { class: 'scroll' }, h('table', null,
         h('thead', null, h('tr', null, ['Decided', 'Server', 'Tool', 'Token', 'State', 'By'].map((x) => h('th', null, x)))),
         h('tbody', { id: 'decided' }, done.length ? done.map((c) => h('tr', null,
-          h('td', { class: 'mono nowrap' }, stamp(c.decided_at)),
+          h('td', { class: 'mono nowrap' }, when(c.decided_at)),
           h('td', { class: 'mono' }, c.server),
           h('td', { class: 'mono' }, c.tool),
           h('td', null, tokenLink(c.token_id)),
@@ -122,7 +122,7 @@ export function agentsView(root) {
         h('tbody', { id: 'pins' }, pins.tools.length ? pins.tools.map((p) => h('tr', { 'data-pin': `${p.server}/${p.tool}`, class: p.pending ? 'changed' : '' },
           h('td', { class: 'mono' }, p.server),
           h('td', { class: 'mono' }, p.tool),
-          h('td', { class: 'mono nowrap', title: p.fingerprint }, stamp(p.pinned_at)),
+          h('td', { class: 'mono nowrap', title: p.fingerprint }, when(p.pinned_at)),
           h('td', null, p.pending ? badge('changed', 'refused') : badge('pinned', 'valid')),
           h('td', null, p.pending
             ? h('div', null, h('div', { class: 'muted' }, 'was: ', p.definition?.description || ''), h('div', null, 'now: ', h('strong', null, p.pending.definition?.description || '')))
@@ -140,7 +140,7 @@ export function agentsView(root) {
           h('td', null, c.client_name || '—'),
           h('td', null, c.kind === 'metadata_document' ? 'metadata document' : c.token_endpoint_auth_method === 'none' ? 'public' : 'confidential'),
           h('td', { class: 'mono' }, c.redirect_uris.map((u) => h('div', null, u))),
-          h('td', { class: 'mono nowrap' }, stamp(c.created_at)),
+          h('td', { class: 'mono nowrap' }, when(c.created_at)),
           h('td', null, c.revoked_at ? badge('revoked', 'refused') : badge('active', 'valid')),
           h('td', null, c.revoked_at ? '' : h('button', { type: 'button', class: 'danger', 'data-action': 'revoke-client', onclick: () => revokeClient(c) }, 'Revoke'))))
           : h('tr', null, h('td', { colspan: 7, class: 'muted' }, 'No OAuth client yet.'))))));

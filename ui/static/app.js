@@ -1,6 +1,6 @@
 // The dashboard's shell: sign-in, navigation and the views.
 import * as api from './api.js';
-import { h, replace, notice } from './dom.js';
+import { h, replace, notice, labelCells, usingUTC, setUTC, zoneName } from './dom.js';
 import { liveView } from './live.js';
 import { tokensView, tokenView, createView } from './tokens.js';
 import { securityView } from './security.js';
@@ -11,6 +11,25 @@ import { consentView } from './consent.js';
 import { requestsView } from './requests.js';
 
 const main = document.getElementById('main');
+
+// Every table row drawn in a view gets its cells labelled for the narrow
+// screen's cards, however the view built it.
+new MutationObserver((changes) => {
+  for (const c of changes) for (const n of c.addedNodes) if (n.nodeType === 1) labelCells(n);
+}).observe(main, { childList: true, subtree: true });
+
+// The zone switch: every date is drawn in the browser's zone or in UTC;
+// switching redraws the view.
+const zoneBtn = document.getElementById('zone');
+function showZone() {
+  replace(zoneBtn, h('span', { class: 'wide' }, 'Times in '), usingUTC() ? 'UTC' : `local (${zoneName()})`);
+}
+zoneBtn.addEventListener('click', () => {
+  setUTC(!usingUTC());
+  showZone();
+  if (me) route();
+});
+showZone();
 const nav = document.getElementById('nav');
 const who = document.getElementById('who');
 const signoutBtn = document.getElementById('signout');

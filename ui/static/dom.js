@@ -36,29 +36,71 @@ export function replace(el, ...kids) {
   return build(el, null, kids);
 }
 
-// Dates and durations, for people.
+// Dates and durations, for people. Every date is written one way,
+// 2026-11-29 12:47:39 UTC, in the zone the operator picked in the header:
+// the browser's (with its offset, e.g. GMT+1) or UTC. The choice is kept
+// in the page's address (?tz=utc), not in storage.
+let utc = new URLSearchParams(location.search).get('tz') === 'utc';
+let formats = null;
+
+function makeFormats() {
+  const timeZone = utc ? 'UTC' : undefined;
+  const parts = { year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit', hourCycle: 'h23', timeZone };
+  return {
+    full: new Intl.DateTimeFormat('en-US', { ...parts, timeZoneName: 'shortOffset' }),
+    // One formatter for every clock cell: toLocaleTimeString builds one
+    // per call, which at a busy feed's rate was a tenth of the page's CPU.
+    clock: new Intl.DateTimeFormat('en-US', { hour: '2-digit', minute: '2-digit', second: '2-digit', hourCycle: 'h23', timeZone }),
+  };
+}
+
+// zoneName is the picked zone as the dates show it ("UTC", "GMT+1").
+export function zoneName() {
+  if (utc) return 'UTC';
+  formats ||= makeFormats();
+  const z = formats.full.formatToParts(new Date()).find((p) => p.type === 'timeZoneName')?.value || 'local';
+  return z === 'GMT' ? 'UTC' : z;
+}
+
+export function usingUTC() { return utc; }
+
+// setUTC switches the zone of every date drawn from now on, and records
+// the choice in the address.
+export function setUTC(on) {
+  utc = !!on;
+  formats = null;
+  const u = new URL(location.href);
+  if (utc) u.searchParams.set('tz', 'utc');
+  else u.searchParams.delete('tz');
+  history.replaceState(history.state, '', u);
+}
+
+// when is a date and time with its zone: 2026-11-29 12:47:39 UTC.
 export function when(t) {
   if (!t) return '—';
   const d = new Date(t);
   if (isNaN(d)) return String(t);
-  return d.toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'medium' });
+  formats ||= makeFormats();
+  const p = {};
+  for (const x of formats.full.formatToParts(d)) p[x.type] = x.value;
+  const zone = p.timeZoneName === 'GMT' ? 'UTC' : p.timeZoneName;
+  return `${p.year}-${p.month}-${p.day} ${p.hour}:${p.minute}:${p.second} ${zone}`;
 }
 
-// One formatter for every clock cell: toLocaleTimeString builds one per
-// call, which at a busy feed's rate was a tenth of the page's CPU.
-const clockFormat = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false });
-
+// clock is the time of day alone (the live feed's column, whose header
+// names the zone).
 export function clock(t) {
   const d = new Date(t);
-  return isNaN(d) ? String(t) : clockFormat.format(d);
+  if (isNaN(d)) return String(t);
+  formats ||= makeFormats();
+  return formats.clock.format(d);
 }
 
-// stamp is a compact local date and time: 2026-11-29 12:47:39.
-export function stamp(t) {
-  const d = new Date(t);
-  if (isNaN(d)) return String(t ?? '—');
-  const p = (n) => String(n).padStart(2, '0');
-  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+// timeCell is a table cell for a moment: relative ("in 3 days"), with
+// the date itself on hover and for assistive technology.
+export function timeCell(t, none = 'never') {
+  if (!t) return h('td', { class: 'nowrap' }, none);
+  return h('td', { class: 'nowrap' }, h('time', { datetime: t, title: when(t) }, ago(t)));
 }
 
 export function ago(t) {
@@ -113,7 +155,7 @@ function request(ev) {
 const COLUMNS = {
   seq: ['Seq', (ev) => h('td', { class: 'mono' }, String(ev.seq))],
   clock: ['Time', (ev) => h('td', { class: 'mono' }, clock(ev.time))],
-  time: ['Time', (ev) => h('td', { class: 'mono nowrap' }, stamp(ev.time))],
+  time: ['Time', (ev) => h('td', { class: 'mono nowrap' }, when(ev.time))],
   kind: ['Kind', (ev) => h('td', null, ev.kind)],
   action: ['Action', (ev) => h('td', { class: 'mono' }, ev.action)],
   outcome: ['Outcome', (ev) => h('td', null, badge(ev.outcome, outcomeClass(ev.outcome)))],
@@ -126,15 +168,41 @@ const COLUMNS = {
   reason: ['Reason', (ev) => h('td', { class: 'muted' }, ev.reason || '')],
 };
 
+// heading is a column's header text; the clock column names its zone.
+function heading(c) {
+  return c === 'clock' ? `Time (${zoneName()})` : COLUMNS[c][0];
+}
+
 // recordHead is the header row for the named columns.
 export function recordHead(cols) {
-  return h('thead', null, h('tr', null, cols.map((c) => h('th', null, COLUMNS[c][0]))));
+  return h('thead', null, h('tr', null, cols.map((c) => h('th', null, heading(c)))));
 }
 
 // recordRow is one audit record as a row of the named columns, coloured
-// by its outcome.
+// by its outcome, each cell labelled for the narrow screen's cards.
 export function recordRow(ev, cols, attrs = {}) {
-  return h('tr', { class: `ev ${outcomeClass(ev.outcome)}`, ...attrs }, cols.map((c) => COLUMNS[c][1](ev)));
+  return h('tr', { class: `ev ${outcomeClass(ev.outcome)}`, ...attrs }, cols.map((c) => {
+    const td = COLUMNS[c][1](ev);
+    td.dataset.label = COLUMNS[c][0];
+    return td;
+  }));
+}
+
+// labelCells gives every cell of the table rows in or at node the header
+// text of its column (data-label): on a narrow screen the rows are drawn
+// as cards, each value beside its label (style.css). Cells labelled
+// already are left alone.
+export function labelCells(node) {
+  const rows = node.tagName === 'TR' ? [node] : node.querySelectorAll ? node.querySelectorAll('tbody tr') : [];
+  for (const tr of rows) {
+    const table = tr.closest('table');
+    const heads = table?.tHead?.rows[0]?.cells;
+    if (!heads) continue;
+    for (let i = 0; i < tr.cells.length; i++) {
+      const td = tr.cells[i];
+      if (td.dataset.label === undefined && td.colSpan === 1 && heads[i]) td.dataset.label = heads[i].textContent;
+    }
+  }
 }
 
 // A message line for errors and notices.

@@ -3,7 +3,7 @@
 // token with its claim code. The lists refresh every second, so an
 // approver sees a new request within a second of its making.
 import * as api from './api.js';
-import { h, replace, stamp, ago, badge, tokenLink, notice, confirmDialog, copyButton, splitList } from './dom.js';
+import { h, replace, when, ago, badge, tokenLink, notice, confirmDialog, copyButton, splitList } from './dom.js';
 
 const STATE = { pending: 'warn', approved: 'valid', claimed: 'valid', denied: 'refused', expired: 'refused' };
 
@@ -88,7 +88,7 @@ export function requestsView(root, me) {
   };
 
   const row = (q, actions) => h('tr', { 'data-request': q.id },
-    h('td', { class: 'mono nowrap', title: ago(q.created_at) }, stamp(q.created_at)),
+    h('td', { class: 'mono nowrap', title: ago(q.created_at) }, when(q.created_at)),
     h('td', { class: 'mono' }, q.id),
     h('td', { class: 'mono' }, q.keyspace),
     h('td', null, q.requester, ' ', h('span', { class: 'muted' }, '(', tokenLink(q.requested_by), ')')),

@@ -2,7 +2,7 @@
 // each with a button that ends it, and the sessions that ended lately
 // (from the audit log, so every node's).
 import * as api from './api.js';
-import { h, replace, stamp, ago, badge, tokenLink, notice, confirmDialog } from './dom.js';
+import { h, replace, when, ago, badge, tokenLink, notice, confirmDialog } from './dom.js';
 
 const HEAD = ['Token', 'Subject', 'Source', 'Resource', 'Role', 'Started', 'Statements / requests', 'Node', ''];
 
@@ -29,7 +29,7 @@ export function sessionsView(root) {
           h('td', { class: 'mono' }, s.client_ip || '—'),
           h('td', { class: 'mono' }, s.door === 'mcp' ? `mcp ${s.resource}` : s.resource),
           h('td', { class: 'mono' }, s.role || '—'),
-          h('td', { class: 'mono nowrap', title: ago(s.started) }, stamp(s.started)),
+          h('td', { class: 'mono nowrap', title: ago(s.started) }, when(s.started)),
           h('td', { class: 'num' }, String(s.statements)),
           h('td', { class: 'mono' }, s.node || '—'),
           h('td', null, h('button', { type: 'button', class: 'danger', 'data-action': 'end-session', onclick: () => end(s) }, 'End'))))
@@ -45,7 +45,7 @@ export function sessionsView(root) {
       replace(recent, h('div', { class: 'scroll' }, h('table', null,
         h('thead', null, h('tr', null, ['Ended', 'Token', 'Subject', 'Source', 'Why', 'By', 'Statements'].map((x) => h('th', null, x)))),
         h('tbody', { id: 'ended' }, res.events.length ? res.events.map((ev) => h('tr', null,
-          h('td', { class: 'mono nowrap' }, stamp(ev.time)),
+          h('td', { class: 'mono nowrap' }, when(ev.time)),
           h('td', null, tokenLink(ev.token_id)),
           h('td', null, ev.subject || '—'),
           h('td', { class: 'mono' }, ev.client_ip || '—'),

@@ -1,7 +1,7 @@
 // Tokens: the list, one token's page, creating and deriving, and the
 // lifecycle actions.
 import * as api from './api.js';
-import { h, replace, when, ago, badge, tokenLink, notice, confirmDialog, copyButton, splitList, recordHead, recordRow, exportLinks, copyText } from './dom.js';
+import { h, replace, when, ago, badge, tokenLink, notice, confirmDialog, copyButton, splitList, recordHead, recordRow, exportLinks, copyText, timeCell } from './dom.js';
 
 // The columns of a token's recent attempts.
 const ATTEMPTS = ['time', 'outcome', 'source', 'request', 'latency', 'reason'];
@@ -19,25 +19,53 @@ function scopesList(scopes) {
   return h('span', { class: 'chips' }, scopes.map((sc) => h('code', { class: 'chip' }, sc)));
 }
 
+// The list's orders and usage filters, as the API names them.
+const SORTS = [
+  ['', 'Newest first', {}],
+  ['oldest', 'Oldest first', { sort: 'created', order: 'asc' }],
+  ['expires', 'Expiring soonest', { sort: 'expires' }],
+  ['expires-last', 'Expiring last', { sort: 'expires', order: 'desc' }],
+  ['used', 'Recently used', { sort: 'last_used' }],
+  ['unused', 'Least recently used', { sort: 'last_used', order: 'asc' }],
+];
+const USAGE = [
+  ['', 'Any', {}],
+  ['exp7', 'Expiring within 7 days', { expires_within: '7d' }],
+  ['exp30', 'Expiring within 30 days', { expires_within: '30d' }],
+  ['idle30', 'Not used for 30 days', { unused_for: '30d' }],
+  ['idle90', 'Not used for 90 days', { unused_for: '90d' }],
+  ['never', 'Never used', { never_used: true }],
+  ['due', 'Rotation due', { rotation_due: true }],
+];
+
+// A whole token pasted into the search: only its id is searched for (the
+// secret never leaves the page).
+const TOKEN = /^([a-z][a-z0-9]*(?:_[a-z][a-z0-9]*)*)_([0-9A-Za-z]{16})_[0-9A-Za-z]{49}$/;
+
 export function tokensView(root) {
-  const f = { subject: '', status: '', tag: '', rotation_due: false };
-  const subject = h('input', { name: 'subject', id: 'f-subject', placeholder: 'subject' });
-  const status = h('select', { name: 'status', id: 'f-status', 'aria-label': 'Status' },
-    ['', 'active', 'suspended', 'revoked'].map((v) => h('option', { value: v }, v || 'Any status')));
-  const tag = h('input', { name: 'tag', id: 'f-tag', placeholder: 'tag' });
-  const due = h('input', { type: 'checkbox', name: 'rotation_due', id: 'f-due' });
+  let f = {};
+  const field = (label, input) => h('label', null, h('span', null, label), input);
+  const search = h('input', { type: 'search', name: 'q', id: 'f-q', placeholder: 'name, subject, tag or id', maxlength: 200, autocomplete: 'off' });
+  const status = h('select', { name: 'status', id: 'f-status' },
+    ['', 'active', 'suspended', 'revoked', 'expired', 'rotated'].map((v) => h('option', { value: v }, v || 'Any')));
+  const usage = h('select', { name: 'usage', id: 'f-usage' }, USAGE.map(([v, l]) => h('option', { value: v }, l)));
+  const subject = h('input', { name: 'subject', id: 'f-subject', placeholder: 'exact subject' });
+  const tag = h('input', { name: 'tag', id: 'f-tag', placeholder: 'exact tag' });
+  const sort = h('select', { name: 'sort', id: 'f-sort' }, SORTS.map(([v, l]) => h('option', { value: v }, l)));
   const newLink = h('a', { href: '#/tokens/new', class: 'button primary', id: 'new-token' }, 'New token');
-  const form = h('form', { class: 'toolbar', id: 'token-filters' }, subject, status, tag,
-    h('label', { class: 'inline' }, due, 'rotation due'),
-    h('button', { type: 'submit' }, 'Filter'),
-    newLink);
+  const form = h('form', { class: 'filters card', id: 'token-filters', role: 'search', 'aria-label': 'Find tokens' },
+    field('Search', search), field('Status', status), field('Usage', usage), field('Subject', subject), field('Tag', tag),
+    field('Order', sort),
+    h('button', { type: 'submit' }, 'Show'));
   const tbody = h('tbody', { id: 'tokens' });
   const more = h('button', { type: 'button', hidden: true }, 'Load more');
   const msg = h('div');
+  const total = h('span', { class: 'count', id: 'tokens-total', role: 'status' });
   const exports = exportLinks('tokens-export', (format) => api.exportURL('tokens', f, format));
-  replace(root, h('h1', null, 'Tokens'), form, h('div', { class: 'actions left' }, exports.el), msg,
+  replace(root, h('h1', null, 'Tokens', newLink), form, msg,
+    h('div', { class: 'list-head' }, total, exports.el),
     h('div', { class: 'scroll' }, h('table', null,
-      h('thead', null, h('tr', null, ['Name', 'Id', 'Subject', 'Status', 'Scopes', 'Expires', 'Last used'].map((t) => h('th', null, t)))),
+      h('thead', null, h('tr', null, ['Name', 'Id', 'Subject', 'Status', 'Scopes', 'Created', 'Expires', 'Last used'].map((t) => h('th', null, t)))),
       tbody)),
     more);
 
@@ -58,25 +86,29 @@ export function tokensView(root) {
       replace(msg, notice(err.message));
     }
   });
-  form.insertBefore(bulk, newLink);
+  exports.el.append(bulk);
   let cursor = '';
   let alive = true;
   const load = async (append) => {
     replace(msg);
     try {
-      const page = await api.v1('GET', '/tokens' + api.query({ ...f, cursor: append ? cursor : '', limit: 50 }));
+      const page = await api.v1('GET', '/tokens' + api.query({ ...f, cursor: append ? cursor : '', limit: 50, count: !append }));
       if (!alive) return;
       const rows = page.tokens.map((t) => h('tr', { 'data-id': t.id },
         h('td', null, h('a', { href: `#/tokens/${encodeURIComponent(t.id)}`, class: 'name' }, t.name || '(unnamed)')),
-        h('td', null, tokenLink(t.id)),
+        h('td', { class: 'mono nowrap' }, t.id),
         h('td', null, t.subject || '—'),
         h('td', null, statusBadge(t)),
         h('td', null, scopesList(t.scopes)),
-        h('td', null, t.expires_at ? ago(t.expires_at) : 'never'),
-        h('td', null, ago(t.last_used_at))));
+        timeCell(t.created_at),
+        timeCell(t.expires_at),
+        timeCell(t.last_used_at)));
       if (append) tbody.append(...rows);
       else tbody.replaceChildren(...rows);
-      if (!append && rows.length === 0) tbody.append(h('tr', null, h('td', { colspan: 7, class: 'muted' }, 'No tokens match.')));
+      if (!append && rows.length === 0) tbody.append(h('tr', null, h('td', { colspan: 8, class: 'muted' }, 'No tokens match.')));
+      if (!append && page.total !== undefined) {
+        replace(total, `${page.total.toLocaleString('en-US')} token${page.total === 1 ? '' : 's'}`);
+      }
       cursor = page.next_cursor || '';
       more.hidden = !cursor;
     } catch (err) {
@@ -85,13 +117,19 @@ export function tokensView(root) {
   };
   form.addEventListener('submit', (e) => {
     e.preventDefault();
-    f.subject = subject.value.trim();
-    f.status = status.value;
-    f.tag = tag.value.trim();
-    f.rotation_due = due.checked;
+    let q = search.value.trim();
+    const m = TOKEN.exec(q);
+    if (m) {
+      q = m[2];
+      search.value = q;
+    }
+    f = { q, status: status.value, subject: subject.value.trim(), tag: tag.value.trim(),
+      ...USAGE.find(([v]) => v === usage.value)[2], ...SORTS.find(([v]) => v === sort.value)[2] };
     bulk.hidden = !f.subject === !f.tag; // the API revokes by exactly one of them
     exports.set();
-    load(false);
+    load(false).then(() => {
+      if (m) msg.append(notice('That was a whole token, secret included: only its id was searched for. The secret was not sent.', 'ok'));
+    });
   });
   more.addEventListener('click', () => load(true));
   load(false);
