@@ -58,8 +58,12 @@ function makeFormats() {
 export function zoneName() {
   if (utc) return 'UTC';
   formats ||= makeFormats();
-  const z = formats.full.formatToParts(new Date()).find((p) => p.type === 'timeZoneName')?.value || 'local';
-  return z === 'GMT' ? 'UTC' : z;
+  return localZone(formats.full.formatToParts(new Date()).find((p) => p.type === 'timeZoneName')?.value);
+}
+
+// localZone is the browser's zone as its offset: GMT+1, GMT-5:30, GMT+0.
+function localZone(name) {
+  return !name || name === 'GMT' || name === 'UTC' ? 'GMT+0' : name;
 }
 
 export function usingUTC() { return utc; }
@@ -83,7 +87,7 @@ export function when(t) {
   formats ||= makeFormats();
   const p = {};
   for (const x of formats.full.formatToParts(d)) p[x.type] = x.value;
-  const zone = p.timeZoneName === 'GMT' ? 'UTC' : p.timeZoneName;
+  const zone = utc ? 'UTC' : localZone(p.timeZoneName);
   return `${p.year}-${p.month}-${p.day} ${p.hour}:${p.minute}:${p.second} ${zone}`;
 }
 
