@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/latchkeyhq/latchkey"
+	"github.com/latchkeyhq/latchkey/postgres"
 	"github.com/latchkeyhq/latchkey/storetest"
 )
 
@@ -76,5 +78,22 @@ func BenchmarkTokenList(b *testing.B) {
 		ANALYZE tokens; ANALYZE token_terms`); err != nil {
 		b.Fatal(err)
 	}
-	storetest.BenchList(b, db, n, now)
+	storetest.BenchList(b, db, n, now, func(f latchkey.TokenFilter) (string, error) {
+		q, args, err := postgres.ListingSQL(f)
+		if err != nil {
+			return "", err
+		}
+		rows, err := c.Query(ctx, "EXPLAIN (ANALYZE, BUFFERS) "+q, args...)
+		if err != nil {
+			return "", err
+		}
+		defer rows.Close()
+		var plan []string
+		for rows.Next() {
+			var line string
+			rows.Scan(&line)
+			plan = append(plan, line)
+		}
+		return strings.Join(plan, "\n"), rows.Err()
+	})
 }

@@ -128,5 +128,5 @@ func BenchmarkTokenList(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	storetest.BenchList(b, db, n, now)
+	storetest.BenchList(b, db, n, now, nil)
 }

@@ -126,8 +126,10 @@ func testListSorted(t *testing.T, s latchkey.Store) {
 // name, subject or tags, or of their id, whatever the case; all words must
 // match; a change of tags is found at once; junk is refused.
 func testListSearch(t *testing.T, s latchkey.Store) {
+	// Ids begin with a digit, so that no word searched for below begins a
+	// random id.
 	named := func(name, subject string, tags ...string) *latchkey.Token {
-		return create(t, s, func(tk *latchkey.Token) { tk.Name, tk.Subject, tk.Tags = name, subject, tags })
+		return create(t, s, func(tk *latchkey.Token) { tk.ID, tk.Name, tk.Subject, tk.Tags = "9"+tk.ID[1:], name, subject, tags })
 	}
 	billing := named("Billing API — prod", "service:payments", "team-Ops", "ci")
 	deploy := named("ci-deploy", "user:ana@example.com")
@@ -186,6 +188,24 @@ func testListSearch(t *testing.T, s latchkey.Store) {
 	p, err := s.ListTokens(ctx(), latchkey.TokenFilter{Search: "svc", Count: true, Limit: 1})
 	if err != nil || p.Total != 2 || len(p.Tokens) != 1 {
 		t.Errorf("counted search = %d tokens of %d, %v; want 1 of 2", len(p.Tokens), p.Total, err)
+	}
+	// Counted from the terms alone (a search and nothing else), and with
+	// another filter (through the tokens).
+	for _, c := range []struct {
+		f    latchkey.TokenFilter
+		want int64
+	}{
+		{latchkey.TokenFilter{Search: "ci"}, 2},
+		{latchkey.TokenFilter{Search: "ci deploy"}, 1},
+		{latchkey.TokenFilter{Search: "c"}, 3}, // ci, com, café: three tokens, however many of their words match
+		{latchkey.TokenFilter{Search: "ci", Sort: latchkey.SortExpires}, 2},
+		{latchkey.TokenFilter{Search: "ci", Subject: "user:ana@example.com"}, 1},
+		{latchkey.TokenFilter{Search: "ci", Status: latchkey.StatusRevoked}, 0},
+	} {
+		c.f.Count = true
+		if p, err := s.ListTokens(ctx(), c.f); err != nil || p.Total != c.want {
+			t.Errorf("count of %+v = %d, %v; want %d", c.f, p.Total, err, c.want)
+		}
 	}
 
 	// Tags changed: found by the new, no longer by the old.

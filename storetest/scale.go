@@ -68,7 +68,10 @@ func ScaleToken(i, n int, now time.Time) *latchkey.Token {
 // page of 50 in every order (the first page and one from the middle),
 // the filters, searches of a rare, a 1-in-40, a 1-in-3 and a two-word
 // term, and counts.
-func BenchList(b *testing.B, s latchkey.Store, n int, now time.Time) {
+//
+// With LATCHKEY_BENCH_EXPLAIN set, explain (when the store gives one) is
+// asked for each listing's plan, which is logged.
+func BenchList(b *testing.B, s latchkey.Store, n int, now time.Time, explain func(f latchkey.TokenFilter) (string, error)) {
 	mid := ScaleToken(n/2, n, now)
 	midSeq := int64(n/2 + 1) // the store's seq: tokens were inserted in order, from 1
 	cursor := func(sort string, desc bool) string {
@@ -100,6 +103,13 @@ func BenchList(b *testing.B, s latchkey.Store, n int, now time.Time) {
 	} {
 		if c.f.Limit == 0 {
 			c.f.Limit = 50
+		}
+		if explain != nil && os.Getenv("LATCHKEY_BENCH_EXPLAIN") != "" {
+			plan, err := explain(c.f)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Logf("%s:\n%s", c.name, plan)
 		}
 		b.Run(c.name, func(b *testing.B) {
 			for b.Loop() {

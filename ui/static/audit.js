@@ -1,35 +1,36 @@
 // Audit: the log searched by token, subject, client address (or CIDR
 // prefix), outcome, kind, action and time, page by page, and its hash chain checked.
 import * as api from './api.js';
-import { h, replace, notice, recordHead, recordRow, exportLinks } from './dom.js';
+import { h, replace, notice, recordHead, recordRow, exportLinks, field, filterZone, zoneName, usingUTC } from './dom.js';
 
 const COLS = ['seq', 'time', 'kind', 'action', 'outcome', 'token', 'subject', 'actor', 'source', 'request', 'latency', 'reason'];
 const OUTCOMES = ['VALID', 'OK', 'NOT_FOUND', 'MALFORMED', 'REVOKED', 'SUSPENDED', 'EXPIRED', 'NOT_YET_VALID', 'IP_NOT_ALLOWED',
   'FORBIDDEN', 'INSUFFICIENT_SCOPE', 'RATE_LIMITED', 'USAGE_EXCEEDED', 'BLOCKED', 'ERROR'];
 
-// rfc3339 turns a datetime-local value (the browser's local time) into
-// the RFC 3339 time the API takes.
+// rfc3339 turns a datetime-local value (in the zone the dates are shown
+// in: the browser's, or UTC) into the RFC 3339 time the API takes.
 function rfc3339(v) {
   if (!v) return '';
-  const d = new Date(v);
+  const d = new Date(usingUTC() ? v + 'Z' : v);
   return isNaN(d) ? '' : d.toISOString();
 }
 
 export function auditView(root, params = {}) {
   const input = (name, placeholder, value = '') => h('input', { name, id: `a-${name}`, placeholder, value });
   const token = input('token_id', 'token id', params.token_id);
-  const subject = input('subject', 'subject');
-  const source = input('client_ip', 'client address or CIDR', params.client_ip);
-  source.setAttribute('aria-label', 'Client address or CIDR prefix');
-  const action = input('action', 'action, e.g. token.revoke');
-  const kind = h('select', { name: 'kind', id: 'a-kind', 'aria-label': 'Kind' },
+  const subject = input('subject', 'exact subject');
+  const source = input('client_ip', 'address or CIDR prefix', params.client_ip);
+  const action = input('action', 'e.g. token.revoke');
+  const kind = h('select', { name: 'kind', id: 'a-kind' },
     [['', 'All kinds'], ['verify', 'Attempts'], ['admin', 'Admin changes'], ['session', 'Sessions'], ['detect', 'Detector']].map(([v, l]) => h('option', { value: v }, l)));
-  const outcome = h('select', { name: 'outcome', id: 'a-outcome', 'aria-label': 'Outcome' },
+  const outcome = h('select', { name: 'outcome', id: 'a-outcome' },
     h('option', { value: '' }, 'Any outcome'), OUTCOMES.map((o) => h('option', { value: o }, o)));
-  const since = h('input', { type: 'datetime-local', name: 'since', id: 'a-since', 'aria-label': 'Since' });
-  const until = h('input', { type: 'datetime-local', name: 'until', id: 'a-until', 'aria-label': 'Until' });
-  const form = h('form', { class: 'toolbar', id: 'audit-filters' }, token, subject, source, kind, outcome, action,
-    h('label', { class: 'inline' }, 'from', since), h('label', { class: 'inline' }, 'to', until),
+  const since = h('input', { type: 'datetime-local', name: 'since', id: 'a-since', step: 1 });
+  const until = h('input', { type: 'datetime-local', name: 'until', id: 'a-until', step: 1 });
+  const zone = zoneName();
+  const form = filterZone('form', 'audit-filters', 'Search the audit log', field('Token', token), field('Subject', subject),
+    field('Client', source), field('Kind', kind), field('Outcome', outcome), field('Action', action),
+    field(`From (${zone})`, since), field(`To (${zone})`, until),
     h('button', { type: 'submit' }, 'Search'));
   const chainBtn = h('button', { type: 'button', id: 'verify-chain' }, 'Check the hash chain');
   const chain = h('div', { id: 'chain' });

@@ -100,6 +100,18 @@ export function clock(t) {
   return formats.clock.format(d);
 }
 
+// field is a form control with its visible label.
+export function field(label, control) {
+  return h('label', null, h('span', null, label), control);
+}
+
+// filterZone is a labelled group of filters above a list (a search
+// region when it is a form that asks the server).
+export function filterZone(tag, id, name, ...kids) {
+  const attrs = { class: 'filters card', id, 'aria-label': name, role: tag === 'form' ? 'search' : 'group' };
+  return h(tag, attrs, ...kids);
+}
+
 // timeCell is a table cell for a moment: relative ("in 3 days"), with
 // the date itself on hover and for assistive technology.
 export function timeCell(t, none = 'never') {

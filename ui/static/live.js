@@ -3,7 +3,7 @@
 // blocks and what lifted them), and the attempts feed, all from the
 // audit stream.
 import * as api from './api.js';
-import { h, s, replace, clock, outcomeClass, badge, tokenLink, notice, recordHead, recordRow } from './dom.js';
+import { h, s, replace, clock, outcomeClass, badge, tokenLink, notice, recordHead, recordRow, field, filterZone } from './dom.js';
 
 const KEEP = 1000; // attempts kept in memory for filtering
 const SHOW = 50;   // rows shown
@@ -40,15 +40,15 @@ export function liveView(root) {
   const state = { paused: false, events: fresh ? kept.events : [], pending: 0, outcome: '', token: '', source: '', lastSeq: fresh ? kept.lastSeq : 0 };
 
   const pauseBtn = h('button', { type: 'button', id: 'pause' }, 'Pause');
-  const outcomeSel = h('select', { id: 'f-outcome', 'aria-label': 'Outcome' },
+  const outcomeSel = h('select', { id: 'f-outcome' },
     h('option', { value: '' }, 'All outcomes'),
     h('option', { value: 'valid' }, 'Valid'),
     h('option', { value: 'refused' }, 'Refused (any)'),
     h('option', { value: 'blocked' }, 'Blocked'),
     ['NOT_FOUND', 'MALFORMED', 'REVOKED', 'SUSPENDED', 'EXPIRED', 'NOT_YET_VALID', 'IP_NOT_ALLOWED', 'FORBIDDEN',
       'INSUFFICIENT_SCOPE', 'RATE_LIMITED', 'USAGE_EXCEEDED'].map((o) => h('option', { value: o }, o)));
-  const tokenIn = h('input', { id: 'f-token', placeholder: 'token id', 'aria-label': 'Token id' });
-  const sourceIn = h('input', { id: 'f-source', placeholder: 'source IP', 'aria-label': 'Source IP' });
+  const tokenIn = h('input', { id: 'f-token', placeholder: 'part of a token id' });
+  const sourceIn = h('input', { id: 'f-source', placeholder: 'start of an address' });
   const status = h('span', { class: 'muted', id: 'stream-status' }, 'connecting…');
   const tbody = h('tbody', { id: 'feed' });
   const table = h('table', { class: 'feed', id: 'live-feed' },
@@ -64,7 +64,8 @@ export function liveView(root) {
     h('h1', null, 'Live'),
     counterRow,
     h('div', { class: 'live-grid' }, chart, h('div', { class: 'card' }, h('strong', null, 'Locks, unlocks and changes'), changes)),
-    h('div', { class: 'toolbar' }, pauseBtn, outcomeSel, tokenIn, sourceIn, status),
+    filterZone('div', 'live-filters', 'Filter the feed', pauseBtn, field('Outcome', outcomeSel), field('Token', tokenIn),
+      field('Source', sourceIn), status),
     h('div', { class: 'scroll', id: 'live-feed-box' }, table));
 
   const matches = (ev) => {

@@ -1,7 +1,7 @@
 // Tokens: the list, one token's page, creating and deriving, and the
 // lifecycle actions.
 import * as api from './api.js';
-import { h, replace, when, ago, badge, tokenLink, notice, confirmDialog, copyButton, splitList, recordHead, recordRow, exportLinks, copyText, timeCell } from './dom.js';
+import { h, replace, when, ago, badge, tokenLink, notice, confirmDialog, copyButton, splitList, recordHead, recordRow, exportLinks, copyText, timeCell, field, filterZone } from './dom.js';
 
 // The columns of a token's recent attempts.
 const ATTEMPTS = ['time', 'outcome', 'source', 'request', 'latency', 'reason'];
@@ -44,7 +44,6 @@ const TOKEN = /^([a-z][a-z0-9]*(?:_[a-z][a-z0-9]*)*)_([0-9A-Za-z]{16})_[0-9A-Za-
 
 export function tokensView(root) {
   let f = {};
-  const field = (label, input) => h('label', null, h('span', null, label), input);
   const search = h('input', { type: 'search', name: 'q', id: 'f-q', placeholder: 'name, subject, tag or id', maxlength: 200, autocomplete: 'off' });
   const status = h('select', { name: 'status', id: 'f-status' },
     ['', 'active', 'suspended', 'revoked', 'expired', 'rotated'].map((v) => h('option', { value: v }, v || 'Any')));
@@ -53,7 +52,7 @@ export function tokensView(root) {
   const tag = h('input', { name: 'tag', id: 'f-tag', placeholder: 'exact tag' });
   const sort = h('select', { name: 'sort', id: 'f-sort' }, SORTS.map(([v, l]) => h('option', { value: v }, l)));
   const newLink = h('a', { href: '#/tokens/new', class: 'button primary', id: 'new-token' }, 'New token');
-  const form = h('form', { class: 'filters card', id: 'token-filters', role: 'search', 'aria-label': 'Find tokens' },
+  const form = filterZone('form', 'token-filters', 'Find tokens',
     field('Search', search), field('Status', status), field('Usage', usage), field('Subject', subject), field('Tag', tag),
     field('Order', sort),
     h('button', { type: 'submit' }, 'Show'));
