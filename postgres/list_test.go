@@ -10,6 +10,7 @@ import (
 
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/postgres"
+	"github.com/latchkeyhq/latchkey/storetest"
 )
 
 // A database from before the token search (migrations 1-8) gets its
@@ -34,27 +35,7 @@ func TestTokenSearchMigration(t *testing.T) {
 		t.Fatalf("migrating: %v", err)
 	}
 	defer db.Close()
-	for q, want := range map[string]int{"nightly": 1, "backup night": 1, "svc": n - 1, "ops": n, "west": n, "oldtoken00000003": 1} {
-		page, err := db.ListTokens(ctx, latchkey.TokenFilter{Search: q, Count: true, Limit: 1})
-		if err != nil || page.Total != int64(want) {
-			t.Errorf("after the migration, search %q finds %d, %v; want %d", q, page.Total, err, want)
-		}
-	}
-	page, err := db.ListTokens(ctx, latchkey.TokenFilter{Sort: latchkey.SortExpires, Limit: 1})
-	if err != nil || len(page.Tokens) != 1 || page.Tokens[0].Name != "Nightly Backup" {
-		t.Fatalf("sorted by expiry after the migration: %v, %v", page.Tokens, err)
-	}
-	if _, err := db.UpdateToken(ctx, page.Tokens[0].ID, func(tk *latchkey.Token) (*latchkey.AuditEvent, error) {
-		tk.Tags = []string{"weekly"}
-		return nil, nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	for q, want := range map[string]int64{"weekly": 1, "west": n - 1} {
-		if page, err := db.ListTokens(ctx, latchkey.TokenFilter{Search: q, Count: true, Limit: 1}); err != nil || page.Total != want {
-			t.Errorf("after a change of tags, search %q finds %d, %v; want %d", q, page.Total, err, want)
-		}
-	}
+	storetest.CheckMigratedSearch(t, db, n)
 }
 
 // Every listing the dashboard offers can be answered from an index: with

@@ -2,9 +2,7 @@ package sqlite
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
-	"io/fs"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,6 +10,7 @@ import (
 
 	"github.com/latchkeyhq/latchkey"
 	"github.com/latchkeyhq/latchkey/internal/tokenrow"
+	"github.com/latchkeyhq/latchkey/storetest"
 )
 
 // A database from before the token search (migrations 1-9) gets its
@@ -20,22 +19,7 @@ import (
 func TestTokenSearchMigration(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "old.db")
-	w, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)&_txlock=immediate")
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.SetMaxOpenConns(1)
-	old := &DB{path: path, w: w, r: w}
-	if _, err := w.ExecContext(ctx, `CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY)`); err != nil {
-		t.Fatal(err)
-	}
-	for v := 1; v <= 9; v++ {
-		names, _ := fs.Glob(migrations, fmt.Sprintf("migrations/%04d_*.sql", v))
-		if err := old.applyMigration(ctx, v, names[0]); err != nil {
-			t.Fatal(err)
-		}
-	}
+	path, w := migratedTo(t, 9)
 	// More tokens than one page of the Go step.
 	n := tokenrow.FillPage + 5
 	for i := range n {
@@ -50,22 +34,12 @@ func TestTokenSearchMigration(t *testing.T) {
 		}
 	}
 	w.Close()
-
 	db, err := Open(ctx, path)
 	if err != nil {
 		t.Fatalf("migrating: %v", err)
 	}
 	defer db.Close()
-	for q, want := range map[string]int{"nightly": 1, "backup night": 1, "svc": n - 1, "ops": n, "west": n, "oldtoken00000003": 1} {
-		page, err := db.ListTokens(ctx, latchkey.TokenFilter{Search: q, Count: true, Limit: 1})
-		if err != nil || page.Total != int64(want) {
-			t.Errorf("after the migration, search %q finds %d, %v; want %d", q, page.Total, err, want)
-		}
-	}
-	page, err := db.ListTokens(ctx, latchkey.TokenFilter{Sort: latchkey.SortExpires, Limit: 1})
-	if err != nil || len(page.Tokens) != 1 || page.Tokens[0].Name != "Nightly Backup" {
-		t.Errorf("sorted by expiry after the migration: %v, %v", page.Tokens, err)
-	}
+	storetest.CheckMigratedSearch(t, db, n)
 }
 
 // Every listing the dashboard offers is a range of an index, read in

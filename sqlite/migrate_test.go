@@ -20,21 +20,7 @@ import (
 // reads the same after migration 6 packs it, and its chain still holds.
 func TestAuditPackMigration(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "old.db")
-	w, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)&_txlock=immediate")
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.SetMaxOpenConns(1)
-	db := &DB{path: path, w: w, r: w}
-	if _, err := w.ExecContext(ctx, `CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY)`); err != nil {
-		t.Fatal(err)
-	}
-	for v, name := range []string{"0001_init.sql", "0002_lifecycle.sql", "0003_audit_chain.sql", "0004_blocks.sql", "0005_audit_indexes.sql"} {
-		if err := db.applyMigration(ctx, v+1, "migrations/"+name); err != nil {
-			t.Fatal(err)
-		}
-	}
+	path, w := migratedTo(t, 5)
 	evs := []latchkey.AuditEvent{
 		{Time: time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC), Node: "n1", RequestID: "req-1", Kind: "verify", Action: "verify",
 			TokenID: "AbCdEfGhIjKlMnOp", Subject: "svc", Outcome: "INSUFFICIENT_SCOPE", Reason: "missing_scope",
@@ -91,23 +77,8 @@ func TestAuditChunkMigration(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	build := func(t *testing.T, rows []latchkey.AuditEvent, tamper bool) string {
-		path := filepath.Join(t.TempDir(), "old.db")
-		w, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)&_txlock=immediate")
-		if err != nil {
-			t.Fatal(err)
-		}
+		path, w := migratedTo(t, 7)
 		defer w.Close()
-		w.SetMaxOpenConns(1)
-		db := &DB{path: path, w: w, r: w}
-		if _, err := w.ExecContext(ctx, `CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY)`); err != nil {
-			t.Fatal(err)
-		}
-		for v := 1; v <= 7; v++ {
-			names, _ := fs.Glob(migrations, fmt.Sprintf("migrations/%04d_*.sql", v))
-			if err := db.applyMigration(ctx, v, names[0]); err != nil {
-				t.Fatal(err)
-			}
-		}
 		// An anchor: records up to 3 of n1 were pruned.
 		anchor := latchkey.ChainHash("", &latchkey.AuditEvent{Kind: "x"})
 		if _, err := w.ExecContext(ctx, `INSERT INTO audit_anchors (node, seq, hash, at) VALUES ('n1', 3, ?, 0)`, anchor); err != nil {
@@ -243,4 +214,31 @@ func TestSourceIndexAfterPrune(t *testing.T) {
 	if p, _ := db.ListAudit(ctx, latchkey.AuditFilter{Source: src}); len(p.Events) != 1 {
 		t.Errorf("after the prune, a new record from the same address: %d by source, want 1", len(p.Events))
 	}
+}
+
+// migratedTo makes a database file with migrations 1..v applied, as an
+// older release left it, and returns its path and a connection to it;
+// the caller adds rows, closes it, and lets Open migrate on.
+func migratedTo(t *testing.T, v int) (string, *sql.DB) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "old.db")
+	w, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)&_txlock=immediate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.SetMaxOpenConns(1)
+	db := &DB{path: path, w: w, r: w}
+	if _, err := w.ExecContext(context.Background(), `CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY)`); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= v; i++ {
+		names, _ := fs.Glob(migrations, fmt.Sprintf("migrations/%04d_*.sql", i))
+		if len(names) != 1 {
+			t.Fatalf("migration %d: %v", i, names)
+		}
+		if err := db.applyMigration(context.Background(), i, names[0]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return path, w
 }

@@ -287,3 +287,41 @@ func testListUsage(t *testing.T, s latchkey.Store) {
 		}
 	}
 }
+
+// CheckMigratedSearch checks a store migrated from before the token
+// search, which held n tokens named "svc-<i>" of the subject "team-ops",
+// tagged "eu-west", with ids "OldToken<i, 8 digits>", the last named
+// "Nightly Backup" and expiring first: every one is found by search at
+// once, the sorted listing works on them, and a change of tags
+// afterwards is found.
+func CheckMigratedSearch(t *testing.T, s latchkey.Store, n int) {
+	t.Helper()
+	count := func(q string) int64 {
+		t.Helper()
+		page, err := s.ListTokens(ctx(), latchkey.TokenFilter{Search: q, Count: true, Limit: 1})
+		if err != nil {
+			t.Fatalf("search %q: %v", q, err)
+		}
+		return page.Total
+	}
+	for q, want := range map[string]int{"nightly": 1, "backup night": 1, "svc": n - 1, "ops": n, "west": n, "oldtoken00000003": 1} {
+		if got := count(q); got != int64(want) {
+			t.Errorf("after the migration, search %q finds %d; want %d", q, got, want)
+		}
+	}
+	page, err := s.ListTokens(ctx(), latchkey.TokenFilter{Sort: latchkey.SortExpires, Limit: 1})
+	if err != nil || len(page.Tokens) != 1 || page.Tokens[0].Name != "Nightly Backup" {
+		t.Fatalf("sorted by expiry after the migration: %v, %v", page.Tokens, err)
+	}
+	if _, err := s.UpdateToken(ctx(), page.Tokens[0].ID, func(tk *latchkey.Token) (*latchkey.AuditEvent, error) {
+		tk.Tags = []string{"weekly"}
+		return nil, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for q, want := range map[string]int64{"weekly": 1, "west": int64(n - 1)} {
+		if got := count(q); got != want {
+			t.Errorf("after a change of tags, search %q finds %d; want %d", q, got, want)
+		}
+	}
+}
