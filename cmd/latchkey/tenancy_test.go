@@ -171,6 +171,25 @@ func isolation(t *testing.T, tn *tenants, url, root string, flush func()) {
 	if err != nil || len(list.Tokens) != 1 || list.Tokens[0].ID != acme {
 		t.Errorf("acme's admin lists %v, %v; want acme's one token", list, err)
 	}
+	// Searching and counting do not reach across either: beta's token, by
+	// its id, its subject or its tag, is neither found nor counted (a
+	// search alone is counted from the search index, which every keyspace
+	// shares), in any order.
+	for _, f := range []latchkey.TokenFilter{{Search: beta}, {Search: "beta cust"}, {Search: "t", Sort: latchkey.SortExpires}, {Search: "cust"}} {
+		f.Count = true
+		list, err := ac.ListTokens(ctx, f)
+		if err != nil {
+			t.Fatalf("acme's admin searches %q: %v", f.Search, err)
+		}
+		for _, tk := range list.Tokens {
+			if tk.ID == beta {
+				t.Errorf("acme's admin finds beta's token searching %q", f.Search)
+			}
+		}
+		if want := int64(len(list.Tokens)); list.Total == nil || *list.Total != want {
+			t.Errorf("acme's admin searching %q counts %v, sees %d", f.Search, list.Total, want)
+		}
+	}
 	evs, err := ac.ListAudit(ctx, latchkey.AuditFilter{})
 	if err != nil || len(evs.Events) == 0 {
 		t.Fatalf("acme's admin reads no audit records: %v", err)
