@@ -43,6 +43,7 @@ type Listing struct {
 	sort  string
 	desc  bool
 	limit int
+	words []string // of the search
 }
 
 // NewListing checks f's order and search.
@@ -51,10 +52,11 @@ func NewListing(f latchkey.TokenFilter) (*Listing, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := latchkey.ParseSearch(f.Search); err != nil {
+	words, err := latchkey.ParseSearch(f.Search)
+	if err != nil {
 		return nil, err
 	}
-	return &Listing{f: f, sort: sort, desc: desc, limit: latchkey.PageLimit(f.Limit)}, nil
+	return &Listing{f: f, sort: sort, desc: desc, limit: latchkey.PageLimit(f.Limit), words: words}, nil
 }
 
 // Page returns the query for a page (one row more than the page, which
@@ -80,7 +82,8 @@ func (l *Listing) Page(d Dialect) (string, error) {
 			// The matches are sorted by their key alone and only the
 			// page's rows are then read whole: sorting whole rows (and
 			// reading each one's budget) cost PostgreSQL 167 ms for a
-			// search matching 25,000 of 1,000,000 tokens, this 30 ms.
+			// search matching 25,000 of 1,000,000 tokens, this 112 ms
+			// (docs/benchmarks.md).
 			return `SELECT ` + SelectColumns + ` FROM tokens WHERE seq IN (SELECT seq FROM tokens` + where +
 				" ORDER BY " + order + " LIMIT " + d.Arg(l.limit+1) + ") ORDER BY " + order
 		}
@@ -128,11 +131,12 @@ func (l *Listing) searchOnly() bool {
 
 // Count returns the query counting every token the filter matches. A
 // search alone is counted in token_terms, without reading a token (at a
-// million tokens, a word of 25,000: 3 ms instead of 40 to 100).
+// million tokens, a word of 25,000: 10 ms instead of 40 in SQLite, 7 ms
+// instead of 97 in PostgreSQL).
 func (l *Listing) Count(d Dialect) string {
-	if words, _ := latchkey.ParseSearch(l.f.Search); len(words) > 0 && l.searchOnly() {
-		parts := make([]string, len(words))
-		for i, w := range words {
+	if len(l.words) > 0 && l.searchOnly() {
+		parts := make([]string, len(l.words))
+		for i, w := range l.words {
 			parts[i] = "SELECT DISTINCT seq FROM token_terms WHERE term >= " + d.Arg(w) + " AND term < " + d.Arg(latchkey.PrefixEnd(w))
 		}
 		return "SELECT count(*) FROM (" + strings.Join(parts, " INTERSECT ") + ") AS matches"
@@ -220,8 +224,7 @@ func (l *Listing) conds(d Dialect) []string {
 	if f.NeverUsed {
 		where = append(where, sortExpr[latchkey.SortLastUsed]+" = "+strconv.Itoa(latchkey.NeverUsed))
 	}
-	words, _ := latchkey.ParseSearch(f.Search) // checked by NewListing
-	for _, w := range words {
+	for _, w := range l.words {
 		where = append(where, "seq IN (SELECT seq FROM token_terms WHERE term >= "+d.Arg(w)+" AND term < "+d.Arg(latchkey.PrefixEnd(w))+")")
 	}
 	return where
