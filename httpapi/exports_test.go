@@ -21,8 +21,8 @@ import (
 	"github.com/latchkeyhq/latchkey/tokens"
 )
 
-// An export of 100,000 audit records streams: the live heap grows by a
-// page's worth, not by the file's (30-50 MB), and every record arrives once, in
+// An export of 100,000 audit records streams: the live heap grows by far
+// less than the file (30-50 MB), and every record arrives once, in
 // order, with the trailers saying it is complete. Not parallel: the heap
 // is measured while nothing else runs.
 func TestAuditExportStreams(t *testing.T) {
@@ -100,7 +100,12 @@ func TestAuditExportStreams(t *testing.T) {
 		}
 		grew := int64(peak.Load()) - int64(base)
 		t.Logf("%s export of %d records: %.1f MB in %v; the live heap grew by at most %.1f MB", format, n, float64(size)/1e6, time.Since(began).Round(time.Millisecond), float64(grew)/1e6)
-		if grew > 12<<20 {
+		// Holding the export would hold at least the file (the records as
+		// Go values take more). What a streamed export keeps is a page of
+		// records and its buffers, a few MB; the peak sampled also counts
+		// garbage made while a collection ran (8-14 MB here at JSON
+		// Lines' allocation rate), so the bound is half the file.
+		if grew > size/2 {
 			t.Errorf("%s export held %.1f MB of heap for a %.1f MB file: not streamed", format, float64(grew)/1e6, float64(size)/1e6)
 		}
 	}
