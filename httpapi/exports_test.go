@@ -11,8 +11,6 @@ import (
 	"runtime"
 	"runtime/metrics"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -44,21 +42,17 @@ func TestAuditExportStreams(t *testing.T) {
 	}
 	for _, format := range []string{"csv", "jsonl", "csv"} {
 		base := liveHeap()
-		var peak atomic.Uint64
-		stop := make(chan struct{})
-		var wg sync.WaitGroup
-		wg.Go(func() {
-			for {
-				if l := liveHeap(); l > peak.Load() {
-					peak.Store(l)
-				}
-				select {
-				case <-stop:
-					return
-				case <-time.After(20 * time.Millisecond):
-				}
-			}
-		})
+		var peak uint64
+		// Every 25,000 lines the reader stops until the server, its
+		// socket full, blocks mid-export; the heap is read then, twice, so
+		// that the second collection runs with nothing allocating: what
+		// the export holds, without the garbage of the moment (sampled
+		// while the export ran, that garbage read as 8-14 MB).
+		sample := func() {
+			time.Sleep(100 * time.Millisecond)
+			liveHeap()
+			peak = max(peak, liveHeap())
+		}
 		req, _ := http.NewRequest("GET", e.url+"/v1/export/audit?kind=verify&format="+format, nil)
 		req.Header.Set("Authorization", "Bearer "+e.root)
 		began := time.Now()
@@ -73,6 +67,9 @@ func TestAuditExportStreams(t *testing.T) {
 		sc := bufio.NewScanner(&counter{r: resp.Body, n: &size})
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
+			if rows%25_000 == 12_500 {
+				sample()
+			}
 			line := sc.Bytes()
 			if format == "csv" {
 				if rows == 0 && !strings.HasPrefix(string(line), "seq,time,node,kind") {
@@ -89,8 +86,6 @@ func TestAuditExportStreams(t *testing.T) {
 			rows++
 		}
 		resp.Body.Close()
-		close(stop)
-		wg.Wait()
 		want := n
 		if format == "csv" {
 			want++ // the header
@@ -98,14 +93,13 @@ func TestAuditExportStreams(t *testing.T) {
 		if rows != want || resp.Trailer.Get("Latchkey-Export-Complete") != "true" || resp.Trailer.Get("Latchkey-Export-Rows") != fmt.Sprint(n) {
 			t.Errorf("%s export: %d lines (want %d), trailers %v", format, rows, want, resp.Trailer)
 		}
-		grew := int64(peak.Load()) - int64(base)
+		grew := int64(peak) - int64(base)
 		t.Logf("%s export of %d records: %.1f MB in %v; the live heap grew by at most %.1f MB", format, n, float64(size)/1e6, time.Since(began).Round(time.Millisecond), float64(grew)/1e6)
 		// Holding the export would hold at least the file (the records as
-		// Go values take more). What a streamed export keeps is a page of
-		// records and its buffers, a few MB; the peak sampled also counts
-		// garbage made while a collection ran (8-14 MB here at JSON
-		// Lines' allocation rate), so the bound is half the file.
-		if grew > size/2 {
+		// Go values take more). A streamed export holds a page of records
+		// and its buffers: 0.6-6.3 MB measured on a busy machine; a third
+		// of the file leaves room and still refuses anything that holds it.
+		if grew > size/3 {
 			t.Errorf("%s export held %.1f MB of heap for a %.1f MB file: not streamed", format, float64(grew)/1e6, float64(size)/1e6)
 		}
 	}
