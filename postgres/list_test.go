@@ -29,12 +29,7 @@ func TestTokenSearchMigration(t *testing.T) {
 		FROM generate_series(0, $1 - 1) AS i`, n); err != nil {
 		t.Fatal(err)
 	}
-	c.Close(ctx)
-	db, err := postgres.Open(ctx, dsn)
-	if err != nil {
-		t.Fatalf("migrating: %v", err)
-	}
-	defer db.Close()
+	db := migrateOn(ctx, t, dsn, c)
 	storetest.CheckMigratedSearch(t, db, n)
 }
 

@@ -27,12 +27,7 @@ func TestTenancyMigration(t *testing.T) {
 		VALUES ('OldToken00000000', 'lk', 'old', 'svc', '["invoices:read"]', 1764590400000000, 'active', 3, '\x00', 'OldToken00000000', 10, 4)`); err != nil {
 		t.Fatal(err)
 	}
-	c.Close(ctx)
-	db, err := postgres.Open(ctx, dsn)
-	if err != nil {
-		t.Fatalf("migrating: %v", err)
-	}
-	defer db.Close()
+	db := migrateOn(ctx, t, dsn, c)
 	tok, err := db.GetToken(ctx, "OldToken00000000")
 	if err != nil {
 		t.Fatal(err)
@@ -74,12 +69,7 @@ func TestAuditLanesMigration(t *testing.T) {
 	if _, err := c.Exec(ctx, `INSERT INTO audit_heads (node, hash) VALUES ('n1', $1)`, prev); err != nil {
 		t.Fatal(err)
 	}
-	c.Close(ctx)
-	db, err := postgres.Open(ctx, dsn)
-	if err != nil {
-		t.Fatalf("migrating: %v", err)
-	}
-	defer db.Close()
+	db := migrateOn(ctx, t, dsn, c)
 	if r, err := audit.VerifyChain(ctx, db); err != nil || !r.OK || r.Checked != 3 {
 		t.Fatalf("after the migration: %+v %+v %v", r, r.Broken, err)
 	}
@@ -108,12 +98,7 @@ func TestAuditSourcesMigration(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	c.Close(ctx)
-	db, err := postgres.Open(ctx, dsn)
-	if err != nil {
-		t.Fatalf("migrating: %v", err)
-	}
-	defer db.Close()
+	db := migrateOn(ctx, t, dsn, c)
 	for _, c := range []struct {
 		source string
 		want   int
@@ -124,6 +109,20 @@ func TestAuditSourcesMigration(t *testing.T) {
 			t.Errorf("after the migration, source %s: %d records (want %d), %v", c.source, len(page.Events), c.want, err)
 		}
 	}
+}
+
+// migrateOn closes c, the older release's connection, and opens the
+// store on dsn, which migrates the rest of the way; the store is closed
+// when the test ends.
+func migrateOn(ctx context.Context, t *testing.T, dsn string, c *pgx.Conn) *postgres.DB {
+	t.Helper()
+	c.Close(ctx)
+	db, err := postgres.Open(ctx, dsn)
+	if err != nil {
+		t.Fatalf("migrating: %v", err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
 }
 
 // migratedTo connects to a fresh schema of its own with migrations 1..v
